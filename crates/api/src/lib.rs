@@ -1,0 +1,24 @@
+//! Remora's custom resources and the one validation function every entry point shares.
+//!
+//! The doc comments on these types become the CRD's OpenAPI descriptions, which is what
+//! `kubectl explain` prints: they are written for the person editing a manifest.
+#![forbid(unsafe_code)]
+// Several `printcolumn(...)` entries in one `#[kube]` attribute repeat `type_ = ...`, which
+// this lint mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
+pub mod conditions;
+mod duration;
+pub mod sidecar_policy;
+pub mod traffic_route;
+mod validation;
+
+pub use duration::Duration;
+pub use sidecar_policy::{SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus};
+pub use traffic_route::{TrafficRoute, TrafficRouteSpec, TrafficRouteStatus};
+pub use validation::{FieldError, Validate, ValidationErrors, decode};
+
+/// The API group of every Remora resource.
+pub const GROUP: &str = "remora.dev";
+/// The API version the types in this crate serve.
+pub const VERSION: &str = "v1alpha1";
