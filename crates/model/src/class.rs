@@ -1,0 +1,390 @@
+//! Proxies in one namespace governed by one policy see the same outbound world, so their
+//! outbound config is computed once per such class and shared. A class is updated one
+//! Service at a time, which is what keeps a route change cheap.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use crate::{
+    config::{
+        BindAddress, Cluster, Direction, Discovery, Forward, Listener, ListenerProtocol, Resource,
+        ResourceKey, ResourceType, Route, RouteAction, RouteConfig, Target, Versioned, VirtualHost,
+        WeightedCluster,
+    },
+    input::{MeshSettings, ObjectKey, Protocol},
+    policy::Defaults,
+    routing::{ClusterKey, PortRouting, ServiceRouting},
+};
+
+/// A class of proxies: same namespace, same governing policy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClassKey {
+    pub namespace: String,
+    pub policy: Option<ObjectKey>,
+}
+
+/// (port, routing hash, defaults id, same namespace): everything a virtual host depends on.
+type VhostInputs = (u16, u64, u64, bool);
+/// (port, subset, defaults id, http2): everything a cluster depends on.
+type ClusterInputs = (u16, Vec<(String, String)>, u64, bool);
+
+/// Memoized pieces shared between classes, per Service, keyed by every input so a stale
+/// entry can never be returned.
+#[derive(Default)]
+pub(crate) struct SharedCache {
+    vhosts: BTreeMap<ObjectKey, HashMap<VhostInputs, Arc<Versioned<VirtualHost>>>>,
+    clusters: BTreeMap<ObjectKey, HashMap<ClusterInputs, Arc<Versioned<Cluster>>>>,
+}
+
+impl SharedCache {
+    /// Drops everything derived from `service`.
+    pub(crate) fn forget(&mut self, service: &ObjectKey) {
+        self.vhosts.remove(service);
+        self.clusters.remove(service);
+    }
+}
+
+/// What a class needs from the rest of the mesh while it updates.
+pub(crate) struct Env<'a> {
+    pub settings: &'a MeshSettings,
+    pub protocols: &'a dyn Fn(&ClusterKey) -> Option<Protocol>,
+}
+
+pub(crate) struct Class {
+    pub key: ClassKey,
+    pub defaults: Arc<Defaults>,
+    defaults_id: u64,
+    pub members: BTreeSet<ObjectKey>,
+    /// The Services this class reaches, with the routing last applied for each.
+    reach: BTreeMap<ObjectKey, Arc<ServiceRouting>>,
+    http: BTreeMap<u16, BTreeMap<ObjectKey, Arc<Versioned<VirtualHost>>>>,
+    pub cluster_refs: BTreeMap<ClusterKey, u32>,
+    /// Outbound listeners, route configs and clusters (endpoints are shared mesh-wide).
+    pub resources: BTreeMap<ResourceKey, Resource>,
+}
+
+/// Collects what an update changed.
+#[derive(Default)]
+pub(crate) struct Delta {
+    pub changed: BTreeSet<ResourceKey>,
+    /// Cluster keys this class started (+1) or stopped (-1) using.
+    pub cluster_refs: Vec<(ClusterKey, i32)>,
+}
+
+impl Class {
+    pub fn new(key: ClassKey, defaults: Arc<Defaults>) -> Class {
+        Class {
+            key,
+            defaults_id: defaults.id(),
+            defaults,
+            members: BTreeSet::new(),
+            reach: BTreeMap::new(),
+            http: BTreeMap::new(),
+            cluster_refs: BTreeMap::new(),
+            resources: BTreeMap::new(),
+        }
+    }
+
+    pub fn reaches(&self, service: &ObjectKey) -> bool {
+        self.defaults.reaches(&self.key.namespace, service)
+    }
+
+    /// Applies the current routing of one Service (`None`: it is gone).
+    pub fn set_service(
+        &mut self,
+        env: &Env<'_>,
+        cache: &mut SharedCache,
+        service: &ObjectKey,
+        routing: Option<&Arc<ServiceRouting>>,
+        delta: &mut Delta,
+    ) {
+        let routing = routing.filter(|_| self.reaches(service));
+        let old = self.reach.remove(service);
+        if let (Some(old), Some(new)) = (&old, routing)
+            && Arc::ptr_eq(old, new)
+        {
+            self.reach.insert(service.clone(), old.clone());
+            return;
+        }
+        let mut touched_ports = BTreeSet::new();
+        let mut tcp_listeners: BTreeMap<Arc<str>, Option<Resource>> = BTreeMap::new();
+        if let Some(old) = &old {
+            for (port, (_, pr)) in &old.ports {
+                match pr {
+                    PortRouting::Http { .. } => {
+                        if let Some(hosts) = self.http.get_mut(port) {
+                            hosts.remove(service);
+                        }
+                        touched_ports.insert(*port);
+                    }
+                    PortRouting::Tcp { .. } => {
+                        if let Some(ip) = old.cluster_ip {
+                            tcp_listeners.insert(tcp_listener_name(ip, *port), None);
+                        }
+                    }
+                }
+            }
+            for c in &old.clusters {
+                self.unref_cluster(env, c, delta);
+            }
+        }
+        if let Some(new) = routing {
+            let same_ns = service.namespace == self.key.namespace;
+            for (port, (_, pr)) in &new.ports {
+                match pr {
+                    PortRouting::Http { routes } => {
+                        let vhost = cache
+                            .vhosts
+                            .entry(service.clone())
+                            .or_default()
+                            .entry((*port, new.hash, self.defaults_id, same_ns))
+                            .or_insert_with(|| {
+                                Versioned::new(virtual_host(
+                                    env.settings,
+                                    service,
+                                    new.cluster_ip,
+                                    *port,
+                                    same_ns,
+                                    routes,
+                                    &self.defaults,
+                                ))
+                            })
+                            .clone();
+                        self.http
+                            .entry(*port)
+                            .or_default()
+                            .insert(service.clone(), vhost);
+                        touched_ports.insert(*port);
+                    }
+                    PortRouting::Tcp { clusters } => {
+                        // A TCP Service is told apart by its cluster IP; a headless one has none
+                        // and is reached through its endpoints' own addresses instead.
+                        if let Some(ip) = new.cluster_ip {
+                            let name = tcp_listener_name(ip, *port);
+                            let listener = Listener {
+                                name: name.clone(),
+                                direction: Direction::Outbound,
+                                address: BindAddress::Ip(ip),
+                                port: *port,
+                                protocol: ListenerProtocol::Tcp {
+                                    clusters: clusters
+                                        .iter()
+                                        .map(|(k, w)| WeightedCluster {
+                                            target: Target::Cluster(k.name(env.settings)),
+                                            weight: *w,
+                                        })
+                                        .collect(),
+                                },
+                                access_log: self.defaults.access_log,
+                            };
+                            tcp_listeners
+                                .insert(name, Some(Resource::Listener(Versioned::new(listener))));
+                        }
+                    }
+                }
+            }
+            for c in &new.clusters {
+                self.ref_cluster(env, cache, c, delta);
+            }
+            self.reach.insert(service.clone(), new.clone());
+        }
+        for (name, resource) in tcp_listeners {
+            self.put(ResourceType::Listener, name, resource, delta);
+        }
+        for port in touched_ports {
+            self.rebuild_port(port, delta);
+        }
+    }
+
+    /// Drops every Service, leaving an empty class (used before a full rebuild and when the
+    /// class disappears, so cluster references are released).
+    pub fn clear(&mut self, env: &Env<'_>, cache: &mut SharedCache, delta: &mut Delta) {
+        let services: Vec<ObjectKey> = self.reach.keys().cloned().collect();
+        for s in services {
+            self.set_service(env, cache, &s, None, delta);
+        }
+    }
+
+    fn rebuild_port(&mut self, port: u16, delta: &mut Delta) {
+        let route_name: Arc<str> = port.to_string().into();
+        let listener_name: Arc<str> = format!("outbound|{port}").into();
+        let hosts = self.http.get(&port).filter(|h| !h.is_empty());
+        let Some(hosts) = hosts else {
+            self.http.remove(&port);
+            self.put(ResourceType::RouteConfig, route_name, None, delta);
+            self.put(ResourceType::Listener, listener_name, None, delta);
+            return;
+        };
+        let route_config = RouteConfig {
+            name: route_name.clone(),
+            virtual_hosts: hosts.values().cloned().collect(),
+        };
+        let listener = Listener {
+            name: listener_name.clone(),
+            direction: Direction::Outbound,
+            address: BindAddress::Any,
+            port,
+            protocol: ListenerProtocol::Http {
+                route_config: route_name.clone(),
+            },
+            access_log: self.defaults.access_log,
+        };
+        self.put(
+            ResourceType::RouteConfig,
+            route_name,
+            Some(Resource::RouteConfig(Versioned::new(route_config))),
+            delta,
+        );
+        self.put(
+            ResourceType::Listener,
+            listener_name,
+            Some(Resource::Listener(Versioned::new(listener))),
+            delta,
+        );
+    }
+
+    fn ref_cluster(
+        &mut self,
+        env: &Env<'_>,
+        cache: &mut SharedCache,
+        key: &ClusterKey,
+        delta: &mut Delta,
+    ) {
+        let count = self.cluster_refs.entry(key.clone()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            return;
+        }
+        let http2 = (env.protocols)(key) == Some(Protocol::Http2);
+        let subset: Vec<(String, String)> = key
+            .subset
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let cluster = cache
+            .clusters
+            .entry(key.service.clone())
+            .or_default()
+            .entry((key.port, subset, self.defaults_id, http2))
+            .or_insert_with(|| {
+                Versioned::new(Cluster {
+                    name: key.name(env.settings),
+                    connect_timeout: self.defaults.connect_timeout,
+                    discovery: Discovery::Eds,
+                    outlier_detection: self.defaults.outlier_detection.clone(),
+                    circuit_breaker: self.defaults.circuit_breaker.clone(),
+                    http2,
+                })
+            })
+            .clone();
+        let name = cluster.value.name.clone();
+        self.put(
+            ResourceType::Cluster,
+            name.clone(),
+            Some(Resource::Cluster(cluster)),
+            delta,
+        );
+        delta.changed.insert(ResourceKey {
+            kind: ResourceType::Endpoints,
+            name,
+        });
+        delta.cluster_refs.push((key.clone(), 1));
+    }
+
+    fn unref_cluster(&mut self, env: &Env<'_>, key: &ClusterKey, delta: &mut Delta) {
+        let Some(count) = self.cluster_refs.get_mut(key) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        self.cluster_refs.remove(key);
+        let name = key.name(env.settings);
+        self.put(ResourceType::Cluster, name.clone(), None, delta);
+        delta.changed.insert(ResourceKey {
+            kind: ResourceType::Endpoints,
+            name,
+        });
+        delta.cluster_refs.push((key.clone(), -1));
+    }
+
+    /// Stores or removes a resource, noting a change only when the content differs.
+    fn put(
+        &mut self,
+        kind: ResourceType,
+        name: Arc<str>,
+        resource: Option<Resource>,
+        delta: &mut Delta,
+    ) {
+        let key = ResourceKey { kind, name };
+        let unchanged = match resource {
+            Some(r) => {
+                let new_hash = r.hash();
+                self.resources.insert(key.clone(), r).map(|o| o.hash()) == Some(new_hash)
+            }
+            None => self.resources.remove(&key).is_none(),
+        };
+        if !unchanged {
+            delta.changed.insert(key);
+        }
+    }
+}
+
+fn tcp_listener_name(ip: IpAddr, port: u16) -> Arc<str> {
+    format!("outbound|{ip}|{port}").into()
+}
+
+fn virtual_host(
+    settings: &MeshSettings,
+    service: &ObjectKey,
+    cluster_ip: Option<IpAddr>,
+    port: u16,
+    same_namespace: bool,
+    routes: &[Route],
+    defaults: &Defaults,
+) -> VirtualHost {
+    let (name, ns, domain) = (&service.name, &service.namespace, &settings.cluster_domain);
+    let mut hosts = vec![
+        format!("{name}.{ns}"),
+        format!("{name}.{ns}.svc"),
+        format!("{name}.{ns}.svc.{domain}"),
+    ];
+    // The short name only means this Service to clients in its own namespace.
+    if same_namespace {
+        hosts.insert(0, name.clone());
+    }
+    if let Some(ip) = cluster_ip {
+        hosts.push(match ip {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        });
+    }
+    let domains = hosts
+        .iter()
+        .flat_map(|h| [h.clone(), format!("{h}:{port}")])
+        .collect();
+    let routes = routes
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if let RouteAction::Forward(Forward { timeout, retry, .. }) = &mut r.action {
+                if timeout.is_none() {
+                    *timeout = defaults.request_timeout;
+                }
+                if retry.is_none() {
+                    retry.clone_from(&defaults.retry);
+                }
+            }
+            r
+        })
+        .collect();
+    VirtualHost {
+        name: format!("{name}.{ns}.svc.{domain}:{port}").into(),
+        domains,
+        routes,
+    }
+}

@@ -1,0 +1,243 @@
+//! What the model is fed: plain values in the shape watches deliver, one object at a time.
+//! The edges (the Kubernetes watches, the local YAML loader) convert API objects into these.
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+use remora_api::{SidecarPolicy, TrafficRoute};
+
+/// Names a namespaced object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: Labels,
+}
+
+/// The protocol of a Service port, from its `appProtocol` or its name (`http`, `http-web`,
+/// `grpc`, `h2c`, `tcp-db`, ...). A port that says neither is treated as TCP: that always
+/// works, while treating a TCP port as HTTP breaks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Http,
+    /// HTTP/2 without TLS, including gRPC.
+    Http2,
+    Tcp,
+}
+
+impl Protocol {
+    /// Reads the protocol from a port's `appProtocol` and name.
+    pub fn detect(app_protocol: Option<&str>, port_name: Option<&str>) -> Protocol {
+        let from = |s: &str| match s.to_ascii_lowercase().as_str() {
+            "http" | "http1" | "http/1.1" | "kubernetes.io/http" => Some(Protocol::Http),
+            "http2" | "h2c" | "grpc" | "kubernetes.io/h2c" => Some(Protocol::Http2),
+            "tcp" => Some(Protocol::Tcp),
+            _ => None,
+        };
+        app_protocol
+            .and_then(from)
+            .or_else(|| port_name.and_then(|n| from(n.split('-').next().unwrap_or(n))))
+            .unwrap_or(Protocol::Tcp)
+    }
+
+    pub fn is_http(self) -> bool {
+        self != Protocol::Tcp
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    /// `None` for headless Services.
+    pub cluster_ip: Option<IpAddr>,
+    pub ports: Vec<ServicePort>,
+}
+
+impl Service {
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey::new(&self.namespace, &self.name)
+    }
+
+    pub fn port(&self, port: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == port)
+    }
+}
+
+/// One EndpointSlice (or, on servers without them, the `Endpoints` object) of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSlice {
+    pub namespace: String,
+    pub name: String,
+    /// The Service the slice belongs to.
+    pub service: String,
+    /// Service port name → the port the endpoints listen on.
+    pub ports: Vec<EndpointPort>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointPort {
+    /// Matches the Service port of the same name (`None` for a Service with one unnamed port).
+    pub name: Option<String>,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    pub ready: bool,
+    pub zone: Option<String>,
+    /// The pod behind the endpoint, whose labels decide which subsets it belongs to.
+    pub pod: Option<String>,
+}
+
+/// A pod. Pods with a sidecar are proxies; the labels of every pod behind an endpoint decide
+/// subset membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    pub service_account: String,
+    pub ip: Option<IpAddr>,
+    /// Carries a Remora sidecar.
+    pub sidecar: bool,
+    /// The ports the pod's containers declare, which inbound listeners serve.
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerPort {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// Settings of the mesh as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// Policies here may cover other namespaces through their `namespaceSelector`.
+    pub root_namespace: String,
+    /// Namespaces with this label set to `enabled` are in the mesh; a root policy without a
+    /// namespace selector covers exactly them.
+    pub mesh_label: String,
+    pub cluster_domain: String,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        MeshSettings {
+            root_namespace: "remora-system".into(),
+            mesh_label: "remora.dev/mesh".into(),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
+
+/// One object of any kind the model reads.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Namespace(Namespace),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Pod(Pod),
+    SidecarPolicy(Box<SidecarPolicy>),
+    TrafficRoute(Box<TrafficRoute>),
+}
+
+/// The kinds of [`Object`], for deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    Service,
+    EndpointSlice,
+    Pod,
+    SidecarPolicy,
+    TrafficRoute,
+}
+
+/// A change as a watch delivers it.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Upsert(Object),
+    /// Namespaces are deleted with an empty `namespace` in the key.
+    Delete(Kind, ObjectKey),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Pod(_) => Kind::Pod,
+            Object::SidecarPolicy(_) => Kind::SidecarPolicy,
+            Object::TrafficRoute(_) => Kind::TrafficRoute,
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Object::Namespace(n) => ObjectKey::new("", &n.name),
+            Object::Service(s) => s.key(),
+            Object::EndpointSlice(s) => ObjectKey::new(&s.namespace, &s.name),
+            Object::Pod(p) => ObjectKey::new(&p.namespace, &p.name),
+            Object::SidecarPolicy(p) => meta_key(&p.metadata),
+            Object::TrafficRoute(r) => meta_key(&r.metadata),
+        }
+    }
+}
+
+fn meta_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+    ObjectKey::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_detection() {
+        assert_eq!(Protocol::detect(Some("grpc"), Some("tcp")), Protocol::Http2);
+        assert_eq!(Protocol::detect(None, Some("http-web")), Protocol::Http);
+        assert_eq!(Protocol::detect(None, Some("http2")), Protocol::Http2);
+        assert_eq!(Protocol::detect(None, Some("tcp-postgres")), Protocol::Tcp);
+        assert_eq!(Protocol::detect(None, Some("web")), Protocol::Tcp);
+        assert_eq!(Protocol::detect(None, None), Protocol::Tcp);
+        assert_eq!(
+            Protocol::detect(Some("kubernetes.io/h2c"), None),
+            Protocol::Http2
+        );
+    }
+}

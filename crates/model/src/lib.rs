@@ -1,0 +1,13 @@
+//! The mesh model: an index of the cluster's state and the pure function from it to every
+//! proxy's config. No I/O happens here; watches and gRPC live in other crates.
+#![forbid(unsafe_code)]
+
+mod class;
+pub mod config;
+pub mod input;
+mod mesh;
+pub mod policy;
+pub mod routing;
+mod selector;
+
+pub use mesh::{Changes, Mesh};

@@ -1,0 +1,896 @@
+//! The index of the mesh and its incremental update. Events mark what they may affect;
+//! [`Mesh::apply`] then recomputes only that, in dependency order, and reports which proxies
+//! and which of their resources changed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    mem,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
+
+use remora_api::{Validate, sidecar_policy::SidecarPolicy, traffic_route::TrafficRoute};
+
+use crate::{
+    class::{Class, ClassKey, Delta, Env, SharedCache},
+    config::{
+        BindAddress, Cluster, ClusterEndpoints, Direction, Discovery, Endpoint, Forward, Listener,
+        ListenerProtocol, ProxyConfig, Resource, ResourceKey, ResourceType, Route, RouteAction,
+        RouteConfig, Target, Versioned, VirtualHost, WeightedCluster,
+    },
+    input::{
+        EndpointSlice, Event, Kind, Labels, MeshSettings, Object, ObjectKey, Pod, Protocol, Service,
+    },
+    policy::{self, Defaults, PolicyState},
+    routing::{self, ClusterKey, Problem, RouteState, ServiceRouting},
+    selector,
+};
+
+/// Which proxies changed, and which of their resources (added, changed or removed).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub proxies: BTreeMap<ObjectKey, Arc<BTreeSet<ResourceKey>>>,
+    /// Proxies that no longer exist (deleted, or their pod lost its sidecar).
+    pub gone: BTreeSet<ObjectKey>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.proxies.is_empty() && self.gone.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Dirty {
+    /// Services whose routing must be recomputed.
+    routing: BTreeSet<ObjectKey>,
+    /// Services whose endpoints (or the labels of the pods behind them) changed.
+    endpoints: BTreeSet<ObjectKey>,
+    /// Pods whose governing policy or inbound config may have changed.
+    pods: BTreeSet<ObjectKey>,
+    /// Policies whose accepted spec changed, so their classes rebuild.
+    policies: BTreeSet<ObjectKey>,
+}
+
+struct ProxyState {
+    class: ClassKey,
+    inbound: BTreeMap<ResourceKey, Resource>,
+}
+
+struct EndpointsEntry {
+    users: BTreeSet<ClassKey>,
+    resource: Arc<Versioned<ClusterEndpoints>>,
+}
+
+/// The mesh: inputs, and every proxy's config derived from them.
+#[derive(Default)]
+pub struct Mesh {
+    settings: MeshSettings,
+    namespaces: BTreeMap<String, Labels>,
+    services: BTreeMap<ObjectKey, Service>,
+    slices: BTreeMap<ObjectKey, EndpointSlice>,
+    slices_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    pod_slices: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    pods: BTreeMap<ObjectKey, Pod>,
+    policies: BTreeMap<ObjectKey, PolicyState>,
+    routes: BTreeMap<ObjectKey, RouteState>,
+    routes_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+
+    routing: BTreeMap<ObjectKey, Arc<ServiceRouting>>,
+    referenced_by: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    classes: BTreeMap<ClassKey, Class>,
+    proxies: BTreeMap<ObjectKey, ProxyState>,
+    endpoints: BTreeMap<ClusterKey, EndpointsEntry>,
+    cache: SharedCache,
+    dirty: Dirty,
+}
+
+impl Mesh {
+    pub fn new(settings: MeshSettings) -> Mesh {
+        Mesh {
+            settings,
+            ..Mesh::default()
+        }
+    }
+
+    pub fn settings(&self) -> &MeshSettings {
+        &self.settings
+    }
+
+    /// Applies a batch of events and returns what changed. A batch (the initial list of a
+    /// watch, or a debounced burst) is cheaper than the same events one by one.
+    pub fn apply(&mut self, events: impl IntoIterator<Item = Event>) -> Changes {
+        for event in events {
+            match event {
+                Event::Upsert(object) => self.upsert(object),
+                Event::Delete(kind, key) => self.delete(kind, &key),
+            }
+        }
+        self.flush()
+    }
+
+    /// The proxies the mesh knows, in order.
+    pub fn proxies(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.proxies.keys()
+    }
+
+    /// Everything one proxy runs.
+    pub fn proxy_config(&self, proxy: &ObjectKey) -> Option<ProxyConfig> {
+        let state = self.proxies.get(proxy)?;
+        let class = self.classes.get(&state.class)?;
+        let mut resources = class.resources.clone();
+        resources.extend(state.inbound.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for key in class.cluster_refs.keys() {
+            if let Some(e) = self.endpoints.get(key) {
+                resources.insert(
+                    ResourceKey {
+                        kind: ResourceType::Endpoints,
+                        name: e.resource.value.cluster.clone(),
+                    },
+                    Resource::Endpoints(e.resource.clone()),
+                );
+            }
+        }
+        Some(ProxyConfig { resources })
+    }
+
+    /// The policy governing a proxy.
+    pub fn proxy_policy(&self, proxy: &ObjectKey) -> Option<&ObjectKey> {
+        self.proxies.get(proxy)?.class.policy.as_ref()
+    }
+
+    /// Validation problems of a route's latest spec (the previous valid spec stays in effect).
+    pub fn route_validation(&self, route: &ObjectKey) -> Option<&[remora_api::FieldError]> {
+        self.routes.get(route).map(|r| r.problems.as_slice())
+    }
+
+    /// Validation problems of a policy's latest spec (the previous valid spec stays in effect).
+    pub fn policy_validation(&self, policy: &ObjectKey) -> Option<&[remora_api::FieldError]> {
+        self.policies.get(policy).map(|p| p.problems.as_slice())
+    }
+
+    /// Resolution problems of a route: missing backends, conflicts, and subsets that select
+    /// no ready endpoint.
+    pub fn route_problems(&self, route: &ObjectKey) -> Vec<Problem> {
+        let Some(state) = self.routes.get(route) else {
+            return Vec::new();
+        };
+        let mut out = BTreeSet::new();
+        for (parent, _) in state.parents() {
+            let Some(r) = self.routing.get(&parent) else {
+                out.insert(Problem::BackendNotFound {
+                    path: "spec.parentRefs".into(),
+                    service: parent,
+                });
+                continue;
+            };
+            out.extend(
+                r.problems
+                    .iter()
+                    .filter(|(k, _)| k == route)
+                    .map(|(_, p)| p.clone()),
+            );
+            for (port, governing) in &r.governed_by {
+                if governing != route {
+                    continue;
+                }
+                let own = ClusterKey {
+                    service: parent.clone(),
+                    port: *port,
+                    subset: Labels::new(),
+                };
+                for key in r
+                    .clusters
+                    .iter()
+                    .filter(|k| !k.subset.is_empty() && **k != own)
+                {
+                    if self
+                        .endpoints
+                        .get(key)
+                        .is_none_or(|e| e.resource.value.endpoints.is_empty())
+                    {
+                        out.insert(Problem::SubsetEmpty {
+                            service: key.service.clone(),
+                            subset: key.subset.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Proxies whose config a route shapes: those that reach one of its parent Services.
+    pub fn route_proxies(&self, route: &ObjectKey) -> BTreeSet<ObjectKey> {
+        let Some(state) = self.routes.get(route) else {
+            return BTreeSet::new();
+        };
+        let parents: Vec<ObjectKey> = state.parents().map(|(p, _)| p).collect();
+        self.classes
+            .values()
+            .filter(|c| {
+                parents
+                    .iter()
+                    .any(|p| c.reaches(p) && self.routing.contains_key(p))
+            })
+            .flat_map(|c| c.members.iter().cloned())
+            .collect()
+    }
+
+    fn upsert(&mut self, object: Object) {
+        match object {
+            Object::Namespace(ns) => {
+                if self.namespaces.get(&ns.name) != Some(&ns.labels) {
+                    self.mark_namespace_pods(&ns.name);
+                    self.namespaces.insert(ns.name, ns.labels);
+                }
+            }
+            Object::Service(svc) => {
+                let key = svc.key();
+                if self.services.get(&key) != Some(&svc) {
+                    self.services.insert(key.clone(), svc);
+                    self.mark_service(&key);
+                }
+            }
+            Object::EndpointSlice(slice) => {
+                let key = ObjectKey::new(&slice.namespace, &slice.name);
+                if self.slices.get(&key) != Some(&slice) {
+                    self.remove_slice(&key);
+                    let service = ObjectKey::new(&slice.namespace, &slice.service);
+                    for pod in slice.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
+                        self.pod_slices
+                            .entry(ObjectKey::new(&slice.namespace, pod))
+                            .or_default()
+                            .insert(key.clone());
+                    }
+                    self.slices_of
+                        .entry(service.clone())
+                        .or_default()
+                        .insert(key.clone());
+                    self.dirty.endpoints.insert(service);
+                    self.slices.insert(key, slice);
+                }
+            }
+            Object::Pod(pod) => {
+                let key = ObjectKey::new(&pod.namespace, &pod.name);
+                let old = self.pods.get(&key);
+                if old == Some(&pod) {
+                    return;
+                }
+                if old.is_none_or(|o| o.labels != pod.labels) {
+                    self.mark_pod_endpoints(&key);
+                }
+                if pod.sidecar || self.proxies.contains_key(&key) {
+                    self.dirty.pods.insert(key.clone());
+                }
+                self.pods.insert(key, pod);
+            }
+            Object::SidecarPolicy(policy) => self.upsert_policy(*policy),
+            Object::TrafficRoute(route) => self.upsert_route(*route),
+        }
+    }
+
+    fn delete(&mut self, kind: Kind, key: &ObjectKey) {
+        match kind {
+            Kind::Namespace => {
+                if self.namespaces.remove(&key.name).is_some() {
+                    self.mark_namespace_pods(&key.name);
+                }
+            }
+            Kind::Service => {
+                if self.services.remove(key).is_some() {
+                    self.mark_service(key);
+                }
+            }
+            Kind::EndpointSlice => self.remove_slice(key),
+            Kind::Pod => {
+                if self.pods.remove(key).is_some() {
+                    self.mark_pod_endpoints(key);
+                    if self.proxies.contains_key(key) {
+                        self.dirty.pods.insert(key.clone());
+                    }
+                }
+            }
+            Kind::SidecarPolicy => {
+                if self.policies.remove(key).is_some() {
+                    self.mark_policy_scope(key);
+                }
+            }
+            Kind::TrafficRoute => {
+                if let Some(old) = self.routes.remove(key) {
+                    self.mark_route_parents(&old);
+                    for (parent, _) in old.parents() {
+                        if let Some(set) = self.routes_of.get_mut(&parent) {
+                            set.remove(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn upsert_policy(&mut self, policy: SidecarPolicy) {
+        let key = ObjectKey::new(
+            policy.metadata.namespace.clone().unwrap_or_default(),
+            policy.metadata.name.clone().unwrap_or_default(),
+        );
+        let previous = self.policies.get(&key).and_then(|p| p.accepted.clone());
+        let (accepted, problems) = match policy.spec.validate() {
+            Ok(()) => (Some(policy.spec), Vec::new()),
+            // A broken edit never replaces a working policy: the last valid spec stays.
+            Err(e) => (previous.clone(), e.0),
+        };
+        let changed = accepted != previous || !self.policies.contains_key(&key);
+        self.policies.insert(
+            key.clone(),
+            PolicyState {
+                key: key.clone(),
+                created: policy.metadata.creation_timestamp,
+                generation: policy.metadata.generation,
+                accepted,
+                problems,
+            },
+        );
+        if changed {
+            self.mark_policy_scope(&key);
+        }
+    }
+
+    fn upsert_route(&mut self, route: TrafficRoute) {
+        let key = ObjectKey::new(
+            route.metadata.namespace.clone().unwrap_or_default(),
+            route.metadata.name.clone().unwrap_or_default(),
+        );
+        let previous = self.routes.get(&key).and_then(|r| r.accepted.clone());
+        let (accepted, problems) = match route.spec.validate() {
+            Ok(()) => (Some(route.spec), Vec::new()),
+            // A broken edit never replaces a working route: the last valid spec stays.
+            Err(e) => (previous.clone(), e.0),
+        };
+        let state = RouteState {
+            key: key.clone(),
+            created: route.metadata.creation_timestamp,
+            generation: route.metadata.generation,
+            accepted,
+            problems,
+        };
+        if let Some(old) = self.routes.get(&key) {
+            if old.accepted == state.accepted && old.created == state.created {
+                self.routes.insert(key, state);
+                return;
+            }
+            let old = old.clone();
+            self.mark_route_parents(&old);
+            for (parent, _) in old.parents() {
+                if let Some(set) = self.routes_of.get_mut(&parent) {
+                    set.remove(&key);
+                }
+            }
+        }
+        for (parent, _) in state.parents() {
+            self.routes_of
+                .entry(parent)
+                .or_default()
+                .insert(key.clone());
+        }
+        self.mark_route_parents(&state);
+        self.routes.insert(key, state);
+    }
+
+    fn remove_slice(&mut self, key: &ObjectKey) {
+        let Some(old) = self.slices.remove(key) else {
+            return;
+        };
+        let service = ObjectKey::new(&old.namespace, &old.service);
+        if let Some(set) = self.slices_of.get_mut(&service) {
+            set.remove(key);
+        }
+        for pod in old.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
+            if let Some(set) = self
+                .pod_slices
+                .get_mut(&ObjectKey::new(&old.namespace, pod))
+            {
+                set.remove(key);
+            }
+        }
+        self.dirty.endpoints.insert(service);
+    }
+
+    fn mark_service(&mut self, key: &ObjectKey) {
+        self.dirty.routing.insert(key.clone());
+        self.dirty.endpoints.insert(key.clone());
+        if let Some(users) = self.referenced_by.get(key) {
+            self.dirty.routing.extend(users.iter().cloned());
+        }
+    }
+
+    fn mark_route_parents(&mut self, route: &RouteState) {
+        for (parent, _) in route.parents() {
+            self.dirty.routing.insert(parent);
+        }
+    }
+
+    fn mark_pod_endpoints(&mut self, pod: &ObjectKey) {
+        for slice in self.pod_slices.get(pod).into_iter().flatten() {
+            if let Some(s) = self.slices.get(slice) {
+                self.dirty
+                    .endpoints
+                    .insert(ObjectKey::new(&s.namespace, &s.service));
+            }
+        }
+    }
+
+    fn mark_namespace_pods(&mut self, namespace: &str) {
+        let pods = self
+            .pods
+            .range(ObjectKey::new(namespace, "")..)
+            .take_while(|(k, _)| k.namespace == namespace);
+        self.dirty
+            .pods
+            .extend(pods.filter(|(_, p)| p.sidecar).map(|(k, _)| k.clone()));
+        self.dirty.pods.extend(
+            self.proxies
+                .range(ObjectKey::new(namespace, "")..)
+                .take_while(|(k, _)| k.namespace == namespace)
+                .map(|(k, _)| k.clone()),
+        );
+    }
+
+    fn mark_policy_scope(&mut self, policy: &ObjectKey) {
+        self.dirty.policies.insert(policy.clone());
+        if policy.namespace == self.settings.root_namespace {
+            let all: Vec<String> = self
+                .pods
+                .values()
+                .map(|p| p.namespace.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for ns in all {
+                self.mark_namespace_pods(&ns);
+            }
+        } else {
+            self.mark_namespace_pods(&policy.namespace.clone());
+        }
+    }
+
+    fn defaults_for(&self, policy: Option<&ObjectKey>) -> Arc<Defaults> {
+        let spec = policy
+            .and_then(|p| self.policies.get(p))
+            .and_then(|p| p.accepted.as_ref());
+        Arc::new(spec.map(Defaults::from_spec).unwrap_or_default())
+    }
+
+    fn flush(&mut self) -> Changes {
+        let dirty = mem::take(&mut self.dirty);
+        let mut class_changes: BTreeMap<ClassKey, BTreeSet<ResourceKey>> = BTreeMap::new();
+        let mut cluster_deltas: Vec<(ClassKey, ClusterKey, i32)> = Vec::new();
+
+        // Proxies that may move: remember what they had, to diff afterwards.
+        let old_versions: BTreeMap<ObjectKey, BTreeMap<ResourceKey, u64>> = dirty
+            .pods
+            .iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    self.proxy_config(p)
+                        .map(|c| c.versions())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+
+        // 1. Routing of the Services that may have changed.
+        let mut changed_services = BTreeSet::new();
+        for svc in &dirty.routing {
+            let new = self.services.get(svc).map(|service| {
+                let routes: Vec<&RouteState> = self
+                    .routes_of
+                    .get(svc)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| self.routes.get(r))
+                    .filter(|r| r.accepted.is_some())
+                    .collect();
+                routing::resolve(&self.settings, service, &routes, &self.services)
+            });
+            let old = self.routing.get(svc);
+            if old.map(|o| o.hash) == new.as_ref().map(|n| n.hash) && old.is_some() == new.is_some()
+            {
+                continue;
+            }
+            if let Some(old) = self.routing.remove(svc) {
+                for b in &old.references {
+                    if let Some(set) = self.referenced_by.get_mut(b) {
+                        set.remove(svc);
+                    }
+                }
+            }
+            self.cache.forget(svc);
+            if let Some(new) = new {
+                for b in &new.references {
+                    self.referenced_by
+                        .entry(b.clone())
+                        .or_default()
+                        .insert(svc.clone());
+                }
+                self.routing.insert(svc.clone(), Arc::new(new));
+            }
+            changed_services.insert(svc.clone());
+        }
+
+        // 2. Policies whose spec changed: their classes rebuild from scratch below.
+        let rebuild: BTreeSet<ClassKey> = self
+            .classes
+            .keys()
+            .filter(|k| {
+                k.policy
+                    .as_ref()
+                    .is_some_and(|p| dirty.policies.contains(p))
+            })
+            .cloned()
+            .collect();
+
+        // 3. Proxies: the class each belongs to now, and its inbound config.
+        let mut new_classes = BTreeSet::new();
+        let mut left: BTreeSet<ClassKey> = BTreeSet::new();
+        for key in &dirty.pods {
+            let pod = self.pods.get(key).filter(|p| p.sidecar);
+            let new_class = pod.map(|pod| ClassKey {
+                namespace: pod.namespace.clone(),
+                policy: policy::resolve(
+                    &self.settings,
+                    self.policies.values(),
+                    pod,
+                    self.namespaces.get(&pod.namespace),
+                )
+                .map(|p| p.key.clone()),
+            });
+            let old_class = self.proxies.get(key).map(|p| p.class.clone());
+            if old_class != new_class
+                && let Some(old) = &old_class
+                && let Some(c) = self.classes.get_mut(old)
+            {
+                c.members.remove(key);
+                left.insert(old.clone());
+            }
+            match (pod, new_class) {
+                (Some(pod), Some(class_key)) => {
+                    if !self.classes.contains_key(&class_key) {
+                        let defaults = self.defaults_for(class_key.policy.as_ref());
+                        self.classes
+                            .insert(class_key.clone(), Class::new(class_key.clone(), defaults));
+                        new_classes.insert(class_key.clone());
+                    }
+                    let class = self.classes.get_mut(&class_key).expect("inserted above");
+                    class.members.insert(key.clone());
+                    let inbound = inbound_resources(pod, &class.defaults);
+                    self.proxies.insert(
+                        key.clone(),
+                        ProxyState {
+                            class: class_key,
+                            inbound,
+                        },
+                    );
+                }
+                _ => {
+                    self.proxies.remove(key);
+                }
+            }
+        }
+
+        // 4. Classes: drop the empty ones, build new ones, rebuild those whose policy changed,
+        //    and apply changed Services to the rest.
+        let protocols = |k: &ClusterKey| {
+            self.services
+                .get(&k.service)
+                .and_then(|s| s.port(k.port))
+                .map(|p| p.protocol)
+        };
+        let env = Env {
+            settings: &self.settings,
+            protocols: &protocols,
+        };
+        for key in &left {
+            if self.classes.get(key).is_some_and(|c| c.members.is_empty()) {
+                let mut class = self.classes.remove(key).expect("present");
+                let mut delta = Delta::default();
+                class.clear(&env, &mut self.cache, &mut delta);
+                cluster_deltas.extend(
+                    delta
+                        .cluster_refs
+                        .into_iter()
+                        .map(|(c, d)| (key.clone(), c, d)),
+                );
+            }
+        }
+        for (key, class) in self.classes.iter_mut() {
+            let mut delta = Delta::default();
+            if new_classes.contains(key) || rebuild.contains(key) {
+                if rebuild.contains(key) && !new_classes.contains(key) {
+                    class.clear(&env, &mut self.cache, &mut delta);
+                    let defaults = Arc::new(
+                        key.policy
+                            .as_ref()
+                            .and_then(|p| self.policies.get(p))
+                            .and_then(|p| p.accepted.as_ref())
+                            .map(Defaults::from_spec)
+                            .unwrap_or_default(),
+                    );
+                    *class = Class::rebuilt_from(class, defaults);
+                }
+                for (svc, routing) in &self.routing {
+                    class.set_service(&env, &mut self.cache, svc, Some(routing), &mut delta);
+                }
+            } else {
+                for svc in &changed_services {
+                    class.set_service(
+                        &env,
+                        &mut self.cache,
+                        svc,
+                        self.routing.get(svc),
+                        &mut delta,
+                    );
+                }
+            }
+            cluster_deltas.extend(
+                delta
+                    .cluster_refs
+                    .into_iter()
+                    .map(|(c, d)| (key.clone(), c, d)),
+            );
+            if !delta.changed.is_empty() {
+                class_changes
+                    .entry(key.clone())
+                    .or_default()
+                    .extend(delta.changed);
+            }
+        }
+
+        // 5. Endpoints: follow which classes use each cluster, then recompute the ones whose
+        //    Service's endpoints changed.
+        let mut recompute: BTreeSet<ClusterKey> = BTreeSet::new();
+        for (class, cluster, d) in cluster_deltas {
+            if d > 0 {
+                match self.endpoints.get_mut(&cluster) {
+                    Some(e) => {
+                        e.users.insert(class);
+                    }
+                    None => {
+                        let resource = self.cluster_endpoints(&cluster);
+                        self.endpoints.insert(
+                            cluster,
+                            EndpointsEntry {
+                                users: BTreeSet::from([class]),
+                                resource,
+                            },
+                        );
+                    }
+                }
+            } else if let Some(e) = self.endpoints.get_mut(&cluster) {
+                e.users.remove(&class);
+                if e.users.is_empty() {
+                    self.endpoints.remove(&cluster);
+                }
+            }
+        }
+        for svc in &dirty.endpoints {
+            let start = ClusterKey {
+                service: svc.clone(),
+                port: 0,
+                subset: Labels::new(),
+            };
+            recompute.extend(
+                self.endpoints
+                    .range(start..)
+                    .take_while(|(k, _)| k.service == *svc)
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        for cluster in recompute {
+            let resource = self.cluster_endpoints(&cluster);
+            let entry = self.endpoints.get_mut(&cluster).expect("listed above");
+            if entry.resource.hash != resource.hash {
+                let rkey = ResourceKey {
+                    kind: ResourceType::Endpoints,
+                    name: resource.value.cluster.clone(),
+                };
+                entry.resource = resource;
+                for class in &entry.users {
+                    class_changes
+                        .entry(class.clone())
+                        .or_default()
+                        .insert(rkey.clone());
+                }
+            }
+        }
+
+        // 6. Report per proxy.
+        let mut changes = Changes::default();
+        for (class_key, keys) in class_changes {
+            let Some(class) = self.classes.get(&class_key) else {
+                continue;
+            };
+            let keys = Arc::new(keys);
+            for member in class
+                .members
+                .iter()
+                .filter(|m| !old_versions.contains_key(*m))
+            {
+                changes.proxies.insert(member.clone(), keys.clone());
+            }
+        }
+        for (pod, old) in old_versions {
+            match self.proxy_config(&pod) {
+                None => {
+                    if !old.is_empty() {
+                        changes.gone.insert(pod);
+                    }
+                }
+                Some(config) => {
+                    let new = config.versions();
+                    let mut diff: BTreeSet<ResourceKey> = new
+                        .iter()
+                        .filter(|(k, h)| old.get(*k) != Some(*h))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    diff.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
+                    if !diff.is_empty() {
+                        changes.proxies.insert(pod, Arc::new(diff));
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    /// The ready endpoints of a cluster: its Service's slices, the port matching by name,
+    /// narrowed to the pods whose labels fit the subset.
+    fn cluster_endpoints(&self, key: &ClusterKey) -> Arc<Versioned<ClusterEndpoints>> {
+        let name = key.name(&self.settings);
+        let mut endpoints = BTreeSet::new();
+        let service_port = self
+            .services
+            .get(&key.service)
+            .and_then(|s| s.port(key.port));
+        if let Some(sp) = service_port {
+            for slice in self
+                .slices_of
+                .get(&key.service)
+                .into_iter()
+                .flatten()
+                .filter_map(|s| self.slices.get(s))
+            {
+                let Some(port) = slice
+                    .ports
+                    .iter()
+                    .find(|p| p.name == sp.name)
+                    .map(|p| p.port)
+                else {
+                    continue;
+                };
+                for e in slice.endpoints.iter().filter(|e| e.ready) {
+                    if !key.subset.is_empty() {
+                        let labels = e
+                            .pod
+                            .as_ref()
+                            .and_then(|p| self.pods.get(&ObjectKey::new(&slice.namespace, p)));
+                        if !labels
+                            .is_some_and(|p| selector::subset_contains(&key.subset, &p.labels))
+                        {
+                            continue;
+                        }
+                    }
+                    endpoints.insert(Endpoint {
+                        address: SocketAddr::new(e.address, port),
+                        zone: e.zone.clone(),
+                    });
+                }
+            }
+        }
+        Versioned::new(ClusterEndpoints {
+            cluster: name,
+            endpoints: endpoints.into_iter().collect(),
+        })
+    }
+}
+
+impl Class {
+    /// An empty class with new defaults and the members of `old`.
+    fn rebuilt_from(old: &Class, defaults: Arc<Defaults>) -> Class {
+        let mut class = Class::new(old.key.clone(), defaults);
+        class.members = old.members.clone();
+        class
+    }
+}
+
+/// The listeners, routes and clusters that bring traffic to the pod's own application.
+fn inbound_resources(pod: &Pod, defaults: &Defaults) -> BTreeMap<ResourceKey, Resource> {
+    let mut out = BTreeMap::new();
+    let Some(ip) = pod.ip else {
+        return out;
+    };
+    let mut ports: Vec<_> = pod
+        .ports
+        .iter()
+        .filter(|p| defaults.intercepts_inbound(p.port))
+        .collect();
+    ports.sort_by_key(|p| p.port);
+    ports.dedup_by_key(|p| p.port);
+    for p in ports {
+        let name: Arc<str> = format!("inbound|{}", p.port).into();
+        let cluster = Cluster {
+            name: name.clone(),
+            connect_timeout: defaults.connect_timeout,
+            discovery: Discovery::Static(vec![SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                p.port,
+            )]),
+            outlier_detection: None,
+            circuit_breaker: None,
+            http2: p.protocol == Protocol::Http2,
+        };
+        let target = vec![WeightedCluster {
+            target: Target::Cluster(name.clone()),
+            weight: 1,
+        }];
+        let protocol = if p.protocol.is_http() {
+            let route = RouteConfig {
+                name: name.clone(),
+                virtual_hosts: vec![Versioned::new(VirtualHost {
+                    name: "inbound".into(),
+                    domains: vec!["*".into()],
+                    routes: vec![Route {
+                        name: "inbound".into(),
+                        matches: vec![],
+                        action: RouteAction::Forward(Forward {
+                            clusters: target,
+                            timeout: None,
+                            retry: None,
+                            rewrite: None,
+                            mirrors: vec![],
+                        }),
+                        request_headers: Default::default(),
+                        response_headers: Default::default(),
+                        fault: None,
+                    }],
+                })],
+            };
+            out.insert(
+                ResourceKey {
+                    kind: ResourceType::RouteConfig,
+                    name: name.clone(),
+                },
+                Resource::RouteConfig(Versioned::new(route)),
+            );
+            ListenerProtocol::Http {
+                route_config: name.clone(),
+            }
+        } else {
+            ListenerProtocol::Tcp { clusters: target }
+        };
+        let listener = Listener {
+            name: name.clone(),
+            direction: Direction::Inbound,
+            address: BindAddress::Ip(ip),
+            port: p.port,
+            protocol,
+            access_log: defaults.access_log,
+        };
+        out.insert(
+            ResourceKey {
+                kind: ResourceType::Listener,
+                name: name.clone(),
+            },
+            Resource::Listener(Versioned::new(listener)),
+        );
+        out.insert(
+            ResourceKey {
+                kind: ResourceType::Cluster,
+                name,
+            },
+            Resource::Cluster(Versioned::new(cluster)),
+        );
+    }
+    out
+}

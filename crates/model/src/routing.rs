@@ -1,0 +1,539 @@
+//! How traffic to one Service is routed, resolved from the `TrafficRoute` that governs each of
+//! its ports. This part does not depend on who sends the traffic; policy defaults are applied
+//! later, per class of proxies.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use remora_api::{
+    TrafficRouteSpec,
+    traffic_route::{self as api, BackendRef, HttpRule, PathMatchType, StringMatchType},
+};
+
+use crate::{
+    config::{
+        Fault, Forward, HeaderChanges, Mirror, PathMatch, PathRewrite, Redirect, Rewrite, Route,
+        RouteAction, RouteMatch, StringMatch, Target, ValueMatch, WeightedCluster, content_hash,
+    },
+    input::{Labels, MeshSettings, ObjectKey, Protocol, Service},
+    policy::retry_policy,
+};
+
+/// A route as the model keeps it: the last spec that passed validation stays in effect
+/// while a newer, broken one is reported.
+#[derive(Clone, Debug)]
+pub struct RouteState {
+    pub key: ObjectKey,
+    pub created: Option<Time>,
+    pub generation: Option<i64>,
+    pub accepted: Option<TrafficRouteSpec>,
+    pub problems: Vec<remora_api::FieldError>,
+}
+
+impl RouteState {
+    /// The Services (with an optional port) this route's accepted spec governs.
+    pub fn parents(&self) -> impl Iterator<Item = (ObjectKey, Option<u16>)> + '_ {
+        self.accepted.iter().flat_map(move |spec| {
+            spec.parent_refs.iter().map(move |p| {
+                let ns = p
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| self.key.namespace.clone());
+                (
+                    ObjectKey::new(ns, &p.name),
+                    p.port.and_then(|p| u16::try_from(p).ok()),
+                )
+            })
+        })
+    }
+
+    /// Oldest first, then by namespace and name; objects without a timestamp (never stored
+    /// by an API server) last.
+    fn order(&self) -> (bool, Option<k8s_openapi::jiff::Timestamp>, &ObjectKey) {
+        (
+            self.created.is_none(),
+            self.created.as_ref().map(|t| t.0),
+            &self.key,
+        )
+    }
+}
+
+/// Identifies a cluster: a Service port, optionally narrowed to the pods with some labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterKey {
+    pub service: ObjectKey,
+    pub port: u16,
+    pub subset: Labels,
+}
+
+impl ClusterKey {
+    pub fn name(&self, settings: &MeshSettings) -> Arc<str> {
+        let subset: Vec<String> = self
+            .subset
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(
+            "outbound|{}|{}|{}.{}.svc.{}",
+            self.port,
+            subset.join(","),
+            self.service.name,
+            self.service.namespace,
+            settings.cluster_domain
+        )
+        .into()
+    }
+}
+
+/// A problem found while resolving a route: data for status, never a panic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Problem {
+    /// A backend or mirror names a Service that does not exist.
+    BackendNotFound { path: String, service: ObjectKey },
+    /// A backend names a port its Service does not have.
+    BackendPortNotFound {
+        path: String,
+        service: ObjectKey,
+        port: u16,
+    },
+    /// Another route governs this Service port already.
+    Conflicted {
+        service: ObjectKey,
+        port: u16,
+        winner: ObjectKey,
+    },
+    /// A parent names a port the Service does not have.
+    ParentPortNotFound { service: ObjectKey, port: u16 },
+    /// A backend's subset selects no ready endpoint, so its share of traffic fails.
+    SubsetEmpty { service: ObjectKey, subset: Labels },
+    /// HTTP rules on a TCP port, or TCP rules on an HTTP port.
+    ProtocolMismatch {
+        service: ObjectKey,
+        port: u16,
+        detail: String,
+    },
+}
+
+/// What one Service port does with traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PortRouting {
+    /// Routes in order, the last one catching everything else. Timeouts and retries left
+    /// `None` take the policy's defaults later.
+    Http {
+        routes: Vec<Route>,
+    },
+    Tcp {
+        clusters: Vec<(ClusterKey, u32)>,
+    },
+}
+
+/// The resolved routing of one Service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceRouting {
+    pub service: ObjectKey,
+    pub cluster_ip: Option<std::net::IpAddr>,
+    pub ports: BTreeMap<u16, (Protocol, PortRouting)>,
+    /// Every cluster the routing sends to (for its own ports, backends and mirrors).
+    pub clusters: BTreeSet<ClusterKey>,
+    /// The route governing each port, if any.
+    pub governed_by: BTreeMap<u16, ObjectKey>,
+    /// Every Service named as a backend or mirror, found or not: when one of them appears,
+    /// changes or goes, this routing is resolved again.
+    pub references: BTreeSet<ObjectKey>,
+    pub problems: Vec<(ObjectKey, Problem)>,
+    pub hash: u64,
+}
+
+/// Resolves a Service's routing. `routes` are the accepted routes naming it as a parent.
+pub fn resolve(
+    settings: &MeshSettings,
+    service: &Service,
+    routes: &[&RouteState],
+    services: &BTreeMap<ObjectKey, Service>,
+) -> ServiceRouting {
+    let key = service.key();
+    let mut out = ServiceRouting {
+        service: key.clone(),
+        cluster_ip: service.cluster_ip,
+        ports: BTreeMap::new(),
+        clusters: BTreeSet::new(),
+        governed_by: BTreeMap::new(),
+        references: BTreeSet::new(),
+        problems: Vec::new(),
+        hash: 0,
+    };
+    let mut routes: Vec<&RouteState> = routes.to_vec();
+    routes.sort_by(|a, b| a.order().cmp(&b.order()));
+
+    for route in &routes {
+        for (parent, port) in route.parents().filter(|(p, _)| *p == key) {
+            if let Some(port) = port
+                && service.port(port).is_none()
+            {
+                out.problems.push((
+                    route.key.clone(),
+                    Problem::ParentPortNotFound {
+                        service: parent,
+                        port,
+                    },
+                ));
+            }
+        }
+    }
+
+    for sp in &service.ports {
+        let own = ClusterKey {
+            service: key.clone(),
+            port: sp.port,
+            subset: Labels::new(),
+        };
+        out.clusters.insert(own.clone());
+        let mut governing = routes.iter().filter(|r| {
+            r.parents()
+                .any(|(p, port)| p == key && port.is_none_or(|port| port == sp.port))
+        });
+        let winner = governing.next();
+        if let Some(winner) = winner {
+            for loser in governing {
+                out.problems.push((
+                    loser.key.clone(),
+                    Problem::Conflicted {
+                        service: key.clone(),
+                        port: sp.port,
+                        winner: winner.key.clone(),
+                    },
+                ));
+            }
+        }
+        let spec = winner.and_then(|w| w.accepted.as_ref());
+        let mut ctx = Ctx {
+            settings,
+            route: winner.map(|w| &w.key),
+            services,
+            port: sp.port,
+            clusters: &mut out.clusters,
+            references: &mut out.references,
+            problems: &mut out.problems,
+        };
+        let routing = if sp.protocol.is_http() {
+            let mut routes = Vec::new();
+            if let Some(spec) = spec {
+                if !spec.tcp.is_empty() {
+                    ctx.problem(Problem::ProtocolMismatch {
+                        service: key.clone(),
+                        port: sp.port,
+                        detail: "tcp rules are ignored on an HTTP port".into(),
+                    });
+                }
+                for (i, rule) in spec.http.iter().enumerate() {
+                    routes.push(ctx.http_rule(i, rule));
+                }
+            }
+            routes.push(default_route(&own, settings));
+            PortRouting::Http { routes }
+        } else {
+            let rule = spec.and_then(|s| s.tcp.first());
+            if spec.is_some_and(|s| !s.http.is_empty()) {
+                ctx.problem(Problem::ProtocolMismatch {
+                    service: key.clone(),
+                    port: sp.port,
+                    detail: "http rules are ignored on a TCP port; name the port http-* or set appProtocol".into(),
+                });
+            }
+            let clusters = match rule {
+                Some(rule) => ctx.tcp_backends(rule),
+                None => vec![(own.clone(), 1)],
+            };
+            PortRouting::Tcp { clusters }
+        };
+        if let Some(w) = winner {
+            out.governed_by.insert(sp.port, w.key.clone());
+        }
+        out.ports.insert(sp.port, (sp.protocol, routing));
+    }
+    out.problems.sort();
+    out.problems.dedup();
+    out.hash = content_hash(&(
+        &out.service,
+        &out.cluster_ip,
+        &out.ports,
+        &out.clusters,
+        &out.governed_by,
+        &out.problems,
+    ));
+    out
+}
+
+fn default_route(own: &ClusterKey, settings: &MeshSettings) -> Route {
+    Route {
+        name: "default".into(),
+        matches: vec![],
+        action: RouteAction::Forward(Forward {
+            clusters: vec![WeightedCluster {
+                target: Target::Cluster(own.name(settings)),
+                weight: 1,
+            }],
+            timeout: None,
+            retry: None,
+            rewrite: None,
+            mirrors: vec![],
+        }),
+        request_headers: HeaderChanges::default(),
+        response_headers: HeaderChanges::default(),
+        fault: None,
+    }
+}
+
+struct Ctx<'a> {
+    settings: &'a MeshSettings,
+    route: Option<&'a ObjectKey>,
+    services: &'a BTreeMap<ObjectKey, Service>,
+    port: u16,
+    clusters: &'a mut BTreeSet<ClusterKey>,
+    references: &'a mut BTreeSet<ObjectKey>,
+    problems: &'a mut Vec<(ObjectKey, Problem)>,
+}
+
+impl Ctx<'_> {
+    fn problem(&mut self, p: Problem) {
+        if let Some(route) = self.route {
+            self.problems.push((route.clone(), p));
+        }
+    }
+
+    fn route_ns(&self) -> &str {
+        self.route.map(|r| r.namespace.as_str()).unwrap_or_default()
+    }
+
+    /// Resolves a backend to a cluster, or records why it cannot be.
+    fn target(
+        &mut self,
+        path: String,
+        name: &str,
+        namespace: Option<&String>,
+        port: Option<i32>,
+        subset: &Labels,
+    ) -> Target {
+        let service = ObjectKey::new(namespace.map_or(self.route_ns(), |n| n.as_str()), name);
+        let port = port
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(self.port);
+        self.references.insert(service.clone());
+        let Some(svc) = self.services.get(&service) else {
+            self.problem(Problem::BackendNotFound { path, service });
+            return Target::Unresolved;
+        };
+        if svc.port(port).is_none() {
+            self.problem(Problem::BackendPortNotFound {
+                path,
+                service,
+                port,
+            });
+            return Target::Unresolved;
+        }
+        let key = ClusterKey {
+            service,
+            port,
+            subset: subset.clone(),
+        };
+        let name = key.name(self.settings);
+        self.clusters.insert(key);
+        Target::Cluster(name)
+    }
+
+    fn backends(&mut self, path: &str, refs: &[BackendRef]) -> Vec<(Target, u32)> {
+        refs.iter()
+            .enumerate()
+            .filter(|(_, b)| b.weight > 0)
+            .map(|(i, b)| {
+                let t = self.target(
+                    format!("{path}.backendRefs[{i}]"),
+                    &b.name,
+                    b.namespace.as_ref(),
+                    b.port,
+                    &b.subset,
+                );
+                (t, b.weight.unsigned_abs())
+            })
+            .collect()
+    }
+
+    fn tcp_backends(&mut self, rule: &api::TcpRule) -> Vec<(ClusterKey, u32)> {
+        let mut out = Vec::new();
+        for (i, b) in rule
+            .backend_refs
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.weight > 0)
+        {
+            let path = format!("spec.tcp[0].backendRefs[{i}]");
+            if let Target::Cluster(_) =
+                self.target(path, &b.name, b.namespace.as_ref(), b.port, &b.subset)
+            {
+                let service =
+                    ObjectKey::new(b.namespace.as_deref().unwrap_or(self.route_ns()), &b.name);
+                let port = b
+                    .port
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(self.port);
+                out.push((
+                    ClusterKey {
+                        service,
+                        port,
+                        subset: b.subset.clone(),
+                    },
+                    b.weight.unsigned_abs(),
+                ));
+            }
+        }
+        out
+    }
+
+    fn http_rule(&mut self, index: usize, rule: &HttpRule) -> Route {
+        let path = format!("spec.http[{index}]");
+        let route_name = self.route.map(ToString::to_string).unwrap_or_default();
+        let name = format!(
+            "{route_name}/{}",
+            rule.name.clone().unwrap_or_else(|| index.to_string())
+        );
+        let action = match &rule.redirect {
+            Some(r) => RouteAction::Redirect(Redirect {
+                scheme: r.scheme.map(|s| match s {
+                    api::RedirectScheme::Http => "http",
+                    api::RedirectScheme::Https => "https",
+                }),
+                host: r.hostname.clone(),
+                path: r.path.as_ref().and_then(path_rewrite),
+                port: r.port.and_then(|p| u16::try_from(p).ok()),
+                status: r
+                    .status_code
+                    .and_then(|c| u16::try_from(c).ok())
+                    .unwrap_or(302),
+            }),
+            None => {
+                let clusters = self
+                    .backends(&path, &rule.backend_refs)
+                    .into_iter()
+                    .map(|(target, weight)| WeightedCluster { target, weight })
+                    .collect();
+                let mirrors = rule
+                    .mirror
+                    .iter()
+                    .map(|m| Mirror {
+                        cluster: self.target(
+                            format!("{path}.mirror.backendRef"),
+                            &m.backend_ref.name,
+                            m.backend_ref.namespace.as_ref(),
+                            m.backend_ref.port,
+                            &Labels::new(),
+                        ),
+                        percent: m.percent.clamp(0, 100).unsigned_abs(),
+                    })
+                    .collect();
+                let dur = |d: Option<&remora_api::Duration>| d.and_then(|d| d.parse().ok());
+                let timeouts = rule.timeouts.as_ref();
+                let mut retry = rule.retry.as_ref().map(retry_policy);
+                if let (Some(r), Some(backend)) = (
+                    retry.as_mut(),
+                    dur(timeouts.and_then(|t| t.backend_request.as_ref())),
+                ) && r.per_try_timeout.is_none()
+                {
+                    r.per_try_timeout = Some(backend);
+                }
+                RouteAction::Forward(Forward {
+                    clusters,
+                    timeout: dur(timeouts.and_then(|t| t.request.as_ref())),
+                    retry,
+                    rewrite: rule.rewrite.as_ref().map(|r| Rewrite {
+                        host: r.hostname.clone(),
+                        path: r.path.as_ref().and_then(path_rewrite),
+                    }),
+                    mirrors,
+                })
+            }
+        };
+        Route {
+            name,
+            matches: rule.matches.iter().map(route_match).collect(),
+            action,
+            request_headers: header_changes(rule.request_headers.as_ref()),
+            response_headers: header_changes(rule.response_headers.as_ref()),
+            fault: rule.fault.as_ref().map(|f| Fault {
+                delay: f.delay.as_ref().and_then(|d| {
+                    d.fixed_delay
+                        .parse()
+                        .ok()
+                        .map(|t| (t, d.percent.clamp(0, 100).unsigned_abs()))
+                }),
+                abort: f.abort.as_ref().map(|a| {
+                    (
+                        u16::try_from(a.http_status).unwrap_or(503),
+                        a.percent.clamp(0, 100).unsigned_abs(),
+                    )
+                }),
+            }),
+        }
+    }
+}
+
+fn path_rewrite(m: &api::PathModifier) -> Option<PathRewrite> {
+    match (&m.replace_full_path, &m.replace_prefix_match) {
+        (Some(p), _) => Some(PathRewrite::Full(p.clone())),
+        (None, Some(p)) => Some(PathRewrite::Prefix(p.clone())),
+        (None, None) => None,
+    }
+}
+
+fn route_match(m: &api::HttpMatch) -> RouteMatch {
+    let value = |kind: StringMatchType, v: &str| match kind {
+        StringMatchType::Exact => ValueMatch::Exact(v.to_owned()),
+        StringMatchType::RegularExpression => ValueMatch::Regex(v.to_owned()),
+    };
+    RouteMatch {
+        path: match &m.path {
+            None => PathMatch::Any,
+            Some(p) => match p.kind {
+                PathMatchType::Exact => PathMatch::Exact(p.value.clone()),
+                PathMatchType::PathPrefix if p.value == "/" => PathMatch::Any,
+                PathMatchType::PathPrefix => PathMatch::Prefix(p.value.clone()),
+                PathMatchType::RegularExpression => PathMatch::Regex(p.value.clone()),
+            },
+        },
+        headers: m
+            .headers
+            .iter()
+            .map(|h| StringMatch {
+                name: h.name.to_ascii_lowercase(),
+                value: value(h.kind, &h.value),
+            })
+            .collect(),
+        query_params: m
+            .query_params
+            .iter()
+            .map(|q| StringMatch {
+                name: q.name.clone(),
+                value: value(q.kind, &q.value),
+            })
+            .collect(),
+        method: m.method.map(|m| m.as_str()),
+    }
+}
+
+fn header_changes(m: Option<&api::HeaderModifier>) -> HeaderChanges {
+    let Some(m) = m else {
+        return HeaderChanges::default();
+    };
+    let pairs = |v: &[api::HttpHeader]| {
+        v.iter()
+            .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+            .collect()
+    };
+    HeaderChanges {
+        set: pairs(&m.set),
+        add: pairs(&m.add),
+        remove: m.remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
+    }
+}
