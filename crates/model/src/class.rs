@@ -127,9 +127,6 @@ impl Class {
                     }
                 }
             }
-            for c in &old.clusters {
-                self.unref_cluster(env, c, delta);
-            }
         }
         if let Some(new) = routing {
             let same_ns = service.namespace == self.key.namespace;
@@ -190,6 +187,13 @@ impl Class {
                 self.ref_cluster(env, cache, c, delta);
             }
             self.reach.insert(service.clone(), new.clone());
+        }
+        // Released after the new references are taken, so a cluster both old and new
+        // routing use never disappears for a moment (which would report it as changed).
+        if let Some(old) = &old {
+            for c in &old.clusters {
+                self.unref_cluster(env, c, delta);
+            }
         }
         for (name, resource) in tcp_listeners {
             self.put(ResourceType::Listener, name, resource, delta);
