@@ -99,7 +99,7 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
             if bit(5) {
                 // A backend in the other namespace, which may or may not exist.
                 let mut b = backend(&svc_name(seed >> 6), None, 3);
-                b.namespace = Some(NAMESPACES[usize::from(idx % 2 == 0)].into());
+                b.namespace = Some(NAMESPACES[usize::from(idx.is_multiple_of(2))].into());
                 spec.http[1].backend_refs.push(b);
             }
             if bit(7) {
