@@ -66,12 +66,37 @@ pub(crate) struct Class {
     pub resources: BTreeMap<ResourceKey, Resource>,
 }
 
-/// Collects what an update changed.
+/// Collects what an update touched. Several Services can be applied in one update, and a
+/// resource one of them drops another may bring back unchanged, so changes are judged by
+/// comparing the first and the final state of every touched resource.
 #[derive(Default)]
 pub(crate) struct Delta {
-    pub changed: BTreeSet<ResourceKey>,
+    /// The hash each touched resource had before the update (`None`: absent).
+    before: BTreeMap<ResourceKey, Option<u64>>,
     /// Cluster keys this class started (+1) or stopped (-1) using.
     pub cluster_refs: Vec<(ClusterKey, i32)>,
+}
+
+impl Delta {
+    /// The resources of `class` that really differ from before the update. A cluster that
+    /// appeared or disappeared also changes the class's view of its endpoints.
+    pub fn changed(&self, class: &Class) -> BTreeSet<ResourceKey> {
+        let mut changed = BTreeSet::new();
+        for (key, before) in &self.before {
+            let after = class.resources.get(key).map(Resource::hash);
+            if after == *before {
+                continue;
+            }
+            if key.kind == ResourceType::Cluster && after.is_some() != before.is_some() {
+                changed.insert(ResourceKey {
+                    kind: ResourceType::Endpoints,
+                    name: key.name.clone(),
+                });
+            }
+            changed.insert(key.clone());
+        }
+        changed
+    }
 }
 
 impl Class {
@@ -287,14 +312,10 @@ impl Class {
         let name = cluster.value.name.clone();
         self.put(
             ResourceType::Cluster,
-            name.clone(),
+            name,
             Some(Resource::Cluster(cluster)),
             delta,
         );
-        delta.changed.insert(ResourceKey {
-            kind: ResourceType::Endpoints,
-            name,
-        });
         delta.cluster_refs.push((key.clone(), 1));
     }
 
@@ -307,16 +328,11 @@ impl Class {
             return;
         }
         self.cluster_refs.remove(key);
-        let name = key.name(env.settings);
-        self.put(ResourceType::Cluster, name.clone(), None, delta);
-        delta.changed.insert(ResourceKey {
-            kind: ResourceType::Endpoints,
-            name,
-        });
+        self.put(ResourceType::Cluster, key.name(env.settings), None, delta);
         delta.cluster_refs.push((key.clone(), -1));
     }
 
-    /// Stores or removes a resource, noting a change only when the content differs.
+    /// Stores or removes a resource, remembering what it was before the update began.
     fn put(
         &mut self,
         kind: ResourceType,
@@ -325,16 +341,14 @@ impl Class {
         delta: &mut Delta,
     ) {
         let key = ResourceKey { kind, name };
-        let unchanged = match resource {
-            Some(r) => {
-                let new_hash = r.hash();
-                self.resources.insert(key.clone(), r).map(|o| o.hash()) == Some(new_hash)
-            }
-            None => self.resources.remove(&key).is_none(),
+        let previous = match resource {
+            Some(r) => self.resources.insert(key.clone(), r),
+            None => self.resources.remove(&key),
         };
-        if !unchanged {
-            delta.changed.insert(key);
-        }
+        delta
+            .before
+            .entry(key)
+            .or_insert_with(|| previous.as_ref().map(Resource::hash));
     }
 }
 

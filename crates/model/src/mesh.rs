@@ -633,24 +633,35 @@ impl Mesh {
                     );
                 }
             }
+            let changed = delta.changed(class);
             cluster_deltas.extend(
                 delta
                     .cluster_refs
                     .into_iter()
                     .map(|(c, d)| (key.clone(), c, d)),
             );
-            if !delta.changed.is_empty() {
+            if !changed.is_empty() {
                 class_changes
                     .entry(key.clone())
                     .or_default()
-                    .extend(delta.changed);
+                    .extend(changed);
             }
         }
 
         // 5. Endpoints: follow which classes use each cluster, then recompute the ones whose
         //    Service's endpoints changed.
         let mut recompute: BTreeSet<ClusterKey> = BTreeSet::new();
+        // A class may drop a cluster for one Service and take it again for another in the
+        // same update: only the net use counts. Gains go first so an entry another class
+        // keeps using is never dropped and rebuilt on the way.
+        let mut net: BTreeMap<(ClassKey, ClusterKey), i32> = BTreeMap::new();
         for (class, cluster, d) in cluster_deltas {
+            *net.entry((class, cluster)).or_default() += d;
+        }
+        let mut net: Vec<((ClassKey, ClusterKey), i32)> =
+            net.into_iter().filter(|(_, d)| *d != 0).collect();
+        net.sort_by_key(|(_, d)| -d);
+        for ((class, cluster), d) in net {
             if d > 0 {
                 match self.endpoints.get_mut(&cluster) {
                     Some(e) => {

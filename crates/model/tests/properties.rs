@@ -161,7 +161,7 @@ fn from_scratch(objects: impl IntoIterator<Item = Object>) -> Mesh {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn incremental_updates_equal_a_full_recompute_and_report_exact_changes(steps in prop::collection::vec(step(), 1..60)) {
