@@ -117,6 +117,48 @@ pub enum Problem {
     },
 }
 
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let subset = |s: &Labels| {
+            s.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Problem::BackendNotFound { path, service } => {
+                write!(f, "{path}: Service {service} does not exist")
+            }
+            Problem::BackendPortNotFound {
+                path,
+                service,
+                port,
+            } => write!(f, "{path}: Service {service} has no port {port}"),
+            Problem::Conflicted {
+                service,
+                port,
+                winner,
+            } => write!(
+                f,
+                "Service {service} port {port} is already routed by the older route {winner}"
+            ),
+            Problem::ParentPortNotFound { service, port } => {
+                write!(f, "spec.parentRefs: Service {service} has no port {port}")
+            }
+            Problem::SubsetEmpty { service, subset: s } => write!(
+                f,
+                "the subset {} of Service {service} selects no ready endpoint",
+                subset(s)
+            ),
+            Problem::ProtocolMismatch {
+                service,
+                port,
+                detail,
+            } => write!(f, "Service {service} port {port}: {detail}"),
+        }
+    }
+}
+
 /// What one Service port does with traffic.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PortRouting {

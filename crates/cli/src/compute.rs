@@ -1,0 +1,259 @@
+//! `remora compute`: the model run once over a folder, printed for people.
+
+use std::{fmt::Write as _, path::Path, process::ExitCode};
+
+use remora_inputs::load_dir;
+use remora_model::{
+    Mesh,
+    config::{
+        BindAddress, Discovery, Listener, ListenerProtocol, PathMatch, ProxyConfig, Resource,
+        Route, RouteAction, Target, ValueMatch, WeightedCluster,
+    },
+    input::{Event, MeshSettings, Object, ObjectKey},
+};
+
+pub fn run(dir: &Path, proxy: Option<&str>) -> ExitCode {
+    match report(dir, proxy) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("remora compute: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the folder, computes the mesh and renders it: proxies first, then every problem.
+fn report(dir: &Path, proxy: Option<&str>) -> Result<String, String> {
+    let loaded = load_dir(dir).map_err(|e| e.to_string())?;
+    let custom: Vec<(bool, ObjectKey)> = loaded
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::TrafficRoute(_) => Some((true, o.key())),
+            Object::SidecarPolicy(_) => Some((false, o.key())),
+            _ => None,
+        })
+        .collect();
+    let mut mesh = Mesh::new(MeshSettings::default());
+    mesh.apply(loaded.objects.into_iter().map(Event::Upsert));
+
+    let wanted = match proxy {
+        Some(p) => {
+            let (ns, name) = p
+                .split_once('/')
+                .ok_or_else(|| format!("--proxy {p:?}: write NAMESPACE/POD"))?;
+            let key = ObjectKey::new(ns, name);
+            if mesh.proxy_config(&key).is_none() {
+                return Err(format!("no proxy {key} in {}", dir.display()));
+            }
+            vec![key]
+        }
+        None => mesh.proxies().cloned().collect(),
+    };
+
+    let mut out = String::new();
+    for key in &wanted {
+        let config = mesh.proxy_config(key).unwrap_or_default();
+        let policy = mesh
+            .proxy_policy(key)
+            .map_or("no policy, mesh defaults".to_owned(), |p| {
+                format!("policy {p}")
+            });
+        let _ = writeln!(out, "proxy {key} ({policy})");
+        render(&config, &mut out);
+        out.push('\n');
+    }
+    if wanted.is_empty() {
+        let _ = writeln!(
+            out,
+            "no proxies: no pod in {} has a {} container",
+            dir.display(),
+            remora_inputs::SIDECAR_CONTAINER
+        );
+    }
+
+    let mut problems = Vec::new();
+    for p in &loaded.problems {
+        problems.push(p.to_string());
+    }
+    for (is_route, key) in &custom {
+        let invalid = if *is_route {
+            mesh.route_validation(key)
+        } else {
+            mesh.policy_validation(key)
+        };
+        let kind = if *is_route {
+            "TrafficRoute"
+        } else {
+            "SidecarPolicy"
+        };
+        for e in invalid.unwrap_or_default() {
+            problems.push(format!("{kind} {key}: {e}"));
+        }
+        if *is_route {
+            for p in mesh.route_problems(key) {
+                problems.push(format!("TrafficRoute {key}: {p}"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        out.push_str("no problems\n");
+    } else {
+        let _ = writeln!(out, "problems ({})", problems.len());
+        for p in problems {
+            let _ = writeln!(out, "  {p}");
+        }
+    }
+    Ok(out)
+}
+
+fn render(config: &ProxyConfig, out: &mut String) {
+    for resource in config.resources.values() {
+        match resource {
+            Resource::Listener(l) => listener(&l.value, out),
+            Resource::RouteConfig(rc) => {
+                let _ = writeln!(out, "  route config {}", rc.value.name);
+                for vh in &rc.value.virtual_hosts {
+                    let _ = writeln!(out, "    host {}", vh.value.name);
+                    for r in &vh.value.routes {
+                        route(r, out);
+                    }
+                }
+            }
+            Resource::Cluster(c) => {
+                let how = match &c.value.discovery {
+                    Discovery::Eds => "endpoints from EDS".to_owned(),
+                    Discovery::Static(addrs) => format!("static {}", join(addrs)),
+                };
+                let _ = writeln!(out, "  cluster {} ({how})", c.value.name);
+            }
+            Resource::Endpoints(e) => {
+                let addrs: Vec<_> = e.value.endpoints.iter().map(|e| e.address).collect();
+                let _ = writeln!(
+                    out,
+                    "  endpoints {}: {}",
+                    e.value.cluster,
+                    if addrs.is_empty() {
+                        "none ready".to_owned()
+                    } else {
+                        join(&addrs)
+                    }
+                );
+            }
+        }
+    }
+}
+
+fn listener(l: &Listener, out: &mut String) {
+    let addr = match &l.address {
+        BindAddress::Any => "0.0.0.0".to_owned(),
+        BindAddress::Ip(ip) => ip.to_string(),
+    };
+    let to = match &l.protocol {
+        ListenerProtocol::Http { route_config } => format!("http, route config {route_config}"),
+        ListenerProtocol::Tcp { clusters } => format!("tcp to {}", split(clusters)),
+    };
+    let _ = writeln!(out, "  listener {} on {addr}:{} ({to})", l.name, l.port);
+}
+
+fn route(r: &Route, out: &mut String) {
+    let mut when: Vec<String> = Vec::new();
+    for m in &r.matches {
+        let mut parts = Vec::new();
+        match &m.path {
+            PathMatch::Any => {}
+            PathMatch::Exact(p) => parts.push(format!("path = {p}")),
+            PathMatch::Prefix(p) => parts.push(format!("path under {p}")),
+            PathMatch::Regex(p) => parts.push(format!("path ~ {p}")),
+        }
+        if let Some(method) = m.method {
+            parts.push(format!("method {method}"));
+        }
+        for (what, list) in [("header", &m.headers), ("query", &m.query_params)] {
+            for h in list {
+                parts.push(match &h.value {
+                    ValueMatch::Exact(v) => format!("{what} {}={v}", h.name),
+                    ValueMatch::Regex(v) => format!("{what} {}~{v}", h.name),
+                });
+            }
+        }
+        when.push(if parts.is_empty() {
+            "any request".into()
+        } else {
+            parts.join(" and ")
+        });
+    }
+    if when.is_empty() {
+        when.push("any request".into());
+    }
+    let action = match &r.action {
+        RouteAction::Forward(f) => {
+            let mut s = format!("to {}", split(&f.clusters));
+            if let Some(t) = f.timeout {
+                let _ = write!(s, ", timeout {t:?}");
+            }
+            if let Some(retry) = &f.retry {
+                let _ = write!(
+                    s,
+                    ", {} retries on {}",
+                    retry.attempts,
+                    retry.retry_on.join(",")
+                );
+            }
+            for m in &f.mirrors {
+                let _ = write!(s, ", mirror {}% to {}", m.percent, target(&m.cluster));
+            }
+            s
+        }
+        RouteAction::Redirect(rd) => format!("redirect {}", rd.status),
+    };
+    let fault = r.fault.as_ref().map_or(String::new(), |f| {
+        let mut s = String::new();
+        if let Some((d, pct)) = f.delay {
+            let _ = write!(s, ", delay {d:?} for {pct}%");
+        }
+        if let Some((status, pct)) = f.abort {
+            let _ = write!(s, ", abort {status} for {pct}%");
+        }
+        s
+    });
+    let _ = writeln!(
+        out,
+        "      {}: {} -> {action}{fault}",
+        r.name,
+        when.join(" or ")
+    );
+}
+
+fn split(clusters: &[WeightedCluster]) -> String {
+    let total: u32 = clusters.iter().map(|c| c.weight).sum();
+    if clusters.len() == 1 {
+        return target(&clusters[0].target).to_owned();
+    }
+    clusters
+        .iter()
+        .map(|c| {
+            let pct = (c.weight * 100).checked_div(total).unwrap_or(0);
+            format!("{pct}% {}", target(&c.target))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn target(t: &Target) -> &str {
+    match t {
+        Target::Cluster(name) => name,
+        Target::Unresolved => "(missing Service: 503)",
+    }
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

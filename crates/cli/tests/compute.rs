@@ -1,0 +1,86 @@
+//! `remora compute` run as a user runs it.
+
+use std::{fs, path::Path, process::Command};
+
+fn remora(args: &[&str]) -> (bool, String, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_remora"))
+        .args(args)
+        .current_dir(root)
+        .output()
+        .expect("remora runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_local_example_computes_without_problems() {
+    let (ok, out, err) = remora(&["compute"]);
+    assert!(ok, "{err}");
+    for proxy in ["demo/web-0", "demo/reviews-v1-0", "demo/reviews-v2-0"] {
+        assert!(out.contains(&format!(
+            "proxy {proxy} (policy remora-system/fleet-default)"
+        )));
+    }
+    assert!(out.contains(
+        "demo/reviews/split: any request -> to 90% outbound|9080|version=v1|reviews.demo.svc.cluster.local, \
+         10% outbound|9080|version=v2|reviews.demo.svc.cluster.local"
+    ), "{out}");
+    assert!(out.contains(
+        "endpoints outbound|9080|version=v2|reviews.demo.svc.cluster.local: 127.0.12.2:9080"
+    ));
+    assert!(out.ends_with("no problems\n"), "{out}");
+}
+
+#[test]
+fn one_proxy_and_an_unknown_one() {
+    let (ok, out, _) = remora(&["compute", "--proxy", "demo/web-0"]);
+    assert!(ok);
+    assert_eq!(
+        out.matches("\nproxy ").count() + usize::from(out.starts_with("proxy ")),
+        1
+    );
+    assert!(
+        out.contains("listener inbound|8080 on 127.0.11.1:8080"),
+        "{out}"
+    );
+
+    let (ok, _, err) = remora(&["compute", "--proxy", "demo/nobody"]);
+    assert!(!ok);
+    assert!(err.contains("no proxy demo/nobody"), "{err}");
+}
+
+#[test]
+fn problems_name_the_object_and_the_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::copy(
+        "../../examples/local/00-namespaces.yaml",
+        dir.path().join("00.yaml"),
+    )
+    .expect("copy");
+    fs::write(
+        dir.path().join("routes.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: demo}\n\
+         spec: {clusterIP: 127.0.10.9, ports: [{name: http, port: 80}]}\n---\n\
+         apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: ghost, namespace: demo}\n\
+         spec: {parentRefs: [{name: api}], http: [{backendRefs: [{name: nowhere, port: 80}]}]}\n---\n\
+         apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: bad, namespace: demo}\n\
+         spec: {parentRefs: [{name: api}], http: [{matches: [{path: {value: api}}], backendRefs: [{name: api}]}]}\n",
+    )
+    .expect("write");
+    let dir_arg = dir.path().to_str().expect("utf-8 path");
+    let (ok, out, err) = remora(&["compute", "--dir", dir_arg]);
+    assert!(ok, "{err}");
+    assert!(out.contains("no proxies"), "{out}");
+    assert!(
+        out.contains("TrafficRoute demo/ghost: spec.http[0].backendRefs[0]: Service demo/nowhere does not exist"),
+        "{out}"
+    );
+    assert!(
+        out.contains("TrafficRoute demo/bad: spec.http[0].matches[0].path.value"),
+        "{out}"
+    );
+}

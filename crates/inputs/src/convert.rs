@@ -1,0 +1,311 @@
+//! Kubernetes API objects to model inputs. An object the model cannot use (no name, a Service
+//! port out of range, ...) is reported as [`Unusable`] so the caller can log it and go on: one
+//! malformed object must never stop a watch or a reload.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::{
+    core::v1::{Namespace as KNamespace, Pod as KPod, Service as KService},
+    discovery::v1::EndpointSlice as KEndpointSlice,
+};
+use remora_model::input::{
+    ContainerPort, Endpoint, EndpointPort, EndpointSlice, Namespace, Object, Pod, Protocol,
+    Service, ServicePort,
+};
+
+/// The name of the proxy container the injector adds; a pod that has it is a proxy.
+pub const SIDECAR_CONTAINER: &str = "remora-proxy";
+
+/// The label Kubernetes puts on an EndpointSlice to name its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{kind} {name}: {reason}")]
+pub struct Unusable {
+    pub kind: &'static str,
+    /// `namespace/name` as far as known.
+    pub name: String,
+    pub reason: String,
+}
+
+fn unusable(kind: &'static str, ns: Option<&str>, name: Option<&str>, reason: &str) -> Unusable {
+    Unusable {
+        kind,
+        name: format!("{}/{}", ns.unwrap_or("?"), name.unwrap_or("?")),
+        reason: reason.into(),
+    }
+}
+
+fn port(value: i32) -> Option<u16> {
+    u16::try_from(value).ok().filter(|p| *p != 0)
+}
+
+pub fn namespace(ns: &KNamespace) -> Result<Object, Unusable> {
+    let name = ns
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| unusable("Namespace", Some(""), None, "metadata.name is missing"))?;
+    Ok(Object::Namespace(Namespace {
+        name,
+        labels: ns.metadata.labels.clone().unwrap_or_default(),
+    }))
+}
+
+pub fn service(svc: &KService) -> Result<Object, Unusable> {
+    let (ns, name) = (&svc.metadata.namespace, &svc.metadata.name);
+    let fail = |reason: &str| unusable("Service", ns.as_deref(), name.as_deref(), reason);
+    let (Some(ns), Some(name)) = (ns, name) else {
+        return Err(fail("metadata.namespace and metadata.name are required"));
+    };
+    let spec = svc.spec.clone().unwrap_or_default();
+    // "None" marks a headless Service; ExternalName Services have no cluster IP either.
+    let cluster_ip = match spec.cluster_ip.as_deref() {
+        None | Some("" | "None") => None,
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map_err(|_| fail(&format!("spec.clusterIP {ip:?} is not an IP address")))?,
+        ),
+    };
+    let mut ports = Vec::new();
+    for (i, p) in spec.ports.unwrap_or_default().iter().enumerate() {
+        let number = port(p.port)
+            .ok_or_else(|| fail(&format!("spec.ports[{i}].port {} is out of range", p.port)))?;
+        // Only TCP carries HTTP or TCP proxying; UDP and SCTP ports pass the mesh by.
+        if p.protocol.as_deref().is_some_and(|proto| proto != "TCP") {
+            continue;
+        }
+        ports.push(ServicePort {
+            name: p.name.clone().filter(|n| !n.is_empty()),
+            port: number,
+            protocol: Protocol::detect(p.app_protocol.as_deref(), p.name.as_deref()),
+        });
+    }
+    Ok(Object::Service(Service {
+        namespace: ns.clone(),
+        name: name.clone(),
+        cluster_ip,
+        ports,
+    }))
+}
+
+pub fn endpoint_slice(slice: &KEndpointSlice) -> Result<Object, Unusable> {
+    let (ns, name) = (&slice.metadata.namespace, &slice.metadata.name);
+    let fail = |reason: &str| unusable("EndpointSlice", ns.as_deref(), name.as_deref(), reason);
+    let (Some(ns), Some(name)) = (ns, name) else {
+        return Err(fail("metadata.namespace and metadata.name are required"));
+    };
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .cloned()
+        .ok_or_else(|| fail(&format!("the label {SERVICE_NAME_LABEL} is missing")))?;
+    let ports = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
+        .filter_map(|p| {
+            Some(EndpointPort {
+                name: p.name.clone().filter(|n| !n.is_empty()),
+                port: port(p.port?)?,
+            })
+        })
+        .collect();
+    let mut endpoints = Vec::new();
+    for e in slice.endpoints.iter().flatten() {
+        let pod = e
+            .target_ref
+            .as_ref()
+            .filter(|r| r.kind.as_deref() == Some("Pod"))
+            .and_then(|r| r.name.clone());
+        // Kubernetes documents an unset `ready` as ready.
+        let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+        for address in &e.addresses {
+            let address = address.parse::<IpAddr>().map_err(|_| {
+                fail(&format!(
+                    "endpoint address {address:?} is not an IP address"
+                ))
+            })?;
+            endpoints.push(Endpoint {
+                address,
+                ready,
+                zone: e.zone.clone(),
+                pod: pod.clone(),
+            });
+        }
+    }
+    Ok(Object::EndpointSlice(EndpointSlice {
+        namespace: ns.clone(),
+        name: name.clone(),
+        service,
+        ports,
+        endpoints,
+    }))
+}
+
+pub fn pod(pod: &KPod) -> Result<Object, Unusable> {
+    let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
+    let fail = |reason: &str| unusable("Pod", ns.as_deref(), name.as_deref(), reason);
+    let (Some(ns), Some(name)) = (ns, name) else {
+        return Err(fail("metadata.namespace and metadata.name are required"));
+    };
+    let spec = pod.spec.clone().unwrap_or_default();
+    let sidecar = spec.containers.iter().any(|c| c.name == SIDECAR_CONTAINER);
+    let ports = spec
+        .containers
+        .iter()
+        .filter(|c| c.name != SIDECAR_CONTAINER)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
+        .filter_map(|p| {
+            Some(ContainerPort {
+                port: port(p.container_port)?,
+                protocol: Protocol::detect(None, p.name.as_deref()),
+            })
+        })
+        .collect();
+    let ip = match pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) {
+        None | Some("") => None,
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map_err(|_| fail(&format!("status.podIP {ip:?} is not an IP address")))?,
+        ),
+    };
+    Ok(Object::Pod(Pod {
+        namespace: ns.clone(),
+        name: name.clone(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        service_account: spec
+            .service_account_name
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        ip,
+        sidecar,
+        ports,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("valid object")
+    }
+
+    #[test]
+    fn service_ports_protocols_and_headless() {
+        let svc: KService = from(json!({
+            "metadata": {"namespace": "shop", "name": "cart"},
+            "spec": {"clusterIP": "10.96.0.7", "ports": [
+                {"name": "http", "port": 80},
+                {"name": "grpc-api", "port": 9000},
+                {"port": 5432, "appProtocol": "tcp"},
+                {"name": "dns", "port": 53, "protocol": "UDP"}
+            ]}
+        }));
+        let Ok(Object::Service(s)) = service(&svc) else {
+            panic!("converts")
+        };
+        assert_eq!(s.cluster_ip, Some("10.96.0.7".parse().expect("ip")));
+        let ports: Vec<_> = s.ports.iter().map(|p| (p.port, p.protocol)).collect();
+        assert_eq!(
+            ports,
+            [
+                (80, Protocol::Http),
+                (9000, Protocol::Http2),
+                (5432, Protocol::Tcp)
+            ]
+        );
+
+        let headless: KService = from(json!({
+            "metadata": {"namespace": "shop", "name": "db"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}
+        }));
+        let Ok(Object::Service(s)) = service(&headless) else {
+            panic!("converts")
+        };
+        assert_eq!(s.cluster_ip, None);
+    }
+
+    #[test]
+    fn bad_service_names_the_field() {
+        let svc: KService = from(json!({
+            "metadata": {"namespace": "shop", "name": "cart"},
+            "spec": {"clusterIP": "ten", "ports": []}
+        }));
+        let err = service(&svc).expect_err("bad IP");
+        assert_eq!(err.name, "shop/cart");
+        assert!(err.reason.contains("spec.clusterIP"), "{err}");
+    }
+
+    #[test]
+    fn slice_readiness_zone_and_pod() {
+        let slice: KEndpointSlice = from(json!({
+            "metadata": {"namespace": "shop", "name": "cart-x1",
+                         "labels": {"kubernetes.io/service-name": "cart"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "zone": "a",
+                 "targetRef": {"kind": "Pod", "name": "cart-1"}},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": false}}
+            ]
+        }));
+        let Ok(Object::EndpointSlice(s)) = endpoint_slice(&slice) else {
+            panic!("converts")
+        };
+        assert_eq!(s.service, "cart");
+        assert_eq!(s.ports[0].port, 8080);
+        assert!(s.endpoints[0].ready);
+        assert_eq!(s.endpoints[0].zone.as_deref(), Some("a"));
+        assert_eq!(s.endpoints[0].pod.as_deref(), Some("cart-1"));
+        assert!(!s.endpoints[1].ready);
+        assert_eq!(s.endpoints[1].pod, None);
+
+        let orphan: KEndpointSlice = from(json!({
+            "metadata": {"namespace": "shop", "name": "x"}, "addressType": "IPv4", "endpoints": []
+        }));
+        assert!(endpoint_slice(&orphan).is_err());
+    }
+
+    #[test]
+    fn pod_with_and_without_sidecar() {
+        let p: KPod = from(json!({
+            "metadata": {"namespace": "shop", "name": "cart-1", "labels": {"app": "cart"}},
+            "spec": {"serviceAccountName": "cart", "containers": [
+                {"name": "app", "ports": [{"name": "http", "containerPort": 8080}]},
+                {"name": "remora-proxy", "ports": [{"containerPort": 15000}]}
+            ]},
+            "status": {"podIP": "10.0.0.1"}
+        }));
+        let Ok(Object::Pod(p)) = pod(&p) else {
+            panic!("converts")
+        };
+        assert!(p.sidecar);
+        assert_eq!(p.service_account, "cart");
+        assert_eq!(p.ip, Some("10.0.0.1".parse().expect("ip")));
+        assert_eq!(
+            p.ports,
+            [ContainerPort {
+                port: 8080,
+                protocol: Protocol::Http
+            }]
+        );
+
+        let plain: KPod = from(json!({
+            "metadata": {"namespace": "shop", "name": "job"},
+            "spec": {"containers": [{"name": "main"}]}
+        }));
+        let Ok(Object::Pod(p)) = pod(&plain) else {
+            panic!("converts")
+        };
+        assert!(!p.sidecar);
+        assert_eq!(p.service_account, "default");
+        assert_eq!(p.ip, None);
+    }
+}

@@ -1,0 +1,241 @@
+//! Local mode's source of truth: a folder of Kubernetes YAML. Every `.yaml`/`.yml` file under
+//! it is read in path order; a file may hold many documents and `kind: List`s. Kinds the mesh
+//! does not read (Deployments, ConfigMaps, ...) are passed over, so a folder of real manifests
+//! works as it is.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+    jiff::{SignedDuration, Timestamp},
+};
+use remora_api::{SidecarPolicy, TrafficRoute, decode};
+use remora_model::input::Object;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::convert;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One document that could not be used, and why; the rest of the folder still loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based position of the document in its file.
+    pub document: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (document {}): {}",
+            self.file.display(),
+            self.document,
+            self.message
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub objects: Vec<Object>,
+    pub problems: Vec<Problem>,
+    /// The files read, in order, so a caller can watch them for changes.
+    pub files: Vec<PathBuf>,
+}
+
+/// Reads every manifest under `dir`.
+///
+/// Objects in files carry no `creationTimestamp`, yet the oldest policy and the oldest route
+/// win ties. So a missing one is filled in by position (the first object is the oldest), which
+/// makes precedence follow the order of the folder, the same on every run.
+pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
+    let mut files = Vec::new();
+    collect(dir, &mut files)?;
+    files.sort();
+    let mut loaded = Loaded::default();
+    for file in &files {
+        let text = fs::read_to_string(file).map_err(|source| LoadError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        load_text(file, &text, &mut loaded);
+    }
+    loaded.files = files;
+    Ok(loaded)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    let read = |source| LoadError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    for entry in fs::read_dir(dir).map_err(read)? {
+        let path = entry.map_err(read)?.path();
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the documents of one file into `loaded`.
+pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded) {
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let mut problem = |message: String| {
+            loaded.problems.push(Problem {
+                file: file.to_owned(),
+                document: i + 1,
+                message,
+            })
+        };
+        let value = match Value::deserialize(doc) {
+            Ok(Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                problem(format!("not valid YAML: {e}"));
+                // The parser cannot resynchronise after a syntax error.
+                break;
+            }
+        };
+        let items = match value.get("kind").and_then(Value::as_str) {
+            Some("List") => value
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            _ => vec![value],
+        };
+        for item in items {
+            match object(item, loaded.objects.len()) {
+                Ok(Some(o)) => loaded.objects.push(o),
+                Ok(None) => {}
+                Err(message) => problem(message),
+            }
+        }
+    }
+}
+
+/// Converts one manifest; `Ok(None)` for kinds the mesh does not read.
+fn object(value: Value, position: usize) -> Result<Option<Object>, String> {
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("kind is missing")?
+        .to_owned();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let typed = |e: serde_json::Error| format!("{kind}: {e}");
+    let object = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Namespace") => convert::namespace(&serde_json::from_value(value).map_err(typed)?),
+        ("v1", "Service") => convert::service(&serde_json::from_value(value).map_err(typed)?),
+        ("v1", "Pod") => convert::pod(&serde_json::from_value(value).map_err(typed)?),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            convert::endpoint_slice(&serde_json::from_value(value).map_err(typed)?)
+        }
+        ("remora.dev/v1alpha1", "SidecarPolicy") => {
+            let mut p: SidecarPolicy = decode(value).map_err(|e| format!("SidecarPolicy: {e}"))?;
+            fill_metadata(&mut p.metadata, position);
+            return Ok(Some(Object::SidecarPolicy(Box::new(p))));
+        }
+        ("remora.dev/v1alpha1", "TrafficRoute") => {
+            let mut r: TrafficRoute = decode(value).map_err(|e| format!("TrafficRoute: {e}"))?;
+            fill_metadata(&mut r.metadata, position);
+            return Ok(Some(Object::TrafficRoute(Box::new(r))));
+        }
+        _ => return Ok(None),
+    };
+    object.map(Some).map_err(|e| e.to_string())
+}
+
+/// Gives a custom resource what the API server would: a namespace, a generation and a
+/// creation time (see [`load_dir`] for why the time follows the position).
+fn fill_metadata(meta: &mut ObjectMeta, position: usize) {
+    meta.namespace.get_or_insert_with(|| "default".into());
+    meta.generation.get_or_insert(1);
+    if meta.creation_timestamp.is_none() {
+        let offset = SignedDuration::from_secs(i64::try_from(position).unwrap_or(i64::MAX));
+        let at = Timestamp::UNIX_EPOCH
+            .checked_add(offset)
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        meta.creation_timestamp = Some(Time(at));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Loaded {
+        let mut loaded = Loaded::default();
+        load_text(Path::new("mesh.yaml"), text, &mut loaded);
+        loaded
+    }
+
+    #[test]
+    fn reads_many_documents_and_lists_and_skips_other_kinds() {
+        let loaded = load(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: cart, namespace: shop}\n---\n\
+             apiVersion: v1\nkind: List\nitems:\n\
+             - {apiVersion: v1, kind: Service, metadata: {name: cart, namespace: shop}, spec: {clusterIP: 10.96.0.1, ports: [{name: http, port: 80}]}}\n",
+        );
+        assert_eq!(loaded.problems, []);
+        let kinds: Vec<_> = loaded.objects.iter().map(Object::kind).collect();
+        use remora_model::input::Kind;
+        assert_eq!(kinds, [Kind::Namespace, Kind::Service]);
+    }
+
+    #[test]
+    fn a_broken_document_is_reported_with_its_field_and_the_rest_loads() {
+        let loaded = load(
+            "apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: r, namespace: shop}\n\
+             spec: {parentRefs: [{name: cart, port: eighty}]}\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+        );
+        assert_eq!(loaded.objects.len(), 1);
+        assert_eq!(loaded.problems.len(), 1);
+        let p = &loaded.problems[0];
+        assert_eq!(p.document, 1);
+        assert!(p.message.contains("spec.parentRefs[0].port"), "{p}");
+    }
+
+    #[test]
+    fn missing_creation_times_follow_the_order_of_the_folder() {
+        let loaded = load(
+            "apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: b, namespace: shop}\nspec: {parentRefs: [{name: cart}]}\n---\n\
+             apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: a}\nspec: {parentRefs: [{name: cart}]}\n",
+        );
+        let times: Vec<_> = loaded
+            .objects
+            .iter()
+            .map(|o| match o {
+                Object::TrafficRoute(r) => (
+                    r.metadata.namespace.clone(),
+                    r.metadata.creation_timestamp.clone(),
+                ),
+                _ => panic!("routes only"),
+            })
+            .collect();
+        assert_eq!(times[1].0.as_deref(), Some("default"));
+        assert!(times[0].1 < times[1].1, "{times:?}");
+    }
+}
