@@ -1,0 +1,380 @@
+//! Incremental (delta) ADS for one stream, as a pure state machine: only what changed is
+//! sent, and removals are named.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+};
+
+use crate::{
+    snapshot::{
+        CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Snapshot, is_wildcard_type, served_type,
+        set_version,
+    },
+    status::{Nack, TypeStatus},
+};
+
+/// Responses not yet answered, at most this many remembered; older ones are only ever
+/// answered late, and a late answer changes nothing.
+const IN_FLIGHT: usize = 16;
+
+#[derive(Debug, Default)]
+struct TypeState {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// What the proxy holds (or was sent): name → version.
+    known: BTreeMap<String, String>,
+    /// The first request of a type is always answered, even when nothing is new.
+    owes_reply: bool,
+    /// Nonce → the version the response brought the proxy to.
+    in_flight: BTreeMap<u64, String>,
+    sent: Option<String>,
+    acked: Option<String>,
+    nack: Option<Nack>,
+}
+
+impl TypeState {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct DeltaStream {
+    types: BTreeMap<&'static str, TypeState>,
+    nonces: u64,
+}
+
+impl DeltaStream {
+    pub fn on_request(
+        &mut self,
+        request: &DeltaDiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        let Some(type_url) = served_type(&request.type_url) else {
+            return Vec::new();
+        };
+        let first = !self.types.contains_key(type_url);
+        let state = self.types.entry(type_url).or_default();
+        if first {
+            state.owes_reply = true;
+            // What the proxy kept from an earlier connection is not sent again.
+            state.known = request
+                .initial_resource_versions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if request.resource_names_subscribe.is_empty() && is_wildcard_type(type_url) {
+                state.wildcard = true;
+            }
+        }
+        if let Ok(nonce) = request.response_nonce.parse::<u64>()
+            && let Some(version) = state.in_flight.remove(&nonce)
+        {
+            match &request.error_detail {
+                Some(error) => {
+                    state.nack = Some(Nack {
+                        version,
+                        message: error.message.clone(),
+                    });
+                }
+                None => {
+                    state.acked = Some(version);
+                    state.nack = None;
+                }
+            }
+            // Anything older than an answered response will not be answered usefully.
+            state.in_flight.retain(|n, _| *n > nonce);
+        }
+        for name in &request.resource_names_subscribe {
+            if name == "*" {
+                state.wildcard = true;
+            } else {
+                state.names.insert(name.clone());
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
+            if name == "*" {
+                state.wildcard = false;
+            } else {
+                state.names.remove(name);
+            }
+        }
+        if !state.wildcard {
+            // Forget what the proxy dropped, so a later subscription sends it afresh.
+            let names = &state.names;
+            state.known.retain(|n, _| names.contains(n));
+        }
+        self.flush(snapshot)
+    }
+
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
+        self.flush(snapshot)
+    }
+
+    pub fn status(&self) -> Vec<(&'static str, TypeStatus)> {
+        self.types
+            .iter()
+            .map(|(t, s)| {
+                (
+                    *t,
+                    TypeStatus {
+                        sent: s.sent.clone(),
+                        acked: s.acked.clone(),
+                        nack: s.nack.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Sends, per type, what is new or changed and what is gone. As in state-of-the-world
+    /// mode, clusters and endpoints are removed only once the proxy ACKed routes that no
+    /// longer use them.
+    fn flush(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
+        let target_version = |state: &TypeState, type_url: &str| {
+            set_version(
+                snapshot
+                    .of_type(type_url)
+                    .filter(|(n, _)| state.wants(n))
+                    .map(|(n, r)| (n.as_str(), r.version.as_str())),
+            )
+        };
+        let routes_settled = [LISTENER, ROUTE].iter().all(|t| {
+            self.types
+                .get(t)
+                .is_none_or(|s| s.acked.as_deref() == Some(target_version(s, t).as_str()))
+        });
+
+        let mut out = Vec::new();
+        for type_url in PUSH_ORDER {
+            let Some(state) = self.types.get_mut(type_url) else {
+                continue;
+            };
+            let mut resources = Vec::new();
+            for (name, r) in snapshot.of_type(type_url) {
+                if state.wants(name) && state.known.get(name) != Some(&r.version) {
+                    state.known.insert(name.clone(), r.version.clone());
+                    resources.push(DeltaResource {
+                        name: name.clone(),
+                        version: r.version.clone(),
+                        resource: Some(r.body.clone()),
+                        ..Default::default()
+                    });
+                }
+            }
+            let keep_gone = !routes_settled && (type_url == CLUSTER || type_url == ENDPOINT);
+            let removed: Vec<String> = if keep_gone {
+                Vec::new()
+            } else {
+                state
+                    .known
+                    .keys()
+                    .filter(|n| snapshot.get(type_url, n).is_none())
+                    .cloned()
+                    .collect()
+            };
+            for name in &removed {
+                state.known.remove(name);
+            }
+            if resources.is_empty() && removed.is_empty() && !state.owes_reply {
+                continue;
+            }
+            state.owes_reply = false;
+            let version = set_version(state.known.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            self.nonces += 1;
+            state.in_flight.insert(self.nonces, version.clone());
+            while state.in_flight.len() > IN_FLIGHT {
+                state.in_flight.pop_first();
+            }
+            state.sent = Some(version.clone());
+            out.push(DeltaDiscoveryResponse {
+                system_version_info: version,
+                resources,
+                type_url: type_url.to_owned(),
+                removed_resources: removed,
+                nonce: self.nonces.to_string(),
+                ..Default::default()
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::google::rpc::Status;
+
+    use super::*;
+    use crate::{snapshot::tests::snapshot, status::SyncState};
+
+    fn subscribe(type_url: &str, names: &[&str]) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn ack(r: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: r.type_url.clone(),
+            response_nonce: r.nonce.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn sent(r: &DeltaDiscoveryResponse) -> Vec<String> {
+        r.resources
+            .iter()
+            .map(|x| format!("{}@{}", x.name, x.version))
+            .collect()
+    }
+
+    fn mesh_v1() -> Snapshot {
+        snapshot(&[
+            (CLUSTER, "a", "1"),
+            (CLUSTER, "b", "1"),
+            (ENDPOINT, "a", "1"),
+            (ENDPOINT, "b", "1"),
+            (LISTENER, "l", "1"),
+            (ROUTE, "r", "1"),
+        ])
+    }
+
+    fn connected(snap: &Snapshot) -> DeltaStream {
+        let mut s = DeltaStream::default();
+        for (t, names) in [
+            (CLUSTER, &[][..]),
+            (ENDPOINT, &["a", "b"][..]),
+            (LISTENER, &[][..]),
+            (ROUTE, &["r"][..]),
+        ] {
+            let out = s.on_request(&subscribe(t, names), snap);
+            assert_eq!(out.len(), 1);
+            assert!(s.on_request(&ack(&out[0]), snap).is_empty());
+        }
+        s
+    }
+
+    #[test]
+    fn only_changes_and_removals_are_sent() {
+        let snap = mesh_v1();
+        let mut s = connected(&snap);
+        let next = snapshot(&[
+            (CLUSTER, "a", "2"),
+            (CLUSTER, "b", "1"),
+            (ENDPOINT, "a", "1"),
+            (ENDPOINT, "b", "1"),
+            (LISTENER, "l", "1"),
+            (ROUTE, "r", "1"),
+        ]);
+        let out = s.on_snapshot(&next);
+        assert_eq!(out.len(), 1);
+        assert_eq!(sent(&out[0]), ["a@2"]);
+        assert!(out[0].removed_resources.is_empty());
+        assert!(s.on_snapshot(&next).is_empty());
+        assert!(s.on_request(&ack(&out[0]), &next).is_empty());
+        assert!(
+            s.status()
+                .iter()
+                .all(|(_, st)| st.state() == SyncState::Synced)
+        );
+    }
+
+    #[test]
+    fn a_removed_cluster_goes_after_the_routes_are_acked() {
+        let snap = mesh_v1();
+        let mut s = connected(&snap);
+        let without_b = snapshot(&[
+            (CLUSTER, "a", "1"),
+            (ENDPOINT, "a", "1"),
+            (LISTENER, "l", "1"),
+            (ROUTE, "r", "2"),
+        ]);
+        let out = s.on_snapshot(&without_b);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].type_url, ROUTE);
+        let out = s.on_request(&ack(&out[0]), &without_b);
+        let removed: Vec<_> = out
+            .iter()
+            .map(|r| (r.type_url.as_str(), r.removed_resources.clone()))
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                (CLUSTER, vec!["b".to_owned()]),
+                (ENDPOINT, vec!["b".to_owned()])
+            ]
+        );
+    }
+
+    #[test]
+    fn reconnecting_with_initial_versions_sends_only_what_changed() {
+        let snap = mesh_v1();
+        let mut s = DeltaStream::default();
+        let mut req = subscribe(CLUSTER, &[]);
+        req.initial_resource_versions = [
+            ("a".to_owned(), "1".to_owned()),
+            ("gone".to_owned(), "1".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let out = s.on_request(&req, &snap);
+        assert_eq!(out.len(), 1);
+        assert_eq!(sent(&out[0]), ["b@1"]);
+        assert_eq!(out[0].removed_resources, ["gone"]);
+
+        let mut again = DeltaStream::default();
+        let mut req = subscribe(LISTENER, &[]);
+        req.initial_resource_versions = [("l".to_owned(), "1".to_owned())].into_iter().collect();
+        let out = again.on_request(&req, &snap);
+        assert_eq!(out.len(), 1, "the first request is answered");
+        assert!(out[0].resources.is_empty() && out[0].removed_resources.is_empty());
+    }
+
+    #[test]
+    fn nacks_are_kept_and_not_retried() {
+        let snap = mesh_v1();
+        let mut s = connected(&snap);
+        let bad = snapshot(&[
+            (CLUSTER, "a", "1"),
+            (CLUSTER, "b", "1"),
+            (ENDPOINT, "a", "1"),
+            (ENDPOINT, "b", "1"),
+            (LISTENER, "l", "bad"),
+            (ROUTE, "r", "1"),
+        ]);
+        let out = s.on_snapshot(&bad);
+        let mut nack = ack(&out[0]);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "duplicate listener".into(),
+            details: vec![],
+        });
+        assert!(s.on_request(&nack, &bad).is_empty());
+        assert!(s.on_snapshot(&bad).is_empty());
+        let (_, st) = s
+            .status()
+            .into_iter()
+            .find(|(t, _)| *t == LISTENER)
+            .expect("lds");
+        assert_eq!(st.state(), SyncState::Nacked);
+        assert_eq!(
+            st.nack.map(|n| n.message),
+            Some("duplicate listener".into())
+        );
+    }
+
+    #[test]
+    fn unsubscribing_and_subscribing_again_resends() {
+        let snap = mesh_v1();
+        let mut s = connected(&snap);
+        let mut req = subscribe(ENDPOINT, &[]);
+        req.resource_names_unsubscribe = vec!["b".into()];
+        assert!(s.on_request(&req, &snap).is_empty());
+        let out = s.on_request(&subscribe(ENDPOINT, &["b"]), &snap);
+        assert_eq!(sent(&out[0]), ["b@1"]);
+    }
+}

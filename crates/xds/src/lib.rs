@@ -1,0 +1,22 @@
+//! The distribution edge: Envoy's Aggregated Discovery Service over gRPC.
+//!
+//! The protocol logic lives in two pure state machines, [`sotw::SotwStream`] and
+//! [`delta::DeltaStream`], fed with requests and snapshots and returning the responses to
+//! send; they are tested without a network. [`server`] only moves messages between tonic
+//! streams, a [`cache::SnapshotCache`] of each proxy's latest snapshot, and the
+//! [`status::StatusRegistry`] that records what every proxy was sent, ACKed and NACKed.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod delta;
+pub mod proxy;
+pub mod server;
+pub mod snapshot;
+pub mod sotw;
+pub mod status;
+
+pub use cache::SnapshotCache;
+pub use proxy::ProxyId;
+pub use server::AdsServer;
+pub use snapshot::{Resource, Snapshot};
+pub use status::StatusRegistry;

@@ -1,0 +1,450 @@
+//! State-of-the-world ADS for one stream, as a pure state machine: requests and snapshots
+//! in, responses out. Every response of a type carries the whole set the proxy should hold.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+
+use crate::{
+    snapshot::{
+        CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, Snapshot, is_wildcard_type,
+        served_type, set_version,
+    },
+    status::{Nack, TypeStatus},
+};
+
+/// Which resources of a type the proxy asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Interest {
+    All,
+    Names(BTreeSet<String>),
+}
+
+impl Interest {
+    fn from_names(type_url: &str, names: &[String]) -> Interest {
+        if names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url)) {
+            Interest::All
+        } else {
+            Interest::Names(names.iter().cloned().collect())
+        }
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        match self {
+            Interest::All => true,
+            Interest::Names(names) => names.contains(name),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Sent {
+    version: String,
+    /// Empty when the proxy came back holding this version and nothing was sent.
+    nonce: String,
+    resources: BTreeMap<String, Arc<Resource>>,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    interest: Option<Interest>,
+    sent: Option<Sent>,
+    /// The version the proxy said it holds when it (re)connected.
+    held: Option<String>,
+    acked: Option<String>,
+    nack: Option<Nack>,
+}
+
+#[derive(Debug, Default)]
+pub struct SotwStream {
+    types: BTreeMap<&'static str, TypeState>,
+    nonces: u64,
+}
+
+impl SotwStream {
+    /// Handles one request: an ACK, a NACK, a new subscription or a changed one.
+    pub fn on_request(
+        &mut self,
+        request: &DiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Vec<DiscoveryResponse> {
+        let Some(type_url) = served_type(&request.type_url) else {
+            return Vec::new();
+        };
+        let state = self.types.entry(type_url).or_default();
+        if request.response_nonce.is_empty() {
+            if state.sent.is_none() && !request.version_info.is_empty() {
+                // A proxy back from another connection: what it holds needs no resending.
+                state.held = Some(request.version_info.clone());
+                state.acked = Some(request.version_info.clone());
+            }
+        } else {
+            let Some(sent) = state
+                .sent
+                .as_ref()
+                .filter(|s| s.nonce == request.response_nonce)
+            else {
+                // Answers a response that a newer one has replaced: the protocol says ignore.
+                return Vec::new();
+            };
+            match &request.error_detail {
+                Some(error) => {
+                    state.nack = Some(Nack {
+                        version: sent.version.clone(),
+                        message: error.message.clone(),
+                    });
+                }
+                None => {
+                    state.acked = Some(request.version_info.clone());
+                    state.nack = None;
+                }
+            }
+        }
+        state.interest = Some(Interest::from_names(type_url, &request.resource_names));
+        self.flush(snapshot)
+    }
+
+    /// Handles a new snapshot for this proxy.
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+        self.flush(snapshot)
+    }
+
+    /// The status of every type the proxy asked for.
+    pub fn status(&self) -> Vec<(&'static str, TypeStatus)> {
+        self.types
+            .iter()
+            .map(|(t, s)| {
+                (
+                    *t,
+                    TypeStatus {
+                        sent: s
+                            .sent
+                            .as_ref()
+                            .map(|s| s.version.clone())
+                            .or(s.held.clone()),
+                        acked: s.acked.clone(),
+                        nack: s.nack.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Sends every type whose wanted set differs from what the proxy was last sent.
+    ///
+    /// A cluster (and its endpoints) that left the snapshot is kept until the proxy has ACKed
+    /// the listeners and routes of that snapshot: until then its old routes may still send
+    /// traffic there, and removing it first would turn that traffic into errors.
+    fn flush(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+        let mut targets: BTreeMap<&'static str, BTreeMap<String, Arc<Resource>>> = BTreeMap::new();
+        for (type_url, state) in &self.types {
+            if let Some(interest) = &state.interest {
+                let wanted = snapshot
+                    .of_type(type_url)
+                    .filter(|(name, _)| interest.wants(name))
+                    .map(|(name, r)| (name.clone(), r.clone()))
+                    .collect();
+                targets.insert(type_url, wanted);
+            }
+        }
+        let routes_settled =
+            [LISTENER, ROUTE]
+                .iter()
+                .all(|t| match (self.types.get(t), targets.get(t)) {
+                    (Some(state), Some(target)) => {
+                        state.acked.as_deref() == Some(version_of(target).as_str())
+                    }
+                    _ => true,
+                });
+
+        let mut out = Vec::new();
+        for type_url in PUSH_ORDER {
+            let (Some(state), Some(mut target)) =
+                (self.types.get_mut(type_url), targets.remove(type_url))
+            else {
+                continue;
+            };
+            if !routes_settled
+                && (type_url == CLUSTER || type_url == ENDPOINT)
+                && let Some(sent) = &state.sent
+            {
+                for (name, r) in &sent.resources {
+                    target.entry(name.clone()).or_insert_with(|| r.clone());
+                }
+            }
+            let version = version_of(&target);
+            let last = state
+                .sent
+                .as_ref()
+                .map(|s| &s.version)
+                .or(state.held.as_ref());
+            if last == Some(&version) {
+                if state.sent.is_none() {
+                    state.sent = Some(Sent {
+                        version,
+                        nonce: String::new(),
+                        resources: target,
+                    });
+                }
+                continue;
+            }
+            self.nonces += 1;
+            let nonce = self.nonces.to_string();
+            out.push(DiscoveryResponse {
+                version_info: version.clone(),
+                resources: target.values().map(|r| r.body.clone()).collect(),
+                type_url: type_url.to_owned(),
+                nonce: nonce.clone(),
+                ..Default::default()
+            });
+            state.sent = Some(Sent {
+                version,
+                nonce,
+                resources: target,
+            });
+        }
+        out
+    }
+}
+
+fn version_of(resources: &BTreeMap<String, Arc<Resource>>) -> String {
+    set_version(
+        resources
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.version.as_str())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::google::rpc::Status;
+
+    use super::*;
+    use crate::{snapshot::tests::snapshot, status::SyncState};
+
+    fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            version_info: version.into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ack(r: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
+        request(&r.type_url, names, &r.version_info, &r.nonce)
+    }
+
+    fn names(r: &DiscoveryResponse) -> Vec<String> {
+        r.resources
+            .iter()
+            .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+            .collect()
+    }
+
+    fn mesh_v1() -> Snapshot {
+        snapshot(&[
+            (CLUSTER, "a", "1"),
+            (CLUSTER, "b", "1"),
+            (ENDPOINT, "a", "1"),
+            (ENDPOINT, "b", "1"),
+            (LISTENER, "l", "1"),
+            (ROUTE, "r", "1"),
+        ])
+    }
+
+    /// Connects like Envoy does and ACKs everything; returns the stream.
+    fn connected(snap: &Snapshot) -> SotwStream {
+        let mut s = SotwStream::default();
+        let cds = s.on_request(&request(CLUSTER, &[], "", ""), snap);
+        assert_eq!(cds.len(), 1);
+        assert!(s.on_request(&ack(&cds[0], &[]), snap).is_empty());
+        let eds = s.on_request(&request(ENDPOINT, &["a", "b"], "", ""), snap);
+        assert!(s.on_request(&ack(&eds[0], &["a", "b"]), snap).is_empty());
+        let lds = s.on_request(&request(LISTENER, &[], "", ""), snap);
+        assert!(s.on_request(&ack(&lds[0], &[]), snap).is_empty());
+        let rds = s.on_request(&request(ROUTE, &["r"], "", ""), snap);
+        assert_eq!(names(&rds[0]), ["r@1"]);
+        assert!(s.on_request(&ack(&rds[0], &["r"]), snap).is_empty());
+        s
+    }
+
+    #[test]
+    fn subscriptions_get_what_they_name_and_acks_get_nothing_more() {
+        let snap = mesh_v1();
+        let mut s = SotwStream::default();
+        let cds = s.on_request(&request(CLUSTER, &[], "", ""), &snap);
+        assert_eq!(names(&cds[0]), ["a@1", "b@1"]);
+        let eds = s.on_request(&request(ENDPOINT, &["b", "zzz"], "", ""), &snap);
+        assert_eq!(names(&eds[0]), ["b@1"]);
+        assert_ne!(cds[0].nonce, eds[0].nonce);
+        assert!(s.on_request(&ack(&cds[0], &[]), &snap).is_empty());
+        assert!(s.on_request(&ack(&eds[0], &["b", "zzz"]), &snap).is_empty());
+        // Widening the subscription sends the wider set.
+        let eds2 = s.on_request(
+            &request(ENDPOINT, &["a", "b"], &eds[0].version_info, &eds[0].nonce),
+            &snap,
+        );
+        assert_eq!(names(&eds2[0]), ["a@1", "b@1"]);
+        assert!(
+            s.status()
+                .iter()
+                .all(|(t, st)| *t == ENDPOINT || st.state() == SyncState::Synced)
+        );
+    }
+
+    #[test]
+    fn an_update_sends_only_changed_types_in_dependency_order() {
+        let snap = mesh_v1();
+        let mut s = connected(&snap);
+        let next = snapshot(&[
+            (CLUSTER, "a", "1"),
+            (CLUSTER, "b", "1"),
+            (CLUSTER, "c", "1"),
+            (ENDPOINT, "a", "2"),
+            (ENDPOINT, "b", "1"),
+            (LISTENER, "l", "1"),
+            (ROUTE, "r", "2"),
+        ]);
+        let out = s.on_snapshot(&next);
+        let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(types, [CLUSTER, ENDPOINT, ROUTE]);
+        assert_eq!(names(&out[0]), ["a@1", "b@1", "c@1"]);
+        // EDS is SotW over the subscribed names only; c is not subscribed yet.
+        assert_eq!(names(&out[1]), ["a@2", "b@1"]);
+        // The same snapshot again changes nothing.
+        assert!(s.on_snapshot(&next).is_empty());
+    }
+
+    #[test]
+    fn a_nack_is_recorded_and_not_retried_and_the_next_change_goes_out() {
+        let snap = mesh_v1();
+        let mut s = connected(&snap);
+        let bad = snapshot(&[
+            (CLUSTER, "a", "1"),
+            (CLUSTER, "b", "1"),
+            (ENDPOINT, "a", "1"),
+            (ENDPOINT, "b", "1"),
+            (LISTENER, "l", "1"),
+            (ROUTE, "r", "bad"),
+        ]);
+        let out = s.on_snapshot(&bad);
+        assert_eq!(out.len(), 1);
+        let mut nack = request(ROUTE, &["r"], "previous", &out[0].nonce);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "invalid regex".into(),
+            details: vec![],
+        });
+        assert!(
+            s.on_request(&nack, &bad).is_empty(),
+            "never resent in a loop"
+        );
+        let (_, st) = s
+            .status()
+            .into_iter()
+            .find(|(t, _)| *t == ROUTE)
+            .expect("route status");
+        assert_eq!(st.state(), SyncState::Nacked);
+        assert_eq!(
+            st.nack.as_ref().map(|n| n.message.as_str()),
+            Some("invalid regex")
+        );
+        assert!(s.on_snapshot(&bad).is_empty());
+
+        let fixed = mesh_v1();
+        let out = s.on_snapshot(&fixed);
+        assert_eq!(names(&out[0]), ["r@1"]);
+        assert!(s.on_request(&ack(&out[0], &["r"]), &fixed).is_empty());
+        let (_, st) = s
+            .status()
+            .into_iter()
+            .find(|(t, _)| *t == ROUTE)
+            .expect("route status");
+        assert_eq!(st.state(), SyncState::Synced);
+    }
+
+    #[test]
+    fn a_stale_nonce_is_ignored() {
+        let snap = mesh_v1();
+        let mut s = connected(&snap);
+        let v2 = snapshot(&[(LISTENER, "l", "2"), (ROUTE, "r", "1")]);
+        let first = s.on_snapshot(&v2);
+        let v3 = snapshot(&[(LISTENER, "l", "3"), (ROUTE, "r", "1")]);
+        let second = s.on_snapshot(&v3);
+        let lds1 = first.iter().find(|r| r.type_url == LISTENER).expect("lds");
+        let lds2 = second.iter().find(|r| r.type_url == LISTENER).expect("lds");
+        // A NACK of the replaced response must not mark the newest as rejected.
+        let mut late = ack(lds1, &[]);
+        late.error_detail = Some(Status::default());
+        assert!(s.on_request(&late, &v3).is_empty());
+        let (_, st) = s
+            .status()
+            .into_iter()
+            .find(|(t, _)| *t == LISTENER)
+            .expect("lds");
+        assert_eq!(st.state(), SyncState::Stale);
+        s.on_request(&ack(lds2, &[]), &v3);
+        let (_, st) = s
+            .status()
+            .into_iter()
+            .find(|(t, _)| *t == LISTENER)
+            .expect("lds");
+        assert_eq!(st.state(), SyncState::Synced);
+    }
+
+    #[test]
+    fn a_reconnecting_proxy_is_not_resent_what_it_holds() {
+        let snap = mesh_v1();
+        let mut first = SotwStream::default();
+        let cds = first.on_request(&request(CLUSTER, &[], "", ""), &snap);
+        let rds = first.on_request(&request(ROUTE, &["r"], "", ""), &snap);
+
+        let mut again = SotwStream::default();
+        assert!(
+            again
+                .on_request(&request(CLUSTER, &[], &cds[0].version_info, ""), &snap)
+                .is_empty()
+        );
+        assert!(
+            again
+                .on_request(&request(ROUTE, &["r"], &rds[0].version_info, ""), &snap)
+                .is_empty()
+        );
+        assert!(
+            again
+                .status()
+                .iter()
+                .all(|(_, st)| st.state() == SyncState::Synced)
+        );
+        // What changed while it was away is sent.
+        let mut changed = SotwStream::default();
+        let newer = snapshot(&[(CLUSTER, "a", "9")]);
+        let out = changed.on_request(&request(CLUSTER, &[], &cds[0].version_info, ""), &newer);
+        assert_eq!(names(&out[0]), ["a@9"]);
+    }
+
+    #[test]
+    fn a_removed_cluster_stays_until_the_routes_without_it_are_acked() {
+        let snap = mesh_v1();
+        let mut s = connected(&snap);
+        let without_b = snapshot(&[
+            (CLUSTER, "a", "1"),
+            (ENDPOINT, "a", "1"),
+            (LISTENER, "l", "1"),
+            (ROUTE, "r", "2"),
+        ]);
+        let out = s.on_snapshot(&without_b);
+        let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(types, [ROUTE], "clusters and endpoints keep b for now");
+        let out = s.on_request(&ack(&out[0], &["r"]), &without_b);
+        let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(types, [CLUSTER, ENDPOINT]);
+        assert_eq!(names(&out[0]), ["a@1"]);
+        assert_eq!(names(&out[1]), ["a@1"]);
+    }
+}

@@ -1,0 +1,179 @@
+//! What each connected proxy was sent, ACKed and NACKed, per resource type. It feeds
+//! `remora proxy-status` and, later, the `Programmed` condition of routes.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+    time::SystemTime,
+};
+
+use crate::proxy::ProxyId;
+
+/// A rejected response: the version Envoy refused and Envoy's own words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nack {
+    pub version: String,
+    pub message: String,
+}
+
+/// One resource type on one stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TypeStatus {
+    /// The version last sent (or, after a reconnect, the one the proxy said it holds).
+    pub sent: Option<String>,
+    /// The version the proxy last ACKed.
+    pub acked: Option<String>,
+    /// Set while the latest response is NACKed; cleared by the next ACK.
+    pub nack: Option<Nack>,
+}
+
+/// How a proxy's config of one type relates to what it should have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SyncState {
+    /// It ACKed the latest version sent.
+    Synced,
+    /// A newer version is on its way or waits for an ACK.
+    Stale,
+    /// It rejected the latest version and runs the previous one.
+    Nacked,
+}
+
+impl TypeStatus {
+    pub fn state(&self) -> SyncState {
+        match (&self.nack, &self.sent, &self.acked) {
+            (Some(n), Some(sent), _) if n.version == *sent => SyncState::Nacked,
+            (_, Some(sent), Some(acked)) if sent == acked => SyncState::Synced,
+            (_, None, _) => SyncState::Synced,
+            _ => SyncState::Stale,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    StateOfTheWorld,
+    Incremental,
+}
+
+/// The status of one connected proxy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyStatus {
+    pub proxy: ProxyId,
+    pub mode: Mode,
+    pub connected_at: SystemTime,
+    /// By type URL.
+    pub types: BTreeMap<&'static str, TypeStatus>,
+    stream: u64,
+}
+
+/// Every connected proxy's status. A proxy that reconnects may briefly have two streams; the
+/// newest one is reported.
+#[derive(Debug, Default)]
+pub struct StatusRegistry {
+    proxies: RwLock<BTreeMap<ProxyId, ProxyStatus>>,
+    streams: std::sync::atomic::AtomicU64,
+}
+
+impl StatusRegistry {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Registers a new stream and returns its id.
+    pub fn connected(&self, proxy: &ProxyId, mode: Mode) -> u64 {
+        let stream = self
+            .streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let status = ProxyStatus {
+            proxy: proxy.clone(),
+            mode,
+            connected_at: SystemTime::now(),
+            types: BTreeMap::new(),
+            stream,
+        };
+        self.write().insert(proxy.clone(), status);
+        stream
+    }
+
+    pub fn update(
+        &self,
+        proxy: &ProxyId,
+        stream: u64,
+        types: impl IntoIterator<Item = (&'static str, TypeStatus)>,
+    ) {
+        if let Some(s) = self.write().get_mut(proxy).filter(|s| s.stream == stream) {
+            s.types.extend(types);
+        }
+    }
+
+    pub fn disconnected(&self, proxy: &ProxyId, stream: u64) {
+        let mut proxies = self.write();
+        if proxies.get(proxy).is_some_and(|s| s.stream == stream) {
+            proxies.remove(proxy);
+        }
+    }
+
+    pub fn get(&self, proxy: &ProxyId) -> Option<ProxyStatus> {
+        self.read().get(proxy).cloned()
+    }
+
+    pub fn all(&self) -> Vec<ProxyStatus> {
+        self.read().values().cloned().collect()
+    }
+
+    // A panic while holding the lock leaves plain data behind, still fit to read.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ProxyId, ProxyStatus>> {
+        self.proxies.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ProxyId, ProxyStatus>> {
+        self.proxies.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states() {
+        let v = |s: &str| Some(s.to_owned());
+        let mut t = TypeStatus::default();
+        assert_eq!(t.state(), SyncState::Synced);
+        t.sent = v("2");
+        t.acked = v("1");
+        assert_eq!(t.state(), SyncState::Stale);
+        t.nack = Some(Nack {
+            version: "2".into(),
+            message: "bad".into(),
+        });
+        assert_eq!(t.state(), SyncState::Nacked);
+        t.sent = v("3");
+        assert_eq!(t.state(), SyncState::Stale);
+        t.acked = v("3");
+        t.nack = None;
+        assert_eq!(t.state(), SyncState::Synced);
+    }
+
+    #[test]
+    fn a_stale_stream_cannot_overwrite_or_remove_the_newest() {
+        let reg = StatusRegistry::default();
+        let p = ProxyId::new("ns", "pod");
+        let old = reg.connected(&p, Mode::StateOfTheWorld);
+        let new = reg.connected(&p, Mode::Incremental);
+        let synced = TypeStatus {
+            sent: Some("1".into()),
+            acked: Some("1".into()),
+            nack: None,
+        };
+        reg.update(&p, old, [(crate::snapshot::CLUSTER, synced.clone())]);
+        reg.disconnected(&p, old);
+        let s = reg.get(&p).expect("newest stream stays");
+        assert_eq!(s.mode, Mode::Incremental);
+        assert!(s.types.is_empty());
+        reg.update(&p, new, [(crate::snapshot::CLUSTER, synced)]);
+        assert_eq!(reg.all()[0].types.len(), 1);
+        reg.disconnected(&p, new);
+        assert!(reg.get(&p).is_none());
+    }
+}
