@@ -12,9 +12,10 @@ use std::{
 };
 
 use remora_api::sidecar_policy::AccessLogFormat;
+use serde::{Serialize, ser::SerializeSeq};
 
 /// A proxy: the pod it runs in.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ProxyKey {
     pub namespace: String,
     pub name: String,
@@ -29,7 +30,7 @@ impl fmt::Display for ProxyKey {
 /// The four kinds of resource a proxy receives, in the order that keeps traffic flowing
 /// when they change: clusters before the endpoints that fill them, listeners before the
 /// routes they name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum ResourceType {
     Cluster,
     Endpoints,
@@ -47,7 +48,7 @@ impl ResourceType {
 }
 
 /// Names one resource of one type.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ResourceKey {
     pub kind: ResourceType,
     pub name: Arc<str>,
@@ -55,8 +56,10 @@ pub struct ResourceKey {
 
 /// A resource with a hash of its content, computed once. Equal hashes mean equal content
 /// (xxh3, 64 bits: a collision among one proxy's few thousand resources is not a concern).
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
 pub struct Versioned<T> {
+    #[serde(skip)]
     pub hash: u64,
     pub value: T,
 }
@@ -90,7 +93,8 @@ pub(crate) fn content_hash<T: Hash + ?Sized>(value: &T) -> u64 {
 }
 
 /// One resource of any type.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
 pub enum Resource {
     Cluster(Arc<Versioned<Cluster>>),
     Endpoints(Arc<Versioned<ClusterEndpoints>>),
@@ -124,6 +128,30 @@ pub struct ProxyConfig {
     pub resources: BTreeMap<ResourceKey, Resource>,
 }
 
+/// Written as a list, since resource keys are not strings; each entry carries its kind, name
+/// and content version beside the content.
+impl Serialize for ProxyConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            kind: ResourceType,
+            name: &'a str,
+            version: String,
+            config: &'a Resource,
+        }
+        let mut seq = serializer.serialize_seq(Some(self.resources.len()))?;
+        for (key, resource) in &self.resources {
+            seq.serialize_element(&Entry {
+                kind: key.kind,
+                name: &key.name,
+                version: format!("{:016x}", resource.hash()),
+                config: resource,
+            })?;
+        }
+        seq.end()
+    }
+}
+
 impl ProxyConfig {
     /// Resource names and content hashes: what a comparison of two configs needs.
     pub fn versions(&self) -> BTreeMap<ResourceKey, u64> {
@@ -139,7 +167,7 @@ impl ProxyConfig {
 }
 
 /// Which way a listener faces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Direction {
     /// Traffic to the pod's own application.
     Inbound,
@@ -148,7 +176,7 @@ pub enum Direction {
 }
 
 /// Where a listener accepts connections.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum BindAddress {
     /// Every address of the pod (outbound HTTP listeners, one per port, tell Services apart by
     /// the Host header).
@@ -157,7 +185,7 @@ pub enum BindAddress {
     Ip(IpAddr),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Listener {
     pub name: Arc<str>,
     pub direction: Direction,
@@ -167,7 +195,7 @@ pub struct Listener {
     pub access_log: Option<AccessLogFormat>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum ListenerProtocol {
     /// HTTP, routed by the named route config.
     Http { route_config: Arc<str> },
@@ -176,14 +204,14 @@ pub enum ListenerProtocol {
 }
 
 /// A set of virtual hosts, one per destination Service, served by one listener.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct RouteConfig {
     pub name: Arc<str>,
     pub virtual_hosts: Vec<Arc<Versioned<VirtualHost>>>,
 }
 
 /// The routes of one Service port.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct VirtualHost {
     /// `<service>.<namespace>.svc.<cluster domain>:<port>`.
     pub name: Arc<str>,
@@ -193,7 +221,7 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Route {
     /// `<namespace>/<route>/<rule>` for rules of a TrafficRoute, `default` for the catch-all.
     pub name: String,
@@ -205,7 +233,7 @@ pub struct Route {
     pub fault: Option<Fault>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct RouteMatch {
     pub path: PathMatch,
     pub headers: Vec<StringMatch>,
@@ -213,7 +241,7 @@ pub struct RouteMatch {
     pub method: Option<&'static str>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub enum PathMatch {
     #[default]
     Any,
@@ -225,25 +253,25 @@ pub enum PathMatch {
 }
 
 /// A condition on a header or query parameter.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct StringMatch {
     pub name: String,
     pub value: ValueMatch,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum ValueMatch {
     Exact(String),
     Regex(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum RouteAction {
     Forward(Forward),
     Redirect(Redirect),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Forward {
     /// Never empty; weights are relative.
     pub clusters: Vec<WeightedCluster>,
@@ -256,20 +284,20 @@ pub struct Forward {
 
 /// A share of traffic. A backend that did not resolve keeps its share, sent to no endpoint,
 /// so a missing Service fails the requests meant for it instead of shifting them elsewhere.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct WeightedCluster {
     pub target: Target,
     pub weight: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Target {
     Cluster(Arc<str>),
     /// The backend does not exist (see the route's problems); requests get 503.
     Unresolved,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct RetryPolicy {
     pub attempts: u32,
     pub per_try_timeout: Option<Duration>,
@@ -279,27 +307,27 @@ pub struct RetryPolicy {
     pub status_codes: Vec<u32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Rewrite {
     pub host: Option<String>,
     pub path: Option<PathRewrite>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum PathRewrite {
     Full(String),
     /// Replaces the prefix the route's `Prefix` match matched.
     Prefix(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Mirror {
     pub cluster: Target,
     /// Out of 100.
     pub percent: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Redirect {
     pub scheme: Option<&'static str>,
     pub host: Option<String>,
@@ -308,7 +336,7 @@ pub struct Redirect {
     pub status: u16,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct HeaderChanges {
     pub set: Vec<(String, String)>,
     pub add: Vec<(String, String)>,
@@ -321,7 +349,7 @@ impl HeaderChanges {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Fault {
     /// Delay and share of requests out of 100.
     pub delay: Option<(Duration, u32)>,
@@ -329,7 +357,7 @@ pub struct Fault {
     pub abort: Option<(u16, u32)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Cluster {
     /// `outbound|<port>|<subset>|<service>.<namespace>.svc.<domain>` or `inbound|<port>`.
     pub name: Arc<str>,
@@ -341,7 +369,7 @@ pub struct Cluster {
     pub http2: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum Discovery {
     /// Endpoints come as a separate `Endpoints` resource of the same name.
     Eds,
@@ -349,7 +377,7 @@ pub enum Discovery {
     Static(Vec<SocketAddr>),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct OutlierDetection {
     pub consecutive_errors: u32,
     pub interval: Duration,
@@ -357,7 +385,7 @@ pub struct OutlierDetection {
     pub max_ejection_percent: u32,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct CircuitBreaker {
     pub max_connections: Option<u32>,
     pub max_pending_requests: Option<u32>,
@@ -366,14 +394,14 @@ pub struct CircuitBreaker {
 }
 
 /// The ready endpoints of one cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct ClusterEndpoints {
     pub cluster: Arc<str>,
     /// Sorted by address.
     pub endpoints: Vec<Endpoint>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Endpoint {
     pub address: SocketAddr,
     pub zone: Option<String>,
