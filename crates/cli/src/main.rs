@@ -1,6 +1,7 @@
 //! `remora`: one binary for the control plane and its tools.
 #![forbid(unsafe_code)]
 
+mod bootstrap;
 mod compute;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -31,10 +32,14 @@ enum Command {
         #[arg(long)]
         proxy: Option<String>,
     },
+    /// Write the Envoy bootstrap a sidecar starts with: its identity, where the control
+    /// plane is, and its admin port.
+    Bootstrap(bootstrap::Args),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Compute { dir, proxy } => compute::run(&dir, proxy.as_deref()),
+        Command::Bootstrap(args) => bootstrap::run(&args),
     }
 }

@@ -84,3 +84,64 @@ fn problems_name_the_object_and_the_field() {
         "{out}"
     );
 }
+
+#[test]
+fn bootstrap_is_accepted_by_real_envoy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bootstrap.json");
+    let (ok, _, err) = remora(&[
+        "bootstrap",
+        "--namespace",
+        "demo",
+        "--pod",
+        "web-0",
+        "--delta",
+        "--output",
+        file.to_str().expect("utf-8"),
+    ]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&file).expect("written")).expect("json");
+    assert_eq!(json["node"]["id"], "demo/web-0");
+
+    let (ok, _, err) = remora(&[
+        "bootstrap",
+        "--namespace",
+        "a",
+        "--pod",
+        "b",
+        "--xds-address",
+        "nohost",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--xds-address"), "{err}");
+
+    // Envoy's own validation.
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&file)
+        .output()
+        .expect("envoy runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Envoy that scripts/install-tools installs (`ENVOY_BIN` when scripts/env.sh is sourced).
+fn envoy_bin() -> std::path::PathBuf {
+    let path = std::env::var_os("ENVOY_BIN").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            Path::new(&home).join(".cache/remora/bin/envoy")
+        },
+        Into::into,
+    );
+    assert!(
+        path.exists(),
+        "no Envoy at {}: run scripts/install-tools",
+        path.display()
+    );
+    path
+}

@@ -7,6 +7,7 @@
 //! [`status::StatusRegistry`] that records what every proxy was sent, ACKed and NACKed.
 #![forbid(unsafe_code)]
 
+pub mod bootstrap;
 pub mod cache;
 pub mod delta;
 pub mod proxy;
