@@ -139,7 +139,7 @@ mod tests {
                     TypeStatus {
                         sent: v("2"),
                         acked: v("2"),
-                        nack: None,
+                        ..Default::default()
                     },
                 ),
                 (
@@ -151,6 +151,7 @@ mod tests {
                             version: "3".into(),
                             message: "bad regex".into(),
                         }),
+                        resources_sent: 1,
                     },
                 ),
             ],

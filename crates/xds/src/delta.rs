@@ -32,6 +32,7 @@ struct TypeState {
     sent: Option<String>,
     acked: Option<String>,
     nack: Option<Nack>,
+    resources_sent: u64,
 }
 
 impl TypeState {
@@ -123,6 +124,7 @@ impl DeltaStream {
                         sent: s.sent.clone(),
                         acked: s.acked.clone(),
                         nack: s.nack.clone(),
+                        resources_sent: s.resources_sent,
                     },
                 )
             })
@@ -189,6 +191,7 @@ impl DeltaStream {
                 state.in_flight.pop_first();
             }
             state.sent = Some(version.clone());
+            state.resources_sent += resources.len() as u64;
             out.push(DeltaDiscoveryResponse {
                 system_version_info: version,
                 resources,
@@ -332,6 +335,7 @@ mod tests {
         let out = again.on_request(&req, &snap);
         assert_eq!(out.len(), 1, "the first request is answered");
         assert!(out[0].resources.is_empty() && out[0].removed_resources.is_empty());
+        assert_eq!(again.status()[0].1.resources_sent, 0);
     }
 
     #[test]

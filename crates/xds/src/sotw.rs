@@ -56,6 +56,7 @@ struct TypeState {
     held: Option<String>,
     acked: Option<String>,
     nack: Option<Nack>,
+    resources_sent: u64,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +128,7 @@ impl SotwStream {
                             .or(s.held.clone()),
                         acked: s.acked.clone(),
                         nack: s.nack.clone(),
+                        resources_sent: s.resources_sent,
                     },
                 )
             })
@@ -193,6 +195,7 @@ impl SotwStream {
             }
             self.nonces += 1;
             let nonce = self.nonces.to_string();
+            state.resources_sent += target.len() as u64;
             out.push(DiscoveryResponse {
                 version_info: version.clone(),
                 resources: target.values().map(|r| r.body.clone()).collect(),

@@ -25,6 +25,8 @@ pub struct TypeStatus {
     pub acked: Option<String>,
     /// Set while the latest response is NACKed; cleared by the next ACK.
     pub nack: Option<Nack>,
+    /// Resources sent on this stream so far: after a reconnect, what was re-sent.
+    pub resources_sent: u64,
 }
 
 /// How a proxy's config of one type relates to what it should have.
@@ -164,7 +166,7 @@ mod tests {
         let synced = TypeStatus {
             sent: Some("1".into()),
             acked: Some("1".into()),
-            nack: None,
+            ..Default::default()
         };
         reg.update(&p, old, [(crate::snapshot::CLUSTER, synced.clone())]);
         reg.disconnected(&p, old);
