@@ -1,0 +1,123 @@
+//! Clusters: EDS clusters for Services, static ones for the local application, and the one
+//! cluster that stands for backends that do not exist.
+
+use envoy_types::pb::envoy::{
+    config::{
+        cluster::v3::{
+            CircuitBreakers, Cluster, OutlierDetection, circuit_breakers::Thresholds, cluster,
+        },
+        core::v3::{Http2ProtocolOptions, RoutingPriority},
+    },
+    extensions::upstreams::http::v3::{
+        HttpProtocolOptions, http_protocol_options::ExplicitHttpConfig,
+        http_protocol_options::UpstreamProtocolOptions,
+        http_protocol_options::explicit_http_config::ProtocolConfig,
+    },
+};
+use prost::Name;
+use remora_model::config::{self, Discovery, ResourceType};
+
+use crate::{EnvoyResource, endpoint, proto, type_url};
+
+/// The cluster routes point at for a backend the model could not resolve (its Service or port
+/// does not exist). It has no endpoints, so Envoy answers such requests with 503 and closes
+/// such TCP connections, while the other backends of a split keep their share.
+///
+/// A route action that names only this cluster could have been a `direct_response` 503
+/// instead, but a split with one missing backend still needs a cluster for that share, so
+/// one mechanism serves both cases.
+pub const UNRESOLVED_CLUSTER: &str = "remora-unresolved";
+
+/// The [`UNRESOLVED_CLUSTER`] resource. The model does not list it among a proxy's clusters;
+/// the xDS server should serve it to every proxy beside the model's clusters. It is a few
+/// bytes, never changes, and a cluster no route names costs Envoy nothing, whereas a route
+/// naming a cluster Envoy does not have would leave the route config unusable.
+pub fn unresolved_cluster() -> EnvoyResource {
+    let c = Cluster {
+        name: UNRESOLVED_CLUSTER.to_owned(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(proto::duration(std::time::Duration::from_secs(1))),
+        load_assignment: Some(endpoint::static_assignment(UNRESOLVED_CLUSTER, &[])),
+        ..Default::default()
+    };
+    proto::packed(UNRESOLVED_CLUSTER, type_url(ResourceType::Cluster), &c)
+}
+
+pub(crate) fn cluster(c: &config::Cluster) -> Cluster {
+    let (kind, eds_cluster_config, load_assignment) = match &c.discovery {
+        Discovery::Eds => (
+            cluster::DiscoveryType::Eds,
+            Some(cluster::EdsClusterConfig {
+                eds_config: Some(proto::ads()),
+                // Empty: the endpoints resource has the cluster's own name.
+                service_name: String::new(),
+            }),
+            None,
+        ),
+        Discovery::Static(addresses) => (
+            cluster::DiscoveryType::Static,
+            None,
+            Some(endpoint::static_assignment(&c.name, addresses)),
+        ),
+    };
+    Cluster {
+        name: c.name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(kind as i32)),
+        eds_cluster_config,
+        load_assignment,
+        connect_timeout: Some(proto::duration(c.connect_timeout)),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        outlier_detection: c.outlier_detection.as_ref().map(outlier_detection),
+        circuit_breakers: c.circuit_breaker.as_ref().map(circuit_breakers),
+        // One entry at most: prost encodes this map in hash order, which is only stable
+        // when there is nothing to order.
+        typed_extension_protocol_options: if c.http2 {
+            [(HttpProtocolOptions::full_name(), proto::any(&http2_only()))].into()
+        } else {
+            Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Consecutive 5xx answers (which include connection failures) eject an endpoint.
+fn outlier_detection(o: &config::OutlierDetection) -> OutlierDetection {
+    OutlierDetection {
+        consecutive_5xx: Some(proto::u32_value(o.consecutive_errors)),
+        interval: Some(proto::duration(o.interval)),
+        base_ejection_time: Some(proto::duration(o.base_ejection_time)),
+        max_ejection_percent: Some(proto::u32_value(o.max_ejection_percent)),
+        ..Default::default()
+    }
+}
+
+/// Limits the policy leaves out keep Envoy's defaults.
+fn circuit_breakers(c: &config::CircuitBreaker) -> CircuitBreakers {
+    CircuitBreakers {
+        thresholds: vec![Thresholds {
+            priority: RoutingPriority::Default as i32,
+            max_connections: c.max_connections.map(proto::u32_value),
+            max_pending_requests: c.max_pending_requests.map(proto::u32_value),
+            max_requests: c.max_requests.map(proto::u32_value),
+            max_retries: c.max_retries.map(proto::u32_value),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// HTTP/2 to the endpoints whatever the client spoke: gRPC and h2c ports need it.
+fn http2_only() -> HttpProtocolOptions {
+    HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,175 @@
+//! Translation of the model's Envoy-independent proxy config into Envoy's v3 xDS resources.
+//!
+//! The model says what a proxy should do; this crate says it in Envoy's protobuf terms and
+//! nothing else: no I/O, no state. [`translate`] turns one model [`Resource`] into one
+//! [`EnvoyResource`], packed as a protobuf `Any` with a content version, ready for the xDS
+//! server to send over ADS.
+//!
+//! Every resource that names another (a listener its route config, an EDS cluster its
+//! endpoints, a route its clusters) names it by the model's own name, so a proxy's config is
+//! consistent exactly when the model's is. The one name the model does not provide is
+//! [`UNRESOLVED_CLUSTER`]: see [`unresolved_cluster`].
+//!
+//! Equal inputs give byte-identical encodings, so the version (a hash of the bytes) changes
+//! only when the content does. Prost encodes protobuf map fields from a `HashMap`, whose order
+//! is not stable; the translation therefore never puts more than one entry into such a map,
+//! and builds the one `Struct` it needs (a JSON access log format) through an ordered type of
+//! its own with the same wire format.
+#![forbid(unsafe_code)]
+
+mod cluster;
+mod endpoint;
+mod listener;
+mod proto;
+mod route;
+
+use std::net::IpAddr;
+
+pub use envoy_types::pb::google::protobuf::Any;
+use remora_model::config::{Resource, ResourceType, Target, WeightedCluster};
+
+pub use cluster::{UNRESOLVED_CLUSTER, unresolved_cluster};
+
+/// Where access logs go when a listener asks for them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogSink {
+    /// The proxy's standard output, which the container runtime collects.
+    #[default]
+    Stdout,
+    /// The proxy's standard error, for setups that keep stdout for something else.
+    Stderr,
+}
+
+/// Choices about how the translation speaks to one deployment of Envoy; the defaults suit a
+/// sidecar in a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Where listeners that log (the model says which) write their access logs.
+    pub access_log: AccessLogSink,
+    /// Outbound listeners the model binds to every address (`BindAddress::Any`) bind to this
+    /// address instead of `0.0.0.0`. Several proxies can then share one host, each on its own
+    /// loopback address (127.0.0.2, 127.0.0.3, ...), which is how tests run real Envoys side
+    /// by side. Inbound listeners, and outbound ones bound to one address, are untouched.
+    pub bind_outbound_to: Option<IpAddr>,
+}
+
+/// One Envoy resource, packed for an xDS response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvoyResource {
+    /// The resource's name, which is the model's name for it.
+    pub name: String,
+    /// The resource's type URL, also the type URL of `any`.
+    pub type_url: &'static str,
+    /// Hex of the xxh3-64 of the encoded resource: equal versions mean equal bytes.
+    pub version: String,
+    pub any: Any,
+}
+
+/// Translates one model resource into the Envoy resource of the same name.
+pub fn translate(resource: &Resource, options: &Options) -> EnvoyResource {
+    match resource {
+        Resource::Listener(l) => proto::packed(
+            &l.value.name,
+            type_url(ResourceType::Listener),
+            &listener::listener(&l.value, options),
+        ),
+        Resource::RouteConfig(r) => proto::packed(
+            &r.value.name,
+            type_url(ResourceType::RouteConfig),
+            &route::route_configuration(&r.value),
+        ),
+        Resource::Cluster(c) => proto::packed(
+            &c.value.name,
+            type_url(ResourceType::Cluster),
+            &cluster::cluster(&c.value),
+        ),
+        Resource::Endpoints(e) => proto::packed(
+            &e.value.cluster,
+            type_url(ResourceType::Endpoints),
+            &endpoint::load_assignment(&e.value),
+        ),
+    }
+}
+
+/// The v3 type URL of each kind of resource, as xDS requests and responses carry it.
+pub fn type_url(kind: ResourceType) -> &'static str {
+    match kind {
+        ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+        ResourceType::RouteConfig => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        ResourceType::Endpoints => {
+            "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+        }
+    }
+}
+
+/// The Envoy cluster a target names.
+pub(crate) fn cluster_name(target: &Target) -> &str {
+    match target {
+        Target::Cluster(name) => name,
+        Target::Unresolved => UNRESOLVED_CLUSTER,
+    }
+}
+
+/// A weighted split by Envoy cluster name, in the model's order. Targets that name the same
+/// cluster (two missing backends both go to [`UNRESOLVED_CLUSTER`]) are merged, since Envoy
+/// expects each cluster once, and shares of weight 0 are dropped. An empty split sends
+/// everything to [`UNRESOLVED_CLUSTER`]: with nowhere to go, the traffic fails.
+pub(crate) fn split(clusters: &[WeightedCluster]) -> Vec<(&str, u32)> {
+    let mut out: Vec<(&str, u32)> = Vec::with_capacity(clusters.len());
+    for c in clusters.iter().filter(|c| c.weight > 0) {
+        let name = cluster_name(&c.target);
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, weight)) => *weight = weight.saturating_add(c.weight),
+            None => out.push((name, c.weight)),
+        }
+    }
+    if out.is_empty() {
+        out.push((UNRESOLVED_CLUSTER, 1));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        route::v3::RouteConfiguration,
+    };
+    use prost::Name;
+
+    use super::*;
+
+    fn share(name: Option<&str>, weight: u32) -> WeightedCluster {
+        WeightedCluster {
+            target: name.map_or(Target::Unresolved, |n| Target::Cluster(n.into())),
+            weight,
+        }
+    }
+
+    #[test]
+    fn splits_merge_equal_targets_and_drop_empty_shares() {
+        let clusters = [
+            share(Some("a"), 70),
+            share(None, 10),
+            share(Some("b"), 0),
+            share(None, 20),
+        ];
+        assert_eq!(split(&clusters), [("a", 70), (UNRESOLVED_CLUSTER, 30)]);
+        assert_eq!(split(&[]), [(UNRESOLVED_CLUSTER, 1)]);
+    }
+
+    #[test]
+    fn type_urls_match_the_generated_types() {
+        assert_eq!(type_url(ResourceType::Listener), Listener::type_url());
+        assert_eq!(
+            type_url(ResourceType::RouteConfig),
+            RouteConfiguration::type_url()
+        );
+        assert_eq!(type_url(ResourceType::Cluster), Cluster::type_url());
+        assert_eq!(
+            type_url(ResourceType::Endpoints),
+            ClusterLoadAssignment::type_url()
+        );
+    }
+}
