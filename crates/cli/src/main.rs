@@ -3,6 +3,8 @@
 
 mod bootstrap;
 mod compute;
+mod local;
+mod status;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -35,11 +37,36 @@ enum Command {
     /// Write the Envoy bootstrap a sidecar starts with: its identity, where the control
     /// plane is, and its admin port.
     Bootstrap(bootstrap::Args),
+    /// Run the control plane with no cluster: a folder of YAML is the cluster's state,
+    /// reloaded when it changes, served to Envoys over xDS.
+    Local(local::Args),
+    /// List the connected proxies and whether each holds its latest config (per type:
+    /// SYNCED, STALE, NACKED with Envoy's message).
+    ProxyStatus(status::StatusArgs),
+    /// Print the config the control plane computed for one proxy, as JSON.
+    ProxyConfig(status::ConfigArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Compute { dir, proxy } => compute::run(&dir, proxy.as_deref()),
         Command::Bootstrap(args) => bootstrap::run(&args),
+        Command::Local(args) => {
+            init_logs();
+            local::run(&args)
+        }
+        Command::ProxyStatus(args) => status::status(&args),
+        Command::ProxyConfig(args) => status::config(&args),
     }
+}
+
+/// Logs go to standard error; `RUST_LOG` picks what (default: info).
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }

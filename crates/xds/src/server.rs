@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
         AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
     },
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -31,11 +31,22 @@ const OUTBOX: usize = 8;
 pub struct AdsServer {
     cache: Arc<SnapshotCache>,
     status: Arc<StatusRegistry>,
+    /// Turns true when the server stops. ADS streams never end by themselves, so a graceful
+    /// shutdown must end them; the proxies then reconnect to whoever serves next.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl AdsServer {
-    pub fn new(cache: Arc<SnapshotCache>, status: Arc<StatusRegistry>) -> Self {
-        AdsServer { cache, status }
+    pub fn new(
+        cache: Arc<SnapshotCache>,
+        status: Arc<StatusRegistry>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        AdsServer {
+            cache,
+            status,
+            shutdown,
+        }
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
@@ -137,6 +148,7 @@ impl AdsServer {
         let stream = self.status.connected(&proxy, M::MODE);
         info!("proxy connected");
         let mut snapshots = self.cache.subscribe(&proxy);
+        let mut shutdown = self.shutdown.clone();
         let mut machine = M::default();
         let mut pending = Some(first);
         loop {
@@ -145,6 +157,7 @@ impl AdsServer {
                 machine.on_request(&req, &snapshot)
             } else {
                 tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => break,
                     msg = incoming.message() => match msg {
                         Ok(Some(req)) => {
                             pending = Some(req);

@@ -1,0 +1,62 @@
+//! `remora local`: the control plane on a folder of YAML, until interrupted.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use remora_runtime::{
+    Debounce,
+    local::{LocalConfig, start},
+};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The folder of manifests that stands for the cluster; edits are picked up live.
+    #[arg(long, default_value = "examples/local")]
+    dir: PathBuf,
+    /// Where ADS and the remora.v1 API listen.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    xds_addr: SocketAddr,
+    /// How often to check the folder for changes, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    poll_ms: u64,
+    /// Quiet time that closes a batch of changes, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    debounce_ms: u64,
+    /// The longest a change waits for its batch to close, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    max_delay_ms: u64,
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    let config = LocalConfig {
+        dir: args.dir.clone(),
+        xds_addr: args.xds_addr,
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+        debounce: Debounce {
+            window: Duration::from_millis(args.debounce_ms),
+            max_delay: Duration::from_millis(args.max_delay_ms.max(args.debounce_ms)),
+        },
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("remora local: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let running = match start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("remora local: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!(
+            "remora local: serving xDS on {} (Ctrl-C stops); try `remora proxy-status --server {}`",
+            running.xds_addr, running.xds_addr
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        running.stop().await;
+        ExitCode::SUCCESS
+    })
+}
