@@ -1,0 +1,378 @@
+//! Measures the model on the reference mesh, with and without egress scopes, and prints a
+//! Markdown table: full compute time and peak memory, index memory per pod, the cost and
+//! reach of one route change and of one endpoint change, and the size of one proxy's config.
+//!
+//! Criterion (`cargo bench -p remora-model --bench mesh`) gives the statistically careful
+//! timings; this tool adds what a benchmark cannot: memory, how many proxies a change
+//! touches (checked against an independent count), and config size. Run it in release mode:
+//! `cargo run --release -p remora-synthetic --bin mesh-report`.
+//!
+//! Each measurement runs in a child process of its own (this program, called with
+//! `--child <open|egress> <compute|memory>`), because the allocator keeps freed memory: in one
+//! process, an earlier mesh would hide the RSS of a later one.
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::BTreeSet,
+    env, fs,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use remora_model::{
+    Changes, Mesh,
+    config::{ProxyConfig, Resource, ResourceType},
+    input::{Event, Kind, MeshSettings, Object, ObjectKey},
+};
+use remora_synthetic::{Shape, Synthetic};
+
+/// Repetitions of each single change; the median is reported.
+const REPEATS: usize = 21;
+/// Pods per batch when building the mesh for the memory measurement: small, so the report
+/// of changed resources `apply` returns for a batch (several MiB per pod on the reference
+/// mesh, freed at once but kept by the allocator) stays negligible next to the index.
+const MEMORY_BATCH: usize = 10;
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => parent(),
+        ["--child", flavour, part] => {
+            let shape = Shape {
+                egress: flavour == "egress",
+                ..Shape::reference()
+            };
+            let rows = match part {
+                "compute" => compute(shape),
+                "memory" => memory(shape),
+                _ => usage(),
+            };
+            for Row(label, value, target) in rows {
+                println!("{label}\t{value}\t{target}");
+            }
+        }
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: mesh-report (the children it runs take --child <open|egress> <compute|memory>)"
+    );
+    std::process::exit(2)
+}
+
+/// One line of the table: what, the value, the target if there is one.
+struct Row(String, String, &'static str);
+
+fn row(label: impl Into<String>, value: impl Into<String>, target: &'static str) -> Row {
+    Row(label.into(), value.into(), target)
+}
+
+/// Runs every measurement in its own process and prints the table.
+fn parent() {
+    let reference = Shape::reference();
+    println!(
+        "reference mesh: {} namespaces ({} shared), {} Services, {} sidecar pods, {} routes; \
+         {} cores (`nproc`), the model runs on one",
+        reference.namespaces,
+        reference.shared_namespaces,
+        reference.services,
+        reference.pods,
+        reference.routes,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    let me = env::current_exe().expect("own executable");
+    let run = |flavour: &str, part: &str| -> Vec<Vec<String>> {
+        let out = Command::new(&me)
+            .args(["--child", flavour, part])
+            .output()
+            .expect("child runs");
+        assert!(
+            out.status.success(),
+            "child {flavour} {part} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect()
+    };
+    println!();
+    println!("| measure | no egress scope | egress scope (own + shared namespaces) | target |");
+    println!("|---|---|---|---|");
+    for part in ["compute", "memory"] {
+        let open = run("open", part);
+        let scoped = run("egress", part);
+        for (o, e) in open.iter().zip(&scoped) {
+            assert_eq!(o[0], e[0], "both children print the same rows");
+            println!("| {} | {} | {} | {} |", o[0], o[1], e[1], o[2]);
+        }
+    }
+}
+
+/// Full compute in one batch, then one route change and one endpoint change on the result,
+/// then one proxy's config.
+fn compute(shape: Shape) -> Vec<Row> {
+    let pods = shape.pods;
+    let peak_reset = reset_peak();
+    let rss_before = status_kib("VmRSS:");
+    let synthetic = Synthetic::new(shape);
+    let events: Vec<Event> = synthetic.objects().into_iter().map(Event::Upsert).collect();
+    let mut mesh = Mesh::new(MeshSettings::default());
+    let start = Instant::now();
+    let changes = mesh.apply(events);
+    let full_compute = start.elapsed();
+    assert_eq!(changes.proxies.len(), pods, "every pod became a proxy");
+    let reported: usize = changes.proxies.values().map(|k| k.len()).sum();
+    // The events were consumed by `apply`; the report of the initial build goes too.
+    drop(changes);
+    let rss_after = status_kib("VmRSS:").saturating_sub(rss_before);
+    let peak = peak_reset.then(|| status_kib("VmHWM:").saturating_sub(rss_before));
+
+    // A route on the HTTP port of a Service in a team namespace, halfway through the mesh.
+    let j = synthetic.shape().services / 2;
+    let (service, port) = synthetic.route_parent(j).expect("route exists");
+    let route = measure_change(&mut mesh, &synthetic.route_change(j), &synthetic.route(j));
+    let reaching = proxies_with_vhost(&mesh, &service, port);
+    assert_eq!(
+        route.touched, reaching,
+        "a route change touches exactly the proxies that reach its Service"
+    );
+    let endpoint = measure_change(
+        &mut mesh,
+        &synthetic.endpoint_change(j),
+        &synthetic.endpoint_slice(j),
+    );
+    assert_eq!(endpoint.touched, reaching, "so does an endpoint change");
+
+    // The first pod of the same Service's namespace.
+    let proxy = mesh
+        .proxies()
+        .find(|p| p.namespace == service.namespace)
+        .expect("the Service's namespace has proxies")
+        .clone();
+    let start = Instant::now();
+    let config = mesh.proxy_config(&proxy).expect("proxy has a config");
+    let materialize = start.elapsed();
+    let by_type: Vec<usize> = ResourceType::ALL
+        .iter()
+        .map(|t| config.of_type(*t).count())
+        .collect();
+    let json = serde_json::to_vec(&config)
+        .expect("config serializes")
+        .len();
+
+    vec![
+        row(
+            "full compute: all objects in one batch, one core",
+            format!("{:.3} s", full_compute.as_secs_f64()),
+            "< 2 s",
+        ),
+        row(
+            "full compute: resource changes reported (sum over proxies)",
+            reported.to_string(),
+            "",
+        ),
+        row(
+            "full compute: peak RSS above the start",
+            peak.map_or("n/a".into(), mib),
+            "",
+        ),
+        row(
+            "full compute: RSS after, inputs and report dropped",
+            mib(rss_after),
+            "",
+        ),
+        row(
+            format!("route change: median of {REPEATS}"),
+            ms(route.median),
+            "< 5 ms",
+        ),
+        row(
+            "route change: proxies touched",
+            route.proxies.to_string(),
+            "",
+        ),
+        row(
+            "route change: proxies whose config has the Service's vhost",
+            reaching.len().to_string(),
+            "= touched",
+        ),
+        row(
+            "route change: resources changed (distinct / per proxy)",
+            format!("{} / {}", route.resources, route.per_proxy),
+            "",
+        ),
+        row(
+            format!("endpoint change (pod ready): median of {REPEATS}"),
+            ms(endpoint.median),
+            "< 5 ms",
+        ),
+        row(
+            "endpoint change: proxies touched",
+            endpoint.proxies.to_string(),
+            "",
+        ),
+        row(
+            "endpoint change: resources changed (distinct / per proxy)",
+            format!("{} / {}", endpoint.resources, endpoint.per_proxy),
+            "",
+        ),
+        row("one proxy's config: proxy", proxy.to_string(), ""),
+        row(
+            "one proxy's config: resources (clusters, endpoints, listeners, route configs)",
+            format!(
+                "{} ({})",
+                by_type.iter().sum::<usize>(),
+                by_type
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "",
+        ),
+        row(
+            "one proxy's config: compact JSON (serde) size",
+            format!("{json} B ({:.0} KiB)", json as f64 / 1024.0),
+            "",
+        ),
+        row(
+            "one proxy's config: time to materialize (`proxy_config`)",
+            ms(materialize),
+            "",
+        ),
+    ]
+}
+
+/// Index memory: RSS growth from before the inputs exist to after the mesh is built and
+/// every input and report is dropped. Pods are applied in small batches after the rest, so
+/// the transient report of a batch cannot inflate the result (see [`MEMORY_BATCH`]).
+fn memory(shape: Shape) -> Vec<Row> {
+    let pods = shape.pods;
+    let rss_before = status_kib("VmRSS:");
+    let synthetic = Synthetic::new(shape);
+    let (pod_events, rest): (Vec<Event>, Vec<Event>) = synthetic
+        .objects()
+        .into_iter()
+        .map(Event::Upsert)
+        .partition(|e| matches!(e, Event::Upsert(o) if o.kind() == Kind::Pod));
+    let mut mesh = Mesh::new(MeshSettings::default());
+    mesh.apply(rest);
+    let mut pod_events = pod_events.into_iter();
+    loop {
+        let batch: Vec<Event> = pod_events.by_ref().take(MEMORY_BATCH).collect();
+        if batch.is_empty() {
+            break;
+        }
+        mesh.apply(batch);
+    }
+    drop(pod_events);
+    assert_eq!(mesh.proxies().count(), pods);
+    let growth = status_kib("VmRSS:").saturating_sub(rss_before);
+    vec![
+        row(
+            format!("index: RSS growth, pods applied {MEMORY_BATCH} at a time"),
+            mib(growth),
+            "",
+        ),
+        row(
+            "index memory per pod (RSS growth / pods)",
+            format!("{:.2} KiB", growth as f64 / pods.max(1) as f64),
+            "< 2 KiB",
+        ),
+    ]
+}
+
+struct Measured {
+    median: Duration,
+    proxies: usize,
+    /// Distinct resources changed over all proxies.
+    resources: usize,
+    /// The most resources changed in one proxy.
+    per_proxy: usize,
+    /// The proxies the change touched.
+    touched: BTreeSet<ObjectKey>,
+}
+
+/// Applies `change`, then `revert`, `REPEATS` times each, timing `apply` of the change
+/// alone. Every application must have the same effect as the first.
+fn measure_change(mesh: &mut Mesh, change: &Object, revert: &Object) -> Measured {
+    let mut times = Vec::with_capacity(REPEATS);
+    let mut first: Option<Changes> = None;
+    for _ in 0..REPEATS {
+        let event = Event::Upsert(change.clone());
+        let start = Instant::now();
+        let changes = mesh.apply([event]);
+        times.push(start.elapsed());
+        match &first {
+            None => first = Some(changes),
+            Some(f) => assert_eq!(f, &changes, "the same change has the same effect"),
+        }
+        let back = mesh.apply([Event::Upsert(revert.clone())]);
+        assert!(!back.is_empty(), "the revert changes the mesh back");
+    }
+    times.sort();
+    let first = first.expect("at least one repetition");
+    let resources: BTreeSet<_> = first.proxies.values().flat_map(|k| k.iter()).collect();
+    Measured {
+        median: times[times.len() / 2],
+        proxies: first.proxies.len(),
+        resources: resources.len(),
+        per_proxy: first.proxies.values().map(|k| k.len()).max().unwrap_or(0),
+        touched: first.proxies.keys().cloned().collect(),
+    }
+}
+
+/// The proxies whose outbound route config for `port` has a virtual host for `service`,
+/// read from each proxy's full config: independent of how the model tracks reach.
+fn proxies_with_vhost(mesh: &Mesh, service: &ObjectKey, port: u16) -> BTreeSet<ObjectKey> {
+    let domain = &mesh.settings().cluster_domain;
+    let vhost = format!("{}.{}.svc.{domain}:{port}", service.name, service.namespace);
+    let route_config = port.to_string();
+    let has_vhost = |config: &ProxyConfig| {
+        config
+            .of_type(ResourceType::RouteConfig)
+            .any(|(k, r)| match r {
+                Resource::RouteConfig(rc) => {
+                    *k.name == *route_config
+                        && rc
+                            .value
+                            .virtual_hosts
+                            .iter()
+                            .any(|v| *v.value.name == *vhost)
+                }
+                _ => false,
+            })
+    };
+    mesh.proxies()
+        .filter(|p| mesh.proxy_config(p).is_some_and(|c| has_vhost(&c)))
+        .cloned()
+        .collect()
+}
+
+/// A field of `/proc/self/status` in KiB (0 when unavailable, e.g. not on Linux).
+fn status_kib(field: &str) -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets the peak RSS (`VmHWM`) to the current RSS, so the peak is the build's own.
+fn reset_peak() -> bool {
+    fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
