@@ -57,7 +57,8 @@ pub(crate) struct Class {
     pub key: ClassKey,
     pub defaults: Arc<Defaults>,
     defaults_id: u64,
-    pub members: BTreeSet<ObjectKey>,
+    /// Shared with the `Changes` that report them, so a report costs no copy.
+    pub members: Arc<BTreeSet<ObjectKey>>,
     /// The Services this class reaches, with the routing last applied for each.
     reach: BTreeMap<ObjectKey, Arc<ServiceRouting>>,
     http: BTreeMap<u16, BTreeMap<ObjectKey, Arc<Versioned<VirtualHost>>>>,
@@ -105,7 +106,7 @@ impl Class {
             key,
             defaults_id: defaults.id(),
             defaults,
-            members: BTreeSet::new(),
+            members: Arc::default(),
             reach: BTreeMap::new(),
             http: BTreeMap::new(),
             cluster_refs: BTreeMap::new(),

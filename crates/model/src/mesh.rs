@@ -27,16 +27,48 @@ use crate::{
 };
 
 /// Which proxies changed, and which of their resources (added, changed or removed).
+///
+/// Proxies that changed alike are reported as one group sharing one set of resource keys:
+/// a route change that reaches ten thousand proxies costs one set, not ten thousand.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    pub proxies: BTreeMap<ObjectKey, Arc<BTreeSet<ResourceKey>>>,
+    /// Disjoint groups: every proxy of a group saw exactly the group's resources change,
+    /// besides what `own` lists for it.
+    pub groups: Vec<Group>,
+    /// Changes to a proxy's own resources (its inbound side).
+    pub own: BTreeMap<ObjectKey, BTreeSet<ResourceKey>>,
     /// Proxies that no longer exist (deleted, or their pod lost its sidecar).
     pub gone: BTreeSet<ObjectKey>,
 }
 
+#[derive(Debug, PartialEq, Eq)]
+pub struct Group {
+    pub proxies: Arc<BTreeSet<ObjectKey>>,
+    pub resources: Arc<BTreeSet<ResourceKey>>,
+}
+
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.proxies.is_empty() && self.gone.is_empty()
+        self.groups.is_empty() && self.own.is_empty() && self.gone.is_empty()
+    }
+
+    /// Every proxy whose config changed (the gone ones excepted).
+    pub fn proxies(&self) -> BTreeSet<&ObjectKey> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.proxies.iter())
+            .chain(self.own.keys())
+            .collect()
+    }
+
+    /// The resources of one proxy that changed.
+    pub fn resources_of(&self, proxy: &ObjectKey) -> BTreeSet<&ResourceKey> {
+        self.groups
+            .iter()
+            .filter(|g| g.proxies.contains(proxy))
+            .flat_map(|g| g.resources.iter())
+            .chain(self.own.get(proxy).into_iter().flatten())
+            .collect()
     }
 }
 
@@ -466,18 +498,26 @@ impl Mesh {
         let mut class_changes: BTreeMap<ClassKey, BTreeSet<ResourceKey>> = BTreeMap::new();
         let mut cluster_deltas: Vec<(ClassKey, ClusterKey, i32)> = Vec::new();
 
-        // Proxies that may move: remember what they had, to diff afterwards.
-        let old_versions: BTreeMap<ObjectKey, BTreeMap<ResourceKey, u64>> = dirty
+        // Proxies that may move: remember their class and their own resources, and what the
+        // classes they are in look like now, to diff afterwards.
+        let before: BTreeMap<ObjectKey, Option<(ClassKey, BTreeMap<ResourceKey, u64>)>> = dirty
             .pods
             .iter()
             .map(|p| {
+                let state = self.proxies.get(p);
                 (
                     p.clone(),
-                    self.proxy_config(p)
-                        .map(|c| c.versions())
-                        .unwrap_or_default(),
+                    state.map(|s| (s.class.clone(), versions(&s.inbound))),
                 )
             })
+            .collect();
+        let class_before: BTreeMap<ClassKey, BTreeMap<ResourceKey, u64>> = before
+            .values()
+            .flatten()
+            .map(|(c, _)| c)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|c| (c.clone(), self.class_versions(c)))
             .collect();
 
         // 1. Routing of the Services that may have changed.
@@ -551,7 +591,7 @@ impl Mesh {
                 && let Some(old) = &old_class
                 && let Some(c) = self.classes.get_mut(old)
             {
-                c.members.remove(key);
+                Arc::make_mut(&mut c.members).remove(key);
                 left.insert(old.clone());
             }
             match (pod, new_class) {
@@ -563,7 +603,7 @@ impl Mesh {
                         new_classes.insert(class_key.clone());
                     }
                     let class = self.classes.get_mut(&class_key).expect("inserted above");
-                    class.members.insert(key.clone());
+                    Arc::make_mut(&mut class.members).insert(key.clone());
                     let inbound = inbound_resources(pod, &class.defaults);
                     self.proxies.insert(
                         key.clone(),
@@ -716,43 +756,91 @@ impl Mesh {
             }
         }
 
-        // 6. Report per proxy.
+        // 6. Report: class-wide changes for the members that stayed; for proxies that joined
+        //    a class, the difference between the class they left (if any) and the one they
+        //    joined, once per such pair; then each dirty proxy's own resources.
         let mut changes = Changes::default();
+        let mut moved: BTreeMap<(Option<&ClassKey>, &ClassKey), BTreeSet<ObjectKey>> =
+            BTreeMap::new();
+        for (pod, was) in &before {
+            let Some(now) = self.proxies.get(pod) else {
+                if was.is_some() {
+                    changes.gone.insert(pod.clone());
+                }
+                continue;
+            };
+            let old_class = was.as_ref().map(|(c, _)| c);
+            if old_class != Some(&now.class) {
+                moved
+                    .entry((old_class, &now.class))
+                    .or_default()
+                    .insert(pod.clone());
+            }
+            let empty = BTreeMap::new();
+            let own = diff(
+                was.as_ref().map_or(&empty, |(_, v)| v),
+                &versions(&now.inbound),
+            );
+            if !own.is_empty() {
+                changes.own.insert(pod.clone(), own);
+            }
+        }
+        let joined: BTreeSet<&ObjectKey> = moved.values().flatten().collect();
         for (class_key, keys) in class_changes {
             let Some(class) = self.classes.get(&class_key) else {
                 continue;
             };
-            let keys = Arc::new(keys);
-            for member in class
-                .members
-                .iter()
-                .filter(|m| !old_versions.contains_key(*m))
-            {
-                changes.proxies.insert(member.clone(), keys.clone());
+            let proxies = if class.members.iter().any(|m| joined.contains(m)) {
+                Arc::new(
+                    class
+                        .members
+                        .iter()
+                        .filter(|m| !joined.contains(m))
+                        .cloned()
+                        .collect(),
+                )
+            } else {
+                class.members.clone()
+            };
+            if !proxies.is_empty() {
+                changes.groups.push(Group {
+                    proxies,
+                    resources: Arc::new(keys),
+                });
             }
         }
-        for (pod, old) in old_versions {
-            match self.proxy_config(&pod) {
-                None => {
-                    if !old.is_empty() {
-                        changes.gone.insert(pod);
-                    }
-                }
-                Some(config) => {
-                    let new = config.versions();
-                    let mut diff: BTreeSet<ResourceKey> = new
-                        .iter()
-                        .filter(|(k, h)| old.get(*k) != Some(*h))
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    diff.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
-                    if !diff.is_empty() {
-                        changes.proxies.insert(pod, Arc::new(diff));
-                    }
-                }
+        for ((from, to), proxies) in moved {
+            let empty = BTreeMap::new();
+            let was = from.and_then(|c| class_before.get(c)).unwrap_or(&empty);
+            let resources = diff(was, &self.class_versions(to));
+            if !resources.is_empty() {
+                changes.groups.push(Group {
+                    proxies: Arc::new(proxies),
+                    resources: Arc::new(resources),
+                });
             }
         }
         changes
+    }
+
+    /// What a class's proxies hold besides their own resources, with content hashes.
+    fn class_versions(&self, key: &ClassKey) -> BTreeMap<ResourceKey, u64> {
+        let Some(class) = self.classes.get(key) else {
+            return BTreeMap::new();
+        };
+        let mut out = versions(&class.resources);
+        for cluster in class.cluster_refs.keys() {
+            if let Some(e) = self.endpoints.get(cluster) {
+                out.insert(
+                    ResourceKey {
+                        kind: ResourceType::Endpoints,
+                        name: e.resource.value.cluster.clone(),
+                    },
+                    e.resource.hash,
+                );
+            }
+        }
+        out
     }
 
     /// The ready endpoints of a cluster: its Service's slices, the port matching by name,
@@ -813,6 +901,27 @@ impl Class {
         class.members = old.members.clone();
         class
     }
+}
+
+fn versions(resources: &BTreeMap<ResourceKey, Resource>) -> BTreeMap<ResourceKey, u64> {
+    resources
+        .iter()
+        .map(|(k, r)| (k.clone(), r.hash()))
+        .collect()
+}
+
+/// The keys added, changed or removed between two versioned sets.
+fn diff(
+    old: &BTreeMap<ResourceKey, u64>,
+    new: &BTreeMap<ResourceKey, u64>,
+) -> BTreeSet<ResourceKey> {
+    let mut out: BTreeSet<ResourceKey> = new
+        .iter()
+        .filter(|(k, h)| old.get(*k) != Some(*h))
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
+    out
 }
 
 /// The listeners, routes and clusters that bring traffic to the pod's own application.

@@ -183,14 +183,24 @@ fn a_route_change_reaches_only_proxies_that_can_reach_the_service() {
         10,
         split_route("reviews", 50, 50),
     ))]);
-    let touched: Vec<String> = changes.proxies.keys().map(ToString::to_string).collect();
+    let touched: Vec<String> = changes
+        .proxies()
+        .into_iter()
+        .map(ToString::to_string)
+        .collect();
     // other/client may only reach its own namespace, so reviews is not in its config.
     assert_eq!(
         touched,
         ["shop/frontend", "shop/reviews-v1", "shop/reviews-v2"]
     );
-    for keys in changes.proxies.values() {
-        let keys: Vec<_> = keys.iter().map(|k| (k.kind, k.name.to_string())).collect();
+    // All three changed alike: one group, one shared set of keys.
+    assert_eq!(changes.groups.len(), 1);
+    for p in changes.proxies() {
+        let keys: Vec<_> = changes
+            .resources_of(p)
+            .iter()
+            .map(|k| (k.kind, k.name.to_string()))
+            .collect();
         assert_eq!(keys, [(ResourceType::RouteConfig, "9080".to_string())]);
     }
     assert_eq!(weights(&m, "frontend", "/split")[1].1, 50);
@@ -209,9 +219,10 @@ fn an_endpoint_change_touches_only_the_load_assignments_that_hold_it() {
             ("10.0.0.2", "reviews-v2", false),
         ],
     ))]);
-    assert_eq!(changes.proxies.len(), 3);
-    for keys in changes.proxies.values() {
-        let names: Vec<String> = keys
+    assert_eq!(changes.proxies().len(), 3);
+    for p in changes.proxies() {
+        let names: Vec<String> = changes
+            .resources_of(p)
             .iter()
             .map(|k| format!("{:?} {}", k.kind, k.name))
             .collect();
@@ -284,7 +295,7 @@ fn a_missing_backend_is_reported_and_resolves_once_created() {
         &[9080],
         false,
     ))]);
-    assert!(changes.proxies.contains_key(&key("shop", "frontend")));
+    assert!(changes.proxies().contains(&key("shop", "frontend")));
     assert_eq!(
         weights_of(&m, "ratings")[1].0,
         "outbound|9080||ratings-next.shop.svc.cluster.local"
@@ -425,8 +436,8 @@ fn a_namespace_policy_takes_precedence_over_the_fleet_policy() {
     );
     assert_eq!(
         changes
-            .proxies
-            .keys()
+            .proxies()
+            .into_iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>(),
         ["shop/frontend"]

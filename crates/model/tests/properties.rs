@@ -175,6 +175,9 @@ proptest! {
                 None => { live.remove(&id); }
             }
             let changes = mesh.apply([e]);
+            let grouped: usize = changes.groups.iter().map(|g| g.proxies.len()).sum();
+            let distinct: BTreeSet<&ObjectKey> = changes.groups.iter().flat_map(|g| g.proxies.iter()).collect();
+            prop_assert_eq!(grouped, distinct.len(), "a proxy is in one group at most");
             let after = all_versions(&mesh);
 
             let proxies: BTreeSet<&ObjectKey> = before.keys().chain(after.keys()).collect();
@@ -186,7 +189,7 @@ proptest! {
                         let old = old.unwrap_or(&empty);
                         let actual: BTreeSet<_> = new.iter().filter(|(k, h)| old.get(*k) != Some(*h)).map(|(k, _)| k.clone())
                             .chain(old.keys().filter(|k| !new.contains_key(*k)).cloned()).collect();
-                        let reported: BTreeSet<_> = changes.proxies.get(p).map(|keys| keys.iter().map(|k| (k.kind, k.name.to_string())).collect()).unwrap_or_default();
+                        let reported: BTreeSet<_> = changes.resources_of(p).into_iter().map(|k| (k.kind, k.name.to_string())).collect();
                         prop_assert_eq!(&actual, &reported, "proxy {} after {:?}", p, s);
                     }
                     (None, None) => {}

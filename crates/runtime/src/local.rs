@@ -180,7 +180,7 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
             let mut m = mesh.0.lock().unwrap_or_else(|e| e.into_inner());
             let changes = m.apply(batch);
             info!(
-                proxies = changes.proxies.len(),
+                proxies = changes.proxies().len(),
                 gone = changes.gone.len(),
                 "config changed"
             );

@@ -49,7 +49,7 @@ impl Publisher {
         for proxy in &changes.gone {
             self.cache.remove(&proxy_id(proxy));
         }
-        for proxy in changes.proxies.keys() {
+        for proxy in changes.proxies() {
             self.publish_one(mesh, proxy);
         }
         self.prune();

@@ -169,26 +169,26 @@ fn changes_change_something_and_revert() {
     let mut m = mesh(synthetic.objects());
     for i in [0, 7, 31, 59] {
         let changed = m.apply([Event::Upsert(synthetic.route_change(i))]);
-        assert!(!changed.proxies.is_empty(), "route {i} changed nothing");
+        assert!(!changed.proxies().is_empty(), "route {i} changed nothing");
         let back = m.apply([Event::Upsert(synthetic.route(i))]);
         assert_eq!(
-            back.proxies.keys().collect::<Vec<_>>(),
-            changed.proxies.keys().collect::<Vec<_>>()
+            back.proxies().into_iter().collect::<Vec<_>>(),
+            changed.proxies().into_iter().collect::<Vec<_>>()
         );
         assert!(m.apply([Event::Upsert(synthetic.route(i))]).is_empty());
     }
     for j in [0, 13, 29] {
         let changed = m.apply([Event::Upsert(synthetic.endpoint_change(j))]);
         assert_eq!(
-            changed.proxies.len(),
+            changed.proxies().len(),
             small(false).pods,
             "every proxy reaches {j}"
         );
         assert!(
             changed
-                .proxies
-                .values()
-                .flat_map(|keys| keys.iter())
+                .proxies()
+                .into_iter()
+                .flat_map(|p| changed.resources_of(p))
                 .all(|k| k.kind == ResourceType::Endpoints)
         );
         assert!(

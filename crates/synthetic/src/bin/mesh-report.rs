@@ -123,8 +123,10 @@ fn compute(shape: Shape) -> Vec<Row> {
     let start = Instant::now();
     let changes = mesh.apply(events);
     let full_compute = start.elapsed();
-    assert_eq!(changes.proxies.len(), pods, "every pod became a proxy");
-    let reported: usize = changes.proxies.values().map(|k| k.len()).sum();
+    let proxies = changes.proxies();
+    assert_eq!(proxies.len(), pods, "every pod became a proxy");
+    let reported: usize = proxies.iter().map(|p| changes.resources_of(p).len()).sum();
+    drop(proxies);
     // The events were consumed by `apply`; the report of the initial build goes too.
     drop(changes);
     let rss_after = status_kib("VmRSS:").saturating_sub(rss_before);
@@ -315,13 +317,18 @@ fn measure_change(mesh: &mut Mesh, change: &Object, revert: &Object) -> Measured
     }
     times.sort();
     let first = first.expect("at least one repetition");
-    let resources: BTreeSet<_> = first.proxies.values().flat_map(|k| k.iter()).collect();
+    let touched = first.proxies();
+    let resources: BTreeSet<_> = touched.iter().flat_map(|p| first.resources_of(p)).collect();
     Measured {
         median: times[times.len() / 2],
-        proxies: first.proxies.len(),
+        proxies: touched.len(),
         resources: resources.len(),
-        per_proxy: first.proxies.values().map(|k| k.len()).max().unwrap_or(0),
-        touched: first.proxies.keys().cloned().collect(),
+        per_proxy: touched
+            .iter()
+            .map(|p| first.resources_of(p).len())
+            .max()
+            .unwrap_or(0),
+        touched: touched.into_iter().cloned().collect(),
     }
 }
 
