@@ -101,8 +101,8 @@ fn render(list: &pb::ListProxiesResponse) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<40} {:<6} {:<7} {:<7} {:<7} {:<7}",
-        "PROXY", "MODE", "CDS", "EDS", "LDS", "RDS"
+        "{:<40} {:<6} {:<7} {:<7} {:<7} RDS",
+        "PROXY", "MODE", "CDS", "EDS", "LDS"
     );
     let mut nacks = Vec::new();
     for p in &list.proxies {

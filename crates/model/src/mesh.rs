@@ -26,6 +26,9 @@ use crate::{
     selector,
 };
 
+/// Content hashes of resources, by key: what a proxy or class holds, to diff.
+type Versions = BTreeMap<ResourceKey, u64>;
+
 /// Which proxies changed, and which of their resources (added, changed or removed).
 ///
 /// Proxies that changed alike are reported as one group sharing one set of resource keys:
@@ -500,7 +503,7 @@ impl Mesh {
 
         // Proxies that may move: remember their class and their own resources, and what the
         // classes they are in look like now, to diff afterwards.
-        let before: BTreeMap<ObjectKey, Option<(ClassKey, BTreeMap<ResourceKey, u64>)>> = dirty
+        let before: BTreeMap<ObjectKey, Option<(ClassKey, Versions)>> = dirty
             .pods
             .iter()
             .map(|p| {
@@ -511,7 +514,7 @@ impl Mesh {
                 )
             })
             .collect();
-        let class_before: BTreeMap<ClassKey, BTreeMap<ResourceKey, u64>> = before
+        let class_before: BTreeMap<ClassKey, Versions> = before
             .values()
             .flatten()
             .map(|(c, _)| c)
@@ -824,7 +827,7 @@ impl Mesh {
     }
 
     /// What a class's proxies hold besides their own resources, with content hashes.
-    fn class_versions(&self, key: &ClassKey) -> BTreeMap<ResourceKey, u64> {
+    fn class_versions(&self, key: &ClassKey) -> Versions {
         let Some(class) = self.classes.get(key) else {
             return BTreeMap::new();
         };
@@ -903,7 +906,7 @@ impl Class {
     }
 }
 
-fn versions(resources: &BTreeMap<ResourceKey, Resource>) -> BTreeMap<ResourceKey, u64> {
+fn versions(resources: &BTreeMap<ResourceKey, Resource>) -> Versions {
     resources
         .iter()
         .map(|(k, r)| (k.clone(), r.hash()))
@@ -911,10 +914,7 @@ fn versions(resources: &BTreeMap<ResourceKey, Resource>) -> BTreeMap<ResourceKey
 }
 
 /// The keys added, changed or removed between two versioned sets.
-fn diff(
-    old: &BTreeMap<ResourceKey, u64>,
-    new: &BTreeMap<ResourceKey, u64>,
-) -> BTreeSet<ResourceKey> {
+fn diff(old: &Versions, new: &Versions) -> BTreeSet<ResourceKey> {
     let mut out: BTreeSet<ResourceKey> = new
         .iter()
         .filter(|(k, h)| old.get(*k) != Some(*h))
