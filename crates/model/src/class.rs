@@ -4,6 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    mem,
     net::IpAddr,
     sync::Arc,
 };
@@ -12,7 +13,7 @@ use crate::{
     config::{
         BindAddress, Cluster, Direction, Discovery, Forward, Listener, ListenerProtocol, Resource,
         ResourceKey, ResourceType, Route, RouteAction, RouteConfig, Target, Versioned, VirtualHost,
-        WeightedCluster,
+        VirtualHosts, WeightedCluster,
     },
     input::{MeshSettings, ObjectKey, Protocol},
     policy::Defaults,
@@ -61,7 +62,7 @@ pub(crate) struct Class {
     pub members: Arc<BTreeSet<ObjectKey>>,
     /// The Services this class reaches, with the routing last applied for each.
     reach: BTreeMap<ObjectKey, Arc<ServiceRouting>>,
-    http: BTreeMap<u16, BTreeMap<ObjectKey, Arc<Versioned<VirtualHost>>>>,
+    http: BTreeMap<u16, VirtualHosts>,
     pub cluster_refs: BTreeMap<ClusterKey, u32>,
     /// Outbound listeners, route configs and clusters (endpoints are shared mesh-wide).
     pub resources: BTreeMap<ResourceKey, Resource>,
@@ -76,11 +77,15 @@ pub(crate) struct Delta {
     before: BTreeMap<ResourceKey, Option<u64>>,
     /// Cluster keys this class started (+1) or stopped (-1) using.
     pub cluster_refs: Vec<(ClusterKey, i32)>,
+    /// HTTP ports whose route config must be rebuilt when the update finishes: once per
+    /// port, however many of its Services changed.
+    ports: BTreeSet<u16>,
 }
 
 impl Delta {
     /// The resources of `class` that really differ from before the update. A cluster that
-    /// appeared or disappeared also changes the class's view of its endpoints.
+    /// appeared or disappeared also changes the class's view of its endpoints. Call after
+    /// [`Class::finish`].
     pub fn changed(&self, class: &Class) -> BTreeSet<ResourceKey> {
         let mut changed = BTreeSet::new();
         for (key, before) in &self.before {
@@ -142,7 +147,7 @@ impl Class {
                 match pr {
                     PortRouting::Http { .. } => {
                         if let Some(hosts) = self.http.get_mut(port) {
-                            hosts.remove(service);
+                            hosts.remove(&vhost_name(env.settings, service, *port));
                         }
                         touched_ports.insert(*port);
                     }
@@ -176,10 +181,7 @@ impl Class {
                                 ))
                             })
                             .clone();
-                        self.http
-                            .entry(*port)
-                            .or_default()
-                            .insert(service.clone(), vhost);
+                        self.http.entry(*port).or_default().insert(vhost);
                         touched_ports.insert(*port);
                     }
                     PortRouting::Tcp { clusters } => {
@@ -224,7 +226,12 @@ impl Class {
         for (name, resource) in tcp_listeners {
             self.put(ResourceType::Listener, name, resource, delta);
         }
-        for port in touched_ports {
+        delta.ports.extend(touched_ports);
+    }
+
+    /// Ends an update: rebuilds the route configs of the ports it touched.
+    pub fn finish(&mut self, delta: &mut Delta) {
+        for port in mem::take(&mut delta.ports) {
             self.rebuild_port(port, delta);
         }
     }
@@ -235,6 +242,11 @@ impl Class {
         let services: Vec<ObjectKey> = self.reach.keys().cloned().collect();
         for s in services {
             self.set_service(env, cache, &s, None, delta);
+        }
+        // The emptied ports are removed from this class now, so their removal is recorded
+        // against it even if a rebuilt class takes its place.
+        for port in mem::take(&mut delta.ports) {
+            self.rebuild_port(port, delta);
         }
     }
 
@@ -250,7 +262,7 @@ impl Class {
         };
         let route_config = RouteConfig {
             name: route_name.clone(),
-            virtual_hosts: hosts.values().cloned().collect(),
+            virtual_hosts: hosts.clone(),
         };
         let listener = Listener {
             name: listener_name.clone(),
@@ -357,6 +369,12 @@ fn tcp_listener_name(ip: IpAddr, port: u16) -> Arc<str> {
     format!("outbound|{ip}|{port}").into()
 }
 
+/// `<service>.<namespace>.svc.<cluster domain>:<port>`: unique in a route config.
+fn vhost_name(settings: &MeshSettings, service: &ObjectKey, port: u16) -> Arc<str> {
+    let (name, ns, domain) = (&service.name, &service.namespace, &settings.cluster_domain);
+    format!("{name}.{ns}.svc.{domain}:{port}").into()
+}
+
 fn virtual_host(
     settings: &MeshSettings,
     service: &ObjectKey,
@@ -402,7 +420,7 @@ fn virtual_host(
         })
         .collect();
     VirtualHost {
-        name: format!("{name}.{ns}.svc.{domain}:{port}").into(),
+        name: vhost_name(settings, service, port),
         domains,
         routes,
     }

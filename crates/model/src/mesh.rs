@@ -3,7 +3,7 @@
 //! and which of their resources changed.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     mem,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
@@ -93,7 +93,8 @@ struct ProxyState {
 }
 
 struct EndpointsEntry {
-    users: BTreeSet<ClassKey>,
+    /// How many classes use the cluster: the entry goes when the last one stops.
+    users: u32,
     resource: Arc<Versioned<ClusterEndpoints>>,
 }
 
@@ -209,11 +210,7 @@ impl Mesh {
                 if governing != route {
                     continue;
                 }
-                let own = ClusterKey {
-                    service: parent.clone(),
-                    port: *port,
-                    subset: Labels::new(),
-                };
+                let own = ClusterKey::new(parent.clone(), *port, Labels::new());
                 for key in r
                     .clusters
                     .iter()
@@ -499,7 +496,10 @@ impl Mesh {
     fn flush(&mut self) -> Changes {
         let dirty = mem::take(&mut self.dirty);
         let mut class_changes: BTreeMap<ClassKey, BTreeSet<ResourceKey>> = BTreeMap::new();
-        let mut cluster_deltas: Vec<(ClassKey, ClusterKey, i32)> = Vec::new();
+        // Net change in the number of classes using each cluster. A class may drop a cluster
+        // for one Service and take it again for another in the same update; only the sum
+        // counts, so an entry still in use is never dropped and rebuilt on the way.
+        let mut cluster_users: HashMap<ClusterKey, i32> = HashMap::new();
 
         // Proxies that may move: remember their class and their own resources, and what the
         // classes they are in look like now, to diff afterwards.
@@ -639,12 +639,9 @@ impl Mesh {
                 let mut class = self.classes.remove(key).expect("present");
                 let mut delta = Delta::default();
                 class.clear(&env, &mut self.cache, &mut delta);
-                cluster_deltas.extend(
-                    delta
-                        .cluster_refs
-                        .into_iter()
-                        .map(|(c, d)| (key.clone(), c, d)),
-                );
+                for (c, d) in delta.cluster_refs {
+                    *cluster_users.entry(c).or_default() += d;
+                }
             }
         }
         for (key, class) in self.classes.iter_mut() {
@@ -676,64 +673,52 @@ impl Mesh {
                     );
                 }
             }
-            let changed = delta.changed(class);
-            cluster_deltas.extend(
-                delta
-                    .cluster_refs
-                    .into_iter()
-                    .map(|(c, d)| (key.clone(), c, d)),
-            );
-            if !changed.is_empty() {
-                class_changes
-                    .entry(key.clone())
-                    .or_default()
-                    .extend(changed);
+            class.finish(&mut delta);
+            // Every member of a new class joined it in this update and is reported through
+            // the difference to the class it left, so its class-wide changes go unused.
+            if !new_classes.contains(key) {
+                let changed = delta.changed(class);
+                if !changed.is_empty() {
+                    class_changes
+                        .entry(key.clone())
+                        .or_default()
+                        .extend(changed);
+                }
+            }
+            for (c, d) in delta.cluster_refs {
+                *cluster_users.entry(c).or_default() += d;
             }
         }
 
         // 5. Endpoints: follow which classes use each cluster, then recompute the ones whose
         //    Service's endpoints changed.
         let mut recompute: BTreeSet<ClusterKey> = BTreeSet::new();
-        // A class may drop a cluster for one Service and take it again for another in the
-        // same update: only the net use counts. Gains go first so an entry another class
-        // keeps using is never dropped and rebuilt on the way.
-        let mut net: BTreeMap<(ClassKey, ClusterKey), i32> = BTreeMap::new();
-        for (class, cluster, d) in cluster_deltas {
-            *net.entry((class, cluster)).or_default() += d;
-        }
-        let mut net: Vec<((ClassKey, ClusterKey), i32)> =
-            net.into_iter().filter(|(_, d)| *d != 0).collect();
-        net.sort_by_key(|(_, d)| -d);
-        for ((class, cluster), d) in net {
-            if d > 0 {
-                match self.endpoints.get_mut(&cluster) {
-                    Some(e) => {
-                        e.users.insert(class);
-                    }
-                    None => {
-                        let resource = self.cluster_endpoints(&cluster);
-                        self.endpoints.insert(
-                            cluster,
-                            EndpointsEntry {
-                                users: BTreeSet::from([class]),
-                                resource,
-                            },
-                        );
+        for (cluster, d) in cluster_users {
+            match self.endpoints.get_mut(&cluster) {
+                Some(e) => {
+                    let users = i64::from(e.users) + i64::from(d);
+                    debug_assert!(users >= 0, "more classes released {cluster:?} than used it");
+                    if users <= 0 {
+                        self.endpoints.remove(&cluster);
+                    } else {
+                        e.users = u32::try_from(users).unwrap_or(u32::MAX);
                     }
                 }
-            } else if let Some(e) = self.endpoints.get_mut(&cluster) {
-                e.users.remove(&class);
-                if e.users.is_empty() {
-                    self.endpoints.remove(&cluster);
+                None if d > 0 => {
+                    let resource = self.cluster_endpoints(&cluster);
+                    self.endpoints.insert(
+                        cluster,
+                        EndpointsEntry {
+                            users: d.unsigned_abs(),
+                            resource,
+                        },
+                    );
                 }
+                None => {}
             }
         }
         for svc in &dirty.endpoints {
-            let start = ClusterKey {
-                service: svc.clone(),
-                port: 0,
-                subset: Labels::new(),
-            };
+            let start = ClusterKey::new(svc.clone(), 0, Labels::new());
             recompute.extend(
                 self.endpoints
                     .range(start..)
@@ -750,11 +735,15 @@ impl Mesh {
                     name: resource.value.cluster.clone(),
                 };
                 entry.resource = resource;
-                for class in &entry.users {
-                    class_changes
-                        .entry(class.clone())
-                        .or_default()
-                        .insert(rkey.clone());
+                // Few clusters change at once and classes are few, so asking each class
+                // beats keeping a list of users per cluster in memory.
+                for class in self.classes.values() {
+                    if class.cluster_refs.contains_key(&cluster) {
+                        class_changes
+                            .entry(class.key.clone())
+                            .or_default()
+                            .insert(rkey.clone());
+                    }
                 }
             }
         }
@@ -957,7 +946,7 @@ fn inbound_resources(pod: &Pod, defaults: &Defaults) -> BTreeMap<ResourceKey, Re
         let protocol = if p.protocol.is_http() {
             let route = RouteConfig {
                 name: name.clone(),
-                virtual_hosts: vec![Versioned::new(VirtualHost {
+                virtual_hosts: [Versioned::new(VirtualHost {
                     name: "inbound".into(),
                     domains: vec!["*".into()],
                     routes: vec![Route {
@@ -974,7 +963,9 @@ fn inbound_resources(pod: &Pod, defaults: &Defaults) -> BTreeMap<ResourceKey, Re
                         response_headers: Default::default(),
                         fault: None,
                     }],
-                })],
+                })]
+                .into_iter()
+                .collect(),
             };
             out.insert(
                 ResourceKey {

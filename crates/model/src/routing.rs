@@ -62,14 +62,37 @@ impl RouteState {
 }
 
 /// Identifies a cluster: a Service port, optionally narrowed to the pods with some labels.
+///
+/// Shared, not copied: every class that uses a cluster holds the same key, which keeps the
+/// index small when dozens of classes reach thousands of clusters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClusterKey {
+pub struct ClusterKey(Arc<ClusterId>);
+
+/// What a [`ClusterKey`] names.
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterId {
     pub service: ObjectKey,
     pub port: u16,
     pub subset: Labels,
 }
 
+impl std::ops::Deref for ClusterKey {
+    type Target = ClusterId;
+
+    fn deref(&self) -> &ClusterId {
+        &self.0
+    }
+}
+
 impl ClusterKey {
+    pub fn new(service: ObjectKey, port: u16, subset: Labels) -> ClusterKey {
+        ClusterKey(Arc::new(ClusterId {
+            service,
+            port,
+            subset,
+        }))
+    }
+
     pub fn name(&self, settings: &MeshSettings) -> Arc<str> {
         let subset: Vec<String> = self
             .subset
@@ -227,11 +250,7 @@ pub fn resolve(
     }
 
     for sp in &service.ports {
-        let own = ClusterKey {
-            service: key.clone(),
-            port: sp.port,
-            subset: Labels::new(),
-        };
+        let own = ClusterKey::new(key.clone(), sp.port, Labels::new());
         out.clusters.insert(own.clone());
         let mut governing = routes.iter().filter(|r| {
             r.parents()
@@ -376,11 +395,7 @@ impl Ctx<'_> {
             });
             return Target::Unresolved;
         }
-        let key = ClusterKey {
-            service,
-            port,
-            subset: subset.clone(),
-        };
+        let key = ClusterKey::new(service, port, subset.clone());
         let name = key.name(self.settings);
         self.clusters.insert(key);
         Target::Cluster(name)
@@ -422,11 +437,7 @@ impl Ctx<'_> {
                     .and_then(|p| u16::try_from(p).ok())
                     .unwrap_or(self.port);
                 out.push((
-                    ClusterKey {
-                        service,
-                        port,
-                        subset: b.subset.clone(),
-                    },
+                    ClusterKey::new(service, port, b.subset.clone()),
                     b.weight.unsigned_abs(),
                 ));
             }
