@@ -29,8 +29,8 @@ pub struct ClassKey {
 
 /// (port, routing hash, defaults id, same namespace): everything a virtual host depends on.
 type VhostInputs = (u16, u64, u64, bool);
-/// (port, subset, defaults id, http2): everything a cluster depends on.
-type ClusterInputs = (u16, Vec<(String, String)>, u64, bool);
+/// (cluster, defaults id, http2): everything a cluster depends on.
+type ClusterInputs = (ClusterKey, u64, bool);
 
 /// Memoized pieces shared between classes, per Service, keyed by every input so a stale
 /// entry can never be returned.
@@ -80,13 +80,24 @@ pub(crate) struct Delta {
     /// HTTP ports whose route config must be rebuilt when the update finishes: once per
     /// port, however many of its Services changed.
     ports: BTreeSet<u16>,
+    /// Set when nobody will ask what changed (a class being built or dropped), which spares
+    /// recording the previous state of every resource.
+    untracked: bool,
 }
 
 impl Delta {
+    pub fn untracked() -> Delta {
+        Delta {
+            untracked: true,
+            ..Delta::default()
+        }
+    }
+
     /// The resources of `class` that really differ from before the update. A cluster that
     /// appeared or disappeared also changes the class's view of its endpoints. Call after
     /// [`Class::finish`].
     pub fn changed(&self, class: &Class) -> BTreeSet<ResourceKey> {
+        debug_assert!(!self.untracked, "changes asked of an untracked update");
         let mut changed = BTreeSet::new();
         for (key, before) in &self.before {
             let after = class.resources.get(key).map(Resource::hash);
@@ -301,16 +312,11 @@ impl Class {
             return;
         }
         let http2 = (env.protocols)(key) == Some(Protocol::Http2);
-        let subset: Vec<(String, String)> = key
-            .subset
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         let cluster = cache
             .clusters
             .entry(key.service.clone())
             .or_default()
-            .entry((key.port, subset, self.defaults_id, http2))
+            .entry((key.clone(), self.defaults_id, http2))
             .or_insert_with(|| {
                 Versioned::new(Cluster {
                     name: key.name(env.settings),
@@ -354,6 +360,13 @@ impl Class {
         delta: &mut Delta,
     ) {
         let key = ResourceKey { kind, name };
+        if delta.untracked {
+            match resource {
+                Some(r) => self.resources.insert(key, r),
+                None => self.resources.remove(&key),
+            };
+            return;
+        }
         let previous = match resource {
             Some(r) => self.resources.insert(key.clone(), r),
             None => self.resources.remove(&key),

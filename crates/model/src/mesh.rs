@@ -637,7 +637,8 @@ impl Mesh {
         for key in &left {
             if self.classes.get(key).is_some_and(|c| c.members.is_empty()) {
                 let mut class = self.classes.remove(key).expect("present");
-                let mut delta = Delta::default();
+                // The class is gone: only the clusters it released matter.
+                let mut delta = Delta::untracked();
                 class.clear(&env, &mut self.cache, &mut delta);
                 for (c, d) in delta.cluster_refs {
                     *cluster_users.entry(c).or_default() += d;
@@ -645,7 +646,14 @@ impl Mesh {
             }
         }
         for (key, class) in self.classes.iter_mut() {
-            let mut delta = Delta::default();
+            // Every member of a new class joined it in this update and is reported through
+            // the difference to the class it left, so its class-wide changes go unused.
+            let new = new_classes.contains(key);
+            let mut delta = if new {
+                Delta::untracked()
+            } else {
+                Delta::default()
+            };
             if new_classes.contains(key) || rebuild.contains(key) {
                 if rebuild.contains(key) && !new_classes.contains(key) {
                     class.clear(&env, &mut self.cache, &mut delta);
@@ -674,9 +682,7 @@ impl Mesh {
                 }
             }
             class.finish(&mut delta);
-            // Every member of a new class joined it in this update and is reported through
-            // the difference to the class it left, so its class-wide changes go unused.
-            if !new_classes.contains(key) {
+            if !new {
                 let changed = delta.changed(class);
                 if !changed.is_empty() {
                     class_changes
@@ -820,19 +826,21 @@ impl Mesh {
         let Some(class) = self.classes.get(key) else {
             return BTreeMap::new();
         };
-        let mut out = versions(&class.resources);
-        for cluster in class.cluster_refs.keys() {
-            if let Some(e) = self.endpoints.get(cluster) {
-                out.insert(
-                    ResourceKey {
-                        kind: ResourceType::Endpoints,
-                        name: e.resource.value.cluster.clone(),
-                    },
-                    e.resource.hash,
-                );
-            }
-        }
-        out
+        // Collected in one go: both parts come sorted, which makes building the map cheap.
+        let endpoints = class.cluster_refs.keys().filter_map(|cluster| {
+            let e = self.endpoints.get(cluster)?;
+            let key = ResourceKey {
+                kind: ResourceType::Endpoints,
+                name: e.resource.value.cluster.clone(),
+            };
+            Some((key, e.resource.hash))
+        });
+        class
+            .resources
+            .iter()
+            .map(|(k, r)| (k.clone(), r.hash()))
+            .chain(endpoints)
+            .collect()
     }
 
     /// The ready endpoints of a cluster: its Service's slices, the port matching by name,

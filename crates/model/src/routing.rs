@@ -65,8 +65,32 @@ impl RouteState {
 ///
 /// Shared, not copied: every class that uses a cluster holds the same key, which keeps the
 /// index small when dozens of classes reach thousands of clusters.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Hash)]
 pub struct ClusterKey(Arc<ClusterId>);
+
+// Compared by content, and at once when both sides share the key, which is the common case.
+impl PartialEq for ClusterKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for ClusterKey {}
+
+impl Ord for ClusterKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.cmp(&other.0)
+    }
+}
+
+impl PartialOrd for ClusterKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// What a [`ClusterKey`] names.
 #[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
