@@ -9,6 +9,7 @@
 
 pub mod conditions;
 mod duration;
+mod schema;
 pub mod sidecar_policy;
 pub mod traffic_route;
 mod validation;

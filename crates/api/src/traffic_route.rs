@@ -179,6 +179,7 @@ pub struct HttpMatch {
     pub query_params: Vec<QueryParamMatch>,
     /// The request method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::schema::no_null_in_enum)]
     pub method: Option<HttpMethod>,
 }
 
@@ -404,6 +405,7 @@ pub struct PathModifier {
 pub struct Redirect {
     /// `http` or `https`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::schema::no_null_in_enum)]
     pub scheme: Option<RedirectScheme>,
     /// The host to redirect to.
     #[serde(default, skip_serializing_if = "Option::is_none")]

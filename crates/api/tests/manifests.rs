@@ -84,15 +84,23 @@ fn every_example_is_valid() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 6, "examples went missing: {files:?}");
-    for file in files {
-        for doc in yaml_documents(&file) {
+    let mut checked = 0;
+    for file in &files {
+        // Plain Kubernetes objects (the examples' namespaces) are the API server's business.
+        let ours_only = yaml_documents(file).into_iter().filter(|doc| {
+            doc["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("remora.dev/"))
+        });
+        for doc in ours_only {
+            checked += 1;
             let ours = our_errors(&doc);
             assert!(ours.is_empty(), "{}: {ours:#?}", file.display());
             let server = server_errors(&doc);
             assert!(server.is_empty(), "{}: {server:#?}", file.display());
         }
     }
+    assert!(checked >= 6, "examples went missing: {files:?}");
 }
 
 /// Each broken manifest starts with `# expect: <field path>` and `# message: <text>`, and
