@@ -65,8 +65,14 @@ impl RouteState {
 ///
 /// Shared, not copied: every class that uses a cluster holds the same key, which keeps the
 /// index small when dozens of classes reach thousands of clusters.
-#[derive(Clone, Debug, Hash)]
+#[derive(Clone, Debug)]
 pub struct ClusterKey(Arc<ClusterId>);
+
+impl std::hash::Hash for ClusterKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 // Compared by content, and at once when both sides share the key, which is the common case.
 impl PartialEq for ClusterKey {

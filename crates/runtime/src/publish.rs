@@ -107,7 +107,7 @@ impl Publisher {
                     t
                 }
             };
-            snapshot.insert(type_url(kind), translated);
+            snapshot.insert(remora_envoy::type_url(kind), translated);
         }
         if unresolved {
             snapshot.insert(
@@ -124,15 +124,6 @@ impl Publisher {
             self.translated.retain(|_, r| Arc::strong_count(r) > 1);
             self.pruned_at = self.translated.len();
         }
-    }
-}
-
-fn type_url(kind: ResourceType) -> &'static str {
-    match kind {
-        ResourceType::Cluster => snapshot::CLUSTER,
-        ResourceType::Endpoints => snapshot::ENDPOINT,
-        ResourceType::Listener => snapshot::LISTENER,
-        ResourceType::RouteConfig => snapshot::ROUTE,
     }
 }
 

@@ -1,0 +1,694 @@
+//! The simulated proxies. Each one is what a sidecar Envoy does on ADS, minus applying the
+//! config: its own HTTP/2 connection, its identity in the node of its first request, CDS and
+//! LDS as wildcards, EDS and RDS for the names its clusters and listeners refer to, and an
+//! ACK (version and nonce) for every response, in state-of-the-world or incremental mode.
+//!
+//! Each proxy reports to the driver through [`Note`]s: when it first holds a complete config,
+//! and, once the driver has told it what a change must bring it, when it ACKed the response
+//! that completed that. It logs every response it receives after a change started, so the
+//! driver can also count the responses that went to proxies the change did not affect.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        },
+    },
+    google::protobuf::{Struct, Value, value::Kind},
+};
+use remora_xds::{
+    ProxyId,
+    snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, served_type},
+};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{
+    Status, Streaming,
+    transport::{Channel, Endpoint},
+};
+
+use crate::catalog::{Catalog, DecodeError, Entry};
+
+/// Requests waiting to be written to one stream: an ACK and a subscription change at most
+/// per response, so a few are plenty.
+const OUTBOX: usize = 16;
+/// How long one proxy may take to connect and open its stream.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The two flavours of ADS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// State of the world: every response carries the whole set of its type.
+    Sotw,
+    /// Incremental: responses carry what changed and name what was removed.
+    Delta,
+}
+
+/// The types a proxy subscribes to by name, each after the type that names them.
+const DEPENDENT: [(&str, &str); 2] = [(CLUSTER, ENDPOINT), (LISTENER, ROUTE)];
+
+/// What a proxy tells the driver.
+#[derive(Debug)]
+pub enum Note {
+    /// The proxy first held every resource its config refers to.
+    Synced { at: Instant },
+    /// The proxy ACKed the response that brought what round `round` expects of it.
+    Converged { round: u32, at: Instant },
+    /// The proxy's stream failed; it is not retried.
+    Failed { error: String },
+}
+
+/// One resource a change must bring a proxy to: this version of it, or (`None`) its removal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub type_url: &'static str,
+    pub name: Arc<str>,
+    pub version: Option<u64>,
+}
+
+/// The change under way, as far as the driver knows it.
+#[derive(Clone, Debug, Default)]
+pub struct Round {
+    /// 0 until the first change.
+    pub number: u32,
+    /// When the driver asked the server for the change; responses from then on are logged.
+    pub started: Option<Instant>,
+    /// By proxy index, what each affected proxy must end up with; `None` until the server
+    /// has reported the change.
+    pub expected: Option<Arc<HashMap<usize, Vec<Expected>>>>,
+}
+
+/// One response received during a round, as the proxy logged it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logged {
+    pub round: u32,
+    /// When the proxy had handed its ACK of this response to the connection.
+    pub acked: Instant,
+    pub type_url: &'static str,
+    /// (name, version) of every resource the response carried.
+    pub carried: Vec<(Arc<str>, u64)>,
+    pub removed: Vec<Arc<str>>,
+    /// A state-of-the-world response: what it does not carry, the proxy no longer holds.
+    pub full: bool,
+}
+
+/// What a proxy's task returns when it ends.
+#[derive(Debug)]
+pub struct Outcome {
+    pub log: Vec<Logged>,
+    /// Why the proxy does not hold a complete config, if it does not.
+    pub incomplete: Option<String>,
+}
+
+/// What every proxy shares.
+pub struct Fleet {
+    pub endpoint: Endpoint,
+    pub mode: Mode,
+    pub catalog: Catalog,
+    /// Bounds how many proxies are connecting at once, as a real fleet's connections
+    /// arrive spread out rather than in one burst the listen backlog would drop.
+    pub connecting: Semaphore,
+    pub notes: mpsc::UnboundedSender<Note>,
+    pub round: watch::Receiver<Round>,
+    pub stop: watch::Receiver<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("the stream failed: {0}")]
+    Status(#[from] Status),
+    #[error("opening the stream took over {OPEN_TIMEOUT:?}")]
+    OpenTimeout,
+    #[error("the server ended the stream")]
+    Ended,
+    #[error("the server sent type {0:?}, which nobody asked for")]
+    UnknownType(String),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{type_url} {name}: the server's version {stated} is not its content's {actual:016x}")]
+    Version {
+        type_url: &'static str,
+        name: String,
+        stated: String,
+        actual: u64,
+    },
+    #[error("an incremental response carried {0} without a body")]
+    NoBody(String),
+}
+
+/// Runs one proxy until the fleet stops.
+pub async fn run(fleet: Arc<Fleet>, index: usize, proxy: ProxyId) -> Outcome {
+    let mut held = Held::default();
+    let mut log = Vec::new();
+    let result = match fleet.mode {
+        Mode::Sotw => stream::<Sotw>(&fleet, index, &proxy, &mut held, &mut log).await,
+        Mode::Delta => stream::<Delta>(&fleet, index, &proxy, &mut held, &mut log).await,
+    };
+    if let Err(e) = result {
+        // The driver may be gone already when it stops everything; nothing to tell then.
+        let _ = fleet.notes.send(Note::Failed {
+            error: format!("{proxy}: {e}"),
+        });
+    }
+    Outcome {
+        log,
+        incomplete: held.synced().err(),
+    }
+}
+
+type Client = AggregatedDiscoveryServiceClient<Channel>;
+
+/// One flavour of the protocol, as a proxy speaks it.
+trait Flavour: Default + Send + 'static {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    /// The wildcard CDS (carrying the node, as Envoy sends it only once) and LDS requests.
+    fn first(node: Node) -> [Self::Req; 2];
+    fn open(
+        client: Client,
+        requests: ReceiverStream<Self::Req>,
+    ) -> impl Future<Output = Result<Streaming<Self::Resp>, Status>> + Send;
+    /// Takes in a response: updates what the proxy holds, and returns what to log and the
+    /// ACK.
+    fn take(
+        &mut self,
+        response: Self::Resp,
+        held: &mut Held,
+        catalog: &Catalog,
+    ) -> Result<(Logged, Self::Req), StreamError>;
+    /// The request that changes the subscription of `type_url` from `old` to `new`.
+    fn resubscribe(
+        &self,
+        type_url: &'static str,
+        old: &BTreeSet<Arc<str>>,
+        new: &BTreeSet<Arc<str>>,
+    ) -> Self::Req;
+}
+
+async fn stream<F: Flavour>(
+    fleet: &Fleet,
+    index: usize,
+    proxy: &ProxyId,
+    held: &mut Held,
+    log: &mut Vec<Logged>,
+) -> Result<(), StreamError> {
+    let mut stop = fleet.stop.clone();
+    let mut round = fleet.round.clone();
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    let mut inbound = {
+        let _permit = tokio::select! {
+            permit = fleet.connecting.acquire() => permit,
+            _ = stopped(&mut stop) => return Ok(()),
+        };
+        let open = async {
+            let channel = fleet.endpoint.connect().await?;
+            let client = Client::new(channel).max_decoding_message_size(usize::MAX);
+            for req in F::first(node(proxy)) {
+                // The receiver is in the request stream, alive until the call ends.
+                let _ = tx.send(req).await;
+            }
+            Ok::<_, StreamError>(F::open(client, ReceiverStream::new(rx)).await?)
+        };
+        tokio::time::timeout(OPEN_TIMEOUT, open)
+            .await
+            .map_err(|_| StreamError::OpenTimeout)??
+    };
+    let mut flavour = F::default();
+    let mut synced = false;
+    let mut converged_round = 0;
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return Ok(()),
+            changed = round.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+            msg = inbound.message() => {
+                let response = msg?.ok_or(StreamError::Ended)?;
+                let received = Instant::now();
+                let (mut logged, ack) = flavour.take(response, held, &fleet.catalog)?;
+                let mut requests = vec![ack];
+                if let Some((_, child)) = DEPENDENT.iter().find(|(p, _)| *p == logged.type_url) {
+                    let wanted = held.wanted(child);
+                    let old = held.subscribed.entry(child).or_default();
+                    if wanted != *old {
+                        requests.push(flavour.resubscribe(child, old, &wanted));
+                        *old = wanted;
+                    }
+                }
+                for req in requests {
+                    if tx.send(req).await.is_err() {
+                        return Err(StreamError::Ended);
+                    }
+                }
+                logged.acked = Instant::now();
+                let current = round.borrow();
+                if current.started.is_some_and(|s| received >= s) {
+                    logged.round = current.number;
+                    log.push(logged);
+                }
+                drop(current);
+                if !synced && held.synced().is_ok() {
+                    synced = true;
+                    // Now: the ACK that completed the config has just been handed over.
+                    let _ = fleet.notes.send(Note::Synced { at: Instant::now() });
+                }
+            }
+        }
+        let current = round.borrow().clone();
+        if current.number > converged_round
+            && let Some(expected) = current.expected.as_ref().and_then(|e| e.get(&index))
+            && let Some(at) = converged_at(log, current.number, expected)
+        {
+            converged_round = current.number;
+            let _ = fleet.notes.send(Note::Converged {
+                round: current.number,
+                at,
+            });
+        }
+    }
+}
+
+/// Resolves once the fleet is told to stop. The guard `wait_for` returns is dropped here, as
+/// it must not be held across an await.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The identity a sidecar's bootstrap gives it (see `remora bootstrap`).
+fn node(proxy: &ProxyId) -> Node {
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    };
+    Node {
+        id: proxy.to_string(),
+        cluster: proxy.namespace.clone(),
+        metadata: Some(Struct {
+            fields: [
+                ("NAMESPACE".to_owned(), text(&proxy.namespace)),
+                ("POD_NAME".to_owned(), text(&proxy.name)),
+            ]
+            .into_iter()
+            .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// When the proxy had ACKed everything `expected` asks of round `round`: the latest of the
+/// first ACKs that brought each expected resource (or its removal). `None` while something
+/// is still missing.
+pub fn converged_at(log: &[Logged], round: u32, expected: &[Expected]) -> Option<Instant> {
+    let mut latest = None;
+    for e in expected {
+        let first = log.iter().find(|l| {
+            l.round == round
+                && l.type_url == e.type_url
+                && match e.version {
+                    Some(v) => l.carried.iter().any(|(n, lv)| *n == e.name && *lv == v),
+                    None => {
+                        l.removed.contains(&e.name)
+                            || (l.full && !l.carried.iter().any(|(n, _)| *n == e.name))
+                    }
+                }
+        })?;
+        latest = latest.max(Some(first.acked));
+    }
+    latest
+}
+
+/// What one proxy holds and asked for.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// By type and name.
+    types: BTreeMap<&'static str, BTreeMap<Arc<str>, Arc<Entry>>>,
+    /// EDS and RDS names last subscribed to.
+    subscribed: BTreeMap<&'static str, BTreeSet<Arc<str>>>,
+}
+
+impl Held {
+    /// A state-of-the-world response: the whole set of its type.
+    fn replace(&mut self, type_url: &'static str, entries: Vec<Arc<Entry>>) {
+        self.types.insert(
+            type_url,
+            entries.into_iter().map(|e| (e.name.clone(), e)).collect(),
+        );
+    }
+
+    /// An incremental response: what changed, and what went.
+    fn update(&mut self, type_url: &'static str, entries: Vec<Arc<Entry>>, removed: &[Arc<str>]) {
+        let held = self.types.entry(type_url).or_default();
+        for name in removed {
+            held.remove(name);
+        }
+        held.extend(entries.into_iter().map(|e| (e.name.clone(), e)));
+    }
+
+    /// The names of `child` resources that the held resources of its parent type refer to.
+    fn wanted(&self, child: &str) -> BTreeSet<Arc<str>> {
+        DEPENDENT
+            .iter()
+            .filter(|(_, c)| *c == child)
+            .filter_map(|(parent, _)| self.types.get(parent))
+            .flat_map(|held| held.values().flat_map(|e| e.refs.iter().cloned()))
+            .collect()
+    }
+
+    /// Whether the proxy has a complete config: clusters and listeners, and every endpoint
+    /// set and route config they name. The error says what is missing.
+    fn synced(&self) -> Result<(), String> {
+        for (parent, child) in DEPENDENT {
+            if !self.types.contains_key(parent) {
+                return Err(format!("no response of {parent} yet"));
+            }
+            let wanted = self.wanted(child);
+            let held = self.types.get(child);
+            let missing: Vec<&str> = wanted
+                .iter()
+                .filter(|n| !held.is_some_and(|h| h.contains_key(*n)))
+                .map(|n| &**n)
+                .collect();
+            if let Some(first) = missing.first() {
+                return Err(format!(
+                    "{} of the {} {child} named by its {parent} never arrived, e.g. {first:?}",
+                    missing.len(),
+                    wanted.len(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// State of the world: the proxy remembers the last version and nonce of each type, which
+/// every later request of that type carries.
+#[derive(Default)]
+struct Sotw {
+    last: BTreeMap<&'static str, (String, String)>,
+}
+
+impl Flavour for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+
+    fn first(node: Node) -> [DiscoveryRequest; 2] {
+        [
+            DiscoveryRequest {
+                node: Some(node),
+                type_url: CLUSTER.into(),
+                ..Default::default()
+            },
+            DiscoveryRequest {
+                type_url: LISTENER.into(),
+                ..Default::default()
+            },
+        ]
+    }
+
+    async fn open(
+        mut client: Client,
+        requests: ReceiverStream<DiscoveryRequest>,
+    ) -> Result<Streaming<DiscoveryResponse>, Status> {
+        Ok(client
+            .stream_aggregated_resources(requests)
+            .await?
+            .into_inner())
+    }
+
+    fn take(
+        &mut self,
+        r: DiscoveryResponse,
+        held: &mut Held,
+        catalog: &Catalog,
+    ) -> Result<(Logged, DiscoveryRequest), StreamError> {
+        let type_url = served_type(&r.type_url).ok_or(StreamError::UnknownType(r.type_url))?;
+        let entries = r
+            .resources
+            .iter()
+            .map(|any| catalog.entry(type_url, &any.value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let carried = entries
+            .iter()
+            .map(|e| (e.name.clone(), e.version))
+            .collect();
+        held.replace(type_url, entries);
+        self.last
+            .insert(type_url, (r.version_info.clone(), r.nonce.clone()));
+        let ack = DiscoveryRequest {
+            version_info: r.version_info,
+            response_nonce: r.nonce,
+            type_url: type_url.into(),
+            // A state-of-the-world request always names the whole subscription.
+            resource_names: held
+                .subscribed
+                .get(type_url)
+                .into_iter()
+                .flatten()
+                .map(|n| n.to_string())
+                .collect(),
+            ..Default::default()
+        };
+        let logged = Logged {
+            round: 0,
+            acked: Instant::now(),
+            type_url,
+            carried,
+            removed: Vec::new(),
+            full: true,
+        };
+        Ok((logged, ack))
+    }
+
+    fn resubscribe(
+        &self,
+        type_url: &'static str,
+        _old: &BTreeSet<Arc<str>>,
+        new: &BTreeSet<Arc<str>>,
+    ) -> DiscoveryRequest {
+        let (version_info, response_nonce) = self.last.get(type_url).cloned().unwrap_or_default();
+        DiscoveryRequest {
+            version_info,
+            response_nonce,
+            type_url: type_url.into(),
+            resource_names: new.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Incremental: the proxy keeps no per-type protocol state; subscriptions change by
+/// difference.
+#[derive(Default)]
+struct Delta;
+
+impl Flavour for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+
+    fn first(node: Node) -> [DeltaDiscoveryRequest; 2] {
+        [
+            DeltaDiscoveryRequest {
+                node: Some(node),
+                type_url: CLUSTER.into(),
+                ..Default::default()
+            },
+            DeltaDiscoveryRequest {
+                type_url: LISTENER.into(),
+                ..Default::default()
+            },
+        ]
+    }
+
+    async fn open(
+        mut client: Client,
+        requests: ReceiverStream<DeltaDiscoveryRequest>,
+    ) -> Result<Streaming<DeltaDiscoveryResponse>, Status> {
+        Ok(client
+            .delta_aggregated_resources(requests)
+            .await?
+            .into_inner())
+    }
+
+    fn take(
+        &mut self,
+        r: DeltaDiscoveryResponse,
+        held: &mut Held,
+        catalog: &Catalog,
+    ) -> Result<(Logged, DeltaDiscoveryRequest), StreamError> {
+        let type_url = served_type(&r.type_url).ok_or(StreamError::UnknownType(r.type_url))?;
+        let mut entries = Vec::with_capacity(r.resources.len());
+        for res in &r.resources {
+            let body = res
+                .resource
+                .as_ref()
+                .ok_or_else(|| StreamError::NoBody(res.name.clone()))?;
+            let entry = catalog.entry(type_url, &body.value)?;
+            // Incremental responses state each resource's version; it must be the content's,
+            // or a proxy reconnecting with `initial_resource_versions` would be misled.
+            if u64::from_str_radix(&res.version, 16).ok() != Some(entry.version)
+                || *entry.name != res.name
+            {
+                return Err(StreamError::Version {
+                    type_url,
+                    name: res.name.clone(),
+                    stated: res.version.clone(),
+                    actual: entry.version,
+                });
+            }
+            entries.push(entry);
+        }
+        let carried = entries
+            .iter()
+            .map(|e| (e.name.clone(), e.version))
+            .collect();
+        let removed: Vec<Arc<str>> = r
+            .removed_resources
+            .iter()
+            .map(|n| Arc::from(n.as_str()))
+            .collect();
+        held.update(type_url, entries, &removed);
+        let ack = DeltaDiscoveryRequest {
+            type_url: type_url.into(),
+            response_nonce: r.nonce,
+            ..Default::default()
+        };
+        let logged = Logged {
+            round: 0,
+            acked: Instant::now(),
+            type_url,
+            carried,
+            removed,
+            full: false,
+        };
+        Ok((logged, ack))
+    }
+
+    fn resubscribe(
+        &self,
+        type_url: &'static str,
+        old: &BTreeSet<Arc<str>>,
+        new: &BTreeSet<Arc<str>>,
+    ) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names_subscribe: new.difference(old).map(|n| n.to_string()).collect(),
+            resource_names_unsubscribe: old.difference(new).map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logged(round: u32, at: Instant, carried: &[(&str, u64)], full: bool) -> Logged {
+        Logged {
+            round,
+            acked: at,
+            type_url: ROUTE,
+            carried: carried.iter().map(|(n, v)| (Arc::from(*n), *v)).collect(),
+            removed: Vec::new(),
+            full,
+        }
+    }
+
+    fn expect(name: &str, version: Option<u64>) -> Expected {
+        Expected {
+            type_url: ROUTE,
+            name: name.into(),
+            version,
+        }
+    }
+
+    #[test]
+    fn convergence_is_the_ack_that_completed_every_expectation() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let log = [
+            // An older round's response does not count for this one.
+            logged(1, at(1), &[("8080", 7)], true),
+            logged(2, at(5), &[("8080", 6), ("9090", 1)], true),
+            logged(2, at(9), &[("8080", 7), ("9090", 1)], true),
+            logged(2, at(12), &[("8080", 7), ("9090", 2)], true),
+        ];
+        assert_eq!(
+            converged_at(&log, 2, &[expect("8080", Some(7))]),
+            Some(at(9))
+        );
+        assert_eq!(
+            converged_at(&log, 2, &[expect("8080", Some(7)), expect("9090", Some(2))]),
+            Some(at(12))
+        );
+        assert_eq!(converged_at(&log, 2, &[expect("8080", Some(8))]), None);
+        assert_eq!(converged_at(&log, 3, &[expect("8080", Some(7))]), None);
+        // A state-of-the-world response without a resource removes it; an incremental one
+        // must name it.
+        assert_eq!(converged_at(&log, 2, &[expect("15001", None)]), Some(at(5)));
+        let mut delta = logged(2, at(4), &[], false);
+        assert_eq!(
+            converged_at(&[delta.clone()], 2, &[expect("15001", None)]),
+            None
+        );
+        delta.removed.push("15001".into());
+        assert_eq!(
+            converged_at(&[delta], 2, &[expect("15001", None)]),
+            Some(at(4))
+        );
+    }
+
+    fn entry(name: &str, refs: &[&str]) -> Arc<Entry> {
+        Arc::new(Entry {
+            name: name.into(),
+            version: 1,
+            refs: refs.iter().map(|r| Arc::from(*r)).collect(),
+        })
+    }
+
+    #[test]
+    fn a_config_is_complete_when_everything_named_has_arrived() {
+        let mut held = Held::default();
+        assert!(held.synced().is_err());
+        held.replace(
+            CLUSTER,
+            vec![entry("a", &["a"]), entry("b", &["b"]), entry("static", &[])],
+        );
+        held.replace(
+            LISTENER,
+            vec![entry("l1", &["8080"]), entry("l2", &["8080", "9090"])],
+        );
+        assert_eq!(
+            held.wanted(ENDPOINT)
+                .iter()
+                .map(|n| &**n)
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            held.wanted(ROUTE).iter().map(|n| &**n).collect::<Vec<_>>(),
+            ["8080", "9090"]
+        );
+        held.replace(ENDPOINT, vec![entry("a", &[])]);
+        held.replace(ROUTE, vec![entry("8080", &[]), entry("9090", &[])]);
+        let missing = held.synced().expect_err("b has no endpoints yet");
+        assert!(missing.contains("\"b\""), "{missing}");
+        held.update(ENDPOINT, vec![entry("b", &[])], &[]);
+        assert_eq!(held.synced(), Ok(()));
+        held.update(LISTENER, vec![], &[Arc::from("l2")]);
+        assert_eq!(
+            held.wanted(ROUTE).iter().map(|n| &**n).collect::<Vec<_>>(),
+            ["8080"]
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! `xds-load`: how fast the control plane distributes a change to thousands of proxies, and
+//! what holding them costs.
+//!
+//! `xds-load run --proxies 10000 --mode delta` starts the control plane as a child process
+//! (`xds-load serve`, so its memory and CPU time are measured on their own), opens one ADS
+//! stream per proxy of a synthetic mesh, each on its own HTTP/2 connection over loopback,
+//! waits until every proxy holds its whole config, then changes one route a few times and
+//! reports, per change, how long each affected proxy took to ACK its new config, and what
+//! the server spent. The output is Markdown, ready for BENCHMARKS.md.
+//!
+//! Build it in release mode: `cargo run --release -p remora-xds-load -- run --proxies 1000`.
+#![forbid(unsafe_code)]
+
+mod catalog;
+mod driver;
+mod fleet;
+mod procfs;
+mod protocol;
+mod report;
+mod server;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::{driver::RunArgs, fleet::Mode};
+
+#[derive(Parser)]
+#[command(name = "xds-load", about = "Load test of the xDS server on loopback")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the benchmark: starts the server, connects the proxies, changes a route, reports.
+    Run {
+        /// Proxies to connect; the mesh is the reference mesh scaled to this many pods.
+        #[arg(long, default_value_t = 1_000)]
+        proxies: usize,
+        #[arg(long, value_enum, default_value_t = Mode::Sotw)]
+        mode: Mode,
+        /// Give every namespace an egress scope (its own and the shared namespaces), which
+        /// bounds each proxy's config and the reach of a change.
+        #[arg(long)]
+        egress: bool,
+        /// Route changes to measure, one after the other; each moves the split of the same
+        /// route, or moves it back.
+        #[arg(long, default_value_t = 3)]
+        changes: u32,
+        /// Proxies connecting at the same time.
+        #[arg(long, default_value_t = 256)]
+        connect_concurrency: usize,
+        /// Seconds the server may take to build and publish the mesh.
+        #[arg(long, default_value_t = 900)]
+        build_timeout: u64,
+        /// Seconds the proxies may take to connect and sync.
+        #[arg(long, default_value_t = 600)]
+        sync_timeout: u64,
+        /// Seconds one change may take, to be reported and then to converge.
+        #[arg(long, default_value_t = 120)]
+        change_timeout: u64,
+        /// Stop when the server's resident memory exceeds this many MiB, before it takes the
+        /// machine's memory from everything else.
+        #[arg(long, default_value_t = 12_288)]
+        max_server_rss_mib: u64,
+    },
+    /// The server role, started by `run`: speaks to the driver on stdin and stdout.
+    Serve {
+        #[arg(long)]
+        proxies: usize,
+        #[arg(long)]
+        egress: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Limits(String),
+    #[error("cannot start the Tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot listen on loopback: {0}")]
+    Listen(std::io::Error),
+    #[error("cannot start the server process: {0}")]
+    Spawn(std::io::Error),
+    #[error("the pipe between driver and server failed: {0}")]
+    Pipe(std::io::Error),
+    #[error("the server process exited before it {0}")]
+    ServerExited(&'static str),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("not a usable address for the server: {0}")]
+    Endpoint(tonic::transport::Error),
+    #[error("a proxy failed: {0}")]
+    Proxy(String),
+    #[error("waited {after:?} for {phase}, in vain")]
+    Timeout {
+        phase: &'static str,
+        after: Duration,
+    },
+    #[error(
+        "the server's RSS reached {rss_mib} MiB, over the limit of {limit_mib} MiB \
+         (--max-server-rss-mib), while waiting for {phase}"
+    )]
+    ServerMemory {
+        phase: &'static str,
+        rss_mib: u64,
+        limit_mib: u64,
+    },
+    #[error("{error}\n{count} proxies were not done, for example:\n  {examples}")]
+    Diagnosed {
+        error: Box<Error>,
+        count: usize,
+        examples: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Run {
+            proxies,
+            mode,
+            egress,
+            changes,
+            connect_concurrency,
+            build_timeout,
+            sync_timeout,
+            change_timeout,
+            max_server_rss_mib,
+        } => driver::run(RunArgs {
+            proxies,
+            mode,
+            egress,
+            changes,
+            connect_concurrency,
+            build_timeout: Duration::from_secs(build_timeout),
+            sync_timeout: Duration::from_secs(sync_timeout),
+            change_timeout: Duration::from_secs(change_timeout),
+            max_server_rss_kib: max_server_rss_mib.saturating_mul(1024),
+        })
+        .map(|report| print!("{report}")),
+        Command::Serve { proxies, egress } => server::serve(proxies, egress),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xds-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The lines the server role writes to its standard output for the driver, one message per
+//! line, fields separated by tabs (no name in the mesh holds a tab). The driver writes plain
+//! commands to the server's standard input: [`CHANGE`] and [`QUIT`].
+
+use std::{fmt, str::FromStr, time::Duration};
+
+/// Applies the route change, publishes it and reports it.
+pub const CHANGE: &str = "change";
+/// Stops the server (so does the end of its standard input).
+pub const QUIT: &str = "quit";
+
+/// What the server had done by the time it accepted connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    pub port: u16,
+    /// `Mesh::apply` of every object in one batch.
+    pub build: Duration,
+    /// `Publisher::publish_all`: translation and one snapshot per proxy.
+    pub publish: Duration,
+    /// Resident memory at start, after the build and after publishing, in KiB.
+    pub rss_start_kib: u64,
+    pub rss_built_kib: u64,
+    pub rss_published_kib: u64,
+    /// Resources in a proxy's snapshot, the mean over all proxies: the config's size.
+    pub resources_per_proxy: usize,
+}
+
+/// The route change as the server applied it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changed {
+    /// The route that changed, `namespace/name`.
+    pub route: String,
+    pub apply: Duration,
+    pub publish: Duration,
+    /// Proxies whose config changed; as many [`Line::Expect`] lines follow for each
+    /// resource of theirs that changed.
+    pub affected: usize,
+}
+
+/// One resource a proxy must end up with, or without.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expect {
+    pub proxy: String,
+    pub type_url: String,
+    pub name: String,
+    /// The resource's new version (the hex xxh3 of its encoding); `None`: it was removed.
+    pub version: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// One proxy of the mesh, `namespace/pod`, written before [`Line::Ready`].
+    Proxy(String),
+    Ready(Ready),
+    Changed(Changed),
+    Expect(Expect),
+    /// Ends the report of a change.
+    Done,
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Line::Proxy(p) => write!(f, "proxy\t{p}"),
+            Line::Ready(r) => write!(
+                f,
+                "ready\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                r.port,
+                r.build.as_micros(),
+                r.publish.as_micros(),
+                r.rss_start_kib,
+                r.rss_built_kib,
+                r.rss_published_kib,
+                r.resources_per_proxy
+            ),
+            Line::Changed(c) => write!(
+                f,
+                "changed\t{}\t{}\t{}\t{}",
+                c.route,
+                c.apply.as_micros(),
+                c.publish.as_micros(),
+                c.affected
+            ),
+            Line::Expect(e) => write!(
+                f,
+                "expect\t{}\t{}\t{}\t{}",
+                e.proxy,
+                e.type_url,
+                e.name,
+                e.version.as_deref().unwrap_or("-")
+            ),
+            Line::Done => write!(f, "done"),
+        }
+    }
+}
+
+impl FromStr for Line {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Line, String> {
+        let fields: Vec<&str> = s.split('\t').collect();
+        let bad = || format!("unexpected line from the server: {s:?}");
+        let num = |v: &str| v.parse::<u64>().map_err(|_| bad());
+        let micros = |v: &str| num(v).map(Duration::from_micros);
+        match fields[..] {
+            ["proxy", p] => Ok(Line::Proxy(p.to_owned())),
+            [
+                "ready",
+                port,
+                build,
+                publish,
+                start,
+                built,
+                published,
+                resources,
+            ] => Ok(Line::Ready(Ready {
+                port: port.parse().map_err(|_| bad())?,
+                build: micros(build)?,
+                publish: micros(publish)?,
+                rss_start_kib: num(start)?,
+                rss_built_kib: num(built)?,
+                rss_published_kib: num(published)?,
+                resources_per_proxy: resources.parse().map_err(|_| bad())?,
+            })),
+            ["changed", route, apply, publish, affected] => Ok(Line::Changed(Changed {
+                route: route.to_owned(),
+                apply: micros(apply)?,
+                publish: micros(publish)?,
+                affected: affected.parse().map_err(|_| bad())?,
+            })),
+            ["expect", proxy, type_url, name, version] => Ok(Line::Expect(Expect {
+                proxy: proxy.to_owned(),
+                type_url: type_url.to_owned(),
+                name: name.to_owned(),
+                version: (version != "-").then(|| version.to_owned()),
+            })),
+            ["done"] => Ok(Line::Done),
+            _ => Err(bad()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_reads_back_as_written() {
+        let lines = [
+            Line::Proxy("team-03/auth-7-v1-0".into()),
+            Line::Ready(Ready {
+                port: 40123,
+                build: Duration::from_micros(1_500_000),
+                publish: Duration::from_micros(250),
+                rss_start_kib: 1,
+                rss_built_kib: 2,
+                rss_published_kib: 3,
+                resources_per_proxy: 1089,
+            }),
+            Line::Changed(Changed {
+                route: "team-02/auth-50-http".into(),
+                apply: Duration::from_micros(12),
+                publish: Duration::from_micros(3400),
+                affected: 200,
+            }),
+            Line::Expect(Expect {
+                proxy: "team-02/auth-50-v1-0".into(),
+                type_url: remora_xds::snapshot::ROUTE.into(),
+                name: "8080".into(),
+                version: Some("00ff00ff00ff00ff".into()),
+            }),
+            Line::Expect(Expect {
+                proxy: "a/b".into(),
+                type_url: remora_xds::snapshot::CLUSTER.into(),
+                name: "gone".into(),
+                version: None,
+            }),
+            Line::Done,
+        ];
+        for line in lines {
+            assert_eq!(line.to_string().parse::<Line>(), Ok(line));
+        }
+        assert!("ready\t1".parse::<Line>().is_err());
+        assert!("proxy".parse::<Line>().is_err());
+    }
+}
