@@ -170,6 +170,40 @@ impl Mesh {
         Some(ProxyConfig { resources })
     }
 
+    /// The class a proxy belongs to (its namespace and governing policy): every proxy of one
+    /// class has the same [`Mesh::class_config`].
+    pub fn proxy_class(&self, proxy: &ObjectKey) -> Option<(&str, Option<&ObjectKey>)> {
+        let class = &self.proxies.get(proxy)?.class;
+        Some((&class.namespace, class.policy.as_ref()))
+    }
+
+    /// The part of a proxy's config its whole class shares: outbound listeners, route
+    /// configs and clusters, and the endpoints of those clusters.
+    pub fn class_config(&self, proxy: &ObjectKey) -> Option<ProxyConfig> {
+        let class = self.classes.get(&self.proxies.get(proxy)?.class)?;
+        let mut resources = class.resources.clone();
+        for key in class.cluster_refs.keys() {
+            if let Some(e) = self.endpoints.get(key) {
+                resources.insert(
+                    ResourceKey {
+                        kind: ResourceType::Endpoints,
+                        name: e.resource.value.cluster.clone(),
+                    },
+                    Resource::Endpoints(e.resource.clone()),
+                );
+            }
+        }
+        Some(ProxyConfig { resources })
+    }
+
+    /// The part of a proxy's config that is its own: what brings traffic to its application.
+    pub fn own_config(&self, proxy: &ObjectKey) -> Option<ProxyConfig> {
+        let state = self.proxies.get(proxy)?;
+        Some(ProxyConfig {
+            resources: state.inbound.clone(),
+        })
+    }
+
     /// The policy governing a proxy.
     pub fn proxy_policy(&self, proxy: &ObjectKey) -> Option<&ObjectKey> {
         self.proxies.get(proxy)?.class.policy.as_ref()
@@ -808,9 +842,11 @@ impl Mesh {
             }
         }
         for ((from, to), proxies) in moved {
-            let empty = BTreeMap::new();
-            let was = from.and_then(|c| class_before.get(c)).unwrap_or(&empty);
-            let resources = diff(was, &self.class_versions(to));
+            let resources = match from.and_then(|c| class_before.get(c)) {
+                Some(was) => diff(was, &self.class_versions(to)),
+                // New proxies get everything: no hashes to compare.
+                None => self.class_resources(to).map(|(k, _)| k).collect(),
+            };
             if !resources.is_empty() {
                 changes.groups.push(Group {
                     proxies: Arc::new(proxies),
@@ -823,24 +859,28 @@ impl Mesh {
 
     /// What a class's proxies hold besides their own resources, with content hashes.
     fn class_versions(&self, key: &ClassKey) -> Versions {
-        let Some(class) = self.classes.get(key) else {
-            return BTreeMap::new();
-        };
-        // Collected in one go: both parts come sorted, which makes building the map cheap.
-        let endpoints = class.cluster_refs.keys().filter_map(|cluster| {
-            let e = self.endpoints.get(cluster)?;
-            let key = ResourceKey {
-                kind: ResourceType::Endpoints,
-                name: e.resource.value.cluster.clone(),
-            };
-            Some((key, e.resource.hash))
-        });
+        self.class_resources(key).collect()
+    }
+
+    /// A class's resources with their hashes (endpoints last).
+    fn class_resources(&self, key: &ClassKey) -> impl Iterator<Item = (ResourceKey, u64)> {
+        let class = self.classes.get(key);
+        let endpoints = class
+            .into_iter()
+            .flat_map(|c| c.cluster_refs.keys())
+            .filter_map(|cluster| {
+                let e = self.endpoints.get(cluster)?;
+                let key = ResourceKey {
+                    kind: ResourceType::Endpoints,
+                    name: e.resource.value.cluster.clone(),
+                };
+                Some((key, e.resource.hash))
+            });
         class
-            .resources
-            .iter()
+            .into_iter()
+            .flat_map(|c| c.resources.iter())
             .map(|(k, r)| (k.clone(), r.hash()))
             .chain(endpoints)
-            .collect()
     }
 
     /// The ready endpoints of a cluster: its Service's slices, the port matching by name,
