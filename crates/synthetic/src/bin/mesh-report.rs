@@ -258,6 +258,21 @@ fn compute(shape: Shape) -> Vec<Row> {
 /// the transient report of a batch cannot inflate the result (see [`MEMORY_BATCH`]).
 fn memory(shape: Shape) -> Vec<Row> {
     let pods = shape.pods;
+    // The index alone: the same objects, but no pod carries a sidecar, so the mesh holds the
+    // inputs, their lookup maps and each Service's routing, and no proxy or class config.
+    let index = {
+        let heap_before = ALLOCATOR.allocated();
+        let objects = Synthetic::new(shape.clone()).objects();
+        let mut mesh = Mesh::new(MeshSettings::default());
+        mesh.apply(objects.into_iter().map(|mut o| {
+            if let Object::Pod(pod) = &mut o {
+                pod.sidecar = false;
+            }
+            Event::Upsert(o)
+        }));
+        assert_eq!(mesh.proxies().count(), 0);
+        ALLOCATOR.allocated() - heap_before
+    };
     let rss_before = status_kib("VmRSS:");
     let heap_before = ALLOCATOR.allocated();
     let objects = Synthetic::new(shape).objects();
@@ -288,7 +303,13 @@ fn memory(shape: Shape) -> Vec<Row> {
             mib((inputs / 1024) as u64),
             "",
         ),
-        row("inputs per pod", per_pod(inputs), "< 2 KiB"),
+        row("inputs per pod", per_pod(inputs), ""),
+        row(
+            "index: inputs, lookup maps, Services' routing, no proxies (live heap)",
+            mib((index / 1024) as u64),
+            "",
+        ),
+        row("index per pod", per_pod(index), "< 2 KiB"),
         row(
             "mesh: index and every class's and proxy's config (live heap)",
             mib((heap / 1024) as u64),
