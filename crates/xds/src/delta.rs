@@ -1,16 +1,22 @@
 //! Incremental (delta) ADS for one stream, as a pure state machine: only what changed is
 //! sent, and removals are named.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+use envoy_types::pb::{
+    envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+    },
+    google::protobuf::Any,
 };
 
 use crate::{
     snapshot::{
-        CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Snapshot, is_wildcard_type, served_type,
-        set_version,
+        CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, Resources, Snapshot,
+        is_wildcard_type, served_type,
     },
     status::{Nack, TypeStatus},
 };
@@ -19,12 +25,16 @@ use crate::{
 /// answered late, and a late answer changes nothing.
 const IN_FLIGHT: usize = 16;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TypeState {
     wildcard: bool,
     names: BTreeSet<String>,
-    /// What the proxy holds (or was sent): name → version.
-    known: BTreeMap<String, String>,
+    /// What the proxy holds (or was sent). Usually the very set of a snapshot, shared with
+    /// it; only its names and versions are read.
+    known: Resources,
+    /// The snapshot's set of this type and the part of it subscribed to, kept until either
+    /// changes, so an ACK costs no recomputation.
+    wanted: Option<(Resources, Resources)>,
     /// The first request of a type is always answered, even when nothing is new.
     owes_reply: bool,
     /// Nonce → the version the response brought the proxy to.
@@ -35,9 +45,34 @@ struct TypeState {
     resources_sent: u64,
 }
 
+impl Default for TypeState {
+    fn default() -> Self {
+        TypeState {
+            wildcard: false,
+            names: BTreeSet::new(),
+            known: Resources::empty(),
+            wanted: None,
+            owes_reply: false,
+            in_flight: BTreeMap::new(),
+            sent: None,
+            acked: None,
+            nack: None,
+            resources_sent: 0,
+        }
+    }
+}
+
 impl TypeState {
-    fn wants(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
+    fn refresh(&mut self, set: Resources) -> &Resources {
+        if self.wanted.as_ref().is_none_or(|(from, _)| *from != set) {
+            let wanted = if self.wildcard {
+                set.clone()
+            } else {
+                set.pick(&self.names)
+            };
+            self.wanted = Some((set, wanted));
+        }
+        self.wanted.as_ref().map(|(_, w)| w).expect("just set")
     }
 }
 
@@ -60,12 +95,22 @@ impl DeltaStream {
         let state = self.types.entry(type_url).or_default();
         if first {
             state.owes_reply = true;
-            // What the proxy kept from an earlier connection is not sent again.
-            state.known = request
-                .initial_resource_versions
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            // What the proxy kept from an earlier connection is not sent again. Only names
+            // and versions of known resources are read, so these carry no body.
+            state.known = Resources::from_map(
+                request
+                    .initial_resource_versions
+                    .iter()
+                    .map(|(name, version)| {
+                        let held = Resource {
+                            name: name.clone(),
+                            version: version.clone(),
+                            body: Any::default(),
+                        };
+                        (name.clone(), Arc::new(held))
+                    })
+                    .collect(),
+            );
             if request.resource_names_subscribe.is_empty() && is_wildcard_type(type_url) {
                 state.wildcard = true;
             }
@@ -88,6 +133,8 @@ impl DeltaStream {
             // Anything older than an answered response will not be answered usefully.
             state.in_flight.retain(|n, _| *n > nonce);
         }
+        let resubscribed = !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty();
         for name in &request.resource_names_subscribe {
             if name == "*" {
                 state.wildcard = true;
@@ -102,10 +149,21 @@ impl DeltaStream {
                 state.names.remove(name);
             }
         }
-        if !state.wildcard {
+        if resubscribed {
+            state.wanted = None;
+        }
+        if !state.wildcard
+            && (first || resubscribed)
+            && state.known.iter().any(|(n, _)| !state.names.contains(n))
+        {
             // Forget what the proxy dropped, so a later subscription sends it afresh.
-            let names = &state.names;
-            state.known.retain(|n, _| names.contains(n));
+            let kept = state
+                .known
+                .iter()
+                .filter(|(n, _)| state.names.contains(*n))
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect();
+            state.known = Resources::from_map(kept);
         }
         self.flush(snapshot)
     }
@@ -135,18 +193,15 @@ impl DeltaStream {
     /// mode, clusters and endpoints are removed only once the proxy ACKed routes that no
     /// longer use them.
     fn flush(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
-        let target_version = |state: &TypeState, type_url: &str| {
-            set_version(
-                snapshot
-                    .of_type(type_url)
-                    .filter(|(n, _)| state.wants(n))
-                    .map(|(n, r)| (n.as_str(), r.version.as_str())),
-            )
-        };
+        for (type_url, state) in &mut self.types {
+            state.refresh(snapshot.resources(type_url));
+        }
         let routes_settled = [LISTENER, ROUTE].iter().all(|t| {
-            self.types
-                .get(t)
-                .is_none_or(|s| s.acked.as_deref() == Some(target_version(s, t).as_str()))
+            self.types.get(t).is_none_or(|s| {
+                s.wanted
+                    .as_ref()
+                    .is_none_or(|(_, w)| s.acked.as_deref() == Some(w.version()))
+            })
         });
 
         let mut out = Vec::new();
@@ -154,10 +209,16 @@ impl DeltaStream {
             let Some(state) = self.types.get_mut(type_url) else {
                 continue;
             };
+            let Some((set, target)) = state.wanted.clone() else {
+                continue;
+            };
+            if state.known.version() == target.version() && !state.owes_reply {
+                continue;
+            }
             let mut resources = Vec::new();
-            for (name, r) in snapshot.of_type(type_url) {
-                if state.wants(name) && state.known.get(name) != Some(&r.version) {
-                    state.known.insert(name.clone(), r.version.clone());
+            for (name, r) in target.iter() {
+                let held = state.known.get(name);
+                if held.is_none_or(|h| !Arc::ptr_eq(h, r) && h.version != r.version) {
                     resources.push(DeltaResource {
                         name: name.clone(),
                         version: r.version.clone(),
@@ -167,24 +228,22 @@ impl DeltaStream {
                 }
             }
             let keep_gone = !routes_settled && (type_url == CLUSTER || type_url == ENDPOINT);
+            let gone = state.known.iter().filter(|(n, _)| !set.contains(n));
             let removed: Vec<String> = if keep_gone {
                 Vec::new()
             } else {
-                state
-                    .known
-                    .keys()
-                    .filter(|n| snapshot.get(type_url, n).is_none())
-                    .cloned()
-                    .collect()
+                gone.map(|(n, _)| n.clone()).collect()
             };
-            for name in &removed {
-                state.known.remove(name);
-            }
             if resources.is_empty() && removed.is_empty() && !state.owes_reply {
                 continue;
             }
+            state.known = if keep_gone {
+                target.keeping(&state.known)
+            } else {
+                target
+            };
             state.owes_reply = false;
-            let version = set_version(state.known.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            let version = state.known.version().to_owned();
             self.nonces += 1;
             state.in_flight.insert(self.nonces, version.clone());
             while state.in_flight.len() > IN_FLIGHT {

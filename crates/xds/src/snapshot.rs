@@ -1,6 +1,16 @@
 //! What one proxy should hold: every resource by type and name, each with its own version.
+//!
+//! Proxies of one class hold the same outbound resources, so each type's set is kept in two
+//! layers: a map shared (`Arc`) by every proxy of the class, and a small map of the proxy's
+//! own. A type's set version is computed once, when its snapshot is built.
 
-use std::{collections::BTreeMap, hash::Hasher, sync::Arc};
+use std::{
+    cmp::Ordering,
+    collections::BTreeMap,
+    hash::Hasher,
+    iter::Peekable,
+    sync::{Arc, LazyLock},
+};
 
 use envoy_types::pb::google::protobuf::Any;
 
@@ -25,29 +35,179 @@ pub fn is_wildcard_type(type_url: &str) -> bool {
 
 /// One encoded resource. The version is derived from the content, so every replica of the
 /// control plane gives the same version to the same resource.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Resource {
     pub name: String,
     pub version: String,
     pub body: Any,
 }
 
+/// Equal versions mean equal content: comparing them spares comparing encoded bytes.
+impl PartialEq for Resource {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.version == other.version
+    }
+}
+
+/// Resources of one type by name.
+pub type ResourceMap = BTreeMap<String, Arc<Resource>>;
+
+static EMPTY_MAP: LazyLock<Arc<ResourceMap>> = LazyLock::new(Arc::default);
+static EMPTY: LazyLock<Resources> =
+    LazyLock::new(|| Resources::new(Arc::default(), ResourceMap::new()));
+
+/// The resources of one type a proxy should hold: a shared layer and the proxy's own (which
+/// wins where both name a resource), with the version of the whole set.
+#[derive(Clone, Debug)]
+pub struct Resources {
+    shared: Arc<ResourceMap>,
+    own: Arc<ResourceMap>,
+    len: usize,
+    version: Arc<str>,
+}
+
+impl Resources {
+    pub fn new(shared: Arc<ResourceMap>, own: ResourceMap) -> Resources {
+        let mut r = Resources {
+            shared,
+            own: if own.is_empty() {
+                EMPTY_MAP.clone()
+            } else {
+                Arc::new(own)
+            },
+            len: 0,
+            version: Arc::from(""),
+        };
+        r.len = r.iter().count();
+        r.version = set_version(r.iter().map(|(n, r)| (n.as_str(), r.version.as_str()))).into();
+        r
+    }
+
+    /// A set held by one proxy alone.
+    pub fn from_map(map: ResourceMap) -> Resources {
+        Resources::new(EMPTY_MAP.clone(), map)
+    }
+
+    pub fn empty() -> Resources {
+        EMPTY.clone()
+    }
+
+    /// Every resource in name order.
+    pub fn iter(&self) -> Merged<'_> {
+        Merged {
+            shared: self.shared.iter().peekable(),
+            own: self.own.iter().peekable(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
+        self.own.get(name).or_else(|| self.shared.get(name))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.own.contains_key(name) || self.shared.contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// This set plus whatever `older` holds that it lacks (itself when it lacks nothing):
+    /// what a proxy keeps while removals wait.
+    pub fn keeping(self, older: &Resources) -> Resources {
+        if older.iter().all(|(name, _)| self.contains(name)) {
+            return self;
+        }
+        let mut all: ResourceMap = self.iter().map(|(n, r)| (n.clone(), r.clone())).collect();
+        for (name, r) in older.iter() {
+            all.entry(name.clone()).or_insert_with(|| r.clone());
+        }
+        Resources::from_map(all)
+    }
+
+    /// The resources of this set that `names` lists: the set itself (shared, not copied)
+    /// when they list all of it.
+    pub fn pick<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Resources {
+        let picked: ResourceMap = names
+            .into_iter()
+            .filter_map(|n| self.get(n).map(|r| (n.clone(), r.clone())))
+            .collect();
+        if picked.len() == self.len() {
+            self.clone()
+        } else {
+            Resources::from_map(picked)
+        }
+    }
+
+    /// The version of the whole set (see [`set_version`]).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+}
+
+/// Equal set versions mean equal sets.
+impl PartialEq for Resources {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+    }
+}
+
+/// The two layers of a [`Resources`] merged in name order, the proxy's own entry winning.
+pub struct Merged<'a> {
+    shared: Peekable<std::collections::btree_map::Iter<'a, String, Arc<Resource>>>,
+    own: Peekable<std::collections::btree_map::Iter<'a, String, Arc<Resource>>>,
+}
+
+impl<'a> Iterator for Merged<'a> {
+    type Item = (&'a String, &'a Arc<Resource>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let order = match (self.shared.peek(), self.own.peek()) {
+            (Some((s, _)), Some((o, _))) => s.cmp(o),
+            (Some(_), None) => Ordering::Less,
+            (None, _) => Ordering::Greater,
+        };
+        match order {
+            Ordering::Less => self.shared.next(),
+            Ordering::Equal => {
+                self.shared.next();
+                self.own.next()
+            }
+            Ordering::Greater => self.own.next(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    types: BTreeMap<&'static str, BTreeMap<String, Arc<Resource>>>,
+    types: BTreeMap<&'static str, Resources>,
 }
 
 impl Snapshot {
-    pub fn insert(&mut self, type_url: &'static str, resource: Arc<Resource>) {
+    pub fn new(types: impl IntoIterator<Item = (&'static str, Resources)>) -> Snapshot {
+        Snapshot {
+            types: types.into_iter().filter(|(_, r)| !r.is_empty()).collect(),
+        }
+    }
+
+    /// The resources of one type (an empty set for a type the snapshot lacks).
+    pub fn resources(&self, type_url: &str) -> Resources {
         self.types
-            .entry(type_url)
-            .or_default()
-            .insert(resource.name.clone(), resource);
+            .get(type_url)
+            .cloned()
+            .unwrap_or_else(Resources::empty)
     }
 
     /// The resources of one type, by name.
     pub fn of_type(&self, type_url: &str) -> impl Iterator<Item = (&String, &Arc<Resource>)> {
-        self.types.get(type_url).into_iter().flatten()
+        self.types
+            .get(type_url)
+            .into_iter()
+            .flat_map(Resources::iter)
     }
 
     pub fn get(&self, type_url: &str, name: &str) -> Option<&Arc<Resource>> {
@@ -55,7 +215,7 @@ impl Snapshot {
     }
 
     pub fn len(&self) -> usize {
-        self.types.values().map(BTreeMap::len).sum()
+        self.types.values().map(Resources::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -93,11 +253,66 @@ pub(crate) mod tests {
     }
 
     pub fn snapshot(entries: &[(&'static str, &str, &str)]) -> Snapshot {
-        let mut s = Snapshot::default();
+        let mut types: BTreeMap<&'static str, ResourceMap> = BTreeMap::new();
         for (t, name, version) in entries {
-            s.insert(t, res(name, version));
+            types
+                .entry(t)
+                .or_default()
+                .insert((*name).into(), res(name, version));
         }
-        s
+        Snapshot::new(
+            types
+                .into_iter()
+                .map(|(t, map)| (t, Resources::from_map(map))),
+        )
+    }
+
+    fn map(entries: &[(&str, &str)]) -> ResourceMap {
+        entries
+            .iter()
+            .map(|(n, v)| ((*n).into(), res(n, v)))
+            .collect()
+    }
+
+    #[test]
+    fn layers_merge_in_name_order_and_the_own_layer_wins() {
+        let shared = Arc::new(map(&[("a", "1"), ("c", "1"), ("e", "1")]));
+        let layered = Resources::new(shared.clone(), map(&[("b", "2"), ("c", "2")]));
+        let seen: Vec<(&str, &str)> = layered
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.version.as_str()))
+            .collect();
+        assert_eq!(seen, [("a", "1"), ("b", "2"), ("c", "2"), ("e", "1")]);
+        assert_eq!(layered.len(), 4);
+        assert_eq!(layered.get("c").map(|r| r.version.as_str()), Some("2"));
+        assert_eq!(layered.get("e").map(|r| r.version.as_str()), Some("1"));
+        assert!(layered.contains("b") && !layered.contains("d"));
+        // The version follows content, not how the layers split it.
+        let flat = Resources::from_map(map(&[("a", "1"), ("b", "2"), ("c", "2"), ("e", "1")]));
+        assert_eq!(layered.version(), flat.version());
+        assert_eq!(layered, flat);
+        assert_ne!(Resources::new(shared, ResourceMap::new()), flat);
+        assert_eq!(Resources::empty().version(), set_version([]));
+    }
+
+    #[test]
+    fn keeping_adds_only_what_the_newer_set_lacks() {
+        let newer = Resources::from_map(map(&[("a", "2"), ("b", "1")]));
+        let kept = newer
+            .clone()
+            .keeping(&Resources::from_map(map(&[("a", "1"), ("c", "1")])));
+        let seen: Vec<(&str, &str)> = kept
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.version.as_str()))
+            .collect();
+        assert_eq!(seen, [("a", "2"), ("b", "1"), ("c", "1")]);
+        let same = newer
+            .clone()
+            .keeping(&Resources::from_map(map(&[("b", "0")])));
+        assert!(
+            Arc::ptr_eq(&same.own, &newer.own),
+            "nothing lacking, nothing copied"
+        );
     }
 
     #[test]

@@ -1,17 +1,14 @@
 //! State-of-the-world ADS for one stream, as a pure state machine: requests and snapshots
 //! in, responses out. Every response of a type carries the whole set the proxy should hold.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use crate::{
     snapshot::{
-        CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, Snapshot, is_wildcard_type,
-        served_type, set_version,
+        CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resources, Snapshot, is_wildcard_type,
+        served_type,
     },
     status::{Nack, TypeStatus},
 };
@@ -24,39 +21,73 @@ pub enum Interest {
 }
 
 impl Interest {
-    fn from_names(type_url: &str, names: &[String]) -> Interest {
-        if names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url)) {
+    /// Updates `current` to what a request names; true when that changed it. Every request
+    /// repeats the whole list, so the common case (no change) is checked without copying.
+    fn update(current: &mut Option<Interest>, type_url: &str, names: &[String]) -> bool {
+        let all =
+            names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url));
+        let next = if all {
+            if *current == Some(Interest::All) {
+                return false;
+            }
             Interest::All
         } else {
-            Interest::Names(names.iter().cloned().collect())
-        }
+            let asked: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+            if let Some(Interest::Names(held)) = current
+                && held.iter().map(String::as_str).eq(asked.iter().copied())
+            {
+                return false;
+            }
+            Interest::Names(asked.into_iter().map(str::to_owned).collect())
+        };
+        *current = Some(next);
+        true
     }
 
-    fn wants(&self, name: &str) -> bool {
+    /// The part of `set` wanted: the set itself (shared, not copied) when all of it is.
+    fn pick(&self, set: &Resources) -> Resources {
         match self {
-            Interest::All => true,
-            Interest::Names(names) => names.contains(name),
+            Interest::All => set.clone(),
+            Interest::Names(names) => set.pick(names),
         }
     }
 }
 
 #[derive(Debug)]
 struct Sent {
-    version: String,
     /// Empty when the proxy came back holding this version and nothing was sent.
     nonce: String,
-    resources: BTreeMap<String, Arc<Resource>>,
+    resources: Resources,
 }
 
 #[derive(Debug, Default)]
 struct TypeState {
     interest: Option<Interest>,
+    /// The snapshot's set of this type and the part of it wanted, kept until either the
+    /// set or the interest changes, so an ACK costs no recomputation.
+    wanted: Option<(Resources, Resources)>,
     sent: Option<Sent>,
     /// The version the proxy said it holds when it (re)connected.
     held: Option<String>,
     acked: Option<String>,
     nack: Option<Nack>,
     resources_sent: u64,
+}
+
+impl TypeState {
+    fn refresh(&mut self, set: Resources) {
+        let Some(interest) = &self.interest else {
+            return;
+        };
+        if self.wanted.as_ref().is_none_or(|(from, _)| *from != set) {
+            let wanted = interest.pick(&set);
+            self.wanted = Some((set, wanted));
+        }
+    }
+
+    fn wanted(&self) -> Option<&Resources> {
+        self.wanted.as_ref().map(|(_, w)| w)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -94,7 +125,7 @@ impl SotwStream {
             match &request.error_detail {
                 Some(error) => {
                     state.nack = Some(Nack {
-                        version: sent.version.clone(),
+                        version: sent.resources.version().to_owned(),
                         message: error.message.clone(),
                     });
                 }
@@ -104,7 +135,9 @@ impl SotwStream {
                 }
             }
         }
-        state.interest = Some(Interest::from_names(type_url, &request.resource_names));
+        if Interest::update(&mut state.interest, type_url, &request.resource_names) {
+            state.wanted = None;
+        }
         self.flush(snapshot)
     }
 
@@ -124,7 +157,7 @@ impl SotwStream {
                         sent: s
                             .sent
                             .as_ref()
-                            .map(|s| s.version.clone())
+                            .map(|s| s.resources.version().to_owned())
                             .or(s.held.clone()),
                         acked: s.acked.clone(),
                         nack: s.nack.clone(),
@@ -141,52 +174,39 @@ impl SotwStream {
     /// the listeners and routes of that snapshot: until then its old routes may still send
     /// traffic there, and removing it first would turn that traffic into errors.
     fn flush(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
-        let mut targets: BTreeMap<&'static str, BTreeMap<String, Arc<Resource>>> = BTreeMap::new();
-        for (type_url, state) in &self.types {
-            if let Some(interest) = &state.interest {
-                let wanted = snapshot
-                    .of_type(type_url)
-                    .filter(|(name, _)| interest.wants(name))
-                    .map(|(name, r)| (name.clone(), r.clone()))
-                    .collect();
-                targets.insert(type_url, wanted);
-            }
+        for (type_url, state) in &mut self.types {
+            state.refresh(snapshot.resources(type_url));
         }
-        let routes_settled =
-            [LISTENER, ROUTE]
-                .iter()
-                .all(|t| match (self.types.get(t), targets.get(t)) {
-                    (Some(state), Some(target)) => {
-                        state.acked.as_deref() == Some(version_of(target).as_str())
-                    }
-                    _ => true,
-                });
+        let routes_settled = [LISTENER, ROUTE].iter().all(|t| {
+            self.types.get(t).is_none_or(|state| {
+                state
+                    .wanted()
+                    .is_none_or(|w| state.acked.as_deref() == Some(w.version()))
+            })
+        });
 
         let mut out = Vec::new();
         for type_url in PUSH_ORDER {
-            let (Some(state), Some(mut target)) =
-                (self.types.get_mut(type_url), targets.remove(type_url))
-            else {
+            let Some(state) = self.types.get_mut(type_url) else {
+                continue;
+            };
+            let Some(mut target) = state.wanted().cloned() else {
                 continue;
             };
             if !routes_settled
                 && (type_url == CLUSTER || type_url == ENDPOINT)
                 && let Some(sent) = &state.sent
             {
-                for (name, r) in &sent.resources {
-                    target.entry(name.clone()).or_insert_with(|| r.clone());
-                }
+                target = target.keeping(&sent.resources);
             }
-            let version = version_of(&target);
             let last = state
                 .sent
                 .as_ref()
-                .map(|s| &s.version)
-                .or(state.held.as_ref());
-            if last == Some(&version) {
+                .map(|s| s.resources.version())
+                .or(state.held.as_deref());
+            if last == Some(target.version()) {
                 if state.sent.is_none() {
                     state.sent = Some(Sent {
-                        version,
                         nonce: String::new(),
                         resources: target,
                     });
@@ -197,28 +217,19 @@ impl SotwStream {
             let nonce = self.nonces.to_string();
             state.resources_sent += target.len() as u64;
             out.push(DiscoveryResponse {
-                version_info: version.clone(),
-                resources: target.values().map(|r| r.body.clone()).collect(),
+                version_info: target.version().to_owned(),
+                resources: target.iter().map(|(_, r)| r.body.clone()).collect(),
                 type_url: type_url.to_owned(),
                 nonce: nonce.clone(),
                 ..Default::default()
             });
             state.sent = Some(Sent {
-                version,
                 nonce,
                 resources: target,
             });
         }
         out
     }
-}
-
-fn version_of(resources: &BTreeMap<String, Arc<Resource>>) -> String {
-    set_version(
-        resources
-            .iter()
-            .map(|(n, r)| (n.as_str(), r.version.as_str())),
-    )
 }
 
 #[cfg(test)]
