@@ -5,7 +5,9 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::{
-    core::v1::{Namespace as KNamespace, Pod as KPod, Service as KService},
+    core::v1::{
+        Endpoints as KEndpoints, Namespace as KNamespace, Pod as KPod, Service as KService,
+    },
     discovery::v1::EndpointSlice as KEndpointSlice,
 };
 use remora_model::input::{
@@ -146,6 +148,112 @@ pub fn endpoint_slice(slice: &KEndpointSlice) -> Result<Object, Unusable> {
     }))
 }
 
+/// The zone label a `discovery.k8s.io/v1beta1` endpoint carries in its `topology`.
+const ZONE_TOPOLOGY_KEY: &str = "topology.kubernetes.io/zone";
+
+/// An EndpointSlice of `discovery.k8s.io/v1beta1` (Kubernetes 1.17-1.20, where `v1` is not
+/// served), as JSON: the same shape as `v1` except that an endpoint's zone sits in its
+/// `topology` map.
+pub fn endpoint_slice_v1beta1(slice: &serde_json::Value) -> Result<Object, Unusable> {
+    let mut v1 = slice.clone();
+    for e in v1
+        .get_mut("endpoints")
+        .and_then(serde_json::Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let zone = e
+            .pointer(&format!(
+                "/topology/{}",
+                ZONE_TOPOLOGY_KEY.replace('/', "~1")
+            ))
+            .cloned();
+        if let Some(e) = e.as_object_mut() {
+            e.remove("topology");
+            if let Some(zone) = zone {
+                e.insert("zone".into(), zone);
+            }
+        }
+    }
+    // The typed decoder insists on the version it was generated for.
+    if let Some(o) = v1.as_object_mut() {
+        o.insert("apiVersion".into(), "discovery.k8s.io/v1".into());
+        o.insert("kind".into(), "EndpointSlice".into());
+    }
+    let name = |v: &serde_json::Value, field: &str| {
+        v.pointer(&format!("/metadata/{field}"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let typed: KEndpointSlice = serde_json::from_value(v1).map_err(|e| {
+        unusable(
+            "EndpointSlice",
+            name(slice, "namespace").as_deref(),
+            name(slice, "name").as_deref(),
+            &e.to_string(),
+        )
+    })?;
+    endpoint_slice(&typed)
+}
+
+/// A core `Endpoints` object, for servers that serve no EndpointSlices: one model slice per
+/// subset (each subset has its own ports), named `NAME.N`.
+pub fn endpoints(ep: &KEndpoints) -> Result<Vec<Object>, Unusable> {
+    let (ns, name) = (&ep.metadata.namespace, &ep.metadata.name);
+    let fail = |reason: &str| unusable("Endpoints", ns.as_deref(), name.as_deref(), reason);
+    let (Some(ns), Some(name)) = (ns, name) else {
+        return Err(fail("metadata.namespace and metadata.name are required"));
+    };
+    let mut out = Vec::new();
+    for (i, subset) in ep.subsets.iter().flatten().enumerate() {
+        let ports = subset
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
+            .filter_map(|p| {
+                Some(EndpointPort {
+                    name: p.name.clone().filter(|n| !n.is_empty()),
+                    port: port(p.port)?,
+                })
+            })
+            .collect();
+        let ready = subset.addresses.iter().flatten().map(|a| (a, true));
+        let unready = subset
+            .not_ready_addresses
+            .iter()
+            .flatten()
+            .map(|a| (a, false));
+        let mut endpoints = Vec::new();
+        for (a, ready) in ready.chain(unready) {
+            let address = a.ip.parse::<IpAddr>().map_err(|_| {
+                fail(&format!(
+                    "subsets[{i}]: address {:?} is not an IP address",
+                    a.ip
+                ))
+            })?;
+            endpoints.push(Endpoint {
+                address,
+                ready,
+                zone: None,
+                pod: a
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .and_then(|r| r.name.clone()),
+            });
+        }
+        out.push(Object::EndpointSlice(EndpointSlice {
+            namespace: ns.clone(),
+            name: format!("{name}.{i}"),
+            service: name.clone(),
+            ports,
+            endpoints,
+        }));
+    }
+    Ok(out)
+}
+
 pub fn pod(pod: &KPod) -> Result<Object, Unusable> {
     let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
     let fail = |reason: &str| unusable("Pod", ns.as_deref(), name.as_deref(), reason);
@@ -271,6 +379,76 @@ mod tests {
             "metadata": {"namespace": "shop", "name": "x"}, "addressType": "IPv4", "endpoints": []
         }));
         assert!(endpoint_slice(&orphan).is_err());
+    }
+
+    #[test]
+    fn v1beta1_slice_takes_its_zone_from_topology() {
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1beta1", "kind": "EndpointSlice",
+            "metadata": {"namespace": "shop", "name": "cart-x1",
+                         "labels": {"kubernetes.io/service-name": "cart"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["127.1.0.2"], "conditions": {"ready": true},
+                 "topology": {"kubernetes.io/hostname": "n1", "topology.kubernetes.io/zone": "b"},
+                 "targetRef": {"kind": "Pod", "name": "cart-1"}},
+                {"addresses": ["127.1.0.3"], "conditions": {"ready": false}}
+            ]
+        });
+        let Ok(Object::EndpointSlice(s)) = endpoint_slice_v1beta1(&slice) else {
+            panic!("converts")
+        };
+        assert_eq!((s.service.as_str(), s.ports[0].port), ("cart", 8080));
+        assert_eq!(s.endpoints[0].zone.as_deref(), Some("b"));
+        assert_eq!(s.endpoints[0].pod.as_deref(), Some("cart-1"));
+        assert!(s.endpoints[0].ready && !s.endpoints[1].ready);
+        assert_eq!(s.endpoints[1].zone, None);
+
+        let broken = json!({"metadata": {"namespace": "shop", "name": "x"}, "endpoints": 3});
+        let err = endpoint_slice_v1beta1(&broken).expect_err("not a slice");
+        assert_eq!(err.name, "shop/x");
+    }
+
+    #[test]
+    fn endpoints_become_one_slice_per_subset() {
+        let ep: KEndpoints = from(json!({
+            "metadata": {"namespace": "shop", "name": "cart"},
+            "subsets": [
+                {"addresses": [{"ip": "10.0.0.1", "targetRef": {"kind": "Pod", "name": "cart-1"}}],
+                 "notReadyAddresses": [{"ip": "10.0.0.2"}],
+                 "ports": [{"name": "http", "port": 8080}]},
+                {"addresses": [{"ip": "10.0.0.3"}], "ports": [{"name": "http", "port": 9090}]}
+            ]
+        }));
+        let slices = endpoints(&ep).expect("converts");
+        let [Object::EndpointSlice(a), Object::EndpointSlice(b)] = slices.as_slice() else {
+            panic!("two slices: {slices:?}")
+        };
+        assert_eq!((a.name.as_str(), a.service.as_str()), ("cart.0", "cart"));
+        assert_eq!(a.ports[0].port, 8080);
+        let seen: Vec<(String, bool)> = a
+            .endpoints
+            .iter()
+            .map(|e| (e.address.to_string(), e.ready))
+            .collect();
+        assert_eq!(
+            seen,
+            [("10.0.0.1".into(), true), ("10.0.0.2".into(), false)]
+        );
+        assert_eq!(a.endpoints[0].pod.as_deref(), Some("cart-1"));
+        assert_eq!((b.name.as_str(), b.ports[0].port), ("cart.1", 9090));
+
+        let bad: KEndpoints = from(json!({
+            "metadata": {"namespace": "shop", "name": "cart"},
+            "subsets": [{"addresses": [{"ip": "ten"}]}]
+        }));
+        assert!(
+            endpoints(&bad)
+                .expect_err("bad ip")
+                .reason
+                .contains("subsets[0]")
+        );
     }
 
     #[test]

@@ -209,6 +209,31 @@ impl Mesh {
         self.proxies.get(proxy)?.class.policy.as_ref()
     }
 
+    /// The `metadata.generation` of the route the model holds: what a status computed
+    /// from the model describes.
+    pub fn route_generation(&self, route: &ObjectKey) -> Option<i64> {
+        self.routes.get(route)?.generation
+    }
+
+    /// The `metadata.generation` of the policy the model holds.
+    pub fn policy_generation(&self, policy: &ObjectKey) -> Option<i64> {
+        self.policies.get(policy)?.generation
+    }
+
+    /// Whether the model holds this route or policy at all (status waits until it does).
+    pub fn has_route(&self, route: &ObjectKey) -> bool {
+        self.routes.contains_key(route)
+    }
+
+    pub fn has_policy(&self, policy: &ObjectKey) -> bool {
+        self.policies.contains_key(policy)
+    }
+
+    /// Whether a pod with a sidecar is in the mesh.
+    pub fn has_proxy(&self, proxy: &ObjectKey) -> bool {
+        self.proxies.contains_key(proxy)
+    }
+
     /// Validation problems of a route's latest spec (the previous valid spec stays in effect).
     pub fn route_validation(&self, route: &ObjectKey) -> Option<&[remora_api::FieldError]> {
         self.routes.get(route).map(|r| r.problems.as_slice())

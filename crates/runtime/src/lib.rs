@@ -6,6 +6,8 @@
 pub mod debounce;
 pub mod local;
 pub mod publish;
+pub mod shared;
 
 pub use debounce::Debounce;
 pub use publish::Publisher;
+pub use shared::SharedMesh;

@@ -7,18 +7,18 @@ use std::{
     hash::{DefaultHasher, Hash, Hasher},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, RwLock},
     time::{Duration, SystemTime},
 };
 
-use remora_admin::{ConfigSource, ProxiesService};
+use remora_admin::ProxiesService;
 use remora_envoy::Options;
 use remora_inputs::{Loaded, load_dir};
 use remora_model::{
     Mesh,
     input::{Event, Kind, MeshSettings, Object, ObjectKey},
 };
-use remora_xds::{AdsServer, ProxyId, SnapshotCache, StatusRegistry};
+use remora_xds::{AdsServer, SnapshotCache, StatusRegistry};
 use tokio::{
     net::TcpListener,
     sync::{mpsc, watch},
@@ -27,7 +27,7 @@ use tokio::{
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
-use crate::{Debounce, Publisher};
+use crate::{Debounce, Publisher, SharedMesh};
 
 #[derive(Clone, Debug)]
 pub struct LocalConfig {
@@ -91,17 +91,6 @@ impl Drop for Running {
     }
 }
 
-/// The model shared with the admin API, which reads configs from it.
-struct SharedMesh(Mutex<Mesh>);
-
-impl ConfigSource for SharedMesh {
-    fn config_json(&self, proxy: &ProxyId) -> Option<String> {
-        let mesh = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let config = mesh.proxy_config(&ObjectKey::new(&proxy.namespace, &proxy.name))?;
-        serde_json::to_string_pretty(&config).ok()
-    }
-}
-
 /// Starts local mode: the first load is applied and published before the server accepts
 /// connections, so the first proxy to connect gets the whole config.
 pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
@@ -119,9 +108,9 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
             .get(proxy)
             .copied()
     });
-    let mesh = Arc::new(SharedMesh(Mutex::new(Mesh::new(MeshSettings::default()))));
+    let mesh = Arc::new(SharedMesh::new(Mesh::new(MeshSettings::default())));
     {
-        let mut m = mesh.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = mesh.lock();
         m.apply(folder.events(first));
         publisher.publish_all(&m);
         info!(proxies = m.proxies().count(), "initial config computed");
@@ -177,7 +166,7 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
     let debounce = config.debounce;
     let model = tokio::spawn(async move {
         while let Some(batch) = debounce.next_batch(&mut rx).await {
-            let mut m = mesh.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut m = mesh.lock();
             let changes = m.apply(batch);
             info!(
                 proxies = changes.proxies().len(),
