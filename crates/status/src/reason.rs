@@ -1,0 +1,6 @@
+//! Condition reasons this crate sets beyond those `remora_api::conditions::reason` names.
+
+/// `ResolvedRefs=False`: HTTP rules on a TCP port, or TCP rules on an HTTP port.
+pub const PROTOCOL_MISMATCH: &str = "ProtocolMismatch";
+/// `Degraded=False`: nothing needs a person.
+pub const AS_EXPECTED: &str = "AsExpected";
