@@ -209,7 +209,7 @@ impl Class {
                                     clusters: clusters
                                         .iter()
                                         .map(|(k, w)| WeightedCluster {
-                                            target: Target::Cluster(k.name(env.settings)),
+                                            target: Target::Cluster(k.name.clone()),
                                             weight: *w,
                                         })
                                         .collect(),
@@ -231,7 +231,7 @@ impl Class {
         // routing use never disappears for a moment (which would report it as changed).
         if let Some(old) = &old {
             for c in &old.clusters {
-                self.unref_cluster(env, c, delta);
+                self.unref_cluster(c, delta);
             }
         }
         for (name, resource) in tcp_listeners {
@@ -319,7 +319,7 @@ impl Class {
             .entry((key.clone(), self.defaults_id, http2))
             .or_insert_with(|| {
                 Versioned::new(Cluster {
-                    name: key.name(env.settings),
+                    name: key.name.clone(),
                     connect_timeout: self.defaults.connect_timeout,
                     discovery: Discovery::Eds,
                     outlier_detection: self.defaults.outlier_detection.clone(),
@@ -338,7 +338,7 @@ impl Class {
         delta.cluster_refs.push((key.clone(), 1));
     }
 
-    fn unref_cluster(&mut self, env: &Env<'_>, key: &ClusterKey, delta: &mut Delta) {
+    fn unref_cluster(&mut self, key: &ClusterKey, delta: &mut Delta) {
         let Some(count) = self.cluster_refs.get_mut(key) else {
             return;
         };
@@ -347,7 +347,7 @@ impl Class {
             return;
         }
         self.cluster_refs.remove(key);
-        self.put(ResourceType::Cluster, key.name(env.settings), None, delta);
+        self.put(ResourceType::Cluster, key.name.clone(), None, delta);
         delta.cluster_refs.push((key.clone(), -1));
     }
 

@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use remora_api::{SidecarPolicy, TrafficRoute};
 
-/// Names a namespaced object.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Names a namespaced object. The default, both names empty, sorts before every other key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
     pub namespace: String,
     pub name: String,

@@ -9,5 +9,6 @@ mod mesh;
 pub mod policy;
 pub mod routing;
 mod selector;
+mod store;
 
 pub use mesh::{Changes, Mesh};

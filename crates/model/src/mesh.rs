@@ -19,11 +19,13 @@ use crate::{
         RouteConfig, Target, Versioned, VirtualHost, WeightedCluster,
     },
     input::{
-        EndpointSlice, Event, Kind, Labels, MeshSettings, Object, ObjectKey, Pod, Protocol, Service,
+        ContainerPort, EndpointSlice, Event, Kind, Labels, MeshSettings, Object, ObjectKey, Pod,
+        Protocol, Service,
     },
     policy::{self, Defaults, PolicyState},
     routing::{self, ClusterKey, Problem, RouteState, ServiceRouting},
     selector,
+    store::{LabelSets, Links},
 };
 
 /// Content hashes of resources, by key: what a proxy or class holds, to diff.
@@ -92,6 +94,34 @@ struct ProxyState {
     inbound: BTreeMap<ResourceKey, Resource>,
 }
 
+/// A pod as the index keeps it: what the model reads of it, its labels shared with every
+/// pod that has the same ones.
+struct StoredPod {
+    labels: Arc<Labels>,
+    ip: Option<IpAddr>,
+    sidecar: bool,
+    ports: Box<[ContainerPort]>,
+}
+
+impl StoredPod {
+    fn new(pod: Pod, label_sets: &mut LabelSets) -> StoredPod {
+        StoredPod {
+            labels: label_sets.intern(&pod.labels),
+            ip: pod.ip,
+            sidecar: pod.sidecar,
+            ports: pod.ports.into(),
+        }
+    }
+
+    /// Whether `pod` says nothing new (its service account the model never reads).
+    fn same(&self, pod: &Pod) -> bool {
+        *self.labels == pod.labels
+            && self.ip == pod.ip
+            && self.sidecar == pod.sidecar
+            && *self.ports == *pod.ports
+    }
+}
+
 struct EndpointsEntry {
     /// How many classes use the cluster: the entry goes when the last one stops.
     users: u32,
@@ -105,15 +135,20 @@ pub struct Mesh {
     namespaces: BTreeMap<String, Labels>,
     services: BTreeMap<ObjectKey, Service>,
     slices: BTreeMap<ObjectKey, EndpointSlice>,
-    slices_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
-    pod_slices: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
-    pods: BTreeMap<ObjectKey, Pod>,
+    /// Service → the names of its slices (in its namespace).
+    slices_of: Links<String>,
+    /// Pod → the names of the slices listing it (in its namespace).
+    pod_slices: Links<String>,
+    pods: BTreeMap<ObjectKey, StoredPod>,
+    label_sets: LabelSets,
     policies: BTreeMap<ObjectKey, PolicyState>,
     routes: BTreeMap<ObjectKey, RouteState>,
-    routes_of: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Service → the routes naming it as a parent.
+    routes_of: Links<ObjectKey>,
 
     routing: BTreeMap<ObjectKey, Arc<ServiceRouting>>,
-    referenced_by: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Service → the Services whose routing names it as a backend or mirror.
+    referenced_by: Links<ObjectKey>,
     classes: BTreeMap<ClassKey, Class>,
     proxies: BTreeMap<ObjectKey, ProxyState>,
     endpoints: BTreeMap<ClusterKey, EndpointsEntry>,
@@ -269,7 +304,7 @@ impl Mesh {
                 if governing != route {
                     continue;
                 }
-                let own = ClusterKey::new(parent.clone(), *port, Labels::new());
+                let own = ClusterKey::new(&self.settings, parent.clone(), *port, Arc::default());
                 for key in r
                     .clusters
                     .iter()
@@ -282,7 +317,7 @@ impl Mesh {
                     {
                         out.insert(Problem::SubsetEmpty {
                             service: key.service.clone(),
-                            subset: key.subset.clone(),
+                            subset: (*key.subset).clone(),
                         });
                     }
                 }
@@ -330,14 +365,9 @@ impl Mesh {
                     let service = ObjectKey::new(&slice.namespace, &slice.service);
                     for pod in slice.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
                         self.pod_slices
-                            .entry(ObjectKey::new(&slice.namespace, pod))
-                            .or_default()
-                            .insert(key.clone());
+                            .insert(ObjectKey::new(&slice.namespace, pod), slice.name.clone());
                     }
-                    self.slices_of
-                        .entry(service.clone())
-                        .or_default()
-                        .insert(key.clone());
+                    self.slices_of.insert(service.clone(), slice.name.clone());
                     self.dirty.endpoints.insert(service);
                     self.slices.insert(key, slice);
                 }
@@ -345,15 +375,16 @@ impl Mesh {
             Object::Pod(pod) => {
                 let key = ObjectKey::new(&pod.namespace, &pod.name);
                 let old = self.pods.get(&key);
-                if old == Some(&pod) {
+                if old.is_some_and(|o| o.same(&pod)) {
                     return;
                 }
-                if old.is_none_or(|o| o.labels != pod.labels) {
+                if old.is_none_or(|o| *o.labels != pod.labels) {
                     self.mark_pod_endpoints(&key);
                 }
                 if pod.sidecar || self.proxies.contains_key(&key) {
                     self.dirty.pods.insert(key.clone());
                 }
+                let pod = StoredPod::new(pod, &mut self.label_sets);
                 self.pods.insert(key, pod);
             }
             Object::SidecarPolicy(policy) => self.upsert_policy(*policy),
@@ -391,9 +422,7 @@ impl Mesh {
                 if let Some(old) = self.routes.remove(key) {
                     self.mark_route_parents(&old);
                     for (parent, _) in old.parents() {
-                        if let Some(set) = self.routes_of.get_mut(&parent) {
-                            set.remove(key);
-                        }
+                        self.routes_of.remove(&parent, key);
                     }
                 }
             }
@@ -453,16 +482,11 @@ impl Mesh {
             let old = old.clone();
             self.mark_route_parents(&old);
             for (parent, _) in old.parents() {
-                if let Some(set) = self.routes_of.get_mut(&parent) {
-                    set.remove(&key);
-                }
+                self.routes_of.remove(&parent, &key);
             }
         }
         for (parent, _) in state.parents() {
-            self.routes_of
-                .entry(parent)
-                .or_default()
-                .insert(key.clone());
+            self.routes_of.insert(parent, key.clone());
         }
         self.mark_route_parents(&state);
         self.routes.insert(key, state);
@@ -473,16 +497,10 @@ impl Mesh {
             return;
         };
         let service = ObjectKey::new(&old.namespace, &old.service);
-        if let Some(set) = self.slices_of.get_mut(&service) {
-            set.remove(key);
-        }
+        self.slices_of.remove(&service, &old.name);
         for pod in old.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
-            if let Some(set) = self
-                .pod_slices
-                .get_mut(&ObjectKey::new(&old.namespace, pod))
-            {
-                set.remove(key);
-            }
+            self.pod_slices
+                .remove(&ObjectKey::new(&old.namespace, pod), &old.name);
         }
         self.dirty.endpoints.insert(service);
     }
@@ -490,9 +508,9 @@ impl Mesh {
     fn mark_service(&mut self, key: &ObjectKey) {
         self.dirty.routing.insert(key.clone());
         self.dirty.endpoints.insert(key.clone());
-        if let Some(users) = self.referenced_by.get(key) {
-            self.dirty.routing.extend(users.iter().cloned());
-        }
+        self.dirty
+            .routing
+            .extend(self.referenced_by.of(key).cloned());
     }
 
     fn mark_route_parents(&mut self, route: &RouteState) {
@@ -502,8 +520,8 @@ impl Mesh {
     }
 
     fn mark_pod_endpoints(&mut self, pod: &ObjectKey) {
-        for slice in self.pod_slices.get(pod).into_iter().flatten() {
-            if let Some(s) = self.slices.get(slice) {
+        for slice in self.pod_slices.of(pod) {
+            if let Some(s) = self.slices.get(&ObjectKey::new(&pod.namespace, slice)) {
                 self.dirty
                     .endpoints
                     .insert(ObjectKey::new(&s.namespace, &s.service));
@@ -532,7 +550,7 @@ impl Mesh {
         if policy.namespace == self.settings.root_namespace {
             let all: Vec<String> = self
                 .pods
-                .values()
+                .keys()
                 .map(|p| p.namespace.clone())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
@@ -588,13 +606,17 @@ impl Mesh {
             let new = self.services.get(svc).map(|service| {
                 let routes: Vec<&RouteState> = self
                     .routes_of
-                    .get(svc)
-                    .into_iter()
-                    .flatten()
+                    .of(svc)
                     .filter_map(|r| self.routes.get(r))
                     .filter(|r| r.accepted.is_some())
                     .collect();
-                routing::resolve(&self.settings, service, &routes, &self.services)
+                routing::resolve(
+                    &self.settings,
+                    service,
+                    &routes,
+                    &self.services,
+                    &mut self.label_sets,
+                )
             });
             let old = self.routing.get(svc);
             if old.map(|o| o.hash) == new.as_ref().map(|n| n.hash) && old.is_some() == new.is_some()
@@ -603,18 +625,13 @@ impl Mesh {
             }
             if let Some(old) = self.routing.remove(svc) {
                 for b in &old.references {
-                    if let Some(set) = self.referenced_by.get_mut(b) {
-                        set.remove(svc);
-                    }
+                    self.referenced_by.remove(b, svc);
                 }
             }
             self.cache.forget(svc);
             if let Some(new) = new {
                 for b in &new.references {
-                    self.referenced_by
-                        .entry(b.clone())
-                        .or_default()
-                        .insert(svc.clone());
+                    self.referenced_by.insert(b.clone(), svc.clone());
                 }
                 self.routing.insert(svc.clone(), Arc::new(new));
             }
@@ -639,12 +656,13 @@ impl Mesh {
         for key in &dirty.pods {
             let pod = self.pods.get(key).filter(|p| p.sidecar);
             let new_class = pod.map(|pod| ClassKey {
-                namespace: pod.namespace.clone(),
+                namespace: key.namespace.clone(),
                 policy: policy::resolve(
                     &self.settings,
                     self.policies.values(),
-                    pod,
-                    self.namespaces.get(&pod.namespace),
+                    &key.namespace,
+                    &pod.labels,
+                    self.namespaces.get(&key.namespace),
                 )
                 .map(|p| p.key.clone()),
             });
@@ -783,7 +801,7 @@ impl Mesh {
             }
         }
         for svc in &dirty.endpoints {
-            let start = ClusterKey::new(svc.clone(), 0, Labels::new());
+            let start = ClusterKey::new(&self.settings, svc.clone(), 0, Arc::default());
             recompute.extend(
                 self.endpoints
                     .range(start..)
@@ -911,7 +929,7 @@ impl Mesh {
     /// The ready endpoints of a cluster: its Service's slices, the port matching by name,
     /// narrowed to the pods whose labels fit the subset.
     fn cluster_endpoints(&self, key: &ClusterKey) -> Arc<Versioned<ClusterEndpoints>> {
-        let name = key.name(&self.settings);
+        let name = key.name.clone();
         let mut endpoints = BTreeSet::new();
         let service_port = self
             .services
@@ -920,10 +938,8 @@ impl Mesh {
         if let Some(sp) = service_port {
             for slice in self
                 .slices_of
-                .get(&key.service)
-                .into_iter()
-                .flatten()
-                .filter_map(|s| self.slices.get(s))
+                .of(&key.service)
+                .filter_map(|s| self.slices.get(&ObjectKey::new(&key.service.namespace, s)))
             {
                 let Some(port) = slice
                     .ports
@@ -987,7 +1003,7 @@ fn diff(old: &Versions, new: &Versions) -> BTreeSet<ResourceKey> {
 }
 
 /// The listeners, routes and clusters that bring traffic to the pod's own application.
-fn inbound_resources(pod: &Pod, defaults: &Defaults) -> BTreeMap<ResourceKey, Resource> {
+fn inbound_resources(pod: &StoredPod, defaults: &Defaults) -> BTreeMap<ResourceKey, Resource> {
     let mut out = BTreeMap::new();
     let Some(ip) = pod.ip else {
         return out;

@@ -11,7 +11,7 @@ use remora_api::{
 
 use crate::{
     config::{CircuitBreaker, OutlierDetection, RetryPolicy, content_hash},
-    input::{Labels, MeshSettings, ObjectKey, Pod},
+    input::{Labels, MeshSettings, ObjectKey},
     selector,
 };
 
@@ -33,10 +33,11 @@ fn covers(
     settings: &MeshSettings,
     policy: &PolicyState,
     spec: &SidecarPolicySpec,
-    pod: &Pod,
+    pod_ns: &str,
+    pod_labels: &Labels,
     ns_labels: Option<&Labels>,
 ) -> bool {
-    let in_scope = if policy.key.namespace == pod.namespace {
+    let in_scope = if policy.key.namespace == pod_ns {
         true
     } else if policy.key.namespace == settings.root_namespace {
         let Some(ns_labels) = ns_labels else {
@@ -55,7 +56,7 @@ fn covers(
         && spec
             .selector
             .as_ref()
-            .is_none_or(|sel| selector::matches(sel, &pod.labels))
+            .is_none_or(|sel| selector::matches(sel, pod_labels))
 }
 
 /// The documented precedence: namespace-local over root, a selector over none, older over
@@ -73,20 +74,21 @@ fn precedence(pod_ns: &str, a: &PolicyState, b: &PolicyState) -> Ordering {
         .then(a.key.cmp(&b.key))
 }
 
-/// The policy that governs `pod`, if any.
+/// The policy that governs a pod in `pod_ns` with `pod_labels`, if any.
 pub fn resolve<'a>(
     settings: &MeshSettings,
     policies: impl Iterator<Item = &'a PolicyState>,
-    pod: &Pod,
+    pod_ns: &str,
+    pod_labels: &Labels,
     ns_labels: Option<&Labels>,
 ) -> Option<&'a PolicyState> {
     policies
         .filter(|p| {
             p.accepted
                 .as_ref()
-                .is_some_and(|spec| covers(settings, p, spec, pod, ns_labels))
+                .is_some_and(|spec| covers(settings, p, spec, pod_ns, pod_labels, ns_labels))
         })
-        .min_by(|a, b| precedence(&pod.namespace, a, b))
+        .min_by(|a, b| precedence(pod_ns, a, b))
 }
 
 /// What a policy contributes to outbound config, reduced to what the model uses.
@@ -208,6 +210,7 @@ mod tests {
     use remora_api::sidecar_policy::{ProxySpec, RolloutStrategy, TrafficDefaults};
 
     use super::*;
+    use crate::input::Pod;
 
     fn spec(
         selector: Option<&[(&str, &str)]>,
@@ -270,8 +273,14 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        resolve(&MeshSettings::default(), policies.iter(), pod, Some(&ns))
-            .map(|p| p.key.to_string())
+        resolve(
+            &MeshSettings::default(),
+            policies.iter(),
+            &pod.namespace,
+            &pod.labels,
+            Some(&ns),
+        )
+        .map(|p| p.key.to_string())
     }
 
     const MESH: &[(&str, &str)] = &[("remora.dev/mesh", "enabled")];

@@ -20,6 +20,7 @@ use crate::{
     },
     input::{Labels, MeshSettings, ObjectKey, Protocol, Service},
     policy::retry_policy,
+    store::LabelSets,
 };
 
 /// A route as the model keeps it: the last spec that passed validation stays in effect
@@ -103,7 +104,11 @@ impl PartialOrd for ClusterKey {
 pub struct ClusterId {
     pub service: ObjectKey,
     pub port: u16,
-    pub subset: Labels,
+    /// Shared with every other holder of the same labels.
+    pub subset: Arc<Labels>,
+    /// Follows from the fields above; kept so every route and class naming the cluster
+    /// shares one string.
+    pub name: Arc<str>,
 }
 
 impl std::ops::Deref for ClusterKey {
@@ -115,29 +120,27 @@ impl std::ops::Deref for ClusterKey {
 }
 
 impl ClusterKey {
-    pub fn new(service: ObjectKey, port: u16, subset: Labels) -> ClusterKey {
+    pub fn new(
+        settings: &MeshSettings,
+        service: ObjectKey,
+        port: u16,
+        subset: Arc<Labels>,
+    ) -> ClusterKey {
+        let labels: Vec<String> = subset.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let name = format!(
+            "outbound|{port}|{}|{}.{}.svc.{}",
+            labels.join(","),
+            service.name,
+            service.namespace,
+            settings.cluster_domain
+        )
+        .into();
         ClusterKey(Arc::new(ClusterId {
             service,
             port,
             subset,
+            name,
         }))
-    }
-
-    pub fn name(&self, settings: &MeshSettings) -> Arc<str> {
-        let subset: Vec<String> = self
-            .subset
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        format!(
-            "outbound|{}|{}|{}.{}.svc.{}",
-            self.port,
-            subset.join(","),
-            self.service.name,
-            self.service.namespace,
-            settings.cluster_domain
-        )
-        .into()
     }
 }
 
@@ -233,21 +236,22 @@ pub struct ServiceRouting {
     pub ports: BTreeMap<u16, (Protocol, PortRouting)>,
     /// Every cluster the routing sends to (for its own ports, backends and mirrors).
     pub clusters: BTreeSet<ClusterKey>,
-    /// The route governing each port, if any.
-    pub governed_by: BTreeMap<u16, ObjectKey>,
-    /// Every Service named as a backend or mirror, found or not: when one of them appears,
-    /// changes or goes, this routing is resolved again.
-    pub references: BTreeSet<ObjectKey>,
+    /// The route governing each port, if any, by port.
+    pub governed_by: Vec<(u16, ObjectKey)>,
+    /// Every Service named as a backend or mirror, found or not, sorted: when one of them
+    /// appears, changes or goes, this routing is resolved again.
+    pub references: Vec<ObjectKey>,
     pub problems: Vec<(ObjectKey, Problem)>,
     pub hash: u64,
 }
 
 /// Resolves a Service's routing. `routes` are the accepted routes naming it as a parent.
-pub fn resolve(
+pub(crate) fn resolve(
     settings: &MeshSettings,
     service: &Service,
     routes: &[&RouteState],
     services: &BTreeMap<ObjectKey, Service>,
+    label_sets: &mut LabelSets,
 ) -> ServiceRouting {
     let key = service.key();
     let mut out = ServiceRouting {
@@ -255,8 +259,8 @@ pub fn resolve(
         cluster_ip: service.cluster_ip,
         ports: BTreeMap::new(),
         clusters: BTreeSet::new(),
-        governed_by: BTreeMap::new(),
-        references: BTreeSet::new(),
+        governed_by: Vec::new(),
+        references: Vec::new(),
         problems: Vec::new(),
         hash: 0,
     };
@@ -280,7 +284,12 @@ pub fn resolve(
     }
 
     for sp in &service.ports {
-        let own = ClusterKey::new(key.clone(), sp.port, Labels::new());
+        let own = ClusterKey::new(
+            settings,
+            key.clone(),
+            sp.port,
+            label_sets.intern(&Labels::new()),
+        );
         out.clusters.insert(own.clone());
         let mut governing = routes.iter().filter(|r| {
             r.parents()
@@ -308,9 +317,10 @@ pub fn resolve(
             clusters: &mut out.clusters,
             references: &mut out.references,
             problems: &mut out.problems,
+            label_sets,
         };
         let routing = if sp.protocol.is_http() {
-            let mut routes = Vec::new();
+            let mut routes = Vec::with_capacity(spec.map_or(0, |s| s.http.len()) + 1);
             if let Some(spec) = spec {
                 if !spec.tcp.is_empty() {
                     ctx.problem(Problem::ProtocolMismatch {
@@ -323,7 +333,7 @@ pub fn resolve(
                     routes.push(ctx.http_rule(i, rule));
                 }
             }
-            routes.push(default_route(&own, settings));
+            routes.push(default_route(&own));
             PortRouting::Http { routes }
         } else {
             let rule = spec.and_then(|s| s.tcp.first());
@@ -341,12 +351,19 @@ pub fn resolve(
             PortRouting::Tcp { clusters }
         };
         if let Some(w) = winner {
-            out.governed_by.insert(sp.port, w.key.clone());
+            out.governed_by.push((sp.port, w.key.clone()));
         }
         out.ports.insert(sp.port, (sp.protocol, routing));
     }
     out.problems.sort();
     out.problems.dedup();
+    out.governed_by.sort();
+    out.references.sort();
+    out.references.dedup();
+    // A routing lives until its Service or routes change: no spare capacity.
+    out.problems.shrink_to_fit();
+    out.governed_by.shrink_to_fit();
+    out.references.shrink_to_fit();
     out.hash = content_hash(&(
         &out.service,
         &out.cluster_ip,
@@ -358,13 +375,13 @@ pub fn resolve(
     out
 }
 
-fn default_route(own: &ClusterKey, settings: &MeshSettings) -> Route {
+fn default_route(own: &ClusterKey) -> Route {
     Route {
         name: "default".into(),
         matches: vec![],
         action: RouteAction::Forward(Forward {
             clusters: vec![WeightedCluster {
-                target: Target::Cluster(own.name(settings)),
+                target: Target::Cluster(own.name.clone()),
                 weight: 1,
             }],
             timeout: None,
@@ -384,8 +401,9 @@ struct Ctx<'a> {
     services: &'a BTreeMap<ObjectKey, Service>,
     port: u16,
     clusters: &'a mut BTreeSet<ClusterKey>,
-    references: &'a mut BTreeSet<ObjectKey>,
+    references: &'a mut Vec<ObjectKey>,
     problems: &'a mut Vec<(ObjectKey, Problem)>,
+    label_sets: &'a mut LabelSets,
 }
 
 impl Ctx<'_> {
@@ -400,22 +418,22 @@ impl Ctx<'_> {
     }
 
     /// Resolves a backend to a cluster, or records why it cannot be.
-    fn target(
+    fn cluster(
         &mut self,
         path: String,
         name: &str,
         namespace: Option<&String>,
         port: Option<i32>,
         subset: &Labels,
-    ) -> Target {
+    ) -> Option<ClusterKey> {
         let service = ObjectKey::new(namespace.map_or(self.route_ns(), |n| n.as_str()), name);
         let port = port
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(self.port);
-        self.references.insert(service.clone());
+        self.references.push(service.clone());
         let Some(svc) = self.services.get(&service) else {
             self.problem(Problem::BackendNotFound { path, service });
-            return Target::Unresolved;
+            return None;
         };
         if svc.port(port).is_none() {
             self.problem(Problem::BackendPortNotFound {
@@ -423,12 +441,13 @@ impl Ctx<'_> {
                 service,
                 port,
             });
-            return Target::Unresolved;
+            return None;
         }
-        let key = ClusterKey::new(service, port, subset.clone());
-        let name = key.name(self.settings);
-        self.clusters.insert(key);
-        Target::Cluster(name)
+        let key = ClusterKey::new(self.settings, service, port, self.label_sets.intern(subset));
+        // One key per cluster in a routing, however many rules name it.
+        let key = self.clusters.get(&key).cloned().unwrap_or(key);
+        self.clusters.insert(key.clone());
+        Some(key)
     }
 
     fn backends(&mut self, path: &str, refs: &[BackendRef]) -> Vec<(Target, u32)> {
@@ -436,14 +455,14 @@ impl Ctx<'_> {
             .enumerate()
             .filter(|(_, b)| b.weight > 0)
             .map(|(i, b)| {
-                let t = self.target(
+                let key = self.cluster(
                     format!("{path}.backendRefs[{i}]"),
                     &b.name,
                     b.namespace.as_ref(),
                     b.port,
                     &b.subset,
                 );
-                (t, b.weight.unsigned_abs())
+                (target(key), b.weight.unsigned_abs())
             })
             .collect()
     }
@@ -457,21 +476,12 @@ impl Ctx<'_> {
             .filter(|(_, b)| b.weight > 0)
         {
             let path = format!("spec.tcp[0].backendRefs[{i}]");
-            if let Target::Cluster(_) =
-                self.target(path, &b.name, b.namespace.as_ref(), b.port, &b.subset)
+            if let Some(key) = self.cluster(path, &b.name, b.namespace.as_ref(), b.port, &b.subset)
             {
-                let service =
-                    ObjectKey::new(b.namespace.as_deref().unwrap_or(self.route_ns()), &b.name);
-                let port = b
-                    .port
-                    .and_then(|p| u16::try_from(p).ok())
-                    .unwrap_or(self.port);
-                out.push((
-                    ClusterKey::new(service, port, b.subset.clone()),
-                    b.weight.unsigned_abs(),
-                ));
+                out.push((key, b.weight.unsigned_abs()));
             }
         }
+        out.shrink_to_fit();
         out
     }
 
@@ -497,22 +507,23 @@ impl Ctx<'_> {
                     .unwrap_or(302),
             }),
             None => {
-                let clusters = self
+                let mut clusters: Vec<_> = self
                     .backends(&path, &rule.backend_refs)
                     .into_iter()
                     .map(|(target, weight)| WeightedCluster { target, weight })
                     .collect();
+                clusters.shrink_to_fit();
                 let mirrors = rule
                     .mirror
                     .iter()
                     .map(|m| Mirror {
-                        cluster: self.target(
+                        cluster: target(self.cluster(
                             format!("{path}.mirror.backendRef"),
                             &m.backend_ref.name,
                             m.backend_ref.namespace.as_ref(),
                             m.backend_ref.port,
                             &Labels::new(),
-                        ),
+                        )),
                         percent: m.percent.clamp(0, 100).unsigned_abs(),
                     })
                     .collect();
@@ -560,6 +571,11 @@ impl Ctx<'_> {
             }),
         }
     }
+}
+
+/// Where a backend resolved to (or did not) sends traffic.
+fn target(cluster: Option<ClusterKey>) -> Target {
+    cluster.map_or(Target::Unresolved, |k| Target::Cluster(k.name.clone()))
 }
 
 fn path_rewrite(m: &api::PathModifier) -> Option<PathRewrite> {
