@@ -23,7 +23,7 @@ use crate::{
         Protocol, Service,
     },
     policy::{self, Defaults, PolicyState},
-    routing::{self, ClusterKey, Problem, RouteState, ServiceRouting},
+    routing::{self, AcceptedRoute, ClusterKey, Problem, RouteState, ServiceRouting},
     selector,
     store::{LabelSets, Links},
 };
@@ -463,7 +463,10 @@ impl Mesh {
         );
         let previous = self.routes.get(&key).and_then(|r| r.accepted.clone());
         let (accepted, problems) = match route.spec.validate() {
-            Ok(()) => (Some(route.spec), Vec::new()),
+            Ok(()) => (
+                Some(AcceptedRoute::new(&key.namespace, &route.spec)),
+                Vec::new(),
+            ),
             // A broken edit never replaces a working route: the last valid spec stays.
             Err(e) => (previous.clone(), e.0),
         };

@@ -30,25 +30,50 @@ pub struct RouteState {
     pub key: ObjectKey,
     pub created: Option<Time>,
     pub generation: Option<i64>,
-    pub accepted: Option<TrafficRouteSpec>,
+    pub accepted: Option<AcceptedRoute>,
     pub problems: Vec<remora_api::FieldError>,
+}
+
+/// A route's accepted spec, kept as its JSON encoding. Decoded, a spec takes about 3 KiB
+/// (a map per subset, every optional field of every rule), a tenth of that encoded, and the
+/// whole spec is read only when its Services' routing is resolved again. The parents,
+/// which every update of the route reads, are kept decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptedRoute {
+    parents: Box<[(ObjectKey, Option<u16>)]>,
+    /// Equal specs encode alike (fields in declaration order, maps sorted), so comparing
+    /// encodings compares specs.
+    json: Box<str>,
+}
+
+impl AcceptedRoute {
+    /// `namespace` is the route's own, where parents without one are.
+    pub fn new(namespace: &str, spec: &TrafficRouteSpec) -> AcceptedRoute {
+        let parents = spec
+            .parent_refs
+            .iter()
+            .map(|p| {
+                (
+                    ObjectKey::new(p.namespace.as_deref().unwrap_or(namespace), &p.name),
+                    p.port.and_then(|p| u16::try_from(p).ok()),
+                )
+            })
+            .collect();
+        let json = k8s_openapi::serde_json::to_string(spec)
+            .expect("a route spec encodes as JSON")
+            .into();
+        AcceptedRoute { parents, json }
+    }
+
+    pub fn spec(&self) -> TrafficRouteSpec {
+        k8s_openapi::serde_json::from_str(&self.json).expect("decodes what `new` encoded")
+    }
 }
 
 impl RouteState {
     /// The Services (with an optional port) this route's accepted spec governs.
     pub fn parents(&self) -> impl Iterator<Item = (ObjectKey, Option<u16>)> + '_ {
-        self.accepted.iter().flat_map(move |spec| {
-            spec.parent_refs.iter().map(move |p| {
-                let ns = p
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| self.key.namespace.clone());
-                (
-                    ObjectKey::new(ns, &p.name),
-                    p.port.and_then(|p| u16::try_from(p).ok()),
-                )
-            })
-        })
+        self.accepted.iter().flat_map(|a| a.parents.iter().cloned())
     }
 
     /// Oldest first, then by namespace and name; objects without a timestamp (never stored
@@ -308,7 +333,10 @@ pub(crate) fn resolve(
                 ));
             }
         }
-        let spec = winner.and_then(|w| w.accepted.as_ref());
+        let spec = winner
+            .and_then(|w| w.accepted.as_ref())
+            .map(AcceptedRoute::spec);
+        let spec = spec.as_ref();
         let mut ctx = Ctx {
             settings,
             route: winner.map(|w| &w.key),
@@ -634,5 +662,60 @@ fn header_changes(m: Option<&api::HeaderModifier>) -> HeaderChanges {
         set: pairs(&m.set),
         add: pairs(&m.add),
         remove: m.remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_accepted_spec_decodes_to_what_was_accepted() {
+        let spec: TrafficRouteSpec = k8s_openapi::serde_json::from_value(
+            k8s_openapi::serde_json::json!({
+                "parentRefs": [{"name": "web", "port": 80}, {"name": "api", "namespace": "b"}],
+                "http": [
+                    {
+                        "name": "canary",
+                        "matches": [{
+                            "path": {"type": "RegularExpression", "value": "/v[0-9]+/.*"},
+                            "headers": [{"name": "X-Group", "value": "beta"}],
+                            "queryParams": [{"name": "debug", "value": "1"}],
+                            "method": "GET"
+                        }],
+                        "backendRefs": [
+                            {"name": "web", "subset": {"version": "v2"}, "weight": 10},
+                            {"name": "web", "port": 8080, "weight": 0}
+                        ],
+                        "requestHeaders": {"set": [{"name": "a", "value": "b"}], "remove": ["c"]},
+                        "rewrite": {"path": {"replacePrefixMatch": "/"}},
+                        "mirror": {"backendRef": {"name": "shadow", "namespace": "c"}, "percent": 5},
+                        "timeouts": {"request": "5s", "backendRequest": "1s"},
+                        "retry": {"attempts": 2, "retryOn": ["5xx", "reset"], "codes": [503]},
+                        "fault": {"delay": {"fixedDelay": "1s", "percent": 5}}
+                    },
+                    {"redirect": {"scheme": "https", "statusCode": 301}}
+                ],
+                "tcp": [{"backendRefs": [{"name": "db"}]}]
+            }),
+        )
+        .expect("a valid spec");
+        let accepted = AcceptedRoute::new("a", &spec);
+        assert_eq!(accepted.spec(), spec);
+        assert_eq!(accepted, AcceptedRoute::new("a", &spec.clone()));
+        let state = RouteState {
+            key: ObjectKey::new("a", "r"),
+            created: None,
+            generation: None,
+            accepted: Some(accepted),
+            problems: vec![],
+        };
+        assert_eq!(
+            state.parents().collect::<Vec<_>>(),
+            [
+                (ObjectKey::new("a", "web"), Some(80)),
+                (ObjectKey::new("b", "api"), None)
+            ]
+        );
     }
 }
