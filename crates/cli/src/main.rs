@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod compute;
+mod controller;
 mod local;
 mod status;
 
@@ -40,6 +41,8 @@ enum Command {
     /// Run the control plane with no cluster: a folder of YAML is the cluster's state,
     /// reloaded when it changes, served to Envoys over xDS.
     Local(local::Args),
+    /// Run the control plane in a Kubernetes cluster (what the Helm chart starts).
+    Controller(controller::Args),
     /// List the connected proxies and whether each holds its latest config (per type:
     /// SYNCED, STALE, NACKED with Envoy's message).
     ProxyStatus(status::StatusArgs),
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             init_logs();
             local::run(&args)
         }
+        Command::Controller(args) => controller::run(&args),
         Command::ProxyStatus(args) => status::status(&args),
         Command::ProxyConfig(args) => status::config(&args),
     }

@@ -3,6 +3,8 @@
 //! Every wait is a bounded loop that gives up with a message.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod cluster;
+
 use std::{
     fs,
     net::{IpAddr, SocketAddr},

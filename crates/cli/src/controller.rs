@@ -1,0 +1,128 @@
+//! `remora controller`: the control plane in a cluster, as the Helm chart runs it.
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use remora_controller::{Config, leader::LeaseConfig, start};
+use remora_model::input::MeshSettings;
+use remora_runtime::Debounce;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where ADS and the remora.v1 API listen.
+    #[arg(long, default_value = "0.0.0.0:18000")]
+    xds_addr: SocketAddr,
+    /// Where /healthz, /readyz and /metrics listen.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    admin_addr: SocketAddr,
+    /// `json` for log collectors, `text` for people.
+    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+    /// A level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// The mesh's root namespace, where mesh-wide policies live.
+    #[arg(long, env = "REMORA_ROOT_NAMESPACE", default_value = "remora-system")]
+    root_namespace: String,
+    /// The Lease the replicas compete for, in this pod's namespace.
+    #[arg(long, env = "REMORA_LEASE_NAME", default_value = "remora-controller")]
+    lease_name: String,
+    /// This replica's namespace (from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "remora-system")]
+    namespace: String,
+    /// This replica's identity in the Lease (from the downward API).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: String,
+    /// How long a leader's lease lasts without renewal, in seconds.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_secs: u64,
+    /// How long before expiry the leader renews, in seconds.
+    #[arg(long, default_value_t = 5)]
+    lease_grace_secs: u64,
+    /// Write status without electing a leader (one replica only).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Quiet time that closes a batch of cluster events, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    debounce_ms: u64,
+    /// The longest an event waits for its batch to close, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    max_delay_ms: u64,
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    init_logs(&args.log_format, &args.log_level);
+    let config = Config {
+        xds_addr: args.xds_addr,
+        admin_addr: args.admin_addr,
+        settings: MeshSettings {
+            root_namespace: args.root_namespace.clone(),
+            ..MeshSettings::default()
+        },
+        lease: (!args.no_leader_election).then(|| LeaseConfig {
+            namespace: args.namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: args.pod_name.clone(),
+            duration: Duration::from_secs(args.lease_duration_secs),
+            grace: Duration::from_secs(args.lease_grace_secs),
+        }),
+        debounce: Debounce {
+            window: Duration::from_millis(args.debounce_ms),
+            max_delay: Duration::from_millis(args.max_delay_ms.max(args.debounce_ms)),
+        },
+        status_interval: Duration::from_secs(2),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("remora controller: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG)");
+                return ExitCode::FAILURE;
+            }
+        };
+        let controller = match start(client, config).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining xDS streams and releasing the lease");
+        controller.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match &mut term {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
+}
+
+fn init_logs(format: &str, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}

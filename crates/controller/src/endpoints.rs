@@ -1,0 +1,89 @@
+//! Which API lists a Service's endpoints on this server. Current Kubernetes serves
+//! `discovery.k8s.io/v1` EndpointSlices; 1.17-1.20 serve only `v1beta1`; anything older has
+//! only core `Endpoints`. The choice is made once, from API discovery, and logged once.
+
+use kube::Client;
+use tracing::{info, warn};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointApi {
+    SlicesV1,
+    SlicesV1beta1,
+    Endpoints,
+}
+
+impl EndpointApi {
+    /// Picks the newest API the server serves EndpointSlices with, from the resources each
+    /// group version lists (`None`: that group version is not served).
+    pub fn pick(v1: Option<&[String]>, v1beta1: Option<&[String]>) -> EndpointApi {
+        let serves =
+            |r: Option<&[String]>| r.is_some_and(|r| r.iter().any(|n| n == "endpointslices"));
+        if serves(v1) {
+            EndpointApi::SlicesV1
+        } else if serves(v1beta1) {
+            EndpointApi::SlicesV1beta1
+        } else {
+            EndpointApi::Endpoints
+        }
+    }
+
+    /// Asks the server. A discovery error other than "not served" counts as not served:
+    /// the fallback still works, and the log says why it was taken.
+    pub async fn discover(client: &Client) -> EndpointApi {
+        let mut found = Vec::new();
+        for version in ["discovery.k8s.io/v1", "discovery.k8s.io/v1beta1"] {
+            match client.list_api_group_resources(version).await {
+                Ok(list) => found.push(Some(
+                    list.resources
+                        .into_iter()
+                        .map(|r| r.name)
+                        .collect::<Vec<_>>(),
+                )),
+                Err(kube::Error::Api(e)) if e.code == 404 => found.push(None),
+                Err(e) => {
+                    warn!(%version, error = %e, "API discovery failed; treating it as not served");
+                    found.push(None);
+                }
+            }
+        }
+        let api = EndpointApi::pick(found[0].as_deref(), found[1].as_deref());
+        match api {
+            EndpointApi::SlicesV1 => info!("endpoints from discovery.k8s.io/v1 EndpointSlices"),
+            EndpointApi::SlicesV1beta1 => info!(
+                "discovery.k8s.io/v1 is not served (Kubernetes < 1.21): endpoints from v1beta1 EndpointSlices"
+            ),
+            EndpointApi::Endpoints => {
+                warn!("this server serves no EndpointSlices: endpoints from core/v1 Endpoints")
+            }
+        }
+        api
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn newest_served_api_wins() {
+        let slices = names(&["endpointslices"]);
+        let other = names(&["something"]);
+        assert_eq!(
+            EndpointApi::pick(Some(&slices), Some(&slices)),
+            EndpointApi::SlicesV1
+        );
+        assert_eq!(
+            EndpointApi::pick(None, Some(&slices)),
+            EndpointApi::SlicesV1beta1
+        );
+        assert_eq!(
+            EndpointApi::pick(Some(&other), None),
+            EndpointApi::Endpoints
+        );
+        assert_eq!(EndpointApi::pick(None, None), EndpointApi::Endpoints);
+    }
+}

@@ -1,0 +1,158 @@
+//! Prometheus metrics of the controller. Counters and histograms are updated where things
+//! happen; gauges of the xDS side (connected and NACKing proxies) are read from the status
+//! registry when scraped, so they are never stale.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use remora_xds::{StatusRegistry, status::SyncState};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `TrafficRoute` or `SidecarPolicy`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub kind: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<OutcomeLabels, Counter>,
+    pub reconcile_seconds: Family<KindLabel, Histogram>,
+    pub status_writes: Family<KindLabel, Counter>,
+    /// Proxies that got a new snapshot.
+    pub pushes: Counter,
+    /// From a batch of cluster events to its snapshots being published.
+    pub push_seconds: Histogram,
+    pub leader: Gauge,
+    connected: Gauge,
+    nacking: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("remora");
+        let reconciles = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Status reconciliations by kind and outcome",
+            reconciles.clone(),
+        );
+        let reconcile_seconds = Family::<KindLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time to compute and, when changed, write one object's status",
+            reconcile_seconds.clone(),
+        );
+        let status_writes = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "status_writes",
+            "Status writes to the API server (only changed statuses are written)",
+            status_writes.clone(),
+        );
+        let pushes = Counter::default();
+        registry.register("pushes", "Proxy snapshots published", pushes.clone());
+        let push_seconds = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
+        registry.register(
+            "push_duration_seconds",
+            "From a debounced batch of cluster events to its snapshots being published",
+            push_seconds.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease",
+            leader.clone(),
+        );
+        let connected = Gauge::default();
+        registry.register(
+            "connected_proxies",
+            "Proxies with an open xDS stream",
+            connected.clone(),
+        );
+        let nacking = Gauge::default();
+        registry.register(
+            "nacking_proxies",
+            "Connected proxies whose last answer to some type was a NACK",
+            nacking.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_seconds,
+            status_writes,
+            pushes,
+            push_seconds,
+            leader,
+            connected,
+            nacking,
+        }
+    }
+
+    pub fn observe_reconcile(&self, kind: &'static str, ok: bool, took: Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&OutcomeLabels { kind, outcome })
+            .inc();
+        self.reconcile_seconds
+            .get_or_create(&KindLabel { kind })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The text exposition, with the xDS gauges read now.
+    pub fn render(&self, xds: &StatusRegistry) -> String {
+        let proxies = xds.all();
+        let nacking = proxies
+            .iter()
+            .filter(|p| p.types.values().any(|t| t.state() == SyncState::Nacked))
+            .count();
+        self.connected.set(proxies.len() as i64);
+        self.nacking.set(nacking as i64);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_their_labels() {
+        let m = Metrics::new();
+        m.observe_reconcile("TrafficRoute", true, Duration::from_millis(2));
+        m.observe_reconcile("TrafficRoute", false, Duration::from_millis(2));
+        m.status_writes
+            .get_or_create(&KindLabel {
+                kind: "SidecarPolicy",
+            })
+            .inc();
+        let text = m.render(&StatusRegistry::new());
+        assert!(
+            text.contains(r#"remora_reconciles_total{kind="TrafficRoute",outcome="error"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"remora_status_writes_total{kind="SidecarPolicy"} 1"#));
+        assert!(text.contains("remora_connected_proxies 0"));
+        assert!(text.contains("remora_reconcile_duration_seconds_count{kind=\"TrafficRoute\"} 2"));
+    }
+}

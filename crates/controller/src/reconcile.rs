@@ -1,0 +1,221 @@
+//! Status of the CRDs, written by the leader. After every published change, and every
+//! `interval` to pick up proxies' ACKs and NACKs, each route's and policy's status is
+//! computed from the model and the xDS server's view of the proxies; the writer sends it
+//! only when it differs from what the object has.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Client, ResourceExt, runtime::reflector::Store};
+use remora_api::{SidecarPolicy, TrafficRoute};
+use remora_model::input::ObjectKey;
+use remora_runtime::{SharedMesh, publish::proxy_id};
+use remora_status::{
+    PolicyFacts, ProxyTally, RouteFacts, StatusWriter, policy_status, route_status,
+};
+use remora_xds::{SnapshotCache, StatusRegistry};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use crate::{
+    ProxyPods,
+    admin::Readiness,
+    metrics::{KindLabel, Metrics},
+};
+
+/// Everything status is computed from.
+pub struct Reconciler {
+    pub client: Client,
+    pub mesh: Arc<SharedMesh>,
+    pub cache: Arc<SnapshotCache>,
+    pub xds: Arc<StatusRegistry>,
+    pub routes: Store<TrafficRoute>,
+    pub policies: Store<SidecarPolicy>,
+    pub proxy_pods: ProxyPods,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Whether a proxy runs the config published for it now: connected, and every type it
+/// asked for ACKed at the version of its current snapshot. `Err` carries a NACK message.
+fn proxy_in_sync(
+    cache: &SnapshotCache,
+    xds: &StatusRegistry,
+    proxy: &ObjectKey,
+) -> Result<bool, String> {
+    let id = proxy_id(proxy);
+    let (Some(status), Some(snapshot)) = (xds.get(&id), cache.get(&id)) else {
+        return Ok(false);
+    };
+    if let Some(nack) = status.types.values().find_map(|t| {
+        t.nack
+            .as_ref()
+            .filter(|n| Some(&n.version) == t.sent.as_ref())
+    }) {
+        return Err(nack.message.clone());
+    }
+    Ok(status
+        .types
+        .iter()
+        .all(|(type_url, t)| t.acked.as_deref() == Some(snapshot.resources(type_url).version())))
+}
+
+fn tally<'a>(
+    cache: &SnapshotCache,
+    xds: &StatusRegistry,
+    proxies: impl IntoIterator<Item = &'a ObjectKey>,
+) -> ProxyTally {
+    let mut t = ProxyTally::default();
+    for p in proxies {
+        t.affected += 1;
+        match proxy_in_sync(cache, xds, p) {
+            Ok(true) => t.acked += 1,
+            Ok(false) => {}
+            Err(message) => {
+                t.nacked += 1;
+                t.first_nack.get_or_insert((p.to_string(), message));
+            }
+        }
+    }
+    t
+}
+
+impl Reconciler {
+    async fn routes(&self, writer: &StatusWriter) {
+        for route in self.routes.state() {
+            let started = Instant::now();
+            let key = ObjectKey::new(route.namespace().unwrap_or_default(), route.name_any());
+            let desired = {
+                let mesh = self.mesh.lock();
+                if !mesh.has_route(&key) {
+                    continue;
+                }
+                let proxies = mesh.route_proxies(&key);
+                let problems = mesh.route_problems(&key);
+                let facts = RouteFacts {
+                    generation: mesh.route_generation(&key),
+                    validation: mesh.route_validation(&key).unwrap_or_default(),
+                    problems: &problems,
+                    proxies: tally(&self.cache, &self.xds, &proxies),
+                };
+                route_status(&facts, route.status.as_ref(), Time(now()))
+            };
+            let result = writer.route(&route, desired).await;
+            self.record("TrafficRoute", &key, result, started);
+        }
+    }
+
+    async fn policies(&self, writer: &StatusWriter) {
+        for policy in self.policies.state() {
+            let started = Instant::now();
+            let key = ObjectKey::new(policy.namespace().unwrap_or_default(), policy.name_any());
+            let desired = {
+                let mesh = self.mesh.lock();
+                if !mesh.has_policy(&key) {
+                    continue;
+                }
+                let governed: Vec<ObjectKey> = mesh
+                    .proxies()
+                    .filter(|p| mesh.proxy_policy(p) == Some(&key))
+                    .cloned()
+                    .collect();
+                let pods = self.proxy_pods.read().unwrap_or_else(|e| e.into_inner());
+                let mut versions: BTreeMap<String, i32> = BTreeMap::new();
+                let mut workloads = std::collections::BTreeSet::new();
+                for p in &governed {
+                    if let Some(pod) = pods.get(p) {
+                        *versions.entry(pod.version.clone()).or_default() += 1;
+                        if let Some(w) = &pod.workload {
+                            workloads.insert((p.namespace.as_str(), w.as_str()));
+                        }
+                    }
+                }
+                let facts = PolicyFacts {
+                    generation: mesh.policy_generation(&key),
+                    validation: mesh.policy_validation(&key).unwrap_or_default(),
+                    desired_version: policy.spec.proxy.version.clone(),
+                    matched_proxies: governed.len() as i32,
+                    matched_workloads: workloads.len() as i32,
+                    versions,
+                    proxies: tally(&self.cache, &self.xds, &governed),
+                };
+                policy_status(&facts, policy.status.as_ref(), Time(now()))
+            };
+            let result = writer.policy(&policy, desired).await;
+            self.record("SidecarPolicy", &key, result, started);
+        }
+    }
+
+    fn record(
+        &self,
+        kind: &'static str,
+        key: &ObjectKey,
+        result: Result<bool, remora_status::Error>,
+        started: Instant,
+    ) {
+        match &result {
+            Ok(true) => {
+                self.metrics
+                    .status_writes
+                    .get_or_create(&KindLabel { kind })
+                    .inc();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(%kind, object = %key, error = %e, "status not written; retried on the next pass")
+            }
+        }
+        self.metrics
+            .observe_reconcile(kind, result.is_ok(), started.elapsed());
+    }
+
+    /// Drops the facts of pods the model no longer has (the pod watch adds and replaces
+    /// them; deletions show up here).
+    fn prune_pods(&self) {
+        let mesh = self.mesh.lock();
+        self.proxy_pods
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| mesh.has_proxy(k));
+    }
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// Recomputes status after each change and every `interval`, while this replica leads
+/// (`leading` is `None` when there is no election) and once the first config is out.
+pub async fn run(
+    reconciler: Reconciler,
+    leading: Option<watch::Receiver<bool>>,
+    ready: Arc<Readiness>,
+    changed: Arc<Notify>,
+    interval: Duration,
+) {
+    let writer = StatusWriter::new(reconciler.client.clone(), "remora-controller");
+    loop {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let leader = leading.as_ref().is_none_or(|l| *l.borrow());
+        if reconciler.metrics.leader.set(i64::from(leader)) != i64::from(leader) {
+            info!(leader, "leadership changed");
+        }
+        if !leader || !ready.published.load(Ordering::Acquire) {
+            continue;
+        }
+        reconciler.prune_pods();
+        let before = writer.writes();
+        reconciler.routes(&writer).await;
+        reconciler.policies(&writer).await;
+        let written = writer.writes() - before;
+        if written > 0 {
+            debug!(written, "status written");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! One watch per kind of object the model reads. Each turns what the API server says into
+//! model events: upserts and deletes, with a re-list (after a restart of the watch, a 410
+//! Gone, an API server restart) turned into exactly the upserts and deletes that bring the
+//! model to the listed state, so nothing is lost and nothing is counted twice.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Debug,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use futures::{Stream, StreamExt};
+use kube::{
+    Resource, ResourceExt,
+    runtime::watcher::{self, Event as WatchEvent},
+};
+use remora_inputs::convert::Unusable;
+use remora_model::input::{Event, Kind, Object, ObjectKey};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// What a watch has seen of its objects: for each source object, the model objects it
+/// became (an `Endpoints` object becomes one per subset).
+#[derive(Debug, Default)]
+pub struct Tracker {
+    produced: HashMap<ObjectKey, Vec<(Kind, ObjectKey)>>,
+    /// Source objects seen since the current re-list began.
+    relisting: Option<HashMap<ObjectKey, Vec<(Kind, ObjectKey)>>>,
+}
+
+impl Tracker {
+    /// The model events for one watch event. `convert` turns a source object into model
+    /// objects; an object it cannot use is logged and what it produced before is deleted.
+    pub fn on_event<K>(
+        &mut self,
+        event: WatchEvent<K>,
+        convert: &impl Fn(&K) -> Result<Vec<Object>, Unusable>,
+    ) -> Vec<Event>
+    where
+        K: Resource + Debug,
+    {
+        match event {
+            WatchEvent::Init => {
+                self.relisting = Some(HashMap::new());
+                Vec::new()
+            }
+            WatchEvent::InitApply(obj) => {
+                let key = source_key(&obj);
+                let (events, now) = self.replace(&key, convert(&obj));
+                if let Some(relist) = &mut self.relisting {
+                    relist.insert(key, now);
+                }
+                events
+            }
+            WatchEvent::Apply(obj) => {
+                let key = source_key(&obj);
+                let (events, now) = self.replace(&key, convert(&obj));
+                self.produced.insert(key, now);
+                events
+            }
+            WatchEvent::Delete(obj) => {
+                let key = source_key(&obj);
+                self.produced
+                    .remove(&key)
+                    .into_iter()
+                    .flatten()
+                    .map(|(kind, k)| Event::Delete(kind, k))
+                    .collect()
+            }
+            WatchEvent::InitDone => {
+                let Some(listed) = self.relisting.take() else {
+                    return Vec::new();
+                };
+                // Whatever was there before the re-list and is not in it was deleted
+                // while the watch was down.
+                let gone = std::mem::replace(&mut self.produced, listed);
+                gone.into_iter()
+                    .filter(|(k, _)| !self.produced.contains_key(k))
+                    .flat_map(|(_, objects)| objects)
+                    .map(|(kind, k)| Event::Delete(kind, k))
+                    .collect()
+            }
+        }
+    }
+
+    /// Upserts for what `converted` holds, deletes for what the same source produced before
+    /// and no longer does; returns them with what the source now produces.
+    fn replace(
+        &self,
+        source: &ObjectKey,
+        converted: Result<Vec<Object>, Unusable>,
+    ) -> (Vec<Event>, Vec<(Kind, ObjectKey)>) {
+        let objects = converted.unwrap_or_else(|e| {
+            warn!(problem = %e, "skipped an object the model cannot use");
+            Vec::new()
+        });
+        let now: Vec<(Kind, ObjectKey)> = objects.iter().map(|o| (o.kind(), o.key())).collect();
+        let keep: HashSet<&(Kind, ObjectKey)> = now.iter().collect();
+        let before = self
+            .relisting
+            .as_ref()
+            .and_then(|r| r.get(source))
+            .or_else(|| self.produced.get(source));
+        let mut events: Vec<Event> = before
+            .into_iter()
+            .flatten()
+            .filter(|k| !keep.contains(k))
+            .map(|(kind, k)| Event::Delete(*kind, k.clone()))
+            .collect();
+        events.extend(objects.into_iter().map(Event::Upsert));
+        (events, now)
+    }
+}
+
+fn source_key<K: Resource>(obj: &K) -> ObjectKey {
+    ObjectKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Runs one watch until its stream ends: model events go to `tx` (a re-list as one batch,
+/// so the model never sees half a list), and `synced` is set once the first list is in.
+pub async fn run<K, S>(
+    what: &'static str,
+    stream: S,
+    convert: impl Fn(&K) -> Result<Vec<Object>, Unusable>,
+    tx: mpsc::Sender<Vec<Event>>,
+    synced: Arc<AtomicBool>,
+) where
+    K: Resource + Debug,
+    S: Stream<Item = Result<WatchEvent<K>, watcher::Error>>,
+{
+    let mut tracker = Tracker::default();
+    let mut pending: Vec<Event> = Vec::new();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        let event = match item {
+            Ok(e) => e,
+            Err(e) => {
+                // The watcher backs off and re-lists by itself.
+                warn!(%what, error = %e, "watch failed; retrying");
+                continue;
+            }
+        };
+        let done = matches!(event, WatchEvent::InitDone);
+        let listing = tracker.relisting.is_some();
+        pending.extend(tracker.on_event(event, &convert));
+        if done {
+            debug!(%what, "listed");
+            synced.store(true, Ordering::Release);
+        }
+        // A finished list is sent even when empty: the model waits for every kind's.
+        if (done || (!listing && !pending.is_empty()))
+            && tx.send(std::mem::take(&mut pending)).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Namespace as KNamespace;
+    use kube::api::ObjectMeta;
+    use remora_inputs::convert;
+
+    fn ns(name: &str, label: &str) -> KNamespace {
+        KNamespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("team".to_owned(), label.to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn conv(n: &KNamespace) -> Result<Vec<Object>, Unusable> {
+        convert::namespace(n).map(|o| vec![o])
+    }
+
+    fn summary(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Upsert(o) => format!("+{}", o.key().name),
+                Event::Delete(_, k) => format!("-{}", k.name),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_relist_deletes_what_vanished_while_the_watch_was_down() {
+        let mut t = Tracker::default();
+        let mut all = Vec::new();
+        for e in [
+            WatchEvent::Init,
+            WatchEvent::InitApply(ns("a", "1")),
+            WatchEvent::InitApply(ns("b", "1")),
+            WatchEvent::InitDone,
+        ] {
+            all.extend(t.on_event(e, &conv));
+        }
+        assert_eq!(summary(&all), ["+a", "+b"]);
+        assert!(t.on_event(WatchEvent::Delete(ns("a", "1")), &conv).len() == 1);
+        t.on_event(WatchEvent::Apply(ns("a", "2")), &conv);
+        // The watch expired (410 Gone); meanwhile `b` was deleted and `c` created.
+        let mut relist = Vec::new();
+        for e in [
+            WatchEvent::Init,
+            WatchEvent::InitApply(ns("a", "2")),
+            WatchEvent::InitApply(ns("c", "1")),
+            WatchEvent::InitDone,
+        ] {
+            relist.extend(t.on_event(e, &conv));
+        }
+        assert_eq!(summary(&relist), ["+a", "+c", "-b"]);
+        // A second, identical re-list deletes nothing.
+        let again: Vec<Event> = [
+            WatchEvent::Init,
+            WatchEvent::InitApply(ns("a", "2")),
+            WatchEvent::InitApply(ns("c", "1")),
+            WatchEvent::InitDone,
+        ]
+        .into_iter()
+        .flat_map(|e| t.on_event(e, &conv))
+        .collect();
+        assert_eq!(summary(&again), ["+a", "+c"]);
+    }
+
+    #[test]
+    fn an_unusable_update_withdraws_what_the_object_produced() {
+        let mut t = Tracker::default();
+        t.on_event(WatchEvent::Apply(ns("a", "1")), &conv);
+        let fail = |_: &KNamespace| -> Result<Vec<Object>, Unusable> {
+            Err(Unusable {
+                kind: "Namespace",
+                name: "/a".into(),
+                reason: "broken".into(),
+            })
+        };
+        let events = t.on_event(WatchEvent::Apply(ns("a", "2")), &fail);
+        assert_eq!(summary(&events), ["-a"]);
+        assert!(
+            t.on_event(WatchEvent::Delete(ns("a", "2")), &conv)
+                .is_empty()
+        );
+    }
+}

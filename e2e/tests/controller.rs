@@ -1,0 +1,333 @@
+//! The controller against a real Kubernetes API server: status follows the cluster, is
+//! written only when it changes, and exactly one of two replicas writes it.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use remora_api::{TrafficRoute, conditions};
+use remora_controller::{Config, Controller, leader::LeaseConfig};
+use remora_model::input::MeshSettings;
+use remora_runtime::Debounce;
+use support::{cluster, eventually};
+
+/// Every controller writes the status of every route in the cluster, so the tests of this
+/// file take turns: one test's controllers never write another test's routes.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn config(lease: Option<LeaseConfig>) -> Config {
+    Config {
+        xds_addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        settings: MeshSettings::default(),
+        lease,
+        debounce: Debounce {
+            window: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+        },
+        status_interval: Duration::from_millis(300),
+    }
+}
+
+async fn start(client: &Client, lease: Option<LeaseConfig>) -> Controller {
+    remora_controller::start(client.clone(), config(lease))
+        .await
+        .expect("the controller starts")
+}
+
+fn service(name: &str, port: i32) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": port}]}
+    }))
+    .expect("a Service")
+}
+
+fn route(name: &str, parent: &str, backends: &[(&str, i32)]) -> TrafficRoute {
+    let backend_refs: Vec<_> = backends
+        .iter()
+        .map(|(b, w)| serde_json::json!({"name": b, "weight": w}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "TrafficRoute",
+        "metadata": {"name": name},
+        "spec": {"parentRefs": [{"name": parent, "port": 80}],
+                 "http": [{"name": "split", "backendRefs": backend_refs}]}
+    }))
+    .expect("a TrafficRoute")
+}
+
+/// The condition of a type, as (status, reason, message), with its observed generation.
+fn condition(r: &TrafficRoute, type_: &str) -> Option<(String, String, String, Option<i64>)> {
+    let c = r
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((
+        c.status.clone(),
+        c.reason.clone(),
+        c.message.clone(),
+        c.observed_generation,
+    ))
+}
+
+/// Waits until the route's status describes generation `generation` and `check` holds.
+async fn route_status(
+    api: &Api<TrafficRoute>,
+    name: &str,
+    generation: i64,
+    what: &str,
+    check: impl Fn(&TrafficRoute) -> bool,
+) -> TrafficRoute {
+    eventually(30, what, async || {
+        let r = api.get(name).await.ok()?;
+        let observed = r.status.as_ref()?.observed_generation;
+        (observed == Some(generation) && check(&r)).then_some(r)
+    })
+    .await
+}
+
+/// Waits several status passes and checks that the route was not written again.
+async fn assert_not_rewritten(
+    routes: &Api<TrafficRoute>,
+    name: &str,
+    settled: &TrafficRoute,
+    why: &str,
+) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = routes.get(name).await.expect("the route");
+    assert_eq!(
+        later.metadata.resource_version, settled.metadata.resource_version,
+        "{why}"
+    );
+}
+
+/// Replaces the route's HTTP rules.
+async fn set_rules(routes: &Api<TrafficRoute>, name: &str, rules: serde_json::Value) {
+    let patch = serde_json::json!({"spec": {"http": rules}});
+    routes
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("the API server takes the edit");
+}
+
+/// One test's share of the cluster: its turn, and a fresh namespace holding a Service `web`.
+struct Scene {
+    client: Client,
+    ns: String,
+    services: Api<Service>,
+    routes: Api<TrafficRoute>,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+async fn scene(prefix: &str) -> Option<Scene> {
+    let client = cluster::client().await?;
+    let turn = ONE_AT_A_TIME.lock().await;
+    cluster::install_crds(&client).await;
+    let ns = cluster::test_namespace(&client, prefix).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    services
+        .create(&PostParams::default(), &service("web", 80))
+        .await
+        .expect("web");
+    Some(Scene {
+        routes: Api::namespaced(client.clone(), &ns),
+        client,
+        ns,
+        services,
+        _turn: turn,
+    })
+}
+
+fn is(r: &TrafficRoute, type_: &str, status: &str, reason: &str) -> bool {
+    condition(r, type_).is_some_and(|(s, re, _, _)| s == status && re == reason)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_status_follows_the_cluster_and_is_written_only_when_it_changes() {
+    let Some(sc) = scene("status").await else {
+        return;
+    };
+    let (client, services, routes) = (&sc.client, &sc.services, &sc.routes);
+    let pp = PostParams::default();
+
+    let controller = start(client, None).await;
+    routes
+        .create(
+            &pp,
+            &route("split", "web", &[("web", 90), ("web-canary", 10)]),
+        )
+        .await
+        .expect("the route is created");
+
+    // The canary Service does not exist yet.
+    let r = route_status(routes, "split", 1, "ResolvedRefs=False", |r| {
+        is(r, conditions::RESOLVED_REFS, "False", "BackendNotFound")
+    })
+    .await;
+    assert!(
+        is(&r, conditions::ACCEPTED, "True", "Accepted"),
+        "{:?}",
+        r.status
+    );
+    let (_, _, message, observed) =
+        condition(&r, conditions::RESOLVED_REFS).expect("the condition is set");
+    assert!(message.contains("web-canary"), "{message}");
+    assert_eq!(observed, Some(1));
+
+    // Creating it resolves the route without touching the route itself.
+    services
+        .create(&pp, &service("web-canary", 80))
+        .await
+        .expect("web-canary");
+    let r = route_status(routes, "split", 1, "ResolvedRefs=True", |r| {
+        is(r, conditions::RESOLVED_REFS, "True", "Resolved")
+    })
+    .await;
+    assert_eq!(r.metadata.generation, Some(1));
+
+    // Nothing changes now, so nothing is written.
+    assert_not_rewritten(routes, "split", &r, "a write without a change").await;
+
+    // An edit moves observedGeneration along.
+    set_rules(
+        routes,
+        "split",
+        serde_json::json!([{"name": "split", "backendRefs": [
+            {"name": "web", "weight": 50}, {"name": "web-canary", "weight": 50}]}]),
+    )
+    .await;
+    route_status(routes, "split", 2, "observedGeneration 2", |r| {
+        is(r, conditions::ACCEPTED, "True", "Accepted")
+    })
+    .await;
+
+    // An invalid spec that got in (no webhook here) is reported with its field path.
+    set_rules(
+        routes,
+        "split",
+        serde_json::json!([
+            {"name": "split", "backendRefs": [{"name": "web", "weight": 1}]},
+            {"name": "split", "backendRefs": [{"name": "web", "weight": 1}]}]),
+    )
+    .await;
+    let r = route_status(routes, "split", 3, "Accepted=False", |r| {
+        is(r, conditions::ACCEPTED, "False", "Invalid")
+    })
+    .await;
+    let (_, _, message, _) = condition(&r, conditions::ACCEPTED).expect("Accepted");
+    assert!(message.contains("spec.http[1].name"), "{message}");
+
+    let writes = controller.metrics.render(&controller.xds);
+    assert!(writes.contains("remora_status_writes_total"), "{writes}");
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_replicas_leads_and_the_other_takes_over_when_it_dies() {
+    let Some(sc) = scene("lease").await else {
+        return;
+    };
+    let (client, routes) = (&sc.client, &sc.routes);
+    let pp = PostParams::default();
+    let lease = |identity: &str| LeaseConfig {
+        namespace: sc.ns.clone(),
+        name: "remora-controller".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(4),
+        grace: Duration::from_secs(1),
+    };
+    routes
+        .create(&pp, &route("split", "web", &[("web", 1)]))
+        .await
+        .expect("the route");
+
+    let a = start(client, Some(lease("replica-a"))).await;
+    let b = start(client, Some(lease("replica-b"))).await;
+    eventually(20, "one leader", async || {
+        (a.is_leader() != b.is_leader()).then_some(())
+    })
+    .await;
+    let r = route_status(routes, "split", 1, "status from the leader", |r| {
+        is(r, conditions::RESOLVED_REFS, "True", "Resolved")
+    })
+    .await;
+    let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
+
+    // The leader dies without releasing the lease; the follower takes over once it
+    // expires, and finds nothing to rewrite.
+    drop(leader);
+    let died = std::time::Instant::now();
+    eventually(15, "the follower leads", async || {
+        follower.is_leader().then_some(())
+    })
+    .await;
+    assert!(
+        died.elapsed() < Duration::from_secs(4 + 5),
+        "takeover took {:?}",
+        died.elapsed()
+    );
+    assert_not_rewritten(routes, "split", &r, "status flapped on takeover").await;
+
+    // The new leader writes what changes.
+    set_rules(
+        routes,
+        "split",
+        serde_json::json!([{"name": "split", "backendRefs": [
+            {"name": "web", "weight": 1}, {"name": "missing", "weight": 1}]}]),
+    )
+    .await;
+    route_status(routes, "split", 2, "the new leader writes", |r| {
+        is(r, conditions::RESOLVED_REFS, "False", "BackendNotFound")
+    })
+    .await;
+    follower.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_survives_an_api_server_restart() {
+    let Some(sc) = scene("restart").await else {
+        return;
+    };
+    let (client, services, routes) = (&sc.client, &sc.services, &sc.routes);
+    let pp = PostParams::default();
+    routes
+        .create(&pp, &route("split", "web", &[("web", 1), ("later", 1)]))
+        .await
+        .expect("the route");
+    let controller = start(client, None).await;
+    let settled = route_status(routes, "split", 1, "BackendNotFound", |r| {
+        is(r, conditions::RESOLVED_REFS, "False", "BackendNotFound")
+    })
+    .await;
+
+    if !cluster::restart_apiserver(client).await {
+        return;
+    }
+    // Watches resume (or re-list) by themselves; an unchanged status is not rewritten.
+    assert_not_rewritten(
+        routes,
+        "split",
+        &settled,
+        "status rewritten after the restart although nothing changed",
+    )
+    .await;
+    // And what changes after it is seen.
+    services
+        .create(&pp, &service("later", 80))
+        .await
+        .expect("later");
+    route_status(routes, "split", 1, "resolved after the restart", |r| {
+        is(r, conditions::RESOLVED_REFS, "True", "Resolved")
+    })
+    .await;
+    controller.stop().await;
+}

@@ -1,0 +1,158 @@
+//! The Kubernetes API server the cluster tests run against: the stub 1.20 cluster that
+//! `e2e/cluster/with-cluster` starts, or the cluster `REMORA_E2E_KUBECONFIG` names.
+//! Without one, a cluster test says it was skipped; under CI (`CI=true`) it fails instead,
+//! so a broken harness can never pass as a skip.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, CustomResourceExt,
+    api::{ObjectMeta, PostParams},
+};
+use remora_api::{SidecarPolicy, TrafficRoute};
+
+/// A client for the e2e cluster, or `None` (the caller returns) when there is none.
+pub async fn client() -> Option<Client> {
+    if std::env::var_os("REMORA_E2E_CLUSTER").is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no cluster: CI runs the tests under e2e/cluster/with-cluster"
+        );
+        eprintln!("skipped: no cluster (run under e2e/cluster/with-cluster)");
+        return None;
+    }
+    let config = kube::Config::infer()
+        .await
+        .expect("KUBECONFIG names a usable cluster");
+    Some(Client::try_from(config).expect("a client for the cluster"))
+}
+
+/// Whether pods must be made Running by the test (the stub cluster has no kubelet).
+pub fn is_stub() -> bool {
+    std::env::var("REMORA_E2E_CLUSTER").as_deref() == Ok("stub")
+}
+
+/// Installs both CRDs (as the code generates them) once per cluster and waits until they
+/// are served. Older servers drop the schema parts they do not know, as `kubectl apply
+/// --validate=false` would.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [TrafficRoute::crd(), SidecarPolicy::crd()] {
+        let name = crd.metadata.name.clone().expect("CRDs are named");
+        match api.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("cannot create CRD {name}: {e}"),
+        }
+        for _ in 0..100 {
+            let established = api
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Discovery of a new group can lag its CRD's Established condition.
+    let routes: Api<TrafficRoute> = Api::all(client.clone());
+    for _ in 0..100 {
+        if routes.list(&Default::default()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the remora.dev CRDs are not served after 10 s");
+}
+
+/// Creates a namespace in the mesh with a unique name starting with `prefix`.
+pub async fn test_namespace(client: &Client, prefix: &str) -> String {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{prefix}-")),
+            labels: Some([("remora.dev/mesh".to_owned(), "enabled".to_owned())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let created = api
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create a test namespace");
+    created.metadata.name.expect("the server names it")
+}
+
+/// Restarts the stub cluster's API server in place (same flags, same etcd, so every object
+/// stays) and waits until it answers again. Watches break meanwhile; clients must resume or
+/// re-list by themselves. Returns `false` (and does nothing) on an external cluster.
+pub async fn restart_apiserver(client: &Client) -> bool {
+    if !is_stub() {
+        eprintln!("skipped the API server restart: not the stub cluster");
+        return false;
+    }
+    let kubeconfig = std::env::var("KUBECONFIG").expect("with-cluster sets KUBECONFIG");
+    let state = std::path::Path::new(&kubeconfig)
+        .parent()
+        .expect("the kubeconfig sits in the state dir")
+        .to_owned();
+    let pid_file = state.join("kube-apiserver.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("the API server's pid file");
+    let pid = pid.trim();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("its command line");
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "cannot stop the API server");
+    for _ in 0..200 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(state.join("kube-apiserver.log"))
+        .expect("the API server's log");
+    // As e2e/cluster/up starts it: its own session, an empty environment. It outlives the
+    // test; e2e/cluster/down stops it through the pid file, so it is never waited for here.
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new("setsid")
+        .arg("env")
+        .arg("-i")
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+        .arg(format!("HOME={}", state.display()))
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("the API server starts again");
+    std::fs::write(&pid_file, child.id().to_string()).expect("the pid file");
+    let api: Api<Namespace> = Api::all(client.clone());
+    for _ in 0..600 {
+        if api.get("default").await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the API server did not come back within 60 s");
+}
