@@ -310,11 +310,12 @@ impl Mesh {
                     .iter()
                     .filter(|k| !k.subset.is_empty() && **k != own)
                 {
-                    if self
-                        .endpoints
-                        .get(key)
-                        .is_none_or(|e| e.resource.value.endpoints.is_empty())
-                    {
+                    // Clusters no proxy uses have no entry; status still wants the answer.
+                    let empty = match self.endpoints.get(key) {
+                        Some(e) => e.resource.value.endpoints.is_empty(),
+                        None => self.cluster_endpoints(key).value.endpoints.is_empty(),
+                    };
+                    if empty {
                         out.insert(Problem::SubsetEmpty {
                             service: key.service.clone(),
                             subset: (*key.subset).clone(),

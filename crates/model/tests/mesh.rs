@@ -379,6 +379,50 @@ fn an_empty_subset_is_reported() {
 }
 
 #[test]
+fn a_subset_is_judged_by_its_pods_even_when_no_proxy_reaches_it() {
+    let mut m = mesh(shop());
+    // Without sidecars there are no proxies, so no cluster of the route is in use.
+    m.apply([
+        up(mk_pod(
+            "shop",
+            "frontend",
+            &[("app", "frontend")],
+            "10.0.0.9",
+            false,
+        )),
+        up(mk_pod(
+            "other",
+            "client",
+            &[("app", "client")],
+            "10.0.1.9",
+            false,
+        )),
+        up(mk_pod(
+            "shop",
+            "reviews-v1",
+            &[("app", "reviews"), ("version", "v1")],
+            "10.0.0.1",
+            false,
+        )),
+        up(mk_pod(
+            "shop",
+            "reviews-v2",
+            &[("app", "reviews"), ("version", "v2")],
+            "10.0.0.2",
+            false,
+        )),
+    ]);
+    assert_eq!(m.proxies().count(), 0);
+    assert!(m.route_problems(&key("shop", "reviews")).is_empty());
+    m.apply([Event::Delete(Kind::Pod, key("shop", "reviews-v2"))]);
+    let problems = m.route_problems(&key("shop", "reviews"));
+    assert!(
+        matches!(problems.as_slice(), [Problem::SubsetEmpty { .. }]),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn the_egress_scope_bounds_a_proxys_config() {
     let m = mesh(shop());
     let client = m.proxy_config(&key("other", "client")).expect("client");
