@@ -331,3 +331,50 @@ async fn the_controller_survives_an_api_server_restart() {
     .await;
     controller.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subset_resolves_when_a_matching_pod_becomes_ready() {
+    let Some(sc) = scene("subset").await else {
+        return;
+    };
+    if !cluster::is_stub() {
+        eprintln!("skipped: pods are made ready by hand only on the stub cluster");
+        return;
+    }
+    let (client, routes) = (&sc.client, &sc.routes);
+    let canary: TrafficRoute = serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "TrafficRoute",
+        "metadata": {"name": "canary"},
+        "spec": {"parentRefs": [{"name": "web", "port": 80}],
+                 "http": [{"name": "split", "backendRefs": [
+                     {"name": "web", "weight": 90},
+                     {"name": "web", "subset": {"version": "v2"}, "weight": 10}]}]}
+    }))
+    .expect("a TrafficRoute");
+    routes
+        .create(&PostParams::default(), &canary)
+        .await
+        .expect("the route");
+    let controller = start(client, None).await;
+    route_status(routes, "canary", 1, "SubsetEmpty", |r| {
+        is(r, conditions::RESOLVED_REFS, "False", "SubsetEmpty")
+    })
+    .await;
+
+    // A v2 pod appears and becomes ready: Kubernetes lists it in the Service's
+    // EndpointSlice (discovery.k8s.io/v1beta1 on 1.20), and the subset resolves.
+    let pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-v2", "labels": {"app": "web", "version": "v2"}},
+        "spec": {"containers": [{"name": "web", "image": "example.invalid/web:2",
+                                 "ports": [{"name": "http", "containerPort": 80}]}]}
+    }))
+    .expect("a Pod");
+    cluster::create_pod(client, &sc.ns, &pod).await;
+    cluster::run_pod(client, &sc.ns, "web-v2", "127.1.200.2").await;
+    route_status(routes, "canary", 1, "the subset resolved", |r| {
+        is(r, conditions::RESOLVED_REFS, "True", "Resolved")
+    })
+    .await;
+    controller.stop().await;
+}

@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::core::v1::Namespace,
+    api::core::v1::{Namespace, Pod},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, CustomResourceExt,
-    api::{ObjectMeta, PostParams},
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use remora_api::{SidecarPolicy, TrafficRoute};
 
@@ -155,4 +155,50 @@ pub async fn restart_apiserver(client: &Client) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the API server did not come back within 60 s");
+}
+
+/// Does what a kubelet would for a pod of the stub cluster: binds it to the stub node and
+/// reports it running and ready at `ip` (see e2e/cluster/README.md, "Playing kubelet").
+pub async fn run_pod(client: &Client, namespace: &str, name: &str, ip: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let node = std::env::var("REMORA_NODE_NAME").unwrap_or_else(|_| "remora-e2e".into());
+    let binding = serde_json::json!({
+        "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node}
+    });
+    pods.create_subresource::<_, serde_json::Value>(
+        "binding",
+        name,
+        &PostParams::default(),
+        &binding,
+    )
+    .await
+    .expect("the pod binds to the stub node");
+    let at = "2026-01-01T00:00:00Z";
+    let condition =
+        |t: &str| serde_json::json!({"type": t, "status": "True", "lastTransitionTime": at});
+    let conditions = ["PodScheduled", "Initialized", "ContainersReady", "Ready"].map(condition);
+    let status = serde_json::json!({"status": {
+        "phase": "Running", "hostIP": "127.0.0.1", "podIP": ip, "podIPs": [{"ip": ip}],
+        "startTime": at, "conditions": conditions,
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("the pod reports ready");
+}
+
+/// Creates a pod, retrying while its new namespace's `default` ServiceAccount does not
+/// exist yet (admission refuses pods until it does).
+pub async fn create_pod(client: &Client, namespace: &str, pod: &Pod) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    for _ in 0..100 {
+        match pods.create(&PostParams::default(), pod).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.message.contains("service account") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot create the pod: {e}"),
+        }
+    }
+    panic!("the namespace's default ServiceAccount did not appear within 10 s");
 }
