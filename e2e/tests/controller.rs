@@ -14,6 +14,7 @@ use remora_api::{TrafficRoute, conditions};
 use remora_controller::{Config, Controller, leader::LeaseConfig};
 use remora_model::input::MeshSettings;
 use remora_runtime::Debounce;
+use remora_xds::ProxyId;
 use support::{cluster, eventually};
 
 /// Every controller writes the status of every route in the cluster, so the tests of this
@@ -376,5 +377,83 @@ async fn a_subset_resolves_when_a_matching_pod_becomes_ready() {
         is(r, conditions::RESOLVED_REFS, "True", "Resolved")
     })
     .await;
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn programmed_counts_a_real_envoys_ack_and_reports_its_nack() {
+    let Some(sc) = scene("programmed").await else {
+        return;
+    };
+    if !cluster::is_stub() {
+        eprintln!("skipped: pods are made ready by hand only on the stub cluster");
+        return;
+    }
+    let (client, services, routes) = (&sc.client, &sc.services, &sc.routes);
+    let pp = PostParams::default();
+    // An unusual port: the proxy's outbound listener binds it on every local address.
+    services
+        .create(&pp, &service("api", 28_081))
+        .await
+        .expect("api");
+    let pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "client", "labels": {"app": "client"}},
+        "spec": {"containers": [
+            {"name": "app", "image": "example.invalid/client:1"},
+            {"name": "remora-proxy", "image": "example.invalid/remora-proxy:1.40.0"}]}
+    }))
+    .expect("a Pod");
+    cluster::create_pod(client, &sc.ns, &pod).await;
+    cluster::run_pod(client, &sc.ns, "client", "127.1.201.2").await;
+
+    let controller = start(client, None).await;
+    let envoy =
+        support::Envoy::start(ProxyId::new(&sc.ns, "client"), controller.xds_addr, false).await;
+    let rules = |path: &str| {
+        serde_json::json!([{"name": "only", "matches": [{"path": {"type": "RegularExpression", "value": path}}],
+                            "backendRefs": [{"name": "api", "port": 28_081}]}])
+    };
+    let api_route: TrafficRoute = serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "TrafficRoute",
+        "metadata": {"name": "api"},
+        "spec": {"parentRefs": [{"name": "api", "port": 28_081}], "http": rules("/v1/.*")}
+    }))
+    .expect("a TrafficRoute");
+    routes.create(&pp, &api_route).await.expect("the route");
+    let r = route_status(routes, "api", 1, "Programmed=True", |r| {
+        is(r, conditions::PROGRAMMED, "True", "Programmed")
+    })
+    .await;
+    let counts = r.status.as_ref().and_then(|s| s.proxies.clone());
+    let counts = counts.expect("proxy counts");
+    assert_eq!((counts.affected, counts.acked, counts.nacked), (1, 1, 0));
+
+    // Valid for validate(), beyond the RE2 program size Envoy accepts: Envoy NACKs, and
+    // the route says so in Envoy's words.
+    set_rules(routes, "api", rules("/x{300}")).await;
+    let r = route_status(routes, "api", 2, "Programmed=False", |r| {
+        is(r, conditions::PROGRAMMED, "False", "RejectedByProxy")
+    })
+    .await;
+    let (_, _, message, _) = condition(&r, conditions::PROGRAMMED).expect("Programmed");
+    assert!(message.contains("program size"), "{message}");
+    assert!(message.contains(&format!("{}/client", sc.ns)), "{message}");
+
+    // Operability: ready, and the metrics see the proxy and its NACK.
+    let ready = support::get(controller.admin_addr, "localhost", "/readyz", &[])
+        .await
+        .expect("/readyz answers");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let metrics = support::get(controller.admin_addr, "localhost", "/metrics", &[])
+        .await
+        .expect("/metrics answers");
+    assert!(
+        metrics.body.contains("remora_connected_proxies 1")
+            && metrics.body.contains("remora_nacking_proxies 1"),
+        "{}",
+        metrics.body
+    );
+    drop(envoy);
     controller.stop().await;
 }
