@@ -1,0 +1,51 @@
+//! Remora's validating admission webhook for `TrafficRoute` and `SidecarPolicy`: the same
+//! `validate()` the reconcilers run, answered before an object is stored, so `kubectl apply`
+//! and a GitOps sync fail at once with every field path and its fix.
+//!
+//! [`run`] is what the controller starts: it makes sure the CA exists (a Secret shared by
+//! the replicas), signs this replica's serving certificate, serves HTTPS on [`PATH`] and
+//! keeps the `caBundle` of the ValidatingWebhookConfiguration pointing at that CA.
+//! [`serve`] is the server alone, for tests and for callers with their own certificates.
+#![forbid(unsafe_code)]
+
+mod certs;
+pub mod cluster;
+mod review;
+mod run;
+mod server;
+
+pub use certs::{Ca, CertError, TlsIdentity, service_sans};
+pub use review::review;
+pub use run::{Certificates, Config, run};
+pub use server::{PATH, ServingCert, serve};
+
+/// What stopped the webhook, naming the object or address involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error("cannot {what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "Secret {0} does not exist; create it (e.g. with cert-manager) or let the controller generate its CA"
+    )]
+    MissingSecret(String),
+    #[error(
+        "Secret {secret} has no usable {key:?} (UTF-8 PEM); fix it, or delete it to have a new CA generated"
+    )]
+    SecretKey { secret: String, key: &'static str },
+    #[error(
+        "ValidatingWebhookConfiguration {0} does not exist; install the chart with webhook.enabled"
+    )]
+    MissingWebhookConfiguration(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,305 @@
+//! The admission decision, with no I/O: an `admission.k8s.io/v1` AdmissionReview in, the
+//! review to answer with out. The checks are `remora_api`'s, the same the reconcilers run, so
+//! an object refused here would be reported `Accepted=False` had it got in.
+
+use kube::core::{
+    DynamicObject, Status,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+    response::{StatusCause, StatusDetails},
+};
+use remora_api::{FieldError, GROUP, SidecarPolicy, TrafficRoute, Validate, decode};
+use serde::de::DeserializeOwned;
+
+/// Answers one AdmissionReview request body. A body that is not a review gets a denial with
+/// no uid, which the API server reports as a webhook failure (and `failurePolicy` decides).
+pub fn review(body: &[u8]) -> AdmissionReview<DynamicObject> {
+    let parsed: Result<AdmissionReview<DynamicObject>, _> = serde_json::from_slice(body);
+    let request: Result<AdmissionRequest<DynamicObject>, String> = match parsed {
+        Ok(review) => review
+            .try_into()
+            .map_err(|_| "the AdmissionReview has no request".to_owned()),
+        Err(e) => Err(format!("not an admission.k8s.io/v1 AdmissionReview: {e}")),
+    };
+    match request {
+        Ok(request) => decide(&request).into_review(),
+        Err(reason) => {
+            tracing::warn!(%reason, "malformed admission review");
+            AdmissionResponse::invalid(reason).into_review()
+        }
+    }
+}
+
+/// Allows or denies one request.
+fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let response = AdmissionResponse::from(request);
+    // Deleting an object can never make the mesh invalid, and refusing a delete would keep
+    // a broken object around.
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return response;
+    }
+    let kind = &request.kind;
+    let Some(object) = &request.object else {
+        return deny(
+            response,
+            "the request carries no object to check".into(),
+            &[],
+            request,
+        );
+    };
+    let value = match serde_json::to_value(object) {
+        Ok(v) => v,
+        Err(e) => {
+            return deny(
+                response,
+                format!("the object cannot be read: {e}"),
+                &[],
+                request,
+            );
+        }
+    };
+    let problems = match (kind.group.as_str(), kind.kind.as_str()) {
+        (GROUP, "TrafficRoute") => problems::<TrafficRoute>(value),
+        (GROUP, "SidecarPolicy") => problems::<SidecarPolicy>(value),
+        _ => {
+            // The webhook configuration's rules sent something this webhook has no opinion
+            // on; refusing it would block that kind cluster-wide.
+            tracing::warn!(group = %kind.group, kind = %kind.kind, "admission review for a kind this webhook does not check");
+            let mut response = response;
+            response.warnings = Some(vec![format!(
+                "remora's webhook does not check {}.{}; remove it from the ValidatingWebhookConfiguration's rules",
+                kind.kind, kind.group
+            )]);
+            return response;
+        }
+    };
+    if problems.is_empty() {
+        return response;
+    }
+    let name = object
+        .metadata
+        .name
+        .as_deref()
+        .or(object.metadata.generate_name.as_deref())
+        .unwrap_or(&request.name);
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    let mut message = format!(
+        "{} {namespace}/{name} is invalid ({} problem{}):",
+        kind.kind,
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in &problems {
+        message.push_str(&format!("\n  {p}"));
+    }
+    tracing::info!(kind = %kind.kind, %namespace, %name, problems = problems.len(), "denied");
+    deny(response, message, &problems, request)
+}
+
+/// Every problem with the object: the field that does not fit its type, or everything
+/// `validate()` finds.
+fn problems<T: DeserializeOwned + Validate>(value: serde_json::Value) -> Vec<FieldError> {
+    match decode::<T>(value) {
+        Ok(object) => object.validate().err().map(|e| e.0).unwrap_or_default(),
+        Err(e) => vec![FieldError {
+            path: if e.path.is_empty() {
+                "(object)".into()
+            } else {
+                e.path
+            },
+            message: format!(
+                "{}; give the field the type `kubectl explain` shows for it",
+                e.message
+            ),
+        }],
+    }
+}
+
+/// A denial as the API server reports it: 422 Invalid, one cause per field.
+fn deny(
+    mut response: AdmissionResponse,
+    message: String,
+    fields: &[FieldError],
+    request: &AdmissionRequest<DynamicObject>,
+) -> AdmissionResponse {
+    let causes = fields
+        .iter()
+        .map(|f| StatusCause {
+            reason: "FieldValueInvalid".into(),
+            message: f.message.clone(),
+            field: f.path.clone(),
+        })
+        .collect();
+    response.allowed = false;
+    response.result = Status::failure(&message, "Invalid")
+        .with_code(422)
+        .with_details(StatusDetails {
+            name: request.name.clone(),
+            group: request.kind.group.clone(),
+            kind: request.kind.kind.clone(),
+            uid: String::new(),
+            causes,
+            retry_after_seconds: 0,
+        });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::review;
+
+    fn request(operation: &str, kind: &str, object: Value) -> Vec<u8> {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "remora.dev", "version": "v1alpha1", "kind": kind},
+                "resource": {"group": "remora.dev", "version": "v1alpha1", "resource": "x"},
+                "name": "r",
+                "namespace": "demo",
+                "operation": operation,
+                "userInfo": {"username": "admin"},
+                "object": object,
+                "oldObject": null,
+                "dryRun": false
+            }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn route(spec: Value) -> Value {
+        json!({
+            "apiVersion": "remora.dev/v1alpha1", "kind": "TrafficRoute",
+            "metadata": {"name": "r", "namespace": "demo"},
+            "spec": spec
+        })
+    }
+
+    fn answer(body: &[u8]) -> Value {
+        serde_json::to_value(review(body)).expect("a review serializes")
+    }
+
+    fn valid_spec() -> Value {
+        json!({
+            "parentRefs": [{"name": "reviews", "port": 9080}],
+            "http": [{"name": "split", "backendRefs": [{"name": "reviews", "weight": 100}]}]
+        })
+    }
+
+    #[test]
+    fn a_valid_route_is_allowed_with_the_uid_echoed() {
+        let a = answer(&request("CREATE", "TrafficRoute", route(valid_spec())));
+        assert_eq!(a["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(a["kind"], "AdmissionReview");
+        assert_eq!(a["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(a["response"]["allowed"], true, "{a}");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_field_path() {
+        let spec = json!({
+            "parentRefs": [{"name": "reviews"}],
+            "http": [
+                {"name": "a", "matches": [{"path": {"type": "RegularExpression", "value": "(["}}],
+                 "backendRefs": [{"name": "reviews"}]},
+                {"name": "a", "backendRefs": [{"name": "reviews"}]}
+            ]
+        });
+        let a = answer(&request("UPDATE", "TrafficRoute", route(spec)));
+        let r = &a["response"];
+        assert_eq!(r["allowed"], false);
+        assert_eq!(r["status"]["code"], 422);
+        let message = r["status"]["message"].as_str().expect("a message");
+        assert!(
+            message.starts_with("TrafficRoute demo/r is invalid (2 problems):"),
+            "{message}"
+        );
+        assert!(
+            message.contains("spec.http[0].matches[0].path.value: \"([\" is not a valid RE2"),
+            "{message}"
+        );
+        assert!(
+            message.contains("spec.http[1].name: rule name \"a\" is used twice"),
+            "{message}"
+        );
+        let fields: Vec<&str> = r["status"]["details"]["causes"]
+            .as_array()
+            .expect("causes")
+            .iter()
+            .map(|c| c["field"].as_str().expect("a field"))
+            .collect();
+        assert_eq!(
+            fields,
+            ["spec.http[0].matches[0].path.value", "spec.http[1].name"]
+        );
+    }
+
+    #[test]
+    fn an_object_of_the_wrong_shape_is_denied_with_the_field() {
+        let mut spec = valid_spec();
+        spec["http"][0]["backendRefs"][0]["weight"] = json!("ninety");
+        let a = answer(&request("CREATE", "TrafficRoute", route(spec)));
+        let message = a["response"]["status"]["message"]
+            .as_str()
+            .expect("a message");
+        assert_eq!(a["response"]["allowed"], false);
+        assert!(
+            message.contains("spec.http[0].backendRefs[0].weight: invalid type"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn sidecar_policies_are_checked_too() {
+        let policy = json!({
+            "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
+            "metadata": {"name": "p", "namespace": "demo"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "not a value!"}},
+                "proxy": {"image": "envoyproxy/envoy", "version": "1.40.0"}
+            }
+        });
+        let a = answer(&request("CREATE", "SidecarPolicy", policy));
+        let message = a["response"]["status"]["message"]
+            .as_str()
+            .expect("a message");
+        assert_eq!(a["response"]["allowed"], false, "{a}");
+        assert!(
+            message.contains("spec.selector.matchLabels.app"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn deletes_are_always_allowed() {
+        let spec = json!({"parentRefs": []});
+        let a = answer(&request("DELETE", "TrafficRoute", route(spec)));
+        assert_eq!(a["response"]["allowed"], true);
+    }
+
+    #[test]
+    fn other_kinds_are_allowed_with_a_warning() {
+        let a = answer(&request(
+            "CREATE",
+            "Gateway",
+            json!({"metadata": {"name": "g"}}),
+        ));
+        assert_eq!(a["response"]["allowed"], true);
+        assert!(
+            a["response"]["warnings"][0]
+                .as_str()
+                .expect("a warning")
+                .contains("Gateway.remora.dev")
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_no_review_is_refused() {
+        let a = answer(b"{\"kind\": 1}");
+        assert_eq!(a["response"]["allowed"], false);
+        assert_eq!(a["response"]["uid"], "");
+    }
+}

@@ -1,0 +1,315 @@
+//! HTTPS for the API server's webhook client: one path, bounded bodies, timeouts, and a
+//! serving certificate that can be replaced while connections are open.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header,
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tokio::net::TcpListener;
+use tokio_rustls::{
+    TlsAcceptor,
+    rustls::{
+        ServerConfig,
+        server::{ClientHello, ResolvesServerCert},
+        sign::CertifiedKey,
+    },
+};
+
+use crate::certs::{CertError, TlsIdentity, provider};
+
+/// The one path: the review's kind says which check runs.
+pub const PATH: &str = "/validate";
+/// Room for an object and its old version at etcd's 1.5 MiB limit, plus the review around them.
+const MAX_BODY: usize = 4 << 20;
+/// The API server gives up after the webhook's `timeoutSeconds` (at most 30 s) anyway.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The serving certificate; clones share it, so a renewal reaches the running server.
+#[derive(Clone, Debug)]
+pub struct ServingCert(Arc<RwLock<Arc<CertifiedKey>>>);
+
+impl ServingCert {
+    pub fn new(identity: &TlsIdentity) -> Result<ServingCert, CertError> {
+        Ok(ServingCert(Arc::new(RwLock::new(Arc::new(
+            identity.certified_key()?,
+        )))))
+    }
+
+    /// New handshakes use `identity`; open connections keep the one they started with.
+    pub fn replace(&self, identity: &TlsIdentity) -> Result<(), CertError> {
+        let key = Arc::new(identity.certified_key()?);
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// Serves admission reviews on `listener` until `shutdown` completes, then lets requests in
+/// flight finish (for a bounded time).
+pub async fn serve(
+    listener: TcpListener,
+    cert: ServingCert,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CertError> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(cert));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "webhook accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        // The handshake runs in the connection's task, so a slow client never holds up
+        // accepting the next one.
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "webhook TLS handshake timed out");
+                    return;
+                }
+            };
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(REQUEST_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(tls), service_fn(handle));
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("webhook requests still in flight after the drain timeout");
+    }
+    Ok(())
+}
+
+async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.uri().path() != PATH {
+        return Ok(plain(StatusCode::NOT_FOUND, "not found"));
+    }
+    if request.method() != Method::POST {
+        return Ok(plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST an AdmissionReview",
+        ));
+    }
+    let body = Limited::new(request.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(REQUEST_TIMEOUT, body).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
+            return Ok(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the review is too large",
+            ));
+        }
+        Ok(Err(e)) => {
+            return Ok(plain(StatusCode::BAD_REQUEST, &e.to_string()));
+        }
+        Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT, "the body was too slow")),
+    };
+    let answer = crate::review::review(&body);
+    Ok(match serde_json::to_vec(&answer) {
+        Ok(json) => {
+            let mut response = Response::new(Full::new(Bytes::from(json)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    })
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text.to_owned())));
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+        sync::oneshot,
+    };
+    use tokio_rustls::{
+        TlsConnector,
+        rustls::{
+            ClientConfig, RootCertStore,
+            pki_types::{CertificateDer, ServerName, pem::PemObject},
+        },
+    };
+
+    use super::*;
+    use crate::certs::{Ca, service_sans};
+
+    const HOST: &str = "remora.remora-system.svc";
+
+    async fn start(ca: &Ca) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let identity = ca
+            .issue(&service_sans("remora", "remora-system"))
+            .expect("a serving cert");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let cert = ServingCert::new(&identity).expect("a serving cert");
+        let task = tokio::spawn(async move {
+            serve(listener, cert, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serves");
+        });
+        (addr, stop, task)
+    }
+
+    /// One request over TLS, verified against `ca` for the Service's name; the raw response.
+    async fn call(addr: SocketAddr, ca: &Ca, head: &str, body: &[u8]) -> std::io::Result<String> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("CA PEM"))
+            .expect("a root");
+        let config = ClientConfig::builder_with_provider(Arc::new(provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from(HOST).expect("a DNS name");
+        let mut tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(
+            format!(
+                "{head}\r\nhost: {HOST}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await?;
+        tls.write_all(body).await?;
+        let mut out = Vec::new();
+        tls.read_to_end(&mut out).await?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[tokio::test]
+    async fn reviews_over_tls_verified_against_the_ca() {
+        let ca = Ca::generate().expect("a CA");
+        let (addr, stop, task) = start(&ca).await;
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1",
+                "kind": {"group": "remora.dev", "version": "v1alpha1", "kind": "TrafficRoute"},
+                "resource": {"group": "remora.dev", "version": "v1alpha1", "resource": "trafficroutes"},
+                "name": "r", "namespace": "demo", "operation": "CREATE",
+                "userInfo": {"username": "admin"},
+                "object": {"apiVersion": "remora.dev/v1alpha1", "kind": "TrafficRoute",
+                           "metadata": {"name": "r", "namespace": "demo"},
+                           "spec": {"parentRefs": [], "http": []}}
+            }
+        });
+        let body = serde_json::to_vec(&review).expect("json");
+        let reply = call(addr, &ca, &format!("POST {PATH} HTTP/1.1"), &body)
+            .await
+            .expect("a reply");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.contains("\"allowed\":false"), "{reply}");
+        assert!(reply.contains("spec.parentRefs"), "{reply}");
+
+        let reply = call(addr, &ca, "POST /mutate HTTP/1.1", b"{}")
+            .await
+            .expect("a reply");
+        assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+        let reply = call(addr, &ca, &format!("GET {PATH} HTTP/1.1"), b"")
+            .await
+            .expect("a reply");
+        assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+        let huge = vec![b' '; MAX_BODY + 1];
+        let reply = call(addr, &ca, &format!("POST {PATH} HTTP/1.1"), &huge).await;
+        // The server may close before the client has written it all; either way no review.
+        if let Ok(reply) = reply {
+            assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+        }
+
+        stop.send(()).expect("the server runs");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("shutdown is prompt")
+            .expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn a_replaced_certificate_serves_new_handshakes() {
+        let old = Ca::generate().expect("a CA");
+        let new = Ca::generate().expect("a CA");
+        let identity = old.issue(&[HOST.to_owned()]).expect("a serving cert");
+        let cert = ServingCert::new(&identity).expect("a serving cert");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        let served = cert.clone();
+        tokio::spawn(async move { serve(listener, served, std::future::pending()).await });
+        let head = format!("GET {PATH} HTTP/1.1");
+        assert!(call(addr, &old, &head, b"").await.is_ok());
+        assert!(
+            call(addr, &new, &head, b"").await.is_err(),
+            "not yet signed by the new CA"
+        );
+        cert.replace(&new.issue(&[HOST.to_owned()]).expect("a serving cert"))
+            .expect("replaced");
+        assert!(call(addr, &new, &head, b"").await.is_ok());
+    }
+}
