@@ -457,3 +457,49 @@ async fn programmed_counts_a_real_envoys_ack_and_reports_its_nack() {
     drop(envoy);
     controller.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_rbac_is_all_the_controller_needs() {
+    let Some(sc) = scene("rbac").await else {
+        return;
+    };
+    let (client, routes) = (&sc.client, &sc.routes);
+    routes
+        .create(
+            &PostParams::default(),
+            &route("split", "web", &[("web", 1), ("missing", 1)]),
+        )
+        .await
+        .expect("the route");
+    let release = format!("r-{}", sc.ns);
+    let as_chart = cluster::client_with_chart_rbac(client, &release, &sc.ns).await;
+    // The chart's default Lease name, in the release namespace.
+    let controller = start(
+        &as_chart,
+        Some(LeaseConfig {
+            namespace: sc.ns.clone(),
+            name: "remora-controller".into(),
+            identity: "chart-replica".into(),
+            duration: Duration::from_secs(4),
+            grace: Duration::from_secs(1),
+        }),
+    )
+    .await;
+    eventually(20, "the lease", async || {
+        controller.is_leader().then_some(())
+    })
+    .await;
+    route_status(
+        routes,
+        "split",
+        1,
+        "status written as the chart's account",
+        |r| is(r, conditions::RESOLVED_REFS, "False", "BackendNotFound"),
+    )
+    .await;
+    let ready = support::get(controller.admin_addr, "localhost", "/readyz", &[])
+        .await
+        .expect("/readyz answers");
+    assert_eq!(ready.status, 200, "every watch listed: {}", ready.body);
+    controller.stop().await;
+}

@@ -6,14 +6,22 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::core::v1::{Namespace, Pod},
+    api::{
+        authentication::v1::TokenRequest,
+        core::v1::{Namespace, Pod, ServiceAccount},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, CustomResourceExt,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{
+        ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
+    },
 };
 use remora_api::{SidecarPolicy, TrafficRoute};
+use serde::Deserialize;
+
+use super::eventually;
 
 /// A client for the e2e cluster, or `None` (the caller returns) when there is none.
 pub async fn client() -> Option<Client> {
@@ -201,4 +209,85 @@ pub async fn create_pod(client: &Client, namespace: &str, pod: &Pod) {
         }
     }
     panic!("the namespace's default ServiceAccount did not appear within 10 s");
+}
+
+/// Creates what the Helm chart grants the controller (its ServiceAccount, Roles,
+/// ClusterRoles and bindings, rendered by `helm template` for release `release` in
+/// `namespace`) and returns a client that authenticates as that ServiceAccount.
+pub async fn client_with_chart_rbac(client: &Client, release: &str, namespace: &str) -> Client {
+    let rendered = std::process::Command::new("helm")
+        .args([
+            "template",
+            release,
+            "charts/remora",
+            "--namespace",
+            namespace,
+        ])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("helm runs (scripts/env.sh puts it on PATH)");
+    assert!(
+        rendered.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let text = String::from_utf8(rendered.stdout).expect("UTF-8");
+    let mut service_account = None;
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let value = serde_json::Value::deserialize(doc).expect("YAML");
+        let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+        if ![
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "ClusterRole",
+            "ClusterRoleBinding",
+        ]
+        .contains(&kind.as_str())
+        {
+            continue;
+        }
+        let object: DynamicObject = serde_json::from_value(value).expect("an object");
+        let (group, version) = object
+            .types
+            .as_ref()
+            .map(|t| match t.api_version.split_once('/') {
+                Some((g, v)) => (g.to_owned(), v.to_owned()),
+                None => (String::new(), t.api_version.clone()),
+            })
+            .expect("apiVersion");
+        let gvk = GroupVersionKind::gvk(&group, &version, &kind);
+        let plural = format!("{}s", kind.to_lowercase());
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+        let api: Api<DynamicObject> = if kind.starts_with("Cluster") {
+            Api::all_with(client.clone(), &resource)
+        } else {
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        };
+        api.create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create the chart's {kind}: {e}"));
+        if kind == "ServiceAccount" {
+            service_account = object.metadata.name.clone();
+        }
+    }
+    let name = service_account.expect("the chart has a ServiceAccount");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": [], "expirationSeconds": 3600}
+    }))
+    .expect("a TokenRequest");
+    let token: String = eventually(10, "a token for the chart's ServiceAccount", async || {
+        let issued = accounts
+            .create_token_request(&name, &PostParams::default(), &request)
+            .await
+            .ok()?;
+        issued.status?.token
+    })
+    .await;
+    let mut config = kube::Config::infer().await.expect("the cluster's config");
+    config.auth_info =
+        serde_json::from_value(serde_json::json!({"token": token})).expect("token auth");
+    Client::try_from(config).expect("a client as the ServiceAccount")
 }
