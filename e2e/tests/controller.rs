@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::{core::v1::Service, events::v1::Event};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
@@ -148,6 +148,21 @@ async fn scene(prefix: &str) -> Option<Scene> {
     })
 }
 
+/// Waits for a Warning Event about the route `name` with `reason`; returns its note.
+async fn warning_event(client: &Client, ns: &str, name: &str, reason: &str) -> String {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(20, &format!("a {reason} Event on {name}"), async || {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find_map(|e| {
+            (e.regarding.as_ref()?.name.as_deref() == Some(name)
+                && e.reason.as_deref() == Some(reason)
+                && e.type_.as_deref() == Some("Warning"))
+            .then(|| e.note.unwrap_or_default())
+        })
+    })
+    .await
+}
+
 fn is(r: &TrafficRoute, type_: &str, status: &str, reason: &str) -> bool {
     condition(r, type_).is_some_and(|(s, re, _, _)| s == status && re == reason)
 }
@@ -226,9 +241,10 @@ async fn route_status_follows_the_cluster_and_is_written_only_when_it_changes() 
     .await;
     let (_, _, message, _) = condition(&r, conditions::ACCEPTED).expect("Accepted");
     assert!(message.contains("spec.http[1].name"), "{message}");
+    // A person sees the rejection as an Event on the route.
+    let note = warning_event(client, &sc.ns, "split", "Invalid").await;
+    assert!(note.contains("spec.http[1].name"), "{note}");
 
-    let writes = controller.metrics.render(&controller.xds);
-    assert!(writes.contains("remora_status_writes_total"), "{writes}");
     controller.stop().await;
 }
 
@@ -439,6 +455,7 @@ async fn programmed_counts_a_real_envoys_ack_and_reports_its_nack() {
     let (_, _, message, _) = condition(&r, conditions::PROGRAMMED).expect("Programmed");
     assert!(message.contains("program size"), "{message}");
     assert!(message.contains(&format!("{}/client", sc.ns)), "{message}");
+    warning_event(client, &sc.ns, "api", "RejectedByProxy").await;
 
     // Operability: ready, and the metrics see the proxy and its NACK.
     let ready = support::get(controller.admin_addr, "localhost", "/readyz", &[])
