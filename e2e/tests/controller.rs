@@ -10,7 +10,7 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
 };
-use remora_api::{TrafficRoute, conditions};
+use remora_api::{SidecarPolicy, TrafficRoute, conditions};
 use remora_controller::{Config, Controller, leader::LeaseConfig};
 use remora_model::input::MeshSettings;
 use remora_runtime::Debounce;
@@ -397,7 +397,7 @@ async fn a_subset_resolves_when_a_matching_pod_becomes_ready() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn programmed_counts_a_real_envoys_ack_and_reports_its_nack() {
+async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
     let Some(sc) = scene("programmed").await else {
         return;
     };
@@ -456,6 +456,36 @@ async fn programmed_counts_a_real_envoys_ack_and_reports_its_nack() {
     assert!(message.contains("program size"), "{message}");
     assert!(message.contains(&format!("{}/client", sc.ns)), "{message}");
     warning_event(client, &sc.ns, "api", "RejectedByProxy").await;
+
+    // The policy governing the proxy reports it, with the version its sidecar runs.
+    let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), &sc.ns);
+    let policy: SidecarPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
+        "metadata": {"name": "clients"},
+        "spec": {"selector": {"matchLabels": {"app": "client"}},
+                 "proxy": {"image": "example.invalid/remora-proxy", "version": "1.40.0"}}
+    }))
+    .expect("a SidecarPolicy");
+    policies.create(&pp, &policy).await.expect("the policy");
+    let status = eventually(30, "the policy's status", async || {
+        let s = policies.get("clients").await.ok()?.status?;
+        (s.observed_generation == Some(1) && s.matched_proxies == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        status
+            .versions
+            .iter()
+            .map(|v| (v.version.as_str(), v.proxies))
+            .collect::<Vec<_>>(),
+        [("1.40.0", 1)]
+    );
+    let rolled_out = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::ROLLED_OUT)
+        .map(|c| c.status.as_str());
+    assert_eq!(rolled_out, Some("True"), "{:?}", status.conditions);
 
     // Operability: ready, and the metrics see the proxy and its NACK.
     let ready = support::get(controller.admin_addr, "localhost", "/readyz", &[])
