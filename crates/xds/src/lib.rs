@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod cache;
 pub mod delta;
+pub mod grpc;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;

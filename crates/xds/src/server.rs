@@ -1,27 +1,41 @@
-//! The tonic side of ADS: each stream runs its own task that feeds requests and snapshots to
+//! The gRPC side of ADS: each stream runs its own task that feeds requests and snapshots to
 //! a state machine and writes out what it returns. Nothing here knows about Kubernetes.
 
-use std::{pin::Pin, sync::Arc};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    aggregated_discovery_service_server::{
-        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-    },
 };
+use http::{Request, Response};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{
+    Status,
+    body::Body,
+    codegen::{BoxFuture, Service},
+    server::NamedService,
+};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     cache::SnapshotCache,
     delta::DeltaStream,
+    grpc::{self, Requests},
     proxy::ProxyId,
     snapshot::Snapshot,
     sotw::SotwStream,
     status::{Mode, StatusRegistry, TypeStatus},
 };
+
+const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// Responses waiting to be written to one stream. Snapshots coalesce before this point, so a
 /// few are enough.
@@ -49,15 +63,48 @@ impl AdsServer {
         }
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
+    /// The gRPC service to add to a tonic server.
+    pub fn into_service(self) -> AdsService {
+        AdsService { server: self }
+    }
+}
+
+/// Envoy's Aggregated Discovery Service, both flavours, framed by [`grpc`].
+#[derive(Clone)]
+pub struct AdsService {
+    server: AdsServer,
+}
+
+impl NamedService for AdsService {
+    const NAME: &'static str = SERVICE;
+}
+
+impl Service<Request<Body>> for AdsService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<Body>, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let server = self.server.clone();
+        Box::pin(async move {
+            let response = match request.uri().path() {
+                SOTW_PATH => server.open::<SotwStream>(request).await,
+                DELTA_PATH => server.open::<DeltaStream>(request).await,
+                other => Err(Status::unimplemented(format!("no method {other}"))),
+            };
+            Ok(response.unwrap_or_else(Status::into_http))
+        })
     }
 }
 
 /// One protocol flavour's state machine, so both share the stream loop.
 trait Machine: Default + Send + 'static {
-    type Req: Send + 'static;
-    type Resp: Send + 'static;
+    type Req: prost::Message + Default + Send + 'static;
+    type Resp: prost::Message + Send + 'static;
     const MODE: Mode;
     fn node(req: &Self::Req) -> Option<&envoy_types::pb::envoy::config::core::v3::Node>;
     fn on_request(&mut self, req: &Self::Req, snapshot: &Snapshot) -> Vec<Self::Resp>;
@@ -114,14 +161,17 @@ impl Machine for DeltaStream {
     }
 }
 
-type Outgoing<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 impl AdsServer {
     /// Reads the first request for the node, then serves the stream on its own task.
-    async fn open<M: Machine>(
-        &self,
-        mut incoming: Streaming<M::Req>,
-    ) -> Result<Outgoing<M::Resp>, Status> {
+    async fn open<M: Machine>(&self, request: Request<Body>) -> Result<Response<Body>, Status> {
+        if let Some(encoding) = request.headers().get("grpc-encoding")
+            && encoding != "identity"
+        {
+            return Err(Status::unimplemented(format!(
+                "compressed requests ({encoding:?}) are not supported"
+            )));
+        }
+        let mut incoming = Requests::<M::Req>::new(request.into_body());
         let first = incoming
             .message()
             .await?
@@ -135,15 +185,15 @@ impl AdsServer {
         tokio::spawn(
             async move { server.serve::<M>(proxy, first, incoming, tx).await }.instrument(span),
         );
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(grpc::response(rx))
     }
 
     async fn serve<M: Machine>(
         self,
         proxy: ProxyId,
         first: M::Req,
-        mut incoming: Streaming<M::Req>,
-        tx: mpsc::Sender<Result<M::Resp, Status>>,
+        mut incoming: Requests<M::Req>,
+        tx: mpsc::Sender<Result<Bytes, Status>>,
     ) {
         let stream = self.status.connected(&proxy, M::MODE);
         info!("proxy connected");
@@ -182,7 +232,10 @@ impl AdsServer {
             for r in responses {
                 let (type_url, count, version) = M::describe(&r);
                 debug!(type_url, count, version, "sending");
-                if tx.send(Ok(r)).await.is_err() {
+                // Framed here, on the stream's task, rather than where the connection writes.
+                let framed = grpc::frame(&r);
+                let failed = framed.is_err();
+                if tx.send(framed).await.is_err() || failed {
                     closed = true;
                     break;
                 }
@@ -206,29 +259,5 @@ impl AdsServer {
         }
         self.status.disconnected(&proxy, stream);
         info!("proxy disconnected");
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = Outgoing<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = Outgoing<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.open::<SotwStream>(request.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.open::<DeltaStream>(request.into_inner())
-            .await
-            .map(Response::new)
     }
 }

@@ -1,0 +1,331 @@
+//! gRPC framing for the ADS streams, done here instead of by tonic's codec.
+//!
+//! tonic keeps, for every stream, an encode buffer and a decode buffer that grow to the
+//! largest message the stream carried and stay that size until the stream ends. ADS streams
+//! live as long as their proxy and their largest message is a whole set of clusters or
+//! endpoints, so those two buffers were most of the server's memory per connected proxy
+//! (BENCHMARKS.md §3). Here each message gets an allocation of its own, of exactly its size,
+//! freed once it is written or decoded: an idle stream holds no message bytes.
+
+use std::{
+    marker::PhantomData,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use bytes::{Buf, BufMut, Bytes};
+use http::{HeaderMap, HeaderValue, Response, header::CONTENT_TYPE};
+use http_body::{Body as _, Frame};
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::{Status, body::Body};
+
+/// What precedes every gRPC message: a compression flag and the length, big-endian.
+const PREFIX: usize = 5;
+
+/// The largest request accepted; tonic's default. Envoy's largest request names every
+/// cluster it holds, a few hundred KiB at most.
+pub const MAX_REQUEST: usize = 4 * 1024 * 1024;
+
+/// One message framed for the wire, in an allocation of its own.
+pub fn frame(message: &impl Message) -> Result<Bytes, Status> {
+    let len = message.encoded_len();
+    let prefix_len = u32::try_from(len).map_err(|_| {
+        Status::resource_exhausted(format!("a response of {len} bytes is too large for gRPC"))
+    })?;
+    let mut buf = Vec::with_capacity(PREFIX + len);
+    buf.put_u8(0);
+    buf.put_u32(prefix_len);
+    message.encode_raw(&mut buf);
+    Ok(Bytes::from(buf))
+}
+
+/// Splits the bytes of a request stream into messages, whatever the chunks they come in.
+#[derive(Debug, Default)]
+struct Framer {
+    prefix: [u8; PREFIX],
+    prefix_read: usize,
+    /// The length of the message whose prefix has been read.
+    len: Option<usize>,
+    /// A message that spans chunks, allocated at its announced length once it is known.
+    partial: Vec<u8>,
+}
+
+impl Framer {
+    /// Takes from `input` up to the end of the next message and returns that message, or
+    /// `None` when `input` ran out first.
+    fn next(&mut self, input: &mut Bytes) -> Result<Option<Bytes>, Status> {
+        let len = match self.len {
+            Some(len) => len,
+            None => {
+                let take = (PREFIX - self.prefix_read).min(input.len());
+                self.prefix[self.prefix_read..self.prefix_read + take]
+                    .copy_from_slice(&input[..take]);
+                input.advance(take);
+                self.prefix_read += take;
+                if self.prefix_read < PREFIX {
+                    return Ok(None);
+                }
+                self.prefix_read = 0;
+                let [flag, l @ ..] = self.prefix;
+                if flag != 0 {
+                    return Err(Status::unimplemented(
+                        "compressed requests are not supported",
+                    ));
+                }
+                let len = u32::from_be_bytes(l) as usize;
+                if len > MAX_REQUEST {
+                    return Err(Status::out_of_range(format!(
+                        "a request of {len} bytes is over the limit of {MAX_REQUEST}"
+                    )));
+                }
+                self.len = Some(len);
+                len
+            }
+        };
+        if self.partial.is_empty() && input.len() >= len {
+            // The whole message is in this chunk: decoded from it, not copied.
+            self.len = None;
+            return Ok(Some(input.split_to(len)));
+        }
+        self.partial.reserve_exact(len - self.partial.len());
+        let take = (len - self.partial.len()).min(input.len());
+        self.partial.extend_from_slice(&input[..take]);
+        input.advance(take);
+        if self.partial.len() < len {
+            return Ok(None);
+        }
+        self.len = None;
+        Ok(Some(Bytes::from(std::mem::take(&mut self.partial))))
+    }
+
+    /// True between messages.
+    fn is_idle(&self) -> bool {
+        self.len.is_none() && self.prefix_read == 0
+    }
+}
+
+/// The requests of one stream, decoded one at a time.
+pub struct Requests<M> {
+    body: Body,
+    framer: Framer,
+    /// What is left of the last chunk read.
+    chunk: Bytes,
+    ended: bool,
+    message: PhantomData<fn() -> M>,
+}
+
+impl<M: Message + Default> Requests<M> {
+    pub fn new(body: Body) -> Self {
+        Requests {
+            body,
+            framer: Framer::default(),
+            chunk: Bytes::new(),
+            ended: false,
+            message: PhantomData,
+        }
+    }
+
+    /// The next request, or `None` once the proxy has closed its side. Cancel-safe: every
+    /// byte read is kept in `self`, so it can race other events in a `select!`.
+    pub async fn message(&mut self) -> Result<Option<M>, Status> {
+        std::future::poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<M>, Status>> {
+        loop {
+            let next = self.framer.next(&mut self.chunk)?;
+            if self.chunk.is_empty() {
+                // Even an empty slice of a received frame keeps the connection's read buffer
+                // it was cut from alive.
+                self.chunk = Bytes::new();
+            }
+            if let Some(bytes) = next {
+                return Poll::Ready(
+                    M::decode(bytes)
+                        .map(Some)
+                        .map_err(|e| Status::invalid_argument(format!("malformed request: {e}"))),
+                );
+            }
+            if self.ended {
+                return Poll::Ready(if self.framer.is_idle() {
+                    Ok(None)
+                } else {
+                    Err(Status::invalid_argument(
+                        "the request stream ended inside a message",
+                    ))
+                });
+            }
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Request trailers carry nothing ADS uses.
+                    if let Ok(data) = frame.into_data() {
+                        self.chunk = data;
+                    }
+                }
+                Some(Err(status)) => return Poll::Ready(Err(status)),
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// The response of a stream: the framed messages from `rx` in order, then the status, OK
+/// when the sender is gone, or the error it sent.
+pub fn response(rx: mpsc::Receiver<Result<Bytes, Status>>) -> Response<Body> {
+    let mut response = Response::new(Body::new(Responses { rx, ended: false }));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    response
+}
+
+struct Responses {
+    rx: mpsc::Receiver<Result<Bytes, Status>>,
+    ended: bool,
+}
+
+impl http_body::Body for Responses {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let status = match ready!(self.rx.poll_recv(cx)) {
+            Some(Ok(message)) => return Poll::Ready(Some(Ok(Frame::data(message)))),
+            Some(Err(status)) => status,
+            None => Status::ok(""),
+        };
+        self.ended = true;
+        self.rx.close();
+        let mut trailers = HeaderMap::new();
+        Poll::Ready(Some(
+            status
+                .add_header(&mut trailers)
+                .map(|()| Frame::trailers(trailers)),
+        ))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+    use super::*;
+
+    fn request(names: usize) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: crate::snapshot::ENDPOINT.into(),
+            resource_names: (0..names).map(|i| format!("cluster-{i}")).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn decode(bytes: Bytes) -> DiscoveryRequest {
+        DiscoveryRequest::decode(bytes).expect("decodes")
+    }
+
+    #[test]
+    fn messages_come_out_whole_however_the_bytes_are_cut() {
+        let messages = [request(3), request(0), request(200)];
+        let wire: Vec<u8> = messages
+            .iter()
+            .flat_map(|m| frame(m).expect("frames").to_vec())
+            .collect();
+        for chunk in [1, 2, 5, 7, 64, 1000, wire.len()] {
+            let mut framer = Framer::default();
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                let mut input = Bytes::copy_from_slice(piece);
+                while let Some(m) = framer.next(&mut input).expect("valid") {
+                    out.push(decode(m));
+                }
+                assert!(input.is_empty(), "every byte is taken");
+            }
+            assert_eq!(out, messages, "chunks of {chunk} bytes");
+            assert!(framer.is_idle());
+        }
+    }
+
+    #[test]
+    fn a_message_split_across_chunks_is_allocated_once_at_its_size() {
+        let wire = frame(&request(50)).expect("frames");
+        let mut framer = Framer::default();
+        let mut first = wire.slice(..PREFIX + 10);
+        assert!(framer.next(&mut first).expect("valid").is_none());
+        assert_eq!(framer.partial.capacity(), wire.len() - PREFIX);
+        assert!(!framer.is_idle());
+        let mut rest = wire.slice(PREFIX + 10..);
+        let m = framer.next(&mut rest).expect("valid").expect("whole");
+        assert_eq!(decode(m), request(50));
+        assert_eq!(framer.partial.capacity(), 0, "nothing kept after it");
+    }
+
+    #[test]
+    fn compressed_and_oversized_requests_are_refused() {
+        let mut compressed = Bytes::from_static(&[1, 0, 0, 0, 1, 0]);
+        let err = Framer::default()
+            .next(&mut compressed)
+            .expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+        let too_long = (MAX_REQUEST as u32 + 1).to_be_bytes();
+        let mut huge = Bytes::from([&[0u8][..], &too_long].concat());
+        let err = Framer::default().next(&mut huge).expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::OutOfRange);
+    }
+
+    #[test]
+    fn a_frame_is_exactly_its_message() {
+        let m = request(10);
+        let wire = frame(&m).expect("frames");
+        assert_eq!(wire[0], 0);
+        assert_eq!(
+            u32::from_be_bytes([wire[1], wire[2], wire[3], wire[4]]) as usize,
+            m.encoded_len()
+        );
+        assert_eq!(wire.len(), PREFIX + m.encoded_len());
+        assert_eq!(decode(wire.slice(PREFIX..)), m);
+    }
+
+    #[tokio::test]
+    async fn the_response_ends_with_the_status_its_sender_left() {
+        for (last, code) in [
+            (None, tonic::Code::Ok),
+            (
+                Some(Status::unavailable("going away")),
+                tonic::Code::Unavailable,
+            ),
+        ] {
+            let (tx, rx) = mpsc::channel(4);
+            let message = frame(&request(1)).expect("frames");
+            tx.send(Ok(message.clone())).await.expect("open");
+            if let Some(status) = last {
+                tx.send(Err(status)).await.expect("open");
+            }
+            drop(tx);
+            let mut body = response(rx).into_body();
+            let mut frames = Vec::new();
+            while let Some(frame) =
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            {
+                frames.push(frame.expect("no transport error"));
+            }
+            assert_eq!(frames.len(), 2);
+            assert_eq!(frames[0].data_ref(), Some(&message));
+            let trailers = frames[1].trailers_ref().expect("trailers last");
+            assert_eq!(
+                Status::from_header_map(trailers).map(|s| s.code()),
+                Some(code)
+            );
+        }
+    }
+}
