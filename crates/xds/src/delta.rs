@@ -14,6 +14,7 @@ use envoy_types::pb::{
 };
 
 use crate::{
+    names::Names,
     snapshot::{
         CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, Resources, Snapshot,
         is_wildcard_type, served_type,
@@ -28,7 +29,7 @@ const IN_FLIGHT: usize = 16;
 #[derive(Debug)]
 struct TypeState {
     wildcard: bool,
-    names: BTreeSet<String>,
+    names: Names,
     /// What the proxy holds (or was sent). Usually the very set of a snapshot, shared with
     /// it; only its names and versions are read.
     known: Resources,
@@ -49,7 +50,7 @@ impl Default for TypeState {
     fn default() -> Self {
         TypeState {
             wildcard: false,
-            names: BTreeSet::new(),
+            names: Names::default(),
             known: Resources::empty(),
             wanted: None,
             owes_reply: false,
@@ -68,7 +69,7 @@ impl TypeState {
             let wanted = if self.wildcard {
                 set.clone()
             } else {
-                set.pick(&self.names)
+                self.names.pick(&set)
             };
             self.wanted = Some((set, wanted));
         }
@@ -135,21 +136,23 @@ impl DeltaStream {
         }
         let resubscribed = !request.resource_names_subscribe.is_empty()
             || !request.resource_names_unsubscribe.is_empty();
-        for name in &request.resource_names_subscribe {
-            if name == "*" {
-                state.wildcard = true;
-            } else {
-                state.names.insert(name.clone());
-            }
-        }
-        for name in &request.resource_names_unsubscribe {
-            if name == "*" {
-                state.wildcard = false;
-            } else {
-                state.names.remove(name);
-            }
-        }
         if resubscribed {
+            let mut names: BTreeSet<&str> = state.names.iter().collect();
+            for name in &request.resource_names_subscribe {
+                if name == "*" {
+                    state.wildcard = true;
+                } else {
+                    names.insert(name);
+                }
+            }
+            for name in &request.resource_names_unsubscribe {
+                if name == "*" {
+                    state.wildcard = false;
+                } else {
+                    names.remove(name.as_str());
+                }
+            }
+            state.names = Names::new(names, &snapshot.resources(type_url));
             state.wanted = None;
         }
         if !state.wildcard
@@ -160,7 +163,7 @@ impl DeltaStream {
             let kept = state
                 .known
                 .iter()
-                .filter(|(n, _)| state.names.contains(*n))
+                .filter(|(n, _)| state.names.contains(n))
                 .map(|(n, r)| (n.clone(), r.clone()))
                 .collect();
             state.known = Resources::from_map(kept);

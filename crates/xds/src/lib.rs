@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod delta;
 pub mod grpc;
+pub mod names;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;

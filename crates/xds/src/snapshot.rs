@@ -131,10 +131,10 @@ impl Resources {
 
     /// The resources of this set that `names` lists: the set itself (shared, not copied)
     /// when they list all of it.
-    pub fn pick<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Resources {
+    pub fn pick<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Resources {
         let picked: ResourceMap = names
             .into_iter()
-            .filter_map(|n| self.get(n).map(|r| (n.clone(), r.clone())))
+            .filter_map(|n| self.get(n).map(|r| (n.to_owned(), r.clone())))
             .collect();
         if picked.len() == self.len() {
             self.clone()

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use crate::{
+    names::Names,
     snapshot::{
         CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resources, Snapshot, is_wildcard_type,
         served_type,
@@ -14,41 +15,47 @@ use crate::{
 };
 
 /// Which resources of a type the proxy asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Interest {
     All,
-    Names(BTreeSet<String>),
+    Names(Names),
 }
 
 impl Interest {
-    /// Updates `current` to what a request names; true when that changed it. Every request
-    /// repeats the whole list, so the common case (no change) is checked without copying.
-    fn update(current: &mut Option<Interest>, type_url: &str, names: &[String]) -> bool {
+    /// Updates `current` to what a request names, split against `set`; true when that
+    /// changed it. Every request repeats the whole list, so the common case (no change) is
+    /// checked without copying.
+    fn update(
+        current: &mut Option<Interest>,
+        type_url: &str,
+        names: &[String],
+        set: &Resources,
+    ) -> bool {
         let all =
             names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url));
         let next = if all {
-            if *current == Some(Interest::All) {
+            if matches!(current, Some(Interest::All)) {
                 return false;
             }
             Interest::All
         } else {
             let asked: BTreeSet<&str> = names.iter().map(String::as_str).collect();
             if let Some(Interest::Names(held)) = current
-                && held.iter().map(String::as_str).eq(asked.iter().copied())
+                && held.iter().eq(asked.iter().copied())
             {
                 return false;
             }
-            Interest::Names(asked.into_iter().map(str::to_owned).collect())
+            Interest::Names(Names::new(asked, set))
         };
         *current = Some(next);
         true
     }
 
     /// The part of `set` wanted: the set itself (shared, not copied) when all of it is.
-    fn pick(&self, set: &Resources) -> Resources {
+    fn pick(&mut self, set: &Resources) -> Resources {
         match self {
             Interest::All => set.clone(),
-            Interest::Names(names) => set.pick(names),
+            Interest::Names(names) => names.pick(set),
         }
     }
 }
@@ -76,7 +83,7 @@ struct TypeState {
 
 impl TypeState {
     fn refresh(&mut self, set: Resources) {
-        let Some(interest) = &self.interest else {
+        let Some(interest) = &mut self.interest else {
             return;
         };
         if self.wanted.as_ref().is_none_or(|(from, _)| *from != set) {
@@ -135,7 +142,12 @@ impl SotwStream {
                 }
             }
         }
-        if Interest::update(&mut state.interest, type_url, &request.resource_names) {
+        if Interest::update(
+            &mut state.interest,
+            type_url,
+            &request.resource_names,
+            &snapshot.resources(type_url),
+        ) {
             state.wanted = None;
         }
         self.flush(snapshot)
