@@ -32,6 +32,7 @@ fn config(lease: Option<LeaseConfig>) -> Config {
             max_delay: Duration::from_millis(200),
         },
         status_interval: Duration::from_millis(300),
+        webhook: None,
     }
 }
 

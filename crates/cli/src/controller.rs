@@ -47,6 +47,30 @@ pub struct Args {
     /// The longest an event waits for its batch to close, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     max_delay_ms: u64,
+    /// Where the validating admission webhook listens (HTTPS); unset: no webhook.
+    #[arg(long, env = "REMORA_WEBHOOK_ADDR")]
+    webhook_addr: Option<SocketAddr>,
+    /// The Service the webhook configuration points at (its DNS names go into the
+    /// serving certificate).
+    #[arg(long, env = "REMORA_WEBHOOK_SERVICE", default_value = "remora")]
+    webhook_service: String,
+    /// The ValidatingWebhookConfiguration whose caBundle the controller keeps right.
+    #[arg(
+        long,
+        env = "REMORA_WEBHOOK_CONFIGURATION",
+        default_value = "remora-validation"
+    )]
+    webhook_configuration: String,
+    /// The Secret holding the webhook's CA, created by the first replica that finds none.
+    #[arg(
+        long,
+        env = "REMORA_WEBHOOK_CA_SECRET",
+        default_value = "remora-webhook-ca"
+    )]
+    webhook_ca_secret: String,
+    /// A TLS Secret someone else keeps (e.g. cert-manager); the CA is then not generated.
+    #[arg(long, env = "REMORA_WEBHOOK_TLS_SECRET")]
+    webhook_tls_secret: Option<String>,
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -70,6 +94,21 @@ pub fn run(args: &Args) -> ExitCode {
             max_delay: Duration::from_millis(args.max_delay_ms.max(args.debounce_ms)),
         },
         status_interval: Duration::from_secs(2),
+        webhook: args.webhook_addr.map(|addr| remora_webhook::Config {
+            addr,
+            namespace: args.namespace.clone(),
+            service_name: args.webhook_service.clone(),
+            webhook_name: args.webhook_configuration.clone(),
+            extra_sans: Vec::new(),
+            certificates: match &args.webhook_tls_secret {
+                Some(secret) => remora_webhook::Certificates::Provided {
+                    secret: secret.clone(),
+                },
+                None => remora_webhook::Certificates::Generated {
+                    ca_secret: args.webhook_ca_secret.clone(),
+                },
+            },
+        }),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

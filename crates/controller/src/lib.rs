@@ -69,6 +69,8 @@ pub struct Config {
     /// How often status is recomputed when nothing in the cluster changed, to pick up
     /// proxies' ACKs and NACKs.
     pub status_interval: Duration,
+    /// The validating admission webhook every replica serves (`None`: not served).
+    pub webhook: Option<remora_webhook::Config>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -325,7 +327,7 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), async move {
             let _ = stop_xds.wait_for(|s| *s).await;
         });
-    let servers = vec![
+    let mut servers = vec![
         tokio::spawn(async move {
             if let Err(e) = grpc.await {
                 warn!(error = %e, "xDS server stopped");
@@ -340,6 +342,19 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
             }
         }),
     ];
+    if let Some(webhook) = config.webhook.clone() {
+        let mut stop_webhook = stop.subscribe();
+        servers.push(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop_webhook.wait_for(|s| *s).await;
+            };
+            // The webhook is a first line of defence only: without it the reconcilers
+            // still report invalid objects, so xDS and status keep running.
+            if let Err(e) = remora_webhook::run(client, webhook, stopped).await {
+                tracing::error!(error = %e, "the admission webhook stopped");
+            }
+        }));
+    }
     info!(%xds_addr, %admin_addr, endpoints = ?endpoint_api, "controller serving");
     Ok(Controller {
         xds_addr,
