@@ -42,7 +42,7 @@ enum Command {
     /// reloaded when it changes, served to Envoys over xDS.
     Local(local::Args),
     /// Run the control plane in a Kubernetes cluster (what the Helm chart starts).
-    Controller(controller::Args),
+    Controller(Box<controller::Args>),
     /// List the connected proxies and whether each holds its latest config (per type:
     /// SYNCED, STALE, NACKED with Envoy's message).
     ProxyStatus(status::StatusArgs),
