@@ -123,6 +123,21 @@ impl Server {
         self.stdin.flush().await.map_err(Error::Pipe)
     }
 
+    /// The server's heap in use, in KiB.
+    async fn heap_kib(&mut self) -> Result<u64, Error> {
+        self.command(protocol::HEAP).await?;
+        let line = self
+            .lines
+            .next_line()
+            .await
+            .map_err(Error::Pipe)?
+            .ok_or(Error::ServerExited("reported its heap"))?;
+        match line.parse().map_err(Error::Protocol)? {
+            Line::Heap(kib) => Ok(kib),
+            other => Err(Error::Protocol(format!("expected the heap, got {other}"))),
+        }
+    }
+
     fn sample(&self) -> Sample {
         Sample {
             cpu: procfs::cpu_time(self.watch.pid).unwrap_or_default(),
@@ -238,6 +253,9 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
     let connect_and_sync = last_synced.saturating_duration_since(started);
     tokio::time::sleep(SETTLE).await;
     let synced = server.sample();
+    let synced_heap_kib = watch
+        .bounded("the server's heap", STOP_TIMEOUT, server.heap_kib())
+        .await?;
 
     let mut changes = Vec::new();
     let mut affected_by_round = Vec::new();
@@ -275,6 +293,7 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         at_ready,
         connect_and_sync,
         synced,
+        synced_heap_kib,
         changes,
         end,
         driver: Sample {

@@ -21,9 +21,21 @@ mod server;
 
 use std::{process::ExitCode, time::Duration};
 
+use cap::Cap;
 use clap::{Parser, Subcommand};
 
 use crate::{driver::RunArgs, fleet::Mode};
+
+/// Counts the bytes the process has allocated and not freed, so the server can report its
+/// heap beside its RSS: what is resident but not allocated is the allocator's overhead and
+/// the freed memory it keeps.
+#[global_allocator]
+static HEAP: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
+
+/// Heap bytes allocated and not yet freed, in KiB.
+pub fn heap_kib() -> u64 {
+    (HEAP.allocated() / 1024) as u64
+}
 
 #[derive(Parser)]
 #[command(name = "xds-load", about = "Load test of the xDS server on loopback")]

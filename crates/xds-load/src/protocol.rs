@@ -8,6 +8,8 @@ use std::{fmt, str::FromStr, time::Duration};
 pub const CHANGE: &str = "change";
 /// Stops the server (so does the end of its standard input).
 pub const QUIT: &str = "quit";
+/// Asks for the server's heap in use, answered with [`Line::Heap`].
+pub const HEAP: &str = "heap";
 
 /// What the server had done by the time it accepted connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +23,8 @@ pub struct Ready {
     pub rss_start_kib: u64,
     pub rss_built_kib: u64,
     pub rss_published_kib: u64,
+    /// Heap bytes in use after publishing, in KiB.
+    pub heap_published_kib: u64,
     /// Resources in a proxy's snapshot, the mean over all proxies: the config's size.
     pub resources_per_proxy: usize,
 }
@@ -56,6 +60,8 @@ pub enum Line {
     Expect(Expect),
     /// Ends the report of a change.
     Done,
+    /// The server's heap in use, in KiB.
+    Heap(u64),
 }
 
 impl fmt::Display for Line {
@@ -64,13 +70,14 @@ impl fmt::Display for Line {
             Line::Proxy(p) => write!(f, "proxy\t{p}"),
             Line::Ready(r) => write!(
                 f,
-                "ready\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                "ready\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 r.port,
                 r.build.as_micros(),
                 r.publish.as_micros(),
                 r.rss_start_kib,
                 r.rss_built_kib,
                 r.rss_published_kib,
+                r.heap_published_kib,
                 r.resources_per_proxy
             ),
             Line::Changed(c) => write!(
@@ -90,6 +97,7 @@ impl fmt::Display for Line {
                 e.version.as_deref().unwrap_or("-")
             ),
             Line::Done => write!(f, "done"),
+            Line::Heap(kib) => write!(f, "heap\t{kib}"),
         }
     }
 }
@@ -112,6 +120,7 @@ impl FromStr for Line {
                 start,
                 built,
                 published,
+                heap,
                 resources,
             ] => Ok(Line::Ready(Ready {
                 port: port.parse().map_err(|_| bad())?,
@@ -120,6 +129,7 @@ impl FromStr for Line {
                 rss_start_kib: num(start)?,
                 rss_built_kib: num(built)?,
                 rss_published_kib: num(published)?,
+                heap_published_kib: num(heap)?,
                 resources_per_proxy: resources.parse().map_err(|_| bad())?,
             })),
             ["changed", route, apply, publish, affected] => Ok(Line::Changed(Changed {
@@ -135,6 +145,7 @@ impl FromStr for Line {
                 version: (version != "-").then(|| version.to_owned()),
             })),
             ["done"] => Ok(Line::Done),
+            ["heap", kib] => Ok(Line::Heap(num(kib)?)),
             _ => Err(bad()),
         }
     }
@@ -155,6 +166,7 @@ mod tests {
                 rss_start_kib: 1,
                 rss_built_kib: 2,
                 rss_published_kib: 3,
+                heap_published_kib: 4,
                 resources_per_proxy: 1089,
             }),
             Line::Changed(Changed {
@@ -176,6 +188,7 @@ mod tests {
                 version: None,
             }),
             Line::Done,
+            Line::Heap(12_345),
         ];
         for line in lines {
             assert_eq!(line.to_string().parse::<Line>(), Ok(line));

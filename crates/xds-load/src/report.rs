@@ -71,6 +71,8 @@ pub struct Report {
     /// From the first connection attempt to the last proxy holding its whole config.
     pub connect_and_sync: Duration,
     pub synced: Sample,
+    /// Heap bytes in use when every proxy was synced, in KiB.
+    pub synced_heap_kib: u64,
     pub changes: Vec<ChangeResult>,
     pub end: Sample,
     /// The driver's own process: what simulating the fleet cost.
@@ -154,6 +156,26 @@ impl Report {
             "",
         );
         row(
+            "server heap in use (allocated, not freed): snapshots published / all synced",
+            format!(
+                "{} / {} ({} per proxy added)",
+                mib(r.heap_published_kib),
+                mib(self.synced_heap_kib),
+                kib_per(self.synced_heap_kib.saturating_sub(r.heap_published_kib), n)
+            ),
+            "",
+        );
+        row(
+            "server RSS not in the heap, synced (allocator overhead and kept free memory, \
+             stacks, code)",
+            mib(self
+                .synced
+                .memory
+                .rss_kib
+                .saturating_sub(self.synced_heap_kib)),
+            "",
+        );
+        row(
             "server peak RSS (VmHWM, whole run)",
             mib(self.end.memory.peak_kib),
             "",
@@ -198,10 +220,10 @@ impl Report {
         let _ = writeln!(
             s,
             "| proxies | mode | egress scopes | connect + sync | server RSS synced (per proxy) | \
-             server peak RSS | server CPU, sync | converged p50 / p99 / max (all changes) | \
+             server heap synced (added per proxy) | server peak RSS | server CPU, sync | converged p50 / p99 / max (all changes) | \
              server CPU per change | responses to unaffected proxies |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         let all = Spread::of(
             self.changes
                 .iter()
@@ -217,12 +239,14 @@ impl Report {
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {n} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} |",
+            "| {n} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} |",
             mode_name(self.mode),
             if shape.egress { "yes" } else { "no" },
             secs(self.connect_and_sync),
             mib(self.synced.memory.rss_kib),
             kib_per(self.synced.memory.rss_kib, n),
+            mib(self.synced_heap_kib),
+            kib_per(self.synced_heap_kib.saturating_sub(r.heap_published_kib), n),
             mib(self.end.memory.peak_kib),
             secs(self.synced.cpu.saturating_sub(self.at_ready.cpu)),
             spread(all),

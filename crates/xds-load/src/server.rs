@@ -83,6 +83,7 @@ pub fn serve(proxies: usize, egress: bool) -> Result<(), Error> {
     publisher.publish_all(&mesh);
     let publish = start.elapsed();
     let rss_published_kib = rss();
+    let heap_published_kib = crate::heap_kib();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -125,6 +126,7 @@ pub fn serve(proxies: usize, egress: bool) -> Result<(), Error> {
         rss_start_kib,
         rss_built_kib,
         rss_published_kib,
+        heap_published_kib,
         resources_per_proxy,
     };
     writeln!(out, "{}", Line::Ready(ready)).map_err(Error::Pipe)?;
@@ -173,6 +175,10 @@ pub fn serve(proxies: usize, egress: bool) -> Result<(), Error> {
                     }
                 }
                 writeln!(out, "{}", Line::Done).map_err(Error::Pipe)?;
+                out.flush().map_err(Error::Pipe)?;
+            }
+            protocol::HEAP => {
+                writeln!(out, "{}", Line::Heap(crate::heap_kib())).map_err(Error::Pipe)?;
                 out.flush().map_err(Error::Pipe)?;
             }
             protocol::QUIT => break,
