@@ -345,13 +345,26 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
     if let Some(webhook) = config.webhook.clone() {
         let mut stop_webhook = stop.subscribe();
         servers.push(tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop_webhook.wait_for(|s| *s).await;
-            };
             // The webhook is a first line of defence only: without it the reconcilers
-            // still report invalid objects, so xDS and status keep running.
-            if let Err(e) = remora_webhook::run(client, webhook, stopped).await {
-                tracing::error!(error = %e, "the admission webhook stopped");
+            // still report invalid objects, so xDS and status keep running while it
+            // retries (the API server may be unreachable when the replica starts).
+            let mut backoff = Duration::from_secs(1);
+            while !*stop_webhook.borrow() {
+                let mut stop_this = stop_webhook.clone();
+                let stopped = async move {
+                    let _ = stop_this.wait_for(|s| *s).await;
+                };
+                match remora_webhook::run(client.clone(), webhook.clone(), stopped).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, retry_in = ?backoff, "the admission webhook cannot start");
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop_webhook.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }));
     }
