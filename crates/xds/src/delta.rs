@@ -1,10 +1,7 @@
 //! Incremental (delta) ADS for one stream, as a pure state machine: only what changed is
 //! sent, and removals are named.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::{collections::BTreeSet, sync::Arc};
 
 use envoy_types::pb::{
     envoy::service::discovery::v3::{
@@ -14,6 +11,7 @@ use envoy_types::pb::{
 };
 
 use crate::{
+    by_type::ByType,
     names::Names,
     snapshot::{
         CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, Resources, Snapshot,
@@ -38,8 +36,9 @@ struct TypeState {
     wanted: Option<(Resources, Resources)>,
     /// The first request of a type is always answered, even when nothing is new.
     owes_reply: bool,
-    /// Nonce → the version the response brought the proxy to.
-    in_flight: BTreeMap<u64, String>,
+    /// Nonce and the version the response brought the proxy to, oldest first. A vector:
+    /// it is nearly always empty, and an emptied `BTreeMap` keeps its node.
+    in_flight: Vec<(u64, String)>,
     sent: Option<String>,
     acked: Option<String>,
     nack: Option<Nack>,
@@ -54,7 +53,7 @@ impl Default for TypeState {
             known: Resources::empty(),
             wanted: None,
             owes_reply: false,
-            in_flight: BTreeMap::new(),
+            in_flight: Vec::new(),
             sent: None,
             acked: None,
             nack: None,
@@ -79,7 +78,7 @@ impl TypeState {
 
 #[derive(Debug, Default)]
 pub struct DeltaStream {
-    types: BTreeMap<&'static str, TypeState>,
+    types: ByType<TypeState>,
     nonces: u64,
 }
 
@@ -93,7 +92,7 @@ impl DeltaStream {
             return Vec::new();
         };
         let first = !self.types.contains_key(type_url);
-        let state = self.types.entry(type_url).or_default();
+        let state = self.types.entry(type_url);
         if first {
             state.owes_reply = true;
             // What the proxy kept from an earlier connection is not sent again. Only names
@@ -117,8 +116,9 @@ impl DeltaStream {
             }
         }
         if let Ok(nonce) = request.response_nonce.parse::<u64>()
-            && let Some(version) = state.in_flight.remove(&nonce)
+            && let Some(i) = state.in_flight.iter().position(|(n, _)| *n == nonce)
         {
+            let (_, version) = state.in_flight.remove(i);
             match &request.error_detail {
                 Some(error) => {
                     state.nack = Some(Nack {
@@ -132,7 +132,7 @@ impl DeltaStream {
                 }
             }
             // Anything older than an answered response will not be answered usefully.
-            state.in_flight.retain(|n, _| *n > nonce);
+            state.in_flight.retain(|(n, _)| *n > nonce);
         }
         let resubscribed = !request.resource_names_subscribe.is_empty()
             || !request.resource_names_unsubscribe.is_empty();
@@ -180,7 +180,7 @@ impl DeltaStream {
             .iter()
             .map(|(t, s)| {
                 (
-                    *t,
+                    t,
                     TypeStatus {
                         sent: s.sent.clone(),
                         acked: s.acked.clone(),
@@ -196,7 +196,7 @@ impl DeltaStream {
     /// mode, clusters and endpoints are removed only once the proxy ACKed routes that no
     /// longer use them.
     fn flush(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
-        for (type_url, state) in &mut self.types {
+        for (type_url, state) in self.types.iter_mut() {
             state.refresh(snapshot.resources(type_url));
         }
         let routes_settled = [LISTENER, ROUTE].iter().all(|t| {
@@ -248,9 +248,9 @@ impl DeltaStream {
             state.owes_reply = false;
             let version = state.known.version().to_owned();
             self.nonces += 1;
-            state.in_flight.insert(self.nonces, version.clone());
-            while state.in_flight.len() > IN_FLIGHT {
-                state.in_flight.pop_first();
+            state.in_flight.push((self.nonces, version.clone()));
+            if state.in_flight.len() > IN_FLIGHT {
+                state.in_flight.remove(0);
             }
             state.sent = Some(version.clone());
             state.resources_sent += resources.len() as u64;
@@ -430,6 +430,50 @@ mod tests {
         assert_eq!(
             st.nack.map(|n| n.message),
             Some("duplicate listener".into())
+        );
+    }
+
+    #[test]
+    fn answers_to_replaced_responses_change_nothing() {
+        let snap = mesh_v1();
+        let mut s = connected(&snap);
+        let listener = |v: &str| snapshot(&[(LISTENER, "l", v), (ROUTE, "r", "1")]);
+        let lds = |out: Vec<DeltaDiscoveryResponse>| {
+            out.into_iter()
+                .find(|r| r.type_url == LISTENER)
+                .expect("lds")
+        };
+        let lds_of = |s: &DeltaStream| {
+            s.status()
+                .into_iter()
+                .find(|(t, _)| *t == LISTENER)
+                .map(|(_, st)| st)
+                .expect("lds")
+        };
+        let first = lds(s.on_snapshot(&listener("2")));
+        let second = lds(s.on_snapshot(&listener("3")));
+        // The newer is ACKed first; a late NACK of the older must not mark it rejected.
+        s.on_request(&ack(&second), &listener("3"));
+        let mut late = ack(&first);
+        late.error_detail = Some(Status::default());
+        s.on_request(&late, &listener("3"));
+        let st = lds_of(&s);
+        assert_eq!(st.state(), SyncState::Synced);
+        assert_eq!(
+            st.acked.as_deref(),
+            Some(second.system_version_info.as_str())
+        );
+        // Only the last IN_FLIGHT unanswered responses are remembered.
+        let sent: Vec<DeltaDiscoveryResponse> = (0..=IN_FLIGHT)
+            .map(|v| lds(s.on_snapshot(&listener(&format!("x{v}")))))
+            .collect();
+        let last = listener(&format!("x{IN_FLIGHT}"));
+        assert!(s.on_request(&ack(&sent[0]), &last).is_empty());
+        assert_eq!(lds_of(&s).acked, st.acked, "forgotten, so not counted");
+        assert!(s.on_request(&ack(&sent[1]), &last).is_empty());
+        assert_eq!(
+            lds_of(&s).acked.as_deref(),
+            Some(sent[1].system_version_info.as_str())
         );
     }
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod by_type;
 pub mod cache;
 pub mod delta;
 pub mod grpc;

@@ -1,11 +1,12 @@
 //! State-of-the-world ADS for one stream, as a pure state machine: requests and snapshots
 //! in, responses out. Every response of a type carries the whole set the proxy should hold.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use crate::{
+    by_type::ByType,
     names::Names,
     snapshot::{
         CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resources, Snapshot, is_wildcard_type,
@@ -99,7 +100,7 @@ impl TypeState {
 
 #[derive(Debug, Default)]
 pub struct SotwStream {
-    types: BTreeMap<&'static str, TypeState>,
+    types: ByType<TypeState>,
     nonces: u64,
 }
 
@@ -113,7 +114,7 @@ impl SotwStream {
         let Some(type_url) = served_type(&request.type_url) else {
             return Vec::new();
         };
-        let state = self.types.entry(type_url).or_default();
+        let state = self.types.entry(type_url);
         if request.response_nonce.is_empty() {
             if state.sent.is_none() && !request.version_info.is_empty() {
                 // A proxy back from another connection: what it holds needs no resending.
@@ -164,7 +165,7 @@ impl SotwStream {
             .iter()
             .map(|(t, s)| {
                 (
-                    *t,
+                    t,
                     TypeStatus {
                         sent: s
                             .sent
@@ -186,7 +187,7 @@ impl SotwStream {
     /// the listeners and routes of that snapshot: until then its old routes may still send
     /// traffic there, and removing it first would turn that traffic into errors.
     fn flush(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
-        for (type_url, state) in &mut self.types {
+        for (type_url, state) in self.types.iter_mut() {
             state.refresh(snapshot.resources(type_url));
         }
         let routes_settled = [LISTENER, ROUTE].iter().all(|t| {
