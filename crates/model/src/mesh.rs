@@ -361,17 +361,30 @@ impl Mesh {
             }
             Object::EndpointSlice(slice) => {
                 let key = ObjectKey::new(&slice.namespace, &slice.name);
-                if self.slices.get(&key) != Some(&slice) {
+                let old = self.slices.get(&key);
+                if old == Some(&slice) {
+                    return;
+                }
+                let service = ObjectKey::new(&slice.namespace, &slice.service);
+                // Readiness and addresses change far more often than the pods a slice lists,
+                // and then its relations stay as they are.
+                let same_pods = old.is_some_and(|o| {
+                    o.service == slice.service
+                        && o.endpoints
+                            .iter()
+                            .map(|e| &e.pod)
+                            .eq(slice.endpoints.iter().map(|e| &e.pod))
+                });
+                if !same_pods {
                     self.remove_slice(&key);
-                    let service = ObjectKey::new(&slice.namespace, &slice.service);
                     for pod in slice.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
                         self.pod_slices
                             .insert(ObjectKey::new(&slice.namespace, pod), slice.name.clone());
                     }
                     self.slices_of.insert(service.clone(), slice.name.clone());
-                    self.dirty.endpoints.insert(service);
-                    self.slices.insert(key, slice);
                 }
+                self.dirty.endpoints.insert(service);
+                self.slices.insert(key, slice);
             }
             Object::Pod(pod) => {
                 let key = ObjectKey::new(&pod.namespace, &pod.name);

@@ -312,7 +312,8 @@ fn memory(shape: Shape) -> Vec<Row> {
     let rss_before = status_kib("VmRSS:");
     let heap_before = ALLOCATOR.allocated();
     let objects = Synthetic::new(shape).objects();
-    // What the inputs themselves take, as the model's types: the floor of any index of them.
+    // What the inputs take as the model's input types: what the index is given (it keeps
+    // only what it reads, in a compacter form).
     let inputs = ALLOCATOR.allocated() - heap_before;
     let (pod_events, rest): (Vec<Event>, Vec<Event>) = objects
         .into_iter()
