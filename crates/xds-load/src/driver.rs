@@ -56,6 +56,7 @@ pub struct RunArgs {
     pub sync_timeout: Duration,
     pub change_timeout: Duration,
     pub max_server_rss_kib: u64,
+    pub response_budget_mib: usize,
 }
 
 pub fn run(args: RunArgs) -> Result<String, Error> {
@@ -92,6 +93,8 @@ impl Server {
             .arg("serve")
             .arg("--proxies")
             .arg(args.proxies.to_string())
+            .arg("--response-budget-mib")
+            .arg(args.response_budget_mib.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

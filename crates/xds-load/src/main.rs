@@ -77,6 +77,9 @@ enum Command {
         /// machine's memory from everything else.
         #[arg(long, default_value_t = 12_288)]
         max_server_rss_mib: u64,
+        /// The server's budget of responses not yet written, all streams together.
+        #[arg(long, default_value_t = DEFAULT_BUDGET_MIB)]
+        response_budget_mib: usize,
     },
     /// The server role, started by `run`: speaks to the driver on stdin and stdout.
     Serve {
@@ -84,8 +87,12 @@ enum Command {
         proxies: usize,
         #[arg(long)]
         egress: bool,
+        #[arg(long, default_value_t = DEFAULT_BUDGET_MIB)]
+        response_budget_mib: usize,
     },
 }
+
+const DEFAULT_BUDGET_MIB: usize = remora_xds::DEFAULT_RESPONSE_BUDGET / (1024 * 1024);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -141,6 +148,7 @@ fn main() -> ExitCode {
             sync_timeout,
             change_timeout,
             max_server_rss_mib,
+            response_budget_mib,
         } => driver::run(RunArgs {
             proxies,
             mode,
@@ -151,9 +159,14 @@ fn main() -> ExitCode {
             sync_timeout: Duration::from_secs(sync_timeout),
             change_timeout: Duration::from_secs(change_timeout),
             max_server_rss_kib: max_server_rss_mib.saturating_mul(1024),
+            response_budget_mib,
         })
         .map(|report| print!("{report}")),
-        Command::Serve { proxies, egress } => server::serve(proxies, egress),
+        Command::Serve {
+            proxies,
+            egress,
+            response_budget_mib,
+        } => server::serve(proxies, egress, response_budget_mib),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,7 +56,7 @@ pub fn shape_for(proxies: usize, egress: bool) -> Shape {
     }
 }
 
-pub fn serve(proxies: usize, egress: bool) -> Result<(), Error> {
+pub fn serve(proxies: usize, egress: bool, response_budget_mib: usize) -> Result<(), Error> {
     // Every proxy holds one connection, plus a margin for everything else.
     procfs::ensure_open_files(proxies as u64 + 256).map_err(Error::Limits)?;
     let pid = std::process::id();
@@ -99,7 +99,9 @@ pub fn serve(proxies: usize, egress: bool) -> Result<(), Error> {
     let port = listener.local_addr().map_err(Error::Listen)?.port();
     let (stop, stopped) = watch::channel(false);
     let mut stop_serving = stopped.clone();
-    let ads = AdsServer::new(cache.clone(), StatusRegistry::new(), stopped).into_service();
+    let ads = AdsServer::new(cache.clone(), StatusRegistry::new(), stopped)
+        .response_budget(response_budget_mib.saturating_mul(1024 * 1024))
+        .into_service();
     let server = runtime.spawn(
         tonic::transport::Server::builder()
             .add_service(ads)

@@ -324,6 +324,17 @@ mod tests {
     }
 
     #[test]
+    fn the_response_budget_estimate_covers_what_a_request_is_sent() {
+        let snap = mesh_v1();
+        let mut s = DeltaStream::default();
+        for (t, names) in [(CLUSTER, &[][..]), (ENDPOINT, &["a", "b"][..])] {
+            let out = s.on_request(&subscribe(t, names), &snap);
+            let sent: usize = out.iter().map(prost::Message::encoded_len).sum();
+            assert!(sent > 0 && sent <= snap.response_bytes(Some(t)), "{t}");
+        }
+    }
+
+    #[test]
     fn only_changes_and_removals_are_sent() {
         let snap = mesh_v1();
         let mut s = connected(&snap);

@@ -21,14 +21,15 @@ use tokio::sync::mpsc;
 use tonic::{Status, body::Body};
 
 /// What precedes every gRPC message: a compression flag and the length, big-endian.
-const PREFIX: usize = 5;
+pub(crate) const PREFIX: usize = 5;
 
 /// The largest request accepted; tonic's default. Envoy's largest request names every
 /// cluster it holds, a few hundred KiB at most.
 pub const MAX_REQUEST: usize = 4 * 1024 * 1024;
 
-/// One message framed for the wire, in an allocation of its own.
-pub fn frame(message: &impl Message) -> Result<Bytes, Status> {
+/// One message framed for the wire, in an allocation of exactly its size, which the
+/// response budget then owns alongside its share ([`crate::budget`]).
+pub fn frame(message: &impl Message) -> Result<Vec<u8>, Status> {
     let len = message.encoded_len();
     let prefix_len = u32::try_from(len).map_err(|_| {
         Status::resource_exhausted(format!("a response of {len} bytes is too large for gRPC"))
@@ -37,7 +38,7 @@ pub fn frame(message: &impl Message) -> Result<Bytes, Status> {
     buf.put_u8(0);
     buf.put_u32(prefix_len);
     message.encode_raw(&mut buf);
-    Ok(Bytes::from(buf))
+    Ok(buf)
 }
 
 /// Splits the bytes of a request stream into messages, whatever the chunks they come in.
@@ -239,7 +240,7 @@ mod tests {
         let messages = [request(3), request(0), request(200)];
         let wire: Vec<u8> = messages
             .iter()
-            .flat_map(|m| frame(m).expect("frames").to_vec())
+            .flat_map(|m| frame(m).expect("frames"))
             .collect();
         for chunk in [1, 2, 5, 7, 64, 1000, wire.len()] {
             let mut framer = Framer::default();
@@ -258,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_message_split_across_chunks_is_allocated_once_at_its_size() {
-        let wire = frame(&request(50)).expect("frames");
+        let wire = Bytes::from(frame(&request(50)).expect("frames"));
         let mut framer = Framer::default();
         let mut first = wire.slice(..PREFIX + 10);
         assert!(framer.next(&mut first).expect("valid").is_none());
@@ -286,7 +287,7 @@ mod tests {
     #[test]
     fn a_frame_is_exactly_its_message() {
         let m = request(10);
-        let wire = frame(&m).expect("frames");
+        let wire = Bytes::from(frame(&m).expect("frames"));
         assert_eq!(wire[0], 0);
         assert_eq!(
             u32::from_be_bytes([wire[1], wire[2], wire[3], wire[4]]) as usize,
@@ -306,7 +307,7 @@ mod tests {
             ),
         ] {
             let (tx, rx) = mpsc::channel(4);
-            let message = frame(&request(1)).expect("frames");
+            let message = Bytes::from(frame(&request(1)).expect("frames"));
             tx.send(Ok(message.clone())).await.expect("open");
             if let Some(status) = last {
                 tx.send(Err(status)).await.expect("open");

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod budget;
 pub mod by_type;
 pub mod cache;
 pub mod delta;
@@ -19,6 +20,7 @@ pub mod snapshot;
 pub mod sotw;
 pub mod status;
 
+pub use budget::{DEFAULT_RESPONSE_BUDGET, ResponseBudget};
 pub use cache::SnapshotCache;
 pub use proxy::ProxyId;
 pub use server::AdsServer;

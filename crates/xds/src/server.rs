@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use http::{Request, Response};
+use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 use tonic::{
     Status,
@@ -22,6 +23,7 @@ use tonic::{
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
+    budget::{Reservation, ResponseBudget},
     cache::SnapshotCache,
     delta::DeltaStream,
     grpc::{self, Requests},
@@ -48,9 +50,13 @@ pub struct AdsServer {
     /// Turns true when the server stops. ADS streams never end by themselves, so a graceful
     /// shutdown must end them; the proxies then reconnect to whoever serves next.
     shutdown: watch::Receiver<bool>,
+    /// Response bytes built or encoded and not yet written, across all streams.
+    budget: ResponseBudget,
 }
 
 impl AdsServer {
+    /// A server whose streams hold at most [`crate::DEFAULT_RESPONSE_BUDGET`] (256 MiB) of
+    /// responses not yet written, all streams together; see [`AdsServer::response_budget`].
     pub fn new(
         cache: Arc<SnapshotCache>,
         status: Arc<StatusRegistry>,
@@ -60,7 +66,17 @@ impl AdsServer {
             cache,
             status,
             shutdown,
+            budget: ResponseBudget::default(),
         }
+    }
+
+    /// Bounds the bytes of responses built or encoded and not yet written by the proxies,
+    /// across all streams: a stream waits for room before it builds, so a mass initial sync
+    /// of large configs cannot hold every proxy's config at once. A response larger than
+    /// the budget waits for all of it and goes out alone.
+    pub fn response_budget(mut self, bytes: usize) -> Self {
+        self.budget = ResponseBudget::new(bytes);
+        self
     }
 
     /// The gRPC service to add to a tonic server.
@@ -106,6 +122,7 @@ trait Machine: Default + Send + 'static {
     type Req: prost::Message + Default + Send + 'static;
     type Resp: prost::Message + Send + 'static;
     const MODE: Mode;
+    fn type_url(req: &Self::Req) -> &str;
     fn node(req: &Self::Req) -> Option<&envoy_types::pb::envoy::config::core::v3::Node>;
     fn on_request(&mut self, req: &Self::Req, snapshot: &Snapshot) -> Vec<Self::Resp>;
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Self::Resp>;
@@ -117,6 +134,9 @@ impl Machine for SotwStream {
     type Req = DiscoveryRequest;
     type Resp = DiscoveryResponse;
     const MODE: Mode = Mode::StateOfTheWorld;
+    fn type_url(req: &DiscoveryRequest) -> &str {
+        &req.type_url
+    }
     fn node(req: &DiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
         req.node.as_ref()
     }
@@ -138,6 +158,9 @@ impl Machine for DeltaStream {
     type Req = DeltaDiscoveryRequest;
     type Resp = DeltaDiscoveryResponse;
     const MODE: Mode = Mode::Incremental;
+    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
     fn node(
         req: &DeltaDiscoveryRequest,
     ) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
@@ -202,9 +225,8 @@ impl AdsServer {
         let mut machine = M::default();
         let mut pending = Some(first);
         loop {
-            let responses = if let Some(req) = pending.take() {
-                let snapshot = snapshots.borrow_and_update().clone();
-                machine.on_request(&req, &snapshot)
+            let work = if let Some(req) = pending.take() {
+                Some(req)
             } else {
                 tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => break,
@@ -223,17 +245,48 @@ impl AdsServer {
                         if changed.is_err() {
                             break;
                         }
-                        let snapshot = snapshots.borrow_and_update().clone();
-                        machine.on_snapshot(&snapshot)
+                        None
                     }
                 }
             };
+            // Room for what this request or snapshot may produce, taken before building it.
+            let estimate = snapshots
+                .borrow()
+                .clone()
+                .response_bytes(work.as_ref().map(M::type_url));
+            let Some(mut reservation) = self.reserve(estimate, &mut shutdown, &tx).await else {
+                break;
+            };
+            // Whatever was published while this stream waited: only the newest counts.
+            let snapshot = snapshots.borrow_and_update().clone();
+            let responses = match &work {
+                Some(req) => machine.on_request(req, &snapshot),
+                None => machine.on_snapshot(&snapshot),
+            };
+            let built = responses
+                .iter()
+                .map(|r| grpc::PREFIX + r.encoded_len())
+                .sum();
+            if !reservation.covers(&self.budget, built) {
+                drop(reservation);
+                reservation = match self.reserve(built, &mut shutdown, &tx).await {
+                    Some(r) => r,
+                    None => break,
+                };
+            }
+            // Framed here, on the stream's task, rather than where the connection writes;
+            // each response is dropped as soon as its frame exists.
+            let frames: Vec<_> = responses
+                .into_iter()
+                .map(|r| {
+                    let (type_url, count, version) = M::describe(&r);
+                    debug!(type_url, count, version, "sending");
+                    reservation.frame(&r)
+                })
+                .collect();
+            drop(reservation);
             let mut closed = false;
-            for r in responses {
-                let (type_url, count, version) = M::describe(&r);
-                debug!(type_url, count, version, "sending");
-                // Framed here, on the stream's task, rather than where the connection writes.
-                let framed = grpc::frame(&r);
+            for framed in frames {
                 let failed = framed.is_err();
                 if tx.send(framed).await.is_err() || failed {
                     closed = true;
@@ -259,5 +312,21 @@ impl AdsServer {
         }
         self.status.disconnected(&proxy, stream);
         info!("proxy disconnected");
+    }
+
+    /// `bytes` of the budget, or `None` when the server stops or the proxy goes first.
+    async fn reserve(
+        &self,
+        bytes: usize,
+        shutdown: &mut watch::Receiver<bool>,
+        tx: &mpsc::Sender<Result<Bytes, Status>>,
+    ) -> Option<Reservation> {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => None,
+            _ = tx.closed() => None,
+            reserved = self.budget.reserve(bytes) => reserved
+                .inspect_err(|e| debug!(error = %e, "no response budget"))
+                .ok(),
+        }
     }
 }

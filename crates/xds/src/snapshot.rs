@@ -13,6 +13,7 @@ use std::{
 };
 
 use envoy_types::pb::google::protobuf::Any;
+use prost::Message as _;
 
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
@@ -216,6 +217,27 @@ impl Snapshot {
 
     pub fn len(&self) -> usize {
         self.types.values().map(Resources::len).sum()
+    }
+
+    /// About the most bytes the responses of one type (or of every type) take, built or
+    /// encoded, in either protocol flavour: each resource with its name and version, and
+    /// room for each response's own fields.
+    pub fn response_bytes(&self, type_url: Option<&str>) -> usize {
+        const PER_RESOURCE: usize = 16;
+        const PER_RESPONSE: usize = 1024;
+        self.types
+            .iter()
+            .filter(|(t, _)| type_url.is_none_or(|wanted| wanted == **t))
+            .map(|(_, set)| {
+                PER_RESPONSE
+                    + set
+                        .iter()
+                        .map(|(name, r)| {
+                            name.len() + r.version.len() + r.body.encoded_len() + PER_RESOURCE
+                        })
+                        .sum::<usize>()
+            })
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
