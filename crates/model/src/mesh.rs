@@ -9,7 +9,9 @@ use std::{
     sync::Arc,
 };
 
-use remora_api::{Validate, sidecar_policy::SidecarPolicy, traffic_route::TrafficRoute};
+use remora_api::{
+    SidecarPolicySpec, Validate, sidecar_policy::SidecarPolicy, traffic_route::TrafficRoute,
+};
 
 use crate::{
     class::{Class, ClassKey, Delta, Env, SharedCache},
@@ -242,6 +244,30 @@ impl Mesh {
     /// The policy governing a proxy.
     pub fn proxy_policy(&self, proxy: &ObjectKey) -> Option<&ObjectKey> {
         self.proxies.get(proxy)?.class.policy.as_ref()
+    }
+
+    /// The policy that would govern a pod with `labels` in `namespace`. The pod need not
+    /// exist: the injector asks while the pod is being created, the rollout for a workload's
+    /// pod template.
+    pub fn policy_for(&self, namespace: &str, labels: &Labels) -> Option<&ObjectKey> {
+        policy::resolve(
+            &self.settings,
+            self.policies.values(),
+            namespace,
+            labels,
+            self.namespaces.get(namespace),
+        )
+        .map(|p| &p.key)
+    }
+
+    /// The spec of a policy that is in effect: its last one that passed validation.
+    pub fn policy_spec(&self, policy: &ObjectKey) -> Option<&SidecarPolicySpec> {
+        self.policies.get(policy)?.accepted.as_ref()
+    }
+
+    /// A namespace's labels, if the model has seen the namespace.
+    pub fn namespace_labels(&self, namespace: &str) -> Option<&Labels> {
+        self.namespaces.get(namespace)
     }
 
     /// The `metadata.generation` of the route the model holds: what a status computed

@@ -452,6 +452,45 @@ fn the_egress_scope_bounds_a_proxys_config() {
     );
 }
 
+/// The injector and the rollout ask which policy would govern a pod that does not exist yet.
+#[test]
+fn policy_for_labels_before_any_pod_exists() {
+    let mut m = mesh(shop());
+    let app = |name: &str| labels(&[("app", name)]);
+    assert_eq!(
+        m.policy_for("shop", &app("new")).map(ToString::to_string),
+        Some("remora-system/fleet".into())
+    );
+    assert_eq!(m.policy_for("elsewhere", &app("new")), None);
+    assert_eq!(
+        m.namespace_labels("shop")
+            .and_then(|l| l.get("remora.dev/mesh"))
+            .map(String::as_str),
+        Some("enabled")
+    );
+    let mut local = with_egress(policy_spec(), &["./*"]);
+    local.selector = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+            match_labels: Some(app("new")),
+            match_expressions: None,
+        },
+    );
+    m.apply([up(mk_policy("shop", "new-only", 30, local))]);
+    let governing = m
+        .policy_for("shop", &app("new"))
+        .cloned()
+        .expect("a policy");
+    assert_eq!(governing.to_string(), "shop/new-only");
+    assert!(
+        m.policy_spec(&governing)
+            .is_some_and(|s| s.egress.is_some())
+    );
+    assert_eq!(
+        m.policy_for("shop", &app("old")).map(ToString::to_string),
+        Some("remora-system/fleet".into())
+    );
+}
+
 #[test]
 fn a_namespace_policy_takes_precedence_over_the_fleet_policy() {
     let mut m = mesh(shop());
