@@ -18,6 +18,17 @@ use remora_model::input::{
 /// The name of the proxy container the injector adds; a pod that has it is a proxy.
 pub const SIDECAR_CONTAINER: &str = "remora-proxy";
 
+/// The injected proxy of a pod: a container, or a native sidecar (an init container with
+/// `restartPolicy: Always`, as injected on Kubernetes 1.29 and later).
+pub fn proxy_container(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> Option<&k8s_openapi::api::core::v1::Container> {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == SIDECAR_CONTAINER)
+}
+
 /// The label Kubernetes puts on an EndpointSlice to name its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -261,7 +272,7 @@ pub fn pod(pod: &KPod) -> Result<Object, Unusable> {
         return Err(fail("metadata.namespace and metadata.name are required"));
     };
     let spec = pod.spec.clone().unwrap_or_default();
-    let sidecar = spec.containers.iter().any(|c| c.name == SIDECAR_CONTAINER);
+    let sidecar = proxy_container(&spec).is_some();
     let ports = spec
         .containers
         .iter()
@@ -485,5 +496,18 @@ mod tests {
         assert!(!p.sidecar);
         assert_eq!(p.service_account, "default");
         assert_eq!(p.ip, None);
+    }
+
+    #[test]
+    fn a_native_sidecar_makes_a_proxy() {
+        let p: KPod = from(json!({
+            "metadata": {"namespace": "shop", "name": "cart-1"},
+            "spec": {"initContainers": [{"name": "remora-proxy", "restartPolicy": "Always"}],
+                "containers": [{"name": "app"}]}
+        }));
+        let Ok(Object::Pod(p)) = pod(&p) else {
+            panic!("converts")
+        };
+        assert!(p.sidecar);
     }
 }

@@ -5,5 +5,5 @@
 pub mod convert;
 pub mod folder;
 
-pub use convert::SIDECAR_CONTAINER;
+pub use convert::{SIDECAR_CONTAINER, proxy_container};
 pub use folder::{LoadError, Loaded, load_dir};

@@ -295,6 +295,11 @@ impl Mesh {
         self.proxies.contains_key(proxy)
     }
 
+    /// Whether the model holds this pod, with or without a sidecar.
+    pub fn has_pod(&self, pod: &ObjectKey) -> bool {
+        self.pods.contains_key(pod)
+    }
+
     /// Validation problems of a route's latest spec (the previous valid spec stays in effect).
     pub fn route_validation(&self, route: &ObjectKey) -> Option<&[remora_api::FieldError]> {
         self.routes.get(route).map(|r| r.problems.as_slice())
