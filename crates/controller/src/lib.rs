@@ -53,7 +53,7 @@ use tracing::{info, warn};
 
 use crate::{
     admin::Readiness, endpoints::EndpointApi, leader::LeaseConfig, metrics::Metrics,
-    pods::ProxyPod, reconcile::Reconciler,
+    pods::PodFacts, reconcile::Reconciler,
 };
 
 #[derive(Clone, Debug)]
@@ -84,8 +84,8 @@ pub enum Error {
     Lease(#[from] leader::LeaseError),
 }
 
-/// The proxy pods' versions and workloads, by pod, for policy status.
-pub type ProxyPods = Arc<RwLock<HashMap<ObjectKey, ProxyPod>>>;
+/// What status and rollouts need of each pod with a sidecar or a workload, by pod.
+pub type ProxyPods = Arc<RwLock<HashMap<ObjectKey, PodFacts>>>;
 
 /// A running controller. [`Controller::stop`] shuts it down gracefully (streams drained,
 /// lease released); dropping it stops everything at once, as a crash would, and leaves the
@@ -213,7 +213,7 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         move |p: &Pod| {
             let object = convert::pod(p)?;
             let mut known = pods.write().unwrap_or_else(|e| e.into_inner());
-            match pods::proxy_pod(p) {
+            match pods::pod_facts(p) {
                 Some(facts) => known.insert(object.key(), facts),
                 None => known.remove(&object.key()),
             };

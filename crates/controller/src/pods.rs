@@ -1,52 +1,90 @@
-//! What the status of a policy needs to know of each proxy pod beyond the model's inputs:
-//! the sidecar version it runs and the workload that owns it.
+//! What status and rollouts need to know of each pod beyond the model's inputs: the sidecar
+//! version it runs, the workload that owns it, and whether it is Ready and since when.
 
-use k8s_openapi::api::core::v1::Pod;
-use remora_inputs::SIDECAR_CONTAINER;
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use remora_inputs::proxy_container;
+
+/// Written by the injector: the proxy version the pod got. Preferred over the image tag,
+/// which says nothing when the image is pinned by digest.
+const VERSION_ANNOTATION: &str = "sidecar.remora.dev/version";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProxyPod {
-    /// The tag (or digest) of the sidecar's image; `unknown` when the image names none.
-    pub version: String,
+pub struct PodFacts {
+    /// The sidecar version the pod runs; `None` for a pod without a sidecar.
+    pub sidecar: Option<String>,
     /// `Kind/name` of the controlling owner, with a ReplicaSet's pod-template-hash suffix
     /// removed so all pods of one Deployment count as one workload.
     pub workload: Option<String>,
+    /// Since when the pod is Ready; `None` while it is not.
+    pub ready_since: Option<Time>,
+    /// Deletion has begun: the pod no longer counts for its workload.
+    pub terminating: bool,
 }
 
-/// The proxy facts of a pod, or `None` for a pod without a sidecar.
-pub fn proxy_pod(pod: &Pod) -> Option<ProxyPod> {
+/// The facts of a pod worth keeping: one with a sidecar or a controlling workload.
+pub fn pod_facts(pod: &Pod) -> Option<PodFacts> {
     let spec = pod.spec.as_ref()?;
-    let sidecar = spec
-        .containers
-        .iter()
-        .find(|c| c.name == SIDECAR_CONTAINER)?;
-    let version = sidecar
-        .image
-        .as_deref()
-        .and_then(image_version)
-        .unwrap_or("unknown")
-        .to_owned();
-    let workload = pod
+    let sidecar = proxy_container(spec).map(|proxy| {
+        let annotated = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(VERSION_ANNOTATION));
+        annotated
+            .map(String::as_str)
+            .or_else(|| proxy.image.as_deref().and_then(image_version))
+            .unwrap_or("unknown")
+            .to_owned()
+    });
+    let workload = workload(pod);
+    if sidecar.is_none() && workload.is_none() {
+        return None;
+    }
+    Some(PodFacts {
+        sidecar,
+        workload,
+        ready_since: ready_since(pod),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+    })
+}
+
+fn workload(pod: &Pod) -> Option<String> {
+    let owner = pod
         .metadata
         .owner_references
         .iter()
         .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| {
-            let hash = pod
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("pod-template-hash"));
-            match (o.kind.as_str(), hash) {
-                ("ReplicaSet", Some(h)) => match o.name.strip_suffix(&format!("-{h}")) {
-                    Some(deployment) => format!("Deployment/{deployment}"),
-                    None => format!("ReplicaSet/{}", o.name),
-                },
-                (kind, _) => format!("{kind}/{}", o.name),
-            }
-        });
-    Some(ProxyPod { version, workload })
+        .find(|o| o.controller == Some(true))?;
+    let hash = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("pod-template-hash"));
+    Some(match (owner.kind.as_str(), hash) {
+        ("ReplicaSet", Some(h)) => match owner.name.strip_suffix(&format!("-{h}")) {
+            Some(deployment) => format!("Deployment/{deployment}"),
+            None => format!("ReplicaSet/{}", owner.name),
+        },
+        (kind, _) => format!("{kind}/{}", owner.name),
+    })
+}
+
+fn ready_since(pod: &Pod) -> Option<Time> {
+    let ready = pod
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    // A Ready condition without a time is taken as ready since forever rather than never:
+    // only a broken kubelet omits it, and a gate must not hang on that.
+    Some(
+        ready
+            .last_transition_time
+            .clone()
+            .unwrap_or(Time(Timestamp::UNIX_EPOCH)),
+    )
 }
 
 /// `registry:5000/remora/proxy:1.4.2` → `1.4.2`; `proxy@sha256:ab…` → `sha256:ab…`.
@@ -83,17 +121,53 @@ mod tests {
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
                     "name": "web-7d9f", "uid": "u", "controller": true}]},
             "spec": {"containers": [{"name": "web"},
-                {"name": "remora-proxy", "image": "remora/proxy:2.0.0"}]}
+                {"name": "remora-proxy", "image": "remora/proxy:2.0.0"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True",
+                "lastTransitionTime": "2026-11-29T05:00:00Z"}]}
         }));
+        let facts = pod_facts(&p).expect("facts");
+        assert_eq!(facts.sidecar.as_deref(), Some("2.0.0"));
+        assert_eq!(facts.workload.as_deref(), Some("Deployment/web"));
         assert_eq!(
-            proxy_pod(&p),
-            Some(ProxyPod {
-                version: "2.0.0".into(),
-                workload: Some("Deployment/web".into())
-            })
+            facts.ready_since.map(|t| t.0.as_second()),
+            Some(1_795_928_400)
         );
+        assert!(!facts.terminating);
+
         let plain = pod(serde_json::json!({"metadata": {"name": "x"},
             "spec": {"containers": [{"name": "web"}]}}));
-        assert_eq!(proxy_pod(&plain), None);
+        assert_eq!(pod_facts(&plain), None);
+    }
+
+    #[test]
+    fn the_injected_version_beats_the_image_and_native_sidecars_count() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "db-0", "annotations": {"sidecar.remora.dev/version": "1.40.1"},
+                "deletionTimestamp": "2026-11-29T05:00:00Z",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "name": "db", "uid": "u", "controller": true}]},
+            "spec": {"initContainers": [{"name": "remora-proxy", "restartPolicy": "Always",
+                    "image": "remora/proxy@sha256:abc"}],
+                "containers": [{"name": "db"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}]}
+        }));
+        let facts = pod_facts(&p).expect("facts");
+        assert_eq!(facts.sidecar.as_deref(), Some("1.40.1"));
+        assert_eq!(facts.workload.as_deref(), Some("StatefulSet/db"));
+        assert_eq!(facts.ready_since, None);
+        assert!(facts.terminating);
+    }
+
+    #[test]
+    fn a_workload_pod_without_a_sidecar_is_kept() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "agent-x",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                    "name": "agent", "uid": "u", "controller": true}]},
+            "spec": {"containers": [{"name": "agent"}]}
+        }));
+        let facts = pod_facts(&p).expect("facts");
+        assert_eq!(facts.sidecar, None);
+        assert_eq!(facts.workload.as_deref(), Some("DaemonSet/agent"));
     }
 }

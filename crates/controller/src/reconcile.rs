@@ -127,7 +127,8 @@ impl Reconciler {
                 let mut workloads = std::collections::BTreeSet::new();
                 for p in &governed {
                     if let Some(pod) = pods.get(p) {
-                        *versions.entry(pod.version.clone()).or_default() += 1;
+                        let version = pod.sidecar.clone().unwrap_or_else(|| "unknown".into());
+                        *versions.entry(version).or_default() += 1;
                         if let Some(w) = &pod.workload {
                             workloads.insert((p.namespace.as_str(), w.as_str()));
                         }
@@ -179,7 +180,7 @@ impl Reconciler {
         self.proxy_pods
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| mesh.has_proxy(k));
+            .retain(|k, _| mesh.has_pod(k));
     }
 }
 
