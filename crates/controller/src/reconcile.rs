@@ -137,7 +137,11 @@ impl Reconciler {
                 let facts = PolicyFacts {
                     generation: mesh.policy_generation(&key),
                     validation: mesh.policy_validation(&key).unwrap_or_default(),
-                    desired_version: policy.spec.proxy.version.clone(),
+                    rollout: remora_api::sidecar_policy::RolloutStatus {
+                        phase: remora_api::sidecar_policy::RolloutPhase::Complete,
+                        target_version: policy.spec.proxy.version.clone(),
+                        ..Default::default()
+                    },
                     matched_proxies: governed.len() as i32,
                     matched_workloads: workloads.len() as i32,
                     versions,

@@ -1,6 +1,6 @@
 //! The status of a `SidecarPolicy`: `Accepted` from validation, the fleet it governs and the
-//! sidecar versions that fleet runs, `RolledOut`/`Progressing` from those versions, and
-//! `Degraded` when a governed proxy rejects its config.
+//! sidecar versions that fleet runs, `Progressing`/`RolledOut` from the rollout and those
+//! versions, and `Degraded` when a governed proxy rejects its config or a rollout failed.
 
 use std::collections::BTreeMap;
 
@@ -8,33 +8,34 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use remora_api::{
     FieldError, SidecarPolicyStatus,
     conditions::{self, reason},
-    sidecar_policy::VersionCount,
+    sidecar_policy::{RolloutPhase, RolloutStatus, VersionCount},
 };
 
 use crate::{ProxyTally, condition::Conditions, reason::AS_EXPECTED, version::newest_first};
 
-/// What the controller knows about one policy, from the model and the proxy pods.
+/// What the controller knows about one policy, from the model, the proxy pods and the
+/// rollout engine.
 #[derive(Clone, Debug, Default)]
 pub struct PolicyFacts<'a> {
     /// The `metadata.generation` these facts describe (`Mesh::policy_generation`).
     pub generation: Option<i64>,
     /// Problems of the policy's latest spec (`Mesh::policy_validation`).
     pub validation: &'a [FieldError],
-    /// The sidecar version the policy asks for (`spec.proxy.version`), compared exactly with
-    /// the versions below.
-    pub desired_version: String,
     /// Proxies the policy governs (`Mesh::proxy_policy`).
     pub matched_proxies: i32,
-    /// Workloads (Deployments, StatefulSets, DaemonSets) owning those proxies' pods.
+    /// Workloads (Deployments, StatefulSets, DaemonSets) the policy governs.
     pub matched_workloads: i32,
     /// How many governed proxies run each sidecar version (their image's tag).
     pub versions: BTreeMap<String, i32>,
     /// How the governed proxies took their config.
     pub proxies: ProxyTally,
+    /// Where the rollout of the policy's sidecar stands (`remora_rollout::step`); its
+    /// `targetVersion` is what the fleet is compared with.
+    pub rollout: RolloutStatus,
 }
 
 /// The status a policy should have. Conditions whose status did not change keep their
-/// `lastTransitionTime` from `previous`. `rollout` is left unset: rollouts are not driven yet.
+/// `lastTransitionTime` from `previous`.
 pub fn policy_status(
     facts: &PolicyFacts<'_>,
     previous: Option<&SidecarPolicyStatus>,
@@ -49,12 +50,12 @@ pub fn policy_status(
             c.accepted(facts.validation, "policy"),
             fleet.progressing(&c),
             fleet.rolled_out(&c),
-            degraded(&c, &facts.proxies),
+            degraded(&c, &facts.proxies, &facts.rollout),
         ],
         matched_workloads: facts.matched_workloads,
         matched_proxies: facts.matched_proxies,
         versions: histogram(&facts.versions),
-        rollout: None,
+        rollout: Some(facts.rollout.clone()),
     }
 }
 
@@ -72,25 +73,25 @@ fn histogram(versions: &BTreeMap<String, i32>) -> Vec<VersionCount> {
     out
 }
 
-/// How far the governed proxies are from the policy's version.
+/// How far the governed proxies are from the rollout's target.
 struct Fleet<'a> {
-    version: &'a str,
+    rollout: &'a RolloutStatus,
     updated: i32,
     total: i32,
 }
 
 impl<'a> Fleet<'a> {
     fn of(facts: &'a PolicyFacts<'_>) -> Self {
-        let version = facts.desired_version.as_str();
+        let rollout = &facts.rollout;
         Fleet {
-            version,
-            updated: facts.versions.get(version).copied().unwrap_or_default(),
+            rollout,
+            updated: facts
+                .versions
+                .get(&rollout.target_version)
+                .copied()
+                .unwrap_or_default(),
             total: facts.matched_proxies,
         }
-    }
-
-    fn done(&self) -> bool {
-        self.updated >= self.total
     }
 
     fn tally(&self) -> String {
@@ -99,38 +100,65 @@ impl<'a> Fleet<'a> {
         }
         format!(
             "{} of {} governed proxies run sidecar version {}.",
-            self.updated, self.total, self.version
+            self.updated, self.total, self.rollout.target_version
         )
     }
 
+    /// Why the fleet is not (yet) on the target, by rollout phase.
+    fn phase_reason(&self) -> &'static str {
+        match self.rollout.phase {
+            RolloutPhase::Progressing | RolloutPhase::Complete => reason::ROLLING_OUT,
+            RolloutPhase::Paused => reason::PAUSED,
+            RolloutPhase::RolledBack => reason::ROLLED_BACK,
+            RolloutPhase::Failed => reason::UNSUPPORTED_VERSION,
+        }
+    }
+
+    /// The rollout's own sentence, then the count.
+    fn message(&self) -> String {
+        match &self.rollout.message {
+            Some(m) => format!("{m} {}", self.tally()),
+            None => self.tally(),
+        }
+    }
+
     fn rolled_out(&self, c: &Conditions<'_>) -> Condition {
-        let (status, why) = if self.done() {
-            (true, reason::COMPLETE)
+        // Complete but not every proxy on the target: pods created from elsewhere (the
+        // webhook was down, or a pod predates the mesh) wait for their next restart.
+        let done = self.rollout.phase == RolloutPhase::Complete && self.updated >= self.total;
+        let why = if done {
+            reason::COMPLETE
         } else {
-            (false, reason::ROLLING_OUT)
+            self.phase_reason()
         };
-        c.set(conditions::ROLLED_OUT, status, why, self.tally())
+        c.set(conditions::ROLLED_OUT, done, why, self.tally())
     }
 
     fn progressing(&self, c: &Conditions<'_>) -> Condition {
-        if self.done() {
-            return c.set(
+        match self.rollout.phase {
+            RolloutPhase::Progressing => c.set(
+                conditions::PROGRESSING,
+                true,
+                reason::ROLLING_OUT,
+                self.message(),
+            ),
+            RolloutPhase::Complete => c.set(
                 conditions::PROGRESSING,
                 false,
                 reason::COMPLETE,
                 format!("No rollout is under way. {}", self.tally()),
-            );
+            ),
+            _ => c.set(
+                conditions::PROGRESSING,
+                false,
+                self.phase_reason(),
+                self.message(),
+            ),
         }
-        let message = format!(
-            "{} The others pick it up when their pods are restarted (for example with \
-             `kubectl rollout restart`); Remora does not restart pods itself yet.",
-            self.tally()
-        );
-        c.set(conditions::PROGRESSING, true, reason::ROLLING_OUT, message)
     }
 }
 
-fn degraded(c: &Conditions<'_>, tally: &ProxyTally) -> Condition {
+fn degraded(c: &Conditions<'_>, tally: &ProxyTally, rollout: &RolloutStatus) -> Condition {
     if tally.nacked > 0 {
         return c.set(
             conditions::DEGRADED,
@@ -138,6 +166,21 @@ fn degraded(c: &Conditions<'_>, tally: &ProxyTally) -> Condition {
             reason::REJECTED_BY_PROXY,
             tally.rejection(),
         );
+    }
+    let failed = match rollout.phase {
+        RolloutPhase::RolledBack => Some(reason::ROLLED_BACK),
+        RolloutPhase::Failed => Some(reason::UNSUPPORTED_VERSION),
+        RolloutPhase::Paused if !rollout.failed_workloads.is_empty() => {
+            Some(reason::HEALTH_GATE_FAILED)
+        }
+        _ => None,
+    };
+    if let Some(why) = failed {
+        let message = rollout
+            .message
+            .clone()
+            .unwrap_or_else(|| "The rollout failed.".into());
+        return c.set(conditions::DEGRADED, true, why, message);
     }
     c.set(
         conditions::DEGRADED,
@@ -159,10 +202,19 @@ mod tests {
             .collect();
         PolicyFacts {
             generation: Some(4),
-            desired_version: desired.into(),
             matched_proxies: versions.values().sum(),
             matched_workloads: 2,
             versions,
+            rollout: rollout(RolloutPhase::Complete, desired, None),
+            ..Default::default()
+        }
+    }
+
+    fn rollout(phase: RolloutPhase, target: &str, message: Option<&str>) -> RolloutStatus {
+        RolloutStatus {
+            phase,
+            target_version: target.into(),
+            message: message.map(Into::into),
             ..Default::default()
         }
     }
@@ -220,16 +272,21 @@ mod tests {
         );
         assert_eq!(get(&s, conditions::PROGRESSING).0, "False");
         assert_eq!(get(&s, conditions::DEGRADED).0, "False");
-        assert_eq!(s.rollout, None);
+        assert_eq!(
+            s.rollout.map(|r| (r.phase, r.target_version)),
+            Some((RolloutPhase::Complete, "1.40.0".into()))
+        );
     }
 
     #[test]
-    fn a_version_change_waits_for_restarts_and_says_so() {
-        let s = policy_status(
-            &facts("1.40.0", &[("1.40.0", 1), ("1.39.0", 2)]),
-            None,
-            at(0),
+    fn a_rollout_under_way_says_where_it_is() {
+        let mut f = facts("1.40.0", &[("1.40.0", 1), ("1.39.0", 2)]);
+        f.rollout = rollout(
+            RolloutPhase::Progressing,
+            "1.40.0",
+            Some("Wave 1 of 3: waiting for shop/web's pods."),
         );
+        let s = policy_status(&f, None, at(0));
         assert_eq!(
             get(&s, conditions::ROLLED_OUT),
             (
@@ -238,16 +295,75 @@ mod tests {
                 "1 of 3 governed proxies run sidecar version 1.40.0."
             )
         );
-        let (status, why, message) = get(&s, conditions::PROGRESSING);
-        assert_eq!((status, why), ("True", "RollingOut"));
-        assert!(
-            message.contains("when their pods are restarted"),
-            "{message}"
+        assert_eq!(
+            get(&s, conditions::PROGRESSING),
+            (
+                "True",
+                "RollingOut",
+                "Wave 1 of 3: waiting for shop/web's pods. 1 of 3 governed proxies run sidecar \
+                 version 1.40.0."
+            )
         );
-        assert!(
-            message.contains("does not restart pods itself"),
-            "{message}"
+        assert_eq!(get(&s, conditions::DEGRADED).0, "False");
+    }
+
+    #[test]
+    fn a_paused_rollout_is_not_progressing_and_a_failed_gate_degrades() {
+        let mut f = facts("1.40.0", &[("1.40.0", 1), ("1.39.0", 2)]);
+        f.rollout = rollout(RolloutPhase::Paused, "1.40.0", Some("Paused by spec."));
+        let s = policy_status(&f, None, at(0));
+        assert_eq!(get(&s, conditions::PROGRESSING).0, "False");
+        assert_eq!(get(&s, conditions::PROGRESSING).1, "Paused");
+        assert_eq!(get(&s, conditions::ROLLED_OUT).1, "Paused");
+        assert_eq!(get(&s, conditions::DEGRADED).0, "False");
+
+        f.rollout.failed_workloads = vec![remora_api::sidecar_policy::FailedWorkload {
+            kind: "Deployment".into(),
+            namespace: "shop".into(),
+            name: "web".into(),
+            reason: "1 of 1 pods not Ready after 10m".into(),
+        }];
+        f.rollout.message = Some("The health gate of wave 1 failed.".into());
+        let s = policy_status(&f, None, at(0));
+        assert_eq!(
+            get(&s, conditions::DEGRADED),
+            (
+                "True",
+                "HealthGateFailed",
+                "The health gate of wave 1 failed."
+            )
         );
+    }
+
+    #[test]
+    fn a_rolled_back_or_refused_rollout_degrades_the_policy() {
+        let mut f = facts("1.41.0", &[("1.40.0", 3)]);
+        f.rollout = rollout(
+            RolloutPhase::RolledBack,
+            "1.41.0",
+            Some("Rolled back shop/web to 1.40.0."),
+        );
+        let s = policy_status(&f, None, at(0));
+        assert_eq!(
+            get(&s, conditions::DEGRADED),
+            ("True", "RolledBack", "Rolled back shop/web to 1.40.0.")
+        );
+        assert_eq!(get(&s, conditions::ROLLED_OUT).1, "RolledBack");
+        f.rollout.phase = RolloutPhase::Failed;
+        let s = policy_status(&f, None, at(0));
+        assert_eq!(get(&s, conditions::DEGRADED).1, "UnsupportedVersion");
+        assert_eq!(get(&s, conditions::PROGRESSING).1, "UnsupportedVersion");
+    }
+
+    #[test]
+    fn complete_with_a_lagging_proxy_is_not_rolled_out() {
+        let s = policy_status(
+            &facts("1.40.0", &[("1.40.0", 2), ("1.39.0", 1)]),
+            None,
+            at(0),
+        );
+        assert_eq!(get(&s, conditions::ROLLED_OUT).0, "False");
+        assert_eq!(get(&s, conditions::PROGRESSING).1, "Complete");
     }
 
     #[test]

@@ -88,6 +88,20 @@ impl StatusWriter {
         self.write(policy, desired, &self.policies).await
     }
 
+    /// The policy's status as it stands: what this writer last wrote to it when `policy`
+    /// is a copy from before that write (a cache that has not caught up), else its own. A
+    /// rollout steps from this, so a lagging cache never makes it repeat a step.
+    pub fn policy_status_now(&self, policy: &SidecarPolicy) -> Option<SidecarPolicyStatus> {
+        let applied = lock(&self.policies);
+        let written = policy.uid().and_then(|u| applied.get(&u));
+        current_status(
+            policy.resource_version().as_deref(),
+            policy.status.as_ref(),
+            written,
+        )
+        .cloned()
+    }
+
     /// Status writes so far.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
@@ -258,11 +272,9 @@ impl Owned for SidecarPolicyStatus {
         &mut self.conditions
     }
 
-    // `rollout` belongs to whatever drives rollouts; it never makes this writer write.
     fn owned(&self) -> Self {
         SidecarPolicyStatus {
             conditions: sorted(&self.conditions),
-            rollout: None,
             ..self.clone()
         }
     }
@@ -325,25 +337,28 @@ mod tests {
         assert!(!needs_write(Some(&current), &desired));
     }
 
+    /// The rollout's state lives in status (a restarted controller resumes from it), so a
+    /// change to it alone must be written.
     #[test]
-    fn a_rollout_written_by_someone_else_is_no_change() {
-        let desired = SidecarPolicyStatus {
-            matched_proxies: 3,
-            ..Default::default()
+    fn a_rollout_step_alone_is_a_change() {
+        let rollout = |wave| {
+            Some(RolloutStatus {
+                phase: RolloutPhase::Progressing,
+                wave,
+                ..Default::default()
+            })
         };
         let current = SidecarPolicyStatus {
-            rollout: Some(RolloutStatus {
-                phase: RolloutPhase::Paused,
-                ..Default::default()
-            }),
-            ..desired.clone()
+            matched_proxies: 3,
+            rollout: rollout(1),
+            ..Default::default()
         };
-        assert!(!needs_write(Some(&current), &desired));
-        let changed = SidecarPolicyStatus {
-            matched_proxies: 4,
-            ..desired
+        assert!(!needs_write(Some(&current), &current.clone()));
+        let next = SidecarPolicyStatus {
+            rollout: rollout(2),
+            ..current.clone()
         };
-        assert!(needs_write(Some(&current), &changed));
+        assert!(needs_write(Some(&current), &next));
     }
 
     #[test]
