@@ -1,11 +1,11 @@
 //! `SidecarPolicy`: which pods get a sidecar, which one, how it behaves, and how a new version
 //! reaches them.
 
-use std::collections::BTreeSet;
+use std::{cmp::Ordering, collections::BTreeSet, fmt};
 
 use k8s_openapi::{
     api::core::v1::{Container, ResourceRequirements},
-    apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector},
+    apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time},
 };
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -470,7 +470,7 @@ pub struct VersionCount {
     pub proxies: i32,
 }
 
-/// Where a rollout stands.
+/// Where a rollout stands. Everything a restarted controller needs to resume is here.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
@@ -481,11 +481,24 @@ pub struct RolloutStatus {
     /// The version it replaces, which a rollback returns to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_version: Option<String>,
+    /// A short fingerprint of the sidecar being rolled out (proxy image, version, resources,
+    /// log level, concurrency, interception and extra containers). A new value starts a new
+    /// rollout; traffic, egress and rollout settings do not change it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
+    /// The workloads moved to the target version (restart issued, or done), in the order they
+    /// were reached. Workloads not listed keep the previous version, even when their pods are
+    /// recreated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reached: Vec<WorkloadRef>,
+    /// When the wave under way began; its health gate times out counting from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_started_at: Option<Time>,
     /// The wave under way, counting from 1.
     pub wave: i32,
-    /// Waves in this rollout.
+    /// Waves in this rollout (waves that would add no workload are left out).
     pub total_waves: i32,
-    /// Workloads running the target version.
+    /// Workloads that run the target version and passed their wave's health gate.
     pub updated_workloads: i32,
     /// Workloads the rollout covers.
     pub total_workloads: i32,
@@ -495,6 +508,47 @@ pub struct RolloutStatus {
     /// A sentence for a person: what is happening or what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// A workload a policy governs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: String,
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The workload's name.
+    pub name: String,
+}
+
+impl WorkloadRef {
+    pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
+        WorkloadRef {
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+// Namespace first, as people list workloads; the rollout order follows it.
+impl Ord for WorkloadRef {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (&self.namespace, &self.name, &self.kind).cmp(&(&other.namespace, &other.name, &other.kind))
+    }
+}
+
+impl PartialOrd for WorkloadRef {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for WorkloadRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
 }
 
 /// The phase of a rollout: Progressing, Paused, Complete, RolledBack or Failed.
@@ -574,6 +628,8 @@ fn validate_proxy(p: &mut Problems, proxy: &ProxySpec) {
                 proxy.version
             ),
         );
+    } else if let Err(e) = check_proxy_version(&proxy.version) {
+        p.add("spec.proxy.version", e.to_string());
     }
     if let Some(c) = proxy.concurrency
         && !(1..=64).contains(&c)
@@ -758,6 +814,85 @@ fn validate_rollout(p: &mut Problems, r: &RolloutStrategy) {
     }
 }
 
+/// The Envoy minor versions this control plane is built and tested against (any patch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VersionWindow {
+    pub major: u32,
+    pub oldest_minor: u32,
+    pub newest_minor: u32,
+}
+
+impl VersionWindow {
+    pub fn contains(&self, major: u32, minor: u32) -> bool {
+        major == self.major && (self.oldest_minor..=self.newest_minor).contains(&minor)
+    }
+}
+
+impl fmt::Display for VersionWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{major}.{} through {major}.{}",
+            self.oldest_minor,
+            self.newest_minor,
+            major = self.major
+        )
+    }
+}
+
+/// Built and tested against Envoy 1.40; the two minors before it still speak the xDS this
+/// control plane sends.
+pub const SUPPORTED_PROXY_VERSIONS: VersionWindow = VersionWindow {
+    major: 1,
+    oldest_minor: 38,
+    newest_minor: 40,
+};
+
+/// Why a proxy version is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyVersionError {
+    #[error(
+        "{version:?} is not a version: set spec.proxy.version to MAJOR.MINOR.PATCH within \
+         {SUPPORTED_PROXY_VERSIONS}, e.g. {major}.{minor}.0",
+        major = SUPPORTED_PROXY_VERSIONS.major,
+        minor = SUPPORTED_PROXY_VERSIONS.newest_minor
+    )]
+    Unparseable { version: String },
+    #[error(
+        "{version:?} is outside the Envoy versions this control plane supports \
+         ({SUPPORTED_PROXY_VERSIONS}, any patch): set spec.proxy.version to one of them, \
+         e.g. {major}.{minor}.0, or upgrade the control plane first",
+        major = SUPPORTED_PROXY_VERSIONS.major,
+        minor = SUPPORTED_PROXY_VERSIONS.newest_minor
+    )]
+    Unsupported { version: String },
+}
+
+/// Accepts `1.40.0`, `v1.39.2`, `1.38.1-dev` and the like within
+/// [`SUPPORTED_PROXY_VERSIONS`]: the webhook, the reconciler and the rollout all refuse a
+/// sidecar this control plane cannot configure.
+pub fn check_proxy_version(version: &str) -> Result<(), ProxyVersionError> {
+    let unparseable = || ProxyVersionError::Unparseable {
+        version: version.to_owned(),
+    };
+    if !is_version(version) {
+        return Err(unparseable());
+    }
+    let v = version.strip_prefix('v').unwrap_or(version);
+    let mut parts = v.split(['-', '+']).next().unwrap_or_default().split('.');
+    let mut number = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    let (Some(major), Some(minor)) = (number(), number()) else {
+        return Err(unparseable());
+    };
+    if SUPPORTED_PROXY_VERSIONS.contains(major, minor) {
+        Ok(())
+    } else {
+        Err(ProxyVersionError::Unsupported {
+            version: version.to_owned(),
+        })
+    }
+}
+
 fn is_version(v: &str) -> bool {
     let v = v.strip_prefix('v').unwrap_or(v);
     let core = v.split(['-', '+']).next().unwrap_or_default();
@@ -798,6 +933,65 @@ mod tests {
         for bad in ["1.40", "latest", "1.40.x", "", "1..0", "1.2.3 "] {
             assert!(!is_version(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_supported_window() {
+        for ok in [
+            "1.40.0",
+            "v1.39.2",
+            "1.38.1-dev",
+            "1.40.17+build.3",
+            "1.38.0",
+        ] {
+            assert_eq!(check_proxy_version(ok), Ok(()), "{ok}");
+        }
+        for out in ["1.37.9", "1.41.0", "2.40.0", "0.39.0", "v1.9.0"] {
+            let e = check_proxy_version(out).expect_err(out).to_string();
+            assert!(matches!(
+                check_proxy_version(out),
+                Err(ProxyVersionError::Unsupported { .. })
+            ));
+            assert!(e.contains("spec.proxy.version"), "{e}");
+            assert!(e.contains("1.38 through 1.40"), "{e}");
+        }
+        for bad in ["latest", "1.40", "", "99999999999.40.0"] {
+            assert!(check_proxy_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validate_refuses_versions_outside_the_window() {
+        let mut p = Problems::default();
+        validate_proxy(
+            &mut p,
+            &ProxySpec {
+                image: "envoyproxy/envoy".into(),
+                version: "1.37.0".into(),
+                resources: None,
+                log_level: LogLevel::Info,
+                concurrency: None,
+                interception: Interception::default(),
+            },
+        );
+        let errors = p.finish().expect_err("1.37 is refused").to_string();
+        assert!(errors.contains("spec.proxy.version"), "{errors}");
+        assert!(errors.contains("1.38 through 1.40"), "{errors}");
+    }
+
+    #[test]
+    fn workloads_sort_by_namespace_then_name_then_kind() {
+        let mut refs = vec![
+            WorkloadRef::new("StatefulSet", "b", "a"),
+            WorkloadRef::new("Deployment", "b", "a"),
+            WorkloadRef::new("Deployment", "a", "z"),
+        ];
+        refs.sort();
+        let shown: Vec<String> = refs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["Deployment/a/z", "Deployment/b/a", "StatefulSet/b/a"]
+        );
     }
 
     #[test]
