@@ -124,6 +124,8 @@ async fn refuses_invalid_routes(
         namespace: ns.to_owned(),
         service_name: "remora".into(),
         webhook_name: name.to_owned(),
+        mutating_webhook_name: None,
+        injector: None,
         extra_sans: vec!["127.0.0.1".into()],
         certificates: Certificates::Generated {
             ca_secret: ca_secret.to_owned(),

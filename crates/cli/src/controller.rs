@@ -99,6 +99,8 @@ pub fn run(args: &Args) -> ExitCode {
             namespace: args.namespace.clone(),
             service_name: args.webhook_service.clone(),
             webhook_name: args.webhook_configuration.clone(),
+            mutating_webhook_name: None,
+            injector: None,
             extra_sans: Vec::new(),
             certificates: match &args.webhook_tls_secret {
                 Some(secret) => remora_webhook::Certificates::Provided {

@@ -1,17 +1,21 @@
 //! What the webhook reads and writes in the cluster: the CA Secret (created by the first
 //! replica that finds none), a user-provided TLS Secret, and the `caBundle` of its
-//! ValidatingWebhookConfiguration.
+//! Validating- and MutatingWebhookConfiguration.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
     ByteString,
-    api::{admissionregistration::v1::ValidatingWebhookConfiguration, core::v1::Secret},
+    api::{
+        admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+        core::v1::Secret,
+    },
 };
 use kube::{
-    Api,
+    Api, Resource,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
+use serde::de::DeserializeOwned;
 
 use crate::{
     Error,
@@ -90,26 +94,64 @@ pub async fn read_tls_secret(
     Ok((identity, ca))
 }
 
+/// A webhook configuration whose webhooks carry a `caBundle`: the validating and the
+/// mutating kind have the same shape but no common type.
+pub trait WebhookConfiguration:
+    Resource<DynamicType = ()> + k8s_openapi::Resource + Clone + DeserializeOwned + std::fmt::Debug
+{
+    /// Each webhook's name and the `caBundle` it has now.
+    fn ca_bundles(&self) -> Vec<(&str, Option<&[u8]>)>;
+}
+
+impl WebhookConfiguration for ValidatingWebhookConfiguration {
+    fn ca_bundles(&self) -> Vec<(&str, Option<&[u8]>)> {
+        let webhooks = self.webhooks.iter().flatten();
+        webhooks
+            .map(|w| {
+                (
+                    w.name.as_str(),
+                    w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()),
+                )
+            })
+            .collect()
+    }
+}
+
+impl WebhookConfiguration for MutatingWebhookConfiguration {
+    fn ca_bundles(&self) -> Vec<(&str, Option<&[u8]>)> {
+        let webhooks = self.webhooks.iter().flatten();
+        webhooks
+            .map(|w| {
+                (
+                    w.name.as_str(),
+                    w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()),
+                )
+            })
+            .collect()
+    }
+}
+
 /// Sets the `caBundle` of every webhook in the configuration `name` that lacks this CA,
 /// patching only that field. Returns whether anything changed.
-pub async fn ensure_ca_bundle(
-    configs: &Api<ValidatingWebhookConfiguration>,
+pub async fn ensure_ca_bundle<K: WebhookConfiguration>(
+    configs: &Api<K>,
     name: &str,
     ca_pem: &str,
 ) -> Result<bool, Error> {
+    let kind = <K as k8s_openapi::Resource>::KIND;
     let config = configs.get_opt(name).await.map_err(|source| Error::Kube {
-        what: format!("read ValidatingWebhookConfiguration {name}"),
+        what: format!("read {kind} {name}"),
         source,
     })?;
-    let config = config.ok_or_else(|| Error::MissingWebhookConfiguration(name.to_owned()))?;
+    let config = config.ok_or_else(|| Error::MissingWebhookConfiguration {
+        kind,
+        name: name.to_owned(),
+    })?;
     let stale: Vec<&str> = config
-        .webhooks
-        .iter()
-        .flatten()
-        .filter(|w| {
-            w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(ca_pem.as_bytes())
-        })
-        .map(|w| w.name.as_str())
+        .ca_bundles()
+        .into_iter()
+        .filter(|(_, bundle)| *bundle != Some(ca_pem.as_bytes()))
+        .map(|(name, _)| name)
         .collect();
     if stale.is_empty() {
         return Ok(false);
@@ -126,10 +168,10 @@ pub async fn ensure_ca_bundle(
         .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
         .await
         .map_err(|source| Error::Kube {
-            what: format!("patch the caBundle of ValidatingWebhookConfiguration {name}"),
+            what: format!("patch the caBundle of {kind} {name}"),
             source,
         })?;
-    tracing::info!(configuration = name, webhooks = ?stale, "set the webhook caBundle");
+    tracing::info!(%kind, configuration = name, webhooks = ?stale, "set the webhook caBundle");
     Ok(true)
 }
 

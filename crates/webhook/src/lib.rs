@@ -1,20 +1,24 @@
-//! Remora's validating admission webhook for `TrafficRoute` and `SidecarPolicy`: the same
-//! `validate()` the reconcilers run, answered before an object is stored, so `kubectl apply`
-//! and a GitOps sync fail at once with every field path and its fix.
+//! Remora's admission webhooks. The validating one checks `TrafficRoute` and `SidecarPolicy`
+//! with the same `validate()` the reconcilers run, answered before an object is stored, so
+//! `kubectl apply` and a GitOps sync fail at once with every field path and its fix. The
+//! mutating one ([`MUTATE_PODS_PATH`]) adds the sidecar to Pods as a [`PodInjector`] says.
 //!
 //! [`run`] is what the controller starts: it makes sure the CA exists (a Secret shared by
-//! the replicas), signs this replica's serving certificate, serves HTTPS on [`PATH`] and
-//! keeps the `caBundle` of the ValidatingWebhookConfiguration pointing at that CA.
+//! the replicas), signs this replica's serving certificate, serves HTTPS on [`PATH`] (and
+//! the pod path when given an injector) and keeps the `caBundle` of the webhook
+//! configurations pointing at that CA.
 //! [`serve`] is the server alone, for tests and for callers with their own certificates.
 #![forbid(unsafe_code)]
 
 mod certs;
 pub mod cluster;
+mod mutate;
 mod review;
 mod run;
 mod server;
 
 pub use certs::{Ca, CertError, TlsIdentity, service_sans};
+pub use mutate::{InjectFailure, MUTATE_PODS_PATH, PodInjector, Unavailable, review_pod};
 pub use review::review;
 pub use run::{Certificates, Config, run};
 pub use server::{PATH, ServingCert, serve};
@@ -39,9 +43,10 @@ pub enum Error {
     )]
     SecretKey { secret: String, key: &'static str },
     #[error(
-        "ValidatingWebhookConfiguration {0} does not exist; install the chart with webhook.enabled"
+        "{kind} {name} does not exist; install the chart with the webhook enabled, or stop \
+         naming it in the controller's settings"
     )]
-    MissingWebhookConfiguration(String),
+    MissingWebhookConfiguration { kind: &'static str, name: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,

@@ -1,16 +1,17 @@
 //! The webhook as the controller runs it: certificates from the cluster, the server, and
 //! the upkeep that keeps the `caBundle` right and the serving certificate current.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use k8s_openapi::api::{
-    admissionregistration::v1::ValidatingWebhookConfiguration, core::v1::Secret,
+    admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+    core::v1::Secret,
 };
 use kube::{Api, Client};
 use tokio::{net::TcpListener, time::Instant};
 
 use crate::{
-    Error,
+    Error, PodInjector,
     certs::{TlsIdentity, service_sans},
     cluster::{ensure_ca, ensure_ca_bundle, read_tls_secret},
     server::{ServingCert, serve},
@@ -33,6 +34,11 @@ pub struct Config {
     pub service_name: String,
     /// The ValidatingWebhookConfiguration whose `caBundle` is kept right.
     pub webhook_name: String,
+    /// The MutatingWebhookConfiguration of sidecar injection, whose `caBundle` is kept right
+    /// too (`None`: no such configuration, or someone else keeps it).
+    pub mutating_webhook_name: Option<String>,
+    /// Answers pod reviews on [`crate::MUTATE_PODS_PATH`] (`None`: that path is not served).
+    pub injector: Option<Arc<dyn PodInjector>>,
     /// More names for the serving certificate (IP addresses become IP SANs).
     pub extra_sans: Vec<String>,
     pub certificates: Certificates,
@@ -57,7 +63,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &config.namespace);
-    let configs: Api<ValidatingWebhookConfiguration> = Api::all(client);
+    let configs = Configurations {
+        validating: Api::all(client.clone()),
+        mutating: Api::all(client),
+    };
     let loaded = load(&secrets, &config).await?;
     let cert = ServingCert::new(&loaded.identity)?;
     let listener = TcpListener::bind(config.addr)
@@ -66,12 +75,23 @@ pub async fn run(
             addr: config.addr,
             source,
         })?;
-    tracing::info!(addr = %config.addr, webhook = %config.webhook_name, "admission webhook listening");
+    tracing::info!(
+        addr = %config.addr,
+        webhook = %config.webhook_name,
+        injection = config.injector.is_some(),
+        "admission webhook listening"
+    );
     let upkeep = upkeep(&secrets, &configs, &config, &cert, loaded);
     tokio::select! {
-        served = serve(listener, cert.clone(), shutdown) => Ok(served?),
+        served = serve(listener, cert.clone(), config.injector.clone(), shutdown) => Ok(served?),
         never = upkeep => match never {},
     }
+}
+
+/// The webhook configurations whose `caBundle` is kept right.
+struct Configurations {
+    validating: Api<ValidatingWebhookConfiguration>,
+    mutating: Api<MutatingWebhookConfiguration>,
 }
 
 /// The serving identity in use and what it came from.
@@ -106,16 +126,21 @@ async fn load(secrets: &Api<Secret>, config: &Config) -> Result<Loaded, Error> {
 
 async fn upkeep(
     secrets: &Api<Secret>,
-    configs: &Api<ValidatingWebhookConfiguration>,
+    configs: &Configurations,
     config: &Config,
     cert: &ServingCert,
     mut current: Loaded,
 ) -> Infallible {
     loop {
-        if let Some(ca) = &current.ca_bundle
-            && let Err(e) = ensure_ca_bundle(configs, &config.webhook_name, ca).await
-        {
-            tracing::warn!(error = %e, "cannot keep the webhook caBundle right; retrying");
+        if let Some(ca) = &current.ca_bundle {
+            if let Err(e) = ensure_ca_bundle(&configs.validating, &config.webhook_name, ca).await {
+                tracing::warn!(error = %e, "cannot keep the webhook caBundle right; retrying");
+            }
+            if let Some(name) = &config.mutating_webhook_name
+                && let Err(e) = ensure_ca_bundle(&configs.mutating, name, ca).await
+            {
+                tracing::warn!(error = %e, "cannot keep the injection webhook caBundle right; retrying");
+            }
         }
         tokio::time::sleep(RECHECK).await;
         match load(secrets, config).await {

@@ -1,5 +1,5 @@
-//! HTTPS for the API server's webhook client: one path, bounded bodies, timeouts, and a
-//! serving certificate that can be replaced while connections are open.
+//! HTTPS for the API server's webhook client: a path per webhook, bounded bodies, timeouts,
+//! and a serving certificate that can be replaced while connections are open.
 
 use std::{
     convert::Infallible,
@@ -30,9 +30,13 @@ use tokio_rustls::{
     },
 };
 
-use crate::certs::{CertError, TlsIdentity, provider};
+use crate::{
+    MUTATE_PODS_PATH, PodInjector,
+    certs::{CertError, TlsIdentity, provider},
+    mutate::review_pod,
+};
 
-/// The one path: the review's kind says which check runs.
+/// The validating webhook's path: the review's kind says which check runs.
 pub const PATH: &str = "/validate";
 /// Room for an object and its old version at etcd's 1.5 MiB limit, plus the review around them.
 const MAX_BODY: usize = 4 << 20;
@@ -68,10 +72,11 @@ impl ResolvesServerCert for ServingCert {
 }
 
 /// Serves admission reviews on `listener` until `shutdown` completes, then lets requests in
-/// flight finish (for a bounded time).
+/// flight finish (for a bounded time). Pod reviews are answered only with an `injector`.
 pub async fn serve(
     listener: TcpListener,
     cert: ServingCert,
+    injector: Option<Arc<dyn PodInjector>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CertError> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
@@ -97,6 +102,7 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
+        let injector = injector.clone();
         // The handshake runs in the connection's task, so a slow client never holds up
         // accepting the next one.
         tokio::spawn(async move {
@@ -115,7 +121,8 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(REQUEST_TIMEOUT);
-            let conn = builder.serve_connection(TokioIo::new(tls), service_fn(handle));
+            let service = service_fn(move |request| handle(request, injector.clone()));
+            let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
             }
@@ -131,10 +138,21 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if request.uri().path() != PATH {
-        return Ok(plain(StatusCode::NOT_FOUND, "not found"));
-    }
+/// Which review a request asks for.
+enum Route {
+    Validate,
+    MutatePods(Arc<dyn PodInjector>),
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    injector: Option<Arc<dyn PodInjector>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let route = match (request.uri().path(), injector) {
+        (PATH, _) => Route::Validate,
+        (MUTATE_PODS_PATH, Some(injector)) => Route::MutatePods(injector),
+        _ => return Ok(plain(StatusCode::NOT_FOUND, "not found")),
+    };
     if request.method() != Method::POST {
         return Ok(plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -155,8 +173,15 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
         }
         Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT, "the body was too slow")),
     };
-    let answer = crate::review::review(&body);
-    Ok(match serde_json::to_vec(&answer) {
+    let answer = match route {
+        Route::Validate => serde_json::to_vec(&crate::review::review(&body)),
+        Route::MutatePods(injector) => match review_pod(&body, injector.as_ref()) {
+            Ok(review) => serde_json::to_vec(&review),
+            // Not a verdict: the API server reports a failed call and `failurePolicy` decides.
+            Err(e) => return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+        },
+    };
+    Ok(match answer {
         Ok(json) => {
             let mut response = Response::new(Full::new(Bytes::from(json)));
             response.headers_mut().insert(
@@ -197,7 +222,10 @@ mod tests {
 
     const HOST: &str = "remora.remora-system.svc";
 
-    async fn start(ca: &Ca) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    async fn start(
+        ca: &Ca,
+        injector: Option<Arc<dyn PodInjector>>,
+    ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let identity = ca
             .issue(&service_sans("remora", "remora-system"))
             .expect("a serving cert");
@@ -206,7 +234,7 @@ mod tests {
         let (stop, stopped) = oneshot::channel::<()>();
         let cert = ServingCert::new(&identity).expect("a serving cert");
         let task = tokio::spawn(async move {
-            serve(listener, cert, async {
+            serve(listener, cert, injector, async {
                 let _ = stopped.await;
             })
             .await
@@ -248,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn reviews_over_tls_verified_against_the_ca() {
         let ca = Ca::generate().expect("a CA");
-        let (addr, stop, task) = start(&ca).await;
+        let (addr, stop, task) = start(&ca, None).await;
         let review = serde_json::json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {
@@ -270,10 +298,12 @@ mod tests {
         assert!(reply.contains("\"allowed\":false"), "{reply}");
         assert!(reply.contains("spec.parentRefs"), "{reply}");
 
-        let reply = call(addr, &ca, "POST /mutate HTTP/1.1", b"{}")
-            .await
-            .expect("a reply");
-        assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+        for path in ["/mutate", MUTATE_PODS_PATH] {
+            let reply = call(addr, &ca, &format!("POST {path} HTTP/1.1"), b"{}")
+                .await
+                .expect("a reply");
+            assert!(reply.starts_with("HTTP/1.1 404"), "{path}: {reply}");
+        }
         let reply = call(addr, &ca, &format!("GET {PATH} HTTP/1.1"), b"")
             .await
             .expect("a reply");
@@ -292,6 +322,70 @@ mod tests {
             .expect("no panic");
     }
 
+    /// Injects into pods named `ready-*`; cannot decide for any other.
+    #[derive(Debug)]
+    struct OnlyReady;
+
+    impl PodInjector for OnlyReady {
+        fn inject(
+            &self,
+            _: &str,
+            pod: &k8s_openapi::api::core::v1::Pod,
+        ) -> Result<Vec<remora_inject::JsonPatchOp>, crate::InjectFailure> {
+            match pod.metadata.name.as_deref() {
+                Some(n) if n.starts_with("ready-") => Ok(vec![remora_inject::JsonPatchOp::Add {
+                    path: "/metadata/labels".into(),
+                    value: serde_json::json!({"injected": "yes"}),
+                }]),
+                _ => Err(crate::InjectFailure::Unavailable("still listing".into())),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pod_reviews_are_answered_by_the_injector() {
+        let ca = Ca::generate().expect("a CA");
+        let (addr, stop, task) = start(&ca, Some(Arc::new(OnlyReady))).await;
+        let review = |name: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u2",
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "name": name, "namespace": "shop", "operation": "CREATE",
+                    "userInfo": {"username": "admin"},
+                    "object": {"apiVersion": "v1", "kind": "Pod",
+                               "metadata": {"name": name},
+                               "spec": {"containers": [{"name": "web"}]}}
+                }
+            }))
+            .expect("json")
+        };
+        let head = format!("POST {MUTATE_PODS_PATH} HTTP/1.1");
+        let reply = call(addr, &ca, &head, &review("ready-1"))
+            .await
+            .expect("a reply");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.contains("\"patchType\":\"JSONPatch\""), "{reply}");
+        let reply = call(addr, &ca, &head, &review("early-1"))
+            .await
+            .expect("a reply");
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        assert!(reply.contains("still listing"), "{reply}");
+        // The validating path is unaffected by the injector.
+        let reply = call(addr, &ca, &format!("POST {PATH} HTTP/1.1"), b"{}")
+            .await
+            .expect("a reply");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+        stop.send(()).expect("the server runs");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("shutdown is prompt")
+            .expect("no panic");
+    }
+
     #[tokio::test]
     async fn a_replaced_certificate_serves_new_handshakes() {
         let old = Ca::generate().expect("a CA");
@@ -301,7 +395,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("an address");
         let served = cert.clone();
-        tokio::spawn(async move { serve(listener, served, std::future::pending()).await });
+        tokio::spawn(async move { serve(listener, served, None, std::future::pending()).await });
         let head = format!("GET {PATH} HTTP/1.1");
         assert!(call(addr, &old, &head, b"").await.is_ok());
         assert!(
