@@ -33,6 +33,7 @@ fn config(lease: Option<LeaseConfig>) -> Config {
         },
         status_interval: Duration::from_millis(300),
         webhook: None,
+        inject: None,
     }
 }
 

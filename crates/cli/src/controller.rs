@@ -2,7 +2,8 @@
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
-use remora_controller::{Config, leader::LeaseConfig, start};
+use remora_controller::{Config, inject::InjectConfig, leader::LeaseConfig, start};
+use remora_inject::{ControlPlane, Layout, Settings};
 use remora_model::input::MeshSettings;
 use remora_runtime::Debounce;
 
@@ -71,17 +72,59 @@ pub struct Args {
     /// A TLS Secret someone else keeps (e.g. cert-manager); the CA is then not generated.
     #[arg(long, env = "REMORA_WEBHOOK_TLS_SECRET")]
     webhook_tls_secret: Option<String>,
+    /// The MutatingWebhookConfiguration of sidecar injection. Set (with the webhook's
+    /// address): the webhook injects pods, and its caBundle is kept right.
+    #[arg(long, env = "REMORA_MUTATING_WEBHOOK_CONFIGURATION")]
+    mutating_webhook_configuration: Option<String>,
+    /// Where injected sidecars go: `auto` (native sidecars from Kubernetes 1.29, by the API
+    /// server's version), `native`, or `classic` (for nodes older than the API server).
+    #[arg(long, env = "REMORA_INJECT_LAYOUT", default_value = "auto", value_parser = ["auto", "native", "classic"])]
+    inject_layout: String,
+    /// The host injected proxies reach xDS at; unset: the webhook Service's cluster DNS name.
+    #[arg(long, env = "REMORA_XDS_SERVICE_HOST")]
+    xds_service_host: Option<String>,
+    /// The port injected proxies reach xDS at (the Service's port).
+    #[arg(long, env = "REMORA_XDS_SERVICE_PORT", default_value_t = 18000)]
+    xds_service_port: u16,
+    /// Injected proxies use incremental (delta) xDS instead of state of the world.
+    #[arg(long, env = "REMORA_XDS_DELTA")]
+    xds_delta: bool,
 }
 
 pub fn run(args: &Args) -> ExitCode {
     init_logs(&args.log_format, &args.log_level);
+    let settings = MeshSettings {
+        root_namespace: args.root_namespace.clone(),
+        ..MeshSettings::default()
+    };
+    let inject = args
+        .mutating_webhook_configuration
+        .is_some()
+        .then(|| InjectConfig {
+            settings: Settings {
+                control_plane_namespace: args.namespace.clone(),
+                mesh_label: settings.mesh_label.clone(),
+            },
+            layout: match args.inject_layout.as_str() {
+                "native" => Some(Layout::Native),
+                "classic" => Some(Layout::Classic),
+                _ => None,
+            },
+            control_plane: ControlPlane {
+                xds_host: args.xds_service_host.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}.{}.svc.{}",
+                        args.webhook_service, args.namespace, settings.cluster_domain
+                    )
+                }),
+                xds_port: args.xds_service_port,
+                delta: args.xds_delta,
+            },
+        });
     let config = Config {
         xds_addr: args.xds_addr,
         admin_addr: args.admin_addr,
-        settings: MeshSettings {
-            root_namespace: args.root_namespace.clone(),
-            ..MeshSettings::default()
-        },
+        settings,
         lease: (!args.no_leader_election).then(|| LeaseConfig {
             namespace: args.namespace.clone(),
             name: args.lease_name.clone(),
@@ -99,7 +142,8 @@ pub fn run(args: &Args) -> ExitCode {
             namespace: args.namespace.clone(),
             service_name: args.webhook_service.clone(),
             webhook_name: args.webhook_configuration.clone(),
-            mutating_webhook_name: None,
+            mutating_webhook_name: args.mutating_webhook_configuration.clone(),
+            // The controller attaches it from `inject`.
             injector: None,
             extra_sans: Vec::new(),
             certificates: match &args.webhook_tls_secret {
@@ -111,6 +155,7 @@ pub fn run(args: &Args) -> ExitCode {
                 },
             },
         }),
+        inject,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

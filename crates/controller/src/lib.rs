@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod endpoints;
+pub mod inject;
 pub mod leader;
 pub mod metrics;
 pub mod pods;
@@ -71,6 +72,8 @@ pub struct Config {
     pub status_interval: Duration,
     /// The validating admission webhook every replica serves (`None`: not served).
     pub webhook: Option<remora_webhook::Config>,
+    /// Sidecar injection, served by that webhook on its pod path (`None`: not served).
+    pub inject: Option<inject::InjectConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Lease(#[from] leader::LeaseError),
+    #[error(transparent)]
+    Inject(#[from] inject::StartError),
 }
 
 /// What status and rollouts need of each pod with a sidecar or a workload, by pod.
@@ -300,6 +305,22 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         changed.clone(),
     )));
 
+    // Injection answers from the same model and policy store as everything else.
+    let mut webhook = config.webhook.clone();
+    if let (Some(webhook), Some(inject)) = (&mut webhook, &config.inject) {
+        let injector = inject::MeshInjector {
+            settings: inject.settings.clone(),
+            layout: inject::layout(&client, inject.layout).await?,
+            control_plane: inject.control_plane.clone(),
+            mesh: mesh.clone(),
+            policies: policies.clone(),
+            ready: ready.clone(),
+            metrics: metrics.clone(),
+        };
+        info!(layout = ?injector.layout, "sidecar injection served");
+        webhook.injector = Some(Arc::new(injector));
+    }
+
     let reconciler = Reconciler {
         client: client.clone(),
         mesh: mesh.clone(),
@@ -342,7 +363,7 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
             }
         }),
     ];
-    if let Some(webhook) = config.webhook.clone() {
+    if let Some(webhook) = webhook {
         let mut stop_webhook = stop.subscribe();
         servers.push(tokio::spawn(async move {
             // The webhook is a first line of defence only: without it the reconcilers

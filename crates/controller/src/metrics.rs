@@ -12,6 +12,15 @@ use prometheus_client::{
 use remora_xds::{StatusRegistry, status::SyncState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InjectionLabels {
+    /// `injected`, `skipped`, `refused` or `unavailable`.
+    pub result: &'static str,
+    /// Why, for all but `injected`: a skip's `SkipReason::metric_label`, the kind of conflict
+    /// that refused a pod, or `not_synced`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     /// `TrafficRoute` or `SidecarPolicy`.
     pub kind: &'static str,
@@ -34,6 +43,8 @@ pub struct Metrics {
     /// From a batch of cluster events to its snapshots being published.
     pub push_seconds: Histogram,
     pub leader: Gauge,
+    /// Pod admissions the sidecar injector answered.
+    pub injections: Family<InjectionLabels, Counter>,
     connected: Gauge,
     nacking: Gauge,
 }
@@ -81,6 +92,12 @@ impl Metrics {
             "1 while this replica holds the lease",
             leader.clone(),
         );
+        let injections = Family::<InjectionLabels, Counter>::default();
+        registry.register(
+            "injections",
+            "Pod admissions the sidecar injector answered, by result and reason",
+            injections.clone(),
+        );
         let connected = Gauge::default();
         registry.register(
             "connected_proxies",
@@ -101,6 +118,7 @@ impl Metrics {
             pushes,
             push_seconds,
             leader,
+            injections,
             connected,
             nacking,
         }
@@ -130,6 +148,12 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+
+    pub fn observe_injection(&self, result: &'static str, reason: &'static str) {
+        self.injections
+            .get_or_create(&InjectionLabels { result, reason })
+            .inc();
+    }
 }
 
 #[cfg(test)]
@@ -154,5 +178,19 @@ mod tests {
         assert!(text.contains(r#"remora_status_writes_total{kind="SidecarPolicy"} 1"#));
         assert!(text.contains("remora_connected_proxies 0"));
         assert!(text.contains("remora_reconcile_duration_seconds_count{kind=\"TrafficRoute\"} 2"));
+    }
+
+    #[test]
+    fn injections_count_by_result_and_reason() {
+        let m = Metrics::new();
+        m.observe_injection("injected", "");
+        m.observe_injection("skipped", "opted_out");
+        m.observe_injection("skipped", "opted_out");
+        let text = m.render(&StatusRegistry::new());
+        assert!(
+            text.contains(r#"remora_injections_total{result="skipped",reason="opted_out"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"remora_injections_total{result="injected",reason=""} 1"#));
     }
 }

@@ -48,7 +48,8 @@ pub fn pod_facts(pod: &Pod) -> Option<PodFacts> {
     })
 }
 
-fn workload(pod: &Pod) -> Option<String> {
+/// `Kind/name` of the pod's controlling workload (see [`PodFacts::workload`]).
+pub fn workload(pod: &Pod) -> Option<String> {
     let owner = pod
         .metadata
         .owner_references
