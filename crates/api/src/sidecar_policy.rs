@@ -981,7 +981,7 @@ mod tests {
 
     #[test]
     fn workloads_sort_by_namespace_then_name_then_kind() {
-        let mut refs = vec![
+        let mut refs = [
             WorkloadRef::new("StatefulSet", "b", "a"),
             WorkloadRef::new("Deployment", "b", "a"),
             WorkloadRef::new("Deployment", "a", "z"),
