@@ -491,7 +491,8 @@ pub struct RolloutStatus {
     /// recreated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reached: Vec<WorkloadRef>,
-    /// When the wave under way began; its health gate times out counting from here.
+    /// When the wave under way began, or last reached another workload (so one reached late
+    /// in a wave still gets the whole timeout); its health gate times out counting from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave_started_at: Option<Time>,
     /// The wave under way, counting from 1.

@@ -474,6 +474,22 @@ fn a_lost_action_is_issued_again_and_only_until_it_took() {
 }
 
 #[test]
+fn a_workload_already_on_the_target_gets_no_action() {
+    let mut sim = Sim::new(3, "1.39.0", spec("1.40.0", 1));
+    for p in &mut sim.workload(&wref(0)).pods {
+        p.version = Some("1.40.0".into());
+    }
+    let s = sim.step();
+    // The canary was healthy on arrival, so its wave passed and the next one began.
+    assert_eq!(s.status.reached, [wref(0), wref(1)]);
+    assert_eq!(restarted(&s.actions), [wref(1)]);
+    assert_eq!(
+        reasons(&s.events),
+        ["WaveStarted", "WavePassed", "WaveStarted"]
+    );
+}
+
+#[test]
 fn a_new_version_supersedes_a_rollout_under_way() {
     let mut sim = Sim::new(10, "1.39.0", spec("1.40.0", 10));
     sim.step();
