@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pods;
 pub mod reconcile;
+pub mod rollout;
 pub mod watches;
 
 use std::{
@@ -26,6 +27,7 @@ use std::{
 };
 
 use k8s_openapi::api::{
+    apps::v1::{DaemonSet, Deployment, StatefulSet},
     core::v1::{Endpoints, Namespace, Pod, Service},
     discovery::v1::EndpointSlice,
 };
@@ -288,6 +290,26 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         flag("SidecarPolicy"),
     )));
     drop(tx);
+    // Rollouts read workloads from stores; until those listed a workload would look
+    // deleted, so they count for readiness like the model's watches.
+    let (deployments, task) = workload_store::<Deployment>(&client, flag("Deployment"));
+    tasks.push(task);
+    let (statefulsets, task) = workload_store::<StatefulSet>(&client, flag("StatefulSet"));
+    tasks.push(task);
+    let (daemonsets, task) = workload_store::<DaemonSet>(&client, flag("DaemonSet"));
+    tasks.push(task);
+    let workloads = rollout::Workloads {
+        deployments,
+        statefulsets,
+        daemonsets,
+    };
+    let eviction = match client.apiserver_version().await {
+        Ok(info) => rollout::EvictionVersion::for_server(&info),
+        Err(e) => {
+            warn!(error = %e, "cannot read the API server's version; evicting with policy/v1");
+            rollout::EvictionVersion::V1
+        }
+    };
     let ready = Arc::new(Readiness {
         watches: flags,
         published: AtomicBool::new(false),
@@ -329,6 +351,8 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         routes,
         policies,
         proxy_pods,
+        workloads,
+        executor: rollout::Executor::new(client.clone(), eviction),
         metrics: metrics.clone(),
     };
     tasks.push(tokio::spawn(reconcile::run(
@@ -403,6 +427,44 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         servers,
         tasks,
     })
+}
+
+/// A reflector store of every `K` in the cluster, and the task that keeps it filled;
+/// `listed` is set once the first list is in.
+fn workload_store<K>(client: &Client, listed: Arc<AtomicBool>) -> (reflector::Store<K>, JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            // Field ownership is the bulk of these objects and nothing here reads it.
+            .modify(|o| o.meta_mut().managed_fields = None),
+    );
+    let ready = store.clone();
+    let task = tokio::spawn(async move {
+        let mark = async {
+            if ready.wait_until_ready().await.is_ok() {
+                listed.store(true, Ordering::Release);
+            }
+        };
+        let drain = stream.for_each(|e| {
+            if let Err(e) = e {
+                warn!(kind = %K::kind(&()), error = %e, "workload watch failed; retrying");
+            }
+            std::future::ready(())
+        });
+        tokio::join!(mark, drain);
+    });
+    (store, task)
 }
 
 /// Applies debounced batches of events to the model and publishes what changed. Until

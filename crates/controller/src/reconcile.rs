@@ -11,7 +11,11 @@ use std::{
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Client, ResourceExt, runtime::reflector::Store};
-use remora_api::{SidecarPolicy, TrafficRoute};
+use remora_api::{
+    SidecarPolicy, TrafficRoute,
+    sidecar_policy::{RolloutPhase, RolloutStatus},
+};
+use remora_rollout::ProxyHealth;
 use remora_model::input::ObjectKey;
 use remora_runtime::{SharedMesh, publish::proxy_id};
 use remora_status::{
@@ -24,7 +28,8 @@ use tracing::{debug, info, warn};
 use crate::{
     ProxyPods,
     admin::Readiness,
-    metrics::{KindLabel, Metrics},
+    metrics::{KindLabel, Metrics, ReasonLabel},
+    rollout::{self, Executor, Workloads},
 };
 
 /// Everything status is computed from.
@@ -36,6 +41,8 @@ pub struct Reconciler {
     pub routes: Store<TrafficRoute>,
     pub policies: Store<SidecarPolicy>,
     pub proxy_pods: ProxyPods,
+    pub workloads: Workloads,
+    pub executor: Executor,
     pub metrics: Arc<Metrics>,
 }
 
@@ -61,6 +68,18 @@ fn proxy_in_sync(
         .types
         .iter()
         .all(|(type_url, t)| t.acked.as_deref() == Some(snapshot.resources(type_url).version())))
+}
+
+/// How a pod's proxy stands for a rollout's health gate.
+fn proxy_health(cache: &SnapshotCache, xds: &StatusRegistry, proxy: &ObjectKey) -> ProxyHealth {
+    match proxy_in_sync(cache, xds, proxy) {
+        Err(message) => ProxyHealth::Nacked(message),
+        Ok(true) => ProxyHealth::Acked,
+        Ok(false) if xds.get(&proxy_id(proxy)).is_some() => ProxyHealth::Pending,
+        // Connected to another replica, or not yet at all: the pod's readiness (which the
+        // proxy's own readiness probe gates) is what the gate goes by.
+        Ok(false) => ProxyHealth::Unknown,
+    }
 }
 
 fn tally<'a>(
@@ -108,11 +127,25 @@ impl Reconciler {
         }
     }
 
+    /// Each policy's rollout steps here too: its state is part of the status, written
+    /// before the step's actions are carried out, so a crash between the two is resumed
+    /// (steps re-issue actions that did not take effect).
     async fn policies(&self, writer: &StatusWriter) {
+        let objects = self.workloads.objects();
+        let mut governed = {
+            let mesh = self.mesh.lock();
+            let pods = self.proxy_pods.read().unwrap_or_else(|e| e.into_inner());
+            rollout::governed(&mesh, &objects, &pods, |p| {
+                proxy_health(&self.cache, &self.xds, p)
+            })
+        };
+        let now = Time(now());
         for policy in self.policies.state() {
             let started = Instant::now();
             let key = ObjectKey::new(policy.namespace().unwrap_or_default(), policy.name_any());
-            let desired = {
+            let workloads = governed.remove(&key).unwrap_or_default();
+            let previous = writer.policy_status_now(&policy);
+            let (desired, step) = {
                 let mesh = self.mesh.lock();
                 if !mesh.has_policy(&key) {
                     continue;
@@ -124,32 +157,58 @@ impl Reconciler {
                     .collect();
                 let pods = self.proxy_pods.read().unwrap_or_else(|e| e.into_inner());
                 let mut versions: BTreeMap<String, i32> = BTreeMap::new();
-                let mut workloads = std::collections::BTreeSet::new();
                 for p in &governed {
                     if let Some(pod) = pods.get(p) {
                         let version = pod.sidecar.clone().unwrap_or_else(|| "unknown".into());
                         *versions.entry(version).or_default() += 1;
-                        if let Some(w) = &pod.workload {
-                            workloads.insert((p.namespace.as_str(), w.as_str()));
-                        }
                     }
                 }
+                let stored = previous.as_ref().and_then(|s| s.rollout.as_ref());
+                // A policy that never had a valid spec injects nothing, so has nothing to
+                // roll: it keeps what it had.
+                let step = mesh.policy_spec(&key).map(|spec| {
+                    remora_rollout::step(&remora_rollout::Input {
+                        policy: &key.to_string(),
+                        spec,
+                        previous: stored,
+                        workloads: &workloads,
+                        now: now.clone(),
+                    })
+                });
+                let rollout = match &step {
+                    Some(step) => step.status.clone(),
+                    None => stored.cloned().unwrap_or_else(|| RolloutStatus {
+                        phase: RolloutPhase::Complete,
+                        target_version: policy.spec.proxy.version.clone(),
+                        ..Default::default()
+                    }),
+                };
                 let facts = PolicyFacts {
                     generation: mesh.policy_generation(&key),
                     validation: mesh.policy_validation(&key).unwrap_or_default(),
-                    rollout: remora_api::sidecar_policy::RolloutStatus {
-                        phase: remora_api::sidecar_policy::RolloutPhase::Complete,
-                        target_version: policy.spec.proxy.version.clone(),
-                        ..Default::default()
-                    },
                     matched_proxies: governed.len() as i32,
                     matched_workloads: workloads.len() as i32,
                     versions,
                     proxies: tally(&self.cache, &self.xds, &governed),
+                    rollout,
                 };
-                policy_status(&facts, policy.status.as_ref(), Time(now()))
+                (policy_status(&facts, previous.as_ref(), now.clone()), step)
             };
             let result = writer.policy(&policy, desired).await;
+            if let (Ok(written), Some(step)) = (&result, step) {
+                self.executor
+                    .act(&key, &step.actions, &self.metrics)
+                    .await;
+                if *written {
+                    for note in &step.notes {
+                        self.metrics
+                            .rollout_transitions
+                            .get_or_create(&ReasonLabel { reason: note.reason })
+                            .inc();
+                    }
+                    self.executor.announce(&policy, &step.notes).await;
+                }
+            }
             self.record("SidecarPolicy", &key, result, started);
         }
     }

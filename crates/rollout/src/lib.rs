@@ -276,11 +276,22 @@ pub fn step(input: &Input) -> Step {
             },
             ..RolloutStatus::default()
         };
-        events.push(note(
-            false,
-            "WaveStarted",
-            format!("Rolling out sidecar {target} (from {previous}): wave 1 started"),
-        ));
+        events.push(if spec.rollout.paused {
+            note(
+                false,
+                "Paused",
+                format!(
+                    "The rollout of sidecar {target} (from {previous}) waits before wave 1: \
+                     spec.rollout.paused is true"
+                ),
+            )
+        } else {
+            note(
+                false,
+                "WaveStarted",
+                format!("Rolling out sidecar {target} (from {previous}): wave 1 started"),
+            )
+        });
         return rollout.progress(&fresh, true, events);
     }
     let previous = previous.unwrap_or(target);

@@ -436,6 +436,26 @@ fn spec_paused_stops_new_workloads_and_resumes() {
     assert_eq!(s.status.wave_started_at, Some(at(5_000)));
 }
 
+/// A version change made together with `paused: true` (the GitOps way to stage it) starts
+/// nothing and says it is paused, not that a wave started.
+#[test]
+fn a_rollout_staged_paused_waits_before_wave_one() {
+    let mut to = spec("1.40.0", 10);
+    to.rollout.paused = true;
+    let mut sim = Sim::new(3, "1.39.0", to);
+    let s = sim.step();
+    assert_eq!(s.status.phase, Paused);
+    assert_eq!(reasons(&s.events), ["Paused"]);
+    assert!(s.actions.is_empty(), "{:?}", s.actions);
+    assert!(s.status.reached.is_empty());
+    sim.spec.rollout.paused = false;
+    sim.now = 10;
+    let s = sim.step();
+    assert_eq!(s.status.phase, Progressing);
+    assert_eq!(reasons(&s.events), ["Resumed"]);
+    assert_eq!(restarted(&s.actions), [wref(0)]);
+}
+
 #[test]
 fn a_restarted_controller_resumes_at_the_same_wave() {
     let mut sim = Sim::new(10, "1.39.0", spec("1.40.0", 10));

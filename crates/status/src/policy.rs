@@ -117,7 +117,8 @@ impl<'a> Fleet<'a> {
     /// The rollout's own sentence, then the count.
     fn message(&self) -> String {
         match &self.rollout.message {
-            Some(m) => format!("{m} {}", self.tally()),
+            Some(m) if m.ends_with('.') => format!("{m} {}", self.tally()),
+            Some(m) => format!("{m}. {}", self.tally()),
             None => self.tally(),
         }
     }
