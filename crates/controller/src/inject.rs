@@ -61,12 +61,18 @@ pub async fn layout(client: &Client, configured: Option<Layout>) -> Result<Layou
 /// The proxy version a pod of `workload` gets under a policy whose spec in effect is `spec`
 /// (its last valid one) and whose stored object is `policy` (for its rollout status). This is
 /// the one place that decides it, so injection and rollouts cannot disagree.
+///
+/// During a rollout a workload keeps the previous version until the rollout reaches it, even
+/// when its pods are recreated; a pod no workload owns is never reached by a rollout, so it
+/// gets the previous version until the rollout completes.
 pub fn sidecar_version(
     spec: &SidecarPolicySpec,
-    _policy: &SidecarPolicy,
-    _workload: Option<&WorkloadRef>,
+    policy: &SidecarPolicy,
+    workload: Option<&WorkloadRef>,
 ) -> String {
-    spec.proxy.version.clone()
+    let rollout = policy.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let unowned = WorkloadRef::new("", "", "");
+    remora_rollout::version_for(spec, rollout, workload.unwrap_or(&unowned)).to_owned()
 }
 
 /// The workload the pod being created belongs to, in `namespace`; `None` for a pod no

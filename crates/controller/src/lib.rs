@@ -289,15 +289,16 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         tx.clone(),
         flag("SidecarPolicy"),
     )));
-    drop(tx);
     // Rollouts read workloads from stores; until those listed a workload would look
     // deleted, so they count for readiness like the model's watches.
-    let (deployments, task) = workload_store::<Deployment>(&client, flag("Deployment"));
+    let (deployments, task) = workload_store::<Deployment>(&client, flag("Deployment"), tx.clone());
     tasks.push(task);
-    let (statefulsets, task) = workload_store::<StatefulSet>(&client, flag("StatefulSet"));
+    let (statefulsets, task) =
+        workload_store::<StatefulSet>(&client, flag("StatefulSet"), tx.clone());
     tasks.push(task);
-    let (daemonsets, task) = workload_store::<DaemonSet>(&client, flag("DaemonSet"));
+    let (daemonsets, task) = workload_store::<DaemonSet>(&client, flag("DaemonSet"), tx.clone());
     tasks.push(task);
+    drop(tx);
     let workloads = rollout::Workloads {
         deployments,
         statefulsets,
@@ -430,8 +431,14 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
 }
 
 /// A reflector store of every `K` in the cluster, and the task that keeps it filled;
-/// `listed` is set once the first list is in.
-fn workload_store<K>(client: &Client, listed: Arc<AtomicBool>) -> (reflector::Store<K>, JoinHandle<()>)
+/// `listed` is set once the first list is in, and an empty batch then goes to the model's
+/// loop, which publishes the first config once everything listed: in a quiet cluster no
+/// other batch may come to make it look.
+fn workload_store<K>(
+    client: &Client,
+    listed: Arc<AtomicBool>,
+    model: mpsc::Sender<Vec<Event>>,
+) -> (reflector::Store<K>, JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -451,9 +458,11 @@ where
     );
     let ready = store.clone();
     let task = tokio::spawn(async move {
+        use futures::StreamExt as _;
         let mark = async {
             if ready.wait_until_ready().await.is_ok() {
                 listed.store(true, Ordering::Release);
+                let _ = model.send(Vec::new()).await;
             }
         };
         let drain = stream.for_each(|e| {

@@ -33,8 +33,24 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// `restart` or `evict`.
+    pub action: &'static str,
+    /// `ok` or `error` (an eviction a PodDisruptionBudget refuses is an error, retried).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The Event reason: `WaveStarted`, `WavePassed`, `GateFailed`, `RolledBack`, ...
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub rollout_actions: Family<ActionLabels, Counter>,
+    pub rollout_transitions: Family<ReasonLabel, Counter>,
     pub reconciles: Family<OutcomeLabels, Counter>,
     pub reconcile_seconds: Family<KindLabel, Histogram>,
     pub status_writes: Family<KindLabel, Counter>,
@@ -110,8 +126,22 @@ impl Metrics {
             "Connected proxies whose last answer to some type was a NACK",
             nacking.clone(),
         );
+        let rollout_actions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "rollout_actions",
+            "Workload restarts and pod evictions a rollout asked for, by outcome",
+            rollout_actions.clone(),
+        );
+        let rollout_transitions = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "rollout_transitions",
+            "Rollout transitions (waves started and passed, gates failed, rollbacks), by reason",
+            rollout_transitions.clone(),
+        );
         Metrics {
             registry,
+            rollout_actions,
+            rollout_transitions,
             reconciles,
             reconcile_seconds,
             status_writes,
@@ -132,6 +162,13 @@ impl Metrics {
         self.reconcile_seconds
             .get_or_create(&KindLabel { kind })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn observe_rollout_action(&self, action: &'static str, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.rollout_actions
+            .get_or_create(&ActionLabels { action, outcome })
+            .inc();
     }
 
     /// The text exposition, with the xDS gauges read now.

@@ -10,13 +10,16 @@ use std::{
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{Client, ResourceExt, runtime::reflector::Store};
+use kube::{
+    Client, ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
 use remora_api::{
     SidecarPolicy, TrafficRoute,
     sidecar_policy::{RolloutPhase, RolloutStatus},
 };
-use remora_rollout::ProxyHealth;
 use remora_model::input::ObjectKey;
+use remora_rollout::ProxyHealth;
 use remora_runtime::{SharedMesh, publish::proxy_id};
 use remora_status::{
     PolicyFacts, ProxyTally, RouteFacts, StatusWriter, policy_status, route_status,
@@ -175,6 +178,16 @@ impl Reconciler {
                         now: now.clone(),
                     })
                 });
+                if let Some(step) = &step {
+                    debug!(
+                        policy = %key,
+                        workloads = workloads.len(),
+                        pods = workloads.iter().map(|w| w.pods.len()).sum::<usize>(),
+                        actions = step.actions.len(),
+                        phase = ?step.status.phase,
+                        "rollout stepped"
+                    );
+                }
                 let rollout = match &step {
                     Some(step) => step.status.clone(),
                     None => stored.cloned().unwrap_or_else(|| RolloutStatus {
@@ -196,21 +209,43 @@ impl Reconciler {
             };
             let result = writer.policy(&policy, desired).await;
             if let (Ok(written), Some(step)) = (&result, step) {
-                self.executor
-                    .act(&key, &step.actions, &self.metrics)
-                    .await;
+                if *written && !step.actions.is_empty() {
+                    self.store_caught_up(&policy).await;
+                }
+                self.executor.act(&key, &step.actions, &self.metrics).await;
                 if *written {
-                    for note in &step.notes {
+                    for note in &step.events {
                         self.metrics
                             .rollout_transitions
-                            .get_or_create(&ReasonLabel { reason: note.reason })
+                            .get_or_create(&ReasonLabel {
+                                reason: note.reason,
+                            })
                             .inc();
                     }
-                    self.executor.announce(&policy, &step.notes).await;
+                    self.executor.announce(&policy, &step.events).await;
                 }
             }
             self.record("SidecarPolicy", &key, result, started);
         }
+    }
+
+    /// Waits (briefly) until the policy store holds the status just written. The injector
+    /// reads rollout state from that store, so a pod recreated by the step's actions must
+    /// not be injected from the state before the step.
+    async fn store_caught_up(&self, policy: &SidecarPolicy) {
+        let reference = ObjectRef::from_obj(policy);
+        let before = policy.resource_version();
+        for _ in 0..50 {
+            if self
+                .policies
+                .get(&reference)
+                .is_some_and(|p| p.resource_version() != before)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        warn!(policy = %reference, "the policy store lags its status write; acting anyway");
     }
 
     fn record(
