@@ -4,7 +4,10 @@
 use std::{cmp::Ordering, collections::BTreeSet, fmt};
 
 use k8s_openapi::{
-    api::core::v1::{Container, ResourceRequirements},
+    api::core::v1::{
+        ConfigMapVolumeSource, Container, EmptyDirVolumeSource, ResourceRequirements,
+        SecretVolumeSource, Volume,
+    },
     apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time},
 };
 use kube::{CustomResource, KubeSchema};
@@ -102,6 +105,13 @@ pub struct SidecarPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub extra_containers: Vec<Container>,
+
+    /// Volumes to add to every selected pod, for the extra containers to share with the app
+    /// (for example an `emptyDir` of logs that a log shipper reads). A pod that already has a
+    /// volume of the same name is refused at creation with the name to change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub volumes: Vec<SharedVolume>,
 
     /// Defaults for all traffic leaving the selected pods; a TrafficRoute rule overrides
     /// timeouts and retries for its own requests.
@@ -308,6 +318,38 @@ pub struct EgressScope {
         ))
     )]
     pub hosts: Vec<String>,
+}
+
+/// A volume the injector adds to a pod for its sidecars to share with the app: an
+/// `emptyDir`, a ConfigMap or a Secret (give exactly one).
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("[has(self.emptyDir), has(self.configMap), has(self.secret)].filter(x, x).size() == 1").message("give exactly one of emptyDir, configMap and secret"))]
+#[serde(rename_all = "camelCase")]
+pub struct SharedVolume {
+    /// The volume's name in the pod; the containers' `volumeMounts` refer to it.
+    pub name: String,
+    /// A directory that lives as long as the pod, shared by its containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirVolumeSource>,
+    /// A ConfigMap in the pod's namespace, as files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolumeSource>,
+    /// A Secret in the pod's namespace, as files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolumeSource>,
+}
+
+impl SharedVolume {
+    /// The pod volume it becomes.
+    pub fn to_volume(&self) -> Volume {
+        Volume {
+            name: self.name.clone(),
+            empty_dir: self.empty_dir.clone(),
+            config_map: self.config_map.clone(),
+            secret: self.secret.clone(),
+            ..Volume::default()
+        }
+    }
 }
 
 /// How a sidecar change rolls across the selected workloads.
@@ -588,6 +630,7 @@ impl Validate for SidecarPolicySpec {
         }
         validate_proxy(&mut p, &self.proxy);
         validate_extra_containers(&mut p, &self.extra_containers);
+        validate_volumes(&mut p, &self.volumes);
         validate_traffic(&mut p, &self.traffic);
         if let Some(egress) = &self.egress {
             validate_egress(&mut p, egress);
@@ -692,6 +735,34 @@ fn validate_extra_containers(p: &mut Problems, containers: &[Container]) {
         }
         if c.image.as_deref().is_none_or(|s| s.trim().is_empty()) {
             p.add(format!("{path}.image"), "an extra container needs an image");
+        }
+    }
+}
+
+fn validate_volumes(p: &mut Problems, volumes: &[SharedVolume]) {
+    let mut names = BTreeSet::new();
+    for (i, v) in volumes.iter().enumerate() {
+        let sources = [
+            v.empty_dir.is_some(),
+            v.config_map.is_some(),
+            v.secret.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            p.add(
+                format!("spec.volumes[{i}]"),
+                "give exactly one of emptyDir, configMap and secret",
+            );
+        }
+        let path = format!("spec.volumes[{i}].name");
+        p.dns_label(&path, &v.name);
+        if !names.insert(v.name.as_str()) {
+            p.add(
+                path,
+                format!(
+                    "volume name {:?} is used twice; names must be unique",
+                    v.name
+                ),
+            );
         }
     }
 }

@@ -237,6 +237,7 @@ mod tests {
                 interception: Default::default(),
             },
             extra_containers: vec![],
+            volumes: vec![],
             traffic: TrafficDefaults::default(),
             egress: None,
             rollout: RolloutStrategy::default(),

@@ -632,6 +632,7 @@ fn fleet_spec() -> SidecarPolicySpec {
             interception: Default::default(),
         },
         extra_containers: vec![],
+        volumes: vec![],
         traffic: TrafficDefaults {
             connect_timeout: Some("2s".into()),
             request_timeout: Some("15s".into()),

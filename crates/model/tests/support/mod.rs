@@ -130,6 +130,7 @@ pub fn policy_spec() -> SidecarPolicySpec {
             interception: Default::default(),
         },
         extra_containers: vec![],
+        volumes: vec![],
         traffic: TrafficDefaults::default(),
         egress: None,
         rollout: RolloutStrategy::default(),
