@@ -228,9 +228,13 @@ impl MeshInjector {
         };
         let workload = workload_ref(namespace, pod);
         let version = sidecar_version(&in_effect.spec, &stored, workload.as_ref());
+        // From the same spec the containers are built from, so the annotation names exactly
+        // the sidecar the pod gets.
+        let revision = remora_rollout::revision_of(&in_effect.spec, &version);
         let injection = Injection {
             policy: &in_effect,
             version: &version,
+            revision: &revision,
             layout: self.layout,
             control_plane: &self.control_plane,
         };
@@ -348,6 +352,10 @@ mod tests {
         assert_eq!(patched["spec"]["containers"][1]["name"], "web");
         let annotations = &patched["metadata"]["annotations"];
         assert_eq!(annotations["sidecar.remora.dev/version"], "1.40.0");
+        assert_eq!(
+            annotations["sidecar.remora.dev/revision"].as_str(),
+            Some(remora_rollout::revision(&policies[0].spec).as_str())
+        );
         assert_eq!(annotations["sidecar.remora.dev/policy"], "shop/mesh");
         assert!(metrics(&i).contains(r#"remora_injections_total{result="injected",reason=""} 1"#));
     }
@@ -419,6 +427,39 @@ mod tests {
             Err(InjectFailure::Unavailable(m)) if m.contains("shop/mesh")
         ));
         assert!(metrics(&i).contains(r#"result="unavailable",reason="not_synced""#));
+    }
+
+    /// A workload the rollout has not reached gets the previous version, annotated with the
+    /// revision of exactly that: the current spec with the previous version.
+    #[test]
+    fn a_pod_not_reached_yet_gets_the_previous_version_and_its_revision() {
+        let mut p = policy("shop", "mesh", "1.40.0");
+        p.spec.proxy.concurrency = Some(4);
+        let status = json!({"rollout": {"phase": "Progressing", "targetVersion": "1.40.0",
+            "previousVersion": "1.39.0", "revision": remora_rollout::revision(&p.spec),
+            "wave": 1, "totalWaves": 1, "updatedWorkloads": 0, "totalWorkloads": 1}});
+        p.status = Some(serde_json::from_value(status).expect("a status"));
+        let events = vec![
+            namespace("shop", true),
+            Event::Upsert(Object::SidecarPolicy(Box::new(p.clone()))),
+        ];
+        let i = injector(events, &[p.clone()], true);
+        let ops = serde_json::to_value(i.inject("shop", &pod(json!({}))).expect("answered"))
+            .expect("json");
+        let annotations = ops
+            .as_array()
+            .expect("ops")
+            .iter()
+            .find(|op| op["path"] == "/metadata/annotations")
+            .map(|op| &op["value"])
+            .expect("annotations added");
+        assert_eq!(annotations["sidecar.remora.dev/version"], "1.39.0");
+        let revision = remora_rollout::revision_of(&p.spec, "1.39.0");
+        assert_eq!(
+            annotations["sidecar.remora.dev/revision"].as_str(),
+            Some(revision.as_str())
+        );
+        assert_ne!(revision, remora_rollout::revision(&p.spec));
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! What status and rollouts need to know of each pod beyond the model's inputs: the sidecar
-//! version it runs, the workload that owns it, and whether it is Ready and since when.
+//! version and revision it runs, the workload that owns it, and whether it is Ready and since
+//! when.
 
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use remora_inject::{REVISION_ANNOTATION, VERSION_ANNOTATION};
 use remora_inputs::proxy_container;
-
-/// Written by the injector: the proxy version the pod got. Preferred over the image tag,
-/// which says nothing when the image is pinned by digest.
-const VERSION_ANNOTATION: &str = "sidecar.remora.dev/version";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodFacts {
     /// The sidecar version the pod runs; `None` for a pod without a sidecar.
     pub sidecar: Option<String>,
+    /// The revision of the sidecar the pod got, as the injector annotated it; `None` for a
+    /// pod without a sidecar or injected before that annotation existed.
+    pub revision: Option<String>,
     /// `Kind/name` of the controlling owner, with a ReplicaSet's pod-template-hash suffix
     /// removed so all pods of one Deployment count as one workload.
     pub workload: Option<String>,
@@ -24,24 +25,25 @@ pub struct PodFacts {
 /// The facts of a pod worth keeping: one with a sidecar or a controlling workload.
 pub fn pod_facts(pod: &Pod) -> Option<PodFacts> {
     let spec = pod.spec.as_ref()?;
-    let sidecar = proxy_container(spec).map(|proxy| {
-        let annotated = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(VERSION_ANNOTATION));
-        annotated
+    let annotation = |key| pod.metadata.annotations.as_ref()?.get(key);
+    let proxy = proxy_container(spec);
+    let sidecar = proxy.map(|proxy| {
+        // The injector's annotation beats the image tag, which says nothing when the image
+        // is pinned by digest.
+        annotation(VERSION_ANNOTATION)
             .map(String::as_str)
             .or_else(|| proxy.image.as_deref().and_then(image_version))
             .unwrap_or("unknown")
             .to_owned()
     });
+    let revision = proxy.and(annotation(REVISION_ANNOTATION)).cloned();
     let workload = workload(pod);
     if sidecar.is_none() && workload.is_none() {
         return None;
     }
     Some(PodFacts {
         sidecar,
+        revision,
         workload,
         ready_since: ready_since(pod),
         terminating: pod.metadata.deletion_timestamp.is_some(),
@@ -128,6 +130,10 @@ mod tests {
         }));
         let facts = pod_facts(&p).expect("facts");
         assert_eq!(facts.sidecar.as_deref(), Some("2.0.0"));
+        assert_eq!(
+            facts.revision, None,
+            "injected before revisions were annotated"
+        );
         assert_eq!(facts.workload.as_deref(), Some("Deployment/web"));
         assert_eq!(
             facts.ready_since.map(|t| t.0.as_second()),
@@ -143,7 +149,8 @@ mod tests {
     #[test]
     fn the_injected_version_beats_the_image_and_native_sidecars_count() {
         let p = pod(serde_json::json!({
-            "metadata": {"name": "db-0", "annotations": {"sidecar.remora.dev/version": "1.40.1"},
+            "metadata": {"name": "db-0", "annotations": {"sidecar.remora.dev/version": "1.40.1",
+                    "sidecar.remora.dev/revision": "0123456789"},
                 "deletionTimestamp": "2026-11-29T05:00:00Z",
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
                     "name": "db", "uid": "u", "controller": true}]},
@@ -154,6 +161,7 @@ mod tests {
         }));
         let facts = pod_facts(&p).expect("facts");
         assert_eq!(facts.sidecar.as_deref(), Some("1.40.1"));
+        assert_eq!(facts.revision.as_deref(), Some("0123456789"));
         assert_eq!(facts.workload.as_deref(), Some("StatefulSet/db"));
         assert_eq!(facts.ready_since, None);
         assert!(facts.terminating);
@@ -163,12 +171,13 @@ mod tests {
     fn a_workload_pod_without_a_sidecar_is_kept() {
         let p = pod(serde_json::json!({
             "metadata": {"name": "agent-x",
+                "annotations": {"sidecar.remora.dev/revision": "0123456789"},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
                     "name": "agent", "uid": "u", "controller": true}]},
             "spec": {"containers": [{"name": "agent"}]}
         }));
         let facts = pod_facts(&p).expect("facts");
-        assert_eq!(facts.sidecar, None);
+        assert_eq!((facts.sidecar, facts.revision), (None, None));
         assert_eq!(facts.workload.as_deref(), Some("DaemonSet/agent"));
     }
 }

@@ -154,6 +154,7 @@ pub fn governed(
             .map(|(key, pod)| RolloutPod {
                 name: key.name.clone(),
                 version: pod.sidecar.clone(),
+                revision: pod.revision.clone(),
                 ready_since: pod.ready_since.clone(),
                 terminating: pod.terminating,
                 proxy: health(key),
@@ -402,6 +403,7 @@ mod tests {
     fn pod(workload: &str, version: Option<&str>) -> PodFacts {
         PodFacts {
             sidecar: version.map(Into::into),
+            revision: version.map(|v| format!("rev-{v}")),
             workload: Some(workload.into()),
             ready_since: None,
             terminating: false,
@@ -466,16 +468,24 @@ mod tests {
         let web = &g[&ObjectKey::new("shop", "all")][0];
         assert_eq!(web.stamp.as_deref(), Some("1.40.0/abc"));
         assert_eq!(web.desired, 2);
-        let pods: Vec<(&str, Option<&str>, &ProxyHealth)> = web
+        let pods: Vec<(&str, Option<&str>, Option<&str>, &ProxyHealth)> = web
             .pods
             .iter()
-            .map(|p| (p.name.as_str(), p.version.as_deref(), &p.proxy))
+            .map(|p| {
+                let (version, revision) = (p.version.as_deref(), p.revision.as_deref());
+                (p.name.as_str(), version, revision, &p.proxy)
+            })
             .collect();
         assert_eq!(
             pods,
             [
-                ("web-1", Some("1.40.0"), &ProxyHealth::Acked),
-                ("web-2", None, &ProxyHealth::Unknown)
+                (
+                    "web-1",
+                    Some("1.40.0"),
+                    Some("rev-1.40.0"),
+                    &ProxyHealth::Acked
+                ),
+                ("web-2", None, None, &ProxyHealth::Unknown)
             ]
         );
     }

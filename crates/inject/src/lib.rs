@@ -25,6 +25,9 @@ pub use patch::{JsonPatchOp, patch, pointer_token};
 pub const INJECT_ANNOTATION: &str = "sidecar.remora.dev/inject";
 /// Written on injection: the proxy version the pod got, for the rollout's version histogram.
 pub const VERSION_ANNOTATION: &str = "sidecar.remora.dev/version";
+/// Written on injection: the revision of the sidecar the pod got (`remora_rollout::revision_of`
+/// the spec in effect with the version injected), which rollouts judge the pod by.
+pub const REVISION_ANNOTATION: &str = "sidecar.remora.dev/revision";
 /// Written on injection: `namespace/name` of the policy that governed the pod then.
 pub const POLICY_ANNOTATION: &str = "sidecar.remora.dev/policy";
 
@@ -36,6 +39,9 @@ pub struct Injection<'a> {
     /// The proxy version (image tag) for the pod's workload. During a rollout the rollout
     /// state decides it, so it may differ from `policy.spec.proxy.version`.
     pub version: &'a str,
+    /// The revision of the sidecar with `version` under `policy.spec`, written for rollouts
+    /// to tell pods of one version but another spec apart.
+    pub revision: &'a str,
     pub layout: Layout,
     pub control_plane: &'a ControlPlane,
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    InjectError, Injection, Layout, POLICY_ANNOTATION, VERSION_ANNOTATION,
+    InjectError, Injection, Layout, POLICY_ANNOTATION, REVISION_ANNOTATION, VERSION_ANNOTATION,
     bootstrap::{ADMIN_PORT, READINESS_PORT},
     container::sidecars,
     has_proxy,
@@ -53,6 +53,7 @@ pub fn patch(pod: &Pod, injection: &Injection) -> Result<Vec<JsonPatchOp>, Injec
     };
     let annotations = [
         (VERSION_ANNOTATION, injection.version.to_string()),
+        (REVISION_ANNOTATION, injection.revision.to_string()),
         (POLICY_ANNOTATION, policy_key(injection)),
     ];
     match &pod.metadata.annotations {

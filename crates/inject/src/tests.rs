@@ -53,6 +53,7 @@ fn inject(
         &Injection {
             policy: &policy,
             version: "1.39.2",
+            revision: "0123456789",
             layout,
             control_plane: cp,
         },
@@ -162,6 +163,10 @@ fn annotations_are_added_whole_or_one_by_one_with_escaped_keys() {
             "sidecar.remora.dev/version".to_string(),
             "1.39.2".to_string(),
         ),
+        (
+            "sidecar.remora.dev/revision".to_string(),
+            "0123456789".to_string(),
+        ),
     ]);
     assert_eq!(after.metadata.annotations.as_ref(), Some(&want));
 
@@ -182,6 +187,7 @@ fn annotations_are_added_whole_or_one_by_one_with_escaped_keys() {
         paths,
         [
             "/metadata/annotations/sidecar.remora.dev~1version",
+            "/metadata/annotations/sidecar.remora.dev~1revision",
             "/metadata/annotations/sidecar.remora.dev~1policy",
         ]
     );

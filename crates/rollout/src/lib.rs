@@ -23,9 +23,10 @@
 //!   reached late in a wave still gets the whole timeout).
 //! - A failed gate rolls the wave's workloads back (`Rollback`; earlier waves stay on the
 //!   target) or pauses until the wave turns healthy by itself (`Pause`).
-//! - Pods are told apart by the sidecar version they report. A change that keeps the version
-//!   (resources, extra containers) restarts each workload once as it is reached, and its
-//!   gate then judges the pods by readiness alone.
+//! - Pods are told apart by the sidecar revision they report ([`revision_of`] the spec with
+//!   the version they got), so a change that keeps the version (resources, log level, extra
+//!   containers) moves and gates them like a version change. A pod injected before the
+//!   revision annotation existed is judged by its version alone.
 
 #![forbid(unsafe_code)]
 
@@ -48,7 +49,7 @@ use sha2::{Digest, Sha256};
 
 pub use remora_api::sidecar_policy::WorkloadRef;
 
-use health::Health;
+use health::{Health, Wanted};
 
 /// The pod-template annotation a `Restart` action sets, as `kubectl rollout restart` does
 /// with its own; its value names the version and revision it restarted for.
@@ -72,6 +73,9 @@ pub struct PodFacts {
     /// The sidecar version the pod got (annotation `sidecar.remora.dev/version`); `None`
     /// when it has no sidecar, which counts as not running any version.
     pub version: Option<String>,
+    /// The [`revision_of`] the sidecar the pod got (annotation `sidecar.remora.dev/revision`);
+    /// `None` for a pod injected before that annotation existed, judged by `version` then.
+    pub revision: Option<String>,
     /// Since when the pod has been Ready; `None` when it is not Ready.
     pub ready_since: Option<Time>,
     pub terminating: bool,
@@ -140,14 +144,25 @@ pub struct Note {
 /// left out because they need no restart. SHA-256 of the JSON encoding (fields in declaration
 /// order, maps sorted), first 10 hex digits: the same on every build.
 pub fn revision(spec: &SidecarPolicySpec) -> String {
+    revision_of(spec, &spec.proxy.version)
+}
+
+/// The [`revision`] of the sidecar a pod gets under `spec` with the proxy at `version`: during
+/// a rollout a workload not reached yet gets the previous version with the spec's other
+/// fields, and this is what its pods are annotated with and judged by.
+pub fn revision_of(spec: &SidecarPolicySpec, version: &str) -> String {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Sidecar<'a> {
         proxy: &'a ProxySpec,
         extra_containers: &'a [Container],
     }
+    let proxy = ProxySpec {
+        version: version.to_owned(),
+        ..spec.proxy.clone()
+    };
     let encoded = serde_json::to_vec(&Sidecar {
-        proxy: &spec.proxy,
+        proxy: &proxy,
         extra_containers: &spec.extra_containers,
     })
     .expect("plain data with string map keys always encodes");
@@ -261,9 +276,8 @@ pub fn step(input: &Input) -> Step {
             input,
             targets: wave_targets(spec, workloads.len()),
             workloads,
-            target,
-            previous,
-            rev: &rev,
+            target: Wanted::new(spec, target),
+            previous: Wanted::new(spec, previous),
             min_ready,
             timeout,
         };
@@ -299,9 +313,8 @@ pub fn step(input: &Input) -> Step {
         input,
         targets: wave_targets(spec, workloads.len()),
         workloads,
-        target,
-        previous,
-        rev: &rev,
+        target: Wanted::new(spec, target),
+        previous: Wanted::new(spec, previous),
         min_ready,
         timeout,
     };
@@ -415,9 +428,8 @@ fn settled(
 struct Rollout<'a> {
     input: &'a Input<'a>,
     workloads: Vec<&'a Workload>,
-    target: &'a str,
-    previous: &'a str,
-    rev: &'a str,
+    target: Wanted<'a>,
+    previous: Wanted<'a>,
     targets: Vec<usize>,
     min_ready: Duration,
     timeout: Duration,
@@ -425,11 +437,14 @@ struct Rollout<'a> {
 
 impl<'a> Rollout<'a> {
     fn stamp(&self) -> String {
-        format!("{}/{}", self.target, self.rev)
+        format!("{}/{}", self.target.version, self.target.revision)
     }
 
     fn rollback_stamp(&self) -> String {
-        format!("{}/{}-rollback", self.previous, self.rev)
+        format!(
+            "{}/{}-rollback",
+            self.previous.version, self.target.revision
+        )
     }
 
     fn find(&self, w: &WorkloadRef) -> Option<&'a Workload> {
@@ -457,27 +472,27 @@ impl<'a> Rollout<'a> {
         (reached, b)
     }
 
-    fn judge(&self, w: &Workload, version: &str, timed_out: bool) -> Health {
+    fn judge(&self, w: &Workload, want: &Wanted, timed_out: bool) -> Health {
         health::judge(
             w,
-            version,
+            want,
             &self.input.now,
             self.min_ready,
             timed_out.then_some(self.input.spec.rollout.health_gate.timeout.0.as_str()),
         )
     }
 
-    /// The action that moves `w` to `version`, if it still needs one. A Restart is issued
+    /// The action that moves `w` to `want`, if it still needs one. A Restart is issued
     /// again only when the stamp is not yet on the template (a lost action).
-    fn action(&self, w: &Workload, version: &str, stamp: String) -> Option<Action> {
+    fn action(&self, w: &Workload, want: &Wanted, stamp: String) -> Option<Action> {
         match self.input.spec.rollout.method {
-            RestartMethod::Restart => (!health::all_on(w, version)
+            RestartMethod::Restart => (!health::all_on(w, want)
                 && w.stamp.as_deref() != Some(stamp.as_str()))
             .then(|| Action::Restart {
                 workload: w.workload.clone(),
                 stamp,
             }),
-            RestartMethod::Evict => health::eviction(w, version).map(|pod| Action::Evict {
+            RestartMethod::Evict => health::eviction(w, want).map(|pod| Action::Evict {
                 workload: w.workload.clone(),
                 pod,
             }),
@@ -502,9 +517,9 @@ impl<'a> Rollout<'a> {
         let wave = self.wave_of(passed).map_or(self.targets.len(), |k| k + 1);
         RolloutStatus {
             phase,
-            target_version: self.target.to_owned(),
-            previous_version: Some(self.previous.to_owned()),
-            revision: self.rev.to_owned(),
+            target_version: self.target.version.to_owned(),
+            previous_version: Some(self.previous.version.to_owned()),
+            revision: self.target.revision.clone(),
             reached,
             wave_started_at: None,
             wave: count(wave),
@@ -536,7 +551,7 @@ impl<'a> Rollout<'a> {
             events.push(note(
                 false,
                 "Resumed",
-                format!("The rollout of sidecar {} resumed", self.target),
+                format!("The rollout of sidecar {} resumed", self.target.version),
             ));
         }
         // Where a recovery's Resumed goes, once the loop below knows the wave is healthy.
@@ -549,7 +564,7 @@ impl<'a> Rollout<'a> {
             failures.clear();
             for r in &reached[passed..] {
                 let Some(w) = self.find(r) else { continue };
-                match self.judge(w, self.target, timed_out) {
+                match self.judge(w, &self.target, timed_out) {
                     Health::Healthy => {}
                     Health::Waiting => in_progress += 1,
                     Health::Failed(reason) => failures.push(FailedWorkload {
@@ -572,7 +587,7 @@ impl<'a> Rollout<'a> {
                         "Wave {} of {} passed its health gate on sidecar {}",
                         k + 1,
                         self.targets.len(),
-                        self.target
+                        self.target.version
                     ),
                 ));
                 if let Some(next) = self.wave_of(passed) {
@@ -600,7 +615,7 @@ impl<'a> Rollout<'a> {
                 }
                 reached.push(w.workload.clone());
                 added = true;
-                if self.judge(w, self.target, false) != Health::Healthy {
+                if self.judge(w, &self.target, false) != Health::Healthy {
                     in_progress += 1;
                 }
             }
@@ -617,7 +632,7 @@ impl<'a> Rollout<'a> {
         let mut actions = Vec::new();
         for r in &reached {
             if let Some(w) = self.find(r)
-                && let Some(a) = self.action(w, self.target, self.stamp())
+                && let Some(a) = self.action(w, &self.target, self.stamp())
             {
                 actions.push(a);
             }
@@ -630,7 +645,7 @@ impl<'a> Rollout<'a> {
                 "RolloutComplete",
                 format!(
                     "Sidecar {} runs on all {} workloads",
-                    self.target,
+                    self.target.version,
                     self.workloads.len()
                 ),
             ));
@@ -638,7 +653,7 @@ impl<'a> Rollout<'a> {
                 RolloutPhase::Complete,
                 format!(
                     "Sidecar {} is rolled out: all {} workloads run it",
-                    self.target,
+                    self.target.version,
                     self.workloads.len()
                 ),
             )
@@ -673,7 +688,7 @@ impl<'a> Rollout<'a> {
                     events.push(note(
                         false,
                         "Paused",
-                        format!("The rollout of sidecar {} is paused", self.target),
+                        format!("The rollout of sidecar {} is paused", self.target.version),
                     ));
                 }
                 (
@@ -699,7 +714,7 @@ impl<'a> Rollout<'a> {
                     RolloutPhase::Progressing,
                     format!(
                         "Rolling out sidecar {} (from {}): {where_}, {in_progress} under way",
-                        self.target, self.previous
+                        self.target.version, self.previous.version
                     ),
                 )
             }
@@ -729,7 +744,7 @@ impl<'a> Rollout<'a> {
         let mut actions = Vec::new();
         for r in &rolled {
             if let Some(w) = self.find(r)
-                && let Some(a) = self.action(w, self.previous, self.rollback_stamp())
+                && let Some(a) = self.action(w, &self.previous, self.rollback_stamp())
             {
                 actions.push(a);
             }
@@ -749,8 +764,8 @@ impl<'a> Rollout<'a> {
              change the sidecar spec to roll out again",
             self.targets.len(),
             rolled.len(),
-            self.previous,
-            self.target
+            self.previous.version,
+            self.target.version
         );
         events.push(note(true, "RolledBack", message.clone()));
         let mut status = self.status(RolloutPhase::RolledBack, reached, passed);
@@ -772,9 +787,9 @@ impl<'a> Rollout<'a> {
         let mut actions = Vec::new();
         for w in &self.workloads {
             let action = if taken.contains(&w.workload) {
-                self.action(w, self.target, self.stamp())
+                self.action(w, &self.target, self.stamp())
             } else if self.rolled_back_here(w) {
-                self.action(w, self.previous, self.rollback_stamp())
+                self.action(w, &self.previous, self.rollback_stamp())
             } else {
                 None
             };
@@ -801,7 +816,7 @@ impl<'a> Rollout<'a> {
     }
 
     /// Whether this rollout moved `w` and then rolled it back: its template still carries
-    /// this rollout's stamp (Restart), or it still has pods on the target (Evict). Anything
+    /// this rollout's stamp (Restart), or it still has pods running the target (Evict). Anything
     /// else is left untouched.
     fn rolled_back_here(&self, w: &Workload) -> bool {
         match self.input.spec.rollout.method {
@@ -809,7 +824,7 @@ impl<'a> Rollout<'a> {
             RestartMethod::Evict => w
                 .pods
                 .iter()
-                .any(|p| !p.terminating && p.version.as_deref() == Some(self.target)),
+                .any(|p| !p.terminating && health::runs(p, &self.target)),
         }
     }
 }

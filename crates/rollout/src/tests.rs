@@ -37,10 +37,12 @@ fn wref(i: usize) -> WorkloadRef {
     WorkloadRef::new("Deployment", "shop", &name(i))
 }
 
+/// A pod injected under the tests' base proxy spec at `version`.
 fn pod(name: &str, version: &str, ready_since: Option<i64>) -> PodFacts {
     PodFacts {
         name: name.to_owned(),
         version: Some(version.to_owned()),
+        revision: Some(revision_of(&spec(version, 1), version)),
         ready_since: ready_since.map(at),
         terminating: false,
         proxy: ProxyHealth::Acked,
@@ -122,7 +124,10 @@ impl Sim {
         self.generation += 1;
         let version = version_for(&self.spec, self.status.as_ref(), w).to_owned();
         let ready = (!self.broken.contains(w)).then_some(self.now);
-        pod(&format!("{}-g{}", w.name, self.generation), &version, ready)
+        PodFacts {
+            revision: Some(revision_of(&self.spec, &version)),
+            ..pod(&format!("{}-g{}", w.name, self.generation), &version, ready)
+        }
     }
 
     fn apply(&mut self, actions: &[Action]) {
@@ -496,8 +501,10 @@ fn a_lost_action_is_issued_again_and_only_until_it_took() {
 #[test]
 fn a_workload_already_on_the_target_gets_no_action() {
     let mut sim = Sim::new(3, "1.39.0", spec("1.40.0", 1));
+    let on_target = revision(&sim.spec);
     for p in &mut sim.workload(&wref(0)).pods {
         p.version = Some("1.40.0".into());
+        p.revision = Some(on_target.clone());
     }
     let s = sim.step();
     // The canary was healthy on arrival, so its wave passed and the next one began.
@@ -659,6 +666,179 @@ fn workloads_that_come_and_go_join_or_leave_the_queue() {
     assert_eq!(restarted(&s.actions), [late]);
 }
 
+/// `to` with only the proxy's resources changed.
+fn resized(mut to: SidecarPolicySpec) -> SidecarPolicySpec {
+    to.proxy.resources =
+        Some(serde_json::from_value(json!({"requests": {"cpu": "200m"}})).expect("resources"));
+    to
+}
+
+fn evict_spec(version: &str) -> SidecarPolicySpec {
+    spec_with(
+        version,
+        json!({"waves": [{"percent": 100}], "maxConcurrent": 2, "method": "Evict",
+            "healthGate": {"minReady": "30s", "timeout": "10m"}}),
+    )
+}
+
+/// Steps (30s apart, past minReady) until the rollout leaves Progressing.
+fn run_out(sim: &mut Sim) -> Step {
+    for _ in 0..50 {
+        sim.now += 30;
+        let s = sim.step();
+        if s.status.phase != Progressing {
+            return s;
+        }
+    }
+    panic!("still progressing: {:?}", sim.status);
+}
+
+#[test]
+fn a_resources_only_change_evicts_the_old_pods() {
+    let mut sim = Sim::new(2, "1.40.0", resized(evict_spec("1.40.0")));
+    let s = sim.step();
+    assert_eq!(s.status.phase, Progressing);
+    assert_eq!(s.status.previous_version.as_deref(), Some("1.40.0"));
+    assert_eq!(
+        s.actions,
+        [
+            Action::Evict {
+                workload: wref(0),
+                pod: "w00-0".into()
+            },
+            Action::Evict {
+                workload: wref(1),
+                pod: "w01-0".into()
+            },
+        ]
+    );
+    let s = run_out(&mut sim);
+    assert_eq!(s.status.phase, Complete);
+    let want = revision(&sim.spec);
+    for w in &sim.fleet {
+        assert_eq!(w.pods.len(), 2);
+        for p in &w.pods {
+            assert!(p.name.contains("-g"), "{} was never evicted", p.name);
+            assert_eq!(
+                (p.version.as_deref(), p.revision.as_deref()),
+                (Some("1.40.0"), Some(want.as_str()))
+            );
+        }
+    }
+}
+
+#[test]
+fn a_resources_only_restart_waits_for_pods_of_the_new_revision() {
+    let mut sim = Sim::new(3, "1.40.0", resized(spec("1.40.0", 1)));
+    let first = sim.peek();
+    assert_eq!(restarted(&first.actions), [wref(0)]);
+    // The template is patched but the old pods still run: they are on the version, yet the
+    // gate must not pass on them.
+    sim.status = Some(first.status.clone());
+    sim.workload(&wref(0)).stamp = match &first.actions[0] {
+        Action::Restart { stamp, .. } => Some(stamp.clone()),
+        other => panic!("{other:?}"),
+    };
+    sim.now = 60;
+    let s = sim.step();
+    assert_eq!((s.status.wave, s.status.reached.len()), (1, 1));
+    assert!(s.events.is_empty() && s.actions.is_empty(), "{s:?}");
+    sim.now = 601 + 60;
+    let s = sim.peek();
+    assert_eq!(s.status.phase, RolledBack);
+    assert_eq!(
+        s.status.failed_workloads[0].reason,
+        format!(
+            "2 of 2 pods still run 1.40.0 at outdated revision {} after 10m",
+            revision(&spec("1.40.0", 1))
+        )
+    );
+
+    // The new pods arrive: the gate passes once they are Ready for minReady.
+    sim.now = 60;
+    sim.apply(&first.actions);
+    sim.now = 90;
+    let s = sim.step();
+    assert_eq!(reasons(&s.events), ["WavePassed", "WaveStarted"]);
+    assert_eq!(restarted(&s.actions), [wref(1)]);
+}
+
+#[test]
+fn a_pod_without_a_revision_is_judged_by_its_version() {
+    let mut sim = Sim::new(3, "1.39.0", spec("1.40.0", 1));
+    for w in &mut sim.fleet {
+        for p in &mut w.pods {
+            p.revision = None;
+        }
+    }
+    for p in &mut sim.workload(&wref(0)).pods {
+        p.version = Some("1.40.0".into());
+    }
+    let s = sim.step();
+    // w00's unannotated pods run the target version, so it needs nothing; w01's run the
+    // old one and are restarted.
+    assert_eq!(s.status.reached, [wref(0), wref(1)]);
+    assert_eq!(restarted(&s.actions), [wref(1)]);
+
+    // Unannotated pods on the version pass a resources-only change: nothing tells them apart.
+    let mut sim = Sim::new(2, "1.40.0", resized(evict_spec("1.40.0")));
+    for w in &mut sim.fleet {
+        for p in &mut w.pods {
+            p.revision = None;
+        }
+    }
+    let s = sim.step();
+    assert_eq!(s.status.phase, Complete);
+    assert!(s.actions.is_empty());
+}
+
+#[test]
+fn a_rollback_is_judged_by_the_previous_revision() {
+    let mut to = resized(evict_spec("1.40.0"));
+    to.rollout.max_concurrent = 1;
+    to.rollout.waves =
+        serde_json::from_value(json!([{"count": 1}, {"percent": 100}])).expect("waves");
+    let mut sim = Sim::new(3, "1.39.0", to);
+    sim.broken.insert(wref(0));
+    sim.step();
+    sim.now = 601;
+    let s = sim.step();
+    assert_eq!(s.status.phase, RolledBack);
+    assert_eq!(
+        s.actions,
+        [Action::Evict {
+            workload: wref(0),
+            pod: "w00-g1".into()
+        }]
+    );
+    sim.broken.clear();
+    sim.now += 30;
+    sim.step();
+    // The replacement gets the previous version under the current spec, and that counts as
+    // rolled back: it is not evicted again. The pod from before the rollout runs the
+    // previous version already and is left alone.
+    let pods: Vec<(&str, Option<&str>, Option<&str>)> = sim.fleet[sim.index(&wref(0))]
+        .pods
+        .iter()
+        .map(|p| (p.name.as_str(), p.version.as_deref(), p.revision.as_deref()))
+        .collect();
+    let old = revision(&spec("1.39.0", 1));
+    let previous = revision_of(&sim.spec, "1.39.0");
+    assert_eq!(
+        pods,
+        [
+            ("w00-1", Some("1.39.0"), Some(old.as_str())),
+            ("w00-g2", Some("1.39.0"), Some(previous.as_str())),
+        ]
+    );
+    sim.now += 30;
+    let s = sim.peek();
+    assert_eq!(s.status.phase, RolledBack);
+    assert!(s.actions.is_empty(), "{:?}", s.actions);
+    // Workloads the rollout never reached were left alone.
+    assert_eq!(sim.workload(&wref(1)).pods, fleet(3, "1.39.0")[1].pods);
+}
+
 #[test]
 fn revision_is_stable_and_ignores_what_needs_no_restart() {
     let base = spec("1.40.0", 1);
@@ -672,6 +852,9 @@ fn revision_is_stable_and_ignores_what_needs_no_restart() {
     resized.proxy.concurrency = Some(4);
     assert_ne!(revision(&resized), revision(&base));
     assert_eq!(revision(&resized).len(), 10);
+    // A pod on another version under the same spec: the spec's revision with that version.
+    assert_eq!(revision_of(&base, "1.40.0"), revision(&base));
+    assert_eq!(revision_of(&base, "1.39.0"), revision(&spec("1.39.0", 7)));
 }
 
 #[test]
@@ -705,7 +888,8 @@ proptest! {
             let new = s.status.reached.iter().filter(|r| !before.contains(*r)).count();
             let under_way = s.status.reached.iter().filter(|r| {
                 let w = &sim.fleet[sim.index(r)];
-                health::judge(w, "1.40.0", &at(sim.now), min_ready, None) != Health::Healthy
+                let want = Wanted::new(&sim.spec, "1.40.0");
+                health::judge(w, &want, &at(sim.now), min_ready, None) != Health::Healthy
             }).count();
             prop_assert!(new <= limit);
             prop_assert!(under_way <= limit, "{under_way} under way");
