@@ -692,3 +692,98 @@ fn pdb_api(client: &Client, ns: &str) -> Api<kube::api::DynamicObject> {
     );
     Api::namespaced_with(client.clone(), ns, &resource)
 }
+
+/// A change that keeps the version (here the proxy's resources) still reaches the running
+/// pods: in Evict mode every pod is replaced by one injected with the new revision, and the
+/// Deployment itself is not changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resources_only_change_rolls_too() {
+    let Some(scene) = Scene::new("rollout-resources").await else {
+        return;
+    };
+    let _kubelet = kubelet::start(&scene.client, &scene.ns, every_pod_ready());
+    let controller = scene.controller().await;
+    scene
+        .create_policy(json!({
+            "waves": [{"percent": 100}],
+            "method": "Evict",
+            "healthGate": {"minReady": "1s", "timeout": "3m"}
+        }))
+        .await;
+    let all = names("store", 1);
+    scene.create_deployments(&all, 2).await;
+    scene.settled(&all, 2, OLD, 120).await;
+    let old = eventually(30, "no rollout under way", async || {
+        let r = scene.rollout().await?;
+        (r.phase == RolloutPhase::Complete && r.target_version == OLD).then_some(r.revision)
+    })
+    .await;
+    // (name, version, revision) of each live pod.
+    let annotated = async || -> Vec<(String, Option<String>, Option<String>)> {
+        let pods = scene
+            .pods()
+            .list(&ListParams::default())
+            .await
+            .expect("list pods");
+        pods.items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                let a = p.annotations();
+                let get = |k: &str| a.get(k).cloned();
+                (
+                    p.name_any(),
+                    get(VERSION_ANNOTATION),
+                    get(remora_inject::REVISION_ANNOTATION),
+                )
+            })
+            .collect()
+    };
+    let before = annotated().await;
+    assert!(
+        before.iter().all(|(_, _, r)| r.as_ref() == Some(&old)),
+        "injected with the policy's revision {old}: {before:?}"
+    );
+    let deployment = scene.deployments().get(&all[0]).await.expect("get");
+
+    scene
+        .set_policy(json!({"proxy": {"resources": {"requests": {"cpu": "50m"}}}}))
+        .await;
+    let policy = scene.policies().get("fleet").await.expect("the policy");
+    let new = remora_rollout::revision(&policy.spec);
+    assert_ne!(new, old, "resources are part of the revision");
+    eventually(
+        120,
+        "every pod replaced with the new revision",
+        async || {
+            let pods = annotated().await;
+            let live = scene.live_pods().await;
+            (pods.len() == 2
+                && pods.iter().all(|(name, v, r)| {
+                    v.as_deref() == Some(OLD)
+                        && r.as_ref() == Some(&new)
+                        && before.iter().all(|(old_name, _, _)| old_name != name)
+                })
+                && live
+                    .get(&all[0])
+                    .is_some_and(|p| p.iter().all(|(_, _, ready)| *ready)))
+            .then_some(())
+        },
+    )
+    .await;
+    eventually(30, "the rollout completes", async || {
+        let r = scene.rollout().await?;
+        (r.phase == RolloutPhase::Complete && r.revision == new).then_some(())
+    })
+    .await;
+    let after = scene.deployments().get(&all[0]).await.expect("get");
+    assert_eq!(after.metadata.generation, deployment.metadata.generation);
+    assert_eq!(scene.stamp(&all[0]).await, None);
+    let text = controller.metrics.render(&controller.xds);
+    assert!(
+        text.contains(r#"remora_rollout_actions_total{action="evict",outcome="ok"}"#),
+        "{text}"
+    );
+    controller.stop().await;
+    scene.clean_up().await;
+}
