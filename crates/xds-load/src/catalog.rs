@@ -3,10 +3,13 @@
 //! configs). Decoding is what a real Envoy spends its time on, but here it would compete with
 //! the server for the same two cores, so each distinct encoding is decoded once and shared
 //! by every simulated proxy: ten thousand proxies of a few classes receive the same bytes.
+//! What a proxy holds of a type is a [`Set`] of those entries, also shared: proxies that hold
+//! the same resources hold one `Set`, so the fleet's memory grows with the distinct configs,
+//! not with the proxies.
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, Weak},
 };
 
 use envoy_types::pb::envoy::{
@@ -46,38 +49,135 @@ pub enum DecodeError {
     },
 }
 
-/// Every distinct encoding seen so far, by type and hash.
+/// One type's resources as a proxy holds them, or as one response carried them.
+#[derive(Debug)]
+pub struct Set {
+    /// Sorted by name, one per name.
+    entries: Box<[Arc<Entry>]>,
+    /// The names the entries refer to, sorted and without repeats, computed once per `Set`
+    /// however many proxies hold it.
+    refs: OnceLock<Box<[Arc<str>]>>,
+}
+
+impl Set {
+    pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.entries
+            .binary_search_by(|e| (*e.name).cmp(name))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    pub fn entries(&self) -> &[Arc<Entry>] {
+        &self.entries
+    }
+
+    /// The names of the next type that these resources make a proxy subscribe to.
+    pub fn refs(&self) -> &[Arc<str>] {
+        self.refs.get_or_init(|| {
+            let names: BTreeSet<&Arc<str>> = self.entries.iter().flat_map(|e| &e.refs).collect();
+            names.into_iter().cloned().collect()
+        })
+    }
+
+    /// Whether this holds exactly `entries` (one per name, in any order).
+    fn holds(&self, entries: &[Arc<Entry>]) -> bool {
+        self.entries.len() == entries.len()
+            && entries
+                .iter()
+                .all(|e| self.get(&e.name).is_some_and(|h| h.version == e.version))
+    }
+}
+
+/// Every distinct encoding seen so far, by type and hash, and the sets proxies hold.
 #[derive(Debug, Default)]
 pub struct Catalog {
     known: Mutex<HashMap<(&'static str, u64), Arc<Entry>>>,
+    sets: Mutex<Sets>,
 }
 
+/// The sets some proxy may still hold, by type and fingerprint (the XOR of the entries'
+/// versions, whatever their order). Weak, so a set nobody holds any more is freed.
+#[derive(Debug, Default)]
+struct Sets {
+    by_fingerprint: HashMap<(&'static str, u64), Weak<Set>>,
+    /// When the table has this many slots, the dead ones are dropped.
+    prune_at: usize,
+}
+
+/// Below this many, dead slots of [`Sets`] are not worth a sweep.
+const PRUNE_MIN: usize = 1024;
+
 impl Catalog {
-    /// The entry for one resource of `type_url` (one of the four served types).
-    pub fn entry(&self, type_url: &'static str, body: &[u8]) -> Result<Arc<Entry>, DecodeError> {
-        let version = xxh3_64(body);
-        if let Some(e) = self.lock().get(&(type_url, version)) {
-            return Ok(e.clone());
-        }
+    /// The entries of resources of `type_url` (one of the four served types), in order.
+    pub fn entries(
+        &self,
+        type_url: &'static str,
+        bodies: &[&[u8]],
+    ) -> Result<Vec<Arc<Entry>>, DecodeError> {
+        let versions: Vec<u64> = bodies.iter().map(|b| xxh3_64(b)).collect();
+        let mut found: Vec<Option<Arc<Entry>>> = {
+            let known = lock(&self.known);
+            versions
+                .iter()
+                .map(|v| known.get(&(type_url, *v)).cloned())
+                .collect()
+        };
         // Decoded outside the lock: two proxies may decode the same bytes at once, and the
         // first to insert wins; both results are equal.
-        let (name, refs) =
-            decode(type_url, body).map_err(|source| DecodeError::Protobuf { type_url, source })?;
-        let entry = Arc::new(Entry {
-            name: name.into(),
-            version,
-            refs: refs.into_iter().map(Arc::from).collect(),
-        });
-        Ok(self
-            .lock()
-            .entry((type_url, version))
-            .or_insert(entry)
-            .clone())
+        let mut decoded = Vec::new();
+        for (i, slot) in found.iter().enumerate() {
+            if slot.is_none() {
+                let (name, refs) = decode(type_url, bodies[i])
+                    .map_err(|source| DecodeError::Protobuf { type_url, source })?;
+                let entry = Entry {
+                    name: name.into(),
+                    version: versions[i],
+                    refs: refs.into_iter().map(Arc::from).collect(),
+                };
+                decoded.push((i, entry));
+            }
+        }
+        if !decoded.is_empty() {
+            let mut known = lock(&self.known);
+            for (i, entry) in decoded {
+                let shared = known
+                    .entry((type_url, entry.version))
+                    .or_insert_with(|| Arc::new(entry));
+                found[i] = Some(shared.clone());
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(&'static str, u64), Arc<Entry>>> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    /// The shared set of exactly `entries`, one per name.
+    pub fn set(&self, type_url: &'static str, mut entries: Vec<Arc<Entry>>) -> Arc<Set> {
+        let fingerprint = entries.iter().fold(0, |f, e| f ^ e.version);
+        let key = (type_url, fingerprint);
+        if let Some(set) = lock(&self.sets)
+            .by_fingerprint
+            .get(&key)
+            .and_then(Weak::upgrade)
+            && set.holds(&entries)
+        {
+            return set;
+        }
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let set = Arc::new(Set {
+            entries: entries.into(),
+            refs: OnceLock::new(),
+        });
+        let mut sets = lock(&self.sets);
+        if sets.by_fingerprint.len() >= sets.prune_at {
+            sets.by_fingerprint.retain(|_, s| s.strong_count() > 0);
+            sets.prune_at = (2 * sets.by_fingerprint.len()).max(PRUNE_MIN);
+        }
+        sets.by_fingerprint.insert(key, Arc::downgrade(&set));
+        set
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A resource's name and the names it refers to.
@@ -145,6 +245,14 @@ mod tests {
 
     use super::*;
 
+    fn one(
+        catalog: &Catalog,
+        type_url: &'static str,
+        body: &[u8],
+    ) -> Result<Arc<Entry>, DecodeError> {
+        Ok(catalog.entries(type_url, &[body])?.remove(0))
+    }
+
     fn names(e: &Entry) -> Vec<&str> {
         e.refs.iter().map(|r| &**r).collect()
     }
@@ -158,9 +266,7 @@ mod tests {
             eds_cluster_config: Some(EdsClusterConfig::default()),
             ..Default::default()
         };
-        let e = catalog
-            .entry(CLUSTER, &eds.encode_to_vec())
-            .expect("decodes");
+        let e = one(&catalog, CLUSTER, &eds.encode_to_vec()).expect("decodes");
         assert_eq!(
             (&*e.name, names(&e)),
             ("outbound|8080||a.ns", vec!["outbound|8080||a.ns"])
@@ -170,9 +276,7 @@ mod tests {
             cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
             ..Default::default()
         };
-        let e = catalog
-            .entry(CLUSTER, &fixed.encode_to_vec())
-            .expect("decodes");
+        let e = one(&catalog, CLUSTER, &fixed.encode_to_vec()).expect("decodes");
         assert!(e.refs.is_empty());
 
         let hcm = HttpConnectionManager {
@@ -197,14 +301,76 @@ mod tests {
             ..Default::default()
         };
         let body = listener.encode_to_vec();
-        let e = catalog.entry(LISTENER, &body).expect("decodes");
+        let e = one(&catalog, LISTENER, &body).expect("decodes");
         assert_eq!(names(&e), ["8080"]);
         assert_eq!(e.version, xxh3_64(&body));
         // The same bytes again are the same entry, not a second decode.
         assert!(Arc::ptr_eq(
             &e,
-            &catalog.entry(LISTENER, &body).expect("cached")
+            &one(&catalog, LISTENER, &body).expect("cached")
         ));
-        assert!(catalog.entry(ROUTE, b"\xff\xff").is_err());
+        assert!(one(&catalog, ROUTE, b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn proxies_holding_the_same_resources_share_one_set() {
+        let catalog = Catalog::default();
+        let route = |name: &str| RouteConfiguration {
+            name: name.into(),
+            ..Default::default()
+        };
+        let bodies: Vec<Vec<u8>> = ["b", "a", "c"].map(|n| route(n).encode_to_vec()).into();
+        let slices: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+        let entries = catalog.entries(ROUTE, &slices).expect("decodes");
+        assert_eq!(
+            entries.iter().map(|e| &*e.name).collect::<Vec<_>>(),
+            ["b", "a", "c"]
+        );
+        let set = catalog.set(ROUTE, entries.clone());
+        assert_eq!(
+            set.entries().iter().map(|e| &*e.name).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(set.get("c").map(|e| e.version), Some(xxh3_64(&bodies[2])));
+        assert!(set.get("d").is_none());
+        let reversed: Vec<_> = entries.iter().rev().cloned().collect();
+        assert!(Arc::ptr_eq(&set, &catalog.set(ROUTE, reversed)));
+        // Another type, or other resources, are another set.
+        assert!(!Arc::ptr_eq(&set, &catalog.set(ENDPOINT, entries.clone())));
+        let fewer = catalog.set(ROUTE, entries[..2].to_vec());
+        assert_eq!(fewer.entries().len(), 2);
+        // Two entries whose versions XOR to the same as one are still told apart.
+        let forged = Arc::new(Entry {
+            name: "x".into(),
+            version: entries[0].version ^ entries[1].version,
+            refs: Box::new([]),
+        });
+        let other = catalog.set(ROUTE, vec![forged]);
+        assert!(!Arc::ptr_eq(&fewer, &other) && other.entries().len() == 1);
+        // Once no proxy holds a set, it is gone, and asking again builds it anew.
+        let weak = Arc::downgrade(&set);
+        drop(set);
+        assert!(weak.upgrade().is_none());
+        assert_eq!(catalog.set(ROUTE, entries).entries().len(), 3);
+    }
+
+    #[test]
+    fn a_set_refers_to_each_name_once_in_order() {
+        let catalog = Catalog::default();
+        let entry = |name: &str, refs: &[&str]| {
+            Arc::new(Entry {
+                name: name.into(),
+                version: xxh3_64(name.as_bytes()),
+                refs: refs.iter().map(|r| Arc::from(*r)).collect(),
+            })
+        };
+        let set = catalog.set(
+            LISTENER,
+            vec![entry("l2", &["9090", "8080"]), entry("l1", &["8080"])],
+        );
+        assert_eq!(
+            set.refs().iter().map(|r| &**r).collect::<Vec<_>>(),
+            ["8080", "9090"]
+        );
     }
 }

@@ -583,8 +583,9 @@ fn describe_log(log: &[Logged], round: u32) -> String {
         .map(|l| {
             let carried: Vec<String> = l
                 .carried
+                .entries()
                 .iter()
-                .map(|(n, v)| format!("{n}@{v:016x}"))
+                .map(|e| format!("{}@{:016x}", e.name, e.version))
                 .collect();
             format!("{} [{}]", short(l.type_url), carried.join(", "))
         })

@@ -7,35 +7,38 @@
 //! and, once the driver has told it what a change must bring it, when it ACKed the response
 //! that completed that. It logs every response it receives after a change started, so the
 //! driver can also count the responses that went to proxies the change did not affect.
+//!
+//! A proxy keeps no config of its own: a response is decoded only as far as the protocol
+//! needs (type, version, nonce, each resource's body hashed to find its shared catalog entry),
+//! and what a proxy holds of a type is a [`Set`] shared with every proxy that holds the
+//! same, so ten thousand proxies of the unscoped mesh fit where the server is measured.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use envoy_types::pb::{
     envoy::{
         config::core::v3::Node,
-        service::discovery::v3::{
-            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-        },
+        service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest},
     },
     google::protobuf::{Struct, Value, value::Kind},
 };
+use prost::Message;
 use remora_xds::{
     ProxyId,
     snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, served_type},
 };
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{
-    Status, Streaming,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Status, transport::Endpoint};
 
-use crate::catalog::{Catalog, DecodeError, Entry};
+use crate::{
+    catalog::{Catalog, DecodeError, Entry, Set},
+    wire::{self, DeltaResponse, SotwResponse},
+};
 
 /// Requests waiting to be written to one stream: an ACK and a subscription change at most
 /// per response, so a few are plenty.
@@ -87,14 +90,14 @@ pub struct Round {
 }
 
 /// One response received during a round, as the proxy logged it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Logged {
     pub round: u32,
     /// When the proxy had handed its ACK of this response to the connection.
     pub acked: Instant,
     pub type_url: &'static str,
-    /// (name, version) of every resource the response carried.
-    pub carried: Vec<(Arc<str>, u64)>,
+    /// Every resource the response carried, shared with the proxies that got the same.
+    pub carried: Arc<Set>,
     pub removed: Vec<Arc<str>>,
     /// A state-of-the-world response: what it does not carry, the proxy no longer holds.
     pub full: bool,
@@ -135,6 +138,8 @@ enum StreamError {
     UnknownType(String),
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    #[error("cannot decode a response: {0}")]
+    Response(#[from] prost::DecodeError),
     #[error("{type_url} {name}: the server's version {stated} is not its content's {actual:016x}")]
     Version {
         type_url: &'static str,
@@ -166,18 +171,15 @@ pub async fn run(fleet: Arc<Fleet>, index: usize, proxy: ProxyId) -> Outcome {
     }
 }
 
-type Client = AggregatedDiscoveryServiceClient<Channel>;
-
 /// One flavour of the protocol, as a proxy speaks it.
 trait Flavour: Default + Send + 'static {
-    type Req: Send + 'static;
-    type Resp: Send + 'static;
+    type Req: Message + Send + 'static;
+    /// The response reduced to what the proxy reads of it ([`wire`]).
+    type Resp: Message + Default + Send + 'static;
+    /// The ADS method.
+    const PATH: &'static str;
     /// The wildcard CDS (carrying the node, as Envoy sends it only once) and LDS requests.
     fn first(node: Node) -> [Self::Req; 2];
-    fn open(
-        client: Client,
-        requests: ReceiverStream<Self::Req>,
-    ) -> impl Future<Output = Result<Streaming<Self::Resp>, Status>> + Send;
     /// Takes in a response: updates what the proxy holds, and returns what to log and the
     /// ACK.
     fn take(
@@ -186,13 +188,14 @@ trait Flavour: Default + Send + 'static {
         held: &mut Held,
         catalog: &Catalog,
     ) -> Result<(Logged, Self::Req), StreamError>;
-    /// The request that changes the subscription of `type_url` from `old` to `new`.
-    fn resubscribe(
-        &self,
-        type_url: &'static str,
-        old: &BTreeSet<Arc<str>>,
-        new: &BTreeSet<Arc<str>>,
-    ) -> Self::Req;
+    /// The request that changes the subscription of `type_url` from `old` to `new` (both
+    /// sorted).
+    fn resubscribe(&self, type_url: &'static str, old: &[Arc<str>], new: &[Arc<str>]) -> Self::Req;
+}
+
+/// A request as its bytes on the wire.
+fn framed(request: &impl Message) -> Result<Bytes, StreamError> {
+    Ok(remora_xds::grpc::frame(request)?.into())
 }
 
 async fn stream<F: Flavour>(
@@ -211,13 +214,12 @@ async fn stream<F: Flavour>(
             _ = stopped(&mut stop) => return Ok(()),
         };
         let open = async {
-            let channel = fleet.endpoint.connect().await?;
-            let client = Client::new(channel).max_decoding_message_size(usize::MAX);
+            let mut channel = fleet.endpoint.connect().await?;
             for req in F::first(node(proxy)) {
                 // The receiver is in the request stream, alive until the call ends.
-                let _ = tx.send(req).await;
+                let _ = tx.send(framed(&req)?).await;
             }
-            Ok::<_, StreamError>(F::open(client, ReceiverStream::new(rx)).await?)
+            Ok::<_, StreamError>(wire::open(&mut channel, F::PATH, rx).await?)
         };
         tokio::time::timeout(OPEN_TIMEOUT, open)
             .await
@@ -235,16 +237,19 @@ async fn stream<F: Flavour>(
                 }
             }
             msg = inbound.message() => {
-                let response = msg?.ok_or(StreamError::Ended)?;
+                let bytes = msg?.ok_or(StreamError::Ended)?;
                 let received = Instant::now();
+                let response = F::Resp::decode(bytes)?;
                 let (mut logged, ack) = flavour.take(response, held, &fleet.catalog)?;
-                let mut requests = vec![ack];
-                if let Some((_, child)) = DEPENDENT.iter().find(|(p, _)| *p == logged.type_url) {
-                    let wanted = held.wanted(child);
-                    let old = held.subscribed.entry(child).or_default();
-                    if wanted != *old {
-                        requests.push(flavour.resubscribe(child, old, &wanted));
-                        *old = wanted;
+                let mut requests = vec![framed(&ack)?];
+                if let Some((parent, child)) =
+                    DEPENDENT.iter().find(|(p, _)| *p == logged.type_url)
+                    && let Some(now) = held.types.get(parent)
+                {
+                    let old = held.subscription(child);
+                    if now.refs() != old {
+                        requests.push(framed(&flavour.resubscribe(child, old, now.refs()))?);
+                        held.subscribed.insert(child, now.clone());
                     }
                 }
                 for req in requests {
@@ -316,10 +321,9 @@ pub fn converged_at(log: &[Logged], round: u32, expected: &[Expected]) -> Option
             l.round == round
                 && l.type_url == e.type_url
                 && match e.version {
-                    Some(v) => l.carried.iter().any(|(n, lv)| *n == e.name && *lv == v),
+                    Some(v) => l.carried.get(&e.name).is_some_and(|c| c.version == v),
                     None => {
-                        l.removed.contains(&e.name)
-                            || (l.full && !l.carried.iter().any(|(n, _)| *n == e.name))
+                        l.removed.contains(&e.name) || (l.full && l.carried.get(&e.name).is_none())
                     }
                 }
         })?;
@@ -328,41 +332,52 @@ pub fn converged_at(log: &[Logged], round: u32, expected: &[Expected]) -> Option
     latest
 }
 
-/// What one proxy holds and asked for.
+/// What one proxy holds and asked for: shared sets, no resources of its own.
 #[derive(Debug, Default)]
 pub struct Held {
-    /// By type and name.
-    types: BTreeMap<&'static str, BTreeMap<Arc<str>, Arc<Entry>>>,
-    /// EDS and RDS names last subscribed to.
-    subscribed: BTreeMap<&'static str, BTreeSet<Arc<str>>>,
+    /// By type.
+    types: BTreeMap<&'static str, Arc<Set>>,
+    /// By EDS and RDS: the clusters or listeners whose references were last subscribed to.
+    subscribed: BTreeMap<&'static str, Arc<Set>>,
 }
 
 impl Held {
-    /// A state-of-the-world response: the whole set of its type.
-    fn replace(&mut self, type_url: &'static str, entries: Vec<Arc<Entry>>) {
-        self.types.insert(
-            type_url,
-            entries.into_iter().map(|e| (e.name.clone(), e)).collect(),
-        );
-    }
-
     /// An incremental response: what changed, and what went.
-    fn update(&mut self, type_url: &'static str, entries: Vec<Arc<Entry>>, removed: &[Arc<str>]) {
-        let held = self.types.entry(type_url).or_default();
+    fn update(
+        &mut self,
+        catalog: &Catalog,
+        type_url: &'static str,
+        entries: &[Arc<Entry>],
+        removed: &[Arc<str>],
+    ) {
+        // A whole copy for a few changes, but only for the moment of building the new set.
+        let mut by_name: BTreeMap<&str, &Arc<Entry>> = self
+            .types
+            .get(type_url)
+            .into_iter()
+            .flat_map(|s| s.entries())
+            .map(|e| (&*e.name, e))
+            .collect();
         for name in removed {
-            held.remove(name);
+            by_name.remove(&**name);
         }
-        held.extend(entries.into_iter().map(|e| (e.name.clone(), e)));
+        by_name.extend(entries.iter().map(|e| (&*e.name, e)));
+        let set = catalog.set(type_url, by_name.into_values().cloned().collect());
+        self.types.insert(type_url, set);
     }
 
     /// The names of `child` resources that the held resources of its parent type refer to.
-    fn wanted(&self, child: &str) -> BTreeSet<Arc<str>> {
+    fn wanted(&self, child: &str) -> &[Arc<str>] {
         DEPENDENT
             .iter()
-            .filter(|(_, c)| *c == child)
-            .filter_map(|(parent, _)| self.types.get(parent))
-            .flat_map(|held| held.values().flat_map(|e| e.refs.iter().cloned()))
-            .collect()
+            .find(|(_, c)| *c == child)
+            .and_then(|(parent, _)| self.types.get(parent))
+            .map_or(&[], |s| s.refs())
+    }
+
+    /// The names of `child` resources last subscribed to.
+    fn subscription(&self, child: &str) -> &[Arc<str>] {
+        self.subscribed.get(child).map_or(&[], |s| s.refs())
     }
 
     /// Whether the proxy has a complete config: clusters and listeners, and every endpoint
@@ -376,7 +391,7 @@ impl Held {
             let held = self.types.get(child);
             let missing: Vec<&str> = wanted
                 .iter()
-                .filter(|n| !held.is_some_and(|h| h.contains_key(*n)))
+                .filter(|n| held.is_none_or(|h| h.get(n).is_none()))
                 .map(|n| &**n)
                 .collect();
             if let Some(first) = missing.first() {
@@ -400,7 +415,8 @@ struct Sotw {
 
 impl Flavour for Sotw {
     type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
+    type Resp = SotwResponse;
+    const PATH: &'static str = wire::SOTW_PATH;
 
     fn first(node: Node) -> [DiscoveryRequest; 2] {
         [
@@ -416,33 +432,16 @@ impl Flavour for Sotw {
         ]
     }
 
-    async fn open(
-        mut client: Client,
-        requests: ReceiverStream<DiscoveryRequest>,
-    ) -> Result<Streaming<DiscoveryResponse>, Status> {
-        Ok(client
-            .stream_aggregated_resources(requests)
-            .await?
-            .into_inner())
-    }
-
     fn take(
         &mut self,
-        r: DiscoveryResponse,
+        r: SotwResponse,
         held: &mut Held,
         catalog: &Catalog,
     ) -> Result<(Logged, DiscoveryRequest), StreamError> {
         let type_url = served_type(&r.type_url).ok_or(StreamError::UnknownType(r.type_url))?;
-        let entries = r
-            .resources
-            .iter()
-            .map(|any| catalog.entry(type_url, &any.value))
-            .collect::<Result<Vec<_>, _>>()?;
-        let carried = entries
-            .iter()
-            .map(|e| (e.name.clone(), e.version))
-            .collect();
-        held.replace(type_url, entries);
+        let bodies: Vec<&[u8]> = r.resources.iter().map(|p| &*p.value).collect();
+        let set = catalog.set(type_url, catalog.entries(type_url, &bodies)?);
+        held.types.insert(type_url, set.clone());
         self.last
             .insert(type_url, (r.version_info.clone(), r.nonce.clone()));
         let ack = DiscoveryRequest {
@@ -451,10 +450,8 @@ impl Flavour for Sotw {
             type_url: type_url.into(),
             // A state-of-the-world request always names the whole subscription.
             resource_names: held
-                .subscribed
-                .get(type_url)
-                .into_iter()
-                .flatten()
+                .subscription(type_url)
+                .iter()
                 .map(|n| n.to_string())
                 .collect(),
             ..Default::default()
@@ -463,7 +460,7 @@ impl Flavour for Sotw {
             round: 0,
             acked: Instant::now(),
             type_url,
-            carried,
+            carried: set,
             removed: Vec::new(),
             full: true,
         };
@@ -473,8 +470,8 @@ impl Flavour for Sotw {
     fn resubscribe(
         &self,
         type_url: &'static str,
-        _old: &BTreeSet<Arc<str>>,
-        new: &BTreeSet<Arc<str>>,
+        _old: &[Arc<str>],
+        new: &[Arc<str>],
     ) -> DiscoveryRequest {
         let (version_info, response_nonce) = self.last.get(type_url).cloned().unwrap_or_default();
         DiscoveryRequest {
@@ -494,7 +491,8 @@ struct Delta;
 
 impl Flavour for Delta {
     type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
+    type Resp = DeltaResponse;
+    const PATH: &'static str = wire::DELTA_PATH;
 
     fn first(node: Node) -> [DeltaDiscoveryRequest; 2] {
         [
@@ -510,30 +508,25 @@ impl Flavour for Delta {
         ]
     }
 
-    async fn open(
-        mut client: Client,
-        requests: ReceiverStream<DeltaDiscoveryRequest>,
-    ) -> Result<Streaming<DeltaDiscoveryResponse>, Status> {
-        Ok(client
-            .delta_aggregated_resources(requests)
-            .await?
-            .into_inner())
-    }
-
     fn take(
         &mut self,
-        r: DeltaDiscoveryResponse,
+        r: DeltaResponse,
         held: &mut Held,
         catalog: &Catalog,
     ) -> Result<(Logged, DeltaDiscoveryRequest), StreamError> {
         let type_url = served_type(&r.type_url).ok_or(StreamError::UnknownType(r.type_url))?;
-        let mut entries = Vec::with_capacity(r.resources.len());
-        for res in &r.resources {
-            let body = res
-                .resource
-                .as_ref()
-                .ok_or_else(|| StreamError::NoBody(res.name.clone()))?;
-            let entry = catalog.entry(type_url, &body.value)?;
+        let bodies = r
+            .resources
+            .iter()
+            .map(|res| {
+                res.resource
+                    .as_ref()
+                    .map(|p| &*p.value)
+                    .ok_or_else(|| StreamError::NoBody(res.name.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let entries = catalog.entries(type_url, &bodies)?;
+        for (res, entry) in r.resources.iter().zip(&entries) {
             // Incremental responses state each resource's version; it must be the content's,
             // or a proxy reconnecting with `initial_resource_versions` would be misled.
             if u64::from_str_radix(&res.version, 16).ok() != Some(entry.version)
@@ -546,18 +539,13 @@ impl Flavour for Delta {
                     actual: entry.version,
                 });
             }
-            entries.push(entry);
         }
-        let carried = entries
-            .iter()
-            .map(|e| (e.name.clone(), e.version))
-            .collect();
         let removed: Vec<Arc<str>> = r
             .removed_resources
             .iter()
             .map(|n| Arc::from(n.as_str()))
             .collect();
-        held.update(type_url, entries, &removed);
+        held.update(catalog, type_url, &entries, &removed);
         let ack = DeltaDiscoveryRequest {
             type_url: type_url.into(),
             response_nonce: r.nonce,
@@ -567,7 +555,7 @@ impl Flavour for Delta {
             round: 0,
             acked: Instant::now(),
             type_url,
-            carried,
+            carried: catalog.set(type_url, entries),
             removed,
             full: false,
         };
@@ -577,13 +565,22 @@ impl Flavour for Delta {
     fn resubscribe(
         &self,
         type_url: &'static str,
-        old: &BTreeSet<Arc<str>>,
-        new: &BTreeSet<Arc<str>>,
+        old: &[Arc<str>],
+        new: &[Arc<str>],
     ) -> DeltaDiscoveryRequest {
+        let missing_from = |set: &[Arc<str>], n: &Arc<str>| set.binary_search(n).is_err();
         DeltaDiscoveryRequest {
             type_url: type_url.into(),
-            resource_names_subscribe: new.difference(old).map(|n| n.to_string()).collect(),
-            resource_names_unsubscribe: old.difference(new).map(|n| n.to_string()).collect(),
+            resource_names_subscribe: new
+                .iter()
+                .filter(|n| missing_from(old, n))
+                .map(|n| n.to_string())
+                .collect(),
+            resource_names_unsubscribe: old
+                .iter()
+                .filter(|n| missing_from(new, n))
+                .map(|n| n.to_string())
+                .collect(),
             ..Default::default()
         }
     }
@@ -594,11 +591,21 @@ mod tests {
     use super::*;
 
     fn logged(round: u32, at: Instant, carried: &[(&str, u64)], full: bool) -> Logged {
+        let entries = carried
+            .iter()
+            .map(|(n, v)| {
+                Arc::new(Entry {
+                    name: (*n).into(),
+                    version: *v,
+                    refs: Box::new([]),
+                })
+            })
+            .collect();
         Logged {
             round,
             acked: at,
             type_url: ROUTE,
-            carried: carried.iter().map(|(n, v)| (Arc::from(*n), *v)).collect(),
+            carried: Catalog::default().set(ROUTE, entries),
             removed: Vec::new(),
             full,
         }
@@ -651,44 +658,79 @@ mod tests {
     fn entry(name: &str, refs: &[&str]) -> Arc<Entry> {
         Arc::new(Entry {
             name: name.into(),
-            version: 1,
+            version: xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
             refs: refs.iter().map(|r| Arc::from(*r)).collect(),
         })
     }
 
+    fn names(names: &[Arc<str>]) -> Vec<&str> {
+        names.iter().map(|n| &**n).collect()
+    }
+
     #[test]
     fn a_config_is_complete_when_everything_named_has_arrived() {
+        let catalog = Catalog::default();
         let mut held = Held::default();
+        let replace = |held: &mut Held, type_url, entries| {
+            held.types.insert(type_url, catalog.set(type_url, entries));
+        };
         assert!(held.synced().is_err());
-        held.replace(
+        replace(
+            &mut held,
             CLUSTER,
             vec![entry("a", &["a"]), entry("b", &["b"]), entry("static", &[])],
         );
-        held.replace(
+        replace(
+            &mut held,
             LISTENER,
             vec![entry("l1", &["8080"]), entry("l2", &["8080", "9090"])],
         );
-        assert_eq!(
-            held.wanted(ENDPOINT)
-                .iter()
-                .map(|n| &**n)
-                .collect::<Vec<_>>(),
-            ["a", "b"]
+        assert_eq!(names(held.wanted(ENDPOINT)), ["a", "b"]);
+        assert_eq!(names(held.wanted(ROUTE)), ["8080", "9090"]);
+        replace(&mut held, ENDPOINT, vec![entry("a", &[])]);
+        replace(
+            &mut held,
+            ROUTE,
+            vec![entry("8080", &[]), entry("9090", &[])],
         );
-        assert_eq!(
-            held.wanted(ROUTE).iter().map(|n| &**n).collect::<Vec<_>>(),
-            ["8080", "9090"]
-        );
-        held.replace(ENDPOINT, vec![entry("a", &[])]);
-        held.replace(ROUTE, vec![entry("8080", &[]), entry("9090", &[])]);
         let missing = held.synced().expect_err("b has no endpoints yet");
         assert!(missing.contains("\"b\""), "{missing}");
-        held.update(ENDPOINT, vec![entry("b", &[])], &[]);
+        held.update(&catalog, ENDPOINT, &[entry("b", &[])], &[]);
         assert_eq!(held.synced(), Ok(()));
-        held.update(LISTENER, vec![], &[Arc::from("l2")]);
-        assert_eq!(
-            held.wanted(ROUTE).iter().map(|n| &**n).collect::<Vec<_>>(),
-            ["8080"]
+        held.update(&catalog, LISTENER, &[], &[Arc::from("l2")]);
+        assert_eq!(names(held.wanted(ROUTE)), ["8080"]);
+    }
+
+    #[test]
+    fn proxies_with_the_same_config_hold_the_same_sets() {
+        let catalog = Catalog::default();
+        let (mut one, mut two) = (Held::default(), Held::default());
+        // The same resources, reached in different steps.
+        one.update(
+            &catalog,
+            CLUSTER,
+            &[entry("a", &["a"]), entry("b", &["b"])],
+            &[],
         );
+        two.update(&catalog, CLUSTER, &[entry("b", &["b"])], &[]);
+        two.update(
+            &catalog,
+            CLUSTER,
+            &[entry("c", &[]), entry("a", &["a"])],
+            &[],
+        );
+        two.update(&catalog, CLUSTER, &[], &[Arc::from("c")]);
+        assert!(Arc::ptr_eq(&one.types[CLUSTER], &two.types[CLUSTER]));
+        assert!(std::ptr::eq(one.wanted(ENDPOINT), two.wanted(ENDPOINT)));
+    }
+
+    #[test]
+    fn an_incremental_resubscription_names_only_the_difference() {
+        let names = |n: &[&str]| n.iter().map(|n| Arc::from(*n)).collect::<Vec<_>>();
+        let req = Delta.resubscribe(ENDPOINT, &names(&["a", "b", "c"]), &names(&["b", "d"]));
+        assert_eq!(req.resource_names_subscribe, ["d"]);
+        assert_eq!(req.resource_names_unsubscribe, ["a", "c"]);
+        let req = Sotw::default().resubscribe(ENDPOINT, &names(&["a"]), &names(&["b", "d"]));
+        assert_eq!(req.resource_names, ["b", "d"]);
     }
 }

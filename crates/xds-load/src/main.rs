@@ -18,6 +18,7 @@ mod procfs;
 mod protocol;
 mod report;
 mod server;
+mod wire;
 
 use std::{process::ExitCode, time::Duration};
 
