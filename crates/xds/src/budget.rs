@@ -7,15 +7,31 @@
 //! its share of the reservation until the last reference to its bytes is dropped, which is
 //! when hyper has written it. Streams waiting for the budget read no snapshot meanwhile, so
 //! they go on to build from the newest one.
+//!
+//! A proxy that stops reading would keep its share forever, as its frames are never written;
+//! so each stream keeps a [`Ledger`] of its frames not yet written, and a stream none of
+//! whose frames is written for a while ([`Ledger::stalled`]) is ended and its share revoked.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use prost::Message;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 use tonic::Status;
 
 use crate::grpc;
+
+/// How long a stream may go without any of its queued responses written before it is
+/// closed: far longer than any proxy that reads takes for a large config on a busy node, so
+/// only one that stopped reading meets it.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// 256 MiB: at most a few hundred large configs on their way at once, a fraction of what
 /// 10,000 connected proxies hold anyway, and enough that a sync of modest configs never
@@ -85,30 +101,115 @@ impl Reservation {
     }
 
     /// Frames `message`, moving its size (or what is left of this reservation) into the
-    /// frame: those bytes come back once the frame's last reference is dropped.
-    pub fn frame(&mut self, message: &impl Message) -> Result<Bytes, Status> {
+    /// frame, which `ledger` counts as unwritten: those bytes come back once the frame's last
+    /// reference is dropped, or when the ledger is revoked.
+    pub fn frame(&mut self, message: &impl Message, ledger: &Arc<Ledger>) -> Result<Bytes, Status> {
         let frame = grpc::frame(message)?;
         let share = frame.len().min(self.bytes());
         let permit = self.permit.split(share);
-        Ok(match permit {
-            Some(permit) => Bytes::from_owner(Budgeted {
-                frame,
-                _permit: permit,
-            }),
-            None => Bytes::from(frame),
-        })
+        let id = ledger.record(frame.len(), permit);
+        Ok(Bytes::from_owner(Budgeted {
+            frame,
+            ledger: ledger.clone(),
+            id,
+        }))
     }
 }
 
-/// A frame with the budget its bytes hold.
+/// One stream's frames not yet written, with the budget each holds.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    unwritten: Mutex<Unwritten>,
+    /// Told whenever one of the frames is written (dropped).
+    written: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Unwritten {
+    next: u64,
+    /// While frames wait: since when none was written (or since the first was queued).
+    since: Option<Instant>,
+    /// By frame: its length and its share of the budget, if any is left.
+    frames: HashMap<u64, (usize, Option<OwnedSemaphorePermit>)>,
+}
+
+impl Ledger {
+    fn lock(&self) -> MutexGuard<'_, Unwritten> {
+        self.unwritten.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, len: usize, permit: Option<OwnedSemaphorePermit>) -> u64 {
+        let mut u = self.lock();
+        let id = u.next;
+        u.next += 1;
+        if u.frames.is_empty() {
+            u.since = Some(Instant::now());
+        }
+        u.frames.insert(id, (len, permit));
+        id
+    }
+
+    /// Bytes of frames not yet written.
+    pub fn unwritten(&self) -> usize {
+        self.lock().frames.values().map(|(len, _)| len).sum()
+    }
+
+    /// Resolves once frames have waited `timeout` with none written meanwhile; never while
+    /// none waits. Counted from the last write, not from the call, so a stream loop that
+    /// calls it anew for every event still meets it.
+    pub async fn stalled(&self, timeout: Duration) {
+        loop {
+            // Created before the check, so a write between the two still wakes it.
+            let written = self.written.notified();
+            let Some(since) = self.lock().since else {
+                // Frames are only added by the stream's own task, which calls this anew.
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                // A write seen first: the time counts from it, though the old deadline passed.
+                biased;
+                () = written => {}
+                () = tokio::time::sleep_until(since + timeout) => return,
+            }
+        }
+    }
+
+    /// Gives the budget of every frame not yet written back, though the frames stay where
+    /// they are until their connection drops them; returns the bytes given back.
+    pub fn revoke(&self) -> usize {
+        let mut u = self.lock();
+        u.frames
+            .values_mut()
+            .filter_map(|(_, permit)| permit.take())
+            .map(|p| p.num_permits())
+            .sum()
+    }
+}
+
+/// A frame with the ledger entry, and so the budget, its bytes hold.
 struct Budgeted {
     frame: Vec<u8>,
-    _permit: OwnedSemaphorePermit,
+    ledger: Arc<Ledger>,
+    id: u64,
 }
 
 impl AsRef<[u8]> for Budgeted {
     fn as_ref(&self) -> &[u8] {
         &self.frame
+    }
+}
+
+impl Drop for Budgeted {
+    fn drop(&mut self) {
+        // Out of the lock before the permit goes back, as a waiter may wake at once.
+        let entry = {
+            let mut u = self.ledger.lock();
+            let entry = u.frames.remove(&self.id);
+            u.since = (!u.frames.is_empty()).then(Instant::now);
+            entry
+        };
+        drop(entry);
+        self.ledger.written.notify_waiters();
     }
 }
 
@@ -134,7 +235,9 @@ mod tests {
         let budget = ResponseBudget::new(10_000);
         let mut reservation = budget.reserve(4_000).await.expect("open");
         assert_eq!(budget.available(), 6_000);
-        let frame = reservation.frame(&response(1_000)).expect("frames");
+        let frame = reservation
+            .frame(&response(1_000), &Arc::default())
+            .expect("frames");
         let held = frame.len();
         assert!(held > 1_000);
         drop(reservation);
@@ -161,10 +264,14 @@ mod tests {
             budget.semaphore.clone().try_acquire_owned().is_err(),
             "nothing else meanwhile"
         );
-        let frame = reservation.frame(&response(5_000)).expect("frames");
+        let frame = reservation
+            .frame(&response(5_000), &Arc::default())
+            .expect("frames");
         assert!(frame.len() > 5_000);
         assert_eq!(reservation.bytes(), 0);
-        let unbudgeted = reservation.frame(&response(10)).expect("frames");
+        let unbudgeted = reservation
+            .frame(&response(10), &Arc::default())
+            .expect("frames");
         assert!(!unbudgeted.is_empty());
         drop(frame);
         assert_eq!(budget.available(), 1_000);
@@ -186,5 +293,83 @@ mod tests {
             ResponseBudget::new(usize::MAX).available(),
             u32::MAX as usize
         );
+    }
+
+    /// Whether `future` is done after `after` of paused time.
+    async fn done_after<F: std::future::Future>(
+        future: &mut std::pin::Pin<&mut F>,
+        after: Duration,
+    ) -> bool {
+        tokio::time::advance(after).await;
+        futures_ready(future)
+    }
+
+    fn futures_ready<F: std::future::Future>(future: &mut std::pin::Pin<&mut F>) -> bool {
+        let waker = std::task::Waker::noop();
+        future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+            .is_ready()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_stalls_only_when_nothing_is_written_for_the_whole_timeout() {
+        let budget = ResponseBudget::new(100_000);
+        let ledger = Arc::new(Ledger::default());
+        let timeout = Duration::from_secs(30);
+        {
+            // Nothing queued: never stalled, however long.
+            let stalled = ledger.stalled(timeout);
+            let mut stalled = std::pin::pin!(stalled);
+            assert!(!done_after(&mut stalled, Duration::from_secs(3600)).await);
+        }
+        let mut reservation = budget.reserve(50_000).await.expect("open");
+        let first = reservation
+            .frame(&response(1_000), &ledger)
+            .expect("frames");
+        let second = reservation
+            .frame(&response(1_000), &ledger)
+            .expect("frames");
+        drop(reservation);
+        assert_eq!(ledger.unwritten(), first.len() + second.len());
+        let stalled = ledger.stalled(timeout);
+        let mut stalled = std::pin::pin!(stalled);
+        assert!(!futures_ready(&mut stalled));
+        assert!(!done_after(&mut stalled, Duration::from_secs(20)).await);
+        // A write 20 s in restarts the wait: 29 s after it, not yet; 30 s, stalled.
+        drop(first);
+        assert!(!done_after(&mut stalled, Duration::from_secs(29)).await);
+        assert!(done_after(&mut stalled, Duration::from_secs(1)).await);
+        // Asked again later, it still counts from that write: already over.
+        let again = ledger.stalled(timeout);
+        let mut again = std::pin::pin!(again);
+        assert!(futures_ready(&mut again));
+        // Once everything is written, nothing stalls.
+        drop(second);
+        let none = ledger.stalled(timeout);
+        let mut none = std::pin::pin!(none);
+        assert!(!done_after(&mut none, Duration::from_secs(3600)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revoking_a_stalled_stream_gives_its_budget_back_once() {
+        let budget = ResponseBudget::new(10_000);
+        let ledger = Arc::new(Ledger::default());
+        let mut reservation = budget.reserve(4_000).await.expect("open");
+        let frame = reservation
+            .frame(&response(1_000), &ledger)
+            .expect("frames");
+        drop(reservation);
+        assert_eq!(budget.available(), 10_000 - frame.len());
+        assert_eq!(ledger.revoke(), frame.len());
+        assert_eq!(
+            budget.available(),
+            10_000,
+            "back while the frame still exists"
+        );
+        assert_eq!(ledger.revoke(), 0);
+        drop(frame);
+        assert_eq!(budget.available(), 10_000, "not given back twice");
+        assert_eq!(ledger.unwritten(), 0);
     }
 }

@@ -5,6 +5,7 @@ use std::{
     convert::Infallible,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -23,7 +24,7 @@ use tonic::{
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    budget::{Reservation, ResponseBudget},
+    budget::{DEFAULT_WRITE_TIMEOUT, Ledger, Reservation, ResponseBudget},
     cache::SnapshotCache,
     delta::DeltaStream,
     grpc::{self, Requests},
@@ -52,6 +53,8 @@ pub struct AdsServer {
     shutdown: watch::Receiver<bool>,
     /// Response bytes built or encoded and not yet written, across all streams.
     budget: ResponseBudget,
+    /// How long a stream may go without any of its queued responses written.
+    write_timeout: Duration,
 }
 
 impl AdsServer {
@@ -67,7 +70,16 @@ impl AdsServer {
             status,
             shutdown,
             budget: ResponseBudget::default(),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
+    }
+
+    /// Closes a stream none of whose queued responses is written for `timeout` (default
+    /// [`DEFAULT_WRITE_TIMEOUT`], 30 s), and gives their share of the response budget back:
+    /// a proxy that stops reading would otherwise hold it until its connection ends.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
     }
 
     /// Bounds the bytes of responses built or encoded and not yet written by the proxies,
@@ -224,12 +236,17 @@ impl AdsServer {
         let mut shutdown = self.shutdown.clone();
         let mut machine = M::default();
         let mut pending = Some(first);
+        let ledger = Arc::new(Ledger::default());
         loop {
             let work = if let Some(req) = pending.take() {
                 Some(req)
             } else {
                 tokio::select! {
                     _ = shutdown.wait_for(|stop| *stop) => break,
+                    () = ledger.stalled(self.write_timeout) => {
+                        self.stalled(&ledger, &tx);
+                        break;
+                    }
                     msg = incoming.message() => match msg {
                         Ok(Some(req)) => {
                             pending = Some(req);
@@ -254,7 +271,8 @@ impl AdsServer {
                 .borrow()
                 .clone()
                 .response_bytes(work.as_ref().map(M::type_url));
-            let Some(mut reservation) = self.reserve(estimate, &mut shutdown, &tx).await else {
+            let Some(mut reservation) = self.reserve(estimate, &mut shutdown, &tx, &ledger).await
+            else {
                 break;
             };
             // Whatever was published while this stream waited: only the newest counts.
@@ -269,7 +287,7 @@ impl AdsServer {
                 .sum();
             if !reservation.covers(&self.budget, built) {
                 drop(reservation);
-                reservation = match self.reserve(built, &mut shutdown, &tx).await {
+                reservation = match self.reserve(built, &mut shutdown, &tx, &ledger).await {
                     Some(r) => r,
                     None => break,
                 };
@@ -281,14 +299,21 @@ impl AdsServer {
                 .map(|r| {
                     let (type_url, count, version) = M::describe(&r);
                     debug!(type_url, count, version, "sending");
-                    reservation.frame(&r)
+                    reservation.frame(&r, &ledger)
                 })
                 .collect();
             drop(reservation);
             let mut closed = false;
             for framed in frames {
                 let failed = framed.is_err();
-                if tx.send(framed).await.is_err() || failed {
+                let sent = tokio::select! {
+                    sent = tx.send(framed) => sent.is_ok(),
+                    () = ledger.stalled(self.write_timeout) => {
+                        self.stalled(&ledger, &tx);
+                        false
+                    }
+                };
+                if !sent || failed {
                     closed = true;
                     break;
                 }
@@ -314,19 +339,43 @@ impl AdsServer {
         info!("proxy disconnected");
     }
 
-    /// `bytes` of the budget, or `None` when the server stops or the proxy goes first.
+    /// `bytes` of the budget, or `None` when the server stops, the proxy goes, or it stalls
+    /// first.
     async fn reserve(
         &self,
         bytes: usize,
         shutdown: &mut watch::Receiver<bool>,
         tx: &mpsc::Sender<Result<Bytes, Status>>,
+        ledger: &Ledger,
     ) -> Option<Reservation> {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => None,
             _ = tx.closed() => None,
+            () = ledger.stalled(self.write_timeout) => {
+                self.stalled(ledger, tx);
+                None
+            }
             reserved = self.budget.reserve(bytes) => reserved
                 .inspect_err(|e| debug!(error = %e, "no response budget"))
                 .ok(),
         }
+    }
+
+    /// Ends a stream whose proxy stopped reading: its budget comes back now, and the proxy,
+    /// should it read again, gets the reason after what was queued.
+    fn stalled(&self, ledger: &Ledger, tx: &mpsc::Sender<Result<Bytes, Status>>) {
+        let unwritten = ledger.unwritten();
+        let returned = ledger.revoke();
+        warn!(
+            unwritten_bytes = unwritten,
+            budget_returned = returned,
+            timeout = ?self.write_timeout,
+            "the proxy read none of its responses in time; closing its stream"
+        );
+        // The outbox may be full, then the stream just ends.
+        let _ = tx.try_send(Err(Status::deadline_exceeded(format!(
+            "no response read for {:?}",
+            self.write_timeout
+        ))));
     }
 }
