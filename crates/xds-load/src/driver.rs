@@ -256,6 +256,7 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
     let connect_and_sync = last_synced.saturating_duration_since(started);
     tokio::time::sleep(SETTLE).await;
     let synced = server.sample();
+    let driver_synced_heap_kib = crate::heap_kib();
     let synced_heap_kib = watch
         .bounded("the server's heap", STOP_TIMEOUT, server.heap_kib())
         .await?;
@@ -299,6 +300,7 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         synced_heap_kib,
         changes,
         end,
+        driver_synced_heap_kib,
         driver: Sample {
             cpu: procfs::cpu_time(me).unwrap_or_default(),
             memory: procfs::memory(me).unwrap_or_default(),

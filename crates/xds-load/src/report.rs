@@ -77,6 +77,9 @@ pub struct Report {
     pub end: Sample,
     /// The driver's own process: what simulating the fleet cost.
     pub driver: Sample,
+    /// The driver's heap in use once every proxy was synced, in KiB: what the fleet keeps,
+    /// apart from what the allocator holds on to after the sync.
+    pub driver_synced_heap_kib: u64,
     pub cores: usize,
 }
 
@@ -208,11 +211,12 @@ impl Report {
             );
         }
         row(
-            "driver (the simulated fleet): CPU / peak RSS",
+            "driver (the simulated fleet): CPU / peak RSS / heap in use, synced",
             format!(
-                "{} / {}",
+                "{} / {} / {}",
                 secs(self.driver.cpu),
-                mib(self.driver.memory.peak_kib)
+                mib(self.driver.memory.peak_kib),
+                mib(self.driver_synced_heap_kib)
             ),
             "",
         );
