@@ -126,8 +126,8 @@ impl Server {
         self.stdin.flush().await.map_err(Error::Pipe)
     }
 
-    /// The server's heap in use, in KiB.
-    async fn heap_kib(&mut self) -> Result<u64, Error> {
+    /// The server's heap in use and its peak so far, in KiB.
+    async fn heap_kib(&mut self) -> Result<(u64, u64), Error> {
         self.command(protocol::HEAP).await?;
         let line = self
             .lines
@@ -136,7 +136,7 @@ impl Server {
             .map_err(Error::Pipe)?
             .ok_or(Error::ServerExited("reported its heap"))?;
         match line.parse().map_err(Error::Protocol)? {
-            Line::Heap(kib) => Ok(kib),
+            Line::Heap(kib, peak) => Ok((kib, peak)),
             other => Err(Error::Protocol(format!("expected the heap, got {other}"))),
         }
     }
@@ -257,7 +257,7 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
     tokio::time::sleep(SETTLE).await;
     let synced = server.sample();
     let driver_synced_heap_kib = crate::heap_kib();
-    let synced_heap_kib = watch
+    let (synced_heap_kib, synced_heap_peak_kib) = watch
         .bounded("the server's heap", STOP_TIMEOUT, server.heap_kib())
         .await?;
 
@@ -273,6 +273,9 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         }
     }
     let end = server.sample();
+    let (_, end_heap_peak_kib) = watch
+        .bounded("the server's heap", STOP_TIMEOUT, server.heap_kib())
+        .await?;
     let outcomes = running.stop().await?;
     server.quit().await;
 
@@ -298,6 +301,8 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         connect_and_sync,
         synced,
         synced_heap_kib,
+        synced_heap_peak_kib,
+        end_heap_peak_kib,
         changes,
         end,
         driver_synced_heap_kib,

@@ -38,6 +38,11 @@ pub fn heap_kib() -> u64 {
     (HEAP.allocated() / 1024) as u64
 }
 
+/// The most heap bytes ever allocated at once, in KiB.
+pub fn heap_peak_kib() -> u64 {
+    (HEAP.max_allocated() / 1024) as u64
+}
+
 #[derive(Parser)]
 #[command(name = "xds-load", about = "Load test of the xDS server on loopback")]
 struct Cli {

@@ -8,7 +8,7 @@ use std::{fmt, str::FromStr, time::Duration};
 pub const CHANGE: &str = "change";
 /// Stops the server (so does the end of its standard input).
 pub const QUIT: &str = "quit";
-/// Asks for the server's heap in use, answered with [`Line::Heap`].
+/// Asks for the server's heap in use and its peak, answered with [`Line::Heap`].
 pub const HEAP: &str = "heap";
 
 /// What the server had done by the time it accepted connections.
@@ -60,8 +60,8 @@ pub enum Line {
     Expect(Expect),
     /// Ends the report of a change.
     Done,
-    /// The server's heap in use, in KiB.
-    Heap(u64),
+    /// The server's heap in use, and the most it ever had in use, in KiB.
+    Heap(u64, u64),
 }
 
 impl fmt::Display for Line {
@@ -97,7 +97,7 @@ impl fmt::Display for Line {
                 e.version.as_deref().unwrap_or("-")
             ),
             Line::Done => write!(f, "done"),
-            Line::Heap(kib) => write!(f, "heap\t{kib}"),
+            Line::Heap(kib, peak) => write!(f, "heap\t{kib}\t{peak}"),
         }
     }
 }
@@ -145,7 +145,7 @@ impl FromStr for Line {
                 version: (version != "-").then(|| version.to_owned()),
             })),
             ["done"] => Ok(Line::Done),
-            ["heap", kib] => Ok(Line::Heap(num(kib)?)),
+            ["heap", kib, peak] => Ok(Line::Heap(num(kib)?, num(peak)?)),
             _ => Err(bad()),
         }
     }
@@ -188,7 +188,7 @@ mod tests {
                 version: None,
             }),
             Line::Done,
-            Line::Heap(12_345),
+            Line::Heap(12_345, 23_456),
         ];
         for line in lines {
             assert_eq!(line.to_string().parse::<Line>(), Ok(line));

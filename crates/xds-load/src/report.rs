@@ -73,6 +73,9 @@ pub struct Report {
     pub synced: Sample,
     /// Heap bytes in use when every proxy was synced, in KiB.
     pub synced_heap_kib: u64,
+    /// The most heap ever in use by then, and by the end of the run, in KiB.
+    pub synced_heap_peak_kib: u64,
+    pub end_heap_peak_kib: u64,
     pub changes: Vec<ChangeResult>,
     pub end: Sample,
     /// The driver's own process: what simulating the fleet cost.
@@ -176,6 +179,15 @@ impl Report {
                 .memory
                 .rss_kib
                 .saturating_sub(self.synced_heap_kib)),
+            "",
+        );
+        row(
+            "server heap peak (most ever in use): by the end of the sync / whole run",
+            format!(
+                "{} / {}",
+                mib(self.synced_heap_peak_kib),
+                mib(self.end_heap_peak_kib)
+            ),
             "",
         );
         row(

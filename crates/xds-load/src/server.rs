@@ -180,7 +180,12 @@ pub fn serve(proxies: usize, egress: bool, response_budget_mib: usize) -> Result
                 out.flush().map_err(Error::Pipe)?;
             }
             protocol::HEAP => {
-                writeln!(out, "{}", Line::Heap(crate::heap_kib())).map_err(Error::Pipe)?;
+                writeln!(
+                    out,
+                    "{}",
+                    Line::Heap(crate::heap_kib(), crate::heap_peak_kib())
+                )
+                .map_err(Error::Pipe)?;
                 out.flush().map_err(Error::Pipe)?;
             }
             protocol::QUIT => break,
