@@ -141,7 +141,13 @@ impl Inbound {
     /// The next message, or `None` when the server ended the stream without error.
     pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
         loop {
-            if let Some(message) = self.framer.next(&mut self.chunk)? {
+            let next = self.framer.next(&mut self.chunk)?;
+            if self.chunk.is_empty() {
+                // Even an empty slice keeps the whole buffer it was cut from, for as long as
+                // the stream stays idle.
+                self.chunk = Bytes::new();
+            }
+            if let Some(message) = next {
                 return Ok(Some(message));
             }
             match self.body.frame().await {
