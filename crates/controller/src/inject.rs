@@ -130,6 +130,7 @@ impl PodInjector for MeshInjector {
                 let reason = match e {
                     InjectError::NameTaken { .. } => "name_taken",
                     InjectError::PortTaken { .. } => "port_taken",
+                    InjectError::VolumeTaken { .. } => "volume_taken",
                     InjectError::ServerVersion { .. } => "server_version",
                 };
                 self.metrics.observe_injection("refused", reason);

@@ -59,6 +59,11 @@ pub enum InjectError {
          port, or opt the pod out with {INJECT_ANNOTATION}=\"false\""
     )]
     PortTaken { field: String, port: i32 },
+    #[error(
+        "{field}: the pod already has a volume named {name:?}, which the SidecarPolicy adds for \
+         its sidecars; rename the pod's volume (or the policy's)"
+    )]
+    VolumeTaken { field: String, name: String },
     #[error("the API server reports version {field} {value:?}, which is not a number")]
     ServerVersion { field: &'static str, value: String },
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use remora_api::sidecar_policy::SharedVolume;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -34,6 +35,8 @@ pub fn patch(pod: &Pod, injection: &Injection) -> Result<Vec<JsonPatchOp>, Injec
     }
     let added = sidecars(injection);
     check_conflicts(pod, &added)?;
+    let volumes = &injection.policy.spec.volumes;
+    check_volumes(pod, volumes)?;
     let spec = pod.spec.as_ref();
     let mut ops = match injection.layout {
         Layout::Native => insert_front(
@@ -51,6 +54,15 @@ pub fn patch(pod: &Pod, injection: &Injection) -> Result<Vec<JsonPatchOp>, Injec
             ops
         }
     };
+    if !volumes.is_empty() {
+        let added = volumes.iter().map(|v| json!(v.to_volume()));
+        match spec.and_then(|s| s.volumes.as_ref()) {
+            Some(existing) if !existing.is_empty() => {
+                ops.extend(added.map(|v| add("/spec/volumes/-".into(), v)));
+            }
+            _ => ops.push(add("/spec/volumes".into(), Value::Array(added.collect()))),
+        }
+    }
     let annotations = [
         (VERSION_ANNOTATION, injection.version.to_string()),
         (REVISION_ANNOTATION, injection.revision.to_string()),
@@ -107,6 +119,21 @@ fn insert_front(
         .enumerate()
         .map(|(i, c)| add(format!("{path}/{i}"), to_value(c)))
         .collect()
+}
+
+/// A volume the pod already has under a policy volume's name: the pod's owner renames theirs
+/// (or the policy's), as for containers.
+fn check_volumes(pod: &Pod, volumes: &[SharedVolume]) -> Result<(), InjectError> {
+    let existing = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    for (i, v) in existing.into_iter().flatten().enumerate() {
+        if volumes.iter().any(|ours| ours.name == v.name) {
+            return Err(InjectError::VolumeTaken {
+                field: format!("spec.volumes[{i}].name"),
+                name: v.name.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A name or port the pod already uses would make the patched pod invalid (names) or the

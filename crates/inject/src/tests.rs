@@ -302,3 +302,69 @@ fn named(name: &str) -> Container {
 fn spec_mut(pod: &mut Pod) -> &mut k8s_openapi::api::core::v1::PodSpec {
     pod.spec.as_mut().expect("spec")
 }
+
+/// The policy's shared volumes join the pod's own (or become its only ones), and a pod that
+/// already uses one of their names is refused with the field.
+#[test]
+fn shared_volumes_are_added_and_a_clash_names_the_field() {
+    let mut with_volumes = policy();
+    with_volumes.spec.volumes = serde_json::from_value(json!([
+        {"name": "app-logs", "emptyDir": {}},
+        {"name": "shipper-config", "configMap": {"name": "fluent-bit"}}
+    ]))
+    .expect("volumes");
+    let cp = control_plane();
+    let injection = Injection {
+        policy: &with_volumes,
+        version: "1.40.0",
+        revision: "0123456789",
+        layout: Layout::Classic,
+        control_plane: &cp,
+    };
+    let applied = |pod: &Pod| -> Pod {
+        let ops = patch(pod, &injection).expect("patch");
+        let ops: json_patch::Patch =
+            serde_json::from_value(serde_json::to_value(&ops).expect("ops")).expect("RFC 6902");
+        let mut doc = serde_json::to_value(pod).expect("pod json");
+        json_patch::patch(&mut doc, &ops).expect("applies");
+        serde_json::from_value(doc).expect("still a pod")
+    };
+    let volume_names = |p: &Pod| -> Vec<String> {
+        spec(p)
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.clone())
+            .collect()
+    };
+
+    let bare = applied(&pod());
+    assert_eq!(volume_names(&bare), ["app-logs", "shipper-config"]);
+    let logs = &spec(&bare).volumes.as_ref().expect("volumes")[0];
+    assert!(logs.empty_dir.is_some() && logs.config_map.is_none());
+
+    let mut own = pod();
+    spec_mut(&mut own).volumes =
+        Some(serde_json::from_value(json!([{"name": "data", "emptyDir": {}}])).expect("volume"));
+    assert_eq!(
+        volume_names(&applied(&own)),
+        ["data", "app-logs", "shipper-config"]
+    );
+
+    let mut clash = pod();
+    spec_mut(&mut clash).volumes = Some(
+        serde_json::from_value(
+            json!([{"name": "data", "emptyDir": {}}, {"name": "app-logs", "emptyDir": {}}]),
+        )
+        .expect("volumes"),
+    );
+    let err = patch(&clash, &injection).expect_err("a clash");
+    assert_eq!(
+        err,
+        InjectError::VolumeTaken {
+            field: "spec.volumes[1].name".into(),
+            name: "app-logs".into(),
+        }
+    );
+    assert!(err.to_string().contains("rename the pod's volume"));
+}

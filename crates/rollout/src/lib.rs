@@ -41,7 +41,7 @@ use remora_api::{
     SidecarPolicySpec,
     sidecar_policy::{
         FailedWorkload, FailureAction, ProxySpec, RestartMethod, RolloutPhase, RolloutStatus,
-        check_proxy_version,
+        SharedVolume, check_proxy_version,
     },
 };
 use serde::Serialize;
@@ -140,7 +140,7 @@ pub struct Note {
 }
 
 /// A short fingerprint of the sidecar a pod gets: proxy image, version, resources, log level,
-/// concurrency, interception and extra containers. Traffic, egress and rollout settings are
+/// concurrency, interception, extra containers and shared volumes. Traffic, egress and rollout settings are
 /// left out because they need no restart. SHA-256 of the JSON encoding (fields in declaration
 /// order, maps sorted), first 10 hex digits: the same on every build.
 pub fn revision(spec: &SidecarPolicySpec) -> String {
@@ -156,6 +156,9 @@ pub fn revision_of(spec: &SidecarPolicySpec, version: &str) -> String {
     struct Sidecar<'a> {
         proxy: &'a ProxySpec,
         extra_containers: &'a [Container],
+        // Left out when empty, so revisions from before volumes existed stay the same.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        volumes: &'a [SharedVolume],
     }
     let proxy = ProxySpec {
         version: version.to_owned(),
@@ -164,6 +167,7 @@ pub fn revision_of(spec: &SidecarPolicySpec, version: &str) -> String {
     let encoded = serde_json::to_vec(&Sidecar {
         proxy: &proxy,
         extra_containers: &spec.extra_containers,
+        volumes: &spec.volumes,
     })
     .expect("plain data with string map keys always encodes");
     Sha256::digest(&encoded)

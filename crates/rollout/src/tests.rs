@@ -855,6 +855,11 @@ fn revision_is_stable_and_ignores_what_needs_no_restart() {
     // A pod on another version under the same spec: the spec's revision with that version.
     assert_eq!(revision_of(&base, "1.40.0"), revision(&base));
     assert_eq!(revision_of(&base, "1.39.0"), revision(&spec("1.39.0", 7)));
+    // A shared volume is part of the sidecar: adding one restarts.
+    let mut with_volume = base.clone();
+    with_volume.volumes =
+        vec![serde_json::from_value(json!({"name": "logs", "emptyDir": {}})).expect("a volume")];
+    assert_ne!(revision(&with_volume), revision(&base));
 }
 
 #[test]
