@@ -11,10 +11,11 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{Method, Request, header::CONTENT_TYPE};
 use http_body::Frame;
 use http_body_util::BodyExt;
+use remora_xds::grpc::Framer;
 use tokio::sync::mpsc;
 use tonic::{Code, Status, body::Body, codegen::Service, transport::Channel};
 
@@ -23,9 +24,6 @@ pub const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 pub const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
-
-/// What precedes every gRPC message: a compression flag and the length, big-endian.
-const PREFIX: usize = 5;
 
 /// `DiscoveryResponse` with only what a proxy ACKs and subscribes by; prost skips the rest
 /// of the encoding without allocating it.
@@ -109,7 +107,8 @@ pub async fn open(
     }
     Ok(Inbound {
         body: response.into_body(),
-        framer: Framer::default(),
+        // Responses are as large as a proxy's whole config; the server bounds them.
+        framer: Framer::new(usize::MAX),
         chunk: Bytes::new(),
     })
 }
@@ -151,7 +150,7 @@ impl Inbound {
                 return Ok(Some(message));
             }
             match self.body.frame().await {
-                None if self.framer.is_between() => return Ok(None),
+                None if self.framer.is_idle() => return Ok(None),
                 None => return Err(Status::internal("the stream ended inside a message")),
                 Some(frame) => match frame?.into_data() {
                     Ok(data) => self.chunk = data,
@@ -165,62 +164,6 @@ impl Inbound {
                 },
             }
         }
-    }
-}
-
-/// Cuts a stream of chunks into messages.
-#[derive(Debug, Default)]
-struct Framer {
-    prefix: [u8; PREFIX],
-    prefix_read: usize,
-    /// The length of the message whose prefix has been read.
-    len: Option<usize>,
-    /// A message that spans chunks, allocated at its announced length.
-    partial: Vec<u8>,
-}
-
-impl Framer {
-    fn is_between(&self) -> bool {
-        self.prefix_read == 0 && self.len.is_none()
-    }
-
-    /// Takes from `input` up to the end of the next message and returns it, or `None` when
-    /// `input` ran out first.
-    fn next(&mut self, input: &mut Bytes) -> Result<Option<Bytes>, Status> {
-        let len = match self.len {
-            Some(len) => len,
-            None => {
-                let take = (PREFIX - self.prefix_read).min(input.len());
-                self.prefix[self.prefix_read..self.prefix_read + take]
-                    .copy_from_slice(&input[..take]);
-                input.advance(take);
-                self.prefix_read += take;
-                if self.prefix_read < PREFIX {
-                    return Ok(None);
-                }
-                self.prefix_read = 0;
-                let [flag, len @ ..] = self.prefix;
-                if flag != 0 {
-                    return Err(Status::unimplemented("a compressed response"));
-                }
-                let len = u32::from_be_bytes(len) as usize;
-                // Whole in this chunk: a slice of it, no copy.
-                if self.partial.is_empty() && input.len() >= len {
-                    return Ok(Some(input.split_to(len)));
-                }
-                self.len = Some(len);
-                self.partial = Vec::with_capacity(len);
-                len
-            }
-        };
-        let take = (len - self.partial.len()).min(input.len());
-        self.partial.extend_from_slice(&input[..take]);
-        input.advance(take);
-        if self.partial.len() < len {
-            return Ok(None);
-        }
-        self.len = None;
-        Ok(Some(Bytes::from(std::mem::take(&mut self.partial))))
     }
 }
 
@@ -246,7 +189,7 @@ mod tests {
         let messages: [&[u8]; 3] = [b"first", b"", &[7; 40]];
         let stream: Vec<u8> = messages.iter().flat_map(|m| framed(m)).collect();
         for size in [1, 3, 5, 6, 17, stream.len()] {
-            let mut framer = Framer::default();
+            let mut framer = Framer::new(usize::MAX);
             let mut out = Vec::new();
             for chunk in stream.chunks(size) {
                 let mut chunk = Bytes::copy_from_slice(chunk);
@@ -256,10 +199,10 @@ mod tests {
                 assert!(chunk.is_empty(), "chunks of {size}: bytes left over");
             }
             assert_eq!(out, messages, "chunks of {size}");
-            assert!(framer.is_between());
+            assert!(framer.is_idle());
         }
         let mut compressed = Bytes::from(vec![1, 0, 0, 0, 0]);
-        assert!(Framer::default().next(&mut compressed).is_err());
+        assert!(Framer::new(usize::MAX).next(&mut compressed).is_err());
     }
 
     #[test]

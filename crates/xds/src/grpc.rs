@@ -41,9 +41,12 @@ pub fn frame(message: &impl Message) -> Result<Vec<u8>, Status> {
     Ok(buf)
 }
 
-/// Splits the bytes of a request stream into messages, whatever the chunks they come in.
-#[derive(Debug, Default)]
-struct Framer {
+/// Splits the bytes of a gRPC stream into messages, whatever the chunks they come in. The
+/// server reads requests with it; the load driver (`xds-load`) reads responses.
+#[derive(Debug)]
+pub struct Framer {
+    /// The longest message accepted.
+    max: usize,
     prefix: [u8; PREFIX],
     prefix_read: usize,
     /// The length of the message whose prefix has been read.
@@ -53,9 +56,20 @@ struct Framer {
 }
 
 impl Framer {
+    /// A framer that refuses messages longer than `max` bytes.
+    pub fn new(max: usize) -> Framer {
+        Framer {
+            max,
+            prefix: [0; PREFIX],
+            prefix_read: 0,
+            len: None,
+            partial: Vec::new(),
+        }
+    }
+
     /// Takes from `input` up to the end of the next message and returns that message, or
     /// `None` when `input` ran out first.
-    fn next(&mut self, input: &mut Bytes) -> Result<Option<Bytes>, Status> {
+    pub fn next(&mut self, input: &mut Bytes) -> Result<Option<Bytes>, Status> {
         let len = match self.len {
             Some(len) => len,
             None => {
@@ -71,13 +85,14 @@ impl Framer {
                 let [flag, l @ ..] = self.prefix;
                 if flag != 0 {
                     return Err(Status::unimplemented(
-                        "compressed requests are not supported",
+                        "compressed messages are not supported",
                     ));
                 }
                 let len = u32::from_be_bytes(l) as usize;
-                if len > MAX_REQUEST {
+                if len > self.max {
                     return Err(Status::out_of_range(format!(
-                        "a request of {len} bytes is over the limit of {MAX_REQUEST}"
+                        "a message of {len} bytes is over the limit of {}",
+                        self.max
                     )));
                 }
                 self.len = Some(len);
@@ -101,7 +116,7 @@ impl Framer {
     }
 
     /// True between messages.
-    fn is_idle(&self) -> bool {
+    pub fn is_idle(&self) -> bool {
         self.len.is_none() && self.prefix_read == 0
     }
 }
@@ -120,7 +135,7 @@ impl<M: Message + Default> Requests<M> {
     pub fn new(body: Body) -> Self {
         Requests {
             body,
-            framer: Framer::default(),
+            framer: Framer::new(MAX_REQUEST),
             chunk: Bytes::new(),
             ended: false,
             message: PhantomData,
@@ -243,7 +258,7 @@ mod tests {
             .flat_map(|m| frame(m).expect("frames"))
             .collect();
         for chunk in [1, 2, 5, 7, 64, 1000, wire.len()] {
-            let mut framer = Framer::default();
+            let mut framer = Framer::new(MAX_REQUEST);
             let mut out = Vec::new();
             for piece in wire.chunks(chunk) {
                 let mut input = Bytes::copy_from_slice(piece);
@@ -260,7 +275,7 @@ mod tests {
     #[test]
     fn a_message_split_across_chunks_is_allocated_once_at_its_size() {
         let wire = Bytes::from(frame(&request(50)).expect("frames"));
-        let mut framer = Framer::default();
+        let mut framer = Framer::new(MAX_REQUEST);
         let mut first = wire.slice(..PREFIX + 10);
         assert!(framer.next(&mut first).expect("valid").is_none());
         assert_eq!(framer.partial.capacity(), wire.len() - PREFIX);
@@ -274,13 +289,15 @@ mod tests {
     #[test]
     fn compressed_and_oversized_requests_are_refused() {
         let mut compressed = Bytes::from_static(&[1, 0, 0, 0, 1, 0]);
-        let err = Framer::default()
+        let err = Framer::new(MAX_REQUEST)
             .next(&mut compressed)
             .expect_err("refused");
         assert_eq!(err.code(), tonic::Code::Unimplemented);
         let too_long = (MAX_REQUEST as u32 + 1).to_be_bytes();
         let mut huge = Bytes::from([&[0u8][..], &too_long].concat());
-        let err = Framer::default().next(&mut huge).expect_err("refused");
+        let err = Framer::new(MAX_REQUEST)
+            .next(&mut huge)
+            .expect_err("refused");
         assert_eq!(err.code(), tonic::Code::OutOfRange);
     }
 
