@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use k8s_openapi::api::{
     admissionregistration::v1::MutatingWebhookConfiguration,
     apps::v1::Deployment,
@@ -17,42 +15,12 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use remora_api::SidecarPolicy;
-use remora_controller::{Config, inject::InjectConfig};
-use remora_inject::{ControlPlane, Settings};
-use remora_model::input::MeshSettings;
-use remora_runtime::Debounce;
-use remora_webhook::{Certificates, MUTATE_PODS_PATH};
 use serde_json::json;
-use support::{cluster, eventually};
+use support::{cluster, eventually, injection};
 
 const PROXY: &str = "remora-proxy";
 /// Puts this run's namespaces, and only them, under the test's webhook.
 const TEST_LABEL: &str = "remora.dev/inject-test";
-
-/// Calls the webhook for pods created in namespaces labelled for this run. Fail, so a webhook
-/// the API server cannot reach shows as an error, never as a pod that merely lacks a sidecar.
-fn mutating_configuration(name: &str, run: &str, port: u16) -> MutatingWebhookConfiguration {
-    serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": "inject.remora.dev",
-            "clientConfig": {"url": format!("https://127.0.0.1:{port}{MUTATE_PODS_PATH}")},
-            "rules": [{
-                "apiGroups": [""], "apiVersions": ["v1"],
-                "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"
-            }],
-            "namespaceSelector": {"matchLabels": {TEST_LABEL: run}},
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "IfNeeded",
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": 5
-        }]
-    }))
-    .expect("a MutatingWebhookConfiguration")
-}
 
 fn deployment(name: &str) -> Deployment {
     serde_json::from_value(json!({
@@ -100,11 +68,6 @@ fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("an address").port()
-}
-
 /// A test namespace labelled for this run's webhook; `in_mesh: false` drops the mesh label.
 async fn namespace(client: &Client, prefix: &str, run: Option<&str>, in_mesh: bool) -> String {
     let ns = cluster::test_namespace(client, prefix).await;
@@ -148,50 +111,17 @@ async fn pods_get_the_sidecar_exactly_where_the_mesh_wants_it() {
         .await
         .expect("create the policy");
 
-    let port = free_port();
+    let port = injection::free_port();
     let name = format!("remora-e2e-inject-{meshed}");
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     configs
         .create(
             &PostParams::default(),
-            &mutating_configuration(&name, &meshed, port),
+            &injection::mutating_configuration(&name, (TEST_LABEL, &meshed), port),
         )
         .await
         .expect("register the webhook");
-    let config = Config {
-        xds_addr: "127.0.0.1:0".parse().expect("addr"),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        settings: MeshSettings::default(),
-        lease: None,
-        debounce: Debounce {
-            window: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-        },
-        status_interval: Duration::from_millis(300),
-        webhook: Some(remora_webhook::Config {
-            addr: ([127, 0, 0, 1], port).into(),
-            namespace: meshed.clone(),
-            service_name: "remora".into(),
-            // No validating configuration here: the CA has to reach the mutating one.
-            webhook_name: format!("{name}-unused"),
-            mutating_webhook_name: Some(name.clone()),
-            injector: None,
-            extra_sans: vec!["127.0.0.1".into()],
-            certificates: Certificates::Generated {
-                ca_secret: "remora-webhook-ca".into(),
-            },
-        }),
-        // No layout given: it comes from the API server's version (1.20: classic).
-        inject: Some(InjectConfig {
-            settings: Settings::default(),
-            layout: None,
-            control_plane: ControlPlane {
-                xds_host: "remora.remora-system.svc.cluster.local".into(),
-                xds_port: 18000,
-                delta: false,
-            },
-        }),
-    };
+    let config = injection::controller_config(&meshed, &name, port);
     let controller = remora_controller::start(client.clone(), config)
         .await
         .expect("the controller starts");

@@ -24,18 +24,17 @@ use remora_api::{
     SidecarPolicy,
     sidecar_policy::{RolloutPhase, RolloutStatus},
 };
-use remora_controller::{Config, Controller, inject::InjectConfig};
-use remora_inject::{ControlPlane, Settings};
-use remora_model::input::MeshSettings;
+use remora_controller::Controller;
 use remora_rollout::RESTART_ANNOTATION;
-use remora_runtime::Debounce;
 use serde_json::json;
-use support::{cluster, eventually, kubelet};
+use support::{cluster, eventually, injection, kubelet};
 
 /// Every controller steps the rollouts of every policy in the cluster, so the tests of this
 /// file take turns.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Puts a test's namespace, and only it, under that test's webhook.
+const TEST_LABEL: &str = "remora.dev/rollout-test";
 const VERSION_ANNOTATION: &str = "sidecar.remora.dev/version";
 const OLD: &str = "1.39.0";
 const NEW: &str = "1.40.0";
@@ -66,33 +65,15 @@ impl Scene {
             .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
             .await
             .expect("opt the namespace in");
-        let port = free_port();
+        let port = injection::free_port();
         let webhook_name = format!("remora-e2e-{ns}");
-        let configuration: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": webhook_name},
-            "webhooks": [{
-                "name": "inject.remora.dev",
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}{}", remora_webhook::MUTATE_PODS_PATH)},
-                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                    "resources": ["pods"], "scope": "Namespaced"}],
-                // Only this test's namespace: other tests' pods never reach this webhook.
-                "namespaceSelector": {"matchLabels": {"remora.dev/rollout-test": ns}},
-                // Fail: a pod the webhook did not see would be a silent pass.
-                "failurePolicy": "Fail",
-                "reinvocationPolicy": "IfNeeded",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 5
-            }]
-        }))
-        .expect("a MutatingWebhookConfiguration");
+        let configuration =
+            injection::mutating_configuration(&webhook_name, (TEST_LABEL, &ns), port);
         Api::<MutatingWebhookConfiguration>::all(client.clone())
             .create(&PostParams::default(), &configuration)
             .await
             .expect("create the MutatingWebhookConfiguration");
-        let label = json!({"metadata": {"labels": {"remora.dev/rollout-test": ns}}});
+        let label = json!({"metadata": {"labels": {TEST_LABEL: ns}}});
         Api::<Namespace>::all(client.clone())
             .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
             .await
@@ -107,27 +88,7 @@ impl Scene {
     }
 
     async fn controller(&self) -> Controller {
-        let config = Config {
-            xds_addr: "127.0.0.1:0".parse().expect("addr"),
-            admin_addr: "127.0.0.1:0".parse().expect("addr"),
-            settings: MeshSettings::default(),
-            lease: None,
-            debounce: Debounce {
-                window: Duration::from_millis(20),
-                max_delay: Duration::from_millis(200),
-            },
-            status_interval: Duration::from_millis(300),
-            webhook: Some(webhook_config(&self.ns, &self.webhook_name, self.port)),
-            inject: Some(InjectConfig {
-                settings: Settings::default(),
-                layout: None,
-                control_plane: ControlPlane {
-                    xds_host: "remora.remora-system.svc.cluster.local".into(),
-                    xds_port: 18000,
-                    delta: false,
-                },
-            }),
-        };
+        let config = injection::controller_config(&self.ns, &self.webhook_name, self.port);
         let controller = remora_controller::start(self.client.clone(), config)
             .await
             .expect("the controller starts");
@@ -289,28 +250,6 @@ impl Scene {
             .delete(&self.ns, &DeleteParams::default())
             .await;
     }
-}
-
-fn webhook_config(ns: &str, mutating: &str, port: u16) -> remora_webhook::Config {
-    remora_webhook::Config {
-        addr: format!("127.0.0.1:{port}").parse().expect("addr"),
-        namespace: ns.into(),
-        service_name: "remora".into(),
-        // No validating configuration in this test; the CA still has to get into the
-        // mutating one's caBundle.
-        webhook_name: format!("{mutating}-unused"),
-        mutating_webhook_name: Some(mutating.into()),
-        injector: None,
-        extra_sans: vec!["127.0.0.1".into()],
-        certificates: remora_webhook::Certificates::Generated {
-            ca_secret: "remora-webhook-ca".into(),
-        },
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("an address").port()
 }
 
 fn ready_since(p: &Pod) -> Option<Timestamp> {

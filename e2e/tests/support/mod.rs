@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod cluster;
+pub mod injection;
 pub mod kubelet;
 
 use std::{
