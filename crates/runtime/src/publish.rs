@@ -16,7 +16,7 @@ use remora_model::{
 };
 use remora_xds::{
     ProxyId, Snapshot, SnapshotCache,
-    snapshot::{self, PUSH_ORDER, ResourceMap, Resources},
+    snapshot::{self, Layer, PUSH_ORDER, ResourceMap, Resources},
 };
 
 /// Picks the address a proxy's outbound listeners bind to (`None`: the wildcard).
@@ -43,8 +43,9 @@ pub struct Publisher {
     pruned_at: usize,
     /// The part of its proxies' snapshots each class shares, by type. Kept between publishes
     /// so that a type whose content did not change keeps its `Arc`, and every proxy of the
-    /// class holds one map instead of a copy each.
-    classes: HashMap<ClassId, BTreeMap<&'static str, Arc<ResourceMap>>>,
+    /// class holds one map instead of a copy each; its digest is computed once here, not
+    /// once per proxy.
+    classes: HashMap<ClassId, BTreeMap<&'static str, Arc<Layer>>>,
     unresolved: Arc<remora_xds::Resource>,
 }
 
@@ -109,7 +110,7 @@ impl Publisher {
         let shared = self.classes.get(&class).cloned().unwrap_or_default();
         let mut own = self.translate_all(&own, bind);
         let snapshot = Snapshot::new(PUSH_ORDER.into_iter().map(|type_url| {
-            let shared = shared.get(type_url).cloned().unwrap_or_default();
+            let shared = shared.get(type_url).cloned().unwrap_or_else(Layer::empty);
             (
                 type_url,
                 Resources::new(shared, own.remove(type_url).unwrap_or_default()),
@@ -126,8 +127,8 @@ impl Publisher {
         let shared = fresh
             .into_iter()
             .map(|(type_url, map)| match old.get(type_url) {
-                Some(kept) if same(kept, &map) => (type_url, kept.clone()),
-                _ => (type_url, Arc::new(map)),
+                Some(kept) if same(kept.map(), &map) => (type_url, kept.clone()),
+                _ => (type_url, Arc::new(Layer::new(map))),
             })
             .collect();
         self.classes.insert(class.clone(), shared);

@@ -2,7 +2,9 @@
 //!
 //! Proxies of one class hold the same outbound resources, so each type's set is kept in two
 //! layers: a map shared (`Arc`) by every proxy of the class, and a small map of the proxy's
-//! own. A type's set version is computed once, when its snapshot is built.
+//! own. A type's set version is computed once, when its snapshot is built, from a digest of
+//! the shared layer computed once for the whole class and the proxy's own entries: building
+//! a proxy's snapshot costs what its own layer holds, not the class's thousands of resources.
 
 use std::{
     cmp::Ordering,
@@ -54,39 +56,110 @@ impl PartialEq for Resource {
 pub type ResourceMap = BTreeMap<String, Arc<Resource>>;
 
 static EMPTY_MAP: LazyLock<Arc<ResourceMap>> = LazyLock::new(Arc::default);
+static EMPTY_LAYER: LazyLock<Arc<Layer>> = LazyLock::new(Arc::default);
 static EMPTY: LazyLock<Resources> =
-    LazyLock::new(|| Resources::new(Arc::default(), ResourceMap::new()));
+    LazyLock::new(|| Resources::new(Layer::empty(), ResourceMap::new()));
+
+/// A sum of one hash per resource (of its name and version). A sum, not a hash of the
+/// resources in order, so that the digest of a set follows from a layer's digest by adding
+/// and taking away single resources, and still depends on nothing but the set's content.
+#[derive(Clone, Copy, Debug, Default)]
+struct Digest {
+    len: usize,
+    sum: u128,
+}
+
+impl Digest {
+    fn add(&mut self, name: &str, version: &str) {
+        self.len += 1;
+        self.sum = self.sum.wrapping_add(entry_hash(name, version));
+    }
+
+    fn take(&mut self, name: &str, version: &str) {
+        self.len -= 1;
+        self.sum = self.sum.wrapping_sub(entry_hash(name, version));
+    }
+
+    fn version(&self) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+        h.write(&self.sum.to_le_bytes());
+        h.write_u64(self.len as u64);
+        format!("{:016x}", h.finish())
+    }
+}
+
+/// 128 bits, so that sums of thousands of them stay as unlikely to collide as one 64-bit
+/// hash of the whole set was.
+fn entry_hash(name: &str, version: &str) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    h.update(name.as_bytes());
+    h.update(&[0]);
+    h.update(version.as_bytes());
+    h.update(&[0]);
+    h.digest128()
+}
+
+/// A map of resources shared by many sets, with its digest computed once.
+#[derive(Debug, Default)]
+pub struct Layer {
+    map: ResourceMap,
+    digest: Digest,
+}
+
+impl Layer {
+    pub fn new(map: ResourceMap) -> Layer {
+        let mut digest = Digest::default();
+        for (name, r) in &map {
+            digest.add(name, &r.version);
+        }
+        Layer { map, digest }
+    }
+
+    pub fn empty() -> Arc<Layer> {
+        EMPTY_LAYER.clone()
+    }
+
+    pub fn map(&self) -> &ResourceMap {
+        &self.map
+    }
+}
 
 /// The resources of one type a proxy should hold: a shared layer and the proxy's own (which
 /// wins where both name a resource), with the version of the whole set.
 #[derive(Clone, Debug)]
 pub struct Resources {
-    shared: Arc<ResourceMap>,
+    shared: Arc<Layer>,
     own: Arc<ResourceMap>,
     len: usize,
     version: Arc<str>,
 }
 
 impl Resources {
-    pub fn new(shared: Arc<ResourceMap>, own: ResourceMap) -> Resources {
-        let mut r = Resources {
+    /// The set `shared` and `own` make, `own`'s entry standing where both name a resource.
+    /// Takes time in `own`'s size only.
+    pub fn new(shared: Arc<Layer>, own: ResourceMap) -> Resources {
+        let mut digest = shared.digest;
+        for (name, r) in &own {
+            if let Some(hidden) = shared.map.get(name) {
+                digest.take(name, &hidden.version);
+            }
+            digest.add(name, &r.version);
+        }
+        Resources {
             shared,
             own: if own.is_empty() {
                 EMPTY_MAP.clone()
             } else {
                 Arc::new(own)
             },
-            len: 0,
-            version: Arc::from(""),
-        };
-        r.len = r.iter().count();
-        r.version = set_version(r.iter().map(|(n, r)| (n.as_str(), r.version.as_str()))).into();
-        r
+            len: digest.len,
+            version: digest.version().into(),
+        }
     }
 
     /// A set held by one proxy alone.
     pub fn from_map(map: ResourceMap) -> Resources {
-        Resources::new(EMPTY_MAP.clone(), map)
+        Resources::new(Layer::empty(), map)
     }
 
     pub fn empty() -> Resources {
@@ -96,17 +169,17 @@ impl Resources {
     /// Every resource in name order.
     pub fn iter(&self) -> Merged<'_> {
         Merged {
-            shared: self.shared.iter().peekable(),
+            shared: self.shared.map.iter().peekable(),
             own: self.own.iter().peekable(),
         }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
-        self.own.get(name).or_else(|| self.shared.get(name))
+        self.own.get(name).or_else(|| self.shared.map.get(name))
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.own.contains_key(name) || self.shared.contains_key(name)
+        self.own.contains_key(name) || self.shared.map.contains_key(name)
     }
 
     pub fn len(&self) -> usize {
@@ -245,17 +318,15 @@ impl Snapshot {
     }
 }
 
-/// The version of a set of resources: a hash of their names and versions, so the same set
-/// gets the same version on any replica and after any restart.
+/// The version of a set of resources (each name once), computed from scratch: a hash of
+/// their names and versions, so the same set gets the same version on any replica and after
+/// any restart, in whatever order the entries come and however layers split them.
 pub fn set_version<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut digest = Digest::default();
     for (name, version) in entries {
-        h.write(name.as_bytes());
-        h.write_u8(0);
-        h.write(version.as_bytes());
-        h.write_u8(0);
+        digest.add(name, version);
     }
-    format!("{:016x}", h.finish())
+    digest.version()
 }
 
 #[cfg(test)]
@@ -298,7 +369,7 @@ pub(crate) mod tests {
 
     #[test]
     fn layers_merge_in_name_order_and_the_own_layer_wins() {
-        let shared = Arc::new(map(&[("a", "1"), ("c", "1"), ("e", "1")]));
+        let shared = Arc::new(Layer::new(map(&[("a", "1"), ("c", "1"), ("e", "1")])));
         let layered = Resources::new(shared.clone(), map(&[("b", "2"), ("c", "2")]));
         let seen: Vec<(&str, &str)> = layered
             .iter()
@@ -341,9 +412,81 @@ pub(crate) mod tests {
     fn set_versions_follow_content_not_construction() {
         let a = set_version([("a", "1"), ("b", "2")]);
         assert_eq!(a, set_version([("a", "1"), ("b", "2")]));
+        assert_eq!(a, set_version([("b", "2"), ("a", "1")]));
+        assert_ne!(a, set_version([("a", "1")]));
         assert_ne!(a, set_version([("a", "1"), ("b", "3")]));
         // Name and version boundaries matter.
         assert_ne!(set_version([("ab", "1")]), set_version([("a", "b1")]));
+    }
+
+    /// The version a set of this content gets computed from scratch, entry by entry.
+    fn scratch(set: &Resources) -> String {
+        set_version(set.iter().map(|(n, r)| (n.as_str(), r.version.as_str())))
+    }
+
+    #[test]
+    fn a_layered_version_is_the_version_of_its_content() {
+        let shared = Arc::new(Layer::new(map(&[("a", "1"), ("b", "1"), ("c", "1")])));
+        let splits = [
+            vec![],
+            vec![("d", "1")],
+            vec![("b", "2")],
+            // The own entry stands even when equal to the one it hides.
+            vec![("b", "1")],
+            vec![("a", "2"), ("bb", "1"), ("c", "3"), ("z", "1")],
+        ];
+        for own in splits {
+            let layered = Resources::new(shared.clone(), map(&own));
+            assert_eq!(layered.version(), scratch(&layered), "own {own:?}");
+            let flat: ResourceMap = layered
+                .iter()
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect();
+            assert_eq!(layered.len(), flat.len());
+            // Same content, split otherwise or not at all, built apart: same version.
+            assert_eq!(layered, Resources::from_map(flat.clone()));
+            assert_eq!(
+                layered,
+                Resources::new(Arc::new(Layer::new(flat)), ResourceMap::new())
+            );
+        }
+    }
+
+    #[test]
+    fn any_change_of_content_changes_the_version() {
+        let shared = Arc::new(Layer::new(map(&[("a", "1"), ("b", "1"), ("c", "1")])));
+        let base = Resources::new(shared.clone(), map(&[("d", "1")]));
+        let changed = [
+            // A shared resource changes, appears or goes.
+            Resources::new(
+                Arc::new(Layer::new(map(&[("a", "1"), ("b", "2"), ("c", "1")]))),
+                map(&[("d", "1")]),
+            ),
+            Resources::new(
+                Arc::new(Layer::new(map(&[
+                    ("a", "1"),
+                    ("b", "1"),
+                    ("c", "1"),
+                    ("e", "1"),
+                ]))),
+                map(&[("d", "1")]),
+            ),
+            Resources::new(
+                Arc::new(Layer::new(map(&[("a", "1"), ("c", "1")]))),
+                map(&[("d", "1")]),
+            ),
+            // An own resource changes, appears, goes, or hides a shared one.
+            Resources::new(shared.clone(), map(&[("d", "2")])),
+            Resources::new(shared.clone(), map(&[("d", "1"), ("f", "1")])),
+            Resources::new(shared.clone(), ResourceMap::new()),
+            Resources::new(shared.clone(), map(&[("a", "2"), ("d", "1")])),
+            // A resource renamed, its version kept.
+            Resources::new(shared, map(&[("dd", "1")])),
+        ];
+        for set in &changed {
+            assert_ne!(base.version(), set.version());
+            assert_eq!(set.version(), scratch(set));
+        }
     }
 
     #[test]
