@@ -255,36 +255,39 @@ pub fn step(input: &Input) -> Step {
     let Some(stored) = stored else {
         return settled(&rev, target, None, &workloads, spec, events);
     };
-    if starting {
-        if stored.revision != rev
-            && matches!(
-                stored.phase,
-                RolloutPhase::Progressing | RolloutPhase::Paused
-            )
-        {
-            events.push(note(
-                false,
-                "Superseded",
-                format!(
-                    "The rollout of sidecar {} was superseded by {target}; its workloads go \
-                     back into the queue",
-                    stored.target_version
-                ),
-            ));
-        }
+    if starting
+        && stored.revision != rev
+        && matches!(
+            stored.phase,
+            RolloutPhase::Progressing | RolloutPhase::Paused
+        )
+    {
+        events.push(note(
+            false,
+            "Superseded",
+            format!(
+                "The rollout of sidecar {} was superseded by {target}; its workloads go \
+                 back into the queue",
+                stored.target_version
+            ),
+        ));
+    }
+    let previous = match previous {
+        Some(previous) => previous,
         // A policy's first sidecar needs no rollout: pods get it as they are created.
-        let Some(previous) = previous else {
-            return settled(&rev, target, None, &workloads, spec, events);
-        };
-        let rollout = Rollout {
-            input,
-            targets: wave_targets(spec, workloads.len()),
-            workloads,
-            target: Wanted::new(spec, target),
-            previous: Wanted::new(spec, previous),
-            min_ready,
-            timeout,
-        };
+        None if starting => return settled(&rev, target, None, &workloads, spec, events),
+        None => target,
+    };
+    let rollout = Rollout {
+        input,
+        targets: wave_targets(spec, workloads.len()),
+        workloads,
+        target: Wanted::new(spec, target),
+        previous: Wanted::new(spec, previous),
+        min_ready,
+        timeout,
+    };
+    if starting {
         // A new rollout inherits nothing; its pause state is the spec's, so no event repeats.
         let fresh = RolloutStatus {
             phase: if spec.rollout.paused {
@@ -312,16 +315,6 @@ pub fn step(input: &Input) -> Step {
         });
         return rollout.progress(&fresh, true, events);
     }
-    let previous = previous.unwrap_or(target);
-    let rollout = Rollout {
-        input,
-        targets: wave_targets(spec, workloads.len()),
-        workloads,
-        target: Wanted::new(spec, target),
-        previous: Wanted::new(spec, previous),
-        min_ready,
-        timeout,
-    };
     match stored.phase {
         RolloutPhase::Complete => settled(
             &rev,
