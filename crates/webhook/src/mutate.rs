@@ -7,7 +7,7 @@ use std::fmt;
 use k8s_openapi::{ByteString, api::core::v1::Pod};
 use kube::core::{
     DynamicObject, Status,
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+    admission::{AdmissionResponse, AdmissionReview, Operation},
 };
 use remora_inject::JsonPatchOp;
 use serde_json::Value;
@@ -45,14 +45,7 @@ pub struct Unavailable(pub String);
 /// refused. Only `CREATE` is injected; a sidecar added on update would be rejected anyway, as
 /// a pod's containers cannot change.
 pub fn review_pod(body: &[u8], injector: &dyn PodInjector) -> Result<Value, Unavailable> {
-    let parsed: Result<AdmissionReview<DynamicObject>, _> = serde_json::from_slice(body);
-    let request: Result<AdmissionRequest<DynamicObject>, String> = match parsed {
-        Ok(review) => review
-            .try_into()
-            .map_err(|_| "the AdmissionReview has no request".to_owned()),
-        Err(e) => Err(format!("not an admission.k8s.io/v1 AdmissionReview: {e}")),
-    };
-    let request = match request {
+    let request = match crate::review::parse_request(body) {
         Ok(r) => r,
         Err(reason) => {
             tracing::warn!(%reason, "malformed pod admission review");

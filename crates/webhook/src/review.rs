@@ -13,19 +13,22 @@ use serde::de::DeserializeOwned;
 /// Answers one AdmissionReview request body. A body that is not a review gets a denial with
 /// no uid, which the API server reports as a webhook failure (and `failurePolicy` decides).
 pub fn review(body: &[u8]) -> AdmissionReview<DynamicObject> {
-    let parsed: Result<AdmissionReview<DynamicObject>, _> = serde_json::from_slice(body);
-    let request: Result<AdmissionRequest<DynamicObject>, String> = match parsed {
-        Ok(review) => review
-            .try_into()
-            .map_err(|_| "the AdmissionReview has no request".to_owned()),
-        Err(e) => Err(format!("not an admission.k8s.io/v1 AdmissionReview: {e}")),
-    };
-    match request {
+    match parse_request(body) {
         Ok(request) => decide(&request).into_review(),
         Err(reason) => {
             tracing::warn!(%reason, "malformed admission review");
             AdmissionResponse::invalid(reason).into_review()
         }
+    }
+}
+
+/// The request of an AdmissionReview body, or why there is none (for a denial).
+pub(crate) fn parse_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
+        Ok(review) => review
+            .try_into()
+            .map_err(|_| "the AdmissionReview has no request".to_owned()),
+        Err(e) => Err(format!("not an admission.k8s.io/v1 AdmissionReview: {e}")),
     }
 }
 
