@@ -267,6 +267,37 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:02}")).collect()
 }
 
+/// What every test here starts from: `n` Deployments named `prefix-NN` of `replicas` pods
+/// each, a stub kubelet with `ready`, a running controller, and the policy `fleet` with
+/// `rollout`, every pod Ready with the sidecar at `OLD`.
+struct Fleet {
+    controller: Controller,
+    all: Vec<String>,
+    _kubelet: kubelet::Kubelet,
+}
+
+impl Scene {
+    async fn fleet(
+        &self,
+        ready: kubelet::Readiness,
+        rollout: serde_json::Value,
+        (prefix, n, replicas): (&str, usize, i32),
+    ) -> Fleet {
+        let kubelet = kubelet::start(&self.client, &self.ns, ready);
+        let controller = self.controller().await;
+        self.create_policy(rollout).await;
+        let all = names(prefix, n);
+        self.create_deployments(&all, replicas).await;
+        self.settled(&all, usize::try_from(replicas).expect("replicas"), OLD, 120)
+            .await;
+        Fleet {
+            controller,
+            all,
+            _kubelet: kubelet,
+        }
+    }
+}
+
 fn every_pod_ready() -> kubelet::Readiness {
     Arc::new(|_: &Pod| true)
 }
@@ -278,18 +309,21 @@ async fn a_version_change_rolls_in_waves_each_after_the_previous_gate() {
     let Some(scene) = Scene::new("rollout-waves").await else {
         return;
     };
-    let _kubelet = kubelet::start(&scene.client, &scene.ns, every_pod_ready());
-    let controller = scene.controller().await;
-    scene
-        .create_policy(json!({
-            "waves": [{"count": 1}, {"percent": 50}, {"percent": 100}],
-            "maxConcurrent": 5,
-            "healthGate": {"minReady": "2s", "timeout": "3m"}
-        }))
+    let Fleet {
+        controller,
+        all,
+        _kubelet,
+    } = scene
+        .fleet(
+            every_pod_ready(),
+            json!({
+                "waves": [{"count": 1}, {"percent": 50}, {"percent": 100}],
+                "maxConcurrent": 5,
+                "healthGate": {"minReady": "2s", "timeout": "3m"}
+            }),
+            ("web", 10, 1),
+        )
         .await;
-    let all = names("web", 10);
-    scene.create_deployments(&all, 1).await;
-    scene.settled(&all, 1, OLD, 120).await;
     eventually(30, "no rollout under way", async || {
         let r = scene.rollout().await?;
         (r.phase == RolloutPhase::Complete && r.target_version == OLD).then_some(())
@@ -406,18 +440,21 @@ async fn a_canary_that_never_gets_ready_is_rolled_back_alone() {
         !(p.labels().get("app").map(String::as_str) == Some("api-00")
             && p.annotations().get(VERSION_ANNOTATION).map(String::as_str) == Some(NEW))
     });
-    let _kubelet = kubelet::start(&scene.client, &scene.ns, withhold);
-    let controller = scene.controller().await;
-    scene
-        .create_policy(json!({
-            "waves": [{"count": 1}, {"percent": 100}],
-            "healthGate": {"minReady": "1s", "timeout": "8s"},
-            "onFailure": "Rollback"
-        }))
+    let Fleet {
+        controller,
+        all,
+        _kubelet,
+    } = scene
+        .fleet(
+            withhold,
+            json!({
+                "waves": [{"count": 1}, {"percent": 100}],
+                "healthGate": {"minReady": "1s", "timeout": "8s"},
+                "onFailure": "Rollback"
+            }),
+            ("api", 3, 1),
+        )
         .await;
-    let all = names("api", 3);
-    scene.create_deployments(&all, 1).await;
-    scene.settled(&all, 1, OLD, 120).await;
     let before = scene.live_pods().await;
     let generation = |d: Deployment| d.metadata.generation;
     let mut generations = Vec::new();
@@ -477,18 +514,21 @@ async fn pause_resume_and_a_controller_restart_mid_rollout() {
     let Some(scene) = Scene::new("rollout-pause").await else {
         return;
     };
-    let _kubelet = kubelet::start(&scene.client, &scene.ns, every_pod_ready());
-    let controller = scene.controller().await;
-    scene
-        .create_policy(json!({
-            "waves": [{"count": 1}, {"count": 2}, {"percent": 100}],
-            "maxConcurrent": 1,
-            "healthGate": {"minReady": "3s", "timeout": "3m"}
-        }))
+    let Fleet {
+        controller,
+        all,
+        _kubelet,
+    } = scene
+        .fleet(
+            every_pod_ready(),
+            json!({
+                "waves": [{"count": 1}, {"count": 2}, {"percent": 100}],
+                "maxConcurrent": 1,
+                "healthGate": {"minReady": "3s", "timeout": "3m"}
+            }),
+            ("svc", 4, 1),
+        )
         .await;
-    let all = names("svc", 4);
-    scene.create_deployments(&all, 1).await;
-    scene.settled(&all, 1, OLD, 120).await;
 
     scene
         .set_policy(json!({"proxy": {"version": NEW}, "rollout": {"paused": true}}))
@@ -553,18 +593,21 @@ async fn evict_mode_honours_the_pod_disruption_budget_and_leaves_the_deployment_
     let Some(scene) = Scene::new("rollout-evict").await else {
         return;
     };
-    let _kubelet = kubelet::start(&scene.client, &scene.ns, every_pod_ready());
-    let controller = scene.controller().await;
-    scene
-        .create_policy(json!({
-            "waves": [{"percent": 100}],
-            "method": "Evict",
-            "healthGate": {"minReady": "1s", "timeout": "3m"}
-        }))
+    let Fleet {
+        controller,
+        all,
+        _kubelet,
+    } = scene
+        .fleet(
+            every_pod_ready(),
+            json!({
+                "waves": [{"percent": 100}],
+                "method": "Evict",
+                "healthGate": {"minReady": "1s", "timeout": "3m"}
+            }),
+            ("cache", 1, 2),
+        )
         .await;
-    let all = names("cache", 1);
-    scene.create_deployments(&all, 2).await;
-    scene.settled(&all, 2, OLD, 120).await;
     let pdb = pdb_api(&scene.client, &scene.ns);
     let budget: kube::api::DynamicObject = serde_json::from_value(json!({
         "apiVersion": pdb_api_version(), "kind": "PodDisruptionBudget",
@@ -640,18 +683,21 @@ async fn a_resources_only_change_rolls_too() {
     let Some(scene) = Scene::new("rollout-resources").await else {
         return;
     };
-    let _kubelet = kubelet::start(&scene.client, &scene.ns, every_pod_ready());
-    let controller = scene.controller().await;
-    scene
-        .create_policy(json!({
-            "waves": [{"percent": 100}],
-            "method": "Evict",
-            "healthGate": {"minReady": "1s", "timeout": "3m"}
-        }))
+    let Fleet {
+        controller,
+        all,
+        _kubelet,
+    } = scene
+        .fleet(
+            every_pod_ready(),
+            json!({
+                "waves": [{"percent": 100}],
+                "method": "Evict",
+                "healthGate": {"minReady": "1s", "timeout": "3m"}
+            }),
+            ("store", 1, 2),
+        )
         .await;
-    let all = names("store", 1);
-    scene.create_deployments(&all, 2).await;
-    scene.settled(&all, 2, OLD, 120).await;
     let old = eventually(30, "no rollout under way", async || {
         let r = scene.rollout().await?;
         (r.phase == RolloutPhase::Complete && r.target_version == OLD).then_some(r.revision)
