@@ -25,6 +25,7 @@ use kube::{
     },
 };
 use remora_api::{SidecarPolicy, sidecar_policy::WorkloadRef};
+use remora_inject::INJECT_ANNOTATION;
 use remora_model::{
     Mesh,
     input::{Labels, ObjectKey},
@@ -36,9 +37,6 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{metrics::Metrics, pods::PodFacts};
-
-/// A pod annotation: `"false"` keeps the pod (and so its workload) out of the mesh.
-const INJECT_ANNOTATION: &str = "sidecar.remora.dev/inject";
 
 /// The reflector stores of the workload kinds a rollout restarts.
 #[derive(Clone)]
