@@ -56,7 +56,11 @@ impl Names {
     /// The resources of `set` these names name; the names are split against `set` from now
     /// on, so what they share with it is not held twice.
     pub fn pick(&mut self, set: &Resources) -> Resources {
-        if self.found != *set {
+        if self.found.same_names(set) {
+            // The usual change: versions moved, the names did not. What the set lacked it
+            // still lacks, so only the versions are taken, without a walk over the names.
+            self.found = set.clone();
+        } else if self.found != *set {
             *self = Names::new(self.iter(), set);
         }
         self.found.clone()
@@ -136,5 +140,26 @@ mod tests {
         // Every name gone from the set is still a name.
         assert!(names.pick(&Resources::empty()).is_empty());
         assert_eq!(names.iter().collect::<Vec<_>>(), ["a", "c", "z"]);
+    }
+
+    #[test]
+    fn new_versions_of_the_same_names_are_taken_and_missing_names_kept() {
+        let v1 = set(&[("a", "1"), ("b", "1")]);
+        let mut names = Names::new(["a", "b", "z"], &v1);
+        let v2 = set(&[("a", "2"), ("b", "1")]);
+        let picked = names.pick(&v2);
+        assert_eq!(picked, v2, "all of the set, shared");
+        assert_eq!(names.iter().collect::<Vec<_>>(), ["a", "b", "z"]);
+        // The same names as the picked part, though not the whole set: still all named.
+        let mut some = Names::new(["a"], &v1);
+        let only_a = set(&[("a", "3")]);
+        assert_eq!(some.pick(&only_a), only_a);
+        let wider = set(&[("a", "3"), ("c", "1")]);
+        let picked: Vec<String> = some
+            .pick(&wider)
+            .iter()
+            .map(|(n, r)| format!("{n}@{}", r.version))
+            .collect();
+        assert_eq!(picked, ["a@3"]);
     }
 }

@@ -8,10 +8,13 @@
 
 use std::{
     cmp::Ordering,
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     hash::Hasher,
     iter::Peekable,
-    sync::{Arc, LazyLock},
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicU64, Ordering as AtomicOrdering},
+    },
 };
 
 use envoy_types::pb::google::protobuf::Any;
@@ -63,29 +66,41 @@ static EMPTY: LazyLock<Resources> =
 /// A sum of one hash per resource (of its name and version). A sum, not a hash of the
 /// resources in order, so that the digest of a set follows from a layer's digest by adding
 /// and taking away single resources, and still depends on nothing but the set's content.
+/// Beside it, the same kind of sum over names alone (equal when two sets name the same
+/// resources) and the bytes the resources take in a response.
 #[derive(Clone, Copy, Debug, Default)]
 struct Digest {
     len: usize,
     sum: u128,
+    names: u128,
+    bytes: usize,
 }
 
 impl Digest {
-    fn add(&mut self, name: &str, version: &str) {
+    fn add(&mut self, name: &str, r: &Resource) {
         self.len += 1;
-        self.sum = self.sum.wrapping_add(entry_hash(name, version));
+        self.sum = self.sum.wrapping_add(entry_hash(name, &r.version));
+        self.names = self.names.wrapping_add(name_hash(name));
+        self.bytes += response_bytes(name, r);
     }
 
-    fn take(&mut self, name: &str, version: &str) {
+    fn take(&mut self, name: &str, r: &Resource) {
         self.len -= 1;
-        self.sum = self.sum.wrapping_sub(entry_hash(name, version));
+        self.sum = self.sum.wrapping_sub(entry_hash(name, &r.version));
+        self.names = self.names.wrapping_sub(name_hash(name));
+        self.bytes -= response_bytes(name, r);
     }
 
     fn version(&self) -> String {
-        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-        h.write(&self.sum.to_le_bytes());
-        h.write_u64(self.len as u64);
-        format!("{:016x}", h.finish())
+        version_of(self.len, self.sum)
     }
+}
+
+fn version_of(len: usize, sum: u128) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    h.write(&sum.to_le_bytes());
+    h.write_u64(len as u64);
+    format!("{:016x}", h.finish())
 }
 
 /// 128 bits, so that sums of thousands of them stay as unlikely to collide as one 64-bit
@@ -99,20 +114,73 @@ fn entry_hash(name: &str, version: &str) -> u128 {
     h.digest128()
 }
 
+fn name_hash(name: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(name.as_bytes())
+}
+
+/// About the most bytes one resource takes in a response of either protocol flavour, with
+/// its name and version.
+fn response_bytes(name: &str, r: &Resource) -> usize {
+    const PER_RESOURCE: usize = 16;
+    name.len() + r.version.len() + r.body.encoded_len() + PER_RESOURCE
+}
+
+/// Tells layers apart for [`Lineage`]; never reused within a process.
+static LAYER_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// What set a layer apart from the one it replaced: the names added, changed or removed
+/// since then. A proxy holding the older layer is brought up to date by looking at these
+/// alone instead of at every resource.
+#[derive(Debug)]
+struct Lineage {
+    parent: u64,
+    changed: Vec<String>,
+}
+
 /// A map of resources shared by many sets, with its digest computed once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Layer {
     map: ResourceMap,
     digest: Digest,
+    id: u64,
+    lineage: Option<Lineage>,
+}
+
+impl Default for Layer {
+    fn default() -> Self {
+        Layer::new(ResourceMap::new())
+    }
 }
 
 impl Layer {
     pub fn new(map: ResourceMap) -> Layer {
         let mut digest = Digest::default();
         for (name, r) in &map {
-            digest.add(name, &r.version);
+            digest.add(name, r);
         }
-        Layer { map, digest }
+        Layer {
+            map,
+            digest,
+            id: LAYER_IDS.fetch_add(1, AtomicOrdering::Relaxed),
+            lineage: None,
+        }
+    }
+
+    /// The layer that replaces `older` with `map`'s content: `older` itself when the
+    /// content is the same, else a new layer that remembers what changed since `older`.
+    pub fn next(older: &Arc<Layer>, map: ResourceMap) -> Arc<Layer> {
+        let changed: Vec<String> = Changes::walk(&older.map, &map)
+            .map(|(name, _, _)| name.clone())
+            .collect();
+        if changed.is_empty() {
+            return older.clone();
+        }
+        let mut layer = Layer::new(map);
+        layer.lineage = Some(Lineage {
+            parent: older.id,
+            changed,
+        });
+        Arc::new(layer)
     }
 
     pub fn empty() -> Arc<Layer> {
@@ -122,6 +190,83 @@ impl Layer {
     pub fn map(&self) -> &ResourceMap {
         &self.map
     }
+
+    /// The names that may differ between `older` and this layer, when this layer knows
+    /// (it replaced `older`, or is `older`).
+    fn changed_since(&self, older: &Layer) -> Option<&[String]> {
+        if self.id == older.id {
+            return Some(&[]);
+        }
+        self.lineage
+            .as_ref()
+            .filter(|l| l.parent == older.id)
+            .map(|l| l.changed.as_slice())
+    }
+}
+
+/// The names two maps disagree on (added, changed or removed), in name order, found by
+/// walking both at once: with each name, its entry in the newer map and in the older.
+struct Changes<'a, O: Iterator<Item = Entry<'a>>, N: Iterator<Item = Entry<'a>>> {
+    older: Peekable<O>,
+    newer: Peekable<N>,
+}
+
+type Entry<'a> = (&'a String, &'a Arc<Resource>);
+type Change<'a> = (
+    &'a String,
+    Option<&'a Arc<Resource>>,
+    Option<&'a Arc<Resource>>,
+);
+
+impl<'a, O: Iterator<Item = Entry<'a>>, N: Iterator<Item = Entry<'a>>> Changes<'a, O, N> {
+    fn walk(
+        older: impl IntoIterator<IntoIter = O>,
+        newer: impl IntoIterator<IntoIter = N>,
+    ) -> Changes<'a, O, N> {
+        Changes {
+            older: older.into_iter().peekable(),
+            newer: newer.into_iter().peekable(),
+        }
+    }
+}
+
+impl<'a, O: Iterator<Item = Entry<'a>>, N: Iterator<Item = Entry<'a>>> Iterator
+    for Changes<'a, O, N>
+{
+    type Item = Change<'a>;
+
+    fn next(&mut self) -> Option<Change<'a>> {
+        loop {
+            let order = match (self.older.peek(), self.newer.peek()) {
+                (Some((o, _)), Some((n, _))) => o.cmp(n),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => return None,
+            };
+            match order {
+                Ordering::Less => {
+                    let (name, old) = self.older.next()?;
+                    return Some((name, None, Some(old)));
+                }
+                Ordering::Greater => {
+                    let (name, new) = self.newer.next()?;
+                    return Some((name, Some(new), None));
+                }
+                Ordering::Equal => {
+                    let (_, old) = self.older.next()?;
+                    let (name, new) = self.newer.next()?;
+                    if !same_resource(old, new) {
+                        return Some((name, Some(new), Some(old)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Equal versions mean equal content.
+fn same_resource(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
+    Arc::ptr_eq(a, b) || a.version == b.version
 }
 
 /// The resources of one type a proxy should hold: a shared layer and the proxy's own (which
@@ -130,7 +275,7 @@ impl Layer {
 pub struct Resources {
     shared: Arc<Layer>,
     own: Arc<ResourceMap>,
-    len: usize,
+    digest: Digest,
     version: Arc<str>,
 }
 
@@ -138,23 +283,35 @@ impl Resources {
     /// The set `shared` and `own` make, `own`'s entry standing where both name a resource.
     /// Takes time in `own`'s size only.
     pub fn new(shared: Arc<Layer>, own: ResourceMap) -> Resources {
+        Resources::layered(shared, Arc::new(own))
+    }
+
+    /// As [`Resources::new`], with an own layer already shared (a proxy's own resources
+    /// kept while its class's layer changes).
+    pub fn layered(shared: Arc<Layer>, own: Arc<ResourceMap>) -> Resources {
+        let own = if own.is_empty() {
+            EMPTY_MAP.clone()
+        } else {
+            own
+        };
         let mut digest = shared.digest;
-        for (name, r) in &own {
+        for (name, r) in own.iter() {
             if let Some(hidden) = shared.map.get(name) {
-                digest.take(name, &hidden.version);
+                digest.take(name, hidden);
             }
-            digest.add(name, &r.version);
+            digest.add(name, r);
         }
         Resources {
             shared,
-            own: if own.is_empty() {
-                EMPTY_MAP.clone()
-            } else {
-                Arc::new(own)
-            },
-            len: digest.len,
+            own,
+            digest,
             version: digest.version().into(),
         }
+    }
+
+    /// The proxy's own layer.
+    pub fn own(&self) -> &Arc<ResourceMap> {
+        &self.own
     }
 
     /// A set held by one proxy alone.
@@ -183,23 +340,77 @@ impl Resources {
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.digest.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.digest.len == 0
+    }
+
+    /// Whether both sets name the same resources, whatever their versions.
+    pub fn same_names(&self, other: &Resources) -> bool {
+        self.digest.len == other.digest.len && self.digest.names == other.digest.names
+    }
+
+    /// About the most bytes this set's resources take in a response.
+    pub fn response_bytes(&self) -> usize {
+        self.digest.bytes
+    }
+
+    /// What a proxy holding `older` lacks to hold this set: the entries it lacks or holds
+    /// at another version, and the names it holds that this set does not, in name order.
+    /// When this set's shared layer replaced `older`'s (or is it), only the names that
+    /// layer changed and the two own layers are looked at, not every resource.
+    pub fn diff<'a>(&'a self, older: &'a Resources) -> Diff<'a> {
+        let mut diff = Diff::default();
+        let mut record = |(name, new, old): Change<'a>| match (new, old) {
+            (Some(new), Some(old)) if same_resource(new, old) => {}
+            (Some(new), _) => diff.updated.push((name, new)),
+            (None, Some(_)) => diff.gone.push(name),
+            (None, None) => {}
+        };
+        match self.shared.changed_since(&older.shared) {
+            Some(changed) => {
+                let names: BTreeSet<&String> = changed
+                    .iter()
+                    .chain(self.own.keys())
+                    .chain(older.own.keys())
+                    .collect();
+                for name in names {
+                    let new = self.get_entry(name);
+                    let old = older.get_entry(name);
+                    let name = new.or(old).map_or(name, |(n, _)| n);
+                    record((name, new.map(|(_, r)| r), old.map(|(_, r)| r)));
+                }
+            }
+            None => Changes::walk(older.iter(), self.iter()).for_each(record),
+        }
+        diff
+    }
+
+    fn get_entry(&self, name: &str) -> Option<Entry<'_>> {
+        self.own
+            .get_key_value(name)
+            .or_else(|| self.shared.map.get_key_value(name))
     }
 
     /// This set plus whatever `older` holds that it lacks (itself when it lacks nothing):
     /// what a proxy keeps while removals wait.
     pub fn keeping(self, older: &Resources) -> Resources {
-        if older.iter().all(|(name, _)| self.contains(name)) {
+        if self.version == older.version {
+            return self;
+        }
+        let lacking: Vec<(String, Arc<Resource>)> = self
+            .diff(older)
+            .gone
+            .into_iter()
+            .filter_map(|name| Some((name.clone(), older.get(name)?.clone())))
+            .collect();
+        if lacking.is_empty() {
             return self;
         }
         let mut all: ResourceMap = self.iter().map(|(n, r)| (n.clone(), r.clone())).collect();
-        for (name, r) in older.iter() {
-            all.entry(name.clone()).or_insert_with(|| r.clone());
-        }
+        all.extend(lacking);
         Resources::from_map(all)
     }
 
@@ -227,6 +438,21 @@ impl Resources {
 impl PartialEq for Resources {
     fn eq(&self, other: &Self) -> bool {
         self.version == other.version
+    }
+}
+
+/// What one set holds that another lacks ([`Resources::diff`]).
+#[derive(Debug, Default)]
+pub struct Diff<'a> {
+    /// Entries new or at another version, in name order.
+    pub updated: Vec<Entry<'a>>,
+    /// Names gone, in name order.
+    pub gone: Vec<&'a String>,
+}
+
+impl Diff<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.updated.is_empty() && self.gone.is_empty()
     }
 }
 
@@ -296,20 +522,11 @@ impl Snapshot {
     /// encoded, in either protocol flavour: each resource with its name and version, and
     /// room for each response's own fields.
     pub fn response_bytes(&self, type_url: Option<&str>) -> usize {
-        const PER_RESOURCE: usize = 16;
         const PER_RESPONSE: usize = 1024;
         self.types
             .iter()
             .filter(|(t, _)| type_url.is_none_or(|wanted| wanted == **t))
-            .map(|(_, set)| {
-                PER_RESPONSE
-                    + set
-                        .iter()
-                        .map(|(name, r)| {
-                            name.len() + r.version.len() + r.body.encoded_len() + PER_RESOURCE
-                        })
-                        .sum::<usize>()
-            })
+            .map(|(_, set)| PER_RESPONSE + set.response_bytes())
             .sum()
     }
 
@@ -322,11 +539,12 @@ impl Snapshot {
 /// their names and versions, so the same set gets the same version on any replica and after
 /// any restart, in whatever order the entries come and however layers split them.
 pub fn set_version<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut digest = Digest::default();
-    for (name, version) in entries {
-        digest.add(name, version);
-    }
-    digest.version()
+    let (len, sum) = entries
+        .into_iter()
+        .fold((0, 0u128), |(len, sum), (name, version)| {
+            (len + 1, sum.wrapping_add(entry_hash(name, version)))
+        });
+    version_of(len, sum)
 }
 
 #[cfg(test)]
@@ -486,6 +704,95 @@ pub(crate) mod tests {
         for set in &changed {
             assert_ne!(base.version(), set.version());
             assert_eq!(set.version(), scratch(set));
+        }
+    }
+
+    /// Flattens a set to (name, version) pairs.
+    fn flat(set: &Resources) -> BTreeMap<String, String> {
+        set.iter()
+            .map(|(n, r)| (n.clone(), r.version.clone()))
+            .collect()
+    }
+
+    /// The diff of two sets from their flattened content alone.
+    fn reference_diff(newer: &Resources, older: &Resources) -> (Vec<String>, Vec<String>) {
+        let (new, old) = (flat(newer), flat(older));
+        let updated = new
+            .iter()
+            .filter(|(n, v)| old.get(*n) != Some(v))
+            .map(|(n, v)| format!("{n}@{v}"))
+            .collect();
+        let gone = old
+            .keys()
+            .filter(|n| !new.contains_key(*n))
+            .cloned()
+            .collect();
+        (updated, gone)
+    }
+
+    fn seen(diff: &Diff<'_>) -> (Vec<String>, Vec<String>) {
+        (
+            diff.updated
+                .iter()
+                .map(|(n, r)| format!("{n}@{}", r.version))
+                .collect(),
+            diff.gone.iter().map(|n| (*n).clone()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_layer_with_unchanged_content_is_kept_and_a_changed_one_knows_its_changes() {
+        let older = Arc::new(Layer::new(map(&[("a", "1"), ("b", "1")])));
+        let same = Layer::next(&older, map(&[("a", "1"), ("b", "1")]));
+        assert!(Arc::ptr_eq(&older, &same));
+        let newer = Layer::next(&older, map(&[("a", "2"), ("b", "1"), ("c", "1")]));
+        assert_eq!(
+            newer.changed_since(&older),
+            Some(&["a".to_owned(), "c".into()][..])
+        );
+        assert_eq!(older.changed_since(&newer), None, "no lineage backwards");
+        let newest = Layer::next(&newer, map(&[("b", "1")]));
+        assert_eq!(newest.changed_since(&older), None, "one generation only");
+        assert_eq!(
+            newest.changed_since(&newer),
+            Some(&["a".to_owned(), "c".into()][..])
+        );
+    }
+
+    fn small_map() -> impl proptest::strategy::Strategy<Value = ResourceMap> {
+        use proptest::prelude::*;
+        proptest::collection::btree_map("[a-f]", 1u8..4, 0..6).prop_map(|m| {
+            m.into_iter()
+                .map(|(n, v)| (n.clone(), res(&n, &v.to_string())))
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        /// The diff through a layer's lineage, or with the same layer, is the diff of the
+        /// content: nothing missed where the own layers hide or add resources.
+        #[test]
+        fn a_diff_is_the_diff_of_the_content(
+            older_shared in small_map(),
+            newer_shared in small_map(),
+            older_own in small_map(),
+            newer_own in small_map(),
+        ) {
+            let older_layer = Arc::new(Layer::new(older_shared));
+            let older = Resources::new(older_layer.clone(), older_own);
+            for layer in [Layer::next(&older_layer, newer_shared.clone()), older_layer.clone(),
+                          Arc::new(Layer::new(newer_shared.clone()))] {
+                let newer = Resources::new(layer, newer_own.clone());
+                proptest::prop_assert_eq!(seen(&newer.diff(&older)), reference_diff(&newer, &older));
+                proptest::prop_assert_eq!(
+                    newer.response_bytes(),
+                    newer.iter().map(|(n, r)| response_bytes(n, r)).sum::<usize>()
+                );
+                proptest::prop_assert_eq!(
+                    newer.same_names(&older),
+                    flat(&newer).keys().eq(flat(&older).keys())
+                );
+            }
         }
     }
 
