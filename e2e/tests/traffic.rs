@@ -3,9 +3,15 @@
 
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
-use remora_xds::{ProxyId, snapshot::ROUTE};
+use remora_xds::{
+    ProxyId,
+    snapshot::{ENDPOINT, ROUTE},
+};
 use support::*;
 
 /// The mesh every scenario shares: a client pod with a sidecar, and a `reviews` Service
@@ -370,4 +376,107 @@ async fn control_plane_restart_sotw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_restart_delta() {
     control_plane_restart(30, true).await;
+}
+
+/// A second Service, `ratings`, on another port: its own outbound listener and route config
+/// on the client's sidecar.
+fn ratings(s: u8, endpoints: &[IpAddr]) -> String {
+    let svc = ip(s, 10, 3);
+    let listed: String = endpoints
+        .iter()
+        .map(|a| format!("\n  - {{addresses: [\"{a}\"]}}"))
+        .collect();
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: ratings, namespace: demo}}
+spec: {{clusterIP: {svc}, ports: [{{name: http, port: 9081}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: ratings-1, namespace: demo, labels: {{kubernetes.io/service-name: ratings}}}}
+addressType: IPv4
+ports: [{{name: http, port: 9081}}]
+endpoints:{listed}
+"#
+    )
+}
+
+/// A response of routes or endpoints may carry only what changed; in state-of-the-world
+/// mode Envoy must then keep the route configs and endpoints the response left out.
+async fn a_change_to_one_service_leaves_the_others(s: u8, delta: bool) {
+    let sc = scene(
+        s,
+        delta,
+        split(100, 0),
+        Behaviour::default(),
+        Behaviour::default(),
+    )
+    .await;
+    let (r1, r2) = (ip(s, 12, 3), ip(s, 12, 4));
+    let _ratings_1 = Upstream::start("r1", SocketAddr::new(r1, 9081), Behaviour::default()).await;
+    let _ratings_2 = Upstream::start("r2", SocketAddr::new(r2, 9081), Behaviour::default()).await;
+    sc.cp.write("ratings.yaml", &ratings(s, &[r1]));
+    let ratings_entry = SocketAddr::new(ip(s, 11, 1), 9081);
+    eventually(20, "ratings to answer", async || {
+        get(ratings_entry, "ratings", "/", &[])
+            .await
+            .ok()
+            .filter(|r| r.status == 200)
+    })
+    .await;
+    sc.cp.synced(&sc.proxy).await;
+    let sent = |type_url: &str| {
+        sc.cp
+            .running()
+            .status
+            .get(&sc.proxy)
+            .and_then(|p| p.types.get(type_url).map(|t| t.resources_sent))
+            .unwrap_or_default()
+    };
+
+    // One route config changes: only it is sent, and ratings keeps its own.
+    let routes_before = sent(ROUTE);
+    sc.change_route(&split(0, 100)).await;
+    assert_eq!(
+        sent(ROUTE),
+        routes_before + 1,
+        "only the changed route config"
+    );
+    let counts = tally(sc.entry, "reviews", "/", &[], 50).await;
+    assert_eq!(counts.get("v2"), Some(&50), "{counts:?}");
+    let counts = tally(ratings_entry, "ratings", "/", &[], 50).await;
+    assert_eq!(counts.get("r1"), Some(&50), "{counts:?}");
+
+    // Ratings' endpoints change: only they are sent, and reviews keeps its endpoints.
+    let endpoints_before = sent(ENDPOINT);
+    sc.cp.write("ratings.yaml", &ratings(s, &[r2]));
+    eventually(20, "ratings to move to r2", async || {
+        get(ratings_entry, "ratings", "/", &[])
+            .await
+            .ok()
+            .filter(|r| r.body.starts_with("r2"))
+    })
+    .await;
+    sc.cp.synced(&sc.proxy).await;
+    assert_eq!(
+        sent(ENDPOINT),
+        endpoints_before + 1,
+        "only ratings' endpoints"
+    );
+    let counts = tally(sc.entry, "reviews", "/", &[], 50).await;
+    assert_eq!(counts.get("v2"), Some(&50), "{counts:?}");
+    let counts = tally(ratings_entry, "ratings", "/", &[], 50).await;
+    assert_eq!(counts.get("r2"), Some(&50), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_one_service_leaves_the_others_sotw() {
+    a_change_to_one_service_leaves_the_others(31, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_one_service_leaves_the_others_delta() {
+    a_change_to_one_service_leaves_the_others(32, true).await;
 }

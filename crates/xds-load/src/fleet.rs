@@ -30,7 +30,7 @@ use envoy_types::pb::{
 use prost::Message;
 use remora_xds::{
     ProxyId,
-    snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, served_type},
+    snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, is_wildcard_type, served_type},
 };
 use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::{Status, transport::Endpoint};
@@ -440,8 +440,26 @@ impl Flavour for Sotw {
     ) -> Result<(Logged, DiscoveryRequest), StreamError> {
         let type_url = served_type(&r.type_url).ok_or(StreamError::UnknownType(r.type_url))?;
         let bodies: Vec<&[u8]> = r.resources.iter().map(|p| &*p.value).collect();
-        let set = catalog.set(type_url, catalog.entries(type_url, &bodies)?);
-        held.types.insert(type_url, set.clone());
+        let entries = catalog.entries(type_url, &bodies)?;
+        // Listeners and clusters come as a whole set each time. A response of routes or
+        // endpoints may carry only some, and Envoy keeps those it leaves out; one goes only
+        // when no listener or cluster names it any more.
+        let full = is_wildcard_type(type_url);
+        let set = catalog.set(type_url, entries.clone());
+        if full {
+            held.types.insert(type_url, set.clone());
+        } else {
+            let wanted = held.wanted(type_url);
+            let unwanted: Vec<Arc<str>> = held
+                .types
+                .get(type_url)
+                .into_iter()
+                .flat_map(|s| s.entries())
+                .filter(|e| wanted.binary_search(&e.name).is_err())
+                .map(|e| e.name.clone())
+                .collect();
+            held.update(catalog, type_url, &entries, &unwanted);
+        }
         self.last
             .insert(type_url, (r.version_info.clone(), r.nonce.clone()));
         let ack = DiscoveryRequest {
@@ -462,7 +480,7 @@ impl Flavour for Sotw {
             type_url,
             carried: set,
             removed: Vec::new(),
-            full: true,
+            full,
         };
         Ok((logged, ack))
     }

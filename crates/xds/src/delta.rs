@@ -83,13 +83,12 @@ pub struct DeltaStream {
 }
 
 impl DeltaStream {
-    pub fn on_request(
-        &mut self,
-        request: &DeltaDiscoveryRequest,
-        snapshot: &Snapshot,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    /// Takes in one request (an ACK, a NACK, a new or changed subscription); true when it
+    /// may need an answer, which [`Self::respond`] then builds. Apart, so a stream waiting
+    /// for room to answer holds this state, not the request.
+    pub fn take_request(&mut self, request: &DeltaDiscoveryRequest, snapshot: &Snapshot) -> bool {
         let Some(type_url) = served_type(&request.type_url) else {
-            return Vec::new();
+            return false;
         };
         let first = !self.types.contains_key(type_url);
         let state = self.types.entry(type_url);
@@ -168,11 +167,7 @@ impl DeltaStream {
                 .collect();
             state.known = Resources::from_map(kept);
         }
-        self.flush(snapshot)
-    }
-
-    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
-        self.flush(snapshot)
+        true
     }
 
     pub fn status(&self) -> Vec<(&'static str, TypeStatus)> {
@@ -192,10 +187,11 @@ impl DeltaStream {
             .collect()
     }
 
-    /// Sends, per type, what is new or changed and what is gone. As in state-of-the-world
+    /// Sends, per type, what is new or changed and what is gone: after a new snapshot, or a
+    /// request taken in. As in state-of-the-world
     /// mode, clusters and endpoints are removed only once the proxy ACKed routes that no
     /// longer use them.
-    fn flush(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
+    pub fn respond(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
         for (type_url, state) in self.types.iter_mut() {
             state.refresh(snapshot.resources(type_url));
         }
@@ -212,30 +208,31 @@ impl DeltaStream {
             let Some(state) = self.types.get_mut(type_url) else {
                 continue;
             };
-            let Some((set, target)) = state.wanted.clone() else {
+            let Some((_, target)) = state.wanted.clone() else {
                 continue;
             };
             if state.known.version() == target.version() && !state.owes_reply {
                 continue;
             }
-            let mut resources = Vec::new();
-            for (name, r) in target.iter() {
-                let held = state.known.get(name);
-                if held.is_none_or(|h| !Arc::ptr_eq(h, r) && h.version != r.version) {
-                    resources.push(DeltaResource {
-                        name: name.clone(),
+            let keep_gone = !routes_settled && (type_url == CLUSTER || type_url == ENDPOINT);
+            let (resources, removed) = {
+                let diff = target.diff(&state.known);
+                let resources: Vec<DeltaResource> = diff
+                    .updated
+                    .iter()
+                    .map(|(name, r)| DeltaResource {
+                        name: (*name).clone(),
                         version: r.version.clone(),
                         resource: Some(r.body.clone()),
                         ..Default::default()
-                    });
-                }
-            }
-            let keep_gone = !routes_settled && (type_url == CLUSTER || type_url == ENDPOINT);
-            let gone = state.known.iter().filter(|(n, _)| !set.contains(n));
-            let removed: Vec<String> = if keep_gone {
-                Vec::new()
-            } else {
-                gone.map(|(n, _)| n.clone()).collect()
+                    })
+                    .collect();
+                let removed: Vec<String> = if keep_gone {
+                    Vec::new()
+                } else {
+                    diff.gone.iter().map(|n| (*n).clone()).collect()
+                };
+                (resources, removed)
             };
             if resources.is_empty() && removed.is_empty() && !state.owes_reply {
                 continue;
@@ -264,6 +261,22 @@ impl DeltaStream {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+impl DeltaStream {
+    /// A request taken in and answered at once.
+    pub(crate) fn on_request(
+        &mut self,
+        request: &DeltaDiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        if self.take_request(request, snapshot) {
+            self.respond(snapshot)
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -346,11 +359,11 @@ mod tests {
             (LISTENER, "l", "1"),
             (ROUTE, "r", "1"),
         ]);
-        let out = s.on_snapshot(&next);
+        let out = s.respond(&next);
         assert_eq!(out.len(), 1);
         assert_eq!(sent(&out[0]), ["a@2"]);
         assert!(out[0].removed_resources.is_empty());
-        assert!(s.on_snapshot(&next).is_empty());
+        assert!(s.respond(&next).is_empty());
         assert!(s.on_request(&ack(&out[0]), &next).is_empty());
         assert!(
             s.status()
@@ -369,7 +382,7 @@ mod tests {
             (LISTENER, "l", "1"),
             (ROUTE, "r", "2"),
         ]);
-        let out = s.on_snapshot(&without_b);
+        let out = s.respond(&without_b);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].type_url, ROUTE);
         let out = s.on_request(&ack(&out[0]), &without_b);
@@ -423,7 +436,7 @@ mod tests {
             (LISTENER, "l", "bad"),
             (ROUTE, "r", "1"),
         ]);
-        let out = s.on_snapshot(&bad);
+        let out = s.respond(&bad);
         let mut nack = ack(&out[0]);
         nack.error_detail = Some(Status {
             code: 3,
@@ -431,7 +444,7 @@ mod tests {
             details: vec![],
         });
         assert!(s.on_request(&nack, &bad).is_empty());
-        assert!(s.on_snapshot(&bad).is_empty());
+        assert!(s.respond(&bad).is_empty());
         let (_, st) = s
             .status()
             .into_iter()
@@ -461,8 +474,8 @@ mod tests {
                 .map(|(_, st)| st)
                 .expect("lds")
         };
-        let first = lds(s.on_snapshot(&listener("2")));
-        let second = lds(s.on_snapshot(&listener("3")));
+        let first = lds(s.respond(&listener("2")));
+        let second = lds(s.respond(&listener("3")));
         // The newer is ACKed first; a late NACK of the older must not mark it rejected.
         s.on_request(&ack(&second), &listener("3"));
         let mut late = ack(&first);
@@ -476,7 +489,7 @@ mod tests {
         );
         // Only the last IN_FLIGHT unanswered responses are remembered.
         let sent: Vec<DeltaDiscoveryResponse> = (0..=IN_FLIGHT)
-            .map(|v| lds(s.on_snapshot(&listener(&format!("x{v}")))))
+            .map(|v| lds(s.respond(&listener(&format!("x{v}")))))
             .collect();
         let last = listener(&format!("x{IN_FLIGHT}"));
         assert!(s.on_request(&ack(&sent[0]), &last).is_empty());

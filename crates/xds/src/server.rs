@@ -29,7 +29,7 @@ use crate::{
     delta::DeltaStream,
     grpc::{self, Requests},
     proxy::ProxyId,
-    snapshot::Snapshot,
+    snapshot::{Snapshot, served_type},
     sotw::SotwStream,
     status::{Mode, StatusRegistry, TypeStatus},
 };
@@ -136,8 +136,8 @@ trait Machine: Default + Send + 'static {
     const MODE: Mode;
     fn type_url(req: &Self::Req) -> &str;
     fn node(req: &Self::Req) -> Option<&envoy_types::pb::envoy::config::core::v3::Node>;
-    fn on_request(&mut self, req: &Self::Req, snapshot: &Snapshot) -> Vec<Self::Resp>;
-    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Self::Resp>;
+    fn take_request(&mut self, req: &Self::Req, snapshot: &Snapshot) -> bool;
+    fn respond(&mut self, snapshot: &Snapshot) -> Vec<Self::Resp>;
     fn status(&self) -> Vec<(&'static str, TypeStatus)>;
     fn describe(resp: &Self::Resp) -> (&str, usize, &str);
 }
@@ -152,11 +152,11 @@ impl Machine for SotwStream {
     fn node(req: &DiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
         req.node.as_ref()
     }
-    fn on_request(&mut self, req: &DiscoveryRequest, s: &Snapshot) -> Vec<DiscoveryResponse> {
-        SotwStream::on_request(self, req, s)
+    fn take_request(&mut self, req: &DiscoveryRequest, s: &Snapshot) -> bool {
+        SotwStream::take_request(self, req, s)
     }
-    fn on_snapshot(&mut self, s: &Snapshot) -> Vec<DiscoveryResponse> {
-        SotwStream::on_snapshot(self, s)
+    fn respond(&mut self, s: &Snapshot) -> Vec<DiscoveryResponse> {
+        SotwStream::respond(self, s)
     }
     fn status(&self) -> Vec<(&'static str, TypeStatus)> {
         SotwStream::status(self)
@@ -178,15 +178,11 @@ impl Machine for DeltaStream {
     ) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
         req.node.as_ref()
     }
-    fn on_request(
-        &mut self,
-        req: &DeltaDiscoveryRequest,
-        s: &Snapshot,
-    ) -> Vec<DeltaDiscoveryResponse> {
-        DeltaStream::on_request(self, req, s)
+    fn take_request(&mut self, req: &DeltaDiscoveryRequest, s: &Snapshot) -> bool {
+        DeltaStream::take_request(self, req, s)
     }
-    fn on_snapshot(&mut self, s: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
-        DeltaStream::on_snapshot(self, s)
+    fn respond(&mut self, s: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
+        DeltaStream::respond(self, s)
     }
     fn status(&self) -> Vec<(&'static str, TypeStatus)> {
         DeltaStream::status(self)
@@ -266,58 +262,27 @@ impl AdsServer {
                     }
                 }
             };
-            // Room for what this request or snapshot may produce, taken before building it.
-            let estimate = snapshots
-                .borrow()
-                .clone()
-                .response_bytes(work.as_ref().map(M::type_url));
-            let Some(mut reservation) = self.reserve(estimate, &mut shutdown, &tx, &ledger).await
-            else {
-                break;
-            };
-            // Whatever was published while this stream waited: only the newest counts.
-            let snapshot = snapshots.borrow_and_update().clone();
-            let responses = match &work {
-                Some(req) => machine.on_request(req, &snapshot),
-                None => machine.on_snapshot(&snapshot),
-            };
-            let built = responses
-                .iter()
-                .map(|r| grpc::PREFIX + r.encoded_len())
-                .sum();
-            if !reservation.covers(&self.budget, built) {
-                drop(reservation);
-                reservation = match self.reserve(built, &mut shutdown, &tx, &ledger).await {
-                    Some(r) => r,
-                    None => break,
-                };
-            }
-            // Framed here, on the stream's task, rather than where the connection writes;
-            // each response is dropped as soon as its frame exists.
-            let frames: Vec<_> = responses
-                .into_iter()
-                .map(|r| {
-                    let (type_url, count, version) = M::describe(&r);
-                    debug!(type_url, count, version, "sending");
-                    reservation.frame(&r, &ledger)
-                })
-                .collect();
-            drop(reservation);
-            let mut closed = false;
-            for framed in frames {
-                let failed = framed.is_err();
-                let sent = tokio::select! {
-                    sent = tx.send(framed) => sent.is_ok(),
-                    () = ledger.stalled(self.write_timeout) => {
-                        self.stalled(&ledger, &tx);
-                        false
-                    }
-                };
-                if !sent || failed {
-                    closed = true;
-                    break;
+            // A request is taken in before waiting for room to answer it: thousands of
+            // streams waiting hold their state, not requests that may name every cluster.
+            let (answer, of_type) = match work {
+                Some(req) => {
+                    let current = snapshots.borrow().clone();
+                    let of_type = served_type(M::type_url(&req));
+                    (machine.take_request(&req, &current), of_type)
                 }
-            }
+                None => (true, None),
+            };
+            let closed = answer
+                && !self
+                    .answer(
+                        &mut machine,
+                        of_type,
+                        &mut snapshots,
+                        &mut shutdown,
+                        &tx,
+                        &ledger,
+                    )
+                    .await;
             let status = machine.status();
             for (type_url, s) in &status {
                 let before = self
@@ -337,6 +302,63 @@ impl AdsServer {
         }
         self.status.disconnected(&proxy, stream);
         info!("proxy disconnected");
+    }
+
+    /// Builds and queues what the proxy should get now: room in the budget first, then from
+    /// the newest snapshot (those published while it waited coalesce). False when the stream
+    /// is to end.
+    async fn answer<M: Machine>(
+        &self,
+        machine: &mut M,
+        of_type: Option<&str>,
+        snapshots: &mut watch::Receiver<Arc<Snapshot>>,
+        shutdown: &mut watch::Receiver<bool>,
+        tx: &mpsc::Sender<Result<Bytes, Status>>,
+        ledger: &Arc<Ledger>,
+    ) -> bool {
+        // Room for what this request or snapshot may produce, taken before building it.
+        let estimate = snapshots.borrow().response_bytes(of_type);
+        let Some(mut reservation) = self.reserve(estimate, shutdown, tx, ledger).await else {
+            return false;
+        };
+        let snapshot = snapshots.borrow_and_update().clone();
+        let responses = machine.respond(&snapshot);
+        let built = responses
+            .iter()
+            .map(|r| grpc::PREFIX + r.encoded_len())
+            .sum();
+        if !reservation.covers(&self.budget, built) {
+            drop(reservation);
+            reservation = match self.reserve(built, shutdown, tx, ledger).await {
+                Some(r) => r,
+                None => return false,
+            };
+        }
+        // Framed here, on the stream's task, rather than where the connection writes;
+        // each response is dropped as soon as its frame exists.
+        let frames: Vec<_> = responses
+            .into_iter()
+            .map(|r| {
+                let (type_url, count, version) = M::describe(&r);
+                debug!(type_url, count, version, "sending");
+                reservation.frame(&r, ledger)
+            })
+            .collect();
+        drop(reservation);
+        for framed in frames {
+            let failed = framed.is_err();
+            let sent = tokio::select! {
+                sent = tx.send(framed) => sent.is_ok(),
+                () = ledger.stalled(self.write_timeout) => {
+                    self.stalled(ledger, tx);
+                    false
+                }
+            };
+            if !sent || failed {
+                return false;
+            }
+        }
+        true
     }
 
     /// `bytes` of the budget, or `None` when the server stops, the proxy goes, or it stalls

@@ -1,5 +1,9 @@
 //! State-of-the-world ADS for one stream, as a pure state machine: requests and snapshots
-//! in, responses out. Every response of a type carries the whole set the proxy should hold.
+//! in, responses out. A response of listeners or clusters carries the whole set the proxy
+//! should hold; one of routes or endpoints carries those the proxy lacks or holds at another
+//! version, as the protocol allows: Envoy keeps a named resource a response leaves out, and
+//! drops it when no listener or cluster names it any more. So a change to one route config
+//! sends that one, not every route config the proxy holds.
 
 use std::collections::BTreeSet;
 
@@ -105,14 +109,12 @@ pub struct SotwStream {
 }
 
 impl SotwStream {
-    /// Handles one request: an ACK, a NACK, a new subscription or a changed one.
-    pub fn on_request(
-        &mut self,
-        request: &DiscoveryRequest,
-        snapshot: &Snapshot,
-    ) -> Vec<DiscoveryResponse> {
+    /// Takes in one request (an ACK, a NACK, a new or changed subscription); true when it
+    /// may need an answer, which [`Self::respond`] then builds. Apart, so a stream waiting
+    /// for room to answer holds this state, not the request.
+    pub fn take_request(&mut self, request: &DiscoveryRequest, snapshot: &Snapshot) -> bool {
         let Some(type_url) = served_type(&request.type_url) else {
-            return Vec::new();
+            return false;
         };
         let state = self.types.entry(type_url);
         if request.response_nonce.is_empty() {
@@ -128,7 +130,7 @@ impl SotwStream {
                 .filter(|s| s.nonce == request.response_nonce)
             else {
                 // Answers a response that a newer one has replaced: the protocol says ignore.
-                return Vec::new();
+                return false;
             };
             match &request.error_detail {
                 Some(error) => {
@@ -151,12 +153,7 @@ impl SotwStream {
         ) {
             state.wanted = None;
         }
-        self.flush(snapshot)
-    }
-
-    /// Handles a new snapshot for this proxy.
-    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
-        self.flush(snapshot)
+        true
     }
 
     /// The status of every type the proxy asked for.
@@ -181,12 +178,15 @@ impl SotwStream {
             .collect()
     }
 
-    /// Sends every type whose wanted set differs from what the proxy was last sent.
+    /// Sends, after a new snapshot or a request taken in, every type whose wanted set differs
+    /// from what the proxy was last sent: the whole
+    /// set of listeners or clusters, the routes or endpoints that differ. A response with
+    /// none (a route config no longer wanted) still moves the version the proxy ACKs.
     ///
     /// A cluster (and its endpoints) that left the snapshot is kept until the proxy has ACKed
     /// the listeners and routes of that snapshot: until then its old routes may still send
     /// traffic there, and removing it first would turn that traffic into errors.
-    fn flush(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+    pub fn respond(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
         for (type_url, state) in self.types.iter_mut() {
             state.refresh(snapshot.resources(type_url));
         }
@@ -226,12 +226,21 @@ impl SotwStream {
                 }
                 continue;
             }
+            let resources: Vec<_> = match &state.sent {
+                Some(sent) if !is_wildcard_type(type_url) => target
+                    .diff(&sent.resources)
+                    .updated
+                    .into_iter()
+                    .map(|(_, r)| r.body.clone())
+                    .collect(),
+                _ => target.iter().map(|(_, r)| r.body.clone()).collect(),
+            };
             self.nonces += 1;
             let nonce = self.nonces.to_string();
-            state.resources_sent += target.len() as u64;
+            state.resources_sent += resources.len() as u64;
             out.push(DiscoveryResponse {
                 version_info: target.version().to_owned(),
-                resources: target.iter().map(|(_, r)| r.body.clone()).collect(),
+                resources,
                 type_url: type_url.to_owned(),
                 nonce: nonce.clone(),
                 ..Default::default()
@@ -242,6 +251,22 @@ impl SotwStream {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+impl SotwStream {
+    /// A request taken in and answered at once.
+    pub(crate) fn on_request(
+        &mut self,
+        request: &DiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Vec<DiscoveryResponse> {
+        if self.take_request(request, snapshot) {
+            self.respond(snapshot)
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -322,12 +347,17 @@ mod tests {
         assert_ne!(cds[0].nonce, eds[0].nonce);
         assert!(s.on_request(&ack(&cds[0], &[]), &snap).is_empty());
         assert!(s.on_request(&ack(&eds[0], &["b", "zzz"]), &snap).is_empty());
-        // Widening the subscription sends the wider set.
+        // Widening the subscription sends what the proxy lacks; it keeps b.
         let eds2 = s.on_request(
             &request(ENDPOINT, &["a", "b"], &eds[0].version_info, &eds[0].nonce),
             &snap,
         );
-        assert_eq!(names(&eds2[0]), ["a@1", "b@1"]);
+        assert_eq!(names(&eds2[0]), ["a@1"]);
+        assert_eq!(
+            eds2[0].version_info,
+            snap.resources(ENDPOINT).version(),
+            "the version is the whole set's"
+        );
         assert!(
             s.status()
                 .iter()
@@ -348,14 +378,15 @@ mod tests {
             (LISTENER, "l", "1"),
             (ROUTE, "r", "2"),
         ]);
-        let out = s.on_snapshot(&next);
+        let out = s.respond(&next);
         let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
         assert_eq!(types, [CLUSTER, ENDPOINT, ROUTE]);
         assert_eq!(names(&out[0]), ["a@1", "b@1", "c@1"]);
-        // EDS is SotW over the subscribed names only; c is not subscribed yet.
-        assert_eq!(names(&out[1]), ["a@2", "b@1"]);
+        // Endpoints: only the changed one of those subscribed; c is not subscribed yet.
+        assert_eq!(names(&out[1]), ["a@2"]);
+        assert_eq!(names(&out[2]), ["r@2"]);
         // The same snapshot again changes nothing.
-        assert!(s.on_snapshot(&next).is_empty());
+        assert!(s.respond(&next).is_empty());
     }
 
     #[test]
@@ -370,7 +401,7 @@ mod tests {
             (LISTENER, "l", "1"),
             (ROUTE, "r", "bad"),
         ]);
-        let out = s.on_snapshot(&bad);
+        let out = s.respond(&bad);
         assert_eq!(out.len(), 1);
         let mut nack = request(ROUTE, &["r"], "previous", &out[0].nonce);
         nack.error_detail = Some(Status {
@@ -392,10 +423,10 @@ mod tests {
             st.nack.as_ref().map(|n| n.message.as_str()),
             Some("invalid regex")
         );
-        assert!(s.on_snapshot(&bad).is_empty());
+        assert!(s.respond(&bad).is_empty());
 
         let fixed = mesh_v1();
-        let out = s.on_snapshot(&fixed);
+        let out = s.respond(&fixed);
         assert_eq!(names(&out[0]), ["r@1"]);
         assert!(s.on_request(&ack(&out[0], &["r"]), &fixed).is_empty());
         let (_, st) = s
@@ -411,9 +442,9 @@ mod tests {
         let snap = mesh_v1();
         let mut s = connected(&snap);
         let v2 = snapshot(&[(LISTENER, "l", "2"), (ROUTE, "r", "1")]);
-        let first = s.on_snapshot(&v2);
+        let first = s.respond(&v2);
         let v3 = snapshot(&[(LISTENER, "l", "3"), (ROUTE, "r", "1")]);
-        let second = s.on_snapshot(&v3);
+        let second = s.respond(&v3);
         let lds1 = first.iter().find(|r| r.type_url == LISTENER).expect("lds");
         let lds2 = second.iter().find(|r| r.type_url == LISTENER).expect("lds");
         // A NACK of the replaced response must not mark the newest as rejected.
@@ -476,13 +507,59 @@ mod tests {
             (LISTENER, "l", "1"),
             (ROUTE, "r", "2"),
         ]);
-        let out = s.on_snapshot(&without_b);
+        let out = s.respond(&without_b);
         let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
         assert_eq!(types, [ROUTE], "clusters and endpoints keep b for now");
         let out = s.on_request(&ack(&out[0], &["r"]), &without_b);
         let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
         assert_eq!(types, [CLUSTER, ENDPOINT]);
         assert_eq!(names(&out[0]), ["a@1"]);
-        assert_eq!(names(&out[1]), ["a@1"]);
+        // The proxy holds a@1 already; b's endpoints go with cluster b, and the new version
+        // says the proxy holds the set without them.
+        assert!(names(&out[1]).is_empty());
+        assert_eq!(out[1].version_info, without_b.resources(ENDPOINT).version());
+    }
+
+    #[test]
+    fn a_change_to_one_route_config_sends_that_one_alone() {
+        let two = |r2: &str| {
+            snapshot(&[
+                (CLUSTER, "a", "1"),
+                (ENDPOINT, "a", "1"),
+                (LISTENER, "l", "1"),
+                (ROUTE, "r1", "1"),
+                (ROUTE, "r2", r2),
+            ])
+        };
+        let mut s = SotwStream::default();
+        let v1 = two("1");
+        for (t, subscribed) in [
+            (CLUSTER, &[][..]),
+            (ENDPOINT, &["a"][..]),
+            (LISTENER, &[][..]),
+            (ROUTE, &["r1", "r2"][..]),
+        ] {
+            let out = s.on_request(&request(t, subscribed, "", ""), &v1);
+            assert!(s.on_request(&ack(&out[0], subscribed), &v1).is_empty());
+        }
+        let v2 = two("2");
+        let out = s.respond(&v2);
+        assert_eq!(out.len(), 1);
+        assert_eq!(names(&out[0]), ["r2@2"]);
+        assert_eq!(out[0].version_info, v2.resources(ROUTE).version());
+        assert!(s.on_request(&ack(&out[0], &["r1", "r2"]), &v2).is_empty());
+        assert!(
+            s.status()
+                .iter()
+                .all(|(_, st)| st.state() == SyncState::Synced)
+        );
+        // A proxy back from another connection with an older version gets the whole set:
+        // what it holds is not known.
+        let mut back = SotwStream::default();
+        let out = back.on_request(
+            &request(ROUTE, &["r1", "r2"], v1.resources(ROUTE).version(), ""),
+            &v2,
+        );
+        assert_eq!(names(&out[0]), ["r1@1", "r2@2"]);
     }
 }
