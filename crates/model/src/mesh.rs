@@ -217,18 +217,45 @@ impl Mesh {
     /// The part of a proxy's config its whole class shares: outbound listeners, route
     /// configs and clusters, and the endpoints of those clusters.
     pub fn class_config(&self, proxy: &ObjectKey) -> Option<ProxyConfig> {
+        self.class_config_of(proxy, &ResourceType::ALL)
+    }
+
+    /// The resources of some kinds only of [`Mesh::class_config`]: after a change that
+    /// touched a few route configs, those, not the class's thousands of clusters.
+    pub fn class_config_of(
+        &self,
+        proxy: &ObjectKey,
+        kinds: &[ResourceType],
+    ) -> Option<ProxyConfig> {
         let class = self.classes.get(&self.proxies.get(proxy)?.class)?;
-        let mut resources = class.resources.clone();
-        for key in class.cluster_refs.keys() {
-            if let Some(e) = self.endpoints.get(key) {
-                resources.insert(
-                    ResourceKey {
-                        kind: ResourceType::Endpoints,
-                        name: e.resource.value.cluster.clone(),
-                    },
-                    Resource::Endpoints(e.resource.clone()),
-                );
+        let mut resources = BTreeMap::new();
+        for &kind in kinds {
+            if kind == ResourceType::Endpoints {
+                for key in class.cluster_refs.keys() {
+                    if let Some(e) = self.endpoints.get(key) {
+                        resources.insert(
+                            ResourceKey {
+                                kind,
+                                name: e.resource.value.cluster.clone(),
+                            },
+                            Resource::Endpoints(e.resource.clone()),
+                        );
+                    }
+                }
+                continue;
             }
+            // Keys sort by kind first, so one kind is one range.
+            let first = ResourceKey {
+                kind,
+                name: Arc::from(""),
+            };
+            resources.extend(
+                class
+                    .resources
+                    .range(first..)
+                    .take_while(|(k, _)| k.kind == kind)
+                    .map(|(k, r)| (k.clone(), r.clone())),
+            );
         }
         Some(ProxyConfig { resources })
     }

@@ -3,7 +3,7 @@
 //! one translation of their common clusters, not ten thousand.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
 };
@@ -32,6 +32,18 @@ type ClassId = (String, Option<ObjectKey>, Option<IpAddr>);
 /// Translated resources by type.
 type Translated = BTreeMap<&'static str, ResourceMap>;
 
+/// What every proxy of a class shares.
+#[derive(Default)]
+struct Class {
+    /// By type. Kept between publishes so that a type whose content did not change keeps
+    /// its `Arc`, every proxy of the class holds one map instead of a copy each, and its
+    /// digest is computed once here, not once per proxy.
+    layers: BTreeMap<&'static str, Arc<Layer>>,
+    /// Whether some route config has a target that did not resolve, which adds the cluster
+    /// such targets point to.
+    unresolved: bool,
+}
+
 pub struct Publisher {
     cache: Arc<SnapshotCache>,
     base: Options,
@@ -41,13 +53,13 @@ pub struct Publisher {
     translated: HashMap<TranslationKey, Arc<remora_xds::Resource>>,
     /// Size of `translated` after the last pruning, to prune only when it has doubled.
     pruned_at: usize,
-    /// The part of its proxies' snapshots each class shares, by type. Kept between publishes
-    /// so that a type whose content did not change keeps its `Arc`, and every proxy of the
-    /// class holds one map instead of a copy each; its digest is computed once here, not
-    /// once per proxy.
-    classes: HashMap<ClassId, BTreeMap<&'static str, Arc<Layer>>>,
+    classes: HashMap<ClassId, Class>,
     unresolved: Arc<remora_xds::Resource>,
 }
+
+/// The kinds of shared resources each class saw change in one publish; `None`: any kind of
+/// any class may have.
+type ClassChanges = Option<HashMap<ClassId, Vec<ResourceType>>>;
 
 impl Publisher {
     pub fn new(
@@ -66,14 +78,34 @@ impl Publisher {
         }
     }
 
-    /// Publishes a new snapshot for every proxy `changes` names.
+    /// Publishes a new snapshot for every proxy `changes` names. Only what changed is
+    /// rebuilt: a class's layers of the kinds its proxies saw change, and a proxy's own
+    /// resources when they changed; the rest is taken from what was published before.
     pub fn publish(&mut self, mesh: &Mesh, changes: &Changes) {
         for proxy in &changes.gone {
             self.cache.remove(&proxy_id(proxy));
         }
+        // Per class, what any of its proxies saw change: a proxy that just joined a class
+        // may have seen other changes than the class's other members.
+        let mut kinds: HashMap<ClassId, BTreeSet<ResourceType>> = HashMap::new();
+        for group in &changes.groups {
+            let changed: BTreeSet<ResourceType> = group.resources.iter().map(|k| k.kind).collect();
+            for proxy in group.proxies.iter() {
+                if let Some(class) = self.class_of(mesh, proxy) {
+                    kinds.entry(class).or_default().extend(&changed);
+                }
+            }
+        }
+        let classes: ClassChanges = Some(
+            kinds
+                .into_iter()
+                .map(|(class, kinds)| (class, kinds.into_iter().collect()))
+                .collect(),
+        );
         let mut built = HashSet::new();
         for proxy in changes.proxies() {
-            self.publish_one(mesh, proxy, &mut built);
+            let own = changes.own.contains_key(proxy);
+            self.publish_one(mesh, proxy, &classes, own, &mut built);
         }
         self.prune();
     }
@@ -83,60 +115,144 @@ impl Publisher {
         let proxies: Vec<ObjectKey> = mesh.proxies().cloned().collect();
         let mut built = HashSet::new();
         for proxy in &proxies {
-            self.publish_one(mesh, proxy, &mut built);
+            self.publish_one(mesh, proxy, &None, true, &mut built);
         }
         self.prune();
     }
 
+    fn class_of(&self, mesh: &Mesh, proxy: &ObjectKey) -> Option<ClassId> {
+        let (namespace, policy) = mesh.proxy_class(proxy)?;
+        Some((
+            namespace.to_owned(),
+            policy.cloned(),
+            (self.bind_outbound)(proxy),
+        ))
+    }
+
     /// `built` names the classes whose shared part this publish has already brought up to
-    /// date: a change that reaches a thousand proxies of one class builds it once.
-    fn publish_one(&mut self, mesh: &Mesh, proxy: &ObjectKey, built: &mut HashSet<ClassId>) {
-        let (Some((namespace, policy)), Some(own)) =
-            (mesh.proxy_class(proxy), mesh.own_config(proxy))
-        else {
-            self.cache.remove(&proxy_id(proxy));
+    /// date: a change that reaches a thousand proxies of one class builds it once. `own`:
+    /// whether the proxy's own resources may have changed.
+    fn publish_one(
+        &mut self,
+        mesh: &Mesh,
+        proxy: &ObjectKey,
+        classes: &ClassChanges,
+        own: bool,
+        built: &mut HashSet<ClassId>,
+    ) {
+        let id = proxy_id(proxy);
+        let Some(class) = self.class_of(mesh, proxy) else {
+            self.cache.remove(&id);
             return;
         };
-        let bind = (self.bind_outbound)(proxy);
-        let class: ClassId = (namespace.to_owned(), policy.cloned(), bind);
+        let bind = class.2;
         if !built.contains(&class) {
-            let Some(config) = mesh.class_config(proxy) else {
-                self.cache.remove(&proxy_id(proxy));
+            let kinds = classes
+                .as_ref()
+                .map(|by_class| by_class.get(&class).map_or(&[][..], Vec::as_slice));
+            if !self.update_class(mesh, proxy, &class, kinds, bind) {
+                self.cache.remove(&id);
                 return;
-            };
-            self.update_class(&class, &config, bind);
+            }
             built.insert(class.clone());
         }
-        let shared = self.classes.get(&class).cloned().unwrap_or_default();
-        let mut own = self.translate_all(&own, bind);
+        let Some(shared) = self.classes.get(&class).map(|c| c.layers.clone()) else {
+            self.cache.remove(&id);
+            return;
+        };
+        // Own resources that did not change are the ones last published, shared as they are.
+        let kept = (!own)
+            .then(|| self.cache.get(&id))
+            .flatten()
+            .filter(|s| !s.is_empty());
+        let mut own: BTreeMap<&'static str, Arc<ResourceMap>> = match kept {
+            Some(last) => PUSH_ORDER
+                .into_iter()
+                .map(|t| (t, last.resources(t).own().clone()))
+                .collect(),
+            None => {
+                let Some(config) = mesh.own_config(proxy) else {
+                    self.cache.remove(&id);
+                    return;
+                };
+                self.translate_all(&config, bind)
+                    .0
+                    .into_iter()
+                    .map(|(t, map)| (t, Arc::new(map)))
+                    .collect()
+            }
+        };
         let snapshot = Snapshot::new(PUSH_ORDER.into_iter().map(|type_url| {
             let shared = shared.get(type_url).cloned().unwrap_or_else(Layer::empty);
-            (
-                type_url,
-                Resources::new(shared, own.remove(type_url).unwrap_or_default()),
-            )
+            let own = own.remove(type_url).unwrap_or_default();
+            (type_url, Resources::layered(shared, own))
         }));
-        self.cache.set(&proxy_id(proxy), Arc::new(snapshot));
+        self.cache.set(&id, Arc::new(snapshot));
     }
 
-    /// Brings a class's shared part up to date, keeping each type's map where its content
-    /// is unchanged.
-    fn update_class(&mut self, class: &ClassId, config: &ProxyConfig, bind: Option<IpAddr>) {
-        let fresh = self.translate_all(config, bind);
-        let old = self.classes.remove(class).unwrap_or_default();
-        let shared = fresh
-            .into_iter()
-            .map(|(type_url, map)| match old.get(type_url) {
-                Some(kept) if same(kept.map(), &map) => (type_url, kept.clone()),
-                _ => (type_url, Arc::new(Layer::new(map))),
-            })
-            .collect();
-        self.classes.insert(class.clone(), shared);
+    /// Brings a class's shared part up to date: the layers of `kinds` (every kind for a
+    /// class not built yet), each kept where its content is unchanged; a changed layer
+    /// remembers what changed, so streams diff only that. False when the mesh has no class
+    /// for the proxy.
+    fn update_class(
+        &mut self,
+        mesh: &Mesh,
+        proxy: &ObjectKey,
+        class: &ClassId,
+        kinds: Option<&[ResourceType]>,
+        bind: Option<IpAddr>,
+    ) -> bool {
+        let old = self.classes.remove(class);
+        let kinds = match (&old, kinds) {
+            (Some(_), Some(kinds)) => kinds,
+            _ => &ResourceType::ALL[..],
+        };
+        let Some(config) = mesh.class_config_of(proxy, kinds) else {
+            return false;
+        };
+        let mut next = old.unwrap_or_default();
+        let (mut fresh, unresolved) = self.translate_all(&config, bind);
+        let routes = kinds.contains(&ResourceType::RouteConfig);
+        let clusters = kinds.contains(&ResourceType::Cluster);
+        // The cluster for unresolved targets follows the route configs: a clusters layer
+        // not rebuilt is patched when that changes.
+        let unresolved = if routes { unresolved } else { next.unresolved };
+        if !clusters && unresolved != next.unresolved {
+            let mut map = next
+                .layers
+                .get(snapshot::CLUSTER)
+                .map(|l| l.map().clone())
+                .unwrap_or_default();
+            map.remove(&self.unresolved.name);
+            fresh.insert(snapshot::CLUSTER, map);
+        }
+        if (clusters || unresolved != next.unresolved) && unresolved {
+            fresh
+                .entry(snapshot::CLUSTER)
+                .or_default()
+                .insert(self.unresolved.name.clone(), self.unresolved.clone());
+        }
+        next.unresolved = unresolved;
+        let rebuilt = kinds
+            .iter()
+            .map(|k| remora_envoy::type_url(*k))
+            .chain(fresh.keys().copied())
+            .collect::<BTreeSet<_>>();
+        for type_url in rebuilt {
+            let map = fresh.remove(type_url).unwrap_or_default();
+            let layer = match next.layers.get(type_url) {
+                Some(older) => Layer::next(older, map),
+                None => Arc::new(Layer::new(map)),
+            };
+            next.layers.insert(type_url, layer);
+        }
+        self.classes.insert(class.clone(), next);
+        true
     }
 
-    /// Translates every resource of `config`, and adds the cluster that unresolved route
-    /// targets point to when a route config has one.
-    fn translate_all(&mut self, config: &ProxyConfig, bind: Option<IpAddr>) -> Translated {
+    /// Translates every resource of `config`; true with them when a route config has a
+    /// target that did not resolve.
+    fn translate_all(&mut self, config: &ProxyConfig, bind: Option<IpAddr>) -> (Translated, bool) {
         let mut out = Translated::new();
         let mut unresolved = false;
         for resource in config.resources.values() {
@@ -173,31 +289,18 @@ impl Publisher {
                 .or_default()
                 .insert(translated.name.clone(), translated);
         }
-        if unresolved {
-            out.entry(snapshot::CLUSTER)
-                .or_default()
-                .insert(self.unresolved.name.clone(), self.unresolved.clone());
-        }
-        out
+        (out, unresolved)
     }
 
     /// Drops translations and class parts no snapshot holds any more.
     fn prune(&mut self) {
         self.classes
-            .retain(|_, types| types.values().any(|m| Arc::strong_count(m) > 1));
+            .retain(|_, class| class.layers.values().any(|m| Arc::strong_count(m) > 1));
         if self.translated.len() > 2 * self.pruned_at.max(1024) {
             self.translated.retain(|_, r| Arc::strong_count(r) > 1);
             self.pruned_at = self.translated.len();
         }
     }
-}
-
-/// Whether two maps hold the same resources (equal versions mean equal content).
-fn same(a: &ResourceMap, b: &ResourceMap) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|((na, ra), (nb, rb))| {
-            na == nb && (Arc::ptr_eq(ra, rb) || ra.version == rb.version)
-        })
 }
 
 fn xds_resource(r: remora_envoy::EnvoyResource) -> remora_xds::Resource {
@@ -210,4 +313,136 @@ fn xds_resource(r: remora_envoy::EnvoyResource) -> remora_xds::Resource {
 
 pub fn proxy_id(key: &ObjectKey) -> ProxyId {
     ProxyId::new(&key.namespace, &key.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use remora_model::input::{Event, Kind, MeshSettings, Object};
+    use remora_synthetic::{Shape, Synthetic};
+
+    use super::*;
+
+    fn publisher(cache: &Arc<SnapshotCache>) -> Publisher {
+        Publisher::new(cache.clone(), Options::default(), |_| None)
+    }
+
+    /// Every proxy's snapshot as names and versions by type.
+    fn content(mesh: &Mesh, cache: &SnapshotCache) -> BTreeMap<String, Vec<(String, String)>> {
+        mesh.proxies()
+            .map(|p| {
+                let snapshot = cache.get(&proxy_id(p)).unwrap_or_default();
+                let entries = PUSH_ORDER
+                    .into_iter()
+                    .flat_map(|t| {
+                        snapshot
+                            .of_type(t)
+                            .map(move |(n, r)| (format!("{t} {n}"), r.version.clone()))
+                    })
+                    .collect();
+                (proxy_id(p).to_string(), entries)
+            })
+            .collect()
+    }
+
+    /// Publishing only what changed, step after step, leaves every proxy with what
+    /// publishing the whole mesh afresh gives it.
+    #[test]
+    fn publishing_changes_gives_what_publishing_everything_afresh_gives() {
+        for egress in [false, true] {
+            let synthetic = Synthetic::new(Shape {
+                namespaces: 4,
+                shared_namespaces: 1,
+                services: 12,
+                pods: 40,
+                routes: 20,
+                egress,
+                seed: 7,
+            });
+            let objects = synthetic.objects();
+            let mut mesh = Mesh::new(MeshSettings::default());
+            drop(mesh.apply(objects.iter().cloned().map(Event::Upsert)));
+            let cache = SnapshotCache::new();
+            let mut incremental = publisher(&cache);
+            incremental.publish_all(&mesh);
+
+            let pod = objects
+                .iter()
+                .find_map(|o| match o {
+                    Object::Pod(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .expect("a pod");
+            let policy = objects
+                .iter()
+                .rfind(|o| matches!(o, Object::SidecarPolicy(_)))
+                .cloned()
+                .expect("a policy");
+            let shared = synthetic.service_key(0).expect("a shared Service");
+            let steps: Vec<Vec<Event>> = vec![
+                vec![Event::Upsert(synthetic.route_change(3))],
+                vec![Event::Upsert(synthetic.endpoint_change(2))],
+                vec![
+                    Event::Upsert(synthetic.route(3)),
+                    Event::Upsert(synthetic.endpoint_slice(2)),
+                ],
+                // Routes whose backend is gone point to the cluster for unresolved targets.
+                vec![Event::Delete(Kind::Service, shared.clone())],
+                vec![Event::Upsert(objects.iter().find(|o| matches!(o, Object::Service(s) if s.name == shared.name && s.namespace == shared.namespace)).cloned().expect("the Service"))],
+                vec![Event::Delete(Kind::Pod, ObjectKey::new(&pod.namespace, &pod.name))],
+                vec![Event::Upsert(Object::Pod(pod.clone()))],
+                // A route edited to a backend that does not exist: the route configs change,
+                // the clusters do not, and the cluster for unresolved targets appears.
+                vec![Event::Upsert(to_missing_backend(synthetic.route(5)))],
+                vec![Event::Upsert(synthetic.route(5))],
+                vec![Event::Delete(Kind::SidecarPolicy, policy_key(&policy))],
+                vec![Event::Upsert(policy.clone())],
+            ];
+            let mut saw_unresolved = false;
+            for (i, step) in steps.into_iter().enumerate() {
+                let changes = mesh.apply(step);
+                incremental.publish(&mesh, &changes);
+                let fresh_cache = SnapshotCache::new();
+                publisher(&fresh_cache).publish_all(&mesh);
+                let got = content(&mesh, &cache);
+                assert_eq!(
+                    got,
+                    content(&mesh, &fresh_cache),
+                    "egress {egress}, step {i}"
+                );
+                saw_unresolved |= got
+                    .values()
+                    .flatten()
+                    .any(|(n, _)| n.ends_with(&format!(" {}", unresolved_cluster().name)));
+                for p in mesh.proxies() {
+                    let id = proxy_id(p);
+                    assert_eq!(
+                        cache.get(&id),
+                        fresh_cache.get(&id),
+                        "set versions, step {i}"
+                    );
+                }
+            }
+            assert!(saw_unresolved, "some step made a target unresolved");
+        }
+    }
+
+    fn to_missing_backend(route: Object) -> Object {
+        let Object::TrafficRoute(mut route) = route else {
+            unreachable!("a route")
+        };
+        let rule = route.spec.http.first_mut().expect("an HTTP rule");
+        rule.backend_refs.truncate(1);
+        rule.backend_refs[0].name = "no-such-service".into();
+        Object::TrafficRoute(route)
+    }
+
+    fn policy_key(o: &Object) -> ObjectKey {
+        match o {
+            Object::SidecarPolicy(p) => ObjectKey::new(
+                p.metadata.namespace.as_deref().unwrap_or_default(),
+                p.metadata.name.as_deref().unwrap_or_default(),
+            ),
+            _ => unreachable!("a policy"),
+        }
+    }
 }
