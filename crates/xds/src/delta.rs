@@ -170,6 +170,21 @@ impl DeltaStream {
         true
     }
 
+    /// About the most bytes [`Self::respond`] sends for `snapshot`: the whole set of each
+    /// type whose set or subscription changed since it was last answered, nothing for the
+    /// others. What a stream reserves of the response budget before building.
+    pub fn answer_bytes(&self, snapshot: &Snapshot) -> usize {
+        self.types
+            .iter()
+            .filter(|(t, s)| {
+                s.wanted
+                    .as_ref()
+                    .is_none_or(|(from, _)| *from != snapshot.resources(t))
+            })
+            .map(|(t, _)| snapshot.response_bytes(t))
+            .sum()
+    }
+
     pub fn status(&self) -> Vec<(&'static str, TypeStatus)> {
         self.types
             .iter()
@@ -341,10 +356,32 @@ mod tests {
         let snap = mesh_v1();
         let mut s = DeltaStream::default();
         for (t, names) in [(CLUSTER, &[][..]), (ENDPOINT, &["a", "b"][..])] {
-            let out = s.on_request(&subscribe(t, names), &snap);
+            assert!(s.take_request(&subscribe(t, names), &snap));
+            let estimate = s.answer_bytes(&snap);
+            let out = s.respond(&snap);
             let sent: usize = out.iter().map(prost::Message::encoded_len).sum();
-            assert!(sent > 0 && sent <= snap.response_bytes(Some(t)), "{t}");
+            assert!(sent > 0 && sent <= estimate, "{t}");
+            assert!(s.on_request(&ack(&out[0]), &snap).is_empty());
         }
+        // A new snapshot: room for the types that changed, not for the whole snapshot.
+        let mut s = connected(&snap);
+        let next = snapshot(&[
+            (CLUSTER, "a", "1"),
+            (CLUSTER, "b", "1"),
+            (ENDPOINT, "a", "2"),
+            (ENDPOINT, "b", "1"),
+            (LISTENER, "l", "1"),
+            (ROUTE, "r", "1"),
+        ]);
+        let estimate = s.answer_bytes(&next);
+        let sent: usize = s
+            .respond(&next)
+            .iter()
+            .map(prost::Message::encoded_len)
+            .sum();
+        assert!(sent > 0 && sent <= estimate);
+        assert_eq!(estimate, next.response_bytes(ENDPOINT));
+        assert_eq!(s.answer_bytes(&next), 0, "answered");
     }
 
     #[test]

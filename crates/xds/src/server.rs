@@ -29,7 +29,7 @@ use crate::{
     delta::DeltaStream,
     grpc::{self, Requests},
     proxy::ProxyId,
-    snapshot::{Snapshot, served_type},
+    snapshot::Snapshot,
     sotw::SotwStream,
     status::{Mode, StatusRegistry, TypeStatus},
 };
@@ -134,10 +134,10 @@ trait Machine: Default + Send + 'static {
     type Req: prost::Message + Default + Send + 'static;
     type Resp: prost::Message + Send + 'static;
     const MODE: Mode;
-    fn type_url(req: &Self::Req) -> &str;
     fn node(req: &Self::Req) -> Option<&envoy_types::pb::envoy::config::core::v3::Node>;
     fn take_request(&mut self, req: &Self::Req, snapshot: &Snapshot) -> bool;
     fn respond(&mut self, snapshot: &Snapshot) -> Vec<Self::Resp>;
+    fn answer_bytes(&self, snapshot: &Snapshot) -> usize;
     fn status(&self) -> Vec<(&'static str, TypeStatus)>;
     fn describe(resp: &Self::Resp) -> (&str, usize, &str);
 }
@@ -146,9 +146,6 @@ impl Machine for SotwStream {
     type Req = DiscoveryRequest;
     type Resp = DiscoveryResponse;
     const MODE: Mode = Mode::StateOfTheWorld;
-    fn type_url(req: &DiscoveryRequest) -> &str {
-        &req.type_url
-    }
     fn node(req: &DiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
         req.node.as_ref()
     }
@@ -157,6 +154,9 @@ impl Machine for SotwStream {
     }
     fn respond(&mut self, s: &Snapshot) -> Vec<DiscoveryResponse> {
         SotwStream::respond(self, s)
+    }
+    fn answer_bytes(&self, s: &Snapshot) -> usize {
+        SotwStream::answer_bytes(self, s)
     }
     fn status(&self) -> Vec<(&'static str, TypeStatus)> {
         SotwStream::status(self)
@@ -170,9 +170,6 @@ impl Machine for DeltaStream {
     type Req = DeltaDiscoveryRequest;
     type Resp = DeltaDiscoveryResponse;
     const MODE: Mode = Mode::Incremental;
-    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
-        &req.type_url
-    }
     fn node(
         req: &DeltaDiscoveryRequest,
     ) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
@@ -183,6 +180,9 @@ impl Machine for DeltaStream {
     }
     fn respond(&mut self, s: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
         DeltaStream::respond(self, s)
+    }
+    fn answer_bytes(&self, s: &Snapshot) -> usize {
+        DeltaStream::answer_bytes(self, s)
     }
     fn status(&self) -> Vec<(&'static str, TypeStatus)> {
         DeltaStream::status(self)
@@ -264,24 +264,16 @@ impl AdsServer {
             };
             // A request is taken in before waiting for room to answer it: thousands of
             // streams waiting hold their state, not requests that may name every cluster.
-            let (answer, of_type) = match work {
+            let answer = match work {
                 Some(req) => {
                     let current = snapshots.borrow().clone();
-                    let of_type = served_type(M::type_url(&req));
-                    (machine.take_request(&req, &current), of_type)
+                    machine.take_request(&req, &current)
                 }
-                None => (true, None),
+                None => true,
             };
             let closed = answer
                 && !self
-                    .answer(
-                        &mut machine,
-                        of_type,
-                        &mut snapshots,
-                        &mut shutdown,
-                        &tx,
-                        &ledger,
-                    )
+                    .answer(&mut machine, &mut snapshots, &mut shutdown, &tx, &ledger)
                     .await;
             let status = machine.status();
             for (type_url, s) in &status {
@@ -310,14 +302,14 @@ impl AdsServer {
     async fn answer<M: Machine>(
         &self,
         machine: &mut M,
-        of_type: Option<&str>,
         snapshots: &mut watch::Receiver<Arc<Snapshot>>,
         shutdown: &mut watch::Receiver<bool>,
         tx: &mpsc::Sender<Result<Bytes, Status>>,
         ledger: &Arc<Ledger>,
     ) -> bool {
-        // Room for what this request or snapshot may produce, taken before building it.
-        let estimate = snapshots.borrow().response_bytes(of_type);
+        // Room for what this request or snapshot may produce, taken before building it:
+        // the sets of the types that changed, not the whole snapshot.
+        let estimate = machine.answer_bytes(&snapshots.borrow());
         let Some(mut reservation) = self.reserve(estimate, shutdown, tx, ledger).await else {
             return false;
         };

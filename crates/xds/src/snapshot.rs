@@ -518,16 +518,12 @@ impl Snapshot {
         self.types.values().map(Resources::len).sum()
     }
 
-    /// About the most bytes the responses of one type (or of every type) take, built or
-    /// encoded, in either protocol flavour: each resource with its name and version, and
-    /// room for each response's own fields.
-    pub fn response_bytes(&self, type_url: Option<&str>) -> usize {
+    /// About the most bytes a response of one type takes, built or encoded, in either
+    /// protocol flavour: each resource with its name and version, and room for the
+    /// response's own fields.
+    pub fn response_bytes(&self, type_url: &str) -> usize {
         const PER_RESPONSE: usize = 1024;
-        self.types
-            .iter()
-            .filter(|(t, _)| type_url.is_none_or(|wanted| wanted == **t))
-            .map(|(_, set)| PER_RESPONSE + set.response_bytes())
-            .sum()
+        PER_RESPONSE + self.types.get(type_url).map_or(0, Resources::response_bytes)
     }
 
     pub fn is_empty(&self) -> bool {
