@@ -33,10 +33,10 @@ use crate::grpc;
 /// only one that stopped reading meets it.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// 256 MiB: at most a few hundred large configs on their way at once, a fraction of what
-/// 10,000 connected proxies hold anyway, and enough that a sync of modest configs never
-/// waits for it.
-pub const DEFAULT_RESPONSE_BUDGET: usize = 256 * 1024 * 1024;
+/// 64 MiB: tens of the largest configs on their way at once, which keeps the network
+/// busy, while the peak of a mass initial sync stays near what the connected proxies hold
+/// anyway (BENCHMARKS.md §3: 256 MiB took the unscoped 10,000-proxy mesh over 1 GiB).
+pub const DEFAULT_RESPONSE_BUDGET: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct ResponseBudget {

@@ -58,7 +58,7 @@ pub struct AdsServer {
 }
 
 impl AdsServer {
-    /// A server whose streams hold at most [`crate::DEFAULT_RESPONSE_BUDGET`] (256 MiB) of
+    /// A server whose streams hold at most [`crate::DEFAULT_RESPONSE_BUDGET`] (64 MiB) of
     /// responses not yet written, all streams together; see [`AdsServer::response_budget`].
     pub fn new(
         cache: Arc<SnapshotCache>,
@@ -192,6 +192,26 @@ impl Machine for DeltaStream {
     }
 }
 
+/// One ADS stream's state and ends, so its steps share them.
+struct Stream<M: Machine> {
+    machine: M,
+    incoming: Requests<M::Req>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: watch::Receiver<bool>,
+    tx: mpsc::Sender<Result<Bytes, Status>>,
+    ledger: Arc<Ledger>,
+    /// A request taken in or a snapshot published that is not answered yet.
+    owed: bool,
+}
+
+impl<M: Machine> Stream<M> {
+    /// Takes a request in at once: the stream then holds its state, not the request.
+    fn take(&mut self, request: &M::Req) {
+        let current = self.snapshots.borrow().clone();
+        self.owed |= self.machine.take_request(request, &current);
+    }
+}
+
 impl AdsServer {
     /// Reads the first request for the node, then serves the stream on its own task.
     async fn open<M: Machine>(&self, request: Request<Body>) -> Result<Response<Body>, Status> {
@@ -223,65 +243,58 @@ impl AdsServer {
         self,
         proxy: ProxyId,
         first: M::Req,
-        mut incoming: Requests<M::Req>,
+        incoming: Requests<M::Req>,
         tx: mpsc::Sender<Result<Bytes, Status>>,
     ) {
         let stream = self.status.connected(&proxy, M::MODE);
         info!("proxy connected");
-        let mut snapshots = self.cache.subscribe(&proxy);
-        let mut shutdown = self.shutdown.clone();
-        let mut machine = M::default();
-        let mut pending = Some(first);
-        let ledger = Arc::new(Ledger::default());
+        let mut s = Stream {
+            machine: M::default(),
+            incoming,
+            snapshots: self.cache.subscribe(&proxy),
+            shutdown: self.shutdown.clone(),
+            tx,
+            ledger: Arc::new(Ledger::default()),
+            owed: false,
+        };
+        s.take(&first);
+        drop(first);
         loop {
-            let work = if let Some(req) = pending.take() {
-                Some(req)
-            } else {
-                tokio::select! {
-                    _ = shutdown.wait_for(|stop| *stop) => break,
-                    () = ledger.stalled(self.write_timeout) => {
-                        self.stalled(&ledger, &tx);
+            if !s.owed {
+                let request = tokio::select! {
+                    _ = s.shutdown.wait_for(|stop| *stop) => break,
+                    () = s.ledger.stalled(self.write_timeout) => {
+                        self.stalled(&s.ledger, &s.tx);
                         break;
                     }
-                    msg = incoming.message() => match msg {
-                        Ok(Some(req)) => {
-                            pending = Some(req);
-                            continue;
-                        }
+                    msg = s.incoming.message() => match msg {
+                        Ok(Some(req)) => Some(req),
                         Ok(None) => break,
                         Err(e) => {
                             debug!(error = %e, "stream ended");
                             break;
                         }
                     },
-                    changed = snapshots.changed() => {
+                    changed = s.snapshots.changed() => {
                         if changed.is_err() {
                             break;
                         }
                         None
                     }
+                };
+                match request {
+                    Some(req) => s.take(&req),
+                    None => s.owed = true,
                 }
-            };
-            // A request is taken in before waiting for room to answer it: thousands of
-            // streams waiting hold their state, not requests that may name every cluster.
-            let answer = match work {
-                Some(req) => {
-                    let current = snapshots.borrow().clone();
-                    machine.take_request(&req, &current)
-                }
-                None => true,
-            };
-            let closed = answer
-                && !self
-                    .answer(&mut machine, &mut snapshots, &mut shutdown, &tx, &ledger)
-                    .await;
-            let status = machine.status();
-            for (type_url, s) in &status {
+            }
+            let closed = s.owed && !self.answer(&mut s).await;
+            let status = s.machine.status();
+            for (type_url, st) in &status {
                 let before = self
                     .status
                     .get(&proxy)
                     .and_then(|p| p.types.get(type_url).cloned());
-                if let Some(n) = &s.nack
+                if let Some(n) = &st.nack
                     && before.and_then(|b| b.nack).as_ref() != Some(n)
                 {
                     warn!(type_url, version = %n.version, message = %n.message, "proxy rejected config");
@@ -299,29 +312,36 @@ impl AdsServer {
     /// Builds and queues what the proxy should get now: room in the budget first, then from
     /// the newest snapshot (those published while it waited coalesce). False when the stream
     /// is to end.
-    async fn answer<M: Machine>(
-        &self,
-        machine: &mut M,
-        snapshots: &mut watch::Receiver<Arc<Snapshot>>,
-        shutdown: &mut watch::Receiver<bool>,
-        tx: &mpsc::Sender<Result<Bytes, Status>>,
-        ledger: &Arc<Ledger>,
-    ) -> bool {
-        // Room for what this request or snapshot may produce, taken before building it:
-        // the sets of the types that changed, not the whole snapshot.
-        let estimate = machine.answer_bytes(&snapshots.borrow());
-        let Some(mut reservation) = self.reserve(estimate, shutdown, tx, ledger).await else {
-            return false;
+    async fn answer<M: Machine>(&self, s: &mut Stream<M>) -> bool {
+        // Room for what this answer may hold, taken before building it: the sets of the
+        // types that changed, not the whole snapshot. Requests taken in while waiting may
+        // ask for more, so the room is checked again before building; built responses wait
+        // for nothing.
+        let mut room: Option<Reservation> = None;
+        let mut reservation = loop {
+            let estimate = s.machine.answer_bytes(&s.snapshots.borrow());
+            match room.take() {
+                Some(r) if r.covers(&self.budget, estimate) => break r,
+                held => {
+                    drop(held);
+                    match self.reserve(estimate, s).await {
+                        Some(r) => room = Some(r),
+                        None => return false,
+                    }
+                }
+            }
         };
-        let snapshot = snapshots.borrow_and_update().clone();
-        let responses = machine.respond(&snapshot);
+        // This answer covers whatever was taken in while waiting.
+        s.owed = false;
+        let snapshot = s.snapshots.borrow_and_update().clone();
+        let responses = s.machine.respond(&snapshot);
         let built = responses
             .iter()
             .map(|r| grpc::PREFIX + r.encoded_len())
             .sum();
         if !reservation.covers(&self.budget, built) {
             drop(reservation);
-            reservation = match self.reserve(built, shutdown, tx, ledger).await {
+            reservation = match self.reserve(built, s).await {
                 Some(r) => r,
                 None => return false,
             };
@@ -333,16 +353,16 @@ impl AdsServer {
             .map(|r| {
                 let (type_url, count, version) = M::describe(&r);
                 debug!(type_url, count, version, "sending");
-                reservation.frame(&r, ledger)
+                reservation.frame(&r, &s.ledger)
             })
             .collect();
         drop(reservation);
         for framed in frames {
             let failed = framed.is_err();
             let sent = tokio::select! {
-                sent = tx.send(framed) => sent.is_ok(),
-                () = ledger.stalled(self.write_timeout) => {
-                    self.stalled(ledger, tx);
+                sent = s.tx.send(framed) => sent.is_ok(),
+                () = s.ledger.stalled(self.write_timeout) => {
+                    self.stalled(&s.ledger, &s.tx);
                     false
                 }
             };
@@ -354,24 +374,33 @@ impl AdsServer {
     }
 
     /// `bytes` of the budget, or `None` when the server stops, the proxy goes, or it stalls
-    /// first.
-    async fn reserve(
-        &self,
-        bytes: usize,
-        shutdown: &mut watch::Receiver<bool>,
-        tx: &mpsc::Sender<Result<Bytes, Status>>,
-        ledger: &Ledger,
-    ) -> Option<Reservation> {
-        tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => None,
-            _ = tx.closed() => None,
-            () = ledger.stalled(self.write_timeout) => {
-                self.stalled(ledger, tx);
-                None
-            }
-            reserved = self.budget.reserve(bytes) => reserved
-                .inspect_err(|e| debug!(error = %e, "no response budget"))
-                .ok(),
+    /// first. Requests that arrive meanwhile are taken in: a request left unread would sit
+    /// in the connection's buffers, and thousands of streams waiting for room would hold
+    /// thousands of requests, each of which may name every cluster.
+    async fn reserve<M: Machine>(&self, bytes: usize, s: &mut Stream<M>) -> Option<Reservation> {
+        let reserve = self.budget.reserve(bytes);
+        tokio::pin!(reserve);
+        loop {
+            let request = tokio::select! {
+                _ = s.shutdown.wait_for(|stop| *stop) => return None,
+                _ = s.tx.closed() => return None,
+                () = s.ledger.stalled(self.write_timeout) => {
+                    self.stalled(&s.ledger, &s.tx);
+                    return None;
+                }
+                msg = s.incoming.message() => match msg {
+                    Ok(Some(req)) => req,
+                    Ok(None) => return None,
+                    Err(e) => {
+                        debug!(error = %e, "stream ended");
+                        return None;
+                    }
+                },
+                reserved = &mut reserve => return reserved
+                    .inspect_err(|e| debug!(error = %e, "no response budget"))
+                    .ok(),
+            };
+            s.take(&request);
         }
     }
 

@@ -523,7 +523,11 @@ impl Snapshot {
     /// response's own fields.
     pub fn response_bytes(&self, type_url: &str) -> usize {
         const PER_RESPONSE: usize = 1024;
-        PER_RESPONSE + self.types.get(type_url).map_or(0, Resources::response_bytes)
+        PER_RESPONSE
+            + self
+                .types
+                .get(type_url)
+                .map_or(0, Resources::response_bytes)
     }
 
     pub fn is_empty(&self) -> bool {
