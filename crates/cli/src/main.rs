@@ -11,6 +11,12 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, whose background threads hand memory freed after a burst (a mass initial sync
+/// of thousands of proxies) back to the system within seconds; glibc's allocator kept
+/// hundreds of MiB of it resident (BENCHMARKS.md §3).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "remora",

@@ -29,9 +29,9 @@ use crate::{driver::RunArgs, fleet::Mode};
 
 /// Counts the bytes the process has allocated and not freed, so the server can report its
 /// heap beside its RSS: what is resident but not allocated is the allocator's overhead and
-/// the freed memory it keeps.
+/// the freed memory it keeps. The allocator is the `remora` binary's, jemalloc.
 #[global_allocator]
-static HEAP: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
+static HEAP: Cap<tikv_jemallocator::Jemalloc> = Cap::new(tikv_jemallocator::Jemalloc, usize::MAX);
 
 /// Heap bytes allocated and not yet freed, in KiB.
 pub fn heap_kib() -> u64 {

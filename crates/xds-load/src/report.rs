@@ -191,6 +191,15 @@ impl Report {
             "",
         );
         row(
+            "server RSS at the end, every proxy still connected (after the changes)",
+            format!(
+                "{} ({} per proxy)",
+                mib(self.end.memory.rss_kib),
+                kib_per(self.end.memory.rss_kib, n)
+            ),
+            if n >= 10_000 { "< 1 GiB" } else { "" },
+        );
+        row(
             "server peak RSS (VmHWM, whole run)",
             mib(self.end.memory.peak_kib),
             "",
