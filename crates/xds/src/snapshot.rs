@@ -533,6 +533,20 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// About the most bytes the responses of some types take, counting a type only when
+    /// this snapshot's set of it differs from the one it was last answered from (`None`:
+    /// not answered since its subscription changed).
+    pub fn changed_bytes<'a>(
+        &self,
+        answered: impl IntoIterator<Item = (&'static str, Option<&'a Resources>)>,
+    ) -> usize {
+        answered
+            .into_iter()
+            .filter(|(t, from)| from.is_none_or(|from| *from != self.resources(t)))
+            .map(|(t, _)| self.response_bytes(t))
+            .sum()
+    }
 }
 
 /// The version of a set of resources (each name once), computed from scratch: a hash of

@@ -160,15 +160,11 @@ impl SotwStream {
     /// type whose set or subscription changed since it was last answered, nothing for the
     /// others. What a stream reserves of the response budget before building.
     pub fn answer_bytes(&self, snapshot: &Snapshot) -> usize {
-        self.types
-            .iter()
-            .filter(|(t, s)| {
-                s.wanted
-                    .as_ref()
-                    .is_none_or(|(from, _)| *from != snapshot.resources(t))
-            })
-            .map(|(t, _)| snapshot.response_bytes(t))
-            .sum()
+        snapshot.changed_bytes(
+            self.types
+                .iter()
+                .map(|(t, s)| (t, s.wanted.as_ref().map(|(from, _)| from))),
+        )
     }
 
     /// The status of every type the proxy asked for.
