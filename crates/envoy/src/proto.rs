@@ -19,7 +19,11 @@ use crate::EnvoyResource;
 
 /// Encodes a resource once and derives its `Any` and version from the same bytes.
 pub(crate) fn packed<M: Message>(name: &str, type_url: &'static str, msg: &M) -> EnvoyResource {
-    let value = msg.encode_to_vec();
+    packed_bytes(name, type_url, msg.encode_to_vec())
+}
+
+/// A resource already encoded, with its `Any` and version.
+pub(crate) fn packed_bytes(name: &str, type_url: &'static str, value: Vec<u8>) -> EnvoyResource {
     EnvoyResource {
         name: name.to_owned(),
         type_url,

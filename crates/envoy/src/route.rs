@@ -1,5 +1,7 @@
 //! Route configurations: virtual hosts per Service port, one Envoy route per match.
 
+use std::collections::HashMap;
+
 use envoy_types::pb::envoy::{
     config::{
         core::v3::{
@@ -26,6 +28,7 @@ use envoy_types::pb::envoy::{
         RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
     },
 };
+use prost::{Message, encoding};
 use remora_model::config::{
     self, Fault, Forward, HeaderChanges, PathMatch, PathRewrite, Redirect, RouteMatch, StringMatch,
     Target, ValueMatch,
@@ -39,14 +42,70 @@ pub(crate) fn route_configuration(rc: &config::RouteConfig) -> RouteConfiguratio
         virtual_hosts: rc
             .virtual_hosts
             .iter()
-            .map(|vh| pb::VirtualHost {
-                name: vh.value.name.to_string(),
-                domains: vh.value.domains.clone(),
-                routes: vh.value.routes.iter().flat_map(routes).collect(),
-                ..Default::default()
-            })
+            .map(|vh| virtual_host(&vh.value))
             .collect(),
         ..Default::default()
+    }
+}
+
+fn virtual_host(vh: &config::VirtualHost) -> pb::VirtualHost {
+    pb::VirtualHost {
+        name: vh.name.to_string(),
+        domains: vh.domains.clone(),
+        routes: vh.routes.iter().flat_map(routes).collect(),
+        ..Default::default()
+    }
+}
+
+/// Virtual hosts encoded once each, by content. A route config holds a host for every
+/// Service on its port (a thousand in a large mesh), and a change to one Service's routes
+/// leaves the others as they were: the next encoding of the config costs the changed host
+/// and a concatenation, not a thousand translations.
+#[derive(Debug, Default)]
+pub struct VirtualHostCache {
+    /// By content hash: the encoded host and the sweep it was last used in.
+    encoded: HashMap<u64, (Vec<u8>, u64)>,
+    sweep: u64,
+}
+
+impl VirtualHostCache {
+    /// The encoding of `rc`, the same bytes as encoding [`route_configuration`]'s message:
+    /// a `RouteConfiguration` with only its name and virtual hosts set is the name field
+    /// followed by one length-delimited field per host.
+    pub(crate) fn route_configuration(&mut self, rc: &config::RouteConfig) -> Vec<u8> {
+        const NAME: u32 = 1;
+        const VIRTUAL_HOSTS: u32 = 2;
+        let sweep = self.sweep;
+        let mut out = Vec::new();
+        if !rc.name.is_empty() {
+            encoding::string::encode(NAME, &rc.name.to_string(), &mut out);
+        }
+        for vh in rc.virtual_hosts.iter() {
+            let (bytes, used) = self
+                .encoded
+                .entry(vh.hash)
+                .or_insert_with(|| (virtual_host(&vh.value).encode_to_vec(), sweep));
+            *used = sweep;
+            encoding::encode_key(VIRTUAL_HOSTS, encoding::WireType::LengthDelimited, &mut out);
+            encoding::encode_varint(bytes.len() as u64, &mut out);
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    /// Drops the hosts no route config was encoded with since the last sweep.
+    pub fn sweep(&mut self) {
+        let last = self.sweep;
+        self.encoded.retain(|_, (_, used)| *used >= last);
+        self.sweep += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.encoded.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.encoded.is_empty()
     }
 }
 

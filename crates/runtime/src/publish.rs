@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use remora_envoy::{Options, translate, unresolved_cluster};
+use remora_envoy::{Options, VirtualHostCache, translate_with, unresolved_cluster};
 use remora_model::{
     Changes, Mesh,
     config::{ProxyConfig, Resource, ResourceType, RouteAction, Target},
@@ -53,6 +53,9 @@ pub struct Publisher {
     translated: HashMap<TranslationKey, Arc<remora_xds::Resource>>,
     /// Size of `translated` after the last pruning, to prune only when it has doubled.
     pruned_at: usize,
+    /// A route config differs between namespaces and changes with any of its Services'
+    /// routes; its virtual hosts are encoded once each.
+    hosts: VirtualHostCache,
     classes: HashMap<ClassId, Class>,
     unresolved: Arc<remora_xds::Resource>,
 }
@@ -73,6 +76,7 @@ impl Publisher {
             bind_outbound: Box::new(bind_outbound),
             translated: HashMap::new(),
             pruned_at: 0,
+            hosts: VirtualHostCache::default(),
             classes: HashMap::new(),
             unresolved: Arc::new(xds_resource(unresolved_cluster())),
         }
@@ -280,7 +284,11 @@ impl Publisher {
                         bind_outbound_to: key.2,
                         ..self.base.clone()
                     };
-                    let t = Arc::new(xds_resource(translate(resource, &options)));
+                    let t = Arc::new(xds_resource(translate_with(
+                        resource,
+                        &options,
+                        &mut self.hosts,
+                    )));
                     self.translated.insert(key, t.clone());
                     t
                 }
@@ -299,6 +307,7 @@ impl Publisher {
         if self.translated.len() > 2 * self.pruned_at.max(1024) {
             self.translated.retain(|_, r| Arc::strong_count(r) > 1);
             self.pruned_at = self.translated.len();
+            self.hosts.sweep();
         }
     }
 }
