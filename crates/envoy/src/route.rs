@@ -76,16 +76,33 @@ impl VirtualHostCache {
         const NAME: u32 = 1;
         const VIRTUAL_HOSTS: u32 = 2;
         let sweep = self.sweep;
-        let mut out = Vec::new();
-        if !rc.name.is_empty() {
-            encoding::string::encode(NAME, &rc.name.to_string(), &mut out);
-        }
+        let name = rc.name.to_string();
+        // Sized exactly first: the bytes are kept as the resource's for as long as proxies
+        // hold it, and a vector grown by doubling would keep up to as much again unused.
+        let mut len = if name.is_empty() {
+            0
+        } else {
+            encoding::string::encoded_len(NAME, &name)
+        };
         for vh in rc.virtual_hosts.iter() {
             let (bytes, used) = self
                 .encoded
                 .entry(vh.hash)
                 .or_insert_with(|| (virtual_host(&vh.value).encode_to_vec(), sweep));
             *used = sweep;
+            len += encoding::key_len(VIRTUAL_HOSTS)
+                + encoding::encoded_len_varint(bytes.len() as u64)
+                + bytes.len();
+        }
+        let mut out = Vec::with_capacity(len);
+        if !name.is_empty() {
+            encoding::string::encode(NAME, &name, &mut out);
+        }
+        for vh in rc.virtual_hosts.iter() {
+            let (bytes, _) = self
+                .encoded
+                .get(&vh.hash)
+                .expect("every host was encoded in the first pass");
             encoding::encode_key(VIRTUAL_HOSTS, encoding::WireType::LengthDelimited, &mut out);
             encoding::encode_varint(bytes.len() as u64, &mut out);
             out.extend_from_slice(bytes);
