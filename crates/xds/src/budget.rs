@@ -33,10 +33,11 @@ use crate::grpc;
 /// only one that stopped reading meets it.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// 64 MiB: tens of the largest configs on their way at once, which keeps the network
-/// busy, while the peak of a mass initial sync stays near what the connected proxies hold
-/// anyway (BENCHMARKS.md §3: 256 MiB took the unscoped 10,000-proxy mesh over 1 GiB).
-pub const DEFAULT_RESPONSE_BUDGET: usize = 64 * 1024 * 1024;
+/// 32 MiB: some tens of the largest responses (a whole unscoped endpoints set is 1.7 MB) on
+/// their way at once, which keeps the network busy, while the peak of a mass initial sync
+/// stays near what the connected proxies hold anyway (BENCHMARKS.md §3: 256 MiB took the
+/// unscoped 10,000-proxy mesh over 1 GiB, 64 MiB to its edge).
+pub const DEFAULT_RESPONSE_BUDGET: usize = 32 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct ResponseBudget {

@@ -58,7 +58,7 @@ pub struct AdsServer {
 }
 
 impl AdsServer {
-    /// A server whose streams hold at most [`crate::DEFAULT_RESPONSE_BUDGET`] (64 MiB) of
+    /// A server whose streams hold at most [`crate::DEFAULT_RESPONSE_BUDGET`] (32 MiB) of
     /// responses not yet written, all streams together; see [`AdsServer::response_budget`].
     pub fn new(
         cache: Arc<SnapshotCache>,
