@@ -199,9 +199,8 @@ impl DeltaStream {
     }
 
     /// Sends, per type, what is new or changed and what is gone: after a new snapshot, or a
-    /// request taken in. As in state-of-the-world
-    /// mode, clusters and endpoints are removed only once the proxy ACKed routes that no
-    /// longer use them.
+    /// request taken in. As in state-of-the-world mode, clusters and endpoints are removed
+    /// only once the proxy ACKed routes that no longer use them.
     pub fn respond(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
         for (type_url, state) in self.types.iter_mut() {
             state.refresh(snapshot.resources(type_url));
@@ -241,7 +240,7 @@ impl DeltaStream {
                 let removed: Vec<String> = if keep_gone {
                     Vec::new()
                 } else {
-                    diff.gone.iter().map(|n| (*n).clone()).collect()
+                    diff.gone.iter().map(|(n, _)| (*n).clone()).collect()
                 };
                 (resources, removed)
             };

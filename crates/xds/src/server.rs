@@ -204,6 +204,17 @@ struct Stream<M: Machine> {
     owed: bool,
 }
 
+/// The proxy's next request, or `None` once it closed its side or the stream broke.
+/// Cancel-safe, as [`Requests::message`] is.
+async fn next_request<R: prost::Message + Default>(incoming: &mut Requests<R>) -> Option<R> {
+    incoming
+        .message()
+        .await
+        .inspect_err(|e| debug!(error = %e, "stream ended"))
+        .ok()
+        .flatten()
+}
+
 impl<M: Machine> Stream<M> {
     /// Takes a request in at once: the stream then holds its state, not the request.
     fn take(&mut self, request: &M::Req) {
@@ -267,13 +278,9 @@ impl AdsServer {
                         self.stalled(&s.ledger, &s.tx);
                         break;
                     }
-                    msg = s.incoming.message() => match msg {
-                        Ok(Some(req)) => Some(req),
-                        Ok(None) => break,
-                        Err(e) => {
-                            debug!(error = %e, "stream ended");
-                            break;
-                        }
+                    req = next_request(&mut s.incoming) => match req {
+                        Some(req) => Some(req),
+                        None => break,
                     },
                     changed = s.snapshots.changed() => {
                         if changed.is_err() {
@@ -314,23 +321,24 @@ impl AdsServer {
     /// is to end.
     async fn answer<M: Machine>(&self, s: &mut Stream<M>) -> bool {
         // Room for what this answer may hold, taken before building it: the sets of the
-        // types that changed, not the whole snapshot. Requests taken in while waiting may
-        // ask for more, so the room is checked again before building; built responses wait
-        // for nothing.
-        let mut room: Option<Reservation> = None;
-        let mut reservation = loop {
-            let estimate = s.machine.answer_bytes(&s.snapshots.borrow());
-            match room.take() {
-                Some(r) if r.covers(&self.budget, estimate) => break r,
-                held => {
-                    drop(held);
-                    match self.reserve(estimate, s).await {
-                        Some(r) => room = Some(r),
-                        None => return false,
-                    }
-                }
-            }
+        // types that changed, not the whole snapshot.
+        let estimate = s.machine.answer_bytes(&s.snapshots.borrow());
+        let Some(mut reservation) = self.reserve(estimate, s).await else {
+            return false;
         };
+        // Requests taken in while waiting may owe more: the room is checked again before
+        // building, so built responses wait only when the estimate fell short.
+        loop {
+            let owed = s.machine.answer_bytes(&s.snapshots.borrow());
+            if reservation.covers(&self.budget, owed) {
+                break;
+            }
+            drop(reservation);
+            let Some(larger) = self.reserve(owed, s).await else {
+                return false;
+            };
+            reservation = larger;
+        }
         // This answer covers whatever was taken in while waiting.
         s.owed = false;
         let snapshot = s.snapshots.borrow_and_update().clone();
@@ -388,14 +396,7 @@ impl AdsServer {
                     self.stalled(&s.ledger, &s.tx);
                     return None;
                 }
-                msg = s.incoming.message() => match msg {
-                    Ok(Some(req)) => req,
-                    Ok(None) => return None,
-                    Err(e) => {
-                        debug!(error = %e, "stream ended");
-                        return None;
-                    }
-                },
+                req = next_request(&mut s.incoming) => req?,
                 reserved = &mut reserve => return reserved
                     .inspect_err(|e| debug!(error = %e, "no response budget"))
                     .ok(),

@@ -366,7 +366,7 @@ impl Resources {
         let mut record = |(name, new, old): Change<'a>| match (new, old) {
             (Some(new), Some(old)) if same_resource(new, old) => {}
             (Some(new), _) => diff.updated.push((name, new)),
-            (None, Some(_)) => diff.gone.push(name),
+            (None, Some(old)) => diff.gone.push((name, old)),
             (None, None) => {}
         };
         match self.shared.changed_since(&older.shared) {
@@ -404,7 +404,7 @@ impl Resources {
             .diff(older)
             .gone
             .into_iter()
-            .filter_map(|name| Some((name.clone(), older.get(name)?.clone())))
+            .map(|(name, r)| (name.clone(), r.clone()))
             .collect();
         if lacking.is_empty() {
             return self;
@@ -428,7 +428,8 @@ impl Resources {
         }
     }
 
-    /// The version of the whole set (see [`set_version`]).
+    /// The version of the whole set: a hash of the sum of one hash per resource, of its
+    /// name and version.
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -446,14 +447,8 @@ impl PartialEq for Resources {
 pub struct Diff<'a> {
     /// Entries new or at another version, in name order.
     pub updated: Vec<Entry<'a>>,
-    /// Names gone, in name order.
-    pub gone: Vec<&'a String>,
-}
-
-impl Diff<'_> {
-    pub fn is_empty(&self) -> bool {
-        self.updated.is_empty() && self.gone.is_empty()
-    }
+    /// Entries gone (as the older set holds them), in name order.
+    pub gone: Vec<Entry<'a>>,
 }
 
 /// The two layers of a [`Resources`] merged in name order, the proxy's own entry winning.
@@ -549,21 +544,20 @@ impl Snapshot {
     }
 }
 
-/// The version of a set of resources (each name once), computed from scratch: a hash of
-/// their names and versions, so the same set gets the same version on any replica and after
-/// any restart, in whatever order the entries come and however layers split them.
-pub fn set_version<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let (len, sum) = entries
-        .into_iter()
-        .fold((0, 0u128), |(len, sum), (name, version)| {
-            (len + 1, sum.wrapping_add(entry_hash(name, version)))
-        });
-    version_of(len, sum)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The version a set of these entries (each name once) gets, computed from scratch, in
+    /// whatever order they come: what the digests kept by layers must agree with.
+    fn set_version<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+        let (len, sum) = entries
+            .into_iter()
+            .fold((0, 0u128), |(len, sum), (name, version)| {
+                (len + 1, sum.wrapping_add(entry_hash(name, version)))
+            });
+        version_of(len, sum)
+    }
 
     /// A resource whose body is just its name and version, enough for protocol tests.
     pub fn res(name: &str, version: &str) -> Arc<Resource> {
@@ -750,7 +744,7 @@ pub(crate) mod tests {
                 .iter()
                 .map(|(n, r)| format!("{n}@{}", r.version))
                 .collect(),
-            diff.gone.iter().map(|n| (*n).clone()).collect(),
+            diff.gone.iter().map(|(n, _)| (*n).clone()).collect(),
         )
     }
 

@@ -190,9 +190,9 @@ impl SotwStream {
     }
 
     /// Sends, after a new snapshot or a request taken in, every type whose wanted set differs
-    /// from what the proxy was last sent: the whole
-    /// set of listeners or clusters, the routes or endpoints that differ. A response with
-    /// none (a route config no longer wanted) still moves the version the proxy ACKs.
+    /// from what the proxy was last sent: the whole set of listeners or clusters, the routes
+    /// or endpoints that differ. A response with none (a route config no longer wanted)
+    /// still moves the version the proxy ACKs.
     ///
     /// A cluster (and its endpoints) that left the snapshot is kept until the proxy has ACKed
     /// the listeners and routes of that snapshot: until then its old routes may still send
