@@ -221,7 +221,8 @@ impl Publisher {
         // The cluster for unresolved targets follows the route configs: a clusters layer
         // not rebuilt is patched when that changes.
         let unresolved = if routes { unresolved } else { next.unresolved };
-        if !clusters && unresolved != next.unresolved {
+        let patch = !clusters && unresolved != next.unresolved;
+        if patch {
             let mut map = next
                 .layers
                 .get(snapshot::CLUSTER)
@@ -230,7 +231,7 @@ impl Publisher {
             map.remove(&self.unresolved.name);
             fresh.insert(snapshot::CLUSTER, map);
         }
-        if (clusters || unresolved != next.unresolved) && unresolved {
+        if unresolved && (clusters || patch) {
             fresh
                 .entry(snapshot::CLUSTER)
                 .or_default()

@@ -116,6 +116,9 @@ impl Report {
             let _ = writeln!(s, "| {label} | {value} | {target} |");
         };
         let r = &self.ready;
+        // The resident memory of the connected fleet, which the target bounds at 10,000.
+        let held = |kib: u64| format!("{} ({} per proxy)", mib(kib), kib_per(kib, n));
+        let held_target = if n >= 10_000 { "< 1 GiB" } else { "" };
         row(
             "server start: mesh build / publish_all (one thread)",
             format!("{} / {}", secs(r.build), secs(r.publish)),
@@ -143,12 +146,8 @@ impl Report {
         );
         row(
             "server RSS, all proxies connected and synced",
-            format!(
-                "{} ({} per proxy)",
-                mib(self.synced.memory.rss_kib),
-                kib_per(self.synced.memory.rss_kib, n)
-            ),
-            if n >= 10_000 { "< 1 GiB" } else { "" },
+            held(self.synced.memory.rss_kib),
+            held_target,
         );
         row(
             "server RSS added by the connected proxies, per proxy",
@@ -192,12 +191,8 @@ impl Report {
         );
         row(
             "server RSS at the end, every proxy still connected (after the changes)",
-            format!(
-                "{} ({} per proxy)",
-                mib(self.end.memory.rss_kib),
-                kib_per(self.end.memory.rss_kib, n)
-            ),
-            if n >= 10_000 { "< 1 GiB" } else { "" },
+            held(self.end.memory.rss_kib),
+            held_target,
         );
         row(
             "server peak RSS (VmHWM, whole run)",
