@@ -26,6 +26,7 @@ use remora_api::{
 };
 use remora_controller::Controller;
 use remora_rollout::RESTART_ANNOTATION;
+use remora_runtime::Debounce;
 use serde_json::json;
 use support::{cluster, eventually, injection, kubelet};
 
@@ -88,7 +89,14 @@ impl Scene {
     }
 
     async fn controller(&self) -> Controller {
-        let config = injection::controller_config(&self.ns, &self.webhook_name, self.port);
+        let mut config = injection::controller_config(&self.ns, &self.webhook_name, self.port);
+        // The model applies events a debounce after the pod watch saw them, here longer than
+        // a status pass, as on a busy controller: rollouts must not depend on the two
+        // agreeing (a new pod's readiness once got lost between them).
+        config.debounce = Debounce {
+            window: Duration::from_millis(1500),
+            max_delay: Duration::from_secs(3),
+        };
         let controller = remora_controller::start(self.client.clone(), config)
             .await
             .expect("the controller starts");

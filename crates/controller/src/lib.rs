@@ -26,6 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt as _;
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, StatefulSet},
     core::v1::{Endpoints, Namespace, Pod, Service},
@@ -214,18 +215,18 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         flag("Service"),
     )));
     let pods = proxy_pods.clone();
+    let mut facts = pods::FactsTracker::default();
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), wc())
+        .default_backoff()
+        .inspect(move |item| {
+            if let Ok(event) = item {
+                facts.observe(&mut pods.write().unwrap_or_else(|e| e.into_inner()), event);
+            }
+        });
     tasks.push(tokio::spawn(watches::run(
         "Pod",
-        watcher(Api::<Pod>::all(client.clone()), wc()).default_backoff(),
-        move |p: &Pod| {
-            let object = convert::pod(p)?;
-            let mut known = pods.write().unwrap_or_else(|e| e.into_inner());
-            match pods::pod_facts(p) {
-                Some(facts) => known.insert(object.key(), facts),
-                None => known.remove(&object.key()),
-            };
-            Ok(vec![object])
-        },
+        pod_events,
+        |p: &Pod| convert::pod(p).map(|o| vec![o]),
         tx.clone(),
         flag("Pod"),
     )));
@@ -458,7 +459,6 @@ where
     );
     let ready = store.clone();
     let task = tokio::spawn(async move {
-        use futures::StreamExt as _;
         let mark = async {
             if ready.wait_until_ready().await.is_ok() {
                 listed.store(true, Ordering::Release);

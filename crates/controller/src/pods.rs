@@ -2,9 +2,13 @@
 //! version and revision it runs, the workload that owns it, and whether it is Ready and since
 //! when.
 
+use std::collections::{HashMap, HashSet};
+
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{ResourceExt, runtime::watcher::Event as WatchEvent};
 use remora_inject::{REVISION_ANNOTATION, VERSION_ANNOTATION};
 use remora_inputs::proxy_container;
+use remora_model::input::ObjectKey;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodFacts {
@@ -48,6 +52,47 @@ pub fn pod_facts(pod: &Pod) -> Option<PodFacts> {
         ready_since: ready_since(pod),
         terminating: pod.metadata.deletion_timestamp.is_some(),
     })
+}
+
+/// Keeps the facts of every pod in step with the pod watch itself: replaced on each apply,
+/// dropped on delete, and after a re-list only the listed pods kept. The model cannot be
+/// the judge of which pods exist: it applies a pod's events a debounce later, so facts
+/// pruned against it could lose a pod that had just become Ready, and with no further
+/// event for that pod its workload's health gate would wait for it until it timed out.
+#[derive(Debug, Default)]
+pub struct FactsTracker {
+    /// Pods seen since the current re-list began.
+    relisted: Option<HashSet<ObjectKey>>,
+}
+
+impl FactsTracker {
+    pub fn observe(&mut self, known: &mut HashMap<ObjectKey, PodFacts>, event: &WatchEvent<Pod>) {
+        let key = |p: &Pod| ObjectKey::new(p.namespace().unwrap_or_default(), p.name_any());
+        let mut apply = |p: &Pod| match pod_facts(p) {
+            Some(facts) => known.insert(key(p), facts),
+            None => known.remove(&key(p)),
+        };
+        match event {
+            WatchEvent::Init => self.relisted = Some(HashSet::new()),
+            WatchEvent::InitApply(p) => {
+                apply(p);
+                if let Some(relisted) = &mut self.relisted {
+                    relisted.insert(key(p));
+                }
+            }
+            WatchEvent::Apply(p) => {
+                apply(p);
+            }
+            WatchEvent::Delete(p) => {
+                known.remove(&key(p));
+            }
+            WatchEvent::InitDone => {
+                if let Some(relisted) = self.relisted.take() {
+                    known.retain(|k, _| relisted.contains(k));
+                }
+            }
+        }
+    }
 }
 
 /// `Kind/name` of the pod's controlling workload (see [`PodFacts::workload`]).
@@ -165,6 +210,62 @@ mod tests {
         assert_eq!(facts.workload.as_deref(), Some("StatefulSet/db"));
         assert_eq!(facts.ready_since, None);
         assert!(facts.terminating);
+    }
+
+    fn deployment_pod(name: &str, ready: bool) -> Pod {
+        pod(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "labels": {"pod-template-hash": "7d9f"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web-7d9f", "uid": "u", "controller": true}]},
+            "spec": {"containers": [{"name": "web"},
+                {"name": "remora-proxy", "image": "remora/proxy:2.0.0"}]},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                "lastTransitionTime": "2026-11-29T05:00:00Z"}]}
+        }))
+    }
+
+    #[test]
+    fn facts_follow_the_pod_watch_through_applies_deletes_and_relists() {
+        let mut tracker = FactsTracker::default();
+        let mut known = HashMap::new();
+        let key = |name: &str| ObjectKey::new("shop", name);
+        let ready = |known: &HashMap<ObjectKey, PodFacts>, name: &str| {
+            known.get(&key(name)).map(|f| f.ready_since.is_some())
+        };
+        for e in [
+            WatchEvent::Init,
+            WatchEvent::InitApply(deployment_pod("a", true)),
+            WatchEvent::InitApply(deployment_pod("b", true)),
+            WatchEvent::InitDone,
+            WatchEvent::Apply(deployment_pod("c", false)),
+            WatchEvent::Apply(deployment_pod("c", true)),
+            WatchEvent::Delete(deployment_pod("a", true)),
+        ] {
+            tracker.observe(&mut known, &e);
+        }
+        assert_eq!(ready(&known, "a"), None, "deleted");
+        assert_eq!(ready(&known, "b"), Some(true));
+        assert_eq!(ready(&known, "c"), Some(true), "the latest apply wins");
+
+        // b vanished while the watch was down; c came back changed.
+        for e in [
+            WatchEvent::Init,
+            WatchEvent::InitApply(deployment_pod("c", false)),
+            WatchEvent::InitDone,
+        ] {
+            tracker.observe(&mut known, &e);
+        }
+        assert_eq!(ready(&known, "b"), None, "gone in the re-list");
+        assert_eq!(ready(&known, "c"), Some(false));
+        assert_eq!(known.len(), 1);
+
+        // A pod that loses what made it worth keeping is dropped.
+        let plain = pod(
+            serde_json::json!({"metadata": {"name": "c", "namespace": "shop"},
+            "spec": {"containers": [{"name": "web"}]}}),
+        );
+        tracker.observe(&mut known, &WatchEvent::Apply(plain));
+        assert!(known.is_empty());
     }
 
     #[test]

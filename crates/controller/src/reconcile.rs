@@ -270,16 +270,6 @@ impl Reconciler {
         self.metrics
             .observe_reconcile(kind, result.is_ok(), started.elapsed());
     }
-
-    /// Drops the facts of pods the model no longer has (the pod watch adds and replaces
-    /// them; deletions show up here).
-    fn prune_pods(&self) {
-        let mesh = self.mesh.lock();
-        self.proxy_pods
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| mesh.has_pod(k));
-    }
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
@@ -308,7 +298,6 @@ pub async fn run(
         if !leader || !ready.published.load(Ordering::Acquire) {
             continue;
         }
-        reconciler.prune_pods();
         let before = writer.writes();
         reconciler.routes(&writer).await;
         reconciler.policies(&writer).await;
