@@ -275,27 +275,11 @@ impl DeltaStream {
 }
 
 #[cfg(test)]
-impl DeltaStream {
-    /// A request taken in and answered at once.
-    pub(crate) fn on_request(
-        &mut self,
-        request: &DeltaDiscoveryRequest,
-        snapshot: &Snapshot,
-    ) -> Vec<DeltaDiscoveryResponse> {
-        if self.take_request(request, snapshot) {
-            self.respond(snapshot)
-        } else {
-            Vec::new()
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use envoy_types::pb::google::rpc::Status;
 
     use super::*;
-    use crate::{snapshot::tests::snapshot, status::SyncState};
+    use crate::{server::Machine as _, snapshot::tests::snapshot, status::SyncState};
 
     fn subscribe(type_url: &str, names: &[&str]) -> DeltaDiscoveryRequest {
         DeltaDiscoveryRequest {

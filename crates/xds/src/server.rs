@@ -130,7 +130,7 @@ impl Service<Request<Body>> for AdsService {
 }
 
 /// One protocol flavour's state machine, so both share the stream loop.
-trait Machine: Default + Send + 'static {
+pub(crate) trait Machine: Default + Send + 'static {
     type Req: prost::Message + Default + Send + 'static;
     type Resp: prost::Message + Send + 'static;
     const MODE: Mode;
@@ -140,6 +140,16 @@ trait Machine: Default + Send + 'static {
     fn answer_bytes(&self, snapshot: &Snapshot) -> usize;
     fn status(&self) -> Vec<(&'static str, TypeStatus)>;
     fn describe(resp: &Self::Resp) -> (&str, usize, &str);
+
+    /// A request taken in and answered at once, as the state machines' tests drive them.
+    #[cfg(test)]
+    fn on_request(&mut self, req: &Self::Req, snapshot: &Snapshot) -> Vec<Self::Resp> {
+        if self.take_request(req, snapshot) {
+            self.respond(snapshot)
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 impl Machine for SotwStream {

@@ -266,27 +266,11 @@ impl SotwStream {
 }
 
 #[cfg(test)]
-impl SotwStream {
-    /// A request taken in and answered at once.
-    pub(crate) fn on_request(
-        &mut self,
-        request: &DiscoveryRequest,
-        snapshot: &Snapshot,
-    ) -> Vec<DiscoveryResponse> {
-        if self.take_request(request, snapshot) {
-            self.respond(snapshot)
-        } else {
-            Vec::new()
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use envoy_types::pb::google::rpc::Status;
 
     use super::*;
-    use crate::{snapshot::tests::snapshot, status::SyncState};
+    use crate::{server::Machine as _, snapshot::tests::snapshot, status::SyncState};
 
     fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
         DiscoveryRequest {
