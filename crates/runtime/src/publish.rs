@@ -377,10 +377,8 @@ mod tests {
 
             let pod = objects
                 .iter()
-                .find_map(|o| match o {
-                    Object::Pod(p) => Some(p.clone()),
-                    _ => None,
-                })
+                .find(|o| matches!(o, Object::Pod(_)))
+                .cloned()
                 .expect("a pod");
             let policy = objects
                 .iter()
@@ -388,6 +386,11 @@ mod tests {
                 .cloned()
                 .expect("a policy");
             let shared = synthetic.service_key(0).expect("a shared Service");
+            let service = objects
+                .iter()
+                .find(|o| matches!(o, Object::Service(_)) && o.key() == shared)
+                .cloned()
+                .expect("the Service");
             let steps: Vec<Vec<Event>> = vec![
                 vec![Event::Upsert(synthetic.route_change(3))],
                 vec![Event::Upsert(synthetic.endpoint_change(2))],
@@ -396,16 +399,16 @@ mod tests {
                     Event::Upsert(synthetic.endpoint_slice(2)),
                 ],
                 // Routes whose backend is gone point to the cluster for unresolved targets.
-                vec![Event::Delete(Kind::Service, shared.clone())],
-                vec![Event::Upsert(objects.iter().find(|o| matches!(o, Object::Service(s) if s.name == shared.name && s.namespace == shared.namespace)).cloned().expect("the Service"))],
-                vec![Event::Delete(Kind::Pod, ObjectKey::new(&pod.namespace, &pod.name))],
-                vec![Event::Upsert(Object::Pod(pod.clone()))],
+                vec![Event::Delete(Kind::Service, shared)],
+                vec![Event::Upsert(service)],
+                vec![Event::Delete(Kind::Pod, pod.key())],
+                vec![Event::Upsert(pod)],
                 // A route edited to a backend that does not exist: the route configs change,
                 // the clusters do not, and the cluster for unresolved targets appears.
                 vec![Event::Upsert(to_missing_backend(synthetic.route(5)))],
                 vec![Event::Upsert(synthetic.route(5))],
-                vec![Event::Delete(Kind::SidecarPolicy, policy_key(&policy))],
-                vec![Event::Upsert(policy.clone())],
+                vec![Event::Delete(Kind::SidecarPolicy, policy.key())],
+                vec![Event::Upsert(policy)],
             ];
             let mut saw_unresolved = false;
             for (i, step) in steps.into_iter().enumerate() {
@@ -444,15 +447,5 @@ mod tests {
         rule.backend_refs.truncate(1);
         rule.backend_refs[0].name = "no-such-service".into();
         Object::TrafficRoute(route)
-    }
-
-    fn policy_key(o: &Object) -> ObjectKey {
-        match o {
-            Object::SidecarPolicy(p) => ObjectKey::new(
-                p.metadata.namespace.as_deref().unwrap_or_default(),
-                p.metadata.name.as_deref().unwrap_or_default(),
-            ),
-            _ => unreachable!("a policy"),
-        }
     }
 }
