@@ -275,22 +275,17 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:02}")).collect()
 }
 
-/// What every test here starts from: `n` Deployments named `prefix-NN` of `replicas` pods
-/// each, a stub kubelet with `ready`, a running controller, and the policy `fleet` with
-/// `rollout`, every pod Ready with the sidecar at `OLD`.
-struct Fleet {
-    controller: Controller,
-    all: Vec<String>,
-    _kubelet: kubelet::Kubelet,
-}
-
 impl Scene {
+    /// What every test here starts from: `n` Deployments named `prefix-NN` of `replicas`
+    /// pods each, a stub kubelet with `ready`, a running controller, and the policy `fleet`
+    /// with `rollout`, every pod Ready with the sidecar at `OLD`. Returns the controller, the
+    /// Deployments' names and the kubelet (which stops when dropped).
     async fn fleet(
         &self,
         ready: kubelet::Readiness,
         rollout: serde_json::Value,
         (prefix, n, replicas): (&str, usize, i32),
-    ) -> Fleet {
+    ) -> (Controller, Vec<String>, kubelet::Kubelet) {
         let kubelet = kubelet::start(&self.client, &self.ns, ready);
         let controller = self.controller().await;
         self.create_policy(rollout).await;
@@ -298,11 +293,21 @@ impl Scene {
         self.create_deployments(&all, replicas).await;
         self.settled(&all, usize::try_from(replicas).expect("replicas"), OLD, 120)
             .await;
-        Fleet {
-            controller,
-            all,
-            _kubelet: kubelet,
-        }
+        (controller, all, kubelet)
+    }
+
+    /// Waits until the policy's rollout is Complete at `version`; its status.
+    async fn completed(&self, version: &str, secs: u64) -> RolloutStatus {
+        eventually(
+            secs,
+            &format!("the rollout Complete at {version}"),
+            async || {
+                self.rollout()
+                    .await
+                    .filter(|r| r.phase == RolloutPhase::Complete && r.target_version == version)
+            },
+        )
+        .await
     }
 }
 
@@ -317,11 +322,7 @@ async fn a_version_change_rolls_in_waves_each_after_the_previous_gate() {
     let Some(scene) = Scene::new("rollout-waves").await else {
         return;
     };
-    let Fleet {
-        controller,
-        all,
-        _kubelet,
-    } = scene
+    let (controller, all, _kubelet) = scene
         .fleet(
             every_pod_ready(),
             json!({
@@ -332,11 +333,7 @@ async fn a_version_change_rolls_in_waves_each_after_the_previous_gate() {
             ("web", 10, 1),
         )
         .await;
-    eventually(30, "no rollout under way", async || {
-        let r = scene.rollout().await?;
-        (r.phase == RolloutPhase::Complete && r.target_version == OLD).then_some(())
-    })
-    .await;
+    scene.completed(OLD, 30).await;
     for d in &all {
         assert_eq!(
             scene.stamp(d).await,
@@ -448,11 +445,7 @@ async fn a_canary_that_never_gets_ready_is_rolled_back_alone() {
         !(p.labels().get("app").map(String::as_str) == Some("api-00")
             && p.annotations().get(VERSION_ANNOTATION).map(String::as_str) == Some(NEW))
     });
-    let Fleet {
-        controller,
-        all,
-        _kubelet,
-    } = scene
+    let (controller, all, _kubelet) = scene
         .fleet(
             withhold,
             json!({
@@ -522,11 +515,7 @@ async fn pause_resume_and_a_controller_restart_mid_rollout() {
     let Some(scene) = Scene::new("rollout-pause").await else {
         return;
     };
-    let Fleet {
-        controller,
-        all,
-        _kubelet,
-    } = scene
+    let (controller, all, _kubelet) = scene
         .fleet(
             every_pod_ready(),
             json!({
@@ -571,11 +560,7 @@ async fn pause_resume_and_a_controller_restart_mid_rollout() {
     })
     .await;
     assert_eq!(resumed.revision, mid.revision, "the same rollout resumed");
-    eventually(120, "the rollout completes", async || {
-        let r = scene.rollout().await?;
-        (r.phase == RolloutPhase::Complete && r.target_version == NEW).then_some(())
-    })
-    .await;
+    scene.completed(NEW, 120).await;
     scene.settled(&all, 1, NEW, 60).await;
     let canary_after = scene.deployments().get(&all[0]).await.expect("get");
     assert_eq!(
@@ -601,11 +586,7 @@ async fn evict_mode_honours_the_pod_disruption_budget_and_leaves_the_deployment_
     let Some(scene) = Scene::new("rollout-evict").await else {
         return;
     };
-    let Fleet {
-        controller,
-        all,
-        _kubelet,
-    } = scene
+    let (controller, all, _kubelet) = scene
         .fleet(
             every_pod_ready(),
             json!({
@@ -652,11 +633,7 @@ async fn evict_mode_honours_the_pod_disruption_budget_and_leaves_the_deployment_
     .await
     .expect("relax the budget");
     scene.settled(&all, 2, NEW, 120).await;
-    eventually(30, "the rollout completes", async || {
-        let r = scene.rollout().await?;
-        (r.phase == RolloutPhase::Complete && r.target_version == NEW).then_some(())
-    })
-    .await;
+    scene.completed(NEW, 30).await;
     let after = scene.deployments().get(&all[0]).await.expect("get");
     assert_eq!(after.metadata.generation, deployment.metadata.generation);
     assert_eq!(scene.stamp(&all[0]).await, None);
@@ -691,11 +668,7 @@ async fn a_resources_only_change_rolls_too() {
     let Some(scene) = Scene::new("rollout-resources").await else {
         return;
     };
-    let Fleet {
-        controller,
-        all,
-        _kubelet,
-    } = scene
+    let (controller, all, _kubelet) = scene
         .fleet(
             every_pod_ready(),
             json!({
@@ -706,11 +679,7 @@ async fn a_resources_only_change_rolls_too() {
             ("store", 1, 2),
         )
         .await;
-    let old = eventually(30, "no rollout under way", async || {
-        let r = scene.rollout().await?;
-        (r.phase == RolloutPhase::Complete && r.target_version == OLD).then_some(r.revision)
-    })
-    .await;
+    let old = scene.completed(OLD, 30).await.revision;
     // (name, version, revision) of each live pod.
     let annotated = async || -> Vec<(String, Option<String>, Option<String>)> {
         let pods = scene

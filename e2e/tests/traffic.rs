@@ -310,16 +310,10 @@ async fn rejected_config_keeps_the_previous_one(s: u8, delta: bool) {
     let counts = tally(sc.entry, "reviews", "/", &[], 100).await;
     assert_eq!(counts.get("v1"), Some(&100), "{counts:?}");
     // The rejected version is not pushed again and again.
-    let sent = status
-        .get(&proxy)
-        .and_then(|s| s.types.get(ROUTE).map(|t| t.resources_sent));
+    let sent = sc.cp.resources_sent(&proxy, ROUTE);
+    assert!(sent > 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        status
-            .get(&proxy)
-            .and_then(|s| s.types.get(ROUTE).map(|t| t.resources_sent)),
-        sent
-    );
+    assert_eq!(sc.cp.resources_sent(&proxy, ROUTE), sent);
 
     // A fix goes through and clears the NACK.
     sc.change_route(&split(0, 100)).await;
@@ -427,14 +421,7 @@ async fn a_change_to_one_service_leaves_the_others(s: u8, delta: bool) {
     })
     .await;
     sc.cp.synced(&sc.proxy).await;
-    let sent = |type_url: &str| {
-        sc.cp
-            .running()
-            .status
-            .get(&sc.proxy)
-            .and_then(|p| p.types.get(type_url).map(|t| t.resources_sent))
-            .unwrap_or_default()
-    };
+    let sent = |type_url: &str| sc.cp.resources_sent(&sc.proxy, type_url);
 
     // One route config changes: only it is sent, and ratings keeps its own.
     let routes_before = sent(ROUTE);

@@ -118,6 +118,16 @@ impl ControlPlane {
         self.running.as_ref().expect("running")
     }
 
+    /// How many resources of `type_url` the running control plane has sent `proxy` on its
+    /// current stream.
+    pub fn resources_sent(&self, proxy: &ProxyId, type_url: &str) -> u64 {
+        self.running()
+            .status
+            .get(proxy)
+            .and_then(|p| p.types.get(type_url).map(|t| t.resources_sent))
+            .unwrap_or_default()
+    }
+
     /// Waits until the proxy has ACKed the latest config of every type it asked for.
     pub async fn synced(&self, proxy: &ProxyId) {
         let status = self.running().status.clone();
