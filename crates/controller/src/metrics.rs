@@ -155,9 +155,11 @@ impl Metrics {
     }
 
     pub fn observe_reconcile(&self, kind: &'static str, ok: bool, took: Duration) {
-        let outcome = if ok { "ok" } else { "error" };
         self.reconciles
-            .get_or_create(&OutcomeLabels { kind, outcome })
+            .get_or_create(&OutcomeLabels {
+                kind,
+                outcome: outcome(ok),
+            })
             .inc();
         self.reconcile_seconds
             .get_or_create(&KindLabel { kind })
@@ -165,9 +167,11 @@ impl Metrics {
     }
 
     pub fn observe_rollout_action(&self, action: &'static str, ok: bool) {
-        let outcome = if ok { "ok" } else { "error" };
         self.rollout_actions
-            .get_or_create(&ActionLabels { action, outcome })
+            .get_or_create(&ActionLabels {
+                action,
+                outcome: outcome(ok),
+            })
             .inc();
     }
 
@@ -191,6 +195,11 @@ impl Metrics {
             .get_or_create(&InjectionLabels { result, reason })
             .inc();
     }
+}
+
+/// The `outcome` label.
+fn outcome(ok: bool) -> &'static str {
+    if ok { "ok" } else { "error" }
 }
 
 #[cfg(test)]

@@ -15,11 +15,11 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 use remora_api::{
-    SidecarPolicy, TrafficRoute,
+    SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, TrafficRoute,
     sidecar_policy::{RolloutPhase, RolloutStatus},
 };
 use remora_model::input::ObjectKey;
-use remora_rollout::ProxyHealth;
+use remora_rollout::{ProxyHealth, Step, Workload};
 use remora_runtime::{SharedMesh, publish::proxy_id};
 use remora_status::{
     PolicyFacts, ProxyTally, RouteFacts, StatusWriter, policy_status, route_status,
@@ -49,39 +49,34 @@ pub struct Reconciler {
     pub metrics: Arc<Metrics>,
 }
 
-/// Whether a proxy runs the config published for it now: connected, and every type it
-/// asked for ACKed at the version of its current snapshot. `Err` carries a NACK message.
-fn proxy_in_sync(
-    cache: &SnapshotCache,
-    xds: &StatusRegistry,
-    proxy: &ObjectKey,
-) -> Result<bool, String> {
+/// How a proxy stands: `Acked` when it runs the config published for it now (every type
+/// it asked for ACKed at the version of its current snapshot), `Nacked` with Envoy's message
+/// when it rejected what was last sent.
+fn proxy_health(cache: &SnapshotCache, xds: &StatusRegistry, proxy: &ObjectKey) -> ProxyHealth {
     let id = proxy_id(proxy);
-    let (Some(status), Some(snapshot)) = (xds.get(&id), cache.get(&id)) else {
-        return Ok(false);
+    // Connected to another replica, or not yet at all: a rollout's health gate goes by the
+    // pod's readiness (which the proxy's own readiness probe gates).
+    let Some(status) = xds.get(&id) else {
+        return ProxyHealth::Unknown;
+    };
+    let Some(snapshot) = cache.get(&id) else {
+        return ProxyHealth::Pending;
     };
     if let Some(nack) = status.types.values().find_map(|t| {
         t.nack
             .as_ref()
             .filter(|n| Some(&n.version) == t.sent.as_ref())
     }) {
-        return Err(nack.message.clone());
+        return ProxyHealth::Nacked(nack.message.clone());
     }
-    Ok(status
+    let acked = status
         .types
         .iter()
-        .all(|(type_url, t)| t.acked.as_deref() == Some(snapshot.resources(type_url).version())))
-}
-
-/// How a pod's proxy stands for a rollout's health gate.
-fn proxy_health(cache: &SnapshotCache, xds: &StatusRegistry, proxy: &ObjectKey) -> ProxyHealth {
-    match proxy_in_sync(cache, xds, proxy) {
-        Err(message) => ProxyHealth::Nacked(message),
-        Ok(true) => ProxyHealth::Acked,
-        Ok(false) if xds.get(&proxy_id(proxy)).is_some() => ProxyHealth::Pending,
-        // Connected to another replica, or not yet at all: the pod's readiness (which the
-        // proxy's own readiness probe gates) is what the gate goes by.
-        Ok(false) => ProxyHealth::Unknown,
+        .all(|(type_url, t)| t.acked.as_deref() == Some(snapshot.resources(type_url).version()));
+    if acked {
+        ProxyHealth::Acked
+    } else {
+        ProxyHealth::Pending
     }
 }
 
@@ -93,10 +88,10 @@ fn tally<'a>(
     let mut t = ProxyTally::default();
     for p in proxies {
         t.affected += 1;
-        match proxy_in_sync(cache, xds, p) {
-            Ok(true) => t.acked += 1,
-            Ok(false) => {}
-            Err(message) => {
+        match proxy_health(cache, xds, p) {
+            ProxyHealth::Acked => t.acked += 1,
+            ProxyHealth::Pending | ProxyHealth::Unknown => {}
+            ProxyHealth::Nacked(message) => {
                 t.nacked += 1;
                 t.first_nack.get_or_insert((p.to_string(), message));
             }
@@ -148,84 +143,94 @@ impl Reconciler {
             let key = ObjectKey::new(policy.namespace().unwrap_or_default(), policy.name_any());
             let workloads = governed.remove(&key).unwrap_or_default();
             let previous = writer.policy_status_now(&policy);
-            let (desired, step) = {
-                let mesh = self.mesh.lock();
-                if !mesh.has_policy(&key) {
-                    continue;
-                }
-                let governed: Vec<ObjectKey> = mesh
-                    .proxies()
-                    .filter(|p| mesh.proxy_policy(p) == Some(&key))
-                    .cloned()
-                    .collect();
-                let pods = self.proxy_pods.read().unwrap_or_else(|e| e.into_inner());
-                let mut versions: BTreeMap<String, i32> = BTreeMap::new();
-                for p in &governed {
-                    if let Some(pod) = pods.get(p) {
-                        let version = pod.sidecar.clone().unwrap_or_else(|| "unknown".into());
-                        *versions.entry(version).or_default() += 1;
-                    }
-                }
-                let stored = previous.as_ref().and_then(|s| s.rollout.as_ref());
-                // A policy that never had a valid spec injects nothing, so has nothing to
-                // roll: it keeps what it had.
-                let step = mesh.policy_spec(&key).map(|spec| {
-                    remora_rollout::step(&remora_rollout::Input {
-                        policy: &key.to_string(),
-                        spec,
-                        previous: stored,
-                        workloads: &workloads,
-                        now: now.clone(),
-                    })
-                });
-                if let Some(step) = &step {
-                    debug!(
-                        policy = %key,
-                        workloads = workloads.len(),
-                        pods = workloads.iter().map(|w| w.pods.len()).sum::<usize>(),
-                        actions = step.actions.len(),
-                        phase = ?step.status.phase,
-                        "rollout stepped"
-                    );
-                }
-                let rollout = match &step {
-                    Some(step) => step.status.clone(),
-                    None => stored.cloned().unwrap_or_else(|| RolloutStatus {
-                        phase: RolloutPhase::Complete,
-                        target_version: policy.spec.proxy.version.clone(),
-                        ..Default::default()
-                    }),
-                };
-                let facts = PolicyFacts {
-                    generation: mesh.policy_generation(&key),
-                    validation: mesh.policy_validation(&key).unwrap_or_default(),
-                    matched_proxies: governed.len() as i32,
-                    matched_workloads: workloads.len() as i32,
-                    versions,
-                    proxies: tally(&self.cache, &self.xds, &governed),
-                    rollout,
-                };
-                (policy_status(&facts, previous.as_ref(), now.clone()), step)
+            let Some((desired, step)) =
+                self.policy_status(&policy, &key, &workloads, previous.as_ref(), &now)
+            else {
+                continue;
             };
             let result = writer.policy(&policy, desired).await;
             if let (Ok(written), Some(step)) = (&result, step) {
-                if *written && !step.actions.is_empty() {
-                    self.store_caught_up(&policy).await;
-                }
-                self.executor.act(&key, &step.actions, &self.metrics).await;
-                if *written {
-                    for note in &step.events {
-                        self.metrics
-                            .rollout_transitions
-                            .get_or_create(&ReasonLabel {
-                                reason: note.reason,
-                            })
-                            .inc();
-                    }
-                    self.executor.announce(&policy, &step.events).await;
-                }
+                self.carry_out(&policy, &key, *written, &step).await;
             }
             self.record("SidecarPolicy", &key, result, started);
+        }
+    }
+
+    /// The status `policy` should have, with its rollout stepped from `previous`; `None`
+    /// when the model does not hold the policy.
+    fn policy_status(
+        &self,
+        policy: &SidecarPolicy,
+        key: &ObjectKey,
+        workloads: &[Workload],
+        previous: Option<&SidecarPolicyStatus>,
+        now: &Time,
+    ) -> Option<(SidecarPolicyStatus, Option<Step>)> {
+        let mesh = self.mesh.lock();
+        if !mesh.has_policy(key) {
+            return None;
+        }
+        let governed: Vec<ObjectKey> = mesh
+            .proxies()
+            .filter(|p| mesh.proxy_policy(p) == Some(key))
+            .cloned()
+            .collect();
+        let stored = previous.and_then(|s| s.rollout.as_ref());
+        // A policy that never had a valid spec injects nothing, so has nothing to roll: it
+        // keeps what it had.
+        let step = mesh
+            .policy_spec(key)
+            .map(|spec| step_rollout(key, spec, stored, workloads, now));
+        let rollout = match &step {
+            Some(step) => step.status.clone(),
+            None => stored.cloned().unwrap_or_else(|| RolloutStatus {
+                phase: RolloutPhase::Complete,
+                target_version: policy.spec.proxy.version.clone(),
+                ..Default::default()
+            }),
+        };
+        let facts = PolicyFacts {
+            generation: mesh.policy_generation(key),
+            validation: mesh.policy_validation(key).unwrap_or_default(),
+            matched_proxies: governed.len() as i32,
+            matched_workloads: workloads.len() as i32,
+            versions: self.versions(&governed),
+            proxies: tally(&self.cache, &self.xds, &governed),
+            rollout,
+        };
+        Some((policy_status(&facts, previous, now.clone()), step))
+    }
+
+    /// How many of `proxies` run each sidecar version (`unknown` for a pod without one).
+    fn versions(&self, proxies: &[ObjectKey]) -> BTreeMap<String, i32> {
+        let pods = self.proxy_pods.read().unwrap_or_else(|e| e.into_inner());
+        let mut versions: BTreeMap<String, i32> = BTreeMap::new();
+        for p in proxies {
+            if let Some(pod) = pods.get(p) {
+                let version = pod.sidecar.clone().unwrap_or_else(|| "unknown".into());
+                *versions.entry(version).or_default() += 1;
+            }
+        }
+        versions
+    }
+
+    /// Once the step's status stands (`written` now, or unchanged): its actions, and its
+    /// Events only when this pass wrote the status that says the same.
+    async fn carry_out(&self, policy: &SidecarPolicy, key: &ObjectKey, written: bool, step: &Step) {
+        if written && !step.actions.is_empty() {
+            self.store_caught_up(policy).await;
+        }
+        self.executor.act(key, &step.actions, &self.metrics).await;
+        if written {
+            for note in &step.events {
+                self.metrics
+                    .rollout_transitions
+                    .get_or_create(&ReasonLabel {
+                        reason: note.reason,
+                    })
+                    .inc();
+            }
+            self.executor.announce(policy, &step.events).await;
         }
     }
 
@@ -270,6 +275,31 @@ impl Reconciler {
         self.metrics
             .observe_reconcile(kind, result.is_ok(), started.elapsed());
     }
+}
+
+fn step_rollout(
+    key: &ObjectKey,
+    spec: &SidecarPolicySpec,
+    stored: Option<&RolloutStatus>,
+    workloads: &[Workload],
+    now: &Time,
+) -> Step {
+    let step = remora_rollout::step(&remora_rollout::Input {
+        policy: &key.to_string(),
+        spec,
+        previous: stored,
+        workloads,
+        now: now.clone(),
+    });
+    debug!(
+        policy = %key,
+        workloads = workloads.len(),
+        pods = workloads.iter().map(|w| w.pods.len()).sum::<usize>(),
+        actions = step.actions.len(),
+        phase = ?step.status.phase,
+        "rollout stepped"
+    );
+    step
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {

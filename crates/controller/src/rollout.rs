@@ -490,26 +490,19 @@ mod tests {
 
     #[test]
     fn eviction_speaks_the_servers_version() {
-        let info = |minor: &str| Info {
-            major: "1".into(),
-            minor: minor.into(),
-            ..Info::default()
-        };
-        assert_eq!(
-            EvictionVersion::for_server(&info("20")),
-            EvictionVersion::V1beta1
-        );
-        assert_eq!(
-            EvictionVersion::for_server(&info("21+")),
-            EvictionVersion::V1beta1
-        );
-        assert_eq!(
-            EvictionVersion::for_server(&info("22")),
-            EvictionVersion::V1
-        );
-        assert_eq!(
-            EvictionVersion::for_server(&info("37")),
-            EvictionVersion::V1
-        );
+        let cases = [
+            ("20", EvictionVersion::V1beta1),
+            ("21+", EvictionVersion::V1beta1),
+            ("22", EvictionVersion::V1),
+            ("37", EvictionVersion::V1),
+        ];
+        for (minor, want) in cases {
+            let info = Info {
+                major: "1".into(),
+                minor: minor.into(),
+                ..Info::default()
+            };
+            assert_eq!(EvictionVersion::for_server(&info), want, "minor {minor}");
+        }
     }
 }

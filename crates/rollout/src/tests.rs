@@ -1,9 +1,22 @@
-use k8s_openapi::jiff::Timestamp;
+use std::collections::BTreeSet;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use proptest::prelude::*;
-use remora_api::sidecar_policy::RolloutPhase::{Complete, Failed, Paused, Progressing, RolledBack};
+use remora_api::{
+    SidecarPolicySpec,
+    sidecar_policy::{
+        FailureAction,
+        RolloutPhase::{Complete, Failed, Paused, Progressing, RolledBack},
+        RolloutStatus,
+    },
+};
 use serde_json::json;
 
 use super::*;
+use crate::{
+    health::{self, Health, Wanted},
+    step::{gate_durations, wave_targets},
+};
 
 fn at(secs: i64) -> Time {
     Time(Timestamp::from_second(1_800_000_000 + secs).expect("in range"))

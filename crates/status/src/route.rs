@@ -176,6 +176,15 @@ mod tests {
         find(&s.conditions, type_).expect("the condition is set")
     }
 
+    /// The `ResolvedRefs` condition of a route with `problems`.
+    fn refs_condition(problems: &[Problem]) -> Condition {
+        let facts = RouteFacts {
+            problems,
+            ..Default::default()
+        };
+        get(&status(&facts), conditions::RESOLVED_REFS).clone()
+    }
+
     #[test]
     fn a_valid_resolved_programmed_route() {
         let facts = RouteFacts {
@@ -260,11 +269,7 @@ mod tests {
     #[test]
     fn unresolved_references_name_the_worst_reason_and_list_every_problem() {
         let problems = [missing("ratings"), empty_subset()];
-        let facts = RouteFacts {
-            problems: &problems,
-            ..Default::default()
-        };
-        let r = get(&status(&facts), conditions::RESOLVED_REFS).clone();
+        let r = refs_condition(&problems);
         assert_eq!(
             (r.status.as_str(), r.reason.as_str()),
             ("False", "BackendNotFound")
@@ -283,15 +288,7 @@ mod tests {
             )
         );
 
-        let only_subset = [empty_subset()];
-        let facts = RouteFacts {
-            problems: &only_subset,
-            ..Default::default()
-        };
-        assert_eq!(
-            get(&status(&facts), conditions::RESOLVED_REFS).reason,
-            "SubsetEmpty"
-        );
+        assert_eq!(refs_condition(&[empty_subset()]).reason, "SubsetEmpty");
 
         let conflicted = [
             missing("ratings"),
@@ -301,14 +298,7 @@ mod tests {
                 winner: ObjectKey::new("demo", "older"),
             },
         ];
-        let facts = RouteFacts {
-            problems: &conflicted,
-            ..Default::default()
-        };
-        assert_eq!(
-            get(&status(&facts), conditions::RESOLVED_REFS).reason,
-            "Conflicted"
-        );
+        assert_eq!(refs_condition(&conflicted).reason, "Conflicted");
     }
 
     #[test]

@@ -236,14 +236,13 @@ fn needs_write<S: Owned>(current: Option<&S>, desired: &S) -> bool {
 trait Owned: Serialize + Clone + PartialEq + Debug {
     fn conditions(&self) -> &[Condition];
     fn conditions_mut(&mut self) -> &mut [Condition];
-    /// The fields a write sets, conditions in a fixed order: equal means nothing to write.
-    fn owned(&self) -> Self;
-}
 
-fn sorted(conditions: &[Condition]) -> Vec<Condition> {
-    let mut c = conditions.to_vec();
-    c.sort_by(|a, b| a.type_.cmp(&b.type_));
-    c
+    /// The fields a write sets, conditions in a fixed order: equal means nothing to write.
+    fn owned(&self) -> Self {
+        let mut owned = self.clone();
+        owned.conditions_mut().sort_by(|a, b| a.type_.cmp(&b.type_));
+        owned
+    }
 }
 
 impl Owned for TrafficRouteStatus {
@@ -254,13 +253,6 @@ impl Owned for TrafficRouteStatus {
     fn conditions_mut(&mut self) -> &mut [Condition] {
         &mut self.conditions
     }
-
-    fn owned(&self) -> Self {
-        TrafficRouteStatus {
-            conditions: sorted(&self.conditions),
-            ..self.clone()
-        }
-    }
 }
 
 impl Owned for SidecarPolicyStatus {
@@ -270,13 +262,6 @@ impl Owned for SidecarPolicyStatus {
 
     fn conditions_mut(&mut self) -> &mut [Condition] {
         &mut self.conditions
-    }
-
-    fn owned(&self) -> Self {
-        SidecarPolicyStatus {
-            conditions: sorted(&self.conditions),
-            ..self.clone()
-        }
     }
 }
 
