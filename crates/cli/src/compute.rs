@@ -71,7 +71,7 @@ fn report(dir: &Path, proxy: Option<&str>) -> Result<String, String> {
             out,
             "no proxies: no pod in {} has a {} container",
             dir.display(),
-            remora_inputs::SIDECAR_CONTAINER
+            remora_inputs::PROXY_CONTAINER
         );
     }
 

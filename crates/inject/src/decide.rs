@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, fmt};
 
 use k8s_openapi::api::core::v1::Pod;
-use remora_api::SidecarPolicy;
+use remora_api::{SidecarPolicy, sidecar_policy::PROXY_CONTAINER};
 
 use crate::{INJECT_ANNOTATION, has_proxy};
 
@@ -67,11 +67,9 @@ impl fmt::Display for SkipReason {
                 f,
                 "namespace {namespace:?} runs the control plane, which never gets a sidecar"
             ),
-            SkipReason::AlreadyInjected => write!(
-                f,
-                "the pod already has a {:?} container",
-                remora_api::sidecar_policy::PROXY_CONTAINER
-            ),
+            SkipReason::AlreadyInjected => {
+                write!(f, "the pod already has a {PROXY_CONTAINER:?} container")
+            }
             SkipReason::NamespaceNotInMesh { namespace, label } => write!(
                 f,
                 "namespace {namespace:?} has not opted in: label it {label}=enabled"

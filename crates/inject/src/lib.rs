@@ -14,7 +14,7 @@ mod layout;
 mod patch;
 
 use k8s_openapi::api::core::v1::Pod;
-use remora_api::{SidecarPolicy, sidecar_policy::PROXY_CONTAINER};
+use remora_api::{SidecarPolicy, sidecar_policy::proxy_container};
 
 pub use bootstrap::{ADMIN_PORT, ControlPlane, READINESS_PATH, READINESS_PORT, bootstrap};
 pub use decide::{Decision, Settings, SkipReason, decide};
@@ -70,12 +70,7 @@ pub enum InjectError {
 
 /// Whether the pod carries the proxy, in either layout: the mark of an injected pod.
 fn has_proxy(pod: &Pod) -> bool {
-    pod.spec.as_ref().is_some_and(|s| {
-        s.containers
-            .iter()
-            .chain(s.init_containers.iter().flatten())
-            .any(|c| c.name == PROXY_CONTAINER)
-    })
+    pod.spec.as_ref().and_then(proxy_container).is_some()
 }
 
 #[cfg(test)]

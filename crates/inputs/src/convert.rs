@@ -4,30 +4,21 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::{
-    core::v1::{
-        Endpoints as KEndpoints, Namespace as KNamespace, Pod as KPod, Service as KService,
+use k8s_openapi::{
+    api::{
+        core::v1::{
+            Endpoints as KEndpoints, Namespace as KNamespace, ObjectReference, Pod as KPod,
+            Service as KService,
+        },
+        discovery::v1::EndpointSlice as KEndpointSlice,
     },
-    discovery::v1::EndpointSlice as KEndpointSlice,
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
+use remora_api::sidecar_policy::{PROXY_CONTAINER, proxy_container};
 use remora_model::input::{
     ContainerPort, Endpoint, EndpointPort, EndpointSlice, Namespace, Object, Pod, Protocol,
     Service, ServicePort,
 };
-
-/// The name of the proxy container the injector adds; a pod that has it is a proxy.
-pub const SIDECAR_CONTAINER: &str = "remora-proxy";
-
-/// The injected proxy of a pod: a container, or a native sidecar (an init container with
-/// `restartPolicy: Always`, as injected on Kubernetes 1.29 and later).
-pub fn proxy_container(
-    spec: &k8s_openapi::api::core::v1::PodSpec,
-) -> Option<&k8s_openapi::api::core::v1::Container> {
-    spec.containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .find(|c| c.name == SIDECAR_CONTAINER)
-}
 
 /// The label Kubernetes puts on an EndpointSlice to name its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -49,8 +40,68 @@ fn unusable(kind: &'static str, ns: Option<&str>, name: Option<&str>, reason: &s
     }
 }
 
+/// The namespace and name that every namespaced object the model takes must have, and how to
+/// report the object as unusable.
+fn named<'a>(
+    kind: &'static str,
+    meta: &'a ObjectMeta,
+) -> Result<(&'a String, &'a String, impl Fn(&str) -> Unusable + 'a), Unusable> {
+    let fail = move |reason: &str| {
+        unusable(
+            kind,
+            meta.namespace.as_deref(),
+            meta.name.as_deref(),
+            reason,
+        )
+    };
+    match (&meta.namespace, &meta.name) {
+        (Some(ns), Some(name)) => Ok((ns, name, fail)),
+        _ => Err(fail("metadata.namespace and metadata.name are required")),
+    }
+}
+
+/// An IP address field that may be empty, or why it is unusable.
+fn optional_ip(field: &str, value: Option<&str>) -> Result<Option<IpAddr>, String> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(ip) => ip
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{field} {ip:?} is not an IP address")),
+    }
+}
+
 fn port(value: i32) -> Option<u16> {
     u16::try_from(value).ok().filter(|p| *p != 0)
+}
+
+/// Only TCP carries HTTP or TCP proxying; UDP and SCTP ports pass the mesh by. Kubernetes
+/// takes a port without a protocol as TCP.
+fn is_tcp(protocol: Option<&str>) -> bool {
+    protocol.is_none_or(|proto| proto == "TCP")
+}
+
+/// An endpoint port the mesh proxies: TCP and in range. EndpointSlices and Endpoints spell
+/// ports alike but in types of their own.
+fn endpoint_port(
+    name: Option<&String>,
+    protocol: Option<&str>,
+    number: Option<i32>,
+) -> Option<EndpointPort> {
+    if !is_tcp(protocol) {
+        return None;
+    }
+    Some(EndpointPort {
+        name: name.filter(|n| !n.is_empty()).cloned(),
+        port: port(number?)?,
+    })
+}
+
+/// The pod behind an endpoint, when its target is one.
+fn target_pod(target: Option<&ObjectReference>) -> Option<String> {
+    target
+        .filter(|r| r.kind.as_deref() == Some("Pod"))
+        .and_then(|r| r.name.clone())
 }
 
 pub fn namespace(ns: &KNamespace) -> Result<Object, Unusable> {
@@ -66,26 +117,16 @@ pub fn namespace(ns: &KNamespace) -> Result<Object, Unusable> {
 }
 
 pub fn service(svc: &KService) -> Result<Object, Unusable> {
-    let (ns, name) = (&svc.metadata.namespace, &svc.metadata.name);
-    let fail = |reason: &str| unusable("Service", ns.as_deref(), name.as_deref(), reason);
-    let (Some(ns), Some(name)) = (ns, name) else {
-        return Err(fail("metadata.namespace and metadata.name are required"));
-    };
+    let (ns, name, fail) = named("Service", &svc.metadata)?;
     let spec = svc.spec.clone().unwrap_or_default();
     // "None" marks a headless Service; ExternalName Services have no cluster IP either.
-    let cluster_ip = match spec.cluster_ip.as_deref() {
-        None | Some("" | "None") => None,
-        Some(ip) => Some(
-            ip.parse::<IpAddr>()
-                .map_err(|_| fail(&format!("spec.clusterIP {ip:?} is not an IP address")))?,
-        ),
-    };
+    let cluster_ip = spec.cluster_ip.as_deref().filter(|ip| *ip != "None");
+    let cluster_ip = optional_ip("spec.clusterIP", cluster_ip).map_err(|r| fail(&r))?;
     let mut ports = Vec::new();
     for (i, p) in spec.ports.unwrap_or_default().iter().enumerate() {
         let number = port(p.port)
             .ok_or_else(|| fail(&format!("spec.ports[{i}].port {} is out of range", p.port)))?;
-        // Only TCP carries HTTP or TCP proxying; UDP and SCTP ports pass the mesh by.
-        if p.protocol.as_deref().is_some_and(|proto| proto != "TCP") {
+        if !is_tcp(p.protocol.as_deref()) {
             continue;
         }
         ports.push(ServicePort {
@@ -103,11 +144,7 @@ pub fn service(svc: &KService) -> Result<Object, Unusable> {
 }
 
 pub fn endpoint_slice(slice: &KEndpointSlice) -> Result<Object, Unusable> {
-    let (ns, name) = (&slice.metadata.namespace, &slice.metadata.name);
-    let fail = |reason: &str| unusable("EndpointSlice", ns.as_deref(), name.as_deref(), reason);
-    let (Some(ns), Some(name)) = (ns, name) else {
-        return Err(fail("metadata.namespace and metadata.name are required"));
-    };
+    let (ns, name, fail) = named("EndpointSlice", &slice.metadata)?;
     let service = slice
         .metadata
         .labels
@@ -119,21 +156,11 @@ pub fn endpoint_slice(slice: &KEndpointSlice) -> Result<Object, Unusable> {
         .ports
         .iter()
         .flatten()
-        .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
-        .filter_map(|p| {
-            Some(EndpointPort {
-                name: p.name.clone().filter(|n| !n.is_empty()),
-                port: port(p.port?)?,
-            })
-        })
+        .filter_map(|p| endpoint_port(p.name.as_ref(), p.protocol.as_deref(), p.port))
         .collect();
     let mut endpoints = Vec::new();
     for e in slice.endpoints.iter().flatten() {
-        let pod = e
-            .target_ref
-            .as_ref()
-            .filter(|r| r.kind.as_deref() == Some("Pod"))
-            .and_then(|r| r.name.clone());
+        let pod = target_pod(e.target_ref.as_ref());
         // Kubernetes documents an unset `ready` as ready.
         let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
         for address in &e.addresses {
@@ -210,24 +237,14 @@ pub fn endpoint_slice_v1beta1(slice: &serde_json::Value) -> Result<Object, Unusa
 /// A core `Endpoints` object, for servers that serve no EndpointSlices: one model slice per
 /// subset (each subset has its own ports), named `NAME.N`.
 pub fn endpoints(ep: &KEndpoints) -> Result<Vec<Object>, Unusable> {
-    let (ns, name) = (&ep.metadata.namespace, &ep.metadata.name);
-    let fail = |reason: &str| unusable("Endpoints", ns.as_deref(), name.as_deref(), reason);
-    let (Some(ns), Some(name)) = (ns, name) else {
-        return Err(fail("metadata.namespace and metadata.name are required"));
-    };
+    let (ns, name, fail) = named("Endpoints", &ep.metadata)?;
     let mut out = Vec::new();
     for (i, subset) in ep.subsets.iter().flatten().enumerate() {
         let ports = subset
             .ports
             .iter()
             .flatten()
-            .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
-            .filter_map(|p| {
-                Some(EndpointPort {
-                    name: p.name.clone().filter(|n| !n.is_empty()),
-                    port: port(p.port)?,
-                })
-            })
+            .filter_map(|p| endpoint_port(p.name.as_ref(), p.protocol.as_deref(), Some(p.port)))
             .collect();
         let ready = subset.addresses.iter().flatten().map(|a| (a, true));
         let unready = subset
@@ -247,11 +264,7 @@ pub fn endpoints(ep: &KEndpoints) -> Result<Vec<Object>, Unusable> {
                 address,
                 ready,
                 zone: None,
-                pod: a
-                    .target_ref
-                    .as_ref()
-                    .filter(|r| r.kind.as_deref() == Some("Pod"))
-                    .and_then(|r| r.name.clone()),
+                pod: target_pod(a.target_ref.as_ref()),
             });
         }
         out.push(Object::EndpointSlice(EndpointSlice {
@@ -266,19 +279,15 @@ pub fn endpoints(ep: &KEndpoints) -> Result<Vec<Object>, Unusable> {
 }
 
 pub fn pod(pod: &KPod) -> Result<Object, Unusable> {
-    let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
-    let fail = |reason: &str| unusable("Pod", ns.as_deref(), name.as_deref(), reason);
-    let (Some(ns), Some(name)) = (ns, name) else {
-        return Err(fail("metadata.namespace and metadata.name are required"));
-    };
+    let (ns, name, fail) = named("Pod", &pod.metadata)?;
     let spec = pod.spec.clone().unwrap_or_default();
     let sidecar = proxy_container(&spec).is_some();
     let ports = spec
         .containers
         .iter()
-        .filter(|c| c.name != SIDECAR_CONTAINER)
+        .filter(|c| c.name != PROXY_CONTAINER)
         .flat_map(|c| c.ports.iter().flatten())
-        .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
+        .filter(|p| is_tcp(p.protocol.as_deref()))
         .filter_map(|p| {
             Some(ContainerPort {
                 port: port(p.container_port)?,
@@ -286,13 +295,8 @@ pub fn pod(pod: &KPod) -> Result<Object, Unusable> {
             })
         })
         .collect();
-    let ip = match pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) {
-        None | Some("") => None,
-        Some(ip) => Some(
-            ip.parse::<IpAddr>()
-                .map_err(|_| fail(&format!("status.podIP {ip:?} is not an IP address")))?,
-        ),
-    };
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref());
+    let ip = optional_ip("status.podIP", ip).map_err(|r| fail(&r))?;
     Ok(Object::Pod(Pod {
         namespace: ns.clone(),
         name: name.clone(),

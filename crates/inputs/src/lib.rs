@@ -5,5 +5,6 @@
 pub mod convert;
 pub mod folder;
 
-pub use convert::{SIDECAR_CONTAINER, proxy_container};
 pub use folder::{LoadError, Loaded, load_dir};
+// Where the conversions tell a proxy pod from another: defined with the policy that injects it.
+pub use remora_api::sidecar_policy::{PROXY_CONTAINER, proxy_container};

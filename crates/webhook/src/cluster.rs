@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     ByteString,
     api::{
-        admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+        admissionregistration::v1::{
+            MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+        },
         core::v1::Secret,
     },
 };
@@ -106,29 +108,24 @@ pub trait WebhookConfiguration:
 impl WebhookConfiguration for ValidatingWebhookConfiguration {
     fn ca_bundles(&self) -> Vec<(&str, Option<&[u8]>)> {
         let webhooks = self.webhooks.iter().flatten();
-        webhooks
-            .map(|w| {
-                (
-                    w.name.as_str(),
-                    w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()),
-                )
-            })
-            .collect()
+        bundles(webhooks.map(|w| (w.name.as_str(), &w.client_config)))
     }
 }
 
 impl WebhookConfiguration for MutatingWebhookConfiguration {
     fn ca_bundles(&self) -> Vec<(&str, Option<&[u8]>)> {
         let webhooks = self.webhooks.iter().flatten();
-        webhooks
-            .map(|w| {
-                (
-                    w.name.as_str(),
-                    w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()),
-                )
-            })
-            .collect()
+        bundles(webhooks.map(|w| (w.name.as_str(), &w.client_config)))
     }
+}
+
+/// Both kinds keep each webhook's CA in the same `clientConfig`.
+fn bundles<'a>(
+    webhooks: impl Iterator<Item = (&'a str, &'a WebhookClientConfig)>,
+) -> Vec<(&'a str, Option<&'a [u8]>)> {
+    webhooks
+        .map(|(name, client)| (name, client.ca_bundle.as_ref().map(|b| b.0.as_slice())))
+        .collect()
 }
 
 /// Sets the `caBundle` of every webhook in the configuration `name` that lacks this CA,

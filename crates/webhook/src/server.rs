@@ -243,6 +243,15 @@ mod tests {
         (addr, stop, task)
     }
 
+    /// Stops a server from [`start`] and checks that it ends promptly, without a panic.
+    async fn shut_down(stop: oneshot::Sender<()>, task: tokio::task::JoinHandle<()>) {
+        stop.send(()).expect("the server runs");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("shutdown is prompt")
+            .expect("no panic");
+    }
+
     /// One request over TLS, verified against `ca` for the Service's name; the raw response.
     async fn call(addr: SocketAddr, ca: &Ca, head: &str, body: &[u8]) -> std::io::Result<String> {
         let mut roots = RootCertStore::empty();
@@ -315,11 +324,7 @@ mod tests {
             assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
         }
 
-        stop.send(()).expect("the server runs");
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("shutdown is prompt")
-            .expect("no panic");
+        shut_down(stop, task).await;
     }
 
     /// Injects into pods named `ready-*`; cannot decide for any other.
@@ -379,11 +384,7 @@ mod tests {
             .expect("a reply");
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 
-        stop.send(()).expect("the server runs");
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("shutdown is prompt")
-            .expect("no panic");
+        shut_down(stop, task).await;
     }
 
     #[tokio::test]

@@ -1,0 +1,123 @@
+//! The proxy container and the pod volumes the injector adds beside it.
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, EmptyDirVolumeSource, ResourceRequirements, SecretVolumeSource, Volume,
+};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The proxy container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySpec {
+    /// The image repository without a tag, e.g. `envoyproxy/envoy`; `version` is the tag.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// The proxy version, used as the image tag, e.g. `1.40.0`. Changing it starts a rollout.
+    #[schemars(
+        length(min = 1, max = 128),
+        pattern(r"^v?[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$")
+    )]
+    pub version: String,
+
+    /// CPU and memory for the proxy container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// The proxy's log level: trace, debug, info, warning, error, critical or off.
+    #[serde(default)]
+    pub log_level: LogLevel,
+
+    /// Worker threads; without it the proxy uses two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub concurrency: Option<i32>,
+
+    /// Which traffic the proxy intercepts.
+    #[serde(default)]
+    pub interception: Interception,
+}
+
+/// The proxy's log level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    #[default]
+    Info,
+    Warning,
+    Error,
+    Critical,
+    Off,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+            LogLevel::Off => "off",
+        }
+    }
+}
+
+/// Which ports and addresses the proxy intercepts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Interception {
+    /// Inbound ports the proxy handles; empty means every port the pod's containers declare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(range(min = 1, max = 65535)))]
+    pub inbound_ports: Vec<i32>,
+    /// Inbound ports that bypass the proxy, e.g. a metrics port scraped directly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(range(min = 1, max = 65535)))]
+    pub exclude_inbound_ports: Vec<i32>,
+    /// Outbound destination ports that bypass the proxy, e.g. a database.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(range(min = 1, max = 65535)))]
+    pub exclude_outbound_ports: Vec<i32>,
+    /// Outbound destination networks (CIDR notation) that bypass the proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub exclude_outbound_cidrs: Vec<String>,
+}
+
+/// A volume the injector adds to a pod for its sidecars to share with the app: an
+/// `emptyDir`, a ConfigMap or a Secret (give exactly one).
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("[has(self.emptyDir), has(self.configMap), has(self.secret)].filter(x, x).size() == 1").message("give exactly one of emptyDir, configMap and secret"))]
+#[serde(rename_all = "camelCase")]
+pub struct SharedVolume {
+    /// The volume's name in the pod; the containers' `volumeMounts` refer to it.
+    pub name: String,
+    /// A directory that lives as long as the pod, shared by its containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirVolumeSource>,
+    /// A ConfigMap in the pod's namespace, as files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolumeSource>,
+    /// A Secret in the pod's namespace, as files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolumeSource>,
+}
+
+impl SharedVolume {
+    /// The pod volume it becomes.
+    pub fn to_volume(&self) -> Volume {
+        Volume {
+            name: self.name.clone(),
+            empty_dir: self.empty_dir.clone(),
+            config_map: self.config_map.clone(),
+            secret: self.secret.clone(),
+            ..Volume::default()
+        }
+    }
+}
