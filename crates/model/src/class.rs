@@ -68,11 +68,12 @@ pub(crate) struct Class {
     pub resources: BTreeMap<ResourceKey, Resource>,
 }
 
-/// Collects what an update touched. Several Services can be applied in one update, and a
-/// resource one of them drops another may bring back unchanged, so changes are judged by
-/// comparing the first and the final state of every touched resource.
+/// One update of a class in progress: what it touched, and what is left to do when it
+/// finishes. Several Services can be applied in one update, and a resource one of them
+/// drops another may bring back unchanged, so changes are judged by comparing the first
+/// and the final state of every touched resource.
 #[derive(Default)]
-pub(crate) struct Delta {
+pub(crate) struct ClassUpdate {
     /// The hash each touched resource had before the update (`None`: absent).
     before: BTreeMap<ResourceKey, Option<u64>>,
     /// Cluster keys this class started (+1) or stopped (-1) using.
@@ -85,11 +86,11 @@ pub(crate) struct Delta {
     untracked: bool,
 }
 
-impl Delta {
-    pub fn untracked() -> Delta {
-        Delta {
+impl ClassUpdate {
+    pub fn untracked() -> ClassUpdate {
+        ClassUpdate {
             untracked: true,
-            ..Delta::default()
+            ..ClassUpdate::default()
         }
     }
 
@@ -141,7 +142,7 @@ impl Class {
         cache: &mut SharedCache,
         service: &ObjectKey,
         routing: Option<&Arc<ServiceRouting>>,
-        delta: &mut Delta,
+        update: &mut ClassUpdate,
     ) {
         let routing = routing.filter(|_| self.reaches(service));
         let old = self.reach.remove(service);
@@ -151,7 +152,7 @@ impl Class {
             self.reach.insert(service.clone(), old.clone());
             return;
         }
-        let mut touched_ports = BTreeSet::new();
+        // By name: a listener both the old and the new routing have is put once.
         let mut tcp_listeners: BTreeMap<Arc<str>, Option<Resource>> = BTreeMap::new();
         if let Some(old) = &old {
             for (port, (_, pr)) in &old.ports {
@@ -160,7 +161,7 @@ impl Class {
                         if let Some(hosts) = self.http.get_mut(port) {
                             hosts.remove(&vhost_name(env.settings, service, *port));
                         }
-                        touched_ports.insert(*port);
+                        update.ports.insert(*port);
                     }
                     PortRouting::Tcp { .. } => {
                         if let Some(ip) = old.cluster_ip {
@@ -171,59 +172,28 @@ impl Class {
             }
         }
         if let Some(new) = routing {
-            let same_ns = service.namespace == self.key.namespace;
             for (port, (_, pr)) in &new.ports {
                 match pr {
                     PortRouting::Http { routes } => {
-                        let vhost = cache
-                            .vhosts
-                            .entry(service.clone())
-                            .or_default()
-                            .entry((*port, new.hash, self.defaults_id, same_ns))
-                            .or_insert_with(|| {
-                                Versioned::new(virtual_host(
-                                    env.settings,
-                                    service,
-                                    new.cluster_ip,
-                                    *port,
-                                    same_ns,
-                                    routes,
-                                    &self.defaults,
-                                ))
-                            })
-                            .clone();
+                        let vhost = self.virtual_host(env, cache, new, *port, routes);
                         self.http.entry(*port).or_default().insert(vhost);
-                        touched_ports.insert(*port);
+                        update.ports.insert(*port);
                     }
+                    // A TCP Service is told apart by its cluster IP; a headless one has none
+                    // and is reached through its endpoints' own addresses instead.
                     PortRouting::Tcp { clusters } => {
-                        // A TCP Service is told apart by its cluster IP; a headless one has none
-                        // and is reached through its endpoints' own addresses instead.
                         if let Some(ip) = new.cluster_ip {
-                            let name = tcp_listener_name(ip, *port);
-                            let listener = Listener {
-                                name: name.clone(),
-                                direction: Direction::Outbound,
-                                address: BindAddress::Ip(ip),
-                                port: *port,
-                                protocol: ListenerProtocol::Tcp {
-                                    clusters: clusters
-                                        .iter()
-                                        .map(|(k, w)| WeightedCluster {
-                                            target: Target::Cluster(k.name.clone()),
-                                            weight: *w,
-                                        })
-                                        .collect(),
-                                },
-                                access_log: self.defaults.access_log,
-                            };
-                            tcp_listeners
-                                .insert(name, Some(Resource::Listener(Versioned::new(listener))));
+                            let listener = self.tcp_listener(ip, *port, clusters);
+                            tcp_listeners.insert(
+                                listener.name.clone(),
+                                Some(Resource::Listener(Versioned::new(listener))),
+                            );
                         }
                     }
                 }
             }
             for c in &new.clusters {
-                self.ref_cluster(env, cache, c, delta);
+                self.ref_cluster(env, cache, c, update);
             }
             self.reach.insert(service.clone(), new.clone());
         }
@@ -231,44 +201,108 @@ impl Class {
         // routing use never disappears for a moment (which would report it as changed).
         if let Some(old) = &old {
             for c in &old.clusters {
-                self.unref_cluster(c, delta);
+                self.unref_cluster(c, update);
             }
         }
         for (name, resource) in tcp_listeners {
-            self.put(ResourceType::Listener, name, resource, delta);
+            self.put(ResourceType::Listener, name, resource, update);
         }
-        delta.ports.extend(touched_ports);
+    }
+
+    /// The virtual host of one HTTP port of a Service, shared with every class that has
+    /// the same defaults and sees the Service from the same side of its namespace.
+    fn virtual_host(
+        &self,
+        env: &Env<'_>,
+        cache: &mut SharedCache,
+        routing: &ServiceRouting,
+        port: u16,
+        routes: &[Route],
+    ) -> Arc<Versioned<VirtualHost>> {
+        let service = &routing.service;
+        let same_ns = service.namespace == self.key.namespace;
+        cache
+            .vhosts
+            .entry(service.clone())
+            .or_default()
+            .entry((port, routing.hash, self.defaults_id, same_ns))
+            .or_insert_with(|| {
+                Versioned::new(virtual_host(
+                    env.settings,
+                    service,
+                    routing.cluster_ip,
+                    port,
+                    same_ns,
+                    routes,
+                    &self.defaults,
+                ))
+            })
+            .clone()
+    }
+
+    fn tcp_listener(&self, ip: IpAddr, port: u16, clusters: &[(ClusterKey, u32)]) -> Listener {
+        Listener {
+            name: tcp_listener_name(ip, port),
+            direction: Direction::Outbound,
+            address: BindAddress::Ip(ip),
+            port,
+            protocol: ListenerProtocol::Tcp {
+                clusters: clusters
+                    .iter()
+                    .map(|(k, w)| WeightedCluster {
+                        target: Target::Cluster(k.name.clone()),
+                        weight: *w,
+                    })
+                    .collect(),
+            },
+            access_log: self.defaults.access_log,
+        }
     }
 
     /// Ends an update: rebuilds the route configs of the ports it touched.
-    pub fn finish(&mut self, delta: &mut Delta) {
-        for port in mem::take(&mut delta.ports) {
-            self.rebuild_port(port, delta);
+    pub fn finish(&mut self, update: &mut ClassUpdate) {
+        for port in mem::take(&mut update.ports) {
+            self.rebuild_port(port, update);
         }
+    }
+
+    /// Empties the class and gives it new defaults, keeping its members: its policy changed,
+    /// and every Service is applied again afterwards.
+    pub fn reset(
+        &mut self,
+        env: &Env<'_>,
+        cache: &mut SharedCache,
+        defaults: Arc<Defaults>,
+        update: &mut ClassUpdate,
+    ) {
+        self.clear(env, cache, update);
+        let mut class = Class::new(self.key.clone(), defaults);
+        class.members = mem::take(&mut self.members);
+        *self = class;
     }
 
     /// Drops every Service, leaving an empty class (used before a full rebuild and when the
     /// class disappears, so cluster references are released).
-    pub fn clear(&mut self, env: &Env<'_>, cache: &mut SharedCache, delta: &mut Delta) {
+    pub fn clear(&mut self, env: &Env<'_>, cache: &mut SharedCache, update: &mut ClassUpdate) {
         let services: Vec<ObjectKey> = self.reach.keys().cloned().collect();
         for s in services {
-            self.set_service(env, cache, &s, None, delta);
+            self.set_service(env, cache, &s, None, update);
         }
         // The emptied ports are removed from this class now, so their removal is recorded
         // against it even if a rebuilt class takes its place.
-        for port in mem::take(&mut delta.ports) {
-            self.rebuild_port(port, delta);
+        for port in mem::take(&mut update.ports) {
+            self.rebuild_port(port, update);
         }
     }
 
-    fn rebuild_port(&mut self, port: u16, delta: &mut Delta) {
+    fn rebuild_port(&mut self, port: u16, update: &mut ClassUpdate) {
         let route_name: Arc<str> = port.to_string().into();
         let listener_name: Arc<str> = format!("outbound|{port}").into();
         let hosts = self.http.get(&port).filter(|h| !h.is_empty());
         let Some(hosts) = hosts else {
             self.http.remove(&port);
-            self.put(ResourceType::RouteConfig, route_name, None, delta);
-            self.put(ResourceType::Listener, listener_name, None, delta);
+            self.put(ResourceType::RouteConfig, route_name, None, update);
+            self.put(ResourceType::Listener, listener_name, None, update);
             return;
         };
         let route_config = RouteConfig {
@@ -289,13 +323,13 @@ impl Class {
             ResourceType::RouteConfig,
             route_name,
             Some(Resource::RouteConfig(Versioned::new(route_config))),
-            delta,
+            update,
         );
         self.put(
             ResourceType::Listener,
             listener_name,
             Some(Resource::Listener(Versioned::new(listener))),
-            delta,
+            update,
         );
     }
 
@@ -304,7 +338,7 @@ impl Class {
         env: &Env<'_>,
         cache: &mut SharedCache,
         key: &ClusterKey,
-        delta: &mut Delta,
+        update: &mut ClassUpdate,
     ) {
         let count = self.cluster_refs.entry(key.clone()).or_insert(0);
         *count += 1;
@@ -333,12 +367,12 @@ impl Class {
             ResourceType::Cluster,
             name,
             Some(Resource::Cluster(cluster)),
-            delta,
+            update,
         );
-        delta.cluster_refs.push((key.clone(), 1));
+        update.cluster_refs.push((key.clone(), 1));
     }
 
-    fn unref_cluster(&mut self, key: &ClusterKey, delta: &mut Delta) {
+    fn unref_cluster(&mut self, key: &ClusterKey, update: &mut ClassUpdate) {
         let Some(count) = self.cluster_refs.get_mut(key) else {
             return;
         };
@@ -347,8 +381,8 @@ impl Class {
             return;
         }
         self.cluster_refs.remove(key);
-        self.put(ResourceType::Cluster, key.name.clone(), None, delta);
-        delta.cluster_refs.push((key.clone(), -1));
+        self.put(ResourceType::Cluster, key.name.clone(), None, update);
+        update.cluster_refs.push((key.clone(), -1));
     }
 
     /// Stores or removes a resource, remembering what it was before the update began.
@@ -357,10 +391,10 @@ impl Class {
         kind: ResourceType,
         name: Arc<str>,
         resource: Option<Resource>,
-        delta: &mut Delta,
+        update: &mut ClassUpdate,
     ) {
         let key = ResourceKey { kind, name };
-        if delta.untracked {
+        if update.untracked {
             match resource {
                 Some(r) => self.resources.insert(key, r),
                 None => self.resources.remove(&key),
@@ -371,7 +405,7 @@ impl Class {
             Some(r) => self.resources.insert(key.clone(), r),
             None => self.resources.remove(&key),
         };
-        delta
+        update
             .before
             .entry(key)
             .or_insert_with(|| previous.as_ref().map(Resource::hash));

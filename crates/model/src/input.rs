@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use remora_api::{SidecarPolicy, TrafficRoute};
 
 /// Names a namespaced object. The default, both names empty, sorts before every other key.
@@ -18,6 +19,14 @@ impl ObjectKey {
             namespace: namespace.into(),
             name: name.into(),
         }
+    }
+
+    /// The key of an API object; a missing namespace or name reads as empty.
+    pub fn from_meta(meta: &ObjectMeta) -> ObjectKey {
+        ObjectKey::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
     }
 }
 
@@ -210,17 +219,10 @@ impl Object {
             Object::Service(s) => s.key(),
             Object::EndpointSlice(s) => ObjectKey::new(&s.namespace, &s.name),
             Object::Pod(p) => ObjectKey::new(&p.namespace, &p.name),
-            Object::SidecarPolicy(p) => meta_key(&p.metadata),
-            Object::TrafficRoute(r) => meta_key(&r.metadata),
+            Object::SidecarPolicy(p) => ObjectKey::from_meta(&p.metadata),
+            Object::TrafficRoute(r) => ObjectKey::from_meta(&r.metadata),
         }
     }
-}
-
-fn meta_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
-    ObjectKey::new(
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 
 mod class;
 pub mod config;
+mod inbound;
+mod index;
 pub mod input;
 mod mesh;
 pub mod policy;

@@ -207,7 +207,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use k8s_openapi::{apimachinery::pkg::apis::meta::v1::LabelSelector, jiff::Timestamp};
-    use remora_api::sidecar_policy::{ProxySpec, RolloutStrategy, TrafficDefaults};
 
     use super::*;
     use crate::input::Pod;
@@ -228,19 +227,7 @@ mod tests {
         SidecarPolicySpec {
             selector: selector.map(sel),
             namespace_selector: ns_selector.map(sel),
-            proxy: ProxySpec {
-                image: "envoyproxy/envoy".into(),
-                version: "1.40.0".into(),
-                resources: None,
-                log_level: Default::default(),
-                concurrency: None,
-                interception: Default::default(),
-            },
-            extra_containers: vec![],
-            volumes: vec![],
-            traffic: TrafficDefaults::default(),
-            egress: None,
-            rollout: RolloutStrategy::default(),
+            ..remora_synthetic::policy_spec()
         }
     }
 

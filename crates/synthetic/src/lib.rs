@@ -7,31 +7,23 @@
 //! for one object again, or for a modified version of it, without keeping the whole mesh.
 #![forbid(unsafe_code)]
 
+mod policies;
 mod rng;
+mod routes;
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
-};
+use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use remora_api::{
-    SidecarPolicy, SidecarPolicySpec, TrafficRoute, TrafficRouteSpec,
-    sidecar_policy::{
-        AccessLog, CircuitBreaker, EgressScope, OutlierDetection, ProxySpec, RolloutStrategy,
-        TrafficDefaults,
-    },
-    traffic_route::{
-        BackendRef, HeaderMatch, HeaderModifier, HttpHeader, HttpMatch, HttpMethod, HttpRule,
-        ParentRef, PathMatch, PathMatchType, Retry, RetryOn, StringMatchType, TcpRule, Timeouts,
-    },
-};
 use remora_model::input::{
     ContainerPort, Endpoint, EndpointPort, EndpointSlice, Labels, MeshSettings, Namespace, Object,
     ObjectKey, Pod, Protocol, Service, ServicePort,
 };
 
-use crate::rng::SplitMix64;
+pub use crate::policies::policy_spec;
+use crate::{
+    policies::{fleet_spec, policy},
+    rng::SplitMix64,
+};
 
 /// The size and flavour of a synthetic mesh.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,20 +137,6 @@ impl ServicePlan {
             self.second.port(),
         ]
     }
-}
-
-/// The kinds of route the generator writes; each has a weighted split whose weights
-/// [`Synthetic::route_change`] moves.
-#[derive(Clone, Copy, Debug)]
-enum RouteKind {
-    /// Beta users to v2, everyone else split between v1 and v2.
-    Canary,
-    /// An API version by path and header to v2, mobile clients by a header regex.
-    HeaderMatch,
-    /// A legacy path to a shared Service in another namespace, and a share of all traffic.
-    CrossNamespace,
-    /// Writes with their own timeout, retries on specific codes, and a tagging header.
-    Resilience,
 }
 
 /// A synthetic mesh: the plan every object derives from.
@@ -354,209 +332,6 @@ impl Synthetic {
             endpoints,
         })
     }
-
-    /// Route `i`, with `shift` added to the second backend's weight of its split.
-    fn route_object(&self, i: usize, shift: i32) -> Object {
-        let s = &self.shape;
-        let plan = &self.services[i % s.services];
-        let port = &plan.ports()[(i / s.services) % 2];
-        let mut rng = SplitMix64::stream(s.seed, STREAM_ROUTE, i);
-        let canary = [1, 5, 10, 20, 50][rng.below(5)] + shift;
-        let kind = match rng.below(100) {
-            0..40 => RouteKind::Canary,
-            40..65 => RouteKind::HeaderMatch,
-            65..85 => RouteKind::CrossNamespace,
-            _ => RouteKind::Resilience,
-        };
-        let v1 = |w| subset_backend(&plan.name, "v1", w);
-        let v2 = |w| subset_backend(&plan.name, "v2", w);
-        let (http, tcp) = if port.protocol.is_http() {
-            (self.http_rules(kind, plan, &mut rng, canary), vec![])
-        } else {
-            (
-                vec![],
-                vec![TcpRule {
-                    name: Some("split".into()),
-                    backend_refs: vec![v1(100 - canary), v2(canary)],
-                }],
-            )
-        };
-        let spec = TrafficRouteSpec {
-            parent_refs: vec![ParentRef {
-                name: plan.name.clone(),
-                namespace: None,
-                port: Some(i32::from(port.port)),
-            }],
-            http,
-            tcp,
-        };
-        let name = format!(
-            "{}-{}",
-            plan.name,
-            port.name.as_deref().unwrap_or("default")
-        );
-        let mut route = TrafficRoute::new(&name, spec);
-        route.metadata.namespace = Some(plan.namespace.clone());
-        route.metadata.creation_timestamp = created(i);
-        route.metadata.generation = Some(1 + i64::from(shift != 0));
-        Object::TrafficRoute(Box::new(route))
-    }
-
-    fn http_rules(
-        &self,
-        kind: RouteKind,
-        plan: &ServicePlan,
-        rng: &mut SplitMix64,
-        canary: i32,
-    ) -> Vec<HttpRule> {
-        let v1 = |w| subset_backend(&plan.name, "v1", w);
-        let v2 = |w| subset_backend(&plan.name, "v2", w);
-        let split = |backend_refs| HttpRule {
-            name: Some("split".into()),
-            backend_refs,
-            ..Default::default()
-        };
-        match kind {
-            RouteKind::Canary => vec![
-                HttpRule {
-                    name: Some("beta".into()),
-                    matches: vec![header_match("x-user-group", StringMatchType::Exact, "beta")],
-                    backend_refs: vec![v2(1)],
-                    ..Default::default()
-                },
-                HttpRule {
-                    timeouts: Some(Timeouts {
-                        request: Some("5s".into()),
-                        backend_request: None,
-                    }),
-                    retry: Some(Retry {
-                        attempts: 2,
-                        per_try_timeout: Some("500ms".into()),
-                        ..Default::default()
-                    }),
-                    ..split(vec![v1(100 - canary), v2(canary)])
-                },
-            ],
-            RouteKind::HeaderMatch => vec![
-                HttpRule {
-                    name: Some("api-v2".into()),
-                    matches: vec![HttpMatch {
-                        path: Some(PathMatch {
-                            kind: PathMatchType::PathPrefix,
-                            value: "/api/v2".into(),
-                        }),
-                        headers: vec![HeaderMatch {
-                            kind: StringMatchType::Exact,
-                            name: "x-api-version".into(),
-                            value: "2".into(),
-                        }],
-                        ..Default::default()
-                    }],
-                    backend_refs: vec![v2(1)],
-                    ..Default::default()
-                },
-                HttpRule {
-                    name: Some("mobile".into()),
-                    matches: vec![header_match(
-                        "user-agent",
-                        StringMatchType::RegularExpression,
-                        ".*(Android|iPhone).*",
-                    )],
-                    backend_refs: vec![v1(1)],
-                    ..Default::default()
-                },
-                split(vec![v1(100 - canary), v2(canary)]),
-            ],
-            RouteKind::CrossNamespace => {
-                let shared = self.shared_service(rng);
-                let shared_backend = |weight| BackendRef {
-                    name: shared.name.clone(),
-                    namespace: Some(shared.namespace.clone()),
-                    port: Some(i32::from(HTTP_PORT)),
-                    weight,
-                    subset: BTreeMap::new(),
-                };
-                vec![
-                    HttpRule {
-                        name: Some("legacy".into()),
-                        matches: vec![HttpMatch {
-                            path: Some(PathMatch {
-                                kind: PathMatchType::PathPrefix,
-                                value: "/legacy".into(),
-                            }),
-                            ..Default::default()
-                        }],
-                        backend_refs: vec![shared_backend(1)],
-                        ..Default::default()
-                    },
-                    split(vec![
-                        BackendRef {
-                            name: plan.name.clone(),
-                            namespace: None,
-                            port: None,
-                            weight: 100 - canary,
-                            subset: BTreeMap::new(),
-                        },
-                        shared_backend(canary),
-                    ]),
-                ]
-            }
-            RouteKind::Resilience => vec![
-                HttpRule {
-                    name: Some("writes".into()),
-                    matches: vec![HttpMatch {
-                        method: Some(HttpMethod::Post),
-                        ..Default::default()
-                    }],
-                    backend_refs: vec![v1(1)],
-                    timeouts: Some(Timeouts {
-                        request: Some("10s".into()),
-                        backend_request: Some("3s".into()),
-                    }),
-                    retry: Some(Retry {
-                        attempts: 3,
-                        backoff: Some("25ms".into()),
-                        retry_on: vec![RetryOn::Reset, RetryOn::ConnectFailure],
-                        codes: vec![503],
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                HttpRule {
-                    request_headers: Some(HeaderModifier {
-                        set: vec![HttpHeader {
-                            name: "x-served-by".into(),
-                            value: plan.name.clone(),
-                        }],
-                        ..Default::default()
-                    }),
-                    ..split(vec![v1(100 - canary), v2(canary)])
-                },
-            ],
-        }
-    }
-
-    /// A Service in one of the shared namespaces (the first ones).
-    fn shared_service(&self, rng: &mut SplitMix64) -> &ServicePlan {
-        let shared = self
-            .services
-            .partition_point(|p| p.ns < self.shape.shared_namespaces);
-        &self.services[rng.below(shared.max(1))]
-    }
-
-    /// A namespace's own policy: the fleet defaults plus an egress scope of its own namespace
-    /// and the shared ones. It must repeat the defaults, since policies never merge.
-    fn egress_spec(&self) -> SidecarPolicySpec {
-        let mut hosts = vec!["./*".to_string()];
-        hosts.extend(
-            (0..self.shape.shared_namespaces.min(self.shape.namespaces))
-                .map(|k| format!("{}/*", namespace_name(&self.shape, k))),
-        );
-        SidecarPolicySpec {
-            egress: Some(EgressScope { hosts }),
-            ..fleet_spec()
-        }
-    }
 }
 
 fn namespace_name(shape: &Shape, k: usize) -> String {
@@ -595,74 +370,4 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 fn created(i: usize) -> Option<Time> {
     let secs = 1_767_225_600 + i64::try_from(i).unwrap_or(i64::MAX / 2);
     Timestamp::from_second(secs).ok().map(Time)
-}
-
-fn subset_backend(service: &str, version: &str, weight: i32) -> BackendRef {
-    BackendRef {
-        name: service.into(),
-        namespace: None,
-        port: None,
-        weight,
-        subset: labels(&[("version", version)]),
-    }
-}
-
-fn header_match(name: &str, kind: StringMatchType, value: &str) -> HttpMatch {
-    HttpMatch {
-        headers: vec![HeaderMatch {
-            kind,
-            name: name.into(),
-            value: value.into(),
-        }],
-        ..Default::default()
-    }
-}
-
-/// The fleet-wide traffic defaults: what a platform team typically sets for everyone.
-fn fleet_spec() -> SidecarPolicySpec {
-    SidecarPolicySpec {
-        selector: None,
-        namespace_selector: None,
-        proxy: ProxySpec {
-            image: "envoyproxy/envoy".into(),
-            version: "1.40.0".into(),
-            resources: None,
-            log_level: Default::default(),
-            concurrency: None,
-            interception: Default::default(),
-        },
-        extra_containers: vec![],
-        volumes: vec![],
-        traffic: TrafficDefaults {
-            connect_timeout: Some("2s".into()),
-            request_timeout: Some("15s".into()),
-            retries: Some(Retry {
-                attempts: 2,
-                ..Default::default()
-            }),
-            outlier_detection: Some(OutlierDetection {
-                consecutive_errors: 5,
-                interval: Some("10s".into()),
-                base_ejection_time: Some("30s".into()),
-                max_ejection_percent: 50,
-            }),
-            circuit_breaker: Some(CircuitBreaker {
-                max_connections: Some(1024),
-                max_pending_requests: Some(1024),
-                max_requests: Some(4096),
-                max_retries: Some(3),
-            }),
-            access_log: Some(AccessLog::default()),
-        },
-        egress: None,
-        rollout: RolloutStrategy::default(),
-    }
-}
-
-fn policy(namespace: &str, name: &str, spec: SidecarPolicySpec) -> Object {
-    let mut p = SidecarPolicy::new(name, spec);
-    p.metadata.namespace = Some(namespace.into());
-    p.metadata.creation_timestamp = created(0);
-    p.metadata.generation = Some(1);
-    Object::SidecarPolicy(Box::new(p))
 }

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use remora_api::{
     SidecarPolicy, SidecarPolicySpec, TrafficRoute, TrafficRouteSpec,
-    sidecar_policy::{EgressScope, ProxySpec, RolloutStrategy, TrafficDefaults},
+    sidecar_policy::EgressScope,
     traffic_route::{BackendRef, HeaderMatch, HttpMatch, HttpRule, ParentRef, StringMatchType},
 };
 use remora_model::{
@@ -118,23 +118,7 @@ pub fn time(secs: i64) -> Time {
 }
 
 pub fn policy_spec() -> SidecarPolicySpec {
-    SidecarPolicySpec {
-        selector: None,
-        namespace_selector: None,
-        proxy: ProxySpec {
-            image: "envoyproxy/envoy".into(),
-            version: "1.40.0".into(),
-            resources: None,
-            log_level: Default::default(),
-            concurrency: None,
-            interception: Default::default(),
-        },
-        extra_containers: vec![],
-        volumes: vec![],
-        traffic: TrafficDefaults::default(),
-        egress: None,
-        rollout: RolloutStrategy::default(),
-    }
+    remora_synthetic::policy_spec()
 }
 
 pub fn with_egress(mut spec: SidecarPolicySpec, hosts: &[&str]) -> SidecarPolicySpec {

@@ -131,6 +131,18 @@ fn parent() {
 /// Full compute in one batch, then one route change and one endpoint change on the result,
 /// then one proxy's config.
 fn compute(shape: Shape) -> Vec<Row> {
+    let (synthetic, mut mesh, mut rows) = full_compute(shape);
+    // A route on the HTTP port of a Service in a team namespace, halfway through the mesh.
+    let j = synthetic.shape().services / 2;
+    let (service, port) = synthetic.route_parent(j).expect("route exists");
+    rows.extend(change_rows(&mut mesh, &synthetic, j, &service, port));
+    rows.extend(proxy_rows(&mesh, &service.namespace));
+    rows
+}
+
+/// Builds the mesh from every object in one batch, measuring time and memory from before
+/// the objects exist.
+fn full_compute(shape: Shape) -> (Synthetic, Mesh, Vec<Row>) {
     let pods = shape.pods;
     let peak_reset = reset_peak();
     let rss_before = status_kib("VmRSS:");
@@ -148,41 +160,7 @@ fn compute(shape: Shape) -> Vec<Row> {
     drop(changes);
     let rss_after = status_kib("VmRSS:").saturating_sub(rss_before);
     let peak = peak_reset.then(|| status_kib("VmHWM:").saturating_sub(rss_before));
-
-    // A route on the HTTP port of a Service in a team namespace, halfway through the mesh.
-    let j = synthetic.shape().services / 2;
-    let (service, port) = synthetic.route_parent(j).expect("route exists");
-    let route = measure_change(&mut mesh, &synthetic.route_change(j), &synthetic.route(j));
-    let reaching = proxies_with_vhost(&mesh, &service, port);
-    assert_eq!(
-        route.touched, reaching,
-        "a route change touches exactly the proxies that reach its Service"
-    );
-    let endpoint = measure_change(
-        &mut mesh,
-        &synthetic.endpoint_change(j),
-        &synthetic.endpoint_slice(j),
-    );
-    assert_eq!(endpoint.touched, reaching, "so does an endpoint change");
-
-    // The first pod of the same Service's namespace.
-    let proxy = mesh
-        .proxies()
-        .find(|p| p.namespace == service.namespace)
-        .expect("the Service's namespace has proxies")
-        .clone();
-    let start = Instant::now();
-    let config = mesh.proxy_config(&proxy).expect("proxy has a config");
-    let materialize = start.elapsed();
-    let by_type: Vec<usize> = ResourceType::ALL
-        .iter()
-        .map(|t| config.of_type(*t).count())
-        .collect();
-    let json = serde_json::to_vec(&config)
-        .expect("config serializes")
-        .len();
-
-    vec![
+    let rows = vec![
         row(
             "full compute: all objects in one batch, one core",
             format!("{:.3} s", full_compute.as_secs_f64()),
@@ -203,6 +181,32 @@ fn compute(shape: Shape) -> Vec<Row> {
             mib(rss_after),
             "",
         ),
+    ];
+    (synthetic, mesh, rows)
+}
+
+/// A change to route `j` (on `service`'s `port`) and one to the endpoints of Service `j`,
+/// each checked to touch exactly the proxies that reach the Service.
+fn change_rows(
+    mesh: &mut Mesh,
+    synthetic: &Synthetic,
+    j: usize,
+    service: &ObjectKey,
+    port: u16,
+) -> Vec<Row> {
+    let route = measure_change(mesh, &synthetic.route_change(j), &synthetic.route(j));
+    let reaching = proxies_with_vhost(mesh, service, port);
+    assert_eq!(
+        route.touched, reaching,
+        "a route change touches exactly the proxies that reach its Service"
+    );
+    let endpoint = measure_change(
+        mesh,
+        &synthetic.endpoint_change(j),
+        &synthetic.endpoint_slice(j),
+    );
+    assert_eq!(endpoint.touched, reaching, "so does an endpoint change");
+    vec![
         row(
             format!("route change: median of {REPEATS}"),
             ms(route.median),
@@ -238,6 +242,27 @@ fn compute(shape: Shape) -> Vec<Row> {
             format!("{} / {}", endpoint.resources, endpoint.per_proxy),
             "",
         ),
+    ]
+}
+
+/// The config of the first proxy in `namespace`: its size, and the time to materialize it.
+fn proxy_rows(mesh: &Mesh, namespace: &str) -> Vec<Row> {
+    let proxy = mesh
+        .proxies()
+        .find(|p| p.namespace == namespace)
+        .expect("the Service's namespace has proxies")
+        .clone();
+    let start = Instant::now();
+    let config = mesh.proxy_config(&proxy).expect("proxy has a config");
+    let materialize = start.elapsed();
+    let by_type: Vec<usize> = ResourceType::ALL
+        .iter()
+        .map(|t| config.of_type(*t).count())
+        .collect();
+    let json = serde_json::to_vec(&config)
+        .expect("config serializes")
+        .len();
+    vec![
         row("one proxy's config: proxy", proxy.to_string(), ""),
         row(
             "one proxy's config: resources (clusters, endpoints, listeners, route configs)",
@@ -270,45 +295,7 @@ fn compute(shape: Shape) -> Vec<Row> {
 /// the transient report of a batch cannot inflate the result (see [`MEMORY_BATCH`]).
 fn memory(shape: Shape) -> Vec<Row> {
     let pods = shape.pods;
-    // The index alone: the same objects, but no pod carries a sidecar, so the mesh holds the
-    // inputs, their lookup maps and each Service's routing, and no proxy or class config.
-    // Kinds are applied one batch at a time, dependencies first, to see what each adds.
-    let mut stages = Vec::new();
-    let index = {
-        let heap_before = ALLOCATOR.allocated();
-        let mut objects = Synthetic::new(shape.clone()).objects();
-        for o in &mut objects {
-            if let Object::Pod(pod) = o {
-                pod.sidecar = false;
-            }
-        }
-        let mut mesh = Mesh::new(MeshSettings::default());
-        for (label, kinds) in INDEX_STAGES {
-            let mut batch: Vec<Object>;
-            (batch, objects) = objects.into_iter().partition(|o| kinds.contains(&o.kind()));
-            batch.shrink_to_fit();
-            // The batch's own size, from a copy of it.
-            let as_input = {
-                let before = ALLOCATOR.allocated();
-                let copy = batch.clone();
-                let bytes = ALLOCATOR.allocated() - before;
-                drop(copy);
-                bytes
-            };
-            // The batch is counted before; what `apply` keeps of it is counted after.
-            let before = ALLOCATOR.allocated() - as_input;
-            mesh.apply(batch.into_iter().map(Event::Upsert));
-            stages.push((
-                *label,
-                as_input,
-                ALLOCATOR.allocated().saturating_sub(before),
-            ));
-        }
-        assert!(objects.is_empty(), "every kind belongs to a stage");
-        drop(objects);
-        assert_eq!(mesh.proxies().count(), 0);
-        ALLOCATOR.allocated() - heap_before
-    };
+    let (index, stages) = index_memory(&shape);
     let rss_before = status_kib("VmRSS:");
     let heap_before = ALLOCATOR.allocated();
     let objects = Synthetic::new(shape).objects();
@@ -334,20 +321,26 @@ fn memory(shape: Shape) -> Vec<Row> {
     let heap = ALLOCATOR.allocated() - heap_before;
     let growth = status_kib("VmRSS:").saturating_sub(rss_before);
     let per_pod = |bytes: usize| format!("{:.2} KiB", bytes as f64 / 1024.0 / pods.max(1) as f64);
-    let mut rows = vec![
-        row(
-            "inputs as the model's types (live heap)",
-            mib((inputs / 1024) as u64),
-            "",
-        ),
-        row("inputs per pod", per_pod(inputs), ""),
-        row(
-            "index: inputs, lookup maps, Services' routing, no proxies (live heap)",
-            mib((index / 1024) as u64),
-            "",
-        ),
-        row("index per pod", per_pod(index), "< 2 KiB"),
-    ];
+    // The live heap of a part, in all and per pod.
+    let live = |label: &str, per_pod_label: &str, bytes: usize, target: &'static str| {
+        [
+            row(label, mib((bytes / 1024) as u64), ""),
+            row(per_pod_label, per_pod(bytes), target),
+        ]
+    };
+    let mut rows = Vec::new();
+    rows.extend(live(
+        "inputs as the model's types (live heap)",
+        "inputs per pod",
+        inputs,
+        "",
+    ));
+    rows.extend(live(
+        "index: inputs, lookup maps, Services' routing, no proxies (live heap)",
+        "index per pod",
+        index,
+        "< 2 KiB",
+    ));
     for (label, input, stored) in stages {
         rows.push(row(
             format!("index: {label}, as inputs / as stored (per pod)"),
@@ -355,13 +348,13 @@ fn memory(shape: Shape) -> Vec<Row> {
             "",
         ));
     }
+    rows.extend(live(
+        "mesh: index and every class's and proxy's config (live heap)",
+        "mesh per pod (live heap / pods)",
+        heap,
+        "",
+    ));
     rows.extend([
-        row(
-            "mesh: index and every class's and proxy's config (live heap)",
-            mib((heap / 1024) as u64),
-            "",
-        ),
-        row("mesh per pod (live heap / pods)", per_pod(heap), ""),
         row(
             format!("mesh: RSS growth, pods applied {MEMORY_BATCH} at a time"),
             mib(growth),
@@ -374,6 +367,47 @@ fn memory(shape: Shape) -> Vec<Row> {
         ),
     ]);
     rows
+}
+
+/// The live heap of the index alone, and per stage of [`INDEX_STAGES`] the bytes of its
+/// objects as inputs and as the index stores them. The objects are the same, but no pod
+/// carries a sidecar, so the mesh holds the inputs, their lookup maps and each Service's
+/// routing, and no proxy or class config.
+fn index_memory(shape: &Shape) -> (usize, Vec<(&'static str, usize, usize)>) {
+    let mut stages = Vec::new();
+    let heap_before = ALLOCATOR.allocated();
+    let mut objects = Synthetic::new(shape.clone()).objects();
+    for o in &mut objects {
+        if let Object::Pod(pod) = o {
+            pod.sidecar = false;
+        }
+    }
+    let mut mesh = Mesh::new(MeshSettings::default());
+    for (label, kinds) in INDEX_STAGES {
+        let mut batch: Vec<Object>;
+        (batch, objects) = objects.into_iter().partition(|o| kinds.contains(&o.kind()));
+        batch.shrink_to_fit();
+        // The batch's own size, from a copy of it.
+        let as_input = {
+            let before = ALLOCATOR.allocated();
+            let copy = batch.clone();
+            let bytes = ALLOCATOR.allocated() - before;
+            drop(copy);
+            bytes
+        };
+        // The batch is counted before; what `apply` keeps of it is counted after.
+        let before = ALLOCATOR.allocated() - as_input;
+        mesh.apply(batch.into_iter().map(Event::Upsert));
+        stages.push((
+            *label,
+            as_input,
+            ALLOCATOR.allocated().saturating_sub(before),
+        ));
+    }
+    assert!(objects.is_empty(), "every kind belongs to a stage");
+    drop(objects);
+    assert_eq!(mesh.proxies().count(), 0);
+    (ALLOCATOR.allocated() - heap_before, stages)
 }
 
 struct Measured {

@@ -1,0 +1,413 @@
+//! The index: the objects the model reads, as it stores them, and the relations between
+//! them. Plain data: applying an event reports what it touched, and the mesh decides what
+//! that makes dirty. Nothing here is derived config.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use remora_api::{Validate, sidecar_policy::SidecarPolicy, traffic_route::TrafficRoute};
+
+use crate::{
+    config::{ClusterEndpoints, Endpoint, Versioned},
+    input::{
+        ContainerPort, Endpoint as SliceEndpoint, EndpointSlice, Event, Kind, Labels, MeshSettings,
+        Object, ObjectKey, Pod, Protocol, Service,
+    },
+    policy::{self, Defaults, PolicyState},
+    routing::{self, AcceptedRoute, ClusterKey, RouteState, ServiceRouting},
+    selector,
+    store::{LabelSets, Links},
+};
+
+/// What applying an event changed, for the mesh to mark what depends on it.
+#[derive(Debug)]
+pub(crate) enum Touched {
+    /// A namespace's labels, which decide the policy governing its pods.
+    Namespace(String),
+    /// A Service: its own routing and endpoints, and the routing of those naming it.
+    Service(ObjectKey),
+    /// The endpoints of these Services (one of their slices changed).
+    Endpoints(Vec<ObjectKey>),
+    /// A pod, and the Services whose subsets its labels may change (`sidecar`: it carries
+    /// one now).
+    Pod {
+        key: ObjectKey,
+        sidecar: bool,
+        endpoints: Vec<ObjectKey>,
+    },
+    /// A policy's accepted spec, or whether it exists.
+    Policy(ObjectKey),
+    /// The routing of these Services (the parents of a route, before and after).
+    Routing(Vec<ObjectKey>),
+}
+
+/// A pod as the index keeps it: what the model reads of it, its labels shared with every
+/// pod that has the same ones.
+pub(crate) struct StoredPod {
+    pub labels: Arc<Labels>,
+    pub ip: Option<IpAddr>,
+    pub sidecar: bool,
+    pub ports: Box<[ContainerPort]>,
+}
+
+impl StoredPod {
+    fn new(pod: Pod, label_sets: &mut LabelSets) -> StoredPod {
+        StoredPod {
+            labels: label_sets.intern(&pod.labels),
+            ip: pod.ip,
+            sidecar: pod.sidecar,
+            ports: pod.ports.into(),
+        }
+    }
+
+    /// Whether `pod` says nothing new (its service account the model never reads).
+    fn same(&self, pod: &Pod) -> bool {
+        *self.labels == pod.labels
+            && self.ip == pod.ip
+            && self.sidecar == pod.sidecar
+            && *self.ports == *pod.ports
+    }
+}
+
+/// The inputs of the mesh.
+#[derive(Default)]
+pub(crate) struct Index {
+    pub settings: MeshSettings,
+    pub namespaces: BTreeMap<String, Labels>,
+    pub services: BTreeMap<ObjectKey, Service>,
+    slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// Service → the names of its slices (in its namespace).
+    slices_of: Links<String>,
+    /// Pod → the names of the slices listing it (in its namespace).
+    pod_slices: Links<String>,
+    pub pods: BTreeMap<ObjectKey, StoredPod>,
+    label_sets: LabelSets,
+    pub policies: BTreeMap<ObjectKey, PolicyState>,
+    pub routes: BTreeMap<ObjectKey, RouteState>,
+    /// Service → the routes naming it as a parent.
+    routes_of: Links<ObjectKey>,
+}
+
+impl Index {
+    pub fn new(settings: MeshSettings) -> Index {
+        Index {
+            settings,
+            ..Index::default()
+        }
+    }
+
+    /// Stores what an event says; `None` when it says nothing new.
+    pub fn apply(&mut self, event: Event) -> Option<Touched> {
+        match event {
+            Event::Upsert(object) => self.upsert(object),
+            Event::Delete(kind, key) => self.delete(kind, &key),
+        }
+    }
+
+    fn upsert(&mut self, object: Object) -> Option<Touched> {
+        match object {
+            Object::Namespace(ns) => {
+                if self.namespaces.get(&ns.name) == Some(&ns.labels) {
+                    return None;
+                }
+                self.namespaces.insert(ns.name.clone(), ns.labels);
+                Some(Touched::Namespace(ns.name))
+            }
+            Object::Service(svc) => {
+                let key = svc.key();
+                if self.services.get(&key) == Some(&svc) {
+                    return None;
+                }
+                self.services.insert(key.clone(), svc);
+                Some(Touched::Service(key))
+            }
+            Object::EndpointSlice(slice) => self.upsert_slice(slice),
+            Object::Pod(pod) => self.upsert_pod(pod),
+            Object::SidecarPolicy(policy) => self.upsert_policy(*policy),
+            Object::TrafficRoute(route) => self.upsert_route(*route),
+        }
+    }
+
+    fn delete(&mut self, kind: Kind, key: &ObjectKey) -> Option<Touched> {
+        match kind {
+            Kind::Namespace => {
+                self.namespaces.remove(&key.name)?;
+                Some(Touched::Namespace(key.name.clone()))
+            }
+            Kind::Service => {
+                self.services.remove(key)?;
+                Some(Touched::Service(key.clone()))
+            }
+            Kind::EndpointSlice => Some(Touched::Endpoints(vec![self.remove_slice(key)?])),
+            Kind::Pod => {
+                self.pods.remove(key)?;
+                Some(Touched::Pod {
+                    key: key.clone(),
+                    sidecar: false,
+                    endpoints: self.services_behind(key),
+                })
+            }
+            Kind::SidecarPolicy => {
+                self.policies.remove(key)?;
+                Some(Touched::Policy(key.clone()))
+            }
+            Kind::TrafficRoute => {
+                let old = self.routes.remove(key)?;
+                self.unlink_route(&old);
+                Some(Touched::Routing(old.parents().map(|(p, _)| p).collect()))
+            }
+        }
+    }
+
+    fn upsert_slice(&mut self, slice: EndpointSlice) -> Option<Touched> {
+        let key = ObjectKey::new(&slice.namespace, &slice.name);
+        let old = self.slices.get(&key);
+        if old == Some(&slice) {
+            return None;
+        }
+        let service = ObjectKey::new(&slice.namespace, &slice.service);
+        // Readiness and addresses change far more often than the pods a slice lists, and
+        // then its relations stay as they are.
+        let same_pods = old.is_some_and(|o| {
+            o.service == slice.service
+                && o.endpoints
+                    .iter()
+                    .map(|e| &e.pod)
+                    .eq(slice.endpoints.iter().map(|e| &e.pod))
+        });
+        let mut services = Vec::new();
+        if !same_pods {
+            services.extend(self.remove_slice(&key));
+            for pod in slice.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
+                self.pod_slices
+                    .insert(ObjectKey::new(&slice.namespace, pod), slice.name.clone());
+            }
+            self.slices_of.insert(service.clone(), slice.name.clone());
+        }
+        services.push(service);
+        self.slices.insert(key, slice);
+        Some(Touched::Endpoints(services))
+    }
+
+    fn upsert_pod(&mut self, pod: Pod) -> Option<Touched> {
+        let key = ObjectKey::new(&pod.namespace, &pod.name);
+        let old = self.pods.get(&key);
+        if old.is_some_and(|o| o.same(&pod)) {
+            return None;
+        }
+        let endpoints = if old.is_none_or(|o| *o.labels != pod.labels) {
+            self.services_behind(&key)
+        } else {
+            Vec::new()
+        };
+        let sidecar = pod.sidecar;
+        let pod = StoredPod::new(pod, &mut self.label_sets);
+        self.pods.insert(key.clone(), pod);
+        Some(Touched::Pod {
+            key,
+            sidecar,
+            endpoints,
+        })
+    }
+
+    fn upsert_policy(&mut self, policy: SidecarPolicy) -> Option<Touched> {
+        let key = ObjectKey::from_meta(&policy.metadata);
+        let previous = self.policies.get(&key).and_then(|p| p.accepted.clone());
+        let (accepted, problems) = match policy.spec.validate() {
+            Ok(()) => (Some(policy.spec), Vec::new()),
+            // A broken edit never replaces a working policy: the last valid spec stays.
+            Err(e) => (previous.clone(), e.0),
+        };
+        let changed = accepted != previous || !self.policies.contains_key(&key);
+        self.policies.insert(
+            key.clone(),
+            PolicyState {
+                key: key.clone(),
+                created: policy.metadata.creation_timestamp,
+                generation: policy.metadata.generation,
+                accepted,
+                problems,
+            },
+        );
+        changed.then_some(Touched::Policy(key))
+    }
+
+    fn upsert_route(&mut self, route: TrafficRoute) -> Option<Touched> {
+        let key = ObjectKey::from_meta(&route.metadata);
+        let previous = self.routes.get(&key).and_then(|r| r.accepted.clone());
+        let (accepted, problems) = match route.spec.validate() {
+            Ok(()) => (
+                Some(AcceptedRoute::new(&key.namespace, &route.spec)),
+                Vec::new(),
+            ),
+            // A broken edit never replaces a working route: the last valid spec stays.
+            Err(e) => (previous.clone(), e.0),
+        };
+        let state = RouteState {
+            key: key.clone(),
+            created: route.metadata.creation_timestamp,
+            generation: route.metadata.generation,
+            accepted,
+            problems,
+        };
+        let mut parents = Vec::new();
+        if let Some(old) = self.routes.get(&key) {
+            if old.accepted == state.accepted && old.created == state.created {
+                self.routes.insert(key, state);
+                return None;
+            }
+            let old = old.clone();
+            parents.extend(old.parents().map(|(p, _)| p));
+            self.unlink_route(&old);
+        }
+        for (parent, _) in state.parents() {
+            self.routes_of.insert(parent.clone(), key.clone());
+            parents.push(parent);
+        }
+        self.routes.insert(key, state);
+        Some(Touched::Routing(parents))
+    }
+
+    fn unlink_route(&mut self, route: &RouteState) {
+        for (parent, _) in route.parents() {
+            self.routes_of.remove(&parent, &route.key);
+        }
+    }
+
+    /// Removes a slice and its relations; returns its Service, whose endpoints changed.
+    fn remove_slice(&mut self, key: &ObjectKey) -> Option<ObjectKey> {
+        let old = self.slices.remove(key)?;
+        let service = ObjectKey::new(&old.namespace, &old.service);
+        self.slices_of.remove(&service, &old.name);
+        for pod in old.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
+            self.pod_slices
+                .remove(&ObjectKey::new(&old.namespace, pod), &old.name);
+        }
+        Some(service)
+    }
+
+    /// The Services of the slices listing a pod.
+    fn services_behind(&self, pod: &ObjectKey) -> Vec<ObjectKey> {
+        self.pod_slices
+            .of(pod)
+            .filter_map(|slice| self.slices.get(&ObjectKey::new(&pod.namespace, slice)))
+            .map(|s| ObjectKey::new(&s.namespace, &s.service))
+            .collect()
+    }
+
+    /// The pods of a namespace that carry a sidecar.
+    pub fn sidecar_pods_in<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a ObjectKey> {
+        self.pods
+            .range(ObjectKey::new(namespace, "")..)
+            .take_while(move |(k, _)| k.namespace == namespace)
+            .filter(|(_, p)| p.sidecar)
+            .map(|(k, _)| k)
+    }
+
+    /// Every namespace that has a pod, once.
+    pub fn pod_namespaces(&self) -> BTreeSet<String> {
+        self.pods.keys().map(|p| p.namespace.clone()).collect()
+    }
+
+    /// The policy that would govern a pod with `labels` in `namespace`.
+    pub fn policy_for(&self, namespace: &str, labels: &Labels) -> Option<&ObjectKey> {
+        policy::resolve(
+            &self.settings,
+            self.policies.values(),
+            namespace,
+            labels,
+            self.namespaces.get(namespace),
+        )
+        .map(|p| &p.key)
+    }
+
+    /// What a policy's accepted spec means for the proxies it governs.
+    pub fn defaults_for(&self, policy: Option<&ObjectKey>) -> Arc<Defaults> {
+        let spec = policy
+            .and_then(|p| self.policies.get(p))
+            .and_then(|p| p.accepted.as_ref());
+        Arc::new(spec.map(Defaults::from_spec).unwrap_or_default())
+    }
+
+    /// The protocol of the Service port a cluster sends to.
+    pub fn protocol(&self, cluster: &ClusterKey) -> Option<Protocol> {
+        self.services
+            .get(&cluster.service)
+            .and_then(|s| s.port(cluster.port))
+            .map(|p| p.protocol)
+    }
+
+    /// A Service's routing, from the accepted routes naming it (`None`: it does not exist).
+    pub fn resolve_routing(&mut self, service: &ObjectKey) -> Option<ServiceRouting> {
+        let svc = self.services.get(service)?;
+        let routes: Vec<&RouteState> = self
+            .routes_of
+            .of(service)
+            .filter_map(|r| self.routes.get(r))
+            .filter(|r| r.accepted.is_some())
+            .collect();
+        Some(routing::resolve(
+            &self.settings,
+            svc,
+            &routes,
+            &self.services,
+            &mut self.label_sets,
+        ))
+    }
+
+    /// The ready endpoints of a cluster: its Service's slices, the port matching by name,
+    /// narrowed to the pods whose labels fit the subset.
+    pub fn cluster_endpoints(&self, key: &ClusterKey) -> Arc<Versioned<ClusterEndpoints>> {
+        let mut endpoints = BTreeSet::new();
+        let service_port = self
+            .services
+            .get(&key.service)
+            .and_then(|s| s.port(key.port));
+        if let Some(sp) = service_port {
+            for slice in self
+                .slices_of
+                .of(&key.service)
+                .filter_map(|s| self.slices.get(&ObjectKey::new(&key.service.namespace, s)))
+            {
+                let Some(port) = slice
+                    .ports
+                    .iter()
+                    .find(|p| p.name == sp.name)
+                    .map(|p| p.port)
+                else {
+                    continue;
+                };
+                let ready = slice.endpoints.iter().filter(|e| e.ready);
+                for e in ready.filter(|e| self.in_subset(key, &slice.namespace, e)) {
+                    endpoints.insert(Endpoint {
+                        address: SocketAddr::new(e.address, port),
+                        zone: e.zone.clone(),
+                    });
+                }
+            }
+        }
+        Versioned::new(ClusterEndpoints {
+            cluster: key.name.clone(),
+            endpoints: endpoints.into_iter().collect(),
+        })
+    }
+
+    /// Whether an endpoint's pod has the labels of the cluster's subset (any endpoint is in
+    /// the whole Service).
+    fn in_subset(&self, key: &ClusterKey, namespace: &str, e: &SliceEndpoint) -> bool {
+        if key.subset.is_empty() {
+            return true;
+        }
+        let pod = e
+            .pod
+            .as_ref()
+            .and_then(|p| self.pods.get(&ObjectKey::new(namespace, p)));
+        pod.is_some_and(|p| selector::subset_contains(&key.subset, &p.labels))
+    }
+}
