@@ -4,6 +4,7 @@
 use std::{fmt::Write as _, process::ExitCode};
 
 use remora_admin::pb::{self, proxies_client::ProxiesClient};
+use remora_xds::snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -23,20 +24,12 @@ pub struct ConfigArgs {
     server: String,
 }
 
+/// The columns: each served type by its short name.
 const TYPES: [(&str, &str); 4] = [
-    ("CDS", "type.googleapis.com/envoy.config.cluster.v3.Cluster"),
-    (
-        "EDS",
-        "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-    ),
-    (
-        "LDS",
-        "type.googleapis.com/envoy.config.listener.v3.Listener",
-    ),
-    (
-        "RDS",
-        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-    ),
+    ("CDS", CLUSTER),
+    ("EDS", ENDPOINT),
+    ("LDS", LISTENER),
+    ("RDS", ROUTE),
 ];
 
 fn block_on<F: std::future::Future<Output = Result<String, String>>>(f: F) -> ExitCode {

@@ -6,17 +6,14 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
-    pin::pin,
-    process::Stdio,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use remora_xds::{ProxyId, snapshot::served_type};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
-    process::{Child, ChildStdin, ChildStdout, Command},
+    io::{BufReader, Lines},
+    process::ChildStdout,
     sync::{Semaphore, mpsc, watch},
     task::JoinHandle,
 };
@@ -25,7 +22,9 @@ use tonic::transport::Endpoint;
 use crate::{
     Error,
     catalog::Catalog,
-    fleet::{self, Expected, Fleet, Logged, Mode, Note, Outcome, Round},
+    child::{Server, next_line},
+    diagnose::diagnose,
+    fleet::{self, Expected, Fleet, Mode, Note, Outcome, Round},
     procfs,
     protocol::{self, Changed, Line, Ready},
     report::{ChangeResult, Report, Sample},
@@ -38,12 +37,8 @@ const GRACE: Duration = Duration::from_secs(1);
 /// After the last proxy synced, how long to wait before sampling the server, so what it
 /// still had to do for the last ACKs is done.
 const SETTLE: Duration = Duration::from_secs(1);
-/// How often the server's memory is checked against the limit.
-const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// How long the proxies and the server get to stop.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Proxies whose problem is spelled out when a phase fails.
-const EXAMPLES: usize = 3;
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct RunArgs {
@@ -70,139 +65,17 @@ pub fn run(args: RunArgs) -> Result<String, Error> {
     Ok(report.render())
 }
 
-/// The server process and the pipes to it.
-struct Server {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-    watch: Watch,
-}
-
-/// Bounds the driver's waits: in time, and by the server's memory.
-#[derive(Clone, Copy)]
-struct Watch {
-    pid: u32,
-    max_rss_kib: u64,
-}
-
-impl Server {
-    fn start(args: &RunArgs) -> Result<Server, Error> {
-        let exe = std::env::current_exe().map_err(Error::Spawn)?;
-        let mut command = Command::new(exe);
-        command
-            .arg("serve")
-            .arg("--proxies")
-            .arg(args.proxies.to_string())
-            .arg("--response-budget-mib")
-            .arg(args.response_budget_mib.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            // A driver that fails or is interrupted takes the server with it.
-            .kill_on_drop(true);
-        if args.egress {
-            command.arg("--egress");
-        }
-        let mut child = command.spawn().map_err(Error::Spawn)?;
-        let pid = child.id().ok_or(Error::ServerExited("started"))?;
-        let stdin = child.stdin.take().ok_or(Error::ServerExited("started"))?;
-        let stdout = child.stdout.take().ok_or(Error::ServerExited("started"))?;
-        Ok(Server {
-            child,
-            stdin,
-            lines: BufReader::new(stdout).lines(),
-            watch: Watch {
-                pid,
-                max_rss_kib: args.max_server_rss_kib,
-            },
-        })
-    }
-
-    async fn command(&mut self, command: &str) -> Result<(), Error> {
-        self.stdin
-            .write_all(format!("{command}\n").as_bytes())
-            .await
-            .map_err(Error::Pipe)?;
-        self.stdin.flush().await.map_err(Error::Pipe)
-    }
-
-    /// The server's heap in use and its peak so far, in KiB.
-    async fn heap_kib(&mut self) -> Result<(u64, u64), Error> {
-        self.command(protocol::HEAP).await?;
-        let line = self
-            .lines
-            .next_line()
-            .await
-            .map_err(Error::Pipe)?
-            .ok_or(Error::ServerExited("reported its heap"))?;
-        match line.parse().map_err(Error::Protocol)? {
-            Line::Heap(kib, peak) => Ok((kib, peak)),
-            other => Err(Error::Protocol(format!("expected the heap, got {other}"))),
-        }
-    }
-
-    fn sample(&self) -> Sample {
-        Sample {
-            cpu: procfs::cpu_time(self.watch.pid).unwrap_or_default(),
-            memory: procfs::memory(self.watch.pid).unwrap_or_default(),
-        }
-    }
-
-    /// Asks the server to stop, and makes sure it has.
-    async fn quit(mut self) {
-        let _ = self.command(protocol::QUIT).await;
-        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
-impl Watch {
-    /// Runs `work` for at most `timeout`, failing early if the server's memory goes over the
-    /// limit (it would otherwise take the whole machine down with it).
-    async fn bounded<T>(
-        self,
-        phase: &'static str,
-        timeout: Duration,
-        work: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        let mut work = pin!(work);
-        let deadline = tokio::time::sleep(timeout);
-        let mut deadline = pin!(deadline);
-        let mut watch = tokio::time::interval(WATCH_EVERY);
-        loop {
-            tokio::select! {
-                result = &mut work => return result,
-                _ = &mut deadline => return Err(Error::Timeout { phase, after: timeout }),
-                _ = watch.tick() => {
-                    let rss_kib = procfs::memory(self.pid).map_or(0, |m| m.rss_kib);
-                    if rss_kib > self.max_rss_kib {
-                        return Err(Error::ServerMemory {
-                            phase,
-                            rss_mib: rss_kib / 1024,
-                            limit_mib: self.max_rss_kib / 1024,
-                        });
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The fleet's tasks and the handles that steer them.
-struct Running {
+pub struct Running {
     tasks: Vec<JoinHandle<Outcome>>,
     notes: mpsc::UnboundedReceiver<Note>,
-    round: watch::Sender<Round>,
+    pub round: watch::Sender<Round>,
     stop: watch::Sender<bool>,
 }
 
 impl Running {
     /// Stops every proxy and returns what each logged, in proxy order.
-    async fn stop(self) -> Result<Vec<Outcome>, Error> {
+    pub async fn stop(self) -> Result<Vec<Outcome>, Error> {
         self.stop.send_replace(true);
         let mut outcomes = Vec::with_capacity(self.tasks.len());
         let deadline = Instant::now() + STOP_TIMEOUT;
@@ -279,18 +152,7 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
     let outcomes = running.stop().await?;
     server.quit().await;
 
-    // What the proxies logged, by round: responses to affected and unaffected proxies.
-    for ((number, result), affected) in (1..).zip(&mut changes).zip(&affected_by_round) {
-        for (i, outcome) in outcomes.iter().enumerate() {
-            let got = outcome.log.iter().filter(|l| l.round == number).count();
-            if affected.contains_key(&i) {
-                result.responses_affected += got;
-            } else {
-                result.responses_unaffected += got;
-                result.unaffected_hit += usize::from(got > 0);
-            }
-        }
-    }
+    count_responses(&mut changes, &affected_by_round, &outcomes);
     let me = std::process::id();
     Ok(Report {
         proxies: args.proxies,
@@ -314,17 +176,33 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
     })
 }
 
+/// Adds to each change what the proxies logged in its round: the responses to affected and
+/// to unaffected proxies.
+fn count_responses(
+    changes: &mut [ChangeResult],
+    affected_by_round: &[Expectations],
+    outcomes: &[Outcome],
+) {
+    for ((number, result), affected) in (1..).zip(changes).zip(affected_by_round) {
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let got = outcome.log.iter().filter(|l| l.round == number).count();
+            if affected.contains_key(&i) {
+                result.responses_affected += got;
+            } else {
+                result.responses_unaffected += got;
+                result.unaffected_hit += usize::from(got > 0);
+            }
+        }
+    }
+}
+
 /// The proxies the server knows, then its readiness.
 async fn read_ready(
     lines: &mut Lines<BufReader<ChildStdout>>,
 ) -> Result<(Vec<ProxyId>, Ready), Error> {
     let mut proxies = Vec::new();
     loop {
-        let line = lines
-            .next_line()
-            .await
-            .map_err(Error::Pipe)?
-            .ok_or(Error::ServerExited("was ready"))?;
+        let line = next_line(lines, "was ready").await?;
         match line.parse().map_err(Error::Protocol)? {
             Line::Proxy(p) => {
                 let (namespace, name) = p
@@ -462,11 +340,7 @@ async fn read_change(
     let mut changed = None;
     let mut expected: HashMap<usize, Vec<Expected>> = HashMap::new();
     loop {
-        let line = lines
-            .next_line()
-            .await
-            .map_err(Error::Pipe)?
-            .ok_or(Error::ServerExited("reported the change"))?;
+        let line = next_line(lines, "reported the change").await?;
         match line.parse().map_err(Error::Protocol)? {
             Line::Changed(c) => changed = Some(c),
             Line::Expect(e) => {
@@ -523,88 +397,4 @@ async fn wait_converged(
         }
     }
     Ok(())
-}
-
-/// Stops the fleet after a failure and adds what the first few proxies that were not done
-/// had: during a change, the ones that did not converge and what they received; before, the
-/// ones without a complete config and what they miss.
-async fn diagnose(error: Error, running: Running, proxies: &[ProxyId]) -> Error {
-    let round = running.round.borrow().clone();
-    let Ok(outcomes) = running.stop().await else {
-        return error;
-    };
-    let mut pending = Vec::new();
-    match &round.expected {
-        Some(expected) => {
-            let mut affected: Vec<_> = expected.iter().collect();
-            affected.sort_by_key(|(i, _)| **i);
-            for (&i, wants) in affected {
-                let log = &outcomes[i].log;
-                if fleet::converged_at(log, round.number, wants).is_none() {
-                    pending.push(format!(
-                        "{} expected {}, received {}",
-                        proxies[i],
-                        describe_expected(wants),
-                        describe_log(log, round.number)
-                    ));
-                }
-            }
-        }
-        None => {
-            for (i, o) in outcomes.iter().enumerate() {
-                if let Some(why) = &o.incomplete {
-                    pending.push(format!("{}: {why}", proxies[i]));
-                }
-            }
-        }
-    }
-    if pending.is_empty() {
-        return error;
-    }
-    Error::Diagnosed {
-        error: Box::new(error),
-        count: pending.len(),
-        examples: pending
-            .into_iter()
-            .take(EXAMPLES)
-            .collect::<Vec<_>>()
-            .join("\n  "),
-    }
-}
-
-fn describe_expected(wants: &[Expected]) -> String {
-    wants
-        .iter()
-        .map(|w| match w.version {
-            Some(v) => format!("{} {}@{v:016x}", short(w.type_url), w.name),
-            None => format!("{} {} removed", short(w.type_url), w.name),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn describe_log(log: &[Logged], round: u32) -> String {
-    let got: Vec<String> = log
-        .iter()
-        .filter(|l| l.round == round)
-        .map(|l| {
-            let carried: Vec<String> = l
-                .carried
-                .entries()
-                .iter()
-                .map(|e| format!("{}@{:016x}", e.name, e.version))
-                .collect();
-            format!("{} [{}]", short(l.type_url), carried.join(", "))
-        })
-        .collect();
-    if got.is_empty() {
-        "nothing".into()
-    } else {
-        got.join("; ")
-    }
-}
-
-/// A type URL's message name: `RouteConfiguration` for RDS.
-fn short(type_url: &str) -> &str {
-    type_url.rsplit('.').next().unwrap_or(type_url)
 }

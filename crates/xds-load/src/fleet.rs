@@ -14,30 +14,26 @@
 //! same, so ten thousand proxies of the unscoped mesh fit where the server is measured.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use envoy_types::pb::{
-    envoy::{
-        config::core::v3::Node,
-        service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest},
-    },
+    envoy::config::core::v3::Node,
     google::protobuf::{Struct, Value, value::Kind},
 };
 use prost::Message;
-use remora_xds::{
-    ProxyId,
-    snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, is_wildcard_type, served_type},
-};
+use remora_xds::ProxyId;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::{Status, transport::Endpoint};
 
 use crate::{
-    catalog::{Catalog, DecodeError, Entry, Set},
-    wire::{self, DeltaResponse, SotwResponse},
+    catalog::{Catalog, DecodeError, Set},
+    flavour::{Delta, Flavour, Sotw},
+    held::Held,
+    wire::{self, Inbound},
 };
 
 /// Requests waiting to be written to one stream: an ACK and a subscription change at most
@@ -54,9 +50,6 @@ pub enum Mode {
     /// Incremental: responses carry what changed and name what was removed.
     Delta,
 }
-
-/// The types a proxy subscribes to by name, each after the type that names them.
-const DEPENDENT: [(&str, &str); 2] = [(CLUSTER, ENDPOINT), (LISTENER, ROUTE)];
 
 /// What a proxy tells the driver.
 #[derive(Debug)]
@@ -103,6 +96,25 @@ pub struct Logged {
     pub full: bool,
 }
 
+impl Logged {
+    /// A response taken in; its round and ACK time are set once it is ACKed.
+    pub fn new(
+        type_url: &'static str,
+        carried: Arc<Set>,
+        removed: Vec<Arc<str>>,
+        full: bool,
+    ) -> Logged {
+        Logged {
+            round: 0,
+            acked: Instant::now(),
+            type_url,
+            carried,
+            removed,
+            full,
+        }
+    }
+}
+
 /// What a proxy's task returns when it ends.
 #[derive(Debug)]
 pub struct Outcome {
@@ -125,7 +137,7 @@ pub struct Fleet {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum StreamError {
+pub enum StreamError {
     #[error("cannot connect: {0}")]
     Connect(#[from] tonic::transport::Error),
     #[error("the stream failed: {0}")]
@@ -171,28 +183,6 @@ pub async fn run(fleet: Arc<Fleet>, index: usize, proxy: ProxyId) -> Outcome {
     }
 }
 
-/// One flavour of the protocol, as a proxy speaks it.
-trait Flavour: Default + Send + 'static {
-    type Req: Message + Send + 'static;
-    /// The response reduced to what the proxy reads of it ([`wire`]).
-    type Resp: Message + Default + Send + 'static;
-    /// The ADS method.
-    const PATH: &'static str;
-    /// The wildcard CDS (carrying the node, as Envoy sends it only once) and LDS requests.
-    fn first(node: Node) -> [Self::Req; 2];
-    /// Takes in a response: updates what the proxy holds, and returns what to log and the
-    /// ACK.
-    fn take(
-        &mut self,
-        response: Self::Resp,
-        held: &mut Held,
-        catalog: &Catalog,
-    ) -> Result<(Logged, Self::Req), StreamError>;
-    /// The request that changes the subscription of `type_url` from `old` to `new` (both
-    /// sorted).
-    fn resubscribe(&self, type_url: &'static str, old: &[Arc<str>], new: &[Arc<str>]) -> Self::Req;
-}
-
 /// A request as its bytes on the wire.
 fn framed(request: &impl Message) -> Result<Bytes, StreamError> {
     Ok(remora_xds::grpc::frame(request)?.into())
@@ -207,23 +197,8 @@ async fn stream<F: Flavour>(
 ) -> Result<(), StreamError> {
     let mut stop = fleet.stop.clone();
     let mut round = fleet.round.clone();
-    let (tx, rx) = mpsc::channel(OUTBOX);
-    let mut inbound = {
-        let _permit = tokio::select! {
-            permit = fleet.connecting.acquire() => permit,
-            _ = stopped(&mut stop) => return Ok(()),
-        };
-        let open = async {
-            let mut channel = fleet.endpoint.connect().await?;
-            for req in F::first(node(proxy)) {
-                // The receiver is in the request stream, alive until the call ends.
-                let _ = tx.send(framed(&req)?).await;
-            }
-            Ok::<_, StreamError>(wire::open(&mut channel, F::PATH, rx).await?)
-        };
-        tokio::time::timeout(OPEN_TIMEOUT, open)
-            .await
-            .map_err(|_| StreamError::OpenTimeout)??
+    let Some((tx, mut inbound)) = open::<F>(fleet, proxy, &mut stop).await? else {
+        return Ok(());
     };
     let mut flavour = F::default();
     let mut synced = false;
@@ -239,25 +214,7 @@ async fn stream<F: Flavour>(
             msg = inbound.message() => {
                 let bytes = msg?.ok_or(StreamError::Ended)?;
                 let received = Instant::now();
-                let response = F::Resp::decode(bytes)?;
-                let (mut logged, ack) = flavour.take(response, held, &fleet.catalog)?;
-                let mut requests = vec![framed(&ack)?];
-                if let Some((parent, child)) =
-                    DEPENDENT.iter().find(|(p, _)| *p == logged.type_url)
-                    && let Some(now) = held.types.get(parent)
-                {
-                    let old = held.subscription(child);
-                    if now.refs() != old {
-                        requests.push(framed(&flavour.resubscribe(child, old, now.refs()))?);
-                        held.subscribed.insert(child, now.clone());
-                    }
-                }
-                for req in requests {
-                    if tx.send(req).await.is_err() {
-                        return Err(StreamError::Ended);
-                    }
-                }
-                logged.acked = Instant::now();
+                let mut logged = answer(&mut flavour, bytes, held, &fleet.catalog, &tx).await?;
                 let current = round.borrow();
                 if current.started.is_some_and(|s| received >= s) {
                     logged.round = current.number;
@@ -283,6 +240,55 @@ async fn stream<F: Flavour>(
             });
         }
     }
+}
+
+/// Connects, when the fleet lets one more proxy connect, and opens the stream with the
+/// first requests; `None` when the fleet stops first.
+async fn open<F: Flavour>(
+    fleet: &Fleet,
+    proxy: &ProxyId,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<(mpsc::Sender<Bytes>, Inbound)>, StreamError> {
+    let _permit = tokio::select! {
+        permit = fleet.connecting.acquire() => permit,
+        _ = stopped(stop) => return Ok(None),
+    };
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    let open = async {
+        let mut channel = fleet.endpoint.connect().await?;
+        for req in F::first(node(proxy)) {
+            // The receiver is in the request stream, alive until the call ends.
+            let _ = tx.send(framed(&req)?).await;
+        }
+        Ok::<_, StreamError>(wire::open(&mut channel, F::PATH, rx).await?)
+    };
+    let inbound = tokio::time::timeout(OPEN_TIMEOUT, open)
+        .await
+        .map_err(|_| StreamError::OpenTimeout)??;
+    Ok(Some((tx, inbound)))
+}
+
+/// Takes in a response and sends its ACK, and the subscription change it calls for;
+/// returns what to log of it.
+async fn answer<F: Flavour>(
+    flavour: &mut F,
+    response: Bytes,
+    held: &mut Held,
+    catalog: &Catalog,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<Logged, StreamError> {
+    let response = F::Resp::decode(response)?;
+    let (mut logged, ack) = flavour.take(response, held, catalog)?;
+    let mut requests = vec![framed(&ack)?];
+    if let Some(change) = held.resubscription(logged.type_url) {
+        let req = flavour.resubscribe(change.type_url, change.before(), change.after());
+        requests.push(framed(&req)?);
+    }
+    for req in requests {
+        tx.send(req).await.map_err(|_| StreamError::Ended)?;
+    }
+    logged.acked = Instant::now();
+    Ok(logged)
 }
 
 /// Resolves once the fleet is told to stop. The guard `wait_for` returns is dropped here, as
@@ -332,281 +338,12 @@ pub fn converged_at(log: &[Logged], round: u32, expected: &[Expected]) -> Option
     latest
 }
 
-/// What one proxy holds and asked for: shared sets, no resources of its own.
-#[derive(Debug, Default)]
-pub struct Held {
-    /// By type.
-    types: BTreeMap<&'static str, Arc<Set>>,
-    /// By EDS and RDS: the clusters or listeners whose references were last subscribed to.
-    subscribed: BTreeMap<&'static str, Arc<Set>>,
-}
-
-impl Held {
-    /// An incremental response: what changed, and what went.
-    fn update(
-        &mut self,
-        catalog: &Catalog,
-        type_url: &'static str,
-        entries: &[Arc<Entry>],
-        removed: &[Arc<str>],
-    ) {
-        // A whole copy for a few changes, but only for the moment of building the new set.
-        let mut by_name: BTreeMap<&str, &Arc<Entry>> = self
-            .types
-            .get(type_url)
-            .into_iter()
-            .flat_map(|s| s.entries())
-            .map(|e| (&*e.name, e))
-            .collect();
-        for name in removed {
-            by_name.remove(&**name);
-        }
-        by_name.extend(entries.iter().map(|e| (&*e.name, e)));
-        let set = catalog.set(type_url, by_name.into_values().cloned().collect());
-        self.types.insert(type_url, set);
-    }
-
-    /// The names of `child` resources that the held resources of its parent type refer to.
-    fn wanted(&self, child: &str) -> &[Arc<str>] {
-        DEPENDENT
-            .iter()
-            .find(|(_, c)| *c == child)
-            .and_then(|(parent, _)| self.types.get(parent))
-            .map_or(&[], |s| s.refs())
-    }
-
-    /// The names of `child` resources last subscribed to.
-    fn subscription(&self, child: &str) -> &[Arc<str>] {
-        self.subscribed.get(child).map_or(&[], |s| s.refs())
-    }
-
-    /// Whether the proxy has a complete config: clusters and listeners, and every endpoint
-    /// set and route config they name. The error says what is missing.
-    fn synced(&self) -> Result<(), String> {
-        for (parent, child) in DEPENDENT {
-            if !self.types.contains_key(parent) {
-                return Err(format!("no response of {parent} yet"));
-            }
-            let wanted = self.wanted(child);
-            let held = self.types.get(child);
-            let missing: Vec<&str> = wanted
-                .iter()
-                .filter(|n| held.is_none_or(|h| h.get(n).is_none()))
-                .map(|n| &**n)
-                .collect();
-            if let Some(first) = missing.first() {
-                return Err(format!(
-                    "{} of the {} {child} named by its {parent} never arrived, e.g. {first:?}",
-                    missing.len(),
-                    wanted.len(),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// State of the world: the proxy remembers the last version and nonce of each type, which
-/// every later request of that type carries.
-#[derive(Default)]
-struct Sotw {
-    last: BTreeMap<&'static str, (String, String)>,
-}
-
-impl Flavour for Sotw {
-    type Req = DiscoveryRequest;
-    type Resp = SotwResponse;
-    const PATH: &'static str = wire::SOTW_PATH;
-
-    fn first(node: Node) -> [DiscoveryRequest; 2] {
-        [
-            DiscoveryRequest {
-                node: Some(node),
-                type_url: CLUSTER.into(),
-                ..Default::default()
-            },
-            DiscoveryRequest {
-                type_url: LISTENER.into(),
-                ..Default::default()
-            },
-        ]
-    }
-
-    fn take(
-        &mut self,
-        r: SotwResponse,
-        held: &mut Held,
-        catalog: &Catalog,
-    ) -> Result<(Logged, DiscoveryRequest), StreamError> {
-        let type_url = served_type(&r.type_url).ok_or(StreamError::UnknownType(r.type_url))?;
-        let bodies: Vec<&[u8]> = r.resources.iter().map(|p| &*p.value).collect();
-        let entries = catalog.entries(type_url, &bodies)?;
-        // Listeners and clusters come as a whole set each time. A response of routes or
-        // endpoints may carry only some, and Envoy keeps those it leaves out; one goes only
-        // when no listener or cluster names it any more.
-        let full = is_wildcard_type(type_url);
-        let set = catalog.set(type_url, entries.clone());
-        if full {
-            held.types.insert(type_url, set.clone());
-        } else {
-            let wanted = held.wanted(type_url);
-            let unwanted: Vec<Arc<str>> = held
-                .types
-                .get(type_url)
-                .into_iter()
-                .flat_map(|s| s.entries())
-                .filter(|e| wanted.binary_search(&e.name).is_err())
-                .map(|e| e.name.clone())
-                .collect();
-            held.update(catalog, type_url, &entries, &unwanted);
-        }
-        self.last
-            .insert(type_url, (r.version_info.clone(), r.nonce.clone()));
-        let ack = DiscoveryRequest {
-            version_info: r.version_info,
-            response_nonce: r.nonce,
-            type_url: type_url.into(),
-            // A state-of-the-world request always names the whole subscription.
-            resource_names: held
-                .subscription(type_url)
-                .iter()
-                .map(|n| n.to_string())
-                .collect(),
-            ..Default::default()
-        };
-        let logged = Logged {
-            round: 0,
-            acked: Instant::now(),
-            type_url,
-            carried: set,
-            removed: Vec::new(),
-            full,
-        };
-        Ok((logged, ack))
-    }
-
-    fn resubscribe(
-        &self,
-        type_url: &'static str,
-        _old: &[Arc<str>],
-        new: &[Arc<str>],
-    ) -> DiscoveryRequest {
-        let (version_info, response_nonce) = self.last.get(type_url).cloned().unwrap_or_default();
-        DiscoveryRequest {
-            version_info,
-            response_nonce,
-            type_url: type_url.into(),
-            resource_names: new.iter().map(|n| n.to_string()).collect(),
-            ..Default::default()
-        }
-    }
-}
-
-/// Incremental: the proxy keeps no per-type protocol state; subscriptions change by
-/// difference.
-#[derive(Default)]
-struct Delta;
-
-impl Flavour for Delta {
-    type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaResponse;
-    const PATH: &'static str = wire::DELTA_PATH;
-
-    fn first(node: Node) -> [DeltaDiscoveryRequest; 2] {
-        [
-            DeltaDiscoveryRequest {
-                node: Some(node),
-                type_url: CLUSTER.into(),
-                ..Default::default()
-            },
-            DeltaDiscoveryRequest {
-                type_url: LISTENER.into(),
-                ..Default::default()
-            },
-        ]
-    }
-
-    fn take(
-        &mut self,
-        r: DeltaResponse,
-        held: &mut Held,
-        catalog: &Catalog,
-    ) -> Result<(Logged, DeltaDiscoveryRequest), StreamError> {
-        let type_url = served_type(&r.type_url).ok_or(StreamError::UnknownType(r.type_url))?;
-        let bodies = r
-            .resources
-            .iter()
-            .map(|res| {
-                res.resource
-                    .as_ref()
-                    .map(|p| &*p.value)
-                    .ok_or_else(|| StreamError::NoBody(res.name.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let entries = catalog.entries(type_url, &bodies)?;
-        for (res, entry) in r.resources.iter().zip(&entries) {
-            // Incremental responses state each resource's version; it must be the content's,
-            // or a proxy reconnecting with `initial_resource_versions` would be misled.
-            if u64::from_str_radix(&res.version, 16).ok() != Some(entry.version)
-                || *entry.name != res.name
-            {
-                return Err(StreamError::Version {
-                    type_url,
-                    name: res.name.clone(),
-                    stated: res.version.clone(),
-                    actual: entry.version,
-                });
-            }
-        }
-        let removed: Vec<Arc<str>> = r
-            .removed_resources
-            .iter()
-            .map(|n| Arc::from(n.as_str()))
-            .collect();
-        held.update(catalog, type_url, &entries, &removed);
-        let ack = DeltaDiscoveryRequest {
-            type_url: type_url.into(),
-            response_nonce: r.nonce,
-            ..Default::default()
-        };
-        let logged = Logged {
-            round: 0,
-            acked: Instant::now(),
-            type_url,
-            carried: catalog.set(type_url, entries),
-            removed,
-            full: false,
-        };
-        Ok((logged, ack))
-    }
-
-    fn resubscribe(
-        &self,
-        type_url: &'static str,
-        old: &[Arc<str>],
-        new: &[Arc<str>],
-    ) -> DeltaDiscoveryRequest {
-        let missing_from = |set: &[Arc<str>], n: &Arc<str>| set.binary_search(n).is_err();
-        DeltaDiscoveryRequest {
-            type_url: type_url.into(),
-            resource_names_subscribe: new
-                .iter()
-                .filter(|n| missing_from(old, n))
-                .map(|n| n.to_string())
-                .collect(),
-            resource_names_unsubscribe: old
-                .iter()
-                .filter(|n| missing_from(new, n))
-                .map(|n| n.to_string())
-                .collect(),
-            ..Default::default()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use remora_xds::snapshot::ROUTE;
+
     use super::*;
+    use crate::catalog::Entry;
 
     fn logged(round: u32, at: Instant, carried: &[(&str, u64)], full: bool) -> Logged {
         let entries = carried
@@ -671,84 +408,5 @@ mod tests {
             converged_at(&[delta], 2, &[expect("15001", None)]),
             Some(at(4))
         );
-    }
-
-    fn entry(name: &str, refs: &[&str]) -> Arc<Entry> {
-        Arc::new(Entry {
-            name: name.into(),
-            version: xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
-            refs: refs.iter().map(|r| Arc::from(*r)).collect(),
-        })
-    }
-
-    fn names(names: &[Arc<str>]) -> Vec<&str> {
-        names.iter().map(|n| &**n).collect()
-    }
-
-    #[test]
-    fn a_config_is_complete_when_everything_named_has_arrived() {
-        let catalog = Catalog::default();
-        let mut held = Held::default();
-        let replace = |held: &mut Held, type_url, entries| {
-            held.types.insert(type_url, catalog.set(type_url, entries));
-        };
-        assert!(held.synced().is_err());
-        replace(
-            &mut held,
-            CLUSTER,
-            vec![entry("a", &["a"]), entry("b", &["b"]), entry("static", &[])],
-        );
-        replace(
-            &mut held,
-            LISTENER,
-            vec![entry("l1", &["8080"]), entry("l2", &["8080", "9090"])],
-        );
-        assert_eq!(names(held.wanted(ENDPOINT)), ["a", "b"]);
-        assert_eq!(names(held.wanted(ROUTE)), ["8080", "9090"]);
-        replace(&mut held, ENDPOINT, vec![entry("a", &[])]);
-        replace(
-            &mut held,
-            ROUTE,
-            vec![entry("8080", &[]), entry("9090", &[])],
-        );
-        let missing = held.synced().expect_err("b has no endpoints yet");
-        assert!(missing.contains("\"b\""), "{missing}");
-        held.update(&catalog, ENDPOINT, &[entry("b", &[])], &[]);
-        assert_eq!(held.synced(), Ok(()));
-        held.update(&catalog, LISTENER, &[], &[Arc::from("l2")]);
-        assert_eq!(names(held.wanted(ROUTE)), ["8080"]);
-    }
-
-    #[test]
-    fn proxies_with_the_same_config_hold_the_same_sets() {
-        let catalog = Catalog::default();
-        let (mut one, mut two) = (Held::default(), Held::default());
-        // The same resources, reached in different steps.
-        one.update(
-            &catalog,
-            CLUSTER,
-            &[entry("a", &["a"]), entry("b", &["b"])],
-            &[],
-        );
-        two.update(&catalog, CLUSTER, &[entry("b", &["b"])], &[]);
-        two.update(
-            &catalog,
-            CLUSTER,
-            &[entry("c", &[]), entry("a", &["a"])],
-            &[],
-        );
-        two.update(&catalog, CLUSTER, &[], &[Arc::from("c")]);
-        assert!(Arc::ptr_eq(&one.types[CLUSTER], &two.types[CLUSTER]));
-        assert!(std::ptr::eq(one.wanted(ENDPOINT), two.wanted(ENDPOINT)));
-    }
-
-    #[test]
-    fn an_incremental_resubscription_names_only_the_difference() {
-        let names = |n: &[&str]| n.iter().map(|n| Arc::from(*n)).collect::<Vec<_>>();
-        let req = Delta.resubscribe(ENDPOINT, &names(&["a", "b", "c"]), &names(&["b", "d"]));
-        assert_eq!(req.resource_names_subscribe, ["d"]);
-        assert_eq!(req.resource_names_unsubscribe, ["a", "c"]);
-        let req = Sotw::default().resubscribe(ENDPOINT, &names(&["a"]), &names(&["b", "d"]));
-        assert_eq!(req.resource_names, ["b", "d"]);
     }
 }

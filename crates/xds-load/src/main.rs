@@ -12,8 +12,12 @@
 #![forbid(unsafe_code)]
 
 mod catalog;
+mod child;
+mod diagnose;
 mod driver;
+mod flavour;
 mod fleet;
+mod held;
 mod procfs;
 mod protocol;
 mod report;

@@ -86,15 +86,31 @@ pub struct Report {
     pub cores: usize,
 }
 
+/// One row of the measures table: what, the value, and the target if there is one.
+type Row = (String, String, &'static str);
+
 impl Report {
+    /// The run as Markdown: a line on the mesh, the table of every measure, and the row of
+    /// the summary table in BENCHMARKS.md.
     pub fn render(&self) -> String {
-        let mut s = String::new();
-        let n = self.proxies;
+        let mut s = self.title();
+        s.push_str("\n| measure | value | target |\n|---|---|---|\n");
+        let rows = [self.sync_rows(), self.change_rows()].concat();
+        for (label, value, target) in rows {
+            let _ = writeln!(s, "| {label} | {value} | {target} |");
+        }
+        s.push('\n');
+        s.push_str(&self.summary());
+        s
+    }
+
+    /// The line on the mesh and the machine.
+    fn title(&self) -> String {
         let shape = &self.shape;
-        let _ = writeln!(
-            s,
-            "xds-load: {n} proxies, {} mode; mesh of {} namespaces ({} shared), {} Services, {} \
-             pods, {} routes, {}; {} resources per proxy (mean); {} cores",
+        format!(
+            "xds-load: {} proxies, {} mode; mesh of {} namespaces ({} shared), {} Services, {} \
+             pods, {} routes, {}; {} resources per proxy (mean); {} cores\n",
+            self.proxies,
             mode_name(self.mode),
             shape.namespaces,
             shape.shared_namespaces,
@@ -108,126 +124,127 @@ impl Report {
             },
             self.ready.resources_per_proxy,
             self.cores,
-        );
-        let _ = writeln!(s);
-        let _ = writeln!(s, "| measure | value | target |");
-        let _ = writeln!(s, "|---|---|---|");
-        let mut row = |label: &str, value: String, target: &str| {
-            let _ = writeln!(s, "| {label} | {value} | {target} |");
-        };
+        )
+    }
+
+    /// The server's start, the initial sync, and its memory.
+    fn sync_rows(&self) -> Vec<Row> {
+        let n = self.proxies;
         let r = &self.ready;
         // The resident memory of the connected fleet, which the target bounds at 10,000.
         let held = |kib: u64| format!("{} ({} per proxy)", mib(kib), kib_per(kib, n));
         let held_target = if n >= 10_000 { "< 1 GiB" } else { "" };
-        row(
-            "server start: mesh build / publish_all (one thread)",
-            format!("{} / {}", secs(r.build), secs(r.publish)),
-            "",
-        );
-        row(
-            "server RSS: at start / mesh built / snapshots published",
-            format!(
-                "{} / {} / {}",
-                mib(r.rss_start_kib),
-                mib(r.rss_built_kib),
-                mib(r.rss_published_kib)
-            ),
-            "",
-        );
-        row(
-            "connect + initial sync of every proxy",
-            secs(self.connect_and_sync),
-            "",
-        );
-        row(
-            "server CPU: initial sync (ready → all synced)",
-            secs(self.synced.cpu.saturating_sub(self.at_ready.cpu)),
-            "",
-        );
-        row(
-            "server RSS, all proxies connected and synced",
-            held(self.synced.memory.rss_kib),
-            held_target,
-        );
-        row(
-            "server RSS added by the connected proxies, per proxy",
-            kib_per(
-                self.synced
-                    .memory
-                    .rss_kib
-                    .saturating_sub(self.at_ready.memory.rss_kib),
-                n,
-            ),
-            "",
-        );
-        row(
-            "server heap in use (allocated, not freed): snapshots published / all synced",
-            format!(
-                "{} / {} ({} per proxy added)",
-                mib(r.heap_published_kib),
-                mib(self.synced_heap_kib),
-                kib_per(self.synced_heap_kib.saturating_sub(r.heap_published_kib), n)
-            ),
-            "",
-        );
-        row(
-            "server RSS not in the heap, synced (allocator overhead and kept free memory, \
-             stacks, code)",
-            mib(self
-                .synced
-                .memory
-                .rss_kib
-                .saturating_sub(self.synced_heap_kib)),
-            "",
-        );
-        row(
-            "server heap peak (most ever in use): by the end of the sync / whole run",
-            format!(
-                "{} / {}",
-                mib(self.synced_heap_peak_kib),
-                mib(self.end_heap_peak_kib)
-            ),
-            "",
-        );
-        row(
-            "server RSS at the end, every proxy still connected (after the changes)",
-            held(self.end.memory.rss_kib),
-            held_target,
-        );
-        row(
-            "server peak RSS (VmHWM, whole run)",
-            mib(self.end.memory.peak_kib),
-            "",
-        );
-        for (i, c) in self.changes.iter().enumerate() {
-            let k = i + 1;
-            row(
-                &format!("change {k}: route {}, proxies affected", c.route),
-                format!("{} of {n}", c.affected),
+        let synced_rss = self.synced.memory.rss_kib;
+        vec![
+            (
+                "server start: mesh build / publish_all (one thread)".into(),
+                format!("{} / {}", secs(r.build), secs(r.publish)),
                 "",
-            );
-            row(
-                &format!("change {k}: model apply / publish"),
-                format!("{} / {}", ms(c.apply), ms(c.publish)),
-                "",
-            );
-            row(
-                &format!("change {k}: converged (ACKed) p50 / p99 / max"),
-                spread(Spread::of(c.convergence.clone())),
-                "p99 < 1 s",
-            );
-            row(&format!("change {k}: server CPU"), ms(c.server_cpu), "");
-            row(
-                &format!("change {k}: responses after it, to affected / unaffected proxies"),
+            ),
+            (
+                "server RSS: at start / mesh built / snapshots published".into(),
                 format!(
-                    "{} / {} ({} unaffected proxies got any)",
-                    c.responses_affected, c.responses_unaffected, c.unaffected_hit
+                    "{} / {} / {}",
+                    mib(r.rss_start_kib),
+                    mib(r.rss_built_kib),
+                    mib(r.rss_published_kib)
                 ),
-                "unaffected: 0",
-            );
+                "",
+            ),
+            (
+                "connect + initial sync of every proxy".into(),
+                secs(self.connect_and_sync),
+                "",
+            ),
+            (
+                "server CPU: initial sync (ready → all synced)".into(),
+                secs(self.sync_cpu()),
+                "",
+            ),
+            (
+                "server RSS, all proxies connected and synced".into(),
+                held(synced_rss),
+                held_target,
+            ),
+            (
+                "server RSS added by the connected proxies, per proxy".into(),
+                kib_per(synced_rss.saturating_sub(self.at_ready.memory.rss_kib), n),
+                "",
+            ),
+            (
+                "server heap in use (allocated, not freed): snapshots published / all synced"
+                    .into(),
+                format!(
+                    "{} / {} ({} per proxy added)",
+                    mib(r.heap_published_kib),
+                    mib(self.synced_heap_kib),
+                    self.heap_added_per_proxy()
+                ),
+                "",
+            ),
+            (
+                "server RSS not in the heap, synced (allocator overhead and kept free memory, \
+                 stacks, code)"
+                    .into(),
+                mib(synced_rss.saturating_sub(self.synced_heap_kib)),
+                "",
+            ),
+            (
+                "server heap peak (most ever in use): by the end of the sync / whole run".into(),
+                format!(
+                    "{} / {}",
+                    mib(self.synced_heap_peak_kib),
+                    mib(self.end_heap_peak_kib)
+                ),
+                "",
+            ),
+            (
+                "server RSS at the end, every proxy still connected (after the changes)".into(),
+                held(self.end.memory.rss_kib),
+                held_target,
+            ),
+            (
+                "server peak RSS (VmHWM, whole run)".into(),
+                mib(self.end.memory.peak_kib),
+                "",
+            ),
+        ]
+    }
+
+    /// Each route change, then what the fleet cost the driver.
+    fn change_rows(&self) -> Vec<Row> {
+        let n = self.proxies;
+        let mut rows = Vec::new();
+        for (k, c) in (1..).zip(&self.changes) {
+            rows.extend([
+                (
+                    format!("change {k}: route {}, proxies affected", c.route),
+                    format!("{} of {n}", c.affected),
+                    "",
+                ),
+                (
+                    format!("change {k}: model apply / publish"),
+                    format!("{} / {}", ms(c.apply), ms(c.publish)),
+                    "",
+                ),
+                (
+                    format!("change {k}: converged (ACKed) p50 / p99 / max"),
+                    spread(Spread::of(c.convergence.clone())),
+                    "p99 < 1 s",
+                ),
+                (format!("change {k}: server CPU"), ms(c.server_cpu), ""),
+                (
+                    format!("change {k}: responses after it, to affected / unaffected proxies"),
+                    format!(
+                        "{} / {} ({} unaffected proxies got any)",
+                        c.responses_affected, c.responses_unaffected, c.unaffected_hit
+                    ),
+                    "unaffected: 0",
+                ),
+            ]);
         }
-        row(
-            "driver (the simulated fleet): CPU / peak RSS / heap in use, synced",
+        rows.push((
+            "driver (the simulated fleet): CPU / peak RSS / heap in use, synced".into(),
             format!(
                 "{} / {} / {}",
                 secs(self.driver.cpu),
@@ -235,15 +252,13 @@ impl Report {
                 mib(self.driver_synced_heap_kib)
             ),
             "",
-        );
-        let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "| proxies | mode | egress scopes | connect + sync | server RSS synced (per proxy) | \
-             server heap synced (added per proxy) | server peak RSS | server CPU, sync | converged p50 / p99 / max (all changes) | \
-             server CPU per change | responses to unaffected proxies |"
-        );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        ));
+        rows
+    }
+
+    /// The header and the row of the summary table.
+    fn summary(&self) -> String {
+        let n = self.proxies;
         let all = Spread::of(
             self.changes
                 .iter()
@@ -257,26 +272,42 @@ impl Report {
             .sum::<Duration>()
             .checked_div(u32::try_from(self.changes.len()).unwrap_or(u32::MAX))
             .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "| {n} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} |",
+        format!(
+            "| proxies | mode | egress scopes | connect + sync | server RSS synced (per proxy) | \
+             server heap synced (added per proxy) | server peak RSS | server CPU, sync | converged p50 / p99 / max (all changes) | \
+             server CPU per change | responses to unaffected proxies |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n\
+             | {n} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} |\n",
             mode_name(self.mode),
-            if shape.egress { "yes" } else { "no" },
+            if self.shape.egress { "yes" } else { "no" },
             secs(self.connect_and_sync),
             mib(self.synced.memory.rss_kib),
             kib_per(self.synced.memory.rss_kib, n),
             mib(self.synced_heap_kib),
-            kib_per(self.synced_heap_kib.saturating_sub(r.heap_published_kib), n),
+            self.heap_added_per_proxy(),
             mib(self.end.memory.peak_kib),
-            secs(self.synced.cpu.saturating_sub(self.at_ready.cpu)),
+            secs(self.sync_cpu()),
             spread(all),
             ms(cpu_per_change),
             self.changes
                 .iter()
                 .map(|c| c.responses_unaffected)
                 .sum::<usize>(),
-        );
-        s
+        )
+    }
+
+    /// Server CPU from ready to every proxy synced.
+    fn sync_cpu(&self) -> Duration {
+        self.synced.cpu.saturating_sub(self.at_ready.cpu)
+    }
+
+    /// The heap the connected proxies added, per proxy.
+    fn heap_added_per_proxy(&self) -> String {
+        kib_per(
+            self.synced_heap_kib
+                .saturating_sub(self.ready.heap_published_kib),
+            self.proxies,
+        )
     }
 }
 
@@ -337,5 +368,81 @@ mod tests {
         let s = Spread::of(vec![ms(30), ms(10), ms(20)]).expect("samples");
         assert_eq!((s.count, s.p50, s.p99, s.max), (3, ms(20), ms(30), ms(30)));
         assert_eq!(Spread::of(Vec::new()), None);
+    }
+
+    /// A report with every field set, the change convergence times included.
+    fn sample_report() -> Report {
+        let sample = |cpu_ms, rss_kib, peak_kib| Sample {
+            cpu: ms(cpu_ms),
+            memory: Memory { rss_kib, peak_kib },
+        };
+        let change = |k: u64| ChangeResult {
+            route: format!("ns-0/route-{k}"),
+            apply: ms(k),
+            publish: ms(2 * k),
+            affected: 7,
+            convergence: (1..=7).map(|i| ms(10 * i + k)).collect(),
+            server_cpu: ms(30 + k),
+            responses_affected: 9,
+            responses_unaffected: k as usize,
+            unaffected_hit: 1,
+        };
+        Report {
+            proxies: 10_000,
+            mode: Mode::Delta,
+            shape: Shape {
+                namespaces: 10,
+                shared_namespaces: 2,
+                services: 100,
+                pods: 10_000,
+                routes: 50,
+                egress: true,
+                seed: 1,
+            },
+            ready: Ready {
+                port: 1,
+                build: ms(1500),
+                publish: ms(2500),
+                rss_start_kib: 10_240,
+                rss_built_kib: 102_400,
+                rss_published_kib: 204_800,
+                heap_published_kib: 150_000,
+                resources_per_proxy: 321,
+            },
+            at_ready: sample(4000, 204_800, 204_800),
+            connect_and_sync: ms(12_345),
+            synced: sample(9000, 600_000, 700_000),
+            synced_heap_kib: 400_000,
+            synced_heap_peak_kib: 500_000,
+            end_heap_peak_kib: 550_000,
+            changes: vec![change(1), change(2)],
+            end: sample(9500, 610_000, 720_000),
+            driver: sample(20_000, 300_000, 350_000),
+            driver_synced_heap_kib: 250_000,
+            cores: 2,
+        }
+    }
+
+    #[test]
+    fn the_report_renders_every_measure() {
+        let text = sample_report().render();
+        assert!(text.starts_with("xds-load: 10000 proxies, incremental (delta) mode; mesh of"));
+        for row in [
+            "| server RSS, all proxies connected and synced | 586 MiB (60 KiB per proxy) | < 1 GiB |",
+            "| change 2: converged (ACKed) p50 / p99 / max | 42.0 ms / 72.0 ms / 72.0 ms | p99 < 1 s |",
+            "| driver (the simulated fleet): CPU / peak RSS / heap in use, synced | 20.00 s / 342 MiB / 244 MiB |  |",
+        ] {
+            assert!(text.lines().any(|l| l == row), "{row} in\n{text}");
+        }
+        assert!(text.ends_with(
+            "| 10000 | incremental (delta) | yes | 12.35 s | 586 MiB (60 KiB) | 391 MiB (25 KiB) \
+             | 703 MiB | 5.00 s | 41.0 ms / 72.0 ms / 72.0 ms | 31.5 ms | 3 |\n"
+        ));
+        // The header, 11 rows of the sync, 5 per change and the driver's, of three columns each.
+        let measures: Vec<&str> = text
+            .lines()
+            .filter(|l| l.matches(" | ").count() == 2)
+            .collect();
+        assert_eq!(measures.len(), 1 + 11 + 2 * 5 + 1, "{text}");
     }
 }

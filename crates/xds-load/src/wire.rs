@@ -5,25 +5,16 @@
 //! response gets an allocation of exactly its size (none at all when one chunk holds it),
 //! decoded into a message that keeps only what a proxy acts on, then dropped.
 
-use std::{
-    future::poll_fn,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::future::poll_fn;
 
 use bytes::Bytes;
 use http::{Method, Request, header::CONTENT_TYPE};
 use http_body::Frame;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, StreamBody};
 use remora_xds::grpc::Framer;
 use tokio::sync::mpsc;
+use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Code, Status, body::Body, codegen::Service, transport::Channel};
-
-/// The two ADS methods.
-pub const SOTW_PATH: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-pub const DELTA_PATH: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// `DiscoveryResponse` with only what a proxy ACKs and subscribes by; prost skips the rest
 /// of the encoding without allocating it.
@@ -83,7 +74,10 @@ pub async fn open(
         .uri(path)
         .header(CONTENT_TYPE, "application/grpc")
         .header("te", "trailers")
-        .body(Body::new(Outbound(requests)))
+        // Framed messages as they come, ending when their senders are dropped.
+        .body(Body::new(StreamBody::new(
+            ReceiverStream::new(requests).map(|m| Ok::<_, Status>(Frame::data(m))),
+        )))
         .map_err(|e| Status::internal(e.to_string()))?;
     poll_fn(|cx| channel.poll_ready(cx))
         .await
@@ -111,21 +105,6 @@ pub async fn open(
         framer: Framer::new(usize::MAX),
         chunk: Bytes::new(),
     })
-}
-
-/// The request body: framed messages from a channel, ending when its senders are dropped.
-struct Outbound(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for Outbound {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
 }
 
 /// The response stream.

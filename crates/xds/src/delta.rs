@@ -4,20 +4,22 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use envoy_types::pb::{
-    envoy::service::discovery::v3::{
-        DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+    envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+        },
     },
     google::protobuf::Any,
 };
 
 use crate::{
     by_type::ByType,
+    machine::Machine,
     names::Names,
-    snapshot::{
-        CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, Resources, Snapshot,
-        is_wildcard_type, served_type,
-    },
-    status::{Nack, TypeStatus},
+    per_type::{self, Answers, PerType, Wanted},
+    snapshot::{PUSH_ORDER, Resource, Resources, Snapshot, is_wildcard_type, served_type},
+    status::Mode,
 };
 
 /// Responses not yet answered, at most this many remembered; older ones are only ever
@@ -25,24 +27,20 @@ use crate::{
 const IN_FLIGHT: usize = 16;
 
 #[derive(Debug)]
-struct TypeState {
+pub(crate) struct TypeState {
     wildcard: bool,
     names: Names,
     /// What the proxy holds (or was sent). Usually the very set of a snapshot, shared with
     /// it; only its names and versions are read.
     known: Resources,
-    /// The snapshot's set of this type and the part of it subscribed to, kept until either
-    /// changes, so an ACK costs no recomputation.
-    wanted: Option<(Resources, Resources)>,
+    wanted: Wanted,
     /// The first request of a type is always answered, even when nothing is new.
     owes_reply: bool,
     /// Nonce and the version the response brought the proxy to, oldest first. A vector:
     /// it is nearly always empty, and an emptied `BTreeMap` keeps its node.
     in_flight: Vec<(u64, String)>,
     sent: Option<String>,
-    acked: Option<String>,
-    nack: Option<Nack>,
-    resources_sent: u64,
+    answers: Answers,
 }
 
 impl Default for TypeState {
@@ -51,28 +49,37 @@ impl Default for TypeState {
             wildcard: false,
             names: Names::default(),
             known: Resources::empty(),
-            wanted: None,
+            wanted: Wanted::default(),
             owes_reply: false,
             in_flight: Vec::new(),
             sent: None,
-            acked: None,
-            nack: None,
-            resources_sent: 0,
+            answers: Answers::default(),
         }
     }
 }
 
-impl TypeState {
-    fn refresh(&mut self, set: Resources) -> &Resources {
-        if self.wanted.as_ref().is_none_or(|(from, _)| *from != set) {
-            let wanted = if self.wildcard {
+impl PerType for TypeState {
+    fn refresh(&mut self, set: Resources) {
+        let (wildcard, names) = (self.wildcard, &mut self.names);
+        self.wanted.refresh(set, |set| {
+            if wildcard {
                 set.clone()
             } else {
-                self.names.pick(&set)
-            };
-            self.wanted = Some((set, wanted));
-        }
-        self.wanted.as_ref().map(|(_, w)| w).expect("just set")
+                names.pick(set)
+            }
+        });
+    }
+
+    fn wanted(&self) -> &Wanted {
+        &self.wanted
+    }
+
+    fn answers(&self) -> &Answers {
+        &self.answers
+    }
+
+    fn sent(&self) -> Option<String> {
+        self.sent.clone()
     }
 }
 
@@ -82,187 +89,197 @@ pub struct DeltaStream {
     nonces: u64,
 }
 
-impl DeltaStream {
-    /// Takes in one request (an ACK, a NACK, a new or changed subscription); true when it
-    /// may need an answer, which [`Self::respond`] then builds. Apart, so a stream waiting
-    /// for room to answer holds this state, not the request.
-    pub fn take_request(&mut self, request: &DeltaDiscoveryRequest, snapshot: &Snapshot) -> bool {
+impl TypeState {
+    /// The first request of the type: what the proxy kept from an earlier connection is not
+    /// sent again. Only names and versions of known resources are read, so these carry no
+    /// body.
+    fn open(&mut self, type_url: &str, request: &DeltaDiscoveryRequest) {
+        self.owes_reply = true;
+        self.known = Resources::from_map(
+            request
+                .initial_resource_versions
+                .iter()
+                .map(|(name, version)| {
+                    let held = Resource {
+                        name: name.clone(),
+                        version: version.clone(),
+                        body: Any::default(),
+                    };
+                    (name.clone(), Arc::new(held))
+                })
+                .collect(),
+        );
+        if request.resource_names_subscribe.is_empty() && is_wildcard_type(type_url) {
+            self.wildcard = true;
+        }
+    }
+
+    /// Takes in an ACK or a NACK of a response still in flight; an answer to any other is
+    /// late and changes nothing.
+    fn answered(&mut self, request: &DeltaDiscoveryRequest) {
+        let Ok(nonce) = request.response_nonce.parse::<u64>() else {
+            return;
+        };
+        let Some(i) = self.in_flight.iter().position(|(n, _)| *n == nonce) else {
+            return;
+        };
+        let (_, version) = self.in_flight.remove(i);
+        self.answers
+            .answer(request.error_detail.as_ref(), &version, &version);
+        // Anything older than an answered response will not be answered usefully.
+        self.in_flight.retain(|(n, _)| *n > nonce);
+    }
+
+    /// Applies the subscription changes a request names; true when there were any.
+    fn resubscribe(&mut self, request: &DeltaDiscoveryRequest, set: &Resources) -> bool {
+        if request.resource_names_subscribe.is_empty()
+            && request.resource_names_unsubscribe.is_empty()
+        {
+            return false;
+        }
+        let mut names: BTreeSet<&str> = self.names.iter().collect();
+        for name in &request.resource_names_subscribe {
+            if name == "*" {
+                self.wildcard = true;
+            } else {
+                names.insert(name);
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
+            if name == "*" {
+                self.wildcard = false;
+            } else {
+                names.remove(name.as_str());
+            }
+        }
+        self.names = Names::new(names, set);
+        self.wanted.clear();
+        true
+    }
+
+    /// Forgets what the proxy dropped from its subscription, so a later subscription sends
+    /// it afresh.
+    fn forget_unsubscribed(&mut self) {
+        if self.wildcard || self.known.iter().all(|(n, _)| self.names.contains(n)) {
+            return;
+        }
+        let kept = self
+            .known
+            .iter()
+            .filter(|(n, _)| self.names.contains(n))
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        self.known = Resources::from_map(kept);
+    }
+
+    /// The response that brings the proxy from what it holds to `target`, if it needs one;
+    /// what `target` lacks stays while `keep_gone`.
+    fn update(&mut self, target: Resources, keep_gone: bool) -> Option<Update> {
+        if self.known.version() == target.version() && !self.owes_reply {
+            return None;
+        }
+        let diff = target.diff(&self.known);
+        let resources: Vec<DeltaResource> = diff
+            .updated
+            .iter()
+            .map(|(name, r)| DeltaResource {
+                name: (*name).clone(),
+                version: r.version.clone(),
+                resource: Some(r.body.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let removed: Vec<String> = if keep_gone {
+            Vec::new()
+        } else {
+            diff.gone.iter().map(|(n, _)| (*n).clone()).collect()
+        };
+        if resources.is_empty() && removed.is_empty() && !self.owes_reply {
+            return None;
+        }
+        self.known = if keep_gone {
+            target.keeping(&self.known)
+        } else {
+            target
+        };
+        self.owes_reply = false;
+        Some(Update { resources, removed })
+    }
+
+    /// Records a response sent under `nonce`; only the last [`IN_FLIGHT`] are remembered.
+    fn record_sent(&mut self, nonce: u64, resources: usize) -> String {
+        let version = self.known.version().to_owned();
+        self.in_flight.push((nonce, version.clone()));
+        if self.in_flight.len() > IN_FLIGHT {
+            self.in_flight.remove(0);
+        }
+        self.sent = Some(version.clone());
+        self.answers.resources_sent += resources as u64;
+        version
+    }
+}
+
+/// What one response brings: the resources new or changed, and the names gone.
+struct Update {
+    resources: Vec<DeltaResource>,
+    removed: Vec<String>,
+}
+
+impl Machine for DeltaStream {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    type State = TypeState;
+    const MODE: Mode = Mode::Incremental;
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn types(&self) -> &ByType<TypeState> {
+        &self.types
+    }
+
+    fn describe(r: &DeltaDiscoveryResponse) -> (&str, usize, &str) {
+        (&r.type_url, r.resources.len(), &r.system_version_info)
+    }
+
+    fn take_request(&mut self, request: &DeltaDiscoveryRequest, snapshot: &Snapshot) -> bool {
         let Some(type_url) = served_type(&request.type_url) else {
             return false;
         };
         let first = !self.types.contains_key(type_url);
         let state = self.types.entry(type_url);
         if first {
-            state.owes_reply = true;
-            // What the proxy kept from an earlier connection is not sent again. Only names
-            // and versions of known resources are read, so these carry no body.
-            state.known = Resources::from_map(
-                request
-                    .initial_resource_versions
-                    .iter()
-                    .map(|(name, version)| {
-                        let held = Resource {
-                            name: name.clone(),
-                            version: version.clone(),
-                            body: Any::default(),
-                        };
-                        (name.clone(), Arc::new(held))
-                    })
-                    .collect(),
-            );
-            if request.resource_names_subscribe.is_empty() && is_wildcard_type(type_url) {
-                state.wildcard = true;
-            }
+            state.open(type_url, request);
         }
-        if let Ok(nonce) = request.response_nonce.parse::<u64>()
-            && let Some(i) = state.in_flight.iter().position(|(n, _)| *n == nonce)
-        {
-            let (_, version) = state.in_flight.remove(i);
-            match &request.error_detail {
-                Some(error) => {
-                    state.nack = Some(Nack {
-                        version,
-                        message: error.message.clone(),
-                    });
-                }
-                None => {
-                    state.acked = Some(version);
-                    state.nack = None;
-                }
-            }
-            // Anything older than an answered response will not be answered usefully.
-            state.in_flight.retain(|(n, _)| *n > nonce);
-        }
-        let resubscribed = !request.resource_names_subscribe.is_empty()
-            || !request.resource_names_unsubscribe.is_empty();
-        if resubscribed {
-            let mut names: BTreeSet<&str> = state.names.iter().collect();
-            for name in &request.resource_names_subscribe {
-                if name == "*" {
-                    state.wildcard = true;
-                } else {
-                    names.insert(name);
-                }
-            }
-            for name in &request.resource_names_unsubscribe {
-                if name == "*" {
-                    state.wildcard = false;
-                } else {
-                    names.remove(name.as_str());
-                }
-            }
-            state.names = Names::new(names, &snapshot.resources(type_url));
-            state.wanted = None;
-        }
-        if !state.wildcard
-            && (first || resubscribed)
-            && state.known.iter().any(|(n, _)| !state.names.contains(n))
-        {
-            // Forget what the proxy dropped, so a later subscription sends it afresh.
-            let kept = state
-                .known
-                .iter()
-                .filter(|(n, _)| state.names.contains(n))
-                .map(|(n, r)| (n.clone(), r.clone()))
-                .collect();
-            state.known = Resources::from_map(kept);
+        state.answered(request);
+        let resubscribed = state.resubscribe(request, &snapshot.resources(type_url));
+        if first || resubscribed {
+            state.forget_unsubscribed();
         }
         true
     }
 
-    /// About the most bytes [`Self::respond`] sends for `snapshot`: the whole set of each
-    /// type whose set or subscription changed since it was last answered, nothing for the
-    /// others. What a stream reserves of the response budget before building.
-    pub fn answer_bytes(&self, snapshot: &Snapshot) -> usize {
-        snapshot.changed_bytes(
-            self.types
-                .iter()
-                .map(|(t, s)| (t, s.wanted.as_ref().map(|(from, _)| from))),
-        )
-    }
-
-    pub fn status(&self) -> Vec<(&'static str, TypeStatus)> {
-        self.types
-            .iter()
-            .map(|(t, s)| {
-                (
-                    t,
-                    TypeStatus {
-                        sent: s.sent.clone(),
-                        acked: s.acked.clone(),
-                        nack: s.nack.clone(),
-                        resources_sent: s.resources_sent,
-                    },
-                )
-            })
-            .collect()
-    }
-
     /// Sends, per type, what is new or changed and what is gone: after a new snapshot, or a
-    /// request taken in. As in state-of-the-world mode, clusters and endpoints are removed
-    /// only once the proxy ACKed routes that no longer use them.
-    pub fn respond(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
-        for (type_url, state) in self.types.iter_mut() {
-            state.refresh(snapshot.resources(type_url));
-        }
-        let routes_settled = [LISTENER, ROUTE].iter().all(|t| {
-            self.types.get(t).is_none_or(|s| {
-                s.wanted
-                    .as_ref()
-                    .is_none_or(|(_, w)| s.acked.as_deref() == Some(w.version()))
-            })
-        });
-
+    /// request taken in. As in state-of-the-world mode, removed clusters and endpoints may
+    /// wait ([`per_type::Removals`]).
+    fn respond(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
+        let removals = per_type::refresh(&mut self.types, snapshot);
         let mut out = Vec::new();
         for type_url in PUSH_ORDER {
             let Some(state) = self.types.get_mut(type_url) else {
                 continue;
             };
-            let Some((_, target)) = state.wanted.clone() else {
+            let Some(target) = state.wanted.get().cloned() else {
                 continue;
             };
-            if state.known.version() == target.version() && !state.owes_reply {
+            let Some(Update { resources, removed }) = state.update(target, removals.wait(type_url))
+            else {
                 continue;
-            }
-            let keep_gone = !routes_settled && (type_url == CLUSTER || type_url == ENDPOINT);
-            let (resources, removed) = {
-                let diff = target.diff(&state.known);
-                let resources: Vec<DeltaResource> = diff
-                    .updated
-                    .iter()
-                    .map(|(name, r)| DeltaResource {
-                        name: (*name).clone(),
-                        version: r.version.clone(),
-                        resource: Some(r.body.clone()),
-                        ..Default::default()
-                    })
-                    .collect();
-                let removed: Vec<String> = if keep_gone {
-                    Vec::new()
-                } else {
-                    diff.gone.iter().map(|(n, _)| (*n).clone()).collect()
-                };
-                (resources, removed)
             };
-            if resources.is_empty() && removed.is_empty() && !state.owes_reply {
-                continue;
-            }
-            state.known = if keep_gone {
-                target.keeping(&state.known)
-            } else {
-                target
-            };
-            state.owes_reply = false;
-            let version = state.known.version().to_owned();
             self.nonces += 1;
-            state.in_flight.push((self.nonces, version.clone()));
-            if state.in_flight.len() > IN_FLIGHT {
-                state.in_flight.remove(0);
-            }
-            state.sent = Some(version.clone());
-            state.resources_sent += resources.len() as u64;
             out.push(DeltaDiscoveryResponse {
-                system_version_info: version,
+                system_version_info: state.record_sent(self.nonces, resources.len()),
                 resources,
                 type_url: type_url.to_owned(),
                 removed_resources: removed,
@@ -279,7 +296,13 @@ mod tests {
     use envoy_types::pb::google::rpc::Status;
 
     use super::*;
-    use crate::{server::Machine as _, snapshot::tests::snapshot, status::SyncState};
+    use crate::{
+        snapshot::{
+            CLUSTER, ENDPOINT, LISTENER, ROUTE,
+            tests::{mesh_v1, snapshot},
+        },
+        status::SyncState,
+    };
 
     fn subscribe(type_url: &str, names: &[&str]) -> DeltaDiscoveryRequest {
         DeltaDiscoveryRequest {
@@ -304,17 +327,6 @@ mod tests {
             .collect()
     }
 
-    fn mesh_v1() -> Snapshot {
-        snapshot(&[
-            (CLUSTER, "a", "1"),
-            (CLUSTER, "b", "1"),
-            (ENDPOINT, "a", "1"),
-            (ENDPOINT, "b", "1"),
-            (LISTENER, "l", "1"),
-            (ROUTE, "r", "1"),
-        ])
-    }
-
     fn connected(snap: &Snapshot) -> DeltaStream {
         let mut s = DeltaStream::default();
         for (t, names) in [
@@ -336,10 +348,7 @@ mod tests {
         let mut s = DeltaStream::default();
         for (t, names) in [(CLUSTER, &[][..]), (ENDPOINT, &["a", "b"][..])] {
             assert!(s.take_request(&subscribe(t, names), &snap));
-            let estimate = s.answer_bytes(&snap);
-            let out = s.respond(&snap);
-            let sent: usize = out.iter().map(prost::Message::encoded_len).sum();
-            assert!(sent > 0 && sent <= estimate, "{t}");
+            let (out, _) = s.respond_within_estimate(&snap);
             assert!(s.on_request(&ack(&out[0]), &snap).is_empty());
         }
         // A new snapshot: room for the types that changed, not for the whole snapshot.
@@ -352,13 +361,7 @@ mod tests {
             (LISTENER, "l", "1"),
             (ROUTE, "r", "1"),
         ]);
-        let estimate = s.answer_bytes(&next);
-        let sent: usize = s
-            .respond(&next)
-            .iter()
-            .map(prost::Message::encoded_len)
-            .sum();
-        assert!(sent > 0 && sent <= estimate);
+        let (_, estimate) = s.respond_within_estimate(&next);
         assert_eq!(estimate, next.response_bytes(ENDPOINT));
         assert_eq!(s.answer_bytes(&next), 0, "answered");
     }

@@ -121,6 +121,26 @@ impl Framer {
     }
 }
 
+/// Why the next request of a stream could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The proxy sent what is not a request (or a compressed or oversized one); the status
+    /// says why, for the proxy.
+    #[error("{}", .0.message())]
+    Malformed(Status),
+    /// The connection under the stream failed: nobody is left to tell.
+    #[error("the connection failed: {}", .0.message())]
+    Broken(Status),
+}
+
+impl From<ReadError> for Status {
+    fn from(e: ReadError) -> Status {
+        match e {
+            ReadError::Malformed(status) | ReadError::Broken(status) => status,
+        }
+    }
+}
+
 /// The requests of one stream, decoded one at a time.
 pub struct Requests<M> {
     body: Body,
@@ -132,6 +152,7 @@ pub struct Requests<M> {
 }
 
 impl<M: Message + Default> Requests<M> {
+    /// The requests in `body`, a stream's request body.
     pub fn new(body: Body) -> Self {
         Requests {
             body,
@@ -144,32 +165,35 @@ impl<M: Message + Default> Requests<M> {
 
     /// The next request, or `None` once the proxy has closed its side. Cancel-safe: every
     /// byte read is kept in `self`, so it can race other events in a `select!`.
-    pub async fn message(&mut self) -> Result<Option<M>, Status> {
+    pub async fn message(&mut self) -> Result<Option<M>, ReadError> {
         std::future::poll_fn(|cx| self.poll_message(cx)).await
     }
 
-    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<M>, Status>> {
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<M>, ReadError>> {
         loop {
-            let next = self.framer.next(&mut self.chunk)?;
+            let next = self
+                .framer
+                .next(&mut self.chunk)
+                .map_err(ReadError::Malformed)?;
             if self.chunk.is_empty() {
                 // Even an empty slice of a received frame keeps the connection's read buffer
                 // it was cut from alive.
                 self.chunk = Bytes::new();
             }
             if let Some(bytes) = next {
-                return Poll::Ready(
-                    M::decode(bytes)
-                        .map(Some)
-                        .map_err(|e| Status::invalid_argument(format!("malformed request: {e}"))),
-                );
+                return Poll::Ready(M::decode(bytes).map(Some).map_err(|e| {
+                    ReadError::Malformed(Status::invalid_argument(format!(
+                        "malformed request: {e}"
+                    )))
+                }));
             }
             if self.ended {
                 return Poll::Ready(if self.framer.is_idle() {
                     Ok(None)
                 } else {
-                    Err(Status::invalid_argument(
+                    Err(ReadError::Malformed(Status::invalid_argument(
                         "the request stream ended inside a message",
-                    ))
+                    )))
                 });
             }
             match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
@@ -179,7 +203,7 @@ impl<M: Message + Default> Requests<M> {
                         self.chunk = data;
                     }
                 }
-                Some(Err(status)) => return Poll::Ready(Err(status)),
+                Some(Err(status)) => return Poll::Ready(Err(ReadError::Broken(status))),
                 None => self.ended = true,
             }
         }

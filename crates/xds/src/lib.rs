@@ -2,7 +2,7 @@
 //!
 //! The protocol logic lives in two pure state machines, [`sotw::SotwStream`] and
 //! [`delta::DeltaStream`], fed with requests and snapshots and returning the responses to
-//! send; they are tested without a network. [`server`] only moves messages between tonic
+//! send; they are tested without a network, and share what they do alike (`per_type`). [`server`] only moves messages between tonic
 //! streams, a [`cache::SnapshotCache`] of each proxy's latest snapshot, and the
 //! [`status::StatusRegistry`] that records what every proxy was sent, ACKed and NACKed.
 #![forbid(unsafe_code)]
@@ -13,7 +13,9 @@ pub mod by_type;
 pub mod cache;
 pub mod delta;
 pub mod grpc;
+mod machine;
 pub mod names;
+mod per_type;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;

@@ -20,10 +20,8 @@ use std::{
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message as _;
 
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+// Envoy's type URLs, defined where Envoy's resources are; here under their old path too.
+pub use remora_envoy::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 /// The order updates go out in: a cluster before the endpoints that fill it, a listener
 /// before the routes it names, so nothing refers to what the proxy does not have yet.
@@ -584,6 +582,18 @@ pub(crate) mod tests {
                 .into_iter()
                 .map(|(t, map)| (t, Resources::from_map(map))),
         )
+    }
+
+    /// A small mesh of every type, as the state machines' tests start from.
+    pub fn mesh_v1() -> Snapshot {
+        snapshot(&[
+            (CLUSTER, "a", "1"),
+            (CLUSTER, "b", "1"),
+            (ENDPOINT, "a", "1"),
+            (ENDPOINT, "b", "1"),
+            (LISTENER, "l", "1"),
+            (ROUTE, "r", "1"),
+        ])
     }
 
     fn map(entries: &[(&str, &str)]) -> ResourceMap {

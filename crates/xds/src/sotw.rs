@@ -7,16 +7,18 @@
 
 use std::collections::BTreeSet;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
+};
 
 use crate::{
     by_type::ByType,
+    machine::Machine,
     names::Names,
-    snapshot::{
-        CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resources, Snapshot, is_wildcard_type,
-        served_type,
-    },
-    status::{Nack, TypeStatus},
+    per_type::{self, Answers, PerType, Wanted},
+    snapshot::{PUSH_ORDER, Resources, Snapshot, is_wildcard_type, served_type},
+    status::Mode,
 };
 
 /// Which resources of a type the proxy asked for.
@@ -73,32 +75,35 @@ struct Sent {
 }
 
 #[derive(Debug, Default)]
-struct TypeState {
+pub(crate) struct TypeState {
     interest: Option<Interest>,
-    /// The snapshot's set of this type and the part of it wanted, kept until either the
-    /// set or the interest changes, so an ACK costs no recomputation.
-    wanted: Option<(Resources, Resources)>,
+    wanted: Wanted,
     sent: Option<Sent>,
     /// The version the proxy said it holds when it (re)connected.
     held: Option<String>,
-    acked: Option<String>,
-    nack: Option<Nack>,
-    resources_sent: u64,
+    answers: Answers,
 }
 
-impl TypeState {
+impl PerType for TypeState {
     fn refresh(&mut self, set: Resources) {
-        let Some(interest) = &mut self.interest else {
-            return;
-        };
-        if self.wanted.as_ref().is_none_or(|(from, _)| *from != set) {
-            let wanted = interest.pick(&set);
-            self.wanted = Some((set, wanted));
+        if let Some(interest) = &mut self.interest {
+            self.wanted.refresh(set, |set| interest.pick(set));
         }
     }
 
-    fn wanted(&self) -> Option<&Resources> {
-        self.wanted.as_ref().map(|(_, w)| w)
+    fn wanted(&self) -> &Wanted {
+        &self.wanted
+    }
+
+    fn answers(&self) -> &Answers {
+        &self.answers
+    }
+
+    fn sent(&self) -> Option<String> {
+        self.sent
+            .as_ref()
+            .map(|s| s.resources.version().to_owned())
+            .or(self.held.clone())
     }
 }
 
@@ -108,11 +113,25 @@ pub struct SotwStream {
     nonces: u64,
 }
 
-impl SotwStream {
-    /// Takes in one request (an ACK, a NACK, a new or changed subscription); true when it
-    /// may need an answer, which [`Self::respond`] then builds. Apart, so a stream waiting
-    /// for room to answer holds this state, not the request.
-    pub fn take_request(&mut self, request: &DiscoveryRequest, snapshot: &Snapshot) -> bool {
+impl Machine for SotwStream {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    type State = TypeState;
+    const MODE: Mode = Mode::StateOfTheWorld;
+
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn types(&self) -> &ByType<TypeState> {
+        &self.types
+    }
+
+    fn describe(r: &DiscoveryResponse) -> (&str, usize, &str) {
+        (&r.type_url, r.resources.len(), &r.version_info)
+    }
+
+    fn take_request(&mut self, request: &DiscoveryRequest, snapshot: &Snapshot) -> bool {
         let Some(type_url) = served_type(&request.type_url) else {
             return false;
         };
@@ -121,7 +140,7 @@ impl SotwStream {
             if state.sent.is_none() && !request.version_info.is_empty() {
                 // A proxy back from another connection: what it holds needs no resending.
                 state.held = Some(request.version_info.clone());
-                state.acked = Some(request.version_info.clone());
+                state.answers.acked = Some(request.version_info.clone());
             }
         } else {
             let Some(sent) = state
@@ -132,18 +151,11 @@ impl SotwStream {
                 // Answers a response that a newer one has replaced: the protocol says ignore.
                 return false;
             };
-            match &request.error_detail {
-                Some(error) => {
-                    state.nack = Some(Nack {
-                        version: sent.resources.version().to_owned(),
-                        message: error.message.clone(),
-                    });
-                }
-                None => {
-                    state.acked = Some(request.version_info.clone());
-                    state.nack = None;
-                }
-            }
+            state.answers.answer(
+                request.error_detail.as_ref(),
+                sent.resources.version(),
+                &request.version_info,
+            );
         }
         if Interest::update(
             &mut state.interest,
@@ -151,74 +163,27 @@ impl SotwStream {
             &request.resource_names,
             &snapshot.resources(type_url),
         ) {
-            state.wanted = None;
+            state.wanted.clear();
         }
         true
-    }
-
-    /// About the most bytes [`Self::respond`] sends for `snapshot`: the whole set of each
-    /// type whose set or subscription changed since it was last answered, nothing for the
-    /// others. What a stream reserves of the response budget before building.
-    pub fn answer_bytes(&self, snapshot: &Snapshot) -> usize {
-        snapshot.changed_bytes(
-            self.types
-                .iter()
-                .map(|(t, s)| (t, s.wanted.as_ref().map(|(from, _)| from))),
-        )
-    }
-
-    /// The status of every type the proxy asked for.
-    pub fn status(&self) -> Vec<(&'static str, TypeStatus)> {
-        self.types
-            .iter()
-            .map(|(t, s)| {
-                (
-                    t,
-                    TypeStatus {
-                        sent: s
-                            .sent
-                            .as_ref()
-                            .map(|s| s.resources.version().to_owned())
-                            .or(s.held.clone()),
-                        acked: s.acked.clone(),
-                        nack: s.nack.clone(),
-                        resources_sent: s.resources_sent,
-                    },
-                )
-            })
-            .collect()
     }
 
     /// Sends, after a new snapshot or a request taken in, every type whose wanted set differs
     /// from what the proxy was last sent: the whole set of listeners or clusters, the routes
     /// or endpoints that differ. A response with none (a route config no longer wanted)
-    /// still moves the version the proxy ACKs.
-    ///
-    /// A cluster (and its endpoints) that left the snapshot is kept until the proxy has ACKed
-    /// the listeners and routes of that snapshot: until then its old routes may still send
-    /// traffic there, and removing it first would turn that traffic into errors.
-    pub fn respond(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
-        for (type_url, state) in self.types.iter_mut() {
-            state.refresh(snapshot.resources(type_url));
-        }
-        let routes_settled = [LISTENER, ROUTE].iter().all(|t| {
-            self.types.get(t).is_none_or(|state| {
-                state
-                    .wanted()
-                    .is_none_or(|w| state.acked.as_deref() == Some(w.version()))
-            })
-        });
-
+    /// still moves the version the proxy ACKs. Removed clusters and endpoints may wait
+    /// ([`per_type::Removals`]).
+    fn respond(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+        let removals = per_type::refresh(&mut self.types, snapshot);
         let mut out = Vec::new();
         for type_url in PUSH_ORDER {
             let Some(state) = self.types.get_mut(type_url) else {
                 continue;
             };
-            let Some(mut target) = state.wanted().cloned() else {
+            let Some(mut target) = state.wanted.get().cloned() else {
                 continue;
             };
-            if !routes_settled
-                && (type_url == CLUSTER || type_url == ENDPOINT)
+            if removals.wait(type_url)
                 && let Some(sent) = &state.sent
             {
                 target = target.keeping(&sent.resources);
@@ -248,7 +213,7 @@ impl SotwStream {
             };
             self.nonces += 1;
             let nonce = self.nonces.to_string();
-            state.resources_sent += resources.len() as u64;
+            state.answers.resources_sent += resources.len() as u64;
             out.push(DiscoveryResponse {
                 version_info: target.version().to_owned(),
                 resources,
@@ -270,7 +235,13 @@ mod tests {
     use envoy_types::pb::google::rpc::Status;
 
     use super::*;
-    use crate::{server::Machine as _, snapshot::tests::snapshot, status::SyncState};
+    use crate::{
+        snapshot::{
+            CLUSTER, ENDPOINT, LISTENER, ROUTE,
+            tests::{mesh_v1, snapshot},
+        },
+        status::SyncState,
+    };
 
     fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
         DiscoveryRequest {
@@ -291,17 +262,6 @@ mod tests {
             .iter()
             .map(|a| String::from_utf8_lossy(&a.value).into_owned())
             .collect()
-    }
-
-    fn mesh_v1() -> Snapshot {
-        snapshot(&[
-            (CLUSTER, "a", "1"),
-            (CLUSTER, "b", "1"),
-            (ENDPOINT, "a", "1"),
-            (ENDPOINT, "b", "1"),
-            (LISTENER, "l", "1"),
-            (ROUTE, "r", "1"),
-        ])
     }
 
     /// Connects like Envoy does and ACKs everything; returns the stream.
@@ -326,12 +286,8 @@ mod tests {
         let mut s = SotwStream::default();
         for (t, names) in [(CLUSTER, &[][..]), (ENDPOINT, &["a", "b"][..])] {
             assert!(s.take_request(&request(t, names, "", ""), &snap));
-            let estimate = s.answer_bytes(&snap);
-            let out = s.respond(&snap);
-            let sent: usize = out.iter().map(prost::Message::encoded_len).sum();
-            assert!(sent > 0 && sent <= estimate, "{t}");
-            let ack = ack(&out[0], names);
-            assert!(s.on_request(&ack, &snap).is_empty());
+            let (out, _) = s.respond_within_estimate(&snap);
+            assert!(s.on_request(&ack(&out[0], names), &snap).is_empty());
         }
         // A new snapshot: room for the types that changed, not for the whole snapshot.
         let mut s = connected(&snap);
@@ -343,13 +299,7 @@ mod tests {
             (LISTENER, "l", "1"),
             (ROUTE, "r", "2"),
         ]);
-        let estimate = s.answer_bytes(&next);
-        let sent: usize = s
-            .respond(&next)
-            .iter()
-            .map(prost::Message::encoded_len)
-            .sum();
-        assert!(sent > 0 && sent <= estimate);
+        let (_, estimate) = s.respond_within_estimate(&next);
         assert_eq!(estimate, next.response_bytes(ROUTE));
         assert_eq!(s.answer_bytes(&next), 0, "answered");
     }

@@ -1,0 +1,81 @@
+//! What the stream loop asks of a protocol flavour's state machine ([`crate::sotw`],
+//! [`crate::delta`]): requests and snapshots in, responses out, no I/O. What both flavours
+//! work out the same way from their per-type state is defined once here.
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+
+use crate::{
+    by_type::ByType,
+    per_type::PerType,
+    snapshot::Snapshot,
+    status::{Mode, TypeStatus},
+};
+
+/// One protocol flavour's state machine, so both share the stream loop.
+pub(crate) trait Machine: Default + Send + 'static {
+    type Req: prost::Message + Default + Send + 'static;
+    type Resp: prost::Message + Send + 'static;
+    /// The flavour's state of one type.
+    type State: PerType;
+    const MODE: Mode;
+
+    /// The node a request names; the first request of a stream must.
+    fn node(req: &Self::Req) -> Option<&Node>;
+
+    /// Every type's state.
+    fn types(&self) -> &ByType<Self::State>;
+
+    /// Takes in one request (an ACK, a NACK, a new or changed subscription); true when it
+    /// may need an answer, which [`Machine::respond`] then builds. Apart, so a stream waiting
+    /// for room to answer holds this state, not the request.
+    fn take_request(&mut self, req: &Self::Req, snapshot: &Snapshot) -> bool;
+
+    /// The responses owed after a new snapshot or a request taken in.
+    fn respond(&mut self, snapshot: &Snapshot) -> Vec<Self::Resp>;
+
+    /// A response's type URL, resource count and version, for the log.
+    fn describe(resp: &Self::Resp) -> (&str, usize, &str);
+
+    /// About the most bytes [`Machine::respond`] sends for `snapshot`: the whole set of each
+    /// type whose set or subscription changed since it was last answered, nothing for the
+    /// others. What a stream reserves of the response budget before building.
+    fn answer_bytes(&self, snapshot: &Snapshot) -> usize {
+        snapshot.changed_bytes(
+            self.types()
+                .iter()
+                .map(|(t, s)| (t, s.wanted().answered_from())),
+        )
+    }
+
+    /// The status of every type the proxy asked for.
+    fn status(&self) -> Vec<(&'static str, TypeStatus)> {
+        self.types()
+            .iter()
+            .map(|(t, s)| (t, s.answers().status(s.sent())))
+            .collect()
+    }
+
+    /// A request taken in and answered at once, as the state machines' tests drive them.
+    #[cfg(test)]
+    fn on_request(&mut self, req: &Self::Req, snapshot: &Snapshot) -> Vec<Self::Resp> {
+        if self.take_request(req, snapshot) {
+            self.respond(snapshot)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Responds to `snapshot`, checking that the response budget estimate made beforehand
+    /// covered what was sent; returns the responses and the estimate.
+    #[cfg(test)]
+    fn respond_within_estimate(&mut self, snapshot: &Snapshot) -> (Vec<Self::Resp>, usize) {
+        let estimate = self.answer_bytes(snapshot);
+        let out = self.respond(snapshot);
+        let sent: usize = out.iter().map(prost::Message::encoded_len).sum();
+        assert!(
+            sent > 0 && sent <= estimate,
+            "{sent} bytes sent, {estimate} estimated"
+        );
+        (out, estimate)
+    }
+}

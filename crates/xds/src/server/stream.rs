@@ -1,0 +1,286 @@
+//! One ADS stream, on its own task: requests and snapshots go into the state machine, its
+//! responses out through the response budget, until the proxy leaves, the stream fails, or
+//! the server stops.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message as _;
+use tokio::sync::{mpsc, watch};
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use super::AdsServer;
+use crate::{
+    budget::{Ledger, Reservation},
+    grpc::{self, ReadError, Requests},
+    machine::Machine,
+    proxy::ProxyId,
+    snapshot::Snapshot,
+    status::TypeStatus,
+};
+
+/// Where a stream's framed responses, then any error it ends with, wait to be written.
+pub(super) type Outbox = mpsc::Sender<Result<Bytes, Status>>;
+
+/// One ADS stream's state and ends, so its steps share them.
+struct Stream<M: Machine> {
+    machine: M,
+    incoming: Requests<M::Req>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: watch::Receiver<bool>,
+    tx: Outbox,
+    ledger: Arc<Ledger>,
+    /// A request taken in or a snapshot published that is not answered yet.
+    owed: bool,
+}
+
+impl<M: Machine> Stream<M> {
+    /// Takes a request in at once: the stream then holds its state, not the request.
+    fn take(&mut self, request: &M::Req) {
+        let current = self.snapshots.borrow().clone();
+        self.owed |= self.machine.take_request(request, &current);
+    }
+}
+
+/// The proxy's next request, `None` once it closed its side or the stream broke, or the
+/// status to end the stream with when a request cannot be read. Cancel-safe, as
+/// [`Requests::message`] is.
+async fn next_request<R: prost::Message + Default>(
+    incoming: &mut Requests<R>,
+) -> Result<Option<R>, Status> {
+    match incoming.message().await {
+        Ok(request) => Ok(request),
+        Err(ReadError::Malformed(status)) => {
+            warn!(code = ?status.code(), reason = status.message(), "a request could not be read; closing the stream");
+            Err(status)
+        }
+        Err(e @ ReadError::Broken(_)) => {
+            debug!(error = %e, "stream ended");
+            Ok(None)
+        }
+    }
+}
+
+/// Queues `status` to end the stream with, after the responses queued before it.
+async fn end_with(tx: &Outbox, status: Status) {
+    if tx.send(Err(status)).await.is_err() {
+        debug!("the proxy left before the stream's status reached it");
+    }
+}
+
+impl AdsServer {
+    pub(super) async fn serve<M: Machine>(
+        self,
+        proxy: ProxyId,
+        first: M::Req,
+        incoming: Requests<M::Req>,
+        tx: Outbox,
+    ) {
+        let stream = self.status.connected(&proxy, M::MODE);
+        info!("proxy connected");
+        let mut s = Stream {
+            machine: M::default(),
+            incoming,
+            snapshots: self.cache.subscribe(&proxy),
+            shutdown: self.shutdown.clone(),
+            tx,
+            ledger: Arc::new(Ledger::default()),
+            owed: false,
+        };
+        s.take(&first);
+        drop(first);
+        // Why the stream ends, when the proxy is to be told.
+        let mut failed = None;
+        loop {
+            if !s.owed {
+                let request = tokio::select! {
+                    _ = s.shutdown.wait_for(|stop| *stop) => break,
+                    () = s.ledger.stalled(self.write_timeout) => {
+                        self.stalled(&s.ledger, &s.tx);
+                        break;
+                    }
+                    req = next_request(&mut s.incoming) => match req {
+                        Ok(Some(req)) => Some(req),
+                        Ok(None) => break,
+                        Err(status) => {
+                            failed = Some(status);
+                            break;
+                        }
+                    },
+                    changed = s.snapshots.changed() => {
+                        // The cache is gone only when the server is.
+                        if changed.is_err() {
+                            break;
+                        }
+                        None
+                    }
+                };
+                match request {
+                    Some(req) => s.take(&req),
+                    None => s.owed = true,
+                }
+            }
+            let closed = s.owed && !self.answer(&mut s).await;
+            self.record(&proxy, stream, s.machine.status());
+            if closed {
+                break;
+            }
+        }
+        if let Some(status) = failed {
+            end_with(&s.tx, status).await;
+        }
+        self.status.disconnected(&proxy, stream);
+        info!("proxy disconnected");
+    }
+
+    /// Records the stream's status, and logs each rejection the first time it is seen.
+    fn record(&self, proxy: &ProxyId, stream: u64, status: Vec<(&'static str, TypeStatus)>) {
+        for (type_url, st) in &status {
+            let before = self
+                .status
+                .get(proxy)
+                .and_then(|p| p.types.get(type_url).cloned());
+            if let Some(n) = &st.nack
+                && before.and_then(|b| b.nack).as_ref() != Some(n)
+            {
+                warn!(type_url, version = %n.version, message = %n.message, "proxy rejected config");
+            }
+        }
+        self.status.update(proxy, stream, status);
+    }
+
+    /// Builds and queues what the proxy should get now: room in the budget first, then from
+    /// the newest snapshot (those published while it waited coalesce). False when the stream
+    /// is to end.
+    async fn answer<M: Machine>(&self, s: &mut Stream<M>) -> bool {
+        // Room for what this answer may hold, taken before building it: the sets of the
+        // types that changed, not the whole snapshot.
+        let estimate = s.machine.answer_bytes(&s.snapshots.borrow());
+        let Some(mut reservation) = self.reserve(estimate, s).await else {
+            return false;
+        };
+        // Requests taken in while waiting may owe more: the room is checked again before
+        // building, so built responses wait only when the estimate fell short.
+        loop {
+            let owed = s.machine.answer_bytes(&s.snapshots.borrow());
+            if reservation.covers(&self.budget, owed) {
+                break;
+            }
+            drop(reservation);
+            let Some(larger) = self.reserve(owed, s).await else {
+                return false;
+            };
+            reservation = larger;
+        }
+        // This answer covers whatever was taken in while waiting.
+        s.owed = false;
+        let snapshot = s.snapshots.borrow_and_update().clone();
+        let responses = s.machine.respond(&snapshot);
+        let built = responses
+            .iter()
+            .map(|r| grpc::PREFIX + r.encoded_len())
+            .sum();
+        if !reservation.covers(&self.budget, built) {
+            drop(reservation);
+            reservation = match self.reserve(built, s).await {
+                Some(r) => r,
+                None => return false,
+            };
+        }
+        // Framed here, on the stream's task, rather than where the connection writes;
+        // each response is dropped as soon as its frame exists.
+        let frames: Vec<_> = responses
+            .into_iter()
+            .map(|r| {
+                let (type_url, count, version) = M::describe(&r);
+                debug!(type_url, count, version, "sending");
+                reservation.frame(&r, &s.ledger).inspect_err(|e| {
+                    warn!(
+                        type_url,
+                        reason = e.message(),
+                        "a response cannot be sent; closing the stream"
+                    );
+                })
+            })
+            .collect();
+        drop(reservation);
+        self.send(frames, s).await
+    }
+
+    /// Queues the frames in order; a frame that failed goes as the stream's status, and ends
+    /// it. False when the stream is to end.
+    async fn send<M: Machine>(
+        &self,
+        frames: Vec<Result<Bytes, Status>>,
+        s: &mut Stream<M>,
+    ) -> bool {
+        for framed in frames {
+            let failed = framed.is_err();
+            let sent = tokio::select! {
+                sent = s.tx.send(framed) => sent.is_ok(),
+                () = s.ledger.stalled(self.write_timeout) => {
+                    self.stalled(&s.ledger, &s.tx);
+                    false
+                }
+            };
+            if !sent || failed {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `bytes` of the budget, or `None` when the server stops, the proxy goes, or it stalls
+    /// first. Requests that arrive meanwhile are taken in: a request left unread would sit
+    /// in the connection's buffers, and thousands of streams waiting for room would hold
+    /// thousands of requests, each of which may name every cluster.
+    async fn reserve<M: Machine>(&self, bytes: usize, s: &mut Stream<M>) -> Option<Reservation> {
+        let reserve = self.budget.reserve(bytes);
+        tokio::pin!(reserve);
+        let reserved = loop {
+            let request = tokio::select! {
+                _ = s.shutdown.wait_for(|stop| *stop) => return None,
+                _ = s.tx.closed() => return None,
+                () = s.ledger.stalled(self.write_timeout) => {
+                    self.stalled(&s.ledger, &s.tx);
+                    return None;
+                }
+                req = next_request(&mut s.incoming) => match req {
+                    Ok(req) => req?,
+                    Err(status) => break Err(status),
+                },
+                reserved = &mut reserve => break reserved.inspect_err(|e| {
+                    warn!(reason = e.message(), "no response budget; closing the stream");
+                }),
+            };
+            s.take(&request);
+        };
+        match reserved {
+            Ok(reservation) => Some(reservation),
+            Err(status) => {
+                end_with(&s.tx, status).await;
+                None
+            }
+        }
+    }
+
+    /// Ends a stream whose proxy stopped reading: its budget comes back now, and the proxy,
+    /// should it read again, gets the reason after what was queued.
+    fn stalled(&self, ledger: &Ledger, tx: &Outbox) {
+        let unwritten = ledger.unwritten();
+        let returned = ledger.revoke();
+        warn!(
+            unwritten_bytes = unwritten,
+            budget_returned = returned,
+            timeout = ?self.write_timeout,
+            "the proxy read none of its responses in time; closing its stream"
+        );
+        let reason =
+            Status::deadline_exceeded(format!("no response read for {:?}", self.write_timeout));
+        // Not waited for: the proxy reads nothing, so a full outbox stays full.
+        if tx.try_send(Err(reason)).is_err() {
+            debug!("the outbox is full: the stream ends without its reason");
+        }
+    }
+}

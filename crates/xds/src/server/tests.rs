@@ -1,0 +1,148 @@
+//! The service end to end, without a network: requests as the bytes of a request body, the
+//! response read back frame by frame down to its status.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse},
+};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use prost::Message as _;
+use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
+use tonic::Code;
+
+use super::*;
+use crate::snapshot::CLUSTER;
+
+fn service() -> (AdsService, watch::Sender<bool>) {
+    let (stop, shutdown) = watch::channel(false);
+    let server = AdsServer::new(SnapshotCache::new(), StatusRegistry::new(), shutdown);
+    (server.into_service(), stop)
+}
+
+/// A wildcard CDS request from `shop/cart-1`.
+fn first_request() -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node {
+            id: "shop/cart-1".into(),
+            ..Default::default()
+        }),
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    }
+}
+
+/// Opens a stream whose request body is `first`, then whatever goes into the sender, until
+/// it is dropped. A stream refused at once gives its status instead.
+async fn open(
+    service: &mut AdsService,
+    path: &str,
+    first: Vec<u8>,
+) -> Result<(mpsc::Sender<Bytes>, Body), Status> {
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(first.into()).await.expect("open");
+    let frames = ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let request = Request::builder()
+        .method(http::Method::POST)
+        .uri(path)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .body(Body::new(StreamBody::new(frames)))
+        .expect("a request");
+    let response = service.call(request).await.expect("infallible");
+    match Status::from_header_map(response.headers()) {
+        Some(status) => Err(status),
+        None => Ok((tx, response.into_body())),
+    }
+}
+
+/// The next message of a response, or the status it ended with.
+async fn next(body: &mut Body) -> Result<Bytes, Status> {
+    let frame = body
+        .frame()
+        .await
+        .expect("a message or the status")
+        .expect("no transport error");
+    match frame.into_data() {
+        Ok(data) => Ok(data.slice(grpc::PREFIX..)),
+        Err(frame) => {
+            let trailers = frame.into_trailers().expect("trailers");
+            Err(Status::from_header_map(&trailers).expect("a status in the trailers"))
+        }
+    }
+}
+
+fn framed(message: &impl prost::Message) -> Vec<u8> {
+    grpc::frame(message).expect("frames")
+}
+
+/// Bytes framed as a message that do not decode as one: a field tag of 0 is invalid.
+fn garbage() -> Vec<u8> {
+    vec![0, 0, 0, 0, 2, 0, 0]
+}
+
+#[tokio::test]
+async fn a_malformed_request_mid_stream_ends_it_with_invalid_argument() {
+    let (mut service, _stop) = service();
+    let (tx, mut body) = open(&mut service, SOTW_PATH, framed(&first_request()))
+        .await
+        .expect("accepted");
+    let cds = DiscoveryResponse::decode(next(&mut body).await.expect("a response"));
+    assert_eq!(cds.expect("decodes").type_url, CLUSTER);
+    tx.send(garbage().into()).await.expect("open");
+    let status = next(&mut body).await.expect_err("the end");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("malformed request"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_first_request_is_refused_with_invalid_argument() {
+    let (mut service, _stop) = service();
+    for path in [SOTW_PATH, DELTA_PATH] {
+        let status = open(&mut service, path, garbage())
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{path}: {status:?}");
+    }
+    let without_node = DeltaDiscoveryRequest {
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    };
+    let status = open(&mut service, DELTA_PATH, framed(&without_node))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("node"), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_request_stream_cut_inside_a_request_ends_with_invalid_argument() {
+    let (mut service, _stop) = service();
+    let (tx, mut body) = open(&mut service, SOTW_PATH, framed(&first_request()))
+        .await
+        .expect("accepted");
+    next(&mut body).await.expect("a response");
+    let mut cut = framed(&first_request());
+    cut.truncate(cut.len() - 3);
+    tx.send(cut.into()).await.expect("open");
+    drop(tx);
+    let status = next(&mut body).await.expect_err("the end");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_proxy_that_closes_its_side_ends_the_stream_without_error() {
+    let (mut service, _stop) = service();
+    let (tx, mut body) = open(&mut service, SOTW_PATH, framed(&first_request()))
+        .await
+        .expect("accepted");
+    next(&mut body).await.expect("a response");
+    drop(tx);
+    let status = next(&mut body).await.expect_err("the end");
+    assert_eq!(status.code(), Code::Ok, "{status:?}");
+}
