@@ -6,6 +6,7 @@ use remora_controller::{Config, inject::InjectConfig, leader::LeaseConfig, start
 use remora_inject::{ControlPlane, Layout, Settings};
 use remora_model::input::MeshSettings;
 use remora_runtime::Debounce;
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -92,7 +93,58 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    init_logs(&args.log_format, &args.log_level);
+    if let Err(e) = init_logs(&args.log_format, &args.log_level) {
+        eprintln!("remora controller: {e}");
+        return ExitCode::FAILURE;
+    }
+    let config = config(args);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("remora controller: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        // Kubernetes stops a pod with SIGTERM: without a handler it would die mid-stream and
+        // keep its lease until it expired.
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot handle SIGTERM; refusing to run without a graceful shutdown");
+                return ExitCode::FAILURE;
+            }
+        };
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG)");
+                return ExitCode::FAILURE;
+            }
+        };
+        let controller = match start(client, config).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            interrupted = tokio::signal::ctrl_c() => {
+                if let Err(e) = interrupted {
+                    tracing::error!(error = %e, "cannot wait for Ctrl-C; stopping");
+                }
+            }
+        }
+        tracing::info!("shutting down: draining xDS streams and releasing the lease");
+        controller.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// The controller's config from its command line.
+fn config(args: &Args) -> Config {
     let settings = MeshSettings {
         root_namespace: args.root_namespace.clone(),
         ..MeshSettings::default()
@@ -121,7 +173,7 @@ pub fn run(args: &Args) -> ExitCode {
                 delta: args.xds_delta,
             },
         });
-    let config = Config {
+    Config {
         xds_addr: args.xds_addr,
         admin_addr: args.admin_addr,
         settings,
@@ -156,53 +208,14 @@ pub fn run(args: &Args) -> ExitCode {
             },
         }),
         inject,
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("remora controller: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let client = match kube::Client::try_default().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG)");
-                return ExitCode::FAILURE;
-            }
-        };
-        let controller = match start(client, config).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                return ExitCode::FAILURE;
-            }
-        };
-        wait_for_signal().await;
-        tracing::info!("shutting down: draining xDS streams and releasing the lease");
-        controller.stop().await;
-        ExitCode::SUCCESS
-    })
-}
-
-/// SIGTERM (what Kubernetes sends) or Ctrl-C.
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match &mut term {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending().await,
-            }
-        } => {}
     }
 }
 
-fn init_logs(format: &str, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// A bad `--log-level` is an error that names the flag, not a silent `info`.
+fn init_logs(format: &str, level: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
+        format!("--log-level {level:?} is not a level (error, warn, info, debug, trace) or a tracing filter: {e}")
+    })?;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -211,4 +224,5 @@ fn init_logs(format: &str, level: &str) {
     } else {
         logs.init();
     }
+    Ok(())
 }

@@ -2,10 +2,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use remora_runtime::{
-    Debounce,
-    local::{LocalConfig, start},
-};
+use remora_local::{LocalConfig, start};
+use remora_runtime::Debounce;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,8 +53,14 @@ pub fn run(args: &Args) -> ExitCode {
             "remora local: serving xDS on {} (Ctrl-C stops); try `remora proxy-status --server {}`",
             running.xds_addr, running.xds_addr
         );
-        let _ = tokio::signal::ctrl_c().await;
+        let waited = tokio::signal::ctrl_c().await;
         running.stop().await;
-        ExitCode::SUCCESS
+        match waited {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("remora local: cannot wait for Ctrl-C ({e}); stopped");
+                ExitCode::FAILURE
+            }
+        }
     })
 }

@@ -70,13 +70,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to standard error; `RUST_LOG` picks what (default: info).
+/// Logs go to standard error; `RUST_LOG` picks what (default: info). A `RUST_LOG` that is no
+/// filter is said, not silently replaced.
 fn init_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Err(_) => EnvFilter::new("info"),
+        Ok(wanted) => EnvFilter::try_new(&wanted).unwrap_or_else(|e| {
+            eprintln!("remora: RUST_LOG={wanted:?} is not a tracing filter ({e}); logging at info");
+            EnvFilter::new("info")
+        }),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
 }

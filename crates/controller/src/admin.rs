@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 #[derive(Default)]
 pub struct Readiness {
     /// One flag per watch, named by the kind it watches.
-    pub watches: Vec<(&'static str, Arc<AtomicBool>)>,
+    pub watches: crate::watches::Listed,
     pub published: AtomicBool,
 }
 

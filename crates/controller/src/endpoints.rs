@@ -2,8 +2,16 @@
 //! `discovery.k8s.io/v1` EndpointSlices; 1.17-1.20 serve only `v1beta1`; anything older has
 //! only core `Endpoints`. The choice is made once, from API discovery, and logged once.
 
-use kube::Client;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, GroupVersionKind},
+    runtime::{WatchStreamExt, watcher},
+};
+use remora_inputs::convert;
 use tracing::{info, warn};
+
+use crate::watches::{Watches, one};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndpointApi {
@@ -24,6 +32,28 @@ impl EndpointApi {
             EndpointApi::SlicesV1beta1
         } else {
             EndpointApi::Endpoints
+        }
+    }
+
+    /// Feeds the model every Service's endpoints from this API.
+    pub fn watch(self, watches: &mut Watches) {
+        match self {
+            EndpointApi::SlicesV1 => {
+                watches.watch(|s: &EndpointSlice| convert::endpoint_slice(s).map(one));
+            }
+            EndpointApi::SlicesV1beta1 => {
+                let resource = ApiResource::from_gvk_with_plural(
+                    &GroupVersionKind::gvk("discovery.k8s.io", "v1beta1", "EndpointSlice"),
+                    "endpointslices",
+                );
+                let api = Api::<DynamicObject>::all_with(watches.client().clone(), &resource);
+                let stream = watcher(api, watcher::Config::default()).default_backoff();
+                watches.watch_stream("EndpointSlice", stream, |s: &DynamicObject| {
+                    let json = serde_json::to_value(s).unwrap_or_default();
+                    convert::endpoint_slice_v1beta1(&json).map(one)
+                });
+            }
+            EndpointApi::Endpoints => watches.watch(convert::endpoints),
         }
     }
 

@@ -314,7 +314,7 @@ mod tests {
             mesh: Arc::new(SharedMesh::new(mesh)),
             policies: store,
             ready: Arc::new(Readiness {
-                watches: vec![("Pod", Arc::new(AtomicBool::new(true)))],
+                watches: vec![("Pod".into(), Arc::new(AtomicBool::new(true)))],
                 published: AtomicBool::new(ready),
             }),
             metrics: Arc::new(Metrics::new()),

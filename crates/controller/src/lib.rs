@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+mod admission;
 pub mod endpoints;
 pub mod inject;
 pub mod leader;
@@ -23,41 +24,38 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use futures::StreamExt as _;
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, StatefulSet},
-    core::v1::{Endpoints, Namespace, Pod, Service},
-    discovery::v1::EndpointSlice,
+    core::v1::{Namespace, Pod, Service},
 };
-use kube::{
-    Api, Client,
-    api::{ApiResource, DynamicObject, GroupVersionKind},
-    runtime::{WatchStreamExt, reflector, watcher},
-};
-use remora_admin::ProxiesService;
+use kube::{Client, runtime::reflector::Store};
 use remora_api::{SidecarPolicy, TrafficRoute};
 use remora_envoy::Options;
 use remora_inputs::convert;
-use remora_model::{
-    Mesh,
-    input::{Event, MeshSettings, Object, ObjectKey},
+use remora_model::input::{Event, MeshSettings, Object, ObjectKey};
+use remora_runtime::{
+    Debounce, Pipeline, PipelineState, Published, cancel, drain, spawn_server,
 };
-use remora_runtime::{Debounce, Publisher, SharedMesh};
-use remora_xds::{AdsServer, SnapshotCache, StatusRegistry};
+use remora_xds::{DEFAULT_RESPONSE_BUDGET, StatusRegistry};
 use tokio::{
     net::TcpListener,
     sync::{Notify, mpsc, watch},
     task::JoinHandle,
 };
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 use crate::{
-    admin::Readiness, endpoints::EndpointApi, leader::LeaseConfig, metrics::Metrics,
-    pods::PodFacts, reconcile::Reconciler,
+    admin::Readiness,
+    endpoints::EndpointApi,
+    leader::LeaseConfig,
+    metrics::Metrics,
+    pods::PodFacts,
+    reconcile::Reconciler,
+    watches::{Watches, one},
 };
 
 #[derive(Clone, Debug)]
@@ -112,9 +110,6 @@ pub struct Controller {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// How long connections get to close on shutdown before they are cut.
-const DRAIN: Duration = Duration::from_secs(2);
-
 impl Controller {
     /// Whether this replica writes status now.
     pub fn is_leader(&self) -> bool {
@@ -124,26 +119,23 @@ impl Controller {
     pub async fn stop(mut self) {
         self.stop.send_replace(true);
         for t in self.tasks.drain(..) {
-            t.abort();
-            let _ = t.await;
+            cancel(t).await;
         }
         // Dropping the last receiver makes the lease manager release the lease, so the
         // next replica takes over now rather than when the lease expires.
         self.leading = None;
         if let Some(task) = self.lease_task.take() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(DRAIN, leader::released(task, &self.identity))
+            if tokio::time::timeout(remora_runtime::DRAIN, leader::released(task, &self.identity))
                 .await
                 .is_err()
             {
+                warn!("the lease was not released in time; it will expire");
                 abort.abort();
             }
         }
-        for mut s in self.servers.drain(..) {
-            if tokio::time::timeout(DRAIN, &mut s).await.is_err() {
-                s.abort();
-                let _ = s.await;
-            }
+        for s in self.servers.drain(..) {
+            drain(s).await;
         }
     }
 }
@@ -164,10 +156,8 @@ impl Drop for Controller {
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Listen { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| Error::Listen { addr, source })?;
+        .and_then(|l| Ok((l.local_addr()?, l)));
+    let (bound, listener) = listener.map_err(|source| Error::Listen { addr, source })?;
     Ok((listener, bound))
 }
 
@@ -176,12 +166,9 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
 /// their snapshot rather than getting a partial one).
 pub async fn start(client: Client, config: Config) -> Result<Controller, Error> {
     let (stop, stopped) = watch::channel(false);
-    let cache = SnapshotCache::new();
-    let xds = StatusRegistry::new();
     let metrics = Arc::new(Metrics::new());
-    let mesh = Arc::new(SharedMesh::new(Mesh::new(config.settings.clone())));
-    let proxy_pods: ProxyPods = Arc::default();
-
+    let pipeline = Pipeline::new(config.settings.clone(), Options::default(), |_| None);
+    let state = pipeline.state().clone();
     let (leading, lease_task) = match &config.lease {
         Some(lease) => {
             let (leading, task) = leader::elect(client.clone(), lease.clone()).await?;
@@ -191,170 +178,33 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
     };
 
     let (tx, rx) = mpsc::channel::<Vec<Event>>(64);
-    let mut tasks = Vec::new();
-    let mut flags = Vec::new();
-    let mut flag = |kind: &'static str| {
-        let f = Arc::new(AtomicBool::new(false));
-        flags.push((kind, f.clone()));
-        f
-    };
-    let wc = watcher::Config::default;
-
-    tasks.push(tokio::spawn(watches::run(
-        "Namespace",
-        watcher(Api::<Namespace>::all(client.clone()), wc()).default_backoff(),
-        |n: &Namespace| convert::namespace(n).map(|o| vec![o]),
-        tx.clone(),
-        flag("Namespace"),
-    )));
-    tasks.push(tokio::spawn(watches::run(
-        "Service",
-        watcher(Api::<Service>::all(client.clone()), wc()).default_backoff(),
-        |s: &Service| convert::service(s).map(|o| vec![o]),
-        tx.clone(),
-        flag("Service"),
-    )));
-    let pods = proxy_pods.clone();
-    let mut facts = pods::FactsTracker::default();
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), wc())
-        .default_backoff()
-        .inspect(move |item| {
-            if let Ok(event) = item {
-                facts.observe(&mut pods.write().unwrap_or_else(|e| e.into_inner()), event);
-            }
-        });
-    tasks.push(tokio::spawn(watches::run(
-        "Pod",
-        pod_events,
-        |p: &Pod| convert::pod(p).map(|o| vec![o]),
-        tx.clone(),
-        flag("Pod"),
-    )));
-    let endpoint_api = EndpointApi::discover(&client).await;
-    tasks.push(match endpoint_api {
-        EndpointApi::SlicesV1 => tokio::spawn(watches::run(
-            "EndpointSlice",
-            watcher(Api::<EndpointSlice>::all(client.clone()), wc()).default_backoff(),
-            |s: &EndpointSlice| convert::endpoint_slice(s).map(|o| vec![o]),
-            tx.clone(),
-            flag("EndpointSlice"),
-        )),
-        EndpointApi::SlicesV1beta1 => {
-            let resource = ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk("discovery.k8s.io", "v1beta1", "EndpointSlice"),
-                "endpointslices",
-            );
-            tokio::spawn(watches::run(
-                "EndpointSlice",
-                watcher(
-                    Api::<DynamicObject>::all_with(client.clone(), &resource),
-                    wc(),
-                )
-                .default_backoff(),
-                |s: &DynamicObject| {
-                    let json = serde_json::to_value(s).unwrap_or_default();
-                    convert::endpoint_slice_v1beta1(&json).map(|o| vec![o])
-                },
-                tx.clone(),
-                flag("EndpointSlice"),
-            ))
-        }
-        EndpointApi::Endpoints => tokio::spawn(watches::run(
-            "Endpoints",
-            watcher(Api::<Endpoints>::all(client.clone()), wc()).default_backoff(),
-            convert::endpoints,
-            tx.clone(),
-            flag("Endpoints"),
-        )),
-    });
-    // The CRD watches also fill the stores the reconciler reads objects from.
-    let (routes, route_writer) = reflector::store::<TrafficRoute>();
-    tasks.push(tokio::spawn(watches::run(
-        "TrafficRoute",
-        reflector(
-            route_writer,
-            watcher(Api::<TrafficRoute>::all(client.clone()), wc()).default_backoff(),
-        ),
-        |r: &TrafficRoute| Ok(vec![Object::TrafficRoute(Box::new(r.clone()))]),
-        tx.clone(),
-        flag("TrafficRoute"),
-    )));
-    let (policies, policy_writer) = reflector::store::<SidecarPolicy>();
-    tasks.push(tokio::spawn(watches::run(
-        "SidecarPolicy",
-        reflector(
-            policy_writer,
-            watcher(Api::<SidecarPolicy>::all(client.clone()), wc()).default_backoff(),
-        ),
-        |p: &SidecarPolicy| Ok(vec![Object::SidecarPolicy(Box::new(p.clone()))]),
-        tx.clone(),
-        flag("SidecarPolicy"),
-    )));
-    // Rollouts read workloads from stores; until those listed a workload would look
-    // deleted, so they count for readiness like the model's watches.
-    let (deployments, task) = workload_store::<Deployment>(&client, flag("Deployment"), tx.clone());
-    tasks.push(task);
-    let (statefulsets, task) =
-        workload_store::<StatefulSet>(&client, flag("StatefulSet"), tx.clone());
-    tasks.push(task);
-    let (daemonsets, task) = workload_store::<DaemonSet>(&client, flag("DaemonSet"), tx.clone());
-    tasks.push(task);
-    drop(tx);
-    let workloads = rollout::Workloads {
-        deployments,
-        statefulsets,
-        daemonsets,
-    };
-    let eviction = match client.apiserver_version().await {
-        Ok(info) => rollout::EvictionVersion::for_server(&info),
-        Err(e) => {
-            warn!(error = %e, "cannot read the API server's version; evicting with policy/v1");
-            rollout::EvictionVersion::V1
-        }
-    };
+    let cluster = Cluster::watch(client.clone(), tx).await;
     let ready = Arc::new(Readiness {
-        watches: flags,
+        watches: cluster.listed,
         published: AtomicBool::new(false),
     });
-
-    // The model: batches in, snapshots out.
+    let mut tasks = cluster.tasks;
     let changed = Arc::new(Notify::new());
-    tasks.push(tokio::spawn(apply_loop(
+    tasks.push(tokio::spawn(run_model(
+        pipeline,
         rx,
         config.debounce,
-        mesh.clone(),
-        Publisher::new(cache.clone(), Options::default(), |_| None),
         ready.clone(),
         metrics.clone(),
         changed.clone(),
     )));
 
-    // Injection answers from the same model and policy store as everything else.
-    let mut webhook = config.webhook.clone();
-    if let (Some(webhook), Some(inject)) = (&mut webhook, &config.inject) {
-        let injector = inject::MeshInjector {
-            settings: inject.settings.clone(),
-            layout: inject::layout(&client, inject.layout).await?,
-            control_plane: inject.control_plane.clone(),
-            mesh: mesh.clone(),
-            policies: policies.clone(),
-            ready: ready.clone(),
-            metrics: metrics.clone(),
-        };
-        info!(layout = ?injector.layout, "sidecar injection served");
-        webhook.injector = Some(Arc::new(injector));
-    }
-
+    let webhook = with_injector(&client, &config, &state, &cluster.policies, &ready, &metrics).await?;
     let reconciler = Reconciler {
         client: client.clone(),
-        mesh: mesh.clone(),
-        cache: cache.clone(),
-        xds: xds.clone(),
-        routes,
-        policies,
-        proxy_pods,
-        workloads,
-        executor: rollout::Executor::new(client.clone(), eviction),
+        mesh: state.mesh.clone(),
+        cache: state.cache.clone(),
+        xds: state.status.clone(),
+        routes: cluster.routes,
+        policies: cluster.policies,
+        proxy_pods: cluster.proxy_pods,
+        workloads: cluster.workloads,
+        executor: rollout::Executor::new(client.clone(), eviction_version(&client).await),
         metrics: metrics.clone(),
     };
     tasks.push(tokio::spawn(reconcile::run(
@@ -367,59 +217,22 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
 
     let (xds_listener, xds_addr) = bind(config.xds_addr).await?;
     let (admin_listener, admin_addr) = bind(config.admin_addr).await?;
-    let mut stop_xds = stopped.clone();
-    let grpc = tonic::transport::Server::builder()
-        .add_service(AdsServer::new(cache, xds.clone(), stopped.clone()).into_service())
-        .add_service(ProxiesService::new(xds.clone(), mesh).into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), async move {
-            let _ = stop_xds.wait_for(|s| *s).await;
-        });
+    let router = admin::router(ready.clone(), metrics.clone(), state.status.clone());
     let mut servers = vec![
-        tokio::spawn(async move {
-            if let Err(e) = grpc.await {
-                warn!(error = %e, "xDS server stopped");
-            }
-        }),
-        tokio::spawn({
-            let router = admin::router(ready.clone(), metrics.clone(), xds.clone());
-            async move {
-                if let Err(e) = admin::serve(admin_listener, router, stopped).await {
-                    warn!(error = %e, "admin server stopped");
-                }
-            }
-        }),
+        spawn_server(
+            "xDS",
+            state.serve(xds_listener, stopped.clone(), DEFAULT_RESPONSE_BUDGET),
+        ),
+        spawn_server("admin", admin::serve(admin_listener, router, stopped.clone())),
     ];
     if let Some(webhook) = webhook {
-        let mut stop_webhook = stop.subscribe();
-        servers.push(tokio::spawn(async move {
-            // The webhook is a first line of defence only: without it the reconcilers
-            // still report invalid objects, so xDS and status keep running while it
-            // retries (the API server may be unreachable when the replica starts).
-            let mut backoff = Duration::from_secs(1);
-            while !*stop_webhook.borrow() {
-                let mut stop_this = stop_webhook.clone();
-                let stopped = async move {
-                    let _ = stop_this.wait_for(|s| *s).await;
-                };
-                match remora_webhook::run(client.clone(), webhook.clone(), stopped).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        tracing::error!(error = %e, retry_in = ?backoff, "the admission webhook cannot start");
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop_webhook.wait_for(|s| *s) => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }));
+        servers.push(tokio::spawn(admission::serve(client, webhook, stopped)));
     }
-    info!(%xds_addr, %admin_addr, endpoints = ?endpoint_api, "controller serving");
+    info!(%xds_addr, %admin_addr, endpoints = ?cluster.endpoint_api, "controller serving");
     Ok(Controller {
         xds_addr,
         admin_addr,
-        xds,
+        xds: state.status,
         metrics,
         ready,
         stop,
@@ -431,83 +244,120 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
     })
 }
 
-/// A reflector store of every `K` in the cluster, and the task that keeps it filled;
-/// `listed` is set once the first list is in, and an empty batch then goes to the model's
-/// loop, which publishes the first config once everything listed: in a quiet cluster no
-/// other batch may come to make it look.
-fn workload_store<K>(
-    client: &Client,
-    listed: Arc<AtomicBool>,
-    model: mpsc::Sender<Vec<Event>>,
-) -> (reflector::Store<K>, JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    let stream = reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            // Field ownership is the bulk of these objects and nothing here reads it.
-            .modify(|o| o.meta_mut().managed_fields = None),
-    );
-    let ready = store.clone();
-    let task = tokio::spawn(async move {
-        let mark = async {
-            if ready.wait_until_ready().await.is_ok() {
-                listed.store(true, Ordering::Release);
-                let _ = model.send(Vec::new()).await;
-            }
-        };
-        let drain = stream.for_each(|e| {
-            if let Err(e) = e {
-                warn!(kind = %K::kind(&()), error = %e, "workload watch failed; retrying");
-            }
-            std::future::ready(())
-        });
-        tokio::join!(mark, drain);
-    });
-    (store, task)
+/// What the controller watches in the cluster, and the stores some watches keep.
+struct Cluster {
+    listed: watches::Listed,
+    tasks: Vec<JoinHandle<()>>,
+    endpoint_api: EndpointApi,
+    routes: Store<TrafficRoute>,
+    policies: Store<SidecarPolicy>,
+    workloads: rollout::Workloads,
+    proxy_pods: ProxyPods,
 }
 
-/// Applies debounced batches of events to the model and publishes what changed. Until
-/// every watch has listed, batches are applied but nothing is published: a proxy must not
-/// get a config computed from half the cluster.
-async fn apply_loop(
-    mut rx: mpsc::Receiver<Vec<Event>>,
+impl Cluster {
+    /// Starts one watch per kind, each feeding `model`.
+    async fn watch(client: Client, model: mpsc::Sender<Vec<Event>>) -> Cluster {
+        let endpoint_api = EndpointApi::discover(&client).await;
+        let mut w = Watches::new(client, model);
+        w.watch(|n: &Namespace| convert::namespace(n).map(one));
+        w.watch(|s: &Service| convert::service(s).map(one));
+        // Pod facts follow the pod watch's own events: the model's come a debounce later.
+        let proxy_pods = ProxyPods::default();
+        let (pods, mut facts) = (proxy_pods.clone(), pods::FactsTracker::default());
+        let pod_events = w.stream::<Pod>().inspect(move |item| {
+            if let Ok(event) = item {
+                facts.observe(&mut pods.write().unwrap_or_else(|e| e.into_inner()), event);
+            }
+        });
+        w.watch_stream("Pod", pod_events, |p: &Pod| convert::pod(p).map(one));
+        endpoint_api.watch(&mut w);
+        // The CRD watches also fill the stores the reconciler and the injector read.
+        let routes = w.watch_stored(|r: &TrafficRoute| {
+            Ok(vec![Object::TrafficRoute(Box::new(r.clone()))])
+        });
+        let policies = w.watch_stored(|p: &SidecarPolicy| {
+            Ok(vec![Object::SidecarPolicy(Box::new(p.clone()))])
+        });
+        let workloads = rollout::Workloads {
+            deployments: w.store::<Deployment>(),
+            statefulsets: w.store::<StatefulSet>(),
+            daemonsets: w.store::<DaemonSet>(),
+        };
+        let (listed, tasks) = w.finish();
+        Cluster {
+            listed,
+            tasks,
+            endpoint_api,
+            routes,
+            policies,
+            workloads,
+            proxy_pods,
+        }
+    }
+}
+
+/// Applies debounced batches to the model and publishes what changed. The pipeline opens
+/// once every watch has listed.
+async fn run_model(
+    pipeline: Pipeline,
+    events: mpsc::Receiver<Vec<Event>>,
     debounce: Debounce,
-    mesh: Arc<SharedMesh>,
-    mut publisher: Publisher,
     ready: Arc<Readiness>,
     metrics: Arc<Metrics>,
     changed: Arc<Notify>,
 ) {
-    let listed = |r: &Readiness| r.watches.iter().all(|(_, f)| f.load(Ordering::Acquire));
-    while let Some(batch) = debounce.next_batch(&mut rx).await {
-        let started = Instant::now();
-        let mut m = mesh.lock();
-        let changes = m.apply(batch);
-        if !ready.published.load(Ordering::Acquire) {
-            if listed(&ready) {
-                publisher.publish_all(&m);
+    let listed = ready.clone();
+    let all_listed = move || listed.watches.iter().all(|(_, f)| f.load(Ordering::Acquire));
+    pipeline
+        .run(events, debounce, all_listed, |step| {
+            if let Published::All(proxies) = step.published {
                 ready.published.store(true, Ordering::Release);
-                metrics.pushes.inc_by(m.proxies().count() as u64);
-                info!(proxies = m.proxies().count(), "initial config published");
+                info!(proxies, "initial config published");
             }
-        } else {
-            publisher.publish(&m, &changes);
-            metrics.pushes.inc_by(changes.proxies().len() as u64);
+            metrics.pushes.inc_by(step.published.proxies() as u64);
+            metrics
+                .push_seconds
+                .observe((step.apply + step.publish).as_secs_f64());
+            changed.notify_one();
+        })
+        .await;
+}
+
+/// The webhook's config, with the sidecar injector attached when injection is configured.
+/// Injection answers from the same model and policy store as everything else.
+async fn with_injector(
+    client: &Client,
+    config: &Config,
+    state: &PipelineState,
+    policies: &Store<SidecarPolicy>,
+    ready: &Arc<Readiness>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<remora_webhook::Config>, Error> {
+    let mut webhook = config.webhook.clone();
+    if let (Some(webhook), Some(inject)) = (&mut webhook, &config.inject) {
+        let injector = inject::MeshInjector {
+            settings: inject.settings.clone(),
+            layout: inject::layout(client, inject.layout).await?,
+            control_plane: inject.control_plane.clone(),
+            mesh: state.mesh.clone(),
+            policies: policies.clone(),
+            ready: ready.clone(),
+            metrics: metrics.clone(),
+        };
+        info!(layout = ?injector.layout, "sidecar injection served");
+        webhook.injector = Some(Arc::new(injector));
+    }
+    Ok(webhook)
+}
+
+/// The Eviction API version this server takes.
+async fn eviction_version(client: &Client) -> rollout::EvictionVersion {
+    match client.apiserver_version().await {
+        Ok(info) => rollout::EvictionVersion::for_server(&info),
+        Err(e) => {
+            warn!(error = %e, "cannot read the API server's version; evicting with policy/v1");
+            rollout::EvictionVersion::V1
         }
-        drop(m);
-        metrics
-            .push_seconds
-            .observe(started.elapsed().as_secs_f64());
-        changed.notify_one();
     }
 }

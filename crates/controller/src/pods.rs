@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{ResourceExt, runtime::watcher::Event as WatchEvent};
+use kube::{Resource, runtime::watcher::Event as WatchEvent};
 use remora_inject::{REVISION_ANNOTATION, VERSION_ANNOTATION};
 use remora_inputs::proxy_container;
 use remora_model::input::ObjectKey;
@@ -67,7 +67,7 @@ pub struct FactsTracker {
 
 impl FactsTracker {
     pub fn observe(&mut self, known: &mut HashMap<ObjectKey, PodFacts>, event: &WatchEvent<Pod>) {
-        let key = |p: &Pod| ObjectKey::new(p.namespace().unwrap_or_default(), p.name_any());
+        let key = |p: &Pod| ObjectKey::from_meta(p.meta());
         let mut apply = |p: &Pod| match pod_facts(p) {
             Some(facts) => known.insert(key(p), facts),
             None => known.remove(&key(p)),

@@ -11,7 +11,7 @@ use std::{
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
-    Client, ResourceExt,
+    Client, Resource, ResourceExt,
     runtime::reflector::{ObjectRef, Store},
 };
 use remora_api::{
@@ -104,7 +104,7 @@ impl Reconciler {
     async fn routes(&self, writer: &StatusWriter) {
         for route in self.routes.state() {
             let started = Instant::now();
-            let key = ObjectKey::new(route.namespace().unwrap_or_default(), route.name_any());
+            let key = ObjectKey::from_meta(route.meta());
             let desired = {
                 let mesh = self.mesh.lock();
                 if !mesh.has_route(&key) {
@@ -140,7 +140,7 @@ impl Reconciler {
         let now = Time(now());
         for policy in self.policies.state() {
             let started = Instant::now();
-            let key = ObjectKey::new(policy.namespace().unwrap_or_default(), policy.name_any());
+            let key = ObjectKey::from_meta(policy.meta());
             let workloads = governed.remove(&key).unwrap_or_default();
             let previous = writer.policy_status_now(&policy);
             let Some((desired, step)) =

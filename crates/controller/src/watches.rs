@@ -14,12 +14,16 @@ use std::{
 
 use futures::{Stream, StreamExt};
 use kube::{
-    Resource, ResourceExt,
-    runtime::watcher::{self, Event as WatchEvent},
+    Api, Client, Resource,
+    runtime::{
+        WatchStreamExt, reflector,
+        watcher::{self, Event as WatchEvent, watcher},
+    },
 };
+use serde::de::DeserializeOwned;
 use remora_inputs::convert::Unusable;
 use remora_model::input::{Event, Kind, Object, ObjectKey};
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{debug, warn};
 
 /// What a watch has seen of its objects: for each source object, the model objects it
@@ -116,13 +120,13 @@ impl Tracker {
 }
 
 fn source_key<K: Resource>(obj: &K) -> ObjectKey {
-    ObjectKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
+    ObjectKey::from_meta(obj.meta())
 }
 
 /// Runs one watch until its stream ends: model events go to `tx` (a re-list as one batch,
 /// so the model never sees half a list), and `synced` is set once the first list is in.
 pub async fn run<K, S>(
-    what: &'static str,
+    what: KindName,
     stream: S,
     convert: impl Fn(&K) -> Result<Vec<Object>, Unusable>,
     tx: mpsc::Sender<Vec<Event>>,
@@ -157,6 +161,144 @@ pub async fn run<K, S>(
             return;
         }
     }
+}
+
+/// The watches that feed the model, started one line per kind, and the readiness flags that
+/// tell when each has listed.
+pub struct Watches {
+    client: Client,
+    model: mpsc::Sender<Vec<Event>>,
+    listed: Listed,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What a watch turns each object into.
+pub type Convert<K> = fn(&K) -> Result<Vec<Object>, Unusable>;
+
+impl Watches {
+    pub fn new(client: Client, model: mpsc::Sender<Vec<Event>>) -> Watches {
+        Watches {
+            client,
+            model,
+            listed: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// The client the watches use.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A watch of every `K` in the cluster, with the default backoff.
+    pub fn stream<K: Watched>(&self) -> impl Stream<Item = WatchResult<K>> + Send + use<K> {
+        watcher(Api::<K>::all(self.client.clone()), watcher::Config::default()).default_backoff()
+    }
+
+    /// Feeds the model every `K`, converted.
+    pub fn watch<K: Watched>(&mut self, convert: Convert<K>) {
+        let stream = self.stream::<K>();
+        self.watch_stream(kind::<K>(), stream, convert);
+    }
+
+    /// Feeds the model every `K`, converted, and keeps them in a store for other readers.
+    pub fn watch_stored<K: Watched>(&mut self, convert: Convert<K>) -> reflector::Store<K>
+    where
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        let (store, writer) = reflector::store::<K>();
+        let stream = reflector(writer, self.stream::<K>());
+        self.watch_stream(kind::<K>(), stream, convert);
+        store
+    }
+
+    /// Feeds the model what `stream` says, converted; `what` names the kind in logs and in
+    /// readiness.
+    pub fn watch_stream<K, S>(&mut self, what: impl Into<KindName>, stream: S, convert: Convert<K>)
+    where
+        K: Resource + Debug + Send + 'static,
+        S: Stream<Item = WatchResult<K>> + Send + 'static,
+    {
+        let what = what.into();
+        let listed = self.flag(what.clone());
+        let model = self.model.clone();
+        self.tasks
+            .push(tokio::spawn(run(what, stream, convert, model, listed)));
+    }
+
+    /// A store of every `K` in the cluster for readers beside the model (rollouts read
+    /// workloads). Until it listed a workload would look deleted, so it counts for readiness;
+    /// once it listed an empty batch goes to the model, which publishes the first config once
+    /// everything listed: in a quiet cluster no other batch may come to make it look.
+    pub fn store<K: Watched>(&mut self) -> reflector::Store<K>
+    where
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        let (store, writer) = reflector::store::<K>();
+        let stream = reflector(
+            writer,
+            self.stream::<K>()
+                // Field ownership is the bulk of these objects and nothing here reads it.
+                .modify(|o| o.meta_mut().managed_fields = None),
+        );
+        let (listed, model, ready) = (self.flag(kind::<K>()), self.model.clone(), store.clone());
+        self.tasks.push(tokio::spawn(async move {
+            let mark = async {
+                if ready.wait_until_ready().await.is_ok() {
+                    listed.store(true, Ordering::Release);
+                    // Closed: the model is gone and the controller stopping.
+                    let _closed = model.send(Vec::new()).await;
+                }
+            };
+            let drain = stream.for_each(|e| {
+                if let Err(e) = e {
+                    warn!(kind = %kind::<K>(), error = %e, "workload watch failed; retrying");
+                }
+                std::future::ready(())
+            });
+            tokio::join!(mark, drain);
+        }));
+        store
+    }
+
+    /// The readiness flags (by kind) and the tasks of every watch started.
+    pub fn finish(self) -> (Listed, Vec<JoinHandle<()>>) {
+        (self.listed, self.tasks)
+    }
+
+    fn flag(&mut self, what: KindName) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.listed.push((what, flag.clone()));
+        flag
+    }
+}
+
+/// What the watches can watch: a Kubernetes kind with a static type.
+pub trait Watched:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+type WatchResult<K> = Result<WatchEvent<K>, watcher::Error>;
+
+/// A watched kind's name, as logs and readiness say it.
+pub type KindName = std::borrow::Cow<'static, str>;
+
+/// One flag per watch, named by the kind it watches, set once it has listed.
+pub type Listed = Vec<(KindName, Arc<AtomicBool>)>;
+
+fn kind<K: Watched>() -> KindName {
+    K::kind(&())
+}
+
+/// One object as the one model object it becomes.
+pub fn one(object: Object) -> Vec<Object> {
+    vec![object]
 }
 
 #[cfg(test)]

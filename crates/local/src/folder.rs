@@ -1,203 +1,19 @@
-//! Local mode: the control plane with no cluster. A folder of YAML is the cluster's state; it
-//! is polled for changes (cheap, and works on every file system), each change becomes upserts
-//! and deletes, and the rest is the same pipeline the controller runs.
+//! The folder local mode reads: what was last read from it, whether it changed since, and
+//! the events that turn the last state into the new one.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     hash::{DefaultHasher, Hash, Hasher},
-    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
-use remora_admin::ProxiesService;
-use remora_envoy::Options;
 use remora_inputs::{Loaded, load_dir};
-use remora_model::{
-    Mesh,
-    input::{Event, Kind, MeshSettings, Object, ObjectKey},
-};
-use remora_xds::{AdsServer, SnapshotCache, StatusRegistry};
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
-use tokio_stream::wrappers::TcpListenerStream;
-use tracing::{info, warn};
-
-use crate::{Debounce, Publisher, SharedMesh};
-
-#[derive(Clone, Debug)]
-pub struct LocalConfig {
-    pub dir: PathBuf,
-    /// Serves ADS and the remora.v1 API.
-    pub xds_addr: SocketAddr,
-    /// How often the folder is checked for changes.
-    pub poll: Duration,
-    pub debounce: Debounce,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LocalError {
-    #[error(transparent)]
-    Load(#[from] remora_inputs::LoadError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
-
-/// A running local control plane; dropping it stops everything.
-pub struct Running {
-    pub xds_addr: SocketAddr,
-    pub cache: Arc<SnapshotCache>,
-    pub status: Arc<StatusRegistry>,
-    stop: watch::Sender<bool>,
-    server: Option<JoinHandle<()>>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-/// How long connections get to close on shutdown before they are cut.
-const DRAIN: Duration = Duration::from_secs(2);
-
-impl Running {
-    /// Ends every stream (proxies keep their config and reconnect to the next control plane),
-    /// stops serving and waits until the address is free again.
-    pub async fn stop(mut self) {
-        self.stop.send_replace(true);
-        if let Some(mut server) = self.server.take()
-            && tokio::time::timeout(DRAIN, &mut server).await.is_err()
-        {
-            server.abort();
-            // A cancelled task reports an error here; that is the expected outcome.
-            let _ = server.await;
-        }
-        for t in self.tasks.drain(..) {
-            t.abort();
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
-        for t in self.server.iter().chain(&self.tasks) {
-            t.abort();
-        }
-    }
-}
-
-/// Starts local mode: the first load is applied and published before the server accepts
-/// connections, so the first proxy to connect gets the whole config.
-pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
-    let mut folder = Folder::new(config.dir.clone());
-    let first = folder.load()?;
-    let addresses = Arc::new(RwLock::new(pod_ips(&first)));
-    let ips = addresses.clone();
-    let cache = SnapshotCache::new();
-    let status = StatusRegistry::new();
-    // Each local proxy binds its outbound listeners to its own pod address, so several can
-    // share one machine.
-    let mut publisher = Publisher::new(cache.clone(), Options::default(), move |proxy| {
-        ips.read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(proxy)
-            .copied()
-    });
-    let mesh = Arc::new(SharedMesh::new(Mesh::new(MeshSettings::default())));
-    {
-        let mut m = mesh.lock();
-        m.apply(folder.events(first));
-        publisher.publish_all(&m);
-        info!(proxies = m.proxies().count(), "initial config computed");
-    }
-
-    let listener =
-        TcpListener::bind(config.xds_addr)
-            .await
-            .map_err(|source| LocalError::Listen {
-                addr: config.xds_addr,
-                source,
-            })?;
-    let xds_addr = listener.local_addr().map_err(|source| LocalError::Listen {
-        addr: config.xds_addr,
-        source,
-    })?;
-    let (stop, stopped) = watch::channel(false);
-    let mut stop_server = stopped.clone();
-    let server = tonic::transport::Server::builder()
-        .add_service(AdsServer::new(cache.clone(), status.clone(), stopped).into_service())
-        .add_service(ProxiesService::new(status.clone(), mesh.clone()).into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop_server.wait_for(|s| *s).await;
-        });
-    let server = tokio::spawn(async move {
-        if let Err(e) = server.await {
-            warn!(error = %e, "xDS server stopped");
-        }
-    });
-    info!(%xds_addr, dir = %config.dir.display(), "local mode serving");
-
-    let (tx, mut rx) = mpsc::channel::<Vec<Event>>(16);
-    let poll = config.poll;
-    let watcher = tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(poll);
-        loop {
-            ticker.tick().await;
-            if !folder.changed() {
-                continue;
-            }
-            match folder.load() {
-                Ok(loaded) => {
-                    *addresses.write().unwrap_or_else(|e| e.into_inner()) = pod_ips(&loaded);
-                    let events = folder.events(loaded);
-                    if !events.is_empty() && tx.send(events).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => warn!(error = %e, "cannot reload the folder; keeping the last config"),
-            }
-        }
-    });
-    let debounce = config.debounce;
-    let model = tokio::spawn(async move {
-        while let Some(batch) = debounce.next_batch(&mut rx).await {
-            let mut m = mesh.lock();
-            let changes = m.apply(batch);
-            info!(
-                proxies = changes.proxies().len(),
-                gone = changes.gone.len(),
-                "config changed"
-            );
-            publisher.publish(&m, &changes);
-        }
-    });
-    Ok(Running {
-        xds_addr,
-        cache,
-        status,
-        stop,
-        server: Some(server),
-        tasks: vec![watcher, model],
-    })
-}
-
-fn pod_ips(objects: &[Object]) -> HashMap<ObjectKey, IpAddr> {
-    objects
-        .iter()
-        .filter_map(|o| match o {
-            Object::Pod(p) => Some((o.key(), p.ip?)),
-            _ => None,
-        })
-        .collect()
-}
+use remora_model::input::{Event, Kind, Object, ObjectKey};
+use tracing::warn;
 
 /// The folder and what was last read from it.
-struct Folder {
+pub(crate) struct Folder {
     dir: PathBuf,
     /// Every file with its modification time and size when last read.
     stamp: BTreeMap<PathBuf, (SystemTime, u64)>,
@@ -206,7 +22,7 @@ struct Folder {
 }
 
 impl Folder {
-    fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         Folder {
             dir,
             stamp: BTreeMap::new(),
@@ -214,12 +30,12 @@ impl Folder {
         }
     }
 
-    fn changed(&self) -> bool {
+    pub(crate) fn changed(&self) -> bool {
         stamp(&self.dir) != self.stamp
     }
 
     /// Reads the folder, logging the documents that cannot be used.
-    fn load(&mut self) -> Result<Vec<Object>, remora_inputs::LoadError> {
+    pub(crate) fn load(&mut self) -> Result<Vec<Object>, remora_inputs::LoadError> {
         self.stamp = stamp(&self.dir);
         let Loaded {
             objects, problems, ..
@@ -231,7 +47,7 @@ impl Folder {
     }
 
     /// The events that turn the previous state into `objects`.
-    fn events(&mut self, objects: Vec<Object>) -> Vec<Event> {
+    pub(crate) fn events(&mut self, objects: Vec<Object>) -> Vec<Event> {
         let mut next = BTreeMap::new();
         let mut events = Vec::new();
         for o in objects {
@@ -278,4 +94,46 @@ fn stamp(dir: &Path) -> BTreeMap<PathBuf, (SystemTime, u64)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn namespace(name: &str, team: &str) -> String {
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    team: {team}\n")
+    }
+
+    fn summary(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Upsert(o) => format!("+{}", o.key().name),
+                Event::Delete(_, k) => format!("-{}", k.name),
+            })
+            .collect()
+    }
+
+    fn reload(folder: &mut Folder) -> Vec<String> {
+        let objects = folder.load().expect("load");
+        summary(&folder.events(objects))
+    }
+
+    #[test]
+    fn a_reload_sends_only_what_was_added_changed_or_removed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |file: &str, text: String| std::fs::write(dir.path().join(file), text);
+        write("a.yaml", namespace("a", "one")).expect("write");
+        write("b.yaml", namespace("b", "one")).expect("write");
+        let mut folder = Folder::new(dir.path().to_owned());
+        assert_eq!(reload(&mut folder), ["+a", "+b"]);
+        assert!(!folder.changed());
+        assert!(reload(&mut folder).is_empty(), "nothing changed");
+
+        write("a.yaml", namespace("a", "two")).expect("write");
+        std::fs::remove_file(dir.path().join("b.yaml")).expect("remove");
+        write("c.yaml", namespace("c", "one")).expect("write");
+        assert!(folder.changed());
+        assert_eq!(reload(&mut folder), ["+a", "+c", "-b"]);
+    }
 }

@@ -1,13 +1,17 @@
-//! The running control plane: sources of events (a folder of YAML here, Kubernetes watches
-//! in the controller) feed the model in debounced batches; every changed proxy gets a new
-//! snapshot of translated resources; the xDS server ships them and the admin API reports.
+//! The running control plane: sources of events (Kubernetes watches in the controller, a
+//! folder of YAML in local mode) feed the model in debounced batches through one
+//! [`Pipeline`]; every changed proxy gets a new snapshot of translated resources; the gRPC
+//! server ([`PipelineState::serve`]) ships them over ADS and answers the `remora.v1` API.
 #![forbid(unsafe_code)]
 
 pub mod debounce;
-pub mod local;
+pub mod pipeline;
 pub mod publish;
+pub mod serve;
 pub mod shared;
 
 pub use debounce::Debounce;
+pub use pipeline::{Pipeline, Published, PipelineState, Step};
 pub use publish::Publisher;
+pub use serve::{DRAIN, cancel, drain, spawn_server};
 pub use shared::SharedMesh;

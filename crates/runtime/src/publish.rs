@@ -25,16 +25,21 @@ type BindOutbound = Box<dyn Fn(&ObjectKey) -> Option<IpAddr> + Send + Sync>;
 /// (kind, content hash, bind address for outbound listeners).
 type TranslationKey = (ResourceType, u64, Option<IpAddr>);
 
-/// (namespace, governing policy, bind address for outbound listeners): proxies alike in
-/// these hold the same outbound resources.
-type ClassId = (String, Option<ObjectKey>, Option<IpAddr>);
+/// Proxies alike in these hold the same outbound resources: the model's class (namespace and
+/// governing policy) and the address their outbound listeners bind to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ClassId {
+    namespace: String,
+    policy: Option<ObjectKey>,
+    bind: Option<IpAddr>,
+}
 
 /// Translated resources by type.
 type Translated = BTreeMap<&'static str, ResourceMap>;
 
-/// What every proxy of a class shares.
+/// What every proxy of a class shares, translated.
 #[derive(Default)]
-struct Class {
+struct ClassLayers {
     /// By type. Kept between publishes so that a type whose content did not change keeps
     /// its `Arc`, every proxy of the class holds one map instead of a copy each, and its
     /// digest is computed once here, not once per proxy.
@@ -56,7 +61,7 @@ pub struct Publisher {
     /// A route config differs between namespaces and changes with any of its Services'
     /// routes; its virtual hosts are encoded once each.
     hosts: VirtualHostCache,
-    classes: HashMap<ClassId, Class>,
+    classes: HashMap<ClassId, ClassLayers>,
     unresolved: Arc<remora_xds::Resource>,
 }
 
@@ -126,11 +131,11 @@ impl Publisher {
 
     fn class_of(&self, mesh: &Mesh, proxy: &ObjectKey) -> Option<ClassId> {
         let (namespace, policy) = mesh.proxy_class(proxy)?;
-        Some((
-            namespace.to_owned(),
-            policy.cloned(),
-            (self.bind_outbound)(proxy),
-        ))
+        Some(ClassId {
+            namespace: namespace.to_owned(),
+            policy: policy.cloned(),
+            bind: (self.bind_outbound)(proxy),
+        })
     }
 
     /// `built` names the classes whose shared part this publish has already brought up to
@@ -149,12 +154,12 @@ impl Publisher {
             self.cache.remove(&id);
             return;
         };
-        let bind = class.2;
+        let bind = class.bind;
         if !built.contains(&class) {
             let kinds = classes
                 .as_ref()
                 .map(|by_class| by_class.get(&class).map_or(&[][..], Vec::as_slice));
-            if !self.update_class(mesh, proxy, &class, kinds, bind) {
+            if !self.update_class(mesh, proxy, &class, kinds) {
                 self.cache.remove(&id);
                 return;
             }
@@ -204,7 +209,6 @@ impl Publisher {
         proxy: &ObjectKey,
         class: &ClassId,
         kinds: Option<&[ResourceType]>,
-        bind: Option<IpAddr>,
     ) -> bool {
         let old = self.classes.remove(class);
         let kinds = match (&old, kinds) {
@@ -215,7 +219,7 @@ impl Publisher {
             return false;
         };
         let mut next = old.unwrap_or_default();
-        let (mut fresh, unresolved) = self.translate_all(&config, bind);
+        let (mut fresh, unresolved) = self.translate_all(&config, class.bind);
         let routes = kinds.contains(&ResourceType::RouteConfig);
         let clusters = kinds.contains(&ResourceType::Cluster);
         // The cluster for unresolved targets follows the route configs: a clusters layer

@@ -1,29 +1,24 @@
 //! The server role: the control plane under test, in a process of its own so that its memory
-//! and CPU time are its own. It builds a synthetic mesh, publishes every proxy's snapshot
-//! with the runtime's `Publisher`, serves ADS on loopback with the xDS crate's `AdsServer`,
-//! and on each command from the driver applies one route change and reports which proxies
+//! and CPU time are its own. It builds a synthetic mesh and publishes every proxy's snapshot
+//! through the runtime's `Pipeline`, serves ADS on loopback as the control plane does, and
+//! on each command from the driver applies one route change and reports which proxies
 //! must receive what (see [`crate::protocol`]).
 //!
-//! The model and the publisher run on the main thread, the ADS streams on a Tokio runtime
+//! The pipeline runs on the main thread, the ADS streams on a Tokio runtime
 //! beside it: a change is computed while the streams keep being served, as in the running
 //! control plane.
 
 use std::{
     io::{self, BufRead, BufWriter, Write},
     net::{Ipv4Addr, SocketAddr},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use remora_envoy::Options;
-use remora_model::{
-    Mesh,
-    input::{Event, MeshSettings},
-};
-use remora_runtime::{Publisher, publish::proxy_id};
+use remora_model::input::{Event, MeshSettings};
+use remora_runtime::{Pipeline, drain, publish::proxy_id};
 use remora_synthetic::{Shape, Synthetic};
-use remora_xds::{AdsServer, SnapshotCache, StatusRegistry};
 use tokio::{net::TcpSocket, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::{
     Error, procfs,
@@ -33,8 +28,6 @@ use crate::{
 /// Connections waiting to be accepted. Linux caps it at `net.core.somaxconn` (4096 by
 /// default); the driver connects fewer at once.
 const BACKLOG: u32 = 4096;
-/// How long open streams get to end when the server stops.
-const DRAIN: Duration = Duration::from_secs(2);
 
 /// The reference mesh (10,000 sidecar pods) scaled to `proxies` pods: Services, routes and
 /// namespaces in proportion, so every Service keeps ten pods, every namespace twenty Services,
@@ -59,31 +52,8 @@ pub fn shape_for(proxies: usize, egress: bool) -> Shape {
 pub fn serve(proxies: usize, egress: bool, response_budget_mib: usize) -> Result<(), Error> {
     // Every proxy holds one connection, plus a margin for everything else.
     procfs::ensure_open_files(proxies as u64 + 256).map_err(Error::Limits)?;
-    let pid = std::process::id();
-    let rss = || procfs::memory(pid).unwrap_or_default().rss_kib;
-    let rss_start_kib = rss();
-
     let synthetic = Synthetic::new(shape_for(proxies, egress));
-    let mut mesh = Mesh::new(MeshSettings::default());
-    let start = Instant::now();
-    // The initial report of changes is of no use here: everything is published below.
-    drop(mesh.apply(synthetic.objects().into_iter().map(Event::Upsert)));
-    let build = start.elapsed();
-    let rss_built_kib = rss();
-    // Progress for whoever watches a long start; the driver reads only stdout.
-    eprintln!(
-        "xds-load serve: mesh of {proxies} proxies built in {:.2} s, RSS {} MiB; publishing",
-        build.as_secs_f64(),
-        rss_built_kib / 1024
-    );
-
-    let cache = SnapshotCache::new();
-    let mut publisher = Publisher::new(cache.clone(), Options::default(), |_| None);
-    let start = Instant::now();
-    publisher.publish_all(&mesh);
-    let publish = start.elapsed();
-    let rss_published_kib = rss();
-    let heap_published_kib = crate::heap_kib();
+    let (mut pipeline, mut ready) = publish(&synthetic);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -96,44 +66,80 @@ pub fn serve(proxies: usize, egress: bool, response_budget_mib: usize) -> Result
         socket.bind(addr).map_err(Error::Listen)?;
         socket.listen(BACKLOG).map_err(Error::Listen)?
     };
-    let port = listener.local_addr().map_err(Error::Listen)?.port();
+    ready.port = listener.local_addr().map_err(Error::Listen)?.port();
     let (stop, stopped) = watch::channel(false);
-    let mut stop_serving = stopped.clone();
-    let ads = AdsServer::new(cache.clone(), StatusRegistry::new(), stopped)
-        .response_budget(response_budget_mib.saturating_mul(1024 * 1024))
-        .into_service();
-    let server = runtime.spawn(
-        tonic::transport::Server::builder()
-            .add_service(ads)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stop_serving.wait_for(|s| *s).await;
-            }),
-    );
+    let server = runtime.spawn(pipeline.state().serve(
+        listener,
+        stopped,
+        response_budget_mib.saturating_mul(1024 * 1024),
+    ));
 
     let mut out = BufWriter::new(io::stdout().lock());
-    let proxies_known: Vec<_> = mesh.proxies().cloned().collect();
-    let resources: usize = proxies_known
-        .iter()
-        .filter_map(|p| cache.get(&proxy_id(p)))
-        .map(|s| s.len())
-        .sum();
-    let resources_per_proxy = resources / proxies_known.len().max(1);
-    for p in &proxies_known {
+    let known: Vec<_> = pipeline.state().mesh.lock().proxies().cloned().collect();
+    for p in &known {
         writeln!(out, "{}", Line::Proxy(proxy_id(p).to_string())).map_err(Error::Pipe)?;
     }
+    writeln!(out, "{}", Line::Ready(ready)).map_err(Error::Pipe)?;
+    out.flush().map_err(Error::Pipe)?;
+    let answered = answer(&mut pipeline, &synthetic, &mut out);
+
+    stop.send_replace(true);
+    runtime.block_on(async {
+        if let Some(Err(e)) = drain(server).await {
+            eprintln!("xds-load serve: the server ended with an error: {e}");
+        }
+    });
+    runtime.shutdown_timeout(remora_runtime::DRAIN);
+    answered
+}
+
+/// Builds the synthetic mesh and publishes every proxy's snapshot, measuring both.
+fn publish(synthetic: &Synthetic) -> (Pipeline, Ready) {
+    let pid = std::process::id();
+    let rss = || procfs::memory(pid).unwrap_or_default().rss_kib;
+    let rss_start_kib = rss();
+    let mut pipeline = Pipeline::new(MeshSettings::default(), Options::default(), |_| None);
+    // The initial report of changes is of no use here: everything is published below.
+    let build = pipeline
+        .apply(synthetic.objects().into_iter().map(Event::Upsert))
+        .apply;
+    let rss_built_kib = rss();
+    // Progress for whoever watches a long start; the driver reads only stdout.
+    eprintln!(
+        "xds-load serve: mesh of {} proxies built in {:.2} s, RSS {} MiB; publishing",
+        synthetic.shape().pods,
+        build.as_secs_f64(),
+        rss_built_kib / 1024
+    );
+    let start = Instant::now();
+    pipeline.open();
+    let publish = start.elapsed();
+    let state = pipeline.state();
+    let known: Vec<_> = state.mesh.lock().proxies().cloned().collect();
+    let resources: usize = known
+        .iter()
+        .filter_map(|p| state.cache.get(&proxy_id(p)))
+        .map(|s| s.len())
+        .sum();
     let ready = Ready {
-        port,
+        port: 0,
         build,
         publish,
         rss_start_kib,
         rss_built_kib,
-        rss_published_kib,
-        heap_published_kib,
-        resources_per_proxy,
+        rss_published_kib: rss(),
+        heap_published_kib: crate::heap_kib(),
+        resources_per_proxy: resources / known.len().max(1),
     };
-    writeln!(out, "{}", Line::Ready(ready)).map_err(Error::Pipe)?;
-    out.flush().map_err(Error::Pipe)?;
+    (pipeline, ready)
+}
 
+/// Answers the driver's commands on standard input until it says quit.
+fn answer(
+    pipeline: &mut Pipeline,
+    synthetic: &Synthetic,
+    out: &mut impl Write,
+) -> Result<(), Error> {
     // The route on the HTTP port of a Service halfway through the mesh, in a team namespace,
     // as the model's benchmarks change it. Odd changes move its split, even ones move it back.
     let route = synthetic.shape().services / 2;
@@ -148,59 +154,52 @@ pub fn serve(proxies: usize, egress: bool, response_budget_mib: usize) -> Result
                     synthetic.route_change(route)
                 };
                 moved = !moved;
-                let key = object.key();
-                let start = Instant::now();
-                let changes = mesh.apply([Event::Upsert(object)]);
-                let apply = start.elapsed();
-                publisher.publish(&mesh, &changes);
-                let publish = start.elapsed() - apply;
-                let affected = changes.proxies();
-                let changed = Changed {
-                    route: format!("{}/{}", key.namespace, key.name),
-                    apply,
-                    publish,
-                    affected: affected.len(),
-                };
-                writeln!(out, "{}", Line::Changed(changed)).map_err(Error::Pipe)?;
-                for proxy in affected {
-                    let id = proxy_id(proxy);
-                    let snapshot = cache.get(&id).unwrap_or_default();
-                    for key in changes.resources_of(proxy) {
-                        let type_url = remora_envoy::type_url(key.kind);
-                        let expect = Expect {
-                            proxy: id.to_string(),
-                            type_url: type_url.into(),
-                            name: key.name.to_string(),
-                            version: snapshot.get(type_url, &key.name).map(|r| r.version.clone()),
-                        };
-                        writeln!(out, "{}", Line::Expect(expect)).map_err(Error::Pipe)?;
-                    }
-                }
-                writeln!(out, "{}", Line::Done).map_err(Error::Pipe)?;
-                out.flush().map_err(Error::Pipe)?;
+                change(pipeline, object, out)?;
             }
             protocol::HEAP => {
-                writeln!(
-                    out,
-                    "{}",
-                    Line::Heap(crate::heap_kib(), crate::heap_peak_kib())
-                )
-                .map_err(Error::Pipe)?;
-                out.flush().map_err(Error::Pipe)?;
+                let heap = Line::Heap(crate::heap_kib(), crate::heap_peak_kib());
+                writeln!(out, "{heap}").map_err(Error::Pipe)?;
             }
             protocol::QUIT => break,
             other => eprintln!("xds-load serve: unknown command {other:?}"),
         }
+        out.flush().map_err(Error::Pipe)?;
     }
-
-    stop.send_replace(true);
-    runtime.block_on(async {
-        if let Ok(Ok(Err(e))) = tokio::time::timeout(DRAIN, server).await {
-            eprintln!("xds-load serve: the server ended with an error: {e}");
-        }
-    });
-    runtime.shutdown_timeout(DRAIN);
     Ok(())
+}
+
+/// Applies one change and reports which proxies must receive what.
+fn change(
+    pipeline: &mut Pipeline,
+    object: remora_model::input::Object,
+    out: &mut impl Write,
+) -> Result<(), Error> {
+    let key = object.key();
+    let step = pipeline.apply([Event::Upsert(object)]);
+    let affected = step.changes.proxies();
+    let changed = Changed {
+        route: key.to_string(),
+        apply: step.apply,
+        publish: step.publish,
+        affected: affected.len(),
+    };
+    writeln!(out, "{}", Line::Changed(changed)).map_err(Error::Pipe)?;
+    let cache = &pipeline.state().cache;
+    for proxy in affected {
+        let id = proxy_id(proxy);
+        let snapshot = cache.get(&id).unwrap_or_default();
+        for key in step.changes.resources_of(proxy) {
+            let type_url = remora_envoy::type_url(key.kind);
+            let expect = Expect {
+                proxy: id.to_string(),
+                type_url: type_url.into(),
+                name: key.name.to_string(),
+                version: snapshot.get(type_url, &key.name).map(|r| r.version.clone()),
+            };
+            writeln!(out, "{}", Line::Expect(expect)).map_err(Error::Pipe)?;
+        }
+    }
+    writeln!(out, "{}", Line::Done).map_err(Error::Pipe)
 }
 
 #[cfg(test)]

@@ -19,10 +19,8 @@ use std::{
     time::Duration,
 };
 
-use remora_runtime::{
-    Debounce,
-    local::{LocalConfig, Running, start},
-};
+use remora_local::{LocalConfig, Running, start};
+use remora_runtime::Debounce;
 use remora_xds::{ProxyId, bootstrap::Bootstrap, status::SyncState};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},

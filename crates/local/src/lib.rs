@@ -1,0 +1,172 @@
+//! Local mode: the control plane with no cluster. A folder of YAML is the cluster's state; it
+//! is polled for changes (cheap, and works on every file system), each change becomes upserts
+//! and deletes, and the rest is the same [`Pipeline`] the controller runs.
+#![forbid(unsafe_code)]
+
+mod folder;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use remora_envoy::Options;
+use remora_model::input::{Event, MeshSettings, Object, ObjectKey};
+use remora_runtime::{Debounce, Pipeline, cancel, drain, spawn_server};
+use remora_xds::{DEFAULT_RESPONSE_BUDGET, SnapshotCache, StatusRegistry};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{info, warn};
+
+use crate::folder::Folder;
+
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    pub dir: PathBuf,
+    /// Serves ADS and the remora.v1 API.
+    pub xds_addr: SocketAddr,
+    /// How often the folder is checked for changes.
+    pub poll: Duration,
+    pub debounce: Debounce,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Load(#[from] remora_inputs::LoadError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running local control plane; dropping it stops everything.
+pub struct Running {
+    pub xds_addr: SocketAddr,
+    pub cache: Arc<SnapshotCache>,
+    pub status: Arc<StatusRegistry>,
+    stop: watch::Sender<bool>,
+    server: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Ends every stream (proxies keep their config and reconnect to the next control plane),
+    /// stops serving and waits until the address is free again.
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        if let Some(server) = self.server.take() {
+            drain(server).await;
+        }
+        for t in self.tasks.drain(..) {
+            cancel(t).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        for t in self.server.iter().chain(&self.tasks) {
+            t.abort();
+        }
+    }
+}
+
+/// Each local proxy binds its outbound listeners to its own pod address, so several can share
+/// one machine.
+type Addresses = Arc<RwLock<HashMap<ObjectKey, IpAddr>>>;
+
+/// Starts local mode: the first load is applied and published before the server accepts
+/// connections, so the first proxy to connect gets the whole config.
+pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
+    let mut folder = Folder::new(config.dir.clone());
+    let first = folder.load()?;
+    let addresses: Addresses = Arc::new(RwLock::new(pod_ips(&first)));
+    let ips = addresses.clone();
+    let mut pipeline = Pipeline::new(MeshSettings::default(), Options::default(), move |proxy| {
+        ips.read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(proxy)
+            .copied()
+    });
+    pipeline.apply(folder.events(first));
+    let proxies = pipeline.open().proxies();
+    info!(proxies, "initial config computed");
+
+    let listener = TcpListener::bind(config.xds_addr)
+        .await
+        .and_then(|l| Ok((l.local_addr()?, l)));
+    let (xds_addr, listener) = listener.map_err(|source| LocalError::Listen {
+        addr: config.xds_addr,
+        source,
+    })?;
+    let state = pipeline.state().clone();
+    let (stop, stopped) = watch::channel(false);
+    let server = spawn_server(
+        "xDS",
+        state.serve(listener, stopped, DEFAULT_RESPONSE_BUDGET),
+    );
+    info!(%xds_addr, dir = %config.dir.display(), "local mode serving");
+
+    let (tx, rx) = mpsc::channel::<Vec<Event>>(16);
+    let poller = tokio::spawn(poll(folder, config.poll, addresses, tx));
+    let model = tokio::spawn(pipeline.run(rx, config.debounce, || true, |step| {
+        info!(
+            proxies = step.changes.proxies().len(),
+            gone = step.changes.gone.len(),
+            "config changed"
+        );
+    }));
+    Ok(Running {
+        xds_addr,
+        cache: state.cache,
+        status: state.status,
+        stop,
+        server: Some(server),
+        tasks: vec![poller, model],
+    })
+}
+
+/// Checks the folder every `every` and sends what changed, until the pipeline is gone.
+async fn poll(
+    mut folder: Folder,
+    every: Duration,
+    addresses: Addresses,
+    tx: mpsc::Sender<Vec<Event>>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        if !folder.changed() {
+            continue;
+        }
+        match folder.load() {
+            Ok(loaded) => {
+                *addresses.write().unwrap_or_else(|e| e.into_inner()) = pod_ips(&loaded);
+                let events = folder.events(loaded);
+                if !events.is_empty() && tx.send(events).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot reload the folder; keeping the last config"),
+        }
+    }
+}
+
+fn pod_ips(objects: &[Object]) -> HashMap<ObjectKey, IpAddr> {
+    objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Pod(p) => Some((o.key(), p.ip?)),
+            _ => None,
+        })
+        .collect()
+}

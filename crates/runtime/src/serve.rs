@@ -1,0 +1,106 @@
+//! The control plane's gRPC port (ADS and the `remora.v1` API) and the shutdown of the tasks
+//! that serve it.
+
+use std::{fmt::Display, future::Future, time::Duration};
+
+use remora_admin::ProxiesService;
+use remora_xds::AdsServer;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{error, warn};
+
+use crate::pipeline::PipelineState;
+
+/// How long connections get to close on shutdown before they are cut.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
+impl PipelineState {
+    /// Serves ADS and the `remora.v1` API on `listener` until `stop` turns true: then every
+    /// stream ends (proxies keep their config and reconnect to another control plane) and
+    /// the future completes once the connections closed. `response_budget`: bytes of
+    /// responses built but not yet written, across all streams.
+    pub fn serve(
+        &self,
+        listener: TcpListener,
+        stop: watch::Receiver<bool>,
+        response_budget: usize,
+    ) -> impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static {
+        let mut stopped = stop.clone();
+        let ads = AdsServer::new(self.cache.clone(), self.status.clone(), stop)
+            .response_budget(response_budget)
+            .into_service();
+        tonic::transport::Server::builder()
+            .add_service(ads)
+            .add_service(ProxiesService::new(self.status.clone(), self.mesh.clone()).into_service())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                // A dropped sender is a stop too.
+                let _stopped = stopped.wait_for(|s| *s).await;
+            })
+    }
+}
+
+/// Runs a server in a task of its own; an error that ends it is logged.
+pub fn spawn_server<E: Display>(
+    what: &'static str,
+    server: impl Future<Output = Result<(), E>> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            error!(server = what, error = %e, "server stopped");
+        }
+    })
+}
+
+/// Waits up to [`DRAIN`] for a stopping task, then cuts it. Returns its output when it
+/// finished by itself; a panic is logged.
+pub async fn drain<T>(mut task: JoinHandle<T>) -> Option<T> {
+    match tokio::time::timeout(DRAIN, &mut task).await {
+        Ok(joined) => report(joined),
+        Err(_) => {
+            warn!(waited = ?DRAIN, "a task did not stop in time; cutting it");
+            cancel(task).await
+        }
+    }
+}
+
+/// Cancels a task and waits until it is gone. Returns its output if it had finished; a
+/// panic is logged (a cancellation is the expected outcome, not an error).
+pub async fn cancel<T>(task: JoinHandle<T>) -> Option<T> {
+    task.abort();
+    report(task.await)
+}
+
+fn report<T>(joined: Result<T, tokio::task::JoinError>) -> Option<T> {
+    match joined {
+        Ok(out) => Some(out),
+        Err(e) if e.is_panic() => {
+            error!(error = %e, "a task panicked");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_returns_what_a_finished_task_gave() {
+        let task = tokio::spawn(async { 7 });
+        assert_eq!(drain(task).await, Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_cuts_a_task_that_does_not_stop() {
+        let task = tokio::spawn(std::future::pending::<u8>());
+        assert_eq!(drain(task).await, None);
+    }
+
+    #[tokio::test]
+    async fn cancel_reports_a_panicked_task_as_no_output() {
+        let task = tokio::spawn(async { panic!("boom") });
+        tokio::task::yield_now().await;
+        assert_eq!(cancel::<()>(task).await, None);
+    }
+}

@@ -1,0 +1,47 @@
+//! Helpers the tests of several crates share. Nothing here is for production code.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+/// A label set from `(key, value)` pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The Envoy that `scripts/install-tools` installs (`ENVOY_BIN` when `scripts/env.sh` is
+/// sourced). A test that needs Envoy fails without it rather than passing untested.
+pub fn envoy_bin() -> PathBuf {
+    let path = std::env::var_os("ENVOY_BIN").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            Path::new(&home).join(".cache/remora/bin/envoy")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "no Envoy at {}: run scripts/install-tools",
+        path.display()
+    );
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_keep_every_pair_and_a_later_key_wins() {
+        let l = labels(&[("app", "web"), ("tier", "front"), ("app", "api")]);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l["app"], "api");
+        assert_eq!(l["tier"], "front");
+    }
+}
