@@ -56,8 +56,9 @@ pub struct Options {
     pub bind_outbound_to: Option<IpAddr>,
 }
 
-/// One Envoy resource, packed for an xDS response.
-#[derive(Clone, Debug, PartialEq)]
+/// One Envoy resource, packed for an xDS response. The version is derived from the content,
+/// so every replica of the control plane gives the same version to the same resource.
+#[derive(Clone, Debug)]
 pub struct EnvoyResource {
     /// The resource's name, which is the model's name for it.
     pub name: String,
@@ -65,7 +66,15 @@ pub struct EnvoyResource {
     pub type_url: &'static str,
     /// Hex of the xxh3-64 of the encoded resource: equal versions mean equal bytes.
     pub version: String,
+    /// The encoded resource.
     pub any: Any,
+}
+
+/// Equal versions mean equal content: comparing them spares comparing encoded bytes.
+impl PartialEq for EnvoyResource {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.type_url == other.type_url && self.version == other.version
+    }
 }
 
 /// Translates one model resource into the Envoy resource of the same name.

@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use remora_envoy::{Options, VirtualHostCache, translate_with, unresolved_cluster};
+use remora_envoy::{EnvoyResource, Options, VirtualHostCache, translate_with, unresolved_cluster};
 use remora_model::{
     Changes, Mesh,
     config::{ProxyConfig, Resource, ResourceType, RouteAction, Target},
@@ -55,14 +55,14 @@ pub struct Publisher {
     /// The address a proxy's outbound listeners bind to, when not the wildcard (local mode
     /// runs every proxy on one machine, each on its own loopback address).
     bind_outbound: BindOutbound,
-    translated: HashMap<TranslationKey, Arc<remora_xds::Resource>>,
+    translated: HashMap<TranslationKey, Arc<EnvoyResource>>,
     /// Size of `translated` after the last pruning, to prune only when it has doubled.
     pruned_at: usize,
     /// A route config differs between namespaces and changes with any of its Services'
     /// routes; its virtual hosts are encoded once each.
     hosts: VirtualHostCache,
     classes: HashMap<ClassId, ClassLayers>,
-    unresolved: Arc<remora_xds::Resource>,
+    unresolved: Arc<EnvoyResource>,
 }
 
 /// The kinds of shared resources each class saw change in one publish; `None`: any kind of
@@ -83,7 +83,7 @@ impl Publisher {
             pruned_at: 0,
             hosts: VirtualHostCache::default(),
             classes: HashMap::new(),
-            unresolved: Arc::new(xds_resource(unresolved_cluster())),
+            unresolved: Arc::new(unresolved_cluster()),
         }
     }
 
@@ -289,11 +289,7 @@ impl Publisher {
                         bind_outbound_to: key.2,
                         ..self.base.clone()
                     };
-                    let t = Arc::new(xds_resource(translate_with(
-                        resource,
-                        &options,
-                        &mut self.hosts,
-                    )));
+                    let t = Arc::new(translate_with(resource, &options, &mut self.hosts));
                     self.translated.insert(key, t.clone());
                     t
                 }
@@ -314,14 +310,6 @@ impl Publisher {
             self.pruned_at = self.translated.len();
             self.hosts.sweep();
         }
-    }
-}
-
-fn xds_resource(r: remora_envoy::EnvoyResource) -> remora_xds::Resource {
-    remora_xds::Resource {
-        name: r.name,
-        version: r.version,
-        body: r.any,
     }
 }
 

@@ -13,12 +13,14 @@ use envoy_types::pb::{
     google::protobuf::Any,
 };
 
+use remora_envoy::EnvoyResource;
+
 use crate::{
     by_type::ByType,
     machine::Machine,
     names::Names,
     per_type::{self, Answers, PerType, Wanted},
-    snapshot::{PUSH_ORDER, Resource, Resources, Snapshot, is_wildcard_type, served_type},
+    snapshot::{PUSH_ORDER, Resources, Snapshot, is_wildcard_type, served_type},
     status::Mode,
 };
 
@@ -100,10 +102,12 @@ impl TypeState {
                 .initial_resource_versions
                 .iter()
                 .map(|(name, version)| {
-                    let held = Resource {
+                    // Only the name and version of what the proxy holds matter.
+                    let held = EnvoyResource {
                         name: name.clone(),
+                        type_url: "",
                         version: version.clone(),
-                        body: Any::default(),
+                        any: Any::default(),
                     };
                     (name.clone(), Arc::new(held))
                 })
@@ -185,7 +189,7 @@ impl TypeState {
             .map(|(name, r)| DeltaResource {
                 name: (*name).clone(),
                 version: r.version.clone(),
-                resource: Some(r.body.clone()),
+                resource: Some(r.any.clone()),
                 ..Default::default()
             })
             .collect();

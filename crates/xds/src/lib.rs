@@ -26,5 +26,5 @@ pub use budget::{DEFAULT_RESPONSE_BUDGET, ResponseBudget};
 pub use cache::SnapshotCache;
 pub use proxy::ProxyId;
 pub use server::AdsServer;
-pub use snapshot::{Resource, Snapshot};
+pub use snapshot::Snapshot;
 pub use status::StatusRegistry;

@@ -17,8 +17,8 @@ use std::{
     },
 };
 
-use envoy_types::pb::google::protobuf::Any;
 use prost::Message as _;
+use remora_envoy::EnvoyResource;
 
 // Envoy's type URLs, defined where Envoy's resources are; here under their old path too.
 pub use remora_envoy::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
@@ -37,24 +37,8 @@ pub fn is_wildcard_type(type_url: &str) -> bool {
     type_url == CLUSTER || type_url == LISTENER
 }
 
-/// One encoded resource. The version is derived from the content, so every replica of the
-/// control plane gives the same version to the same resource.
-#[derive(Clone, Debug)]
-pub struct Resource {
-    pub name: String,
-    pub version: String,
-    pub body: Any,
-}
-
-/// Equal versions mean equal content: comparing them spares comparing encoded bytes.
-impl PartialEq for Resource {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.version == other.version
-    }
-}
-
 /// Resources of one type by name.
-pub type ResourceMap = BTreeMap<String, Arc<Resource>>;
+pub type ResourceMap = BTreeMap<String, Arc<EnvoyResource>>;
 
 static EMPTY_MAP: LazyLock<Arc<ResourceMap>> = LazyLock::new(Arc::default);
 static EMPTY_LAYER: LazyLock<Arc<Layer>> = LazyLock::new(Arc::default);
@@ -75,14 +59,14 @@ struct Digest {
 }
 
 impl Digest {
-    fn add(&mut self, name: &str, r: &Resource) {
+    fn add(&mut self, name: &str, r: &EnvoyResource) {
         self.len += 1;
         self.sum = self.sum.wrapping_add(entry_hash(name, &r.version));
         self.names = self.names.wrapping_add(name_hash(name));
         self.bytes += response_bytes(name, r);
     }
 
-    fn take(&mut self, name: &str, r: &Resource) {
+    fn take(&mut self, name: &str, r: &EnvoyResource) {
         self.len -= 1;
         self.sum = self.sum.wrapping_sub(entry_hash(name, &r.version));
         self.names = self.names.wrapping_sub(name_hash(name));
@@ -118,9 +102,9 @@ fn name_hash(name: &str) -> u128 {
 
 /// About the most bytes one resource takes in a response of either protocol flavour, with
 /// its name and version.
-fn response_bytes(name: &str, r: &Resource) -> usize {
+fn response_bytes(name: &str, r: &EnvoyResource) -> usize {
     const PER_RESOURCE: usize = 16;
-    name.len() + r.version.len() + r.body.encoded_len() + PER_RESOURCE
+    name.len() + r.version.len() + r.any.encoded_len() + PER_RESOURCE
 }
 
 /// Tells layers apart for [`Lineage`]; never reused within a process.
@@ -209,11 +193,11 @@ struct Changes<'a, O: Iterator<Item = Entry<'a>>, N: Iterator<Item = Entry<'a>>>
     newer: Peekable<N>,
 }
 
-type Entry<'a> = (&'a String, &'a Arc<Resource>);
+type Entry<'a> = (&'a String, &'a Arc<EnvoyResource>);
 type Change<'a> = (
     &'a String,
-    Option<&'a Arc<Resource>>,
-    Option<&'a Arc<Resource>>,
+    Option<&'a Arc<EnvoyResource>>,
+    Option<&'a Arc<EnvoyResource>>,
 );
 
 impl<'a, O: Iterator<Item = Entry<'a>>, N: Iterator<Item = Entry<'a>>> Changes<'a, O, N> {
@@ -263,7 +247,7 @@ impl<'a, O: Iterator<Item = Entry<'a>>, N: Iterator<Item = Entry<'a>>> Iterator
 }
 
 /// Equal versions mean equal content.
-fn same_resource(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
+fn same_resource(a: &Arc<EnvoyResource>, b: &Arc<EnvoyResource>) -> bool {
     Arc::ptr_eq(a, b) || a.version == b.version
 }
 
@@ -329,7 +313,7 @@ impl Resources {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
+    pub fn get(&self, name: &str) -> Option<&Arc<EnvoyResource>> {
         self.own.get(name).or_else(|| self.shared.map.get(name))
     }
 
@@ -398,7 +382,7 @@ impl Resources {
         if self.version == older.version {
             return self;
         }
-        let lacking: Vec<(String, Arc<Resource>)> = self
+        let lacking: Vec<(String, Arc<EnvoyResource>)> = self
             .diff(older)
             .gone
             .into_iter()
@@ -451,12 +435,12 @@ pub struct Diff<'a> {
 
 /// The two layers of a [`Resources`] merged in name order, the proxy's own entry winning.
 pub struct Merged<'a> {
-    shared: Peekable<std::collections::btree_map::Iter<'a, String, Arc<Resource>>>,
-    own: Peekable<std::collections::btree_map::Iter<'a, String, Arc<Resource>>>,
+    shared: Peekable<std::collections::btree_map::Iter<'a, String, Arc<EnvoyResource>>>,
+    own: Peekable<std::collections::btree_map::Iter<'a, String, Arc<EnvoyResource>>>,
 }
 
 impl<'a> Iterator for Merged<'a> {
-    type Item = (&'a String, &'a Arc<Resource>);
+    type Item = (&'a String, &'a Arc<EnvoyResource>);
 
     fn next(&mut self) -> Option<Self::Item> {
         let order = match (self.shared.peek(), self.own.peek()) {
@@ -496,14 +480,14 @@ impl Snapshot {
     }
 
     /// The resources of one type, by name.
-    pub fn of_type(&self, type_url: &str) -> impl Iterator<Item = (&String, &Arc<Resource>)> {
+    pub fn of_type(&self, type_url: &str) -> impl Iterator<Item = (&String, &Arc<EnvoyResource>)> {
         self.types
             .get(type_url)
             .into_iter()
             .flat_map(Resources::iter)
     }
 
-    pub fn get(&self, type_url: &str, name: &str) -> Option<&Arc<Resource>> {
+    pub fn get(&self, type_url: &str, name: &str) -> Option<&Arc<EnvoyResource>> {
         self.types.get(type_url)?.get(name)
     }
 
@@ -558,11 +542,12 @@ pub(crate) mod tests {
     }
 
     /// A resource whose body is just its name and version, enough for protocol tests.
-    pub fn res(name: &str, version: &str) -> Arc<Resource> {
-        Arc::new(Resource {
+    pub fn res(name: &str, version: &str) -> Arc<EnvoyResource> {
+        Arc::new(EnvoyResource {
             name: name.into(),
+            type_url: "",
             version: version.into(),
-            body: Any {
+            any: envoy_types::pb::google::protobuf::Any {
                 type_url: String::new(),
                 value: format!("{name}@{version}").into_bytes(),
             },

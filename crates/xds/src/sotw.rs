@@ -207,9 +207,9 @@ impl Machine for SotwStream {
                     .diff(&sent.resources)
                     .updated
                     .into_iter()
-                    .map(|(_, r)| r.body.clone())
+                    .map(|(_, r)| r.any.clone())
                     .collect(),
-                _ => target.iter().map(|(_, r)| r.body.clone()).collect(),
+                _ => target.iter().map(|(_, r)| r.any.clone()).collect(),
             };
             self.nonces += 1;
             let nonce = self.nonces.to_string();
