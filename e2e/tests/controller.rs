@@ -24,7 +24,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 fn config(lease: Option<LeaseConfig>) -> Config {
     Config {
         xds_addr: "127.0.0.1:0".parse().expect("addr"),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        health_addr: "127.0.0.1:0".parse().expect("addr"),
         settings: MeshSettings::default(),
         lease,
         debounce: Debounce {
@@ -490,11 +490,11 @@ async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
     assert_eq!(rolled_out, Some("True"), "{:?}", status.conditions);
 
     // Operability: ready, and the metrics see the proxy and its NACK.
-    let ready = support::get(controller.admin_addr, "localhost", "/readyz", &[])
+    let ready = support::get(controller.health_addr, "localhost", "/readyz", &[])
         .await
         .expect("/readyz answers");
     assert_eq!(ready.status, 200, "{}", ready.body);
-    let metrics = support::get(controller.admin_addr, "localhost", "/metrics", &[])
+    let metrics = support::get(controller.health_addr, "localhost", "/metrics", &[])
         .await
         .expect("/metrics answers");
     assert!(
@@ -546,7 +546,7 @@ async fn the_charts_rbac_is_all_the_controller_needs() {
         |r| is(r, conditions::RESOLVED_REFS, "False", "BackendNotFound"),
     )
     .await;
-    let ready = support::get(controller.admin_addr, "localhost", "/readyz", &[])
+    let ready = support::get(controller.health_addr, "localhost", "/readyz", &[])
         .await
         .expect("/readyz answers");
     assert_eq!(ready.status, 200, "every watch listed: {}", ready.body);

@@ -175,7 +175,7 @@ fn config(args: &Args) -> Config {
         });
     Config {
         xds_addr: args.xds_addr,
-        admin_addr: args.admin_addr,
+        health_addr: args.admin_addr,
         settings,
         lease: (!args.no_leader_election).then(|| LeaseConfig {
             namespace: args.namespace.clone(),

@@ -21,7 +21,7 @@ use remora_inject::{
 use remora_runtime::SharedMesh;
 use remora_webhook::{InjectFailure, PodInjector};
 
-use crate::{admin::Readiness, metrics::Metrics, pods};
+use crate::{health::Readiness, metrics::Metrics, pods};
 
 /// What injection needs beyond the model.
 #[derive(Clone, Debug)]

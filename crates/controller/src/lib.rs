@@ -6,9 +6,9 @@
 //! leader writes status.
 #![forbid(unsafe_code)]
 
-pub mod admin;
 mod admission;
 pub mod endpoints;
+pub mod health;
 pub mod inject;
 pub mod leader;
 pub mod metrics;
@@ -37,9 +37,7 @@ use remora_api::{SidecarPolicy, TrafficRoute};
 use remora_envoy::Options;
 use remora_inputs::convert;
 use remora_model::input::{Event, MeshSettings, Object, ObjectKey};
-use remora_runtime::{
-    Debounce, Pipeline, PipelineState, Published, cancel, drain, spawn_server,
-};
+use remora_runtime::{Debounce, Pipeline, PipelineState, Published, cancel, drain, spawn_server};
 use remora_xds::{DEFAULT_RESPONSE_BUDGET, StatusRegistry};
 use tokio::{
     net::TcpListener,
@@ -49,8 +47,8 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    admin::Readiness,
     endpoints::EndpointApi,
+    health::Readiness,
     leader::LeaseConfig,
     metrics::Metrics,
     pods::PodFacts,
@@ -63,7 +61,7 @@ pub struct Config {
     /// Serves ADS and the remora.v1 API.
     pub xds_addr: SocketAddr,
     /// Serves `/healthz`, `/readyz` and `/metrics`.
-    pub admin_addr: SocketAddr,
+    pub health_addr: SocketAddr,
     pub settings: MeshSettings,
     /// `None`: no election; this replica writes status (one replica, or a test).
     pub lease: Option<LeaseConfig>,
@@ -98,7 +96,7 @@ pub type ProxyPods = Arc<RwLock<HashMap<ObjectKey, PodFacts>>>;
 /// lease to expire.
 pub struct Controller {
     pub xds_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
+    pub health_addr: SocketAddr,
     pub xds: Arc<StatusRegistry>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<Readiness>,
@@ -126,9 +124,12 @@ impl Controller {
         self.leading = None;
         if let Some(task) = self.lease_task.take() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(remora_runtime::DRAIN, leader::released(task, &self.identity))
-                .await
-                .is_err()
+            if tokio::time::timeout(
+                remora_runtime::DRAIN,
+                leader::released(task, &self.identity),
+            )
+            .await
+            .is_err()
             {
                 warn!("the lease was not released in time; it will expire");
                 abort.abort();
@@ -194,7 +195,15 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         changed.clone(),
     )));
 
-    let webhook = with_injector(&client, &config, &state, &cluster.policies, &ready, &metrics).await?;
+    let webhook = with_injector(
+        &client,
+        &config,
+        &state,
+        &cluster.policies,
+        &ready,
+        &metrics,
+    )
+    .await?;
     let reconciler = Reconciler {
         client: client.clone(),
         mesh: state.mesh.clone(),
@@ -216,22 +225,25 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
     )));
 
     let (xds_listener, xds_addr) = bind(config.xds_addr).await?;
-    let (admin_listener, admin_addr) = bind(config.admin_addr).await?;
-    let router = admin::router(ready.clone(), metrics.clone(), state.status.clone());
+    let (health_listener, health_addr) = bind(config.health_addr).await?;
+    let router = health::router(ready.clone(), metrics.clone(), state.status.clone());
     let mut servers = vec![
         spawn_server(
             "xDS",
             state.serve(xds_listener, stopped.clone(), DEFAULT_RESPONSE_BUDGET),
         ),
-        spawn_server("admin", admin::serve(admin_listener, router, stopped.clone())),
+        spawn_server(
+            "health",
+            health::serve(health_listener, router, stopped.clone()),
+        ),
     ];
     if let Some(webhook) = webhook {
         servers.push(tokio::spawn(admission::serve(client, webhook, stopped)));
     }
-    info!(%xds_addr, %admin_addr, endpoints = ?cluster.endpoint_api, "controller serving");
+    info!(%xds_addr, %health_addr, endpoints = ?cluster.endpoint_api, "controller serving");
     Ok(Controller {
         xds_addr,
-        admin_addr,
+        health_addr,
         xds: state.status,
         metrics,
         ready,
@@ -273,12 +285,10 @@ impl Cluster {
         w.watch_stream("Pod", pod_events, |p: &Pod| convert::pod(p).map(one));
         endpoint_api.watch(&mut w);
         // The CRD watches also fill the stores the reconciler and the injector read.
-        let routes = w.watch_stored(|r: &TrafficRoute| {
-            Ok(vec![Object::TrafficRoute(Box::new(r.clone()))])
-        });
-        let policies = w.watch_stored(|p: &SidecarPolicy| {
-            Ok(vec![Object::SidecarPolicy(Box::new(p.clone()))])
-        });
+        let routes =
+            w.watch_stored(|r: &TrafficRoute| Ok(vec![Object::TrafficRoute(Box::new(r.clone()))]));
+        let policies = w
+            .watch_stored(|p: &SidecarPolicy| Ok(vec![Object::SidecarPolicy(Box::new(p.clone()))]));
         let workloads = rollout::Workloads {
             deployments: w.store::<Deployment>(),
             statefulsets: w.store::<StatefulSet>(),
@@ -308,7 +318,12 @@ async fn run_model(
     changed: Arc<Notify>,
 ) {
     let listed = ready.clone();
-    let all_listed = move || listed.watches.iter().all(|(_, f)| f.load(Ordering::Acquire));
+    let all_listed = move || {
+        listed
+            .watches
+            .iter()
+            .all(|(_, f)| f.load(Ordering::Acquire))
+    };
     pipeline
         .run(events, debounce, all_listed, |step| {
             if let Published::All(proxies) = step.published {

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     ProxyPods,
-    admin::Readiness,
+    health::Readiness,
     metrics::{KindLabel, Metrics, ReasonLabel},
     rollout::{self, Executor, Workloads},
 };

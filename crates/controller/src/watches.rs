@@ -20,9 +20,9 @@ use kube::{
         watcher::{self, Event as WatchEvent, watcher},
     },
 };
-use serde::de::DeserializeOwned;
 use remora_inputs::convert::Unusable;
 use remora_model::input::{Event, Kind, Object, ObjectKey};
+use serde::de::DeserializeOwned;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{debug, warn};
 
@@ -192,7 +192,11 @@ impl Watches {
 
     /// A watch of every `K` in the cluster, with the default backoff.
     pub fn stream<K: Watched>(&self) -> impl Stream<Item = WatchResult<K>> + Send + use<K> {
-        watcher(Api::<K>::all(self.client.clone()), watcher::Config::default()).default_backoff()
+        watcher(
+            Api::<K>::all(self.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
     }
 
     /// Feeds the model every `K`, converted.

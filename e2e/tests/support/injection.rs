@@ -47,7 +47,7 @@ pub fn mutating_configuration(
 pub fn controller_config(namespace: &str, name: &str, port: u16) -> Config {
     Config {
         xds_addr: "127.0.0.1:0".parse().expect("addr"),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        health_addr: "127.0.0.1:0".parse().expect("addr"),
         settings: MeshSettings::default(),
         lease: None,
         debounce: Debounce {

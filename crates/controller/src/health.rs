@@ -1,4 +1,4 @@
-//! The admin HTTP server: `/healthz` (the process runs), `/readyz` (every watch has listed
+//! The health and metrics HTTP server: `/healthz` (the process runs), `/readyz` (every watch has listed
 //! its objects and the first config is published, so a proxy connecting now gets a whole
 //! config) and `/metrics`.
 
