@@ -15,19 +15,34 @@ pub const DEGRADED: &str = "Degraded";
 
 /// Reasons, in the `CamelCase` form Kubernetes conditions use.
 pub mod reason {
+    /// `Accepted` is True: the spec passed validation.
     pub const ACCEPTED: &str = "Accepted";
+    /// `Accepted` is False: the spec failed validation; the message lists each field.
     pub const INVALID: &str = "Invalid";
+    /// `ResolvedRefs` is True: every reference resolves.
     pub const RESOLVED: &str = "Resolved";
+    /// Another route already claims the same Service port.
     pub const CONFLICTED: &str = "Conflicted";
+    /// A Service, or a port of one, that the route names does not exist.
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
+    /// A subset the route names selects no endpoint.
     pub const SUBSET_EMPTY: &str = "SubsetEmpty";
+    /// `Programmed` is True: every affected proxy acknowledged the config (or none is affected).
     pub const PROGRAMMED: &str = "Programmed";
+    /// Some affected proxies have not acknowledged the config yet.
     pub const PENDING: &str = "Pending";
+    /// At least one proxy rejected (NACKed) the config it was sent.
     pub const REJECTED_BY_PROXY: &str = "RejectedByProxy";
+    /// A rollout is moving workloads to the new sidecar.
     pub const ROLLING_OUT: &str = "RollingOut";
+    /// The rollout is paused, by the spec or after a failed health gate.
     pub const PAUSED: &str = "Paused";
+    /// The rollout finished: every workload it covers runs the new sidecar.
     pub const COMPLETE: &str = "Complete";
+    /// A wave's workloads did not pass their health gate in time.
     pub const HEALTH_GATE_FAILED: &str = "HealthGateFailed";
+    /// A failed health gate returned the workloads to the previous sidecar.
     pub const ROLLED_BACK: &str = "RolledBack";
+    /// The policy's proxy version is one this control plane cannot configure.
     pub const UNSUPPORTED_VERSION: &str = "UnsupportedVersion";
 }

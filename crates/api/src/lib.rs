@@ -3,6 +3,7 @@
 //! The doc comments on these types become the CRD's OpenAPI descriptions, which is what
 //! `kubectl explain` prints: they are written for the person editing a manifest.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 // Several `printcolumn(...)` entries in one `#[kube]` attribute repeat `type_ = ...`, which
 // this lint mistakes for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]

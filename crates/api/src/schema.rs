@@ -9,6 +9,24 @@ pub(crate) fn no_null_in_enum(schema: &mut schemars::Schema) {
     }
 }
 
+/// Turns the `oneOf` that schemars makes for a unit enum with documented variants back into
+/// a plain string `enum`. The API server keeps no description per value anyway (the enum's
+/// own says what each means), and an `Option` of a `oneOf` would take the enum's description
+/// in place of its field's.
+pub(crate) fn plain_enum(schema: &mut schemars::Schema) {
+    let Some(serde_json::Value::Array(variants)) = schema.get("oneOf") else {
+        return;
+    };
+    let values: Option<Vec<serde_json::Value>> =
+        variants.iter().map(|v| v.get("const").cloned()).collect();
+    let (Some(values), Some(object)) = (values, schema.as_object_mut()) else {
+        return;
+    };
+    object.remove("oneOf");
+    object.insert("type".into(), "string".into());
+    object.insert("enum".into(), values.into());
+}
+
 #[cfg(test)]
 mod tests {
     use kube::CustomResourceExt;

@@ -16,6 +16,7 @@ pub const ADMIN_PORT: u16 = 15000;
 /// Serves only `GET /ready` (passed to the admin's `/ready`) on the pod's address, so the
 /// kubelet can probe the proxy without reaching the admin interface.
 pub const READINESS_PORT: u16 = 15021;
+/// The path the kubelet probes on [`READINESS_PORT`].
 pub const READINESS_PATH: &str = "/ready";
 
 const POD_NAME: &str = "REMORA_POD_NAME";
@@ -27,6 +28,7 @@ const SERVICE_ACCOUNT: &str = "REMORA_SERVICE_ACCOUNT";
 pub struct ControlPlane {
     /// A DNS name (the control plane's Service) or an IP.
     pub xds_host: String,
+    /// The port of the control plane's xDS (ADS) server.
     pub xds_port: u16,
     /// Incremental xDS instead of state of the world.
     pub delta: bool,

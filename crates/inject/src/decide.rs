@@ -29,19 +29,39 @@ impl Default for Settings {
 /// The verdict for one pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
+    /// The pod gets the sidecar.
     Inject,
+    /// The pod is admitted as it is, for this reason.
     Skip(SkipReason),
 }
 
 /// Why a pod gets no sidecar.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SkipReason {
-    ControlPlaneNamespace { namespace: String },
+    /// The pod runs in the control plane's own namespace.
+    ControlPlaneNamespace {
+        /// The pod's namespace.
+        namespace: String,
+    },
+    /// The pod already has the proxy container.
     AlreadyInjected,
-    NamespaceNotInMesh { namespace: String, label: String },
+    /// The pod's namespace does not carry the mesh label set to `enabled`.
+    NamespaceNotInMesh {
+        /// The pod's namespace.
+        namespace: String,
+        /// The label that opts a namespace in.
+        label: String,
+    },
+    /// The pod's inject annotation is `"false"`.
     OptedOut,
-    UnknownOptOutValue { value: String },
+    /// The pod's inject annotation is neither `"true"` nor `"false"`.
+    UnknownOptOutValue {
+        /// The annotation's value.
+        value: String,
+    },
+    /// The pod uses the host's network.
     HostNetwork,
+    /// No SidecarPolicy selects the pod.
     NoPolicy,
 }
 

@@ -33,7 +33,9 @@ impl Layout {
 /// The API server's version, as `/version` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServerVersion {
+    /// The major version, e.g. 1.
     pub major: u32,
+    /// The minor version, e.g. 29.
     pub minor: u32,
 }
 

@@ -6,6 +6,7 @@
 //! layout the API server supports.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod bootstrap;
 mod container;
@@ -42,30 +43,56 @@ pub struct Injection<'a> {
     /// The revision of the sidecar with `version` under `policy.spec`, written for rollouts
     /// to tell pods of one version but another spec apart.
     pub revision: &'a str,
+    /// Where the sidecars go in the pod.
     pub layout: Layout,
+    /// Where the injected proxy finds the control plane.
     pub control_plane: &'a ControlPlane,
 }
 
 /// Why a pod cannot be injected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InjectError {
+    /// A container of the pod already has the name of one the injection adds.
     #[error(
         "{field}: the pod already has a container named {name:?}, which the sidecar injection \
          adds; rename the container (or the SidecarPolicy's extra container)"
     )]
-    NameTaken { field: String, name: String },
+    NameTaken {
+        /// The path of the clashing name, e.g. `spec.containers[1].name`.
+        field: String,
+        /// The name.
+        name: String,
+    },
+    /// A container of the pod already uses a port of the proxy.
     #[error(
         "{field}: port {port} belongs to the injected proxy; move the container to another \
          port, or opt the pod out with {INJECT_ANNOTATION}=\"false\""
     )]
-    PortTaken { field: String, port: i32 },
+    PortTaken {
+        /// The path of the clashing port, e.g. `spec.containers[0].ports[2].containerPort`.
+        field: String,
+        /// The port number.
+        port: i32,
+    },
+    /// A volume of the pod already has the name of one the policy adds.
     #[error(
         "{field}: the pod already has a volume named {name:?}, which the SidecarPolicy adds for \
          its sidecars; rename the pod's volume (or the policy's)"
     )]
-    VolumeTaken { field: String, name: String },
+    VolumeTaken {
+        /// The path of the clashing name, e.g. `spec.volumes[0].name`.
+        field: String,
+        /// The name.
+        name: String,
+    },
+    /// The API server's `/version` holds a major or minor that is not a number.
     #[error("the API server reports version {field} {value:?}, which is not a number")]
-    ServerVersion { field: &'static str, value: String },
+    ServerVersion {
+        /// `major` or `minor`.
+        field: &'static str,
+        /// The value as reported.
+        value: String,
+    },
 }
 
 /// Whether the pod carries the proxy, in either layout: the mark of an injected pod.

@@ -18,7 +18,13 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum JsonPatchOp {
-    Add { path: String, value: Value },
+    /// Adds `value` at `path`, inserting into an array or setting an object member.
+    Add {
+        /// Where to add, as a JSON pointer (RFC 6901), e.g. `/spec/containers/-`.
+        path: String,
+        /// What to add there.
+        value: Value,
+    },
 }
 
 /// Escapes one reference token of a JSON pointer (RFC 6901): `~` first, or the `~1` that `/`

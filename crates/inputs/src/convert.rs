@@ -23,12 +23,15 @@ use remora_model::input::{
 /// The label Kubernetes puts on an EndpointSlice to name its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// An object the model cannot take, to be logged and skipped.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{kind} {name}: {reason}")]
 pub struct Unusable {
+    /// The object's Kubernetes kind, e.g. `Service`.
     pub kind: &'static str,
     /// `namespace/name` as far as known.
     pub name: String,
+    /// What is wrong with it, naming the field.
     pub reason: String,
 }
 
@@ -104,6 +107,7 @@ fn target_pod(target: Option<&ObjectReference>) -> Option<String> {
         .and_then(|r| r.name.clone())
 }
 
+/// A Namespace: its name and labels.
 pub fn namespace(ns: &KNamespace) -> Result<Object, Unusable> {
     let name = ns
         .metadata
@@ -116,6 +120,7 @@ pub fn namespace(ns: &KNamespace) -> Result<Object, Unusable> {
     }))
 }
 
+/// A Service with its cluster IP (none when headless) and its TCP ports.
 pub fn service(svc: &KService) -> Result<Object, Unusable> {
     let (ns, name, fail) = named("Service", &svc.metadata)?;
     let spec = svc.spec.clone().unwrap_or_default();
@@ -143,6 +148,7 @@ pub fn service(svc: &KService) -> Result<Object, Unusable> {
     }))
 }
 
+/// A `discovery.k8s.io/v1` EndpointSlice: its TCP ports and every address of its endpoints.
 pub fn endpoint_slice(slice: &KEndpointSlice) -> Result<Object, Unusable> {
     let (ns, name, fail) = named("EndpointSlice", &slice.metadata)?;
     let service = slice
@@ -278,6 +284,8 @@ pub fn endpoints(ep: &KEndpoints) -> Result<Vec<Object>, Unusable> {
     Ok(out)
 }
 
+/// A Pod: its labels, service account, IP, whether it carries the proxy, and the TCP ports
+/// of its other containers.
 pub fn pod(pod: &KPod) -> Result<Object, Unusable> {
     let (ns, name, fail) = named("Pod", &pod.metadata)?;
     let spec = pod.spec.clone().unwrap_or_default();

@@ -19,11 +19,15 @@ use serde_json::Value;
 
 use crate::convert;
 
+/// Why the folder could not be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// A file or directory could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file or directory.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
 }
@@ -31,9 +35,11 @@ pub enum LoadError {
 /// One document that could not be used, and why; the rest of the folder still loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The file the document is in.
     pub file: PathBuf,
     /// 1-based position of the document in its file.
     pub document: usize,
+    /// What is wrong with the document.
     pub message: String,
 }
 
@@ -49,9 +55,12 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// What a folder held.
 #[derive(Debug, Default)]
 pub struct Loaded {
+    /// The model inputs, in the order of the files and of the documents in each.
     pub objects: Vec<Object>,
+    /// The documents that were passed over, and why.
     pub problems: Vec<Problem>,
     /// The files read, in order, so a caller can watch them for changes.
     pub files: Vec<PathBuf>,

@@ -1,6 +1,7 @@
 //! The edge where Kubernetes objects become mesh model inputs. The conversions are shared by
 //! the controller's watches and by local mode, which reads the same objects from YAML files.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod convert;
 pub mod folder;

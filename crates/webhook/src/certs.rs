@@ -22,26 +22,37 @@ const SERVING_VALIDITY: Duration = Duration::days(365);
 /// Allowance for clocks that run behind this one.
 const CLOCK_SKEW: Duration = Duration::hours(1);
 
+/// Why a certificate or key could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
+    /// A new key pair could not be generated.
     #[error("cannot generate a key pair: {0}")]
     Key(#[source] rcgen::Error),
+    /// A certificate could not be signed.
     #[error("cannot sign the {what} certificate: {source}")]
     Sign {
+        /// Which certificate: `CA` or `serving`.
         what: &'static str,
+        /// rcgen's error.
         #[source]
         source: rcgen::Error,
     },
+    /// The stored CA key cannot be used for signing.
     #[error("the CA private key is not a PEM key rcgen can sign with: {0}")]
     CaKey(#[source] rcgen::Error),
+    /// A certificate or key is not valid PEM.
     #[error("{what} is not PEM: {source}")]
     Pem {
+        /// Which certificate or key.
         what: &'static str,
+        /// The PEM parser's error.
         #[source]
         source: rustls::pki_types::pem::Error,
     },
+    /// A PEM text that should hold a certificate holds none.
     #[error("{0} holds no certificate")]
     NoCertificate(&'static str),
+    /// rustls refused the private key.
     #[error("the TLS key cannot sign: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -50,7 +61,9 @@ pub enum CertError {
 /// signed here or read from a `kubernetes.io/tls` Secret.
 #[derive(Clone)]
 pub struct TlsIdentity {
+    /// The certificate, then any intermediates, as PEM.
     pub cert_chain_pem: String,
+    /// The certificate's private key, as PEM.
     pub key_pem: String,
 }
 
@@ -133,6 +146,7 @@ impl Ca {
         &self.cert_pem
     }
 
+    /// The CA's private key as PEM, for the Secret that shares it with the other replicas.
     pub fn key_pem(&self) -> String {
         self.key.serialize_pem()
     }

@@ -24,11 +24,13 @@ use crate::{
     certs::{Ca, TlsIdentity},
 };
 
-/// Keys of the CA Secret.
+/// The CA certificate's key in the CA Secret (also in a TLS Secret, when cert-manager adds it).
 pub const CA_CERT: &str = "ca.crt";
+/// The CA private key's key in the CA Secret.
 pub const CA_KEY: &str = "ca.key";
-/// Keys of a `kubernetes.io/tls` Secret (cert-manager adds `ca.crt` when it knows the CA).
+/// The certificate chain's key in a `kubernetes.io/tls` Secret.
 pub const TLS_CERT: &str = "tls.crt";
+/// The private key's key in a `kubernetes.io/tls` Secret.
 pub const TLS_KEY: &str = "tls.key";
 
 /// The CA in the Secret `name`, created when there is none. Replicas racing to create it

@@ -26,6 +26,7 @@ const REISSUE_AFTER: Duration = Duration::from_secs(180 * 24 * 3600);
 /// Where the webhook listens and how it gets its certificates.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The address the HTTPS server listens on.
     pub addr: SocketAddr,
     /// The controller's namespace: where its Service and the Secrets live.
     pub namespace: String,
@@ -41,18 +42,26 @@ pub struct Config {
     pub injector: Option<Arc<dyn PodInjector>>,
     /// More names for the serving certificate (IP addresses become IP SANs).
     pub extra_sans: Vec<String>,
+    /// Where the serving certificate comes from.
     pub certificates: Certificates,
 }
 
+/// Where the webhook's serving certificate comes from.
 #[derive(Clone, Debug)]
 pub enum Certificates {
     /// The CA lives in this Secret (the first replica creates it); each replica signs its
     /// own serving certificate with it and keeps `caBundle` set to it.
-    Generated { ca_secret: String },
+    Generated {
+        /// The name of the Secret, in the controller's namespace.
+        ca_secret: String,
+    },
     /// A `kubernetes.io/tls` Secret someone else keeps (e.g. cert-manager), only read. When
     /// it has a `ca.crt`, `caBundle` is kept set to it; otherwise it is left alone (e.g. to
     /// cert-manager's CA injector).
-    Provided { secret: String },
+    Provided {
+        /// The name of the Secret, in the controller's namespace.
+        secret: String,
+    },
 }
 
 /// Runs the webhook until `shutdown` completes. Fails only when it cannot start (no CA, no

@@ -51,6 +51,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServingCert(Arc<RwLock<Arc<CertifiedKey>>>);
 
 impl ServingCert {
+    /// Serves `identity` until [`ServingCert::replace`] gives another.
     pub fn new(identity: &TlsIdentity) -> Result<ServingCert, CertError> {
         Ok(ServingCert(Arc::new(RwLock::new(Arc::new(
             identity.certified_key()?,

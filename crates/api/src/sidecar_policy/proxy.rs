@@ -43,18 +43,27 @@ pub struct ProxySpec {
 /// The proxy's log level.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(transform = crate::schema::plain_enum)]
 pub enum LogLevel {
+    /// The most detail: each step of handling every connection and request.
     Trace,
+    /// Detail for debugging connections and config updates.
     Debug,
+    /// Notable events such as startup and config changes; the default.
     #[default]
     Info,
+    /// Problems the proxy works around.
     Warning,
+    /// Errors only, such as a rejected config.
     Error,
+    /// Only the most severe errors.
     Critical,
+    /// No logs.
     Off,
 }
 
 impl LogLevel {
+    /// The name Envoy's `--log-level` takes, which is also the name users write.
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Trace => "trace",

@@ -88,17 +88,23 @@ pub struct Wave {
 
 /// How a workload is restarted: Restart or Evict.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = crate::schema::plain_enum)]
 pub enum RestartMethod {
+    /// Patches a pod-template annotation, as `kubectl rollout restart` does.
     #[default]
     Restart,
+    /// Evicts pods through the Eviction API, honouring PodDisruptionBudgets.
     Evict,
 }
 
 /// What a failed health gate does: Rollback or Pause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = crate::schema::plain_enum)]
 pub enum FailureAction {
+    /// Returns the wave's workloads to the previous sidecar.
     #[default]
     Rollback,
+    /// Stops the rollout and waits for a person.
     Pause,
 }
 

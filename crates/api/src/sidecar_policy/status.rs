@@ -94,6 +94,7 @@ pub struct WorkloadRef {
 }
 
 impl WorkloadRef {
+    /// A reference to the workload of that kind (`Deployment`, ...), namespace and name.
     pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
         WorkloadRef {
             kind: kind.to_owned(),
@@ -124,12 +125,18 @@ impl fmt::Display for WorkloadRef {
 
 /// The phase of a rollout: Progressing, Paused, Complete, RolledBack or Failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = crate::schema::plain_enum)]
 pub enum RolloutPhase {
+    /// Waves are under way.
     #[default]
     Progressing,
+    /// Stopped by `spec.rollout.paused` or by a failed health gate; waits for a person.
     Paused,
+    /// Every wave passed its health gate.
     Complete,
+    /// A failed health gate returned the reached workloads to the previous version.
     RolledBack,
+    /// The spec cannot be rolled out, e.g. its proxy version is unsupported; the message says why.
     Failed,
 }
 

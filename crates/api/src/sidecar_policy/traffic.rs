@@ -90,9 +90,12 @@ pub struct AccessLog {
 
 /// How access log lines are written: Text or Json.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = crate::schema::plain_enum)]
 pub enum AccessLogFormat {
+    /// One line of text per request.
     #[default]
     Text,
+    /// One JSON object per request.
     Json,
 }
 

@@ -5,12 +5,16 @@ use std::fmt;
 /// The Envoy minor versions this control plane is built and tested against (any patch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VersionWindow {
+    /// The one major version in the window.
     pub major: u32,
+    /// The oldest supported minor version, inclusive.
     pub oldest_minor: u32,
+    /// The newest supported minor version, inclusive.
     pub newest_minor: u32,
 }
 
 impl VersionWindow {
+    /// Whether `major.minor` (any patch) falls in the window.
     pub fn contains(&self, major: u32, minor: u32) -> bool {
         major == self.major && (self.oldest_minor..=self.newest_minor).contains(&minor)
     }
@@ -39,13 +43,18 @@ pub const SUPPORTED_PROXY_VERSIONS: VersionWindow = VersionWindow {
 /// Why a proxy version is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyVersionError {
+    /// Not of the form MAJOR.MINOR.PATCH with an optional suffix.
     #[error(
         "{version:?} is not a version: set spec.proxy.version to MAJOR.MINOR.PATCH within \
          {SUPPORTED_PROXY_VERSIONS}, e.g. {major}.{minor}.0",
         major = SUPPORTED_PROXY_VERSIONS.major,
         minor = SUPPORTED_PROXY_VERSIONS.newest_minor
     )]
-    Unparseable { version: String },
+    Unparseable {
+        /// The version as written.
+        version: String,
+    },
+    /// A well-formed version outside [`SUPPORTED_PROXY_VERSIONS`].
     #[error(
         "{version:?} is outside the Envoy versions this control plane supports \
          ({SUPPORTED_PROXY_VERSIONS}, any patch): set spec.proxy.version to one of them, \
@@ -53,7 +62,10 @@ pub enum ProxyVersionError {
         major = SUPPORTED_PROXY_VERSIONS.major,
         minor = SUPPORTED_PROXY_VERSIONS.newest_minor
     )]
-    Unsupported { version: String },
+    Unsupported {
+        /// The version as written.
+        version: String,
+    },
 }
 
 /// A sidecar version as people write it: `1.40.0`, `v1.39.2`, `1.40.0-rc.1`, `1.40.0+build.5`.

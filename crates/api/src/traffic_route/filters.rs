@@ -90,8 +90,11 @@ pub struct Redirect {
 /// The scheme of a redirect: http or https.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(transform = crate::schema::plain_enum)]
 pub enum RedirectScheme {
+    /// Plain HTTP.
     Http,
+    /// HTTP over TLS.
     Https,
 }
 

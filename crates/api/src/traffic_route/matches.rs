@@ -63,10 +63,14 @@ impl Default for PathMatch {
     Deserialize,
     JsonSchema,
 )]
+#[schemars(transform = crate::schema::plain_enum)]
 pub enum PathMatchType {
+    /// The whole path, character for character.
     Exact,
+    /// Whole leading path segments: `/api` matches `/api` and `/api/v1`, not `/apis`.
     #[default]
     PathPrefix,
+    /// An RE2 regular expression that must match the whole path.
     RegularExpression,
 }
 
@@ -85,9 +89,12 @@ pub enum PathMatchType {
     Deserialize,
     JsonSchema,
 )]
+#[schemars(transform = crate::schema::plain_enum)]
 pub enum StringMatchType {
+    /// The whole value, character for character.
     #[default]
     Exact,
+    /// An RE2 regular expression that must match the whole value.
     RegularExpression,
 }
 
@@ -126,19 +133,30 @@ pub struct QueryParamMatch {
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "UPPERCASE")]
+#[schemars(transform = crate::schema::plain_enum)]
 pub enum HttpMethod {
+    /// `GET`: fetch a resource.
     Get,
+    /// `HEAD`: a `GET` answered without the body.
     Head,
+    /// `POST`: submit data for the resource to process.
     Post,
+    /// `PUT`: replace a resource.
     Put,
+    /// `DELETE`: remove a resource.
     Delete,
+    /// `CONNECT`: open a tunnel through the server.
     Connect,
+    /// `OPTIONS`: ask what the resource allows.
     Options,
+    /// `TRACE`: have the request echoed back.
     Trace,
+    /// `PATCH`: change part of a resource.
     Patch,
 }
 
 impl HttpMethod {
+    /// The method as it appears on the wire, e.g. `GET`.
     pub fn as_str(self) -> &'static str {
         match self {
             HttpMethod::Get => "GET",

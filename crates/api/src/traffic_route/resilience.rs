@@ -47,17 +47,24 @@ pub struct Retry {
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
+#[schemars(transform = crate::schema::plain_enum)]
 pub enum RetryOn {
+    /// `5xx`: any 5xx answer, or no answer at all (a reset or a timeout).
     #[serde(rename = "5xx")]
     ServerError,
+    /// `gateway-error`: a 502, 503 or 504 answer.
     #[serde(rename = "gateway-error")]
     GatewayError,
+    /// `reset`: the connection broke or timed out before an answer.
     #[serde(rename = "reset")]
     Reset,
+    /// `connect-failure`: no connection to the backend could be made.
     #[serde(rename = "connect-failure")]
     ConnectFailure,
+    /// `refused-stream`: the backend refused the HTTP/2 stream (`REFUSED_STREAM`).
     #[serde(rename = "refused-stream")]
     RefusedStream,
+    /// `retriable-4xx`: a 409 answer.
     #[serde(rename = "retriable-4xx")]
     Retriable4xx,
 }
