@@ -13,8 +13,8 @@ use kube::{
 use remora_api::{SidecarPolicy, TrafficRoute, conditions};
 use remora_controller::{Config, Controller, leader::LeaseConfig};
 use remora_model::input::MeshSettings;
+use remora_model::input::ObjectKey;
 use remora_runtime::Debounce;
-use remora_xds::ProxyId;
 use support::{cluster, eventually};
 
 /// Every controller writes the status of every route in the cluster, so the tests of this
@@ -427,7 +427,7 @@ async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
 
     let controller = start(client, None).await;
     let envoy =
-        support::Envoy::start(ProxyId::new(&sc.ns, "client"), controller.xds_addr, false).await;
+        support::Envoy::start(ObjectKey::new(&sc.ns, "client"), controller.xds_addr, false).await;
     let rules = |path: &str| {
         serde_json::json!([{"name": "only", "matches": [{"path": {"type": "RegularExpression", "value": path}}],
                             "backendRefs": [{"name": "api", "port": 28_081}]}])

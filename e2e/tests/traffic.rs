@@ -8,10 +8,8 @@ use std::{
     time::Duration,
 };
 
-use remora_xds::{
-    ProxyId,
-    snapshot::{ENDPOINT, ROUTE},
-};
+use remora_model::input::ObjectKey;
+use remora_xds::snapshot::{ENDPOINT, ROUTE};
 use support::*;
 
 /// The mesh every scenario shares: a client pod with a sidecar, and a `reviews` Service
@@ -82,14 +80,14 @@ struct Scene {
     _v2: Upstream,
     /// The client's sidecar, where it sends traffic for reviews.
     entry: SocketAddr,
-    proxy: ProxyId,
+    proxy: ObjectKey,
 }
 
 async fn scene(s: u8, delta: bool, route: String, v1: Behaviour, v2: Behaviour) -> Scene {
     let v1 = Upstream::start("v1", SocketAddr::new(ip(s, 12, 1), 9080), v1).await;
     let v2 = Upstream::start("v2", SocketAddr::new(ip(s, 12, 2), 9080), v2).await;
     let cp = ControlPlane::start(&[("mesh.yaml", mesh(s)), ("route.yaml", route)]).await;
-    let proxy = ProxyId::new("demo", "client");
+    let proxy = ObjectKey::new("demo", "client");
     let envoy = Envoy::start(proxy.clone(), cp.addr, delta).await;
     cp.synced(&proxy).await;
     let entry = SocketAddr::new(ip(s, 11, 1), 9080);

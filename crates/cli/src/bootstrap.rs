@@ -2,7 +2,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use remora_xds::{ProxyId, bootstrap::Bootstrap};
+use remora_envoy::bootstrap::Bootstrap;
+use remora_model::input::ObjectKey;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,7 +42,7 @@ pub fn run(args: &Args) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let bootstrap = Bootstrap {
-        proxy: ProxyId::new(&args.namespace, &args.pod),
+        proxy: ObjectKey::new(&args.namespace, &args.pod),
         service_account: args.service_account.clone(),
         xds_host: host.to_owned(),
         xds_port: port,

@@ -20,7 +20,7 @@ use remora_api::{
 };
 use remora_model::input::ObjectKey;
 use remora_rollout::{ProxyHealth, Step, Workload};
-use remora_runtime::{SharedMesh, publish::proxy_id};
+use remora_runtime::SharedMesh;
 use remora_status::{
     PolicyFacts, ProxyTally, RouteFacts, StatusWriter, policy_status, route_status,
 };
@@ -53,7 +53,7 @@ pub struct Reconciler {
 /// it asked for ACKed at the version of its current snapshot), `Nacked` with Envoy's message
 /// when it rejected what was last sent.
 fn proxy_health(cache: &SnapshotCache, xds: &StatusRegistry, proxy: &ObjectKey) -> ProxyHealth {
-    let id = proxy_id(proxy);
+    let id = proxy.clone();
     // Connected to another replica, or not yet at all: a rollout's health gate goes by the
     // pod's readiness (which the proxy's own readiness probe gates).
     let Some(status) = xds.get(&id) else {

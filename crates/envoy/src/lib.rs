@@ -17,9 +17,11 @@
 //! its own with the same wire format.
 #![forbid(unsafe_code)]
 
+pub mod bootstrap;
 mod cluster;
 mod endpoint;
 mod listener;
+pub mod node;
 mod proto;
 mod route;
 pub mod type_url;

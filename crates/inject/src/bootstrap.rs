@@ -4,11 +4,12 @@
 //! webhooks ran), so the bootstrap cannot name the pod. Instead the whole bootstrap travels as
 //! Envoy's `--config-yaml` argument (JSON is YAML) with `$(VAR)` references that the kubelet
 //! expands from downward-API variables when it starts the container. Envoy thus gets exactly
-//! `remora_xds::bootstrap::Bootstrap` for the real pod, metadata `POD_NAME` included (which
+//! `remora_envoy::bootstrap::Bootstrap` for the real pod, metadata `POD_NAME` included (which
 //! `--service-node` alone could not set), with no init step, no shared volume and no file.
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
-use remora_xds::{ProxyId, bootstrap::Bootstrap};
+use remora_envoy::bootstrap::Bootstrap;
+use remora_model::input::ObjectKey;
 use serde_json::{Value, json};
 
 /// Envoy's admin interface, on loopback only: it can reconfigure the proxy.
@@ -35,7 +36,7 @@ pub struct ControlPlane {
 }
 
 /// The bootstrap of the proxy `proxy` running as `service_account`.
-pub fn bootstrap(proxy: ProxyId, service_account: &str, control_plane: &ControlPlane) -> Value {
+pub fn bootstrap(proxy: ObjectKey, service_account: &str, control_plane: &ControlPlane) -> Value {
     let mut config = Bootstrap {
         proxy,
         service_account: service_account.into(),
@@ -62,7 +63,7 @@ pub(crate) fn config_arg(control_plane: &ControlPlane) -> String {
         xds_host: control_plane.xds_host.replace('$', "$$"),
         ..control_plane.clone()
     };
-    bootstrap(ProxyId::new(namespace, name), &account, &literal).to_string()
+    bootstrap(ObjectKey::new(namespace, name), &account, &literal).to_string()
 }
 
 fn reference(var: &str) -> String {
@@ -188,7 +189,7 @@ pub(crate) mod tests {
         assert_eq!(
             got,
             bootstrap(
-                ProxyId::new("shop", "web-7d9f-x2x"),
+                ObjectKey::new("shop", "web-7d9f-x2x"),
                 "web",
                 &control_plane()
             )
@@ -221,7 +222,7 @@ pub(crate) mod tests {
 
     #[test]
     fn keeps_the_xds_bootstrap_and_adds_only_readiness() {
-        let id = ProxyId::new("shop", "web-0");
+        let id = ObjectKey::new("shop", "web-0");
         let plain = Bootstrap {
             proxy: id.clone(),
             service_account: "web".into(),

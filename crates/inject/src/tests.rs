@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use remora_xds::ProxyId;
+use remora_model::input::ObjectKey;
 use serde_json::{Value, json};
 
 use crate::{
@@ -251,7 +251,7 @@ fn the_proxy_gets_its_pods_bootstrap() {
     assert_eq!(
         got,
         crate::bootstrap(
-            ProxyId::new("shop", "web-7d9f-x2x"),
+            ObjectKey::new("shop", "web-7d9f-x2x"),
             "web",
             &control_plane()
         )

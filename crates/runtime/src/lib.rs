@@ -3,6 +3,7 @@
 //! [`Pipeline`]; every changed proxy gets a new snapshot of translated resources; the gRPC
 //! server ([`PipelineState::serve`]) ships them over ADS and answers the `remora.v1` API.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod debounce;
 pub mod pipeline;
@@ -11,7 +12,7 @@ pub mod serve;
 pub mod shared;
 
 pub use debounce::Debounce;
-pub use pipeline::{Pipeline, Published, PipelineState, Step};
+pub use pipeline::{Pipeline, PipelineState, Published, Step};
 pub use publish::Publisher;
 pub use serve::{DRAIN, cancel, drain, spawn_server};
 pub use shared::SharedMesh;

@@ -175,11 +175,11 @@ mod tests {
         let cache = pipeline.state().cache.clone();
         let proxies: Vec<ObjectKey> = pipeline.state().mesh.lock().proxies().cloned().collect();
         assert_eq!(proxies.len(), 8);
-        assert!(proxies.iter().all(|p| cache.get(&crate::publish::proxy_id(p)).is_none()));
+        assert!(proxies.iter().all(|p| cache.get(p).is_none()));
 
         assert_eq!(pipeline.open(), Published::All(8));
         assert!(pipeline.is_open());
-        assert!(proxies.iter().all(|p| cache.get(&crate::publish::proxy_id(p)).is_some()));
+        assert!(proxies.iter().all(|p| cache.get(p).is_some()));
     }
 
     #[test]
@@ -193,10 +193,13 @@ mod tests {
             .find(|o| matches!(o, Object::Pod(_)))
             .expect("a pod");
         let step = pipeline.apply([Event::Delete(pod.kind(), pod.key())]);
-        assert_eq!(step.published, Published::Changed(step.changes.proxies().len()));
+        assert_eq!(
+            step.published,
+            Published::Changed(step.changes.proxies().len())
+        );
         assert_eq!(step.changes.gone.len(), 1);
         let cache = &pipeline.state().cache;
-        assert!(cache.get(&crate::publish::proxy_id(&pod.key())).is_none());
+        assert!(cache.get(&pod.key()).is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -237,6 +240,6 @@ mod tests {
             .await;
         sender.await.expect("sender");
         assert_eq!(seen, [Published::Held, Published::All(8)]);
-        assert!(cache.get(&crate::publish::proxy_id(&proxy)).is_some());
+        assert!(cache.get(&proxy).is_some());
     }
 }

@@ -15,7 +15,7 @@ use remora_model::{
     input::ObjectKey,
 };
 use remora_xds::{
-    ProxyId, Snapshot, SnapshotCache,
+    Snapshot, SnapshotCache,
     snapshot::{self, Layer, PUSH_ORDER, ResourceMap, Resources},
 };
 
@@ -92,7 +92,7 @@ impl Publisher {
     /// resources when they changed; the rest is taken from what was published before.
     pub fn publish(&mut self, mesh: &Mesh, changes: &Changes) {
         for proxy in &changes.gone {
-            self.cache.remove(&proxy_id(proxy));
+            self.cache.remove(proxy);
         }
         // Per class, what any of its proxies saw change: a proxy that just joined a class
         // may have seen other changes than the class's other members.
@@ -149,7 +149,7 @@ impl Publisher {
         own: bool,
         built: &mut HashSet<ClassId>,
     ) {
-        let id = proxy_id(proxy);
+        let id = proxy.clone();
         let Some(class) = self.class_of(mesh, proxy) else {
             self.cache.remove(&id);
             return;
@@ -313,10 +313,6 @@ impl Publisher {
     }
 }
 
-pub fn proxy_id(key: &ObjectKey) -> ProxyId {
-    ProxyId::new(&key.namespace, &key.name)
-}
-
 #[cfg(test)]
 mod tests {
     use remora_model::input::{Event, Kind, MeshSettings, Object};
@@ -332,7 +328,7 @@ mod tests {
     fn content(mesh: &Mesh, cache: &SnapshotCache) -> BTreeMap<String, Vec<(String, String)>> {
         mesh.proxies()
             .map(|p| {
-                let snapshot = cache.get(&proxy_id(p)).unwrap_or_default();
+                let snapshot = cache.get(p).unwrap_or_default();
                 let entries = PUSH_ORDER
                     .into_iter()
                     .flat_map(|t| {
@@ -341,7 +337,7 @@ mod tests {
                             .map(move |(n, r)| (format!("{t} {n}"), r.version.clone()))
                     })
                     .collect();
-                (proxy_id(p).to_string(), entries)
+                (p.clone().to_string(), entries)
             })
             .collect()
     }
@@ -419,7 +415,7 @@ mod tests {
                     .flatten()
                     .any(|(n, _)| n.ends_with(&format!(" {}", unresolved_cluster().name)));
                 for p in mesh.proxies() {
-                    let id = proxy_id(p);
+                    let id = p.clone();
                     assert_eq!(
                         cache.get(&id),
                         fresh_cache.get(&id),

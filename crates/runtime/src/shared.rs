@@ -5,7 +5,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use remora_admin::ConfigSource;
 use remora_model::{Mesh, input::ObjectKey};
-use remora_xds::ProxyId;
 
 pub struct SharedMesh(Mutex<Mesh>);
 
@@ -22,7 +21,7 @@ impl SharedMesh {
 }
 
 impl ConfigSource for SharedMesh {
-    fn config_json(&self, proxy: &ProxyId) -> Option<String> {
+    fn config_json(&self, proxy: &ObjectKey) -> Option<String> {
         let mesh = self.lock();
         let config = mesh.proxy_config(&ObjectKey::new(&proxy.namespace, &proxy.name))?;
         serde_json::to_string_pretty(&config).ok()

@@ -1,7 +1,7 @@
 //! What the driver adds to a phase that failed: which proxies were not done, and what each
 //! was missing or received.
 
-use remora_xds::ProxyId;
+use remora_model::input::ObjectKey;
 
 use crate::{
     Error,
@@ -15,7 +15,7 @@ const EXAMPLES: usize = 3;
 /// Stops the fleet after a failure and adds what the first few proxies that were not done
 /// had: during a change, the ones that did not converge and what they received; before, the
 /// ones without a complete config and what they miss.
-pub async fn diagnose(error: Error, running: Running, proxies: &[ProxyId]) -> Error {
+pub async fn diagnose(error: Error, running: Running, proxies: &[ObjectKey]) -> Error {
     let round = running.round.borrow().clone();
     let Ok(outcomes) = running.stop().await else {
         return error;

@@ -10,7 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use remora_xds::{ProxyId, snapshot::served_type};
+use remora_model::input::ObjectKey;
+use remora_xds::snapshot::served_type;
 use tokio::{
     io::{BufReader, Lines},
     process::ChildStdout,
@@ -199,7 +200,7 @@ fn count_responses(
 /// The proxies the server knows, then its readiness.
 async fn read_ready(
     lines: &mut Lines<BufReader<ChildStdout>>,
-) -> Result<(Vec<ProxyId>, Ready), Error> {
+) -> Result<(Vec<ObjectKey>, Ready), Error> {
     let mut proxies = Vec::new();
     loop {
         let line = next_line(lines, "was ready").await?;
@@ -208,7 +209,7 @@ async fn read_ready(
                 let (namespace, name) = p
                     .split_once('/')
                     .ok_or_else(|| Error::Protocol(format!("not a proxy id: {p:?}")))?;
-                proxies.push(ProxyId::new(namespace, name));
+                proxies.push(ObjectKey::new(namespace, name));
             }
             Line::Ready(ready) => return Ok((proxies, ready)),
             other => return Err(Error::Protocol(format!("unexpected before ready: {other}"))),
@@ -217,7 +218,7 @@ async fn read_ready(
 }
 
 /// Starts one task per proxy; they connect at most `connect_concurrency` at a time.
-fn connect(args: &RunArgs, ready: &Ready, proxies: &[ProxyId]) -> Result<Running, Error> {
+fn connect(args: &RunArgs, ready: &Ready, proxies: &[ObjectKey]) -> Result<Running, Error> {
     let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{}", ready.port))
         .map_err(Error::Endpoint)?
         .connect_timeout(Duration::from_secs(10))

@@ -25,7 +25,7 @@ use envoy_types::pb::{
     google::protobuf::{Struct, Value, value::Kind},
 };
 use prost::Message;
-use remora_xds::ProxyId;
+use remora_model::input::ObjectKey;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::{Status, transport::Endpoint};
 
@@ -164,7 +164,7 @@ pub enum StreamError {
 }
 
 /// Runs one proxy until the fleet stops.
-pub async fn run(fleet: Arc<Fleet>, index: usize, proxy: ProxyId) -> Outcome {
+pub async fn run(fleet: Arc<Fleet>, index: usize, proxy: ObjectKey) -> Outcome {
     let mut held = Held::default();
     let mut log = Vec::new();
     let result = match fleet.mode {
@@ -191,7 +191,7 @@ fn framed(request: &impl Message) -> Result<Bytes, StreamError> {
 async fn stream<F: Flavour>(
     fleet: &Fleet,
     index: usize,
-    proxy: &ProxyId,
+    proxy: &ObjectKey,
     held: &mut Held,
     log: &mut Vec<Logged>,
 ) -> Result<(), StreamError> {
@@ -246,7 +246,7 @@ async fn stream<F: Flavour>(
 /// first requests; `None` when the fleet stops first.
 async fn open<F: Flavour>(
     fleet: &Fleet,
-    proxy: &ProxyId,
+    proxy: &ObjectKey,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Option<(mpsc::Sender<Bytes>, Inbound)>, StreamError> {
     let _permit = tokio::select! {
@@ -298,7 +298,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// The identity a sidecar's bootstrap gives it (see `remora bootstrap`).
-fn node(proxy: &ProxyId) -> Node {
+fn node(proxy: &ObjectKey) -> Node {
     let text = |s: &str| Value {
         kind: Some(Kind::StringValue(s.to_owned())),
     };

@@ -16,7 +16,7 @@ use std::{
 
 use remora_envoy::Options;
 use remora_model::input::{Event, MeshSettings};
-use remora_runtime::{Pipeline, drain, publish::proxy_id};
+use remora_runtime::{Pipeline, drain};
 use remora_synthetic::{Shape, Synthetic};
 use tokio::{net::TcpSocket, sync::watch};
 
@@ -77,7 +77,7 @@ pub fn serve(proxies: usize, egress: bool, response_budget_mib: usize) -> Result
     let mut out = BufWriter::new(io::stdout().lock());
     let known: Vec<_> = pipeline.state().mesh.lock().proxies().cloned().collect();
     for p in &known {
-        writeln!(out, "{}", Line::Proxy(proxy_id(p).to_string())).map_err(Error::Pipe)?;
+        writeln!(out, "{}", Line::Proxy(p.clone().to_string())).map_err(Error::Pipe)?;
     }
     writeln!(out, "{}", Line::Ready(ready)).map_err(Error::Pipe)?;
     out.flush().map_err(Error::Pipe)?;
@@ -118,7 +118,7 @@ fn publish(synthetic: &Synthetic) -> (Pipeline, Ready) {
     let known: Vec<_> = state.mesh.lock().proxies().cloned().collect();
     let resources: usize = known
         .iter()
-        .filter_map(|p| state.cache.get(&proxy_id(p)))
+        .filter_map(|p| state.cache.get(p))
         .map(|s| s.len())
         .sum();
     let ready = Ready {
@@ -186,7 +186,7 @@ fn change(
     writeln!(out, "{}", Line::Changed(changed)).map_err(Error::Pipe)?;
     let cache = &pipeline.state().cache;
     for proxy in affected {
-        let id = proxy_id(proxy);
+        let id = proxy.clone();
         let snapshot = cache.get(&id).unwrap_or_default();
         for key in step.changes.resources_of(proxy) {
             let type_url = remora_envoy::type_url(key.kind);

@@ -9,11 +9,13 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::{proxy::ProxyId, snapshot::Snapshot};
+use remora_model::input::ObjectKey;
+
+use crate::snapshot::Snapshot;
 
 #[derive(Debug, Default)]
 pub struct SnapshotCache {
-    proxies: Mutex<HashMap<ProxyId, watch::Sender<Arc<Snapshot>>>>,
+    proxies: Mutex<HashMap<ObjectKey, watch::Sender<Arc<Snapshot>>>>,
 }
 
 impl SnapshotCache {
@@ -22,7 +24,7 @@ impl SnapshotCache {
     }
 
     /// Publishes a proxy's new snapshot; streams wake only if it differs from the last one.
-    pub fn set(&self, proxy: &ProxyId, snapshot: Arc<Snapshot>) {
+    pub fn set(&self, proxy: &ObjectKey, snapshot: Arc<Snapshot>) {
         let mut proxies = self.lock();
         match proxies.get(proxy) {
             Some(tx) => {
@@ -42,7 +44,7 @@ impl SnapshotCache {
 
     /// The proxy is gone from the mesh: connected streams get an empty snapshot, and the
     /// entry goes once nobody listens.
-    pub fn remove(&self, proxy: &ProxyId) {
+    pub fn remove(&self, proxy: &ObjectKey) {
         let mut proxies = self.lock();
         if let Some(tx) = proxies.get(proxy) {
             tx.send_replace(Arc::default());
@@ -53,18 +55,18 @@ impl SnapshotCache {
     }
 
     /// Follows a proxy's snapshots; a proxy the mesh does not know yet starts empty.
-    pub fn subscribe(&self, proxy: &ProxyId) -> watch::Receiver<Arc<Snapshot>> {
+    pub fn subscribe(&self, proxy: &ObjectKey) -> watch::Receiver<Arc<Snapshot>> {
         self.lock()
             .entry(proxy.clone())
             .or_insert_with(|| watch::Sender::new(Arc::default()))
             .subscribe()
     }
 
-    pub fn get(&self, proxy: &ProxyId) -> Option<Arc<Snapshot>> {
+    pub fn get(&self, proxy: &ObjectKey) -> Option<Arc<Snapshot>> {
         self.lock().get(proxy).map(|tx| tx.borrow().clone())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ProxyId, watch::Sender<Arc<Snapshot>>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ObjectKey, watch::Sender<Arc<Snapshot>>>> {
         self.proxies.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -77,7 +79,7 @@ mod tests {
     #[tokio::test]
     async fn subscribers_see_only_the_latest_and_only_real_changes() {
         let cache = SnapshotCache::default();
-        let p = ProxyId::new("ns", "a");
+        let p = ObjectKey::new("ns", "a");
         let mut rx = cache.subscribe(&p);
         assert!(rx.borrow_and_update().is_empty());
         for v in 1..=5 {

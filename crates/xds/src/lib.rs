@@ -7,7 +7,6 @@
 //! [`status::StatusRegistry`] that records what every proxy was sent, ACKed and NACKed.
 #![forbid(unsafe_code)]
 
-pub mod bootstrap;
 pub mod budget;
 pub mod by_type;
 pub mod cache;
@@ -16,7 +15,6 @@ pub mod grpc;
 mod machine;
 pub mod names;
 mod per_type;
-pub mod proxy;
 pub mod server;
 pub mod snapshot;
 pub mod sotw;
@@ -24,7 +22,6 @@ pub mod status;
 
 pub use budget::{DEFAULT_RESPONSE_BUDGET, ResponseBudget};
 pub use cache::SnapshotCache;
-pub use proxy::ProxyId;
 pub use server::AdsServer;
 pub use snapshot::Snapshot;
 pub use status::StatusRegistry;

@@ -9,6 +9,7 @@ use std::{
 };
 
 use http::{Request, Response};
+use remora_envoy::node::proxy_of;
 use tokio::sync::{mpsc, watch};
 use tonic::{
     Status,
@@ -24,7 +25,6 @@ use crate::{
     delta::DeltaStream,
     grpc::{self, Requests},
     machine::Machine,
-    proxy::ProxyId,
     sotw::SotwStream,
     status::StatusRegistry,
 };
@@ -152,7 +152,7 @@ impl AdsServer {
             .ok_or_else(|| Status::invalid_argument("stream closed before its first request"))?;
         let node = M::node(&first)
             .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
-        let proxy = ProxyId::from_node(node).map_err(Status::invalid_argument)?;
+        let proxy = proxy_of(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (tx, rx): (stream::Outbox, _) = mpsc::channel(OUTBOX);
         let span = info_span!("xds", proxy = %proxy, mode = ?M::MODE);
         let server = self.clone();

@@ -7,7 +7,7 @@ use std::{
     time::SystemTime,
 };
 
-use crate::proxy::ProxyId;
+use remora_model::input::ObjectKey;
 
 /// A rejected response: the version Envoy refused and Envoy's own words.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub enum Mode {
 /// The status of one connected proxy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxyStatus {
-    pub proxy: ProxyId,
+    pub proxy: ObjectKey,
     pub mode: Mode,
     pub connected_at: SystemTime,
     /// By type URL.
@@ -72,7 +72,7 @@ pub struct ProxyStatus {
 /// newest one is reported.
 #[derive(Debug, Default)]
 pub struct StatusRegistry {
-    proxies: RwLock<BTreeMap<ProxyId, ProxyStatus>>,
+    proxies: RwLock<BTreeMap<ObjectKey, ProxyStatus>>,
     streams: std::sync::atomic::AtomicU64,
 }
 
@@ -82,7 +82,7 @@ impl StatusRegistry {
     }
 
     /// Registers a new stream and returns its id.
-    pub fn connected(&self, proxy: &ProxyId, mode: Mode) -> u64 {
+    pub fn connected(&self, proxy: &ObjectKey, mode: Mode) -> u64 {
         let stream = self
             .streams
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -99,7 +99,7 @@ impl StatusRegistry {
 
     pub fn update(
         &self,
-        proxy: &ProxyId,
+        proxy: &ObjectKey,
         stream: u64,
         types: impl IntoIterator<Item = (&'static str, TypeStatus)>,
     ) {
@@ -108,14 +108,14 @@ impl StatusRegistry {
         }
     }
 
-    pub fn disconnected(&self, proxy: &ProxyId, stream: u64) {
+    pub fn disconnected(&self, proxy: &ObjectKey, stream: u64) {
         let mut proxies = self.write();
         if proxies.get(proxy).is_some_and(|s| s.stream == stream) {
             proxies.remove(proxy);
         }
     }
 
-    pub fn get(&self, proxy: &ProxyId) -> Option<ProxyStatus> {
+    pub fn get(&self, proxy: &ObjectKey) -> Option<ProxyStatus> {
         self.read().get(proxy).cloned()
     }
 
@@ -124,11 +124,11 @@ impl StatusRegistry {
     }
 
     // A panic while holding the lock leaves plain data behind, still fit to read.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ProxyId, ProxyStatus>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ObjectKey, ProxyStatus>> {
         self.proxies.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ProxyId, ProxyStatus>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ObjectKey, ProxyStatus>> {
         self.proxies.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn a_stale_stream_cannot_overwrite_or_remove_the_newest() {
         let reg = StatusRegistry::default();
-        let p = ProxyId::new("ns", "pod");
+        let p = ObjectKey::new("ns", "pod");
         let old = reg.connected(&p, Mode::StateOfTheWorld);
         let new = reg.connected(&p, Mode::Incremental);
         let synced = TypeStatus {

@@ -19,9 +19,11 @@ use std::{
     time::Duration,
 };
 
+use remora_envoy::bootstrap::Bootstrap;
 use remora_local::{LocalConfig, Running, start};
+use remora_model::input::ObjectKey;
 use remora_runtime::Debounce;
-use remora_xds::{ProxyId, bootstrap::Bootstrap, status::SyncState};
+use remora_xds::status::SyncState;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -118,7 +120,7 @@ impl ControlPlane {
 
     /// How many resources of `type_url` the running control plane has sent `proxy` on its
     /// current stream.
-    pub fn resources_sent(&self, proxy: &ProxyId, type_url: &str) -> u64 {
+    pub fn resources_sent(&self, proxy: &ObjectKey, type_url: &str) -> u64 {
         self.running()
             .status
             .get(proxy)
@@ -127,7 +129,7 @@ impl ControlPlane {
     }
 
     /// Waits until the proxy has ACKed the latest config of every type it asked for.
-    pub async fn synced(&self, proxy: &ProxyId) {
+    pub async fn synced(&self, proxy: &ObjectKey) {
         let status = self.running().status.clone();
         eventually(20, &format!("{proxy} to be SYNCED"), async || {
             let s = status.get(proxy)?;
@@ -146,7 +148,7 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    pub async fn start(proxy: ProxyId, xds: SocketAddr, delta: bool) -> Envoy {
+    pub async fn start(proxy: ObjectKey, xds: SocketAddr, delta: bool) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
         let bootstrap = Bootstrap {
             proxy,

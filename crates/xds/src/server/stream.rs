@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
+use remora_model::input::ObjectKey;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 use tracing::{debug, info, warn};
@@ -15,7 +16,6 @@ use crate::{
     budget::{Ledger, Reservation},
     grpc::{self, ReadError, Requests},
     machine::Machine,
-    proxy::ProxyId,
     snapshot::Snapshot,
     status::TypeStatus,
 };
@@ -72,7 +72,7 @@ async fn end_with(tx: &Outbox, status: Status) {
 impl AdsServer {
     pub(super) async fn serve<M: Machine>(
         self,
-        proxy: ProxyId,
+        proxy: ObjectKey,
         first: M::Req,
         incoming: Requests<M::Req>,
         tx: Outbox,
@@ -135,7 +135,7 @@ impl AdsServer {
     }
 
     /// Records the stream's status, and logs each rejection the first time it is seen.
-    fn record(&self, proxy: &ProxyId, stream: u64, status: Vec<(&'static str, TypeStatus)>) {
+    fn record(&self, proxy: &ObjectKey, stream: u64, status: Vec<(&'static str, TypeStatus)>) {
         for (type_url, st) in &status {
             let before = self
                 .status

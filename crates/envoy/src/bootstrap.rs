@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 
 use serde_json::{Value, json};
 
-use crate::proxy::ProxyId;
+use remora_model::input::ObjectKey;
 
 /// The name of the static cluster that points at the control plane.
 pub const XDS_CLUSTER: &str = "remora-xds";
 
 #[derive(Clone, Debug)]
 pub struct Bootstrap {
-    pub proxy: ProxyId,
+    pub proxy: ObjectKey,
     pub service_account: String,
     /// Host (an IP or a DNS name) and port of the control plane's xDS server.
     pub xds_host: String,
@@ -89,7 +89,7 @@ mod tests {
 
     fn sample(host: &str, delta: bool) -> Value {
         Bootstrap {
-            proxy: ProxyId::new("demo", "web-0"),
+            proxy: ObjectKey::new("demo", "web-0"),
             service_account: "web".into(),
             xds_host: host.into(),
             xds_port: 15010,
