@@ -296,7 +296,7 @@ async fn rejected_config_keeps_the_previous_one(s: u8, delta: bool) {
     let nack = eventually(20, "Envoy to reject the route", async || {
         let s = status.get(&proxy)?;
         let t = s.types.get(ROUTE)?;
-        (t.state() == remora_xds::status::SyncState::Nacked).then(|| t.nack.clone())?
+        (t.state() == remora_xds::sync::SyncState::Nacked).then(|| t.nack.clone())?
     })
     .await;
     assert!(

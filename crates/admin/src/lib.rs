@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use remora_model::input::ObjectKey;
 use remora_xds::{
-    StatusRegistry,
-    status::{Mode, SyncState},
+    SyncRegistry,
+    sync::{Mode, SyncState},
 };
 use tonic::{Request, Response, Status};
 
@@ -30,13 +30,13 @@ pub trait ConfigSource: Send + Sync + 'static {
 
 /// The `remora.v1.Proxies` service: lists proxies' sync state and serves their configs.
 pub struct ProxiesService {
-    status: Arc<StatusRegistry>,
+    status: Arc<SyncRegistry>,
     configs: Arc<dyn ConfigSource>,
 }
 
 impl ProxiesService {
     /// A service answering from the xDS server's `status` and the mesh's `configs`.
-    pub fn new(status: Arc<StatusRegistry>, configs: Arc<dyn ConfigSource>) -> Self {
+    pub fn new(status: Arc<SyncRegistry>, configs: Arc<dyn ConfigSource>) -> Self {
         ProxiesService { status, configs }
     }
 
@@ -116,7 +116,7 @@ impl Proxies for ProxiesService {
 mod tests {
     use std::net::SocketAddr;
 
-    use remora_xds::status::{Nack, TypeStatus};
+    use remora_xds::sync::{Nack, TypeSync};
     use tokio_stream::wrappers::TcpListenerStream;
 
     use super::*;
@@ -132,7 +132,7 @@ mod tests {
 
     #[tokio::test]
     async fn lists_sync_states_and_serves_configs_over_grpc() {
-        let status = StatusRegistry::new();
+        let status = SyncRegistry::new();
         let web = ObjectKey::new("demo", "web-0");
         let stream = status.connected(&web, Mode::Incremental);
         let v = |s: &str| Some(s.to_owned());
@@ -142,7 +142,7 @@ mod tests {
             [
                 (
                     "cds",
-                    TypeStatus {
+                    TypeSync {
                         sent: v("2"),
                         acked: v("2"),
                         ..Default::default()
@@ -150,7 +150,7 @@ mod tests {
                 ),
                 (
                     "rds",
-                    TypeStatus {
+                    TypeSync {
                         sent: v("3"),
                         acked: v("2"),
                         nack: Some(Nack {

@@ -8,7 +8,7 @@ use std::sync::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use remora_xds::StatusRegistry;
+use remora_xds::SyncRegistry;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::metrics::Metrics;
@@ -41,10 +41,10 @@ impl Readiness {
 struct AdminState {
     ready: Arc<Readiness>,
     metrics: Arc<Metrics>,
-    xds: Arc<StatusRegistry>,
+    xds: Arc<SyncRegistry>,
 }
 
-pub fn router(ready: Arc<Readiness>, metrics: Arc<Metrics>, xds: Arc<StatusRegistry>) -> Router {
+pub fn router(ready: Arc<Readiness>, metrics: Arc<Metrics>, xds: Arc<SyncRegistry>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -259,7 +259,7 @@ mod tests {
         Mesh,
         input::{Event, MeshSettings, Namespace, Object},
     };
-    use remora_xds::StatusRegistry;
+    use remora_xds::SyncRegistry;
     use serde_json::json;
 
     use super::*;
@@ -332,7 +332,7 @@ mod tests {
     }
 
     fn metrics(i: &MeshInjector) -> String {
-        i.metrics.render(&StatusRegistry::new())
+        i.metrics.render(&SyncRegistry::new())
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Every replica watches and serves xDS, so proxies can connect to any of them; only the
 //! leader writes status.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod admission;
 pub mod endpoints;
@@ -38,7 +39,7 @@ use remora_envoy::Options;
 use remora_inputs::convert;
 use remora_model::input::{Event, MeshSettings, Object, ObjectKey};
 use remora_runtime::{Debounce, Pipeline, PipelineState, Published, cancel, drain, spawn_server};
-use remora_xds::{DEFAULT_RESPONSE_BUDGET, StatusRegistry};
+use remora_xds::{DEFAULT_RESPONSE_BUDGET, SyncRegistry};
 use tokio::{
     net::TcpListener,
     sync::{Notify, mpsc, watch},
@@ -97,7 +98,7 @@ pub type ProxyPods = Arc<RwLock<HashMap<ObjectKey, PodFacts>>>;
 pub struct Controller {
     pub xds_addr: SocketAddr,
     pub health_addr: SocketAddr,
-    pub xds: Arc<StatusRegistry>,
+    pub xds: Arc<SyncRegistry>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<Readiness>,
     stop: watch::Sender<bool>,

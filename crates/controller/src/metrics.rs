@@ -9,7 +9,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use remora_xds::{StatusRegistry, status::SyncState};
+use remora_xds::{SyncRegistry, sync::SyncState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InjectionLabels {
@@ -176,7 +176,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the xDS gauges read now.
-    pub fn render(&self, xds: &StatusRegistry) -> String {
+    pub fn render(&self, xds: &SyncRegistry) -> String {
         let proxies = xds.all();
         let nacking = proxies
             .iter()
@@ -216,7 +216,7 @@ mod tests {
                 kind: "SidecarPolicy",
             })
             .inc();
-        let text = m.render(&StatusRegistry::new());
+        let text = m.render(&SyncRegistry::new());
         assert!(
             text.contains(r#"remora_reconciles_total{kind="TrafficRoute",outcome="error"} 1"#),
             "{text}"
@@ -232,7 +232,7 @@ mod tests {
         m.observe_injection("injected", "");
         m.observe_injection("skipped", "opted_out");
         m.observe_injection("skipped", "opted_out");
-        let text = m.render(&StatusRegistry::new());
+        let text = m.render(&SyncRegistry::new());
         assert!(
             text.contains(r#"remora_injections_total{result="skipped",reason="opted_out"} 2"#),
             "{text}"

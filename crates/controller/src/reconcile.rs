@@ -24,7 +24,7 @@ use remora_runtime::SharedMesh;
 use remora_status::{
     PolicyFacts, ProxyTally, RouteFacts, StatusWriter, policy_status, route_status,
 };
-use remora_xds::{SnapshotCache, StatusRegistry};
+use remora_xds::{SnapshotCache, SyncRegistry};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -40,7 +40,7 @@ pub struct Reconciler {
     pub client: Client,
     pub mesh: Arc<SharedMesh>,
     pub cache: Arc<SnapshotCache>,
-    pub xds: Arc<StatusRegistry>,
+    pub xds: Arc<SyncRegistry>,
     pub routes: Store<TrafficRoute>,
     pub policies: Store<SidecarPolicy>,
     pub proxy_pods: ProxyPods,
@@ -52,7 +52,7 @@ pub struct Reconciler {
 /// How a proxy stands: `Acked` when it runs the config published for it now (every type
 /// it asked for ACKed at the version of its current snapshot), `Nacked` with Envoy's message
 /// when it rejected what was last sent.
-fn proxy_health(cache: &SnapshotCache, xds: &StatusRegistry, proxy: &ObjectKey) -> ProxyHealth {
+fn proxy_health(cache: &SnapshotCache, xds: &SyncRegistry, proxy: &ObjectKey) -> ProxyHealth {
     let id = proxy.clone();
     // Connected to another replica, or not yet at all: a rollout's health gate goes by the
     // pod's readiness (which the proxy's own readiness probe gates).
@@ -82,7 +82,7 @@ fn proxy_health(cache: &SnapshotCache, xds: &StatusRegistry, proxy: &ObjectKey) 
 
 fn tally<'a>(
     cache: &SnapshotCache,
-    xds: &StatusRegistry,
+    xds: &SyncRegistry,
     proxies: impl IntoIterator<Item = &'a ObjectKey>,
 ) -> ProxyTally {
     let mut t = ProxyTally::default();

@@ -101,7 +101,9 @@ mod tests {
     use super::*;
 
     fn namespace(name: &str, team: &str) -> String {
-        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    team: {team}\n")
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    team: {team}\n"
+        )
     }
 
     fn summary(events: &[Event]) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! is polled for changes (cheap, and works on every file system), each change becomes upserts
 //! and deletes, and the rest is the same [`Pipeline`] the controller runs.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod folder;
 
@@ -16,7 +17,7 @@ use std::{
 use remora_envoy::Options;
 use remora_model::input::{Event, MeshSettings, Object, ObjectKey};
 use remora_runtime::{Debounce, Pipeline, cancel, drain, spawn_server};
-use remora_xds::{DEFAULT_RESPONSE_BUDGET, SnapshotCache, StatusRegistry};
+use remora_xds::{DEFAULT_RESPONSE_BUDGET, SnapshotCache, SyncRegistry};
 use tokio::{
     net::TcpListener,
     sync::{mpsc, watch},
@@ -51,7 +52,7 @@ pub enum LocalError {
 pub struct Running {
     pub xds_addr: SocketAddr,
     pub cache: Arc<SnapshotCache>,
-    pub status: Arc<StatusRegistry>,
+    pub status: Arc<SyncRegistry>,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -118,13 +119,18 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
 
     let (tx, rx) = mpsc::channel::<Vec<Event>>(16);
     let poller = tokio::spawn(poll(folder, config.poll, addresses, tx));
-    let model = tokio::spawn(pipeline.run(rx, config.debounce, || true, |step| {
-        info!(
-            proxies = step.changes.proxies().len(),
-            gone = step.changes.gone.len(),
-            "config changed"
-        );
-    }));
+    let model = tokio::spawn(pipeline.run(
+        rx,
+        config.debounce,
+        || true,
+        |step| {
+            info!(
+                proxies = step.changes.proxies().len(),
+                gone = step.changes.gone.len(),
+                "config changed"
+            );
+        },
+    ));
     Ok(Running {
         xds_addr,
         cache: state.cache,

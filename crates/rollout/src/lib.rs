@@ -29,6 +29,7 @@
 //!   revision annotation existed is judged by its version alone.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod evaluate;
 mod health;

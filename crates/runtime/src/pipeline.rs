@@ -13,7 +13,7 @@ use remora_model::{
     Changes, Mesh,
     input::{Event, MeshSettings, ObjectKey},
 };
-use remora_xds::{SnapshotCache, StatusRegistry};
+use remora_xds::{SnapshotCache, SyncRegistry};
 use tokio::sync::mpsc;
 
 use crate::{Debounce, Publisher, SharedMesh};
@@ -24,7 +24,7 @@ use crate::{Debounce, Publisher, SharedMesh};
 pub struct PipelineState {
     pub mesh: Arc<SharedMesh>,
     pub cache: Arc<SnapshotCache>,
-    pub status: Arc<StatusRegistry>,
+    pub status: Arc<SyncRegistry>,
 }
 
 /// The model and its publisher. Until it is opened, batches are applied but nothing is
@@ -80,7 +80,7 @@ impl Pipeline {
             state: PipelineState {
                 mesh: Arc::new(SharedMesh::new(Mesh::new(settings))),
                 cache,
-                status: StatusRegistry::new(),
+                status: SyncRegistry::new(),
             },
             open: false,
         }

@@ -7,6 +7,7 @@
 //! written again. [`StatusWriter`] is the only part that talks to the API server: it applies
 //! a status when it differs from the object's and publishes the Events of the change.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod condition;
 mod message;

@@ -13,13 +13,16 @@ use crate::{
 /// An Event's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
+    /// Something went as it should, or recovered.
     Normal,
+    /// Something needs a person's attention.
     Warning,
 }
 
 /// One Event to publish on the object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
+    /// Whether the Event is a Normal or a Warning one.
     pub severity: Severity,
     /// Why, in `CamelCase`: `Invalid`, `BackendNotFound`, `RejectedByProxy`, `Accepted`, ...
     pub reason: String,

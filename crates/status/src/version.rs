@@ -4,6 +4,8 @@
 
 use std::cmp::Ordering;
 
+use remora_api::sidecar_policy::ProxyVersion;
+
 /// Newest first; equal versions spelled differently in a fixed order.
 pub(crate) fn newest_first(a: &str, b: &str) -> Ordering {
     key(b).cmp(&key(a)).then_with(|| a.cmp(b))
@@ -29,26 +31,16 @@ enum Part<'a> {
 }
 
 fn key(version: &str) -> Key<'_> {
-    let v = version.strip_prefix('v').unwrap_or(version);
-    let v = v.split_once('+').map_or(v, |(v, _build)| v);
-    let (core, pre) = match v.split_once('-') {
-        Some((core, pre)) => (core, Some(pre)),
-        None => (v, None),
-    };
-    let Some(core) = core
-        .split('.')
-        .map(|n| n.parse().ok())
-        .collect::<Option<Vec<u64>>>()
-    else {
+    let Some(v) = ProxyVersion::parse(version) else {
         return Key::Other;
     };
-    let pre = pre.map_or_else(Vec::new, |p| {
+    let pre = v.pre.map_or_else(Vec::new, |p| {
         p.split('.')
             .map(|part| part.parse().map_or(Part::Text(part), Part::Number))
             .collect()
     });
     Key::Version {
-        core,
+        core: v.core,
         release: pre.is_empty(),
         pre,
     }

@@ -35,13 +35,22 @@ const APPLIED_TTL: Duration = Duration::from_secs(60);
 /// Why a status was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The object came without a namespace, but routes and policies are namespaced.
     #[error("{kind} {name} has no namespace, so its status has nowhere to go")]
-    NoNamespace { kind: String, name: String },
+    NoNamespace {
+        /// The object's kind, e.g. `TrafficRoute`.
+        kind: String,
+        /// The object's name.
+        name: String,
+    },
+    /// The status patch failed at the API server.
     #[error("writing the status of {kind} {object}: {source}")]
     Write {
+        /// The object's kind, e.g. `TrafficRoute`.
         kind: String,
         /// `namespace/name`.
         object: String,
+        /// What the client reported.
         source: kube::Error,
     },
 }

@@ -21,7 +21,7 @@ use crate::{
     names::Names,
     per_type::{self, Answers, PerType, Wanted},
     snapshot::{PUSH_ORDER, Resources, Snapshot, is_wildcard_type, served_type},
-    status::Mode,
+    sync::Mode,
 };
 
 /// Responses not yet answered, at most this many remembered; older ones are only ever
@@ -305,7 +305,7 @@ mod tests {
             CLUSTER, ENDPOINT, LISTENER, ROUTE,
             tests::{mesh_v1, snapshot},
         },
-        status::SyncState,
+        sync::SyncState,
     };
 
     fn subscribe(type_url: &str, names: &[&str]) -> DeltaDiscoveryRequest {

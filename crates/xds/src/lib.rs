@@ -4,7 +4,7 @@
 //! [`delta::DeltaStream`], fed with requests and snapshots and returning the responses to
 //! send; they are tested without a network, and share what they do alike (`per_type`). [`server`] only moves messages between tonic
 //! streams, a [`cache::SnapshotCache`] of each proxy's latest snapshot, and the
-//! [`status::StatusRegistry`] that records what every proxy was sent, ACKed and NACKed.
+//! [`sync::SyncRegistry`] that records what every proxy was sent, ACKed and NACKed.
 #![forbid(unsafe_code)]
 
 pub mod budget;
@@ -18,10 +18,10 @@ mod per_type;
 pub mod server;
 pub mod snapshot;
 pub mod sotw;
-pub mod status;
+pub mod sync;
 
 pub use budget::{DEFAULT_RESPONSE_BUDGET, ResponseBudget};
 pub use cache::SnapshotCache;
 pub use server::AdsServer;
 pub use snapshot::Snapshot;
-pub use status::StatusRegistry;
+pub use sync::SyncRegistry;

@@ -8,7 +8,7 @@ use crate::{
     by_type::ByType,
     per_type::PerType,
     snapshot::Snapshot,
-    status::{Mode, TypeStatus},
+    sync::{Mode, TypeSync},
 };
 
 /// One protocol flavour's state machine, so both share the stream loop.
@@ -48,7 +48,7 @@ pub(crate) trait Machine: Default + Send + 'static {
     }
 
     /// The status of every type the proxy asked for.
-    fn status(&self) -> Vec<(&'static str, TypeStatus)> {
+    fn status(&self) -> Vec<(&'static str, TypeSync)> {
         self.types()
             .iter()
             .map(|(t, s)| (t, s.answers().status(s.sent())))

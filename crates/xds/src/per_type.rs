@@ -7,7 +7,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use crate::{
     by_type::ByType,
     snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources, Snapshot},
-    status::{Nack, TypeStatus},
+    sync::{Nack, TypeSync},
 };
 
 /// A state machine's state of one type, as the shared logic reads it.
@@ -78,8 +78,8 @@ impl Answers {
     }
 
     /// The status of the type, with the version last sent.
-    pub(crate) fn status(&self, sent: Option<String>) -> TypeStatus {
-        TypeStatus {
+    pub(crate) fn status(&self, sent: Option<String>) -> TypeSync {
+        TypeSync {
             sent,
             acked: self.acked.clone(),
             nack: self.nack.clone(),

@@ -26,7 +26,7 @@ use crate::{
     grpc::{self, Requests},
     machine::Machine,
     sotw::SotwStream,
-    status::StatusRegistry,
+    sync::SyncRegistry,
 };
 
 mod stream;
@@ -49,7 +49,7 @@ const OUTBOX: usize = 8;
 #[derive(Clone)]
 pub struct AdsServer {
     cache: Arc<SnapshotCache>,
-    status: Arc<StatusRegistry>,
+    status: Arc<SyncRegistry>,
     /// Turns true when the server stops. ADS streams never end by themselves, so a graceful
     /// shutdown must end them; the proxies then reconnect to whoever serves next.
     shutdown: watch::Receiver<bool>,
@@ -64,7 +64,7 @@ impl AdsServer {
     /// responses not yet written, all streams together; see [`AdsServer::response_budget`].
     pub fn new(
         cache: Arc<SnapshotCache>,
-        status: Arc<StatusRegistry>,
+        status: Arc<SyncRegistry>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         AdsServer {

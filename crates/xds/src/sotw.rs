@@ -18,7 +18,7 @@ use crate::{
     names::Names,
     per_type::{self, Answers, PerType, Wanted},
     snapshot::{PUSH_ORDER, Resources, Snapshot, is_wildcard_type, served_type},
-    status::Mode,
+    sync::Mode,
 };
 
 /// Which resources of a type the proxy asked for.
@@ -240,7 +240,7 @@ mod tests {
             CLUSTER, ENDPOINT, LISTENER, ROUTE,
             tests::{mesh_v1, snapshot},
         },
-        status::SyncState,
+        sync::SyncState,
     };
 
     fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {

@@ -23,7 +23,7 @@ use remora_envoy::bootstrap::Bootstrap;
 use remora_local::{LocalConfig, Running, start};
 use remora_model::input::ObjectKey;
 use remora_runtime::Debounce;
-use remora_xds::status::SyncState;
+use remora_xds::sync::SyncState;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},

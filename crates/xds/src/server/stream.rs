@@ -17,7 +17,7 @@ use crate::{
     grpc::{self, ReadError, Requests},
     machine::Machine,
     snapshot::Snapshot,
-    status::TypeStatus,
+    sync::TypeSync,
 };
 
 /// Where a stream's framed responses, then any error it ends with, wait to be written.
@@ -135,7 +135,7 @@ impl AdsServer {
     }
 
     /// Records the stream's status, and logs each rejection the first time it is seen.
-    fn record(&self, proxy: &ObjectKey, stream: u64, status: Vec<(&'static str, TypeStatus)>) {
+    fn record(&self, proxy: &ObjectKey, stream: u64, status: Vec<(&'static str, TypeSync)>) {
         for (type_url, st) in &status {
             let before = self
                 .status

@@ -19,7 +19,7 @@ use crate::snapshot::CLUSTER;
 
 fn service() -> (AdsService, watch::Sender<bool>) {
     let (stop, shutdown) = watch::channel(false);
-    let server = AdsServer::new(SnapshotCache::new(), StatusRegistry::new(), shutdown);
+    let server = AdsServer::new(SnapshotCache::new(), SyncRegistry::new(), shutdown);
     (server.into_service(), stop)
 }
 

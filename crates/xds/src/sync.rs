@@ -18,7 +18,7 @@ pub struct Nack {
 
 /// One resource type on one stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TypeStatus {
+pub struct TypeSync {
     /// The version last sent (or, after a reconnect, the one the proxy said it holds).
     pub sent: Option<String>,
     /// The version the proxy last ACKed.
@@ -40,7 +40,7 @@ pub enum SyncState {
     Nacked,
 }
 
-impl TypeStatus {
+impl TypeSync {
     pub fn state(&self) -> SyncState {
         match (&self.nack, &self.sent, &self.acked) {
             (Some(n), Some(sent), _) if n.version == *sent => SyncState::Nacked,
@@ -59,24 +59,24 @@ pub enum Mode {
 
 /// The status of one connected proxy.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ProxyStatus {
+pub struct ProxySync {
     pub proxy: ObjectKey,
     pub mode: Mode,
     pub connected_at: SystemTime,
     /// By type URL.
-    pub types: BTreeMap<&'static str, TypeStatus>,
+    pub types: BTreeMap<&'static str, TypeSync>,
     stream: u64,
 }
 
 /// Every connected proxy's status. A proxy that reconnects may briefly have two streams; the
 /// newest one is reported.
 #[derive(Debug, Default)]
-pub struct StatusRegistry {
-    proxies: RwLock<BTreeMap<ObjectKey, ProxyStatus>>,
+pub struct SyncRegistry {
+    proxies: RwLock<BTreeMap<ObjectKey, ProxySync>>,
     streams: std::sync::atomic::AtomicU64,
 }
 
-impl StatusRegistry {
+impl SyncRegistry {
     pub fn new() -> Arc<Self> {
         Arc::default()
     }
@@ -86,7 +86,7 @@ impl StatusRegistry {
         let stream = self
             .streams
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let status = ProxyStatus {
+        let status = ProxySync {
             proxy: proxy.clone(),
             mode,
             connected_at: SystemTime::now(),
@@ -101,7 +101,7 @@ impl StatusRegistry {
         &self,
         proxy: &ObjectKey,
         stream: u64,
-        types: impl IntoIterator<Item = (&'static str, TypeStatus)>,
+        types: impl IntoIterator<Item = (&'static str, TypeSync)>,
     ) {
         if let Some(s) = self.write().get_mut(proxy).filter(|s| s.stream == stream) {
             s.types.extend(types);
@@ -115,20 +115,20 @@ impl StatusRegistry {
         }
     }
 
-    pub fn get(&self, proxy: &ObjectKey) -> Option<ProxyStatus> {
+    pub fn get(&self, proxy: &ObjectKey) -> Option<ProxySync> {
         self.read().get(proxy).cloned()
     }
 
-    pub fn all(&self) -> Vec<ProxyStatus> {
+    pub fn all(&self) -> Vec<ProxySync> {
         self.read().values().cloned().collect()
     }
 
     // A panic while holding the lock leaves plain data behind, still fit to read.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ObjectKey, ProxyStatus>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ObjectKey, ProxySync>> {
         self.proxies.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ObjectKey, ProxyStatus>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ObjectKey, ProxySync>> {
         self.proxies.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -140,7 +140,7 @@ mod tests {
     #[test]
     fn states() {
         let v = |s: &str| Some(s.to_owned());
-        let mut t = TypeStatus::default();
+        let mut t = TypeSync::default();
         assert_eq!(t.state(), SyncState::Synced);
         t.sent = v("2");
         t.acked = v("1");
@@ -159,11 +159,11 @@ mod tests {
 
     #[test]
     fn a_stale_stream_cannot_overwrite_or_remove_the_newest() {
-        let reg = StatusRegistry::default();
+        let reg = SyncRegistry::default();
         let p = ObjectKey::new("ns", "pod");
         let old = reg.connected(&p, Mode::StateOfTheWorld);
         let new = reg.connected(&p, Mode::Incremental);
-        let synced = TypeStatus {
+        let synced = TypeSync {
             sent: Some("1".into()),
             acked: Some("1".into()),
             ..Default::default()
