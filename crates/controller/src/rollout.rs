@@ -342,14 +342,9 @@ impl Executor {
 mod tests {
     use remora_model::input::{Event as MeshEvent, MeshSettings, Namespace, Object};
 
-    use super::*;
+    use remora_test_support::labels;
 
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use super::*;
 
     fn policy(ns: &str, name: &str, app: Option<&str>) -> Object {
         let selector = app.map(|a| json!({"matchLabels": {"app": a}}));

@@ -10,7 +10,7 @@ pub mod kubelet;
 use std::{
     fs,
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -23,6 +23,7 @@ use remora_envoy::bootstrap::Bootstrap;
 use remora_local::{LocalConfig, Running, start};
 use remora_model::input::ObjectKey;
 use remora_runtime::Debounce;
+pub use remora_test_support::envoy_bin;
 use remora_xds::sync::SyncState;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -30,22 +31,6 @@ use tokio::{
     task::JoinHandle,
 };
 
-/// The Envoy scripts/install-tools installs.
-pub fn envoy_bin() -> PathBuf {
-    let path = std::env::var_os("ENVOY_BIN").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            Path::new(&home).join(".cache/remora/bin/envoy")
-        },
-        Into::into,
-    );
-    assert!(
-        path.exists(),
-        "no Envoy at {}: run scripts/install-tools",
-        path.display()
-    );
-    path
-}
 
 /// Polls `check` every 100 ms until it returns `Some`, for at most `secs` seconds.
 pub async fn eventually<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
