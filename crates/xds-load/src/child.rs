@@ -95,12 +95,18 @@ impl Server {
 
     /// Asks the server to stop, and makes sure it has.
     pub async fn quit(mut self) {
-        let _ = self.command(protocol::QUIT).await;
+        // A server already gone cannot take the command; the wait below says whether it is.
+        let asked = self.command(protocol::QUIT).await;
         if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
             .await
             .is_err()
         {
-            let _ = self.child.kill().await;
+            if let Err(e) = asked {
+                eprintln!("xds-load: the server did not take quit ({e}); killing it");
+            }
+            if let Err(e) = self.child.kill().await {
+                eprintln!("xds-load: cannot kill the server process: {e}");
+            }
         }
     }
 }
