@@ -10,12 +10,16 @@ use remora_model::input::ObjectKey;
 /// The name of the static cluster that points at the control plane.
 pub const XDS_CLUSTER: &str = "remora-xds";
 
+/// What a sidecar's bootstrap says; [`Bootstrap::to_json`] renders it as Envoy reads it.
 #[derive(Clone, Debug)]
 pub struct Bootstrap {
+    /// The proxy's pod: its node id (`namespace/name`), cluster and metadata.
     pub proxy: ObjectKey,
+    /// The pod's service account, sent in the node metadata.
     pub service_account: String,
-    /// Host (an IP or a DNS name) and port of the control plane's xDS server.
+    /// Host (an IP or a DNS name) of the control plane's xDS server.
     pub xds_host: String,
+    /// Port of the control plane's xDS server.
     pub xds_port: u16,
     /// Envoy's admin interface; keep it on loopback, it can change the proxy.
     pub admin: SocketAddr,
@@ -24,6 +28,8 @@ pub struct Bootstrap {
 }
 
 impl Bootstrap {
+    /// The bootstrap as Envoy's JSON config: node identity, admin address, ADS for clusters
+    /// and listeners, and one static cluster ([`XDS_CLUSTER`]) reaching the control plane.
     pub fn to_json(&self) -> Value {
         // An IP needs no resolver; a name (a Service in the cluster) is resolved and
         // re-resolved, so a moved control plane is found again.

@@ -16,6 +16,7 @@
 //! and builds the one `Struct` it needs (a JSON access log format) through an ordered type of
 //! its own with the same wire format.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod bootstrap;
 mod cluster;

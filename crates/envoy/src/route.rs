@@ -117,10 +117,12 @@ impl VirtualHostCache {
         self.sweep += 1;
     }
 
+    /// How many encoded hosts are kept.
     pub fn len(&self) -> usize {
         self.encoded.len()
     }
 
+    /// Whether no encoded host is kept.
     pub fn is_empty(&self) -> bool {
         self.encoded.is_empty()
     }

@@ -39,6 +39,7 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// unscoped 10,000-proxy mesh over 1 GiB, 64 MiB to its edge).
 pub const DEFAULT_RESPONSE_BUDGET: usize = 32 * 1024 * 1024;
 
+/// The server-wide pool of response bytes (default [`DEFAULT_RESPONSE_BUDGET`]); clones share it.
 #[derive(Clone, Debug)]
 pub struct ResponseBudget {
     semaphore: Arc<Semaphore>,
@@ -92,6 +93,7 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// Bytes still held, not yet moved into frames.
     pub fn bytes(&self) -> usize {
         self.permit.num_permits()
     }

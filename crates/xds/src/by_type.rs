@@ -2,6 +2,7 @@
 //! vector sorted by type: a `BTreeMap`'s first node has room for eleven entries, and with a
 //! stream's per-type state that was kilobytes per connected proxy.
 
+/// A `T` per type URL, kept sorted by type.
 #[derive(Debug)]
 pub struct ByType<T>(Vec<(&'static str, T)>);
 
@@ -16,14 +17,17 @@ impl<T> ByType<T> {
         self.0.binary_search_by(|(t, _)| (*t).cmp(type_url))
     }
 
+    /// Whether the type has a state.
     pub fn contains_key(&self, type_url: &str) -> bool {
         self.find(type_url).is_ok()
     }
 
+    /// The type's state, if it has one.
     pub fn get(&self, type_url: &str) -> Option<&T> {
         self.find(type_url).ok().map(|i| &self.0[i].1)
     }
 
+    /// The type's state to change, if it has one.
     pub fn get_mut(&mut self, type_url: &str) -> Option<&mut T> {
         self.find(type_url).ok().map(|i| &mut self.0[i].1)
     }
@@ -33,6 +37,7 @@ impl<T> ByType<T> {
         self.0.iter().map(|(t, s)| (*t, s))
     }
 
+    /// Every type's state to change, by type.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&'static str, &mut T)> {
         self.0.iter_mut().map(|(t, s)| (*t, s))
     }

@@ -13,12 +13,14 @@ use remora_model::input::ObjectKey;
 
 use crate::snapshot::Snapshot;
 
+/// Every proxy's latest snapshot, by the proxy's pod, for its streams to follow.
 #[derive(Debug, Default)]
 pub struct SnapshotCache {
     proxies: Mutex<HashMap<ObjectKey, watch::Sender<Arc<Snapshot>>>>,
 }
 
 impl SnapshotCache {
+    /// An empty cache, shared.
     pub fn new() -> Arc<Self> {
         Arc::default()
     }
@@ -62,6 +64,7 @@ impl SnapshotCache {
             .subscribe()
     }
 
+    /// The proxy's current snapshot; `None` for a proxy neither published nor followed.
     pub fn get(&self, proxy: &ObjectKey) -> Option<Arc<Snapshot>> {
         self.lock().get(proxy).map(|tx| tx.borrow().clone())
     }

@@ -85,6 +85,8 @@ impl PerType for TypeState {
     }
 }
 
+/// One incremental stream's state: per type, the subscription, what the proxy holds and the
+/// responses it has yet to answer.
 #[derive(Debug, Default)]
 pub struct DeltaStream {
     types: ByType<TypeState>,

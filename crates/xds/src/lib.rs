@@ -6,6 +6,7 @@
 //! streams, a [`cache::SnapshotCache`] of each proxy's latest snapshot, and the
 //! [`sync::SyncRegistry`] that records what every proxy was sent, ACKed and NACKed.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod budget;
 pub mod by_type;

@@ -10,6 +10,8 @@ use std::{cmp::Ordering, collections::BTreeSet, iter::Peekable};
 
 use crate::snapshot::Resources;
 
+/// A stream's subscribed names of one type, split into the resources of a snapshot's set they
+/// name and the names that set lacks.
 #[derive(Clone, Debug)]
 pub struct Names {
     /// The named resources of the set last picked from; its names are names of ours.
@@ -49,6 +51,7 @@ impl Names {
         }
     }
 
+    /// Whether `name` is one of the names.
     pub fn contains(&self, name: &str) -> bool {
         self.found.contains(name) || self.missing.contains(name)
     }

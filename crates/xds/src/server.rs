@@ -46,6 +46,8 @@ pub const DELTA_PATH: &str =
 /// few are enough.
 const OUTBOX: usize = 8;
 
+/// The ADS gRPC service, both flavours: serves each proxy its snapshots from the cache and
+/// records in the registry what it was sent, ACKed and NACKed.
 #[derive(Clone)]
 pub struct AdsServer {
     cache: Arc<SnapshotCache>,

@@ -135,6 +135,7 @@ impl Default for Layer {
 }
 
 impl Layer {
+    /// A layer of `map`, replacing no other.
     pub fn new(map: ResourceMap) -> Layer {
         let mut digest = Digest::default();
         for (name, r) in &map {
@@ -165,10 +166,12 @@ impl Layer {
         Arc::new(layer)
     }
 
+    /// The empty layer, one shared by all.
     pub fn empty() -> Arc<Layer> {
         EMPTY_LAYER.clone()
     }
 
+    /// The layer's resources by name.
     pub fn map(&self) -> &ResourceMap {
         &self.map
     }
@@ -301,6 +304,7 @@ impl Resources {
         Resources::new(Layer::empty(), map)
     }
 
+    /// The empty set, one shared by all.
     pub fn empty() -> Resources {
         EMPTY.clone()
     }
@@ -313,18 +317,22 @@ impl Resources {
         }
     }
 
+    /// The resource named `name`, the proxy's own before the shared one.
     pub fn get(&self, name: &str) -> Option<&Arc<EnvoyResource>> {
         self.own.get(name).or_else(|| self.shared.map.get(name))
     }
 
+    /// Whether the set holds a resource named `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.own.contains_key(name) || self.shared.map.contains_key(name)
     }
 
+    /// How many resources the set holds, a name in both layers counted once.
     pub fn len(&self) -> usize {
         self.digest.len
     }
 
+    /// Whether the set holds no resource.
     pub fn is_empty(&self) -> bool {
         self.digest.len == 0
     }
@@ -459,12 +467,15 @@ impl<'a> Iterator for Merged<'a> {
     }
 }
 
+/// Everything one proxy should hold: a set of resources per type URL, empty sets left out.
+/// Equal when every type's set version is.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     types: BTreeMap<&'static str, Resources>,
 }
 
 impl Snapshot {
+    /// The snapshot of these sets by type URL; empty ones are dropped.
     pub fn new(types: impl IntoIterator<Item = (&'static str, Resources)>) -> Snapshot {
         Snapshot {
             types: types.into_iter().filter(|(_, r)| !r.is_empty()).collect(),
@@ -487,10 +498,12 @@ impl Snapshot {
             .flat_map(Resources::iter)
     }
 
+    /// The resource of type `type_url` named `name`.
     pub fn get(&self, type_url: &str, name: &str) -> Option<&Arc<EnvoyResource>> {
         self.types.get(type_url)?.get(name)
     }
 
+    /// How many resources it holds, of every type.
     pub fn len(&self) -> usize {
         self.types.values().map(Resources::len).sum()
     }
@@ -507,6 +520,7 @@ impl Snapshot {
                 .map_or(0, Resources::response_bytes)
     }
 
+    /// Whether it holds no resource of any type.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

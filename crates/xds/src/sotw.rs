@@ -24,7 +24,9 @@ use crate::{
 /// Which resources of a type the proxy asked for.
 #[derive(Clone, Debug)]
 pub enum Interest {
+    /// Every resource of the type: `*`, or no names for listeners and clusters.
     All,
+    /// Only the resources named.
     Names(Names),
 }
 
@@ -107,6 +109,8 @@ impl PerType for TypeState {
     }
 }
 
+/// One state-of-the-world stream's state: per type, what the proxy asked for, was sent and
+/// answered.
 #[derive(Debug, Default)]
 pub struct SotwStream {
     types: ByType<TypeState>,

@@ -12,7 +12,9 @@ use remora_model::input::ObjectKey;
 /// A rejected response: the version Envoy refused and Envoy's own words.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nack {
+    /// The version refused.
     pub version: String,
+    /// The message of the NACK's `error_detail`.
     pub message: String,
 }
 
@@ -41,6 +43,7 @@ pub enum SyncState {
 }
 
 impl TypeSync {
+    /// Where this type stands; with nothing sent yet, it is synced.
     pub fn state(&self) -> SyncState {
         match (&self.nack, &self.sent, &self.acked) {
             (Some(n), Some(sent), _) if n.version == *sent => SyncState::Nacked,
@@ -51,17 +54,23 @@ impl TypeSync {
     }
 }
 
+/// The ADS protocol flavour a stream speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// State of the world (`StreamAggregatedResources`).
     StateOfTheWorld,
+    /// Incremental, or delta (`DeltaAggregatedResources`).
     Incremental,
 }
 
 /// The status of one connected proxy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxySync {
+    /// The proxy's pod.
     pub proxy: ObjectKey,
+    /// The protocol flavour of its stream.
     pub mode: Mode,
+    /// When the stream opened.
     pub connected_at: SystemTime,
     /// By type URL.
     pub types: BTreeMap<&'static str, TypeSync>,
@@ -77,6 +86,7 @@ pub struct SyncRegistry {
 }
 
 impl SyncRegistry {
+    /// An empty registry, shared.
     pub fn new() -> Arc<Self> {
         Arc::default()
     }
@@ -97,6 +107,7 @@ impl SyncRegistry {
         stream
     }
 
+    /// Records types' status on a stream; ignored unless `stream` is the proxy's newest.
     pub fn update(
         &self,
         proxy: &ObjectKey,
@@ -108,6 +119,7 @@ impl SyncRegistry {
         }
     }
 
+    /// Forgets the proxy when `stream` is its newest; an older stream's end changes nothing.
     pub fn disconnected(&self, proxy: &ObjectKey, stream: u64) {
         let mut proxies = self.write();
         if proxies.get(proxy).is_some_and(|s| s.stream == stream) {
@@ -115,10 +127,12 @@ impl SyncRegistry {
         }
     }
 
+    /// The proxy's status; `None` when it is not connected.
     pub fn get(&self, proxy: &ObjectKey) -> Option<ProxySync> {
         self.read().get(proxy).cloned()
     }
 
+    /// Every connected proxy's status, ordered by proxy.
     pub fn all(&self) -> Vec<ProxySync> {
         self.read().values().cloned().collect()
     }
