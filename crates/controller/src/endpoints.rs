@@ -13,10 +13,14 @@ use tracing::{info, warn};
 
 use crate::watches::{Watches, one};
 
+/// The API a Service's endpoints are read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndpointApi {
+    /// `discovery.k8s.io/v1` EndpointSlices.
     SlicesV1,
+    /// `discovery.k8s.io/v1beta1` EndpointSlices (Kubernetes 1.17-1.20).
     SlicesV1beta1,
+    /// Core `v1` Endpoints (older servers).
     Endpoints,
 }
 

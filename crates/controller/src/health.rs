@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 pub struct Readiness {
     /// One flag per watch, named by the kind it watches.
     pub watches: crate::watches::Listed,
+    /// Set once the first config of the whole cluster is published.
     pub published: AtomicBool,
 }
 
@@ -44,6 +45,7 @@ struct AdminState {
     xds: Arc<SyncRegistry>,
 }
 
+/// The health server's routes: `/healthz`, `/readyz` and `/metrics`.
 pub fn router(ready: Arc<Readiness>, metrics: Arc<Metrics>, xds: Arc<SyncRegistry>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

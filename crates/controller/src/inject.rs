@@ -35,13 +35,16 @@ pub struct InjectConfig {
     pub control_plane: ControlPlane,
 }
 
+/// Why injection could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The API server's version could not be read, and no layout was configured.
     #[error(
         "cannot read the API server's version to choose the sidecar layout (or set the layout \
          in the configuration): {0}"
     )]
     Version(#[source] kube::Error),
+    /// The API server's version is not one a layout can be chosen from.
     #[error(transparent)]
     Layout(#[from] InjectError),
 }
@@ -85,12 +88,19 @@ pub fn workload_ref(namespace: &str, pod: &Pod) -> Option<WorkloadRef> {
 
 /// Answers the mutating webhook from the controller's state.
 pub struct MeshInjector {
+    /// The control plane's namespace (never injected) and the namespaces' opt-in label.
     pub settings: Settings,
+    /// How the sidecars sit in the pod.
     pub layout: Layout,
+    /// Where the injected proxies find the control plane.
     pub control_plane: ControlPlane,
+    /// The model: namespaces' labels and the policy that governs a pod, with its spec in effect.
     pub mesh: Arc<SharedMesh>,
+    /// The stored SidecarPolicies, for their names and rollout status.
     pub policies: Store<SidecarPolicy>,
+    /// Until it is ready, a pod is answered unavailable, not decided on half the cluster.
     pub ready: Arc<Readiness>,
+    /// Counts each answer by outcome and reason.
     pub metrics: Arc<Metrics>,
 }
 

@@ -14,29 +14,44 @@ use tracing::{info, warn};
 /// The task that holds and renews the Lease.
 pub type LeaseTask = JoinHandle<Result<LeaseManager, LeaseManagerError>>;
 
+/// Which Lease to compete for, and how.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
+    /// The Lease's namespace.
     pub namespace: String,
+    /// The Lease's name.
     pub name: String,
     /// This replica's identity in the Lease (the pod name).
     pub identity: String,
+    /// How long the Lease holds without renewal (whole seconds).
     pub duration: Duration,
     /// How long before expiry the holder renews.
     pub grace: Duration,
 }
 
+/// Why leader election could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
+    /// The lease manager could not be built.
     #[error("lease {namespace}/{name}: {source}")]
     Manager {
+        /// The Lease's namespace.
         namespace: String,
+        /// The Lease's name.
         name: String,
+        /// The lease manager's error.
         source: LeaseManagerError,
     },
+    /// The grace is zero or not shorter than the duration (in whole seconds).
     #[error(
         "lease grace ({grace:?}) must be shorter than its duration ({duration:?}), both at least 1 s"
     )]
-    Timing { duration: Duration, grace: Duration },
+    Timing {
+        /// The configured duration.
+        duration: Duration,
+        /// The configured grace.
+        grace: Duration,
+    },
 }
 
 /// Competes for the Lease until every receiver of the returned flag is dropped; the lease is

@@ -57,15 +57,18 @@ use crate::{
     watches::{Watches, one},
 };
 
+/// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Serves ADS and the remora.v1 API.
     pub xds_addr: SocketAddr,
     /// Serves `/healthz`, `/readyz` and `/metrics`.
     pub health_addr: SocketAddr,
+    /// Settings of the mesh as a whole, for the model.
     pub settings: MeshSettings,
     /// `None`: no election; this replica writes status (one replica, or a test).
     pub lease: Option<LeaseConfig>,
+    /// How cluster events are batched into model updates.
     pub debounce: Debounce,
     /// How often status is recomputed when nothing in the cluster changed, to pick up
     /// proxies' ACKs and NACKs.
@@ -76,15 +79,21 @@ pub struct Config {
     pub inject: Option<inject::InjectConfig>,
 }
 
+/// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The xDS or the health address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Leader election could not start.
     #[error(transparent)]
     Lease(#[from] leader::LeaseError),
+    /// Sidecar injection could not choose its layout.
     #[error(transparent)]
     Inject(#[from] inject::StartError),
 }
@@ -96,10 +105,16 @@ pub type ProxyPods = Arc<RwLock<HashMap<ObjectKey, PodFacts>>>;
 /// lease released); dropping it stops everything at once, as a crash would, and leaves the
 /// lease to expire.
 pub struct Controller {
+    /// The address ADS and the remora.v1 API are served on (the port actually bound when the
+    /// config asked for 0).
     pub xds_addr: SocketAddr,
+    /// The address `/healthz`, `/readyz` and `/metrics` are served on.
     pub health_addr: SocketAddr,
+    /// What each connected proxy has ACKed or NACKed.
     pub xds: Arc<SyncRegistry>,
+    /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// What `/readyz` waits for.
     pub ready: Arc<Readiness>,
     stop: watch::Sender<bool>,
     leading: Option<watch::Receiver<bool>>,
@@ -115,6 +130,8 @@ impl Controller {
         self.leading.as_ref().is_none_or(|l| *l.borrow())
     }
 
+    /// Stops the tasks, releases the lease (or leaves it to expire if that takes longer than
+    /// [`remora_runtime::DRAIN`]), then drains the servers' streams.
     pub async fn stop(mut self) {
         self.stop.send_replace(true);
         for t in self.tasks.drain(..) {

@@ -11,6 +11,7 @@ use prometheus_client::{
 };
 use remora_xds::{SyncRegistry, sync::SyncState};
 
+/// The labels of `injections`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InjectionLabels {
     /// `injected`, `skipped`, `refused` or `unavailable`.
@@ -20,19 +21,23 @@ pub struct InjectionLabels {
     pub reason: &'static str,
 }
 
+/// The label of per-kind metrics (`reconcile_duration_seconds`, `status_writes`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     /// `TrafficRoute` or `SidecarPolicy`.
     pub kind: &'static str,
 }
 
+/// The labels of `reconciles`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
+    /// `TrafficRoute` or `SidecarPolicy`.
     pub kind: &'static str,
     /// `ok` or `error`.
     pub outcome: &'static str,
 }
 
+/// The labels of `rollout_actions`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     /// `restart` or `evict`.
@@ -41,23 +46,31 @@ pub struct ActionLabels {
     pub outcome: &'static str,
 }
 
+/// The label of `rollout_transitions`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     /// The Event reason: `WaveStarted`, `WavePassed`, `GateFailed`, `RolledBack`, ...
     pub reason: &'static str,
 }
 
+/// The controller's metrics, registered under the `remora` prefix.
 pub struct Metrics {
     registry: Registry,
+    /// Workload restarts and pod evictions a rollout asked for.
     pub rollout_actions: Family<ActionLabels, Counter>,
+    /// Rollout transitions: waves started and passed, gates failed, rollbacks.
     pub rollout_transitions: Family<ReasonLabel, Counter>,
+    /// Status reconciliations.
     pub reconciles: Family<OutcomeLabels, Counter>,
+    /// Time to compute and, when changed, write one object's status (seconds).
     pub reconcile_seconds: Family<KindLabel, Histogram>,
+    /// Status writes to the API server (only changed statuses are written).
     pub status_writes: Family<KindLabel, Counter>,
     /// Proxies that got a new snapshot.
     pub pushes: Counter,
     /// From a batch of cluster events to its snapshots being published.
     pub push_seconds: Histogram,
+    /// 1 while this replica holds the lease, else 0.
     pub leader: Gauge,
     /// Pod admissions the sidecar injector answered.
     pub injections: Family<InjectionLabels, Counter>,
@@ -72,6 +85,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero, registered.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("remora");
         let reconciles = Family::<OutcomeLabels, Counter>::default();
@@ -154,6 +168,7 @@ impl Metrics {
         }
     }
 
+    /// Counts one reconciliation of an object of `kind` and records how long it took.
     pub fn observe_reconcile(&self, kind: &'static str, ok: bool, took: Duration) {
         self.reconciles
             .get_or_create(&OutcomeLabels {
@@ -166,6 +181,7 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Counts one restart or eviction a rollout asked for.
     pub fn observe_rollout_action(&self, action: &'static str, ok: bool) {
         self.rollout_actions
             .get_or_create(&ActionLabels {
@@ -190,6 +206,7 @@ impl Metrics {
         out
     }
 
+    /// Counts one answer of the sidecar injector.
     pub fn observe_injection(&self, result: &'static str, reason: &'static str) {
         self.injections
             .get_or_create(&InjectionLabels { result, reason })

@@ -10,6 +10,7 @@ use remora_inject::{REVISION_ANNOTATION, VERSION_ANNOTATION};
 use remora_inputs::proxy_container;
 use remora_model::input::ObjectKey;
 
+/// What status and rollouts know of one pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodFacts {
     /// The sidecar version the pod runs; `None` for a pod without a sidecar.
@@ -66,6 +67,7 @@ pub struct FactsTracker {
 }
 
 impl FactsTracker {
+    /// Brings `known` in step with one event of the pod watch.
     pub fn observe(&mut self, known: &mut HashMap<ObjectKey, PodFacts>, event: &WatchEvent<Pod>) {
         let key = |p: &Pod| ObjectKey::from_meta(p.meta());
         let mut apply = |p: &Pod| match pod_facts(p) {

@@ -37,15 +37,25 @@ use crate::{
 
 /// Everything status is computed from.
 pub struct Reconciler {
+    /// Writes status.
     pub client: Client,
+    /// The model: the proxies each route and policy affects.
     pub mesh: Arc<SharedMesh>,
+    /// The published snapshots, to tell whether a proxy runs its current config.
     pub cache: Arc<SnapshotCache>,
+    /// What each connected proxy has ACKed or NACKed.
     pub xds: Arc<SyncRegistry>,
+    /// The TrafficRoutes whose status is written.
     pub routes: Store<TrafficRoute>,
+    /// The SidecarPolicies whose status is written and whose rollouts are stepped.
     pub policies: Store<SidecarPolicy>,
+    /// What each pod with a sidecar or a workload looks like now.
     pub proxy_pods: ProxyPods,
+    /// The workloads rollouts restart.
     pub workloads: Workloads,
+    /// Carries out what each rollout step asks for.
     pub executor: Executor,
+    /// Reconciliations, status writes, rollout transitions and leadership are counted here.
     pub metrics: Arc<Metrics>,
 }
 

@@ -41,14 +41,18 @@ use crate::{metrics::Metrics, pods::PodFacts};
 /// The reflector stores of the workload kinds a rollout restarts.
 #[derive(Clone)]
 pub struct Workloads {
+    /// Every Deployment in the cluster.
     pub deployments: Store<Deployment>,
+    /// Every StatefulSet in the cluster.
     pub statefulsets: Store<StatefulSet>,
+    /// Every DaemonSet in the cluster.
     pub daemonsets: Store<DaemonSet>,
 }
 
 /// What a rollout needs of one workload object.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkloadObject {
+    /// Its kind, namespace and name.
     pub workload: WorkloadRef,
     /// The pod template's labels, which pick the governing policy.
     pub labels: Labels,
@@ -68,6 +72,7 @@ impl Workloads {
         );
     }
 
+    /// Every stored workload, of all three kinds (those without a namespace left out).
     pub fn objects(&self) -> Vec<WorkloadObject> {
         let deployments = self.deployments.state().into_iter().map(|d| {
             let replicas = d.spec.replicas.unwrap_or(1);
@@ -173,11 +178,14 @@ pub fn governed(
 /// before (the 1.20 e2e server).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvictionVersion {
+    /// `policy/v1`.
     V1,
+    /// `policy/v1beta1`.
     V1beta1,
 }
 
 impl EvictionVersion {
+    /// The version a server of this `/version` speaks; an unreadable minor counts as new.
     pub fn for_server(info: &Info) -> EvictionVersion {
         let minor: u32 = info.minor.trim_end_matches('+').parse().unwrap_or(u32::MAX);
         if info.major == "1" && minor < 22 {
@@ -209,11 +217,18 @@ const EVICTION_WAIT: Duration = Duration::from_secs(3);
 /// Why a rollout action did not take effect (the next step issues it again).
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
+    /// A PodDisruptionBudget kept refusing the eviction for `waited`.
     #[error(
         "the API server kept refusing to evict {pod} for {waited:?}: a PodDisruptionBudget \
          allows no disruption now"
     )]
-    Refused { pod: String, waited: Duration },
+    Refused {
+        /// `namespace/name` of the pod.
+        pod: String,
+        /// How long the eviction was retried.
+        waited: Duration,
+    },
+    /// The restart's patch or the eviction failed.
     #[error(transparent)]
     Kube(kube::Error),
 }
@@ -223,6 +238,8 @@ pub enum ActionError {
 const FIELD_MANAGER: &str = "remora-rollout";
 
 impl Executor {
+    /// Acts through `client`, evicting with `eviction`, and records Events as
+    /// `remora-controller`.
     pub fn new(client: Client, eviction: EvictionVersion) -> Executor {
         Executor {
             recorder: Recorder::new(client.clone(), Reporter::from("remora-controller")),

@@ -176,6 +176,7 @@ pub struct Watches {
 pub type Convert<K> = fn(&K) -> Result<Vec<Object>, Unusable>;
 
 impl Watches {
+    /// No watches yet; those started will send their batches to `model`.
     pub fn new(client: Client, model: mpsc::Sender<Vec<Event>>) -> Watches {
         Watches {
             client,

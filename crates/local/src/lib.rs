@@ -27,31 +27,42 @@ use tracing::{info, warn};
 
 use crate::folder::Folder;
 
+/// How local mode runs.
 #[derive(Clone, Debug)]
 pub struct LocalConfig {
+    /// The folder of YAML that stands for the cluster's state.
     pub dir: PathBuf,
     /// Serves ADS and the remora.v1 API.
     pub xds_addr: SocketAddr,
     /// How often the folder is checked for changes.
     pub poll: Duration,
+    /// How the folder's changes are batched into model updates.
     pub debounce: Debounce,
 }
 
+/// Why local mode could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
+    /// The folder could not be read.
     #[error(transparent)]
     Load(#[from] remora_inputs::LoadError),
+    /// The xDS address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The I/O error.
         source: std::io::Error,
     },
 }
 
 /// A running local control plane; dropping it stops everything.
 pub struct Running {
+    /// The address ADS is served on (the port actually bound when the config asked for 0).
     pub xds_addr: SocketAddr,
+    /// The snapshots served, one per proxy.
     pub cache: Arc<SnapshotCache>,
+    /// What each connected proxy has ACKed or NACKed.
     pub status: Arc<SyncRegistry>,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,

@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use tokio::{sync::mpsc, time::Instant};
 
+/// How events are grouped into batches.
 #[derive(Clone, Copy, Debug)]
 pub struct Debounce {
+    /// A batch closes once no event came for this long (default 100 ms).
     pub window: Duration,
+    /// A batch closes at the latest this long after its first event (default 1 s).
     pub max_delay: Duration,
 }
 

@@ -22,8 +22,11 @@ use crate::{Debounce, Publisher, SharedMesh};
 /// serves, and what each proxy has ACKed or NACKed.
 #[derive(Clone)]
 pub struct PipelineState {
+    /// The model.
     pub mesh: Arc<SharedMesh>,
+    /// The snapshots the xDS server serves, one per proxy.
     pub cache: Arc<SnapshotCache>,
+    /// What each connected proxy has ACKed or NACKed.
     pub status: Arc<SyncRegistry>,
 }
 
@@ -37,7 +40,9 @@ pub struct Pipeline {
 
 /// What one batch did.
 pub struct Step {
+    /// What the batch changed in the model.
     pub changes: Changes,
+    /// Which proxies got a new snapshot.
     pub published: Published,
     /// Time spent applying the batch to the model.
     pub apply: Duration,
@@ -86,10 +91,12 @@ impl Pipeline {
         }
     }
 
+    /// What the pipeline shares with its readers.
     pub fn state(&self) -> &PipelineState {
         &self.state
     }
 
+    /// Whether batches are published yet (see [`Pipeline::open`]).
     pub fn is_open(&self) -> bool {
         self.open
     }

@@ -49,6 +49,8 @@ struct ClassLayers {
     unresolved: bool,
 }
 
+/// Turns the model's changes into new snapshots in the cache, keeping what it translated
+/// for the next publish.
 pub struct Publisher {
     cache: Arc<SnapshotCache>,
     base: Options,
@@ -70,6 +72,8 @@ pub struct Publisher {
 type ClassChanges = Option<HashMap<ClassId, Vec<ResourceType>>>;
 
 impl Publisher {
+    /// A publisher into `cache`, translating with `base`; `bind_outbound` picks the address a
+    /// proxy's outbound listeners bind to (`None`: the wildcard).
     pub fn new(
         cache: Arc<SnapshotCache>,
         base: Options,

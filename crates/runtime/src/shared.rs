@@ -6,9 +6,11 @@ use std::sync::{Mutex, MutexGuard};
 use remora_admin::ConfigSource;
 use remora_model::{Mesh, input::ObjectKey};
 
+/// The model behind a mutex, shared by the task that applies events and its readers.
 pub struct SharedMesh(Mutex<Mesh>);
 
 impl SharedMesh {
+    /// Shares `mesh`.
     pub fn new(mesh: Mesh) -> SharedMesh {
         SharedMesh(Mutex::new(mesh))
     }
