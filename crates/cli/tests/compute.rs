@@ -2,6 +2,8 @@
 
 use std::{fs, path::Path, process::Command};
 
+use remora_test_support::envoy_bin;
+
 fn remora(args: &[&str]) -> (bool, String, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = Command::new(env!("CARGO_BIN_EXE_remora"))
@@ -129,21 +131,4 @@ fn bootstrap_is_accepted_by_real_envoy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The Envoy that scripts/install-tools installs (`ENVOY_BIN` when scripts/env.sh is sourced).
-fn envoy_bin() -> std::path::PathBuf {
-    let path = std::env::var_os("ENVOY_BIN").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            Path::new(&home).join(".cache/remora/bin/envoy")
-        },
-        Into::into,
-    );
-    assert!(
-        path.exists(),
-        "no Envoy at {}: run scripts/install-tools",
-        path.display()
-    );
-    path
 }

@@ -35,17 +35,8 @@ use prost::{Message, Name};
 use remora_api::sidecar_policy::AccessLogFormat;
 use remora_envoy::{AccessLogSink, Options, translate};
 use remora_model::config::{self, Discovery, Resource, Versioned};
+use remora_test_support::envoy_bin;
 use support::*;
-
-/// The Envoy that scripts/install-tools installs (`ENVOY_BIN` when scripts/env.sh is sourced).
-fn envoy_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("ENVOY_BIN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/remora/bin/envoy"))
-        })?;
-    path.exists().then_some(path)
-}
 
 const XDS_CLUSTER: &str = "xds";
 
@@ -163,10 +154,7 @@ fn validate(envoy: &PathBuf, b: &Bootstrap, label: &str) {
 
 #[test]
 fn envoy_accepts_every_proxy_of_the_shop() {
-    let Some(envoy) = envoy_bin() else {
-        eprintln!("skipped: no Envoy binary; run scripts/install-tools");
-        return;
-    };
+    let envoy = envoy_bin();
     let m = shop();
     for pod in ["frontend", "reviews-v1", "catalog-0", "db-v1"] {
         let d = decode(&config(&m, pod), &Options::default());
@@ -176,10 +164,7 @@ fn envoy_accepts_every_proxy_of_the_shop() {
 
 #[test]
 fn envoy_accepts_other_options_log_formats_and_host_changes() {
-    let Some(envoy) = envoy_bin() else {
-        eprintln!("skipped: no Envoy binary; run scripts/install-tools");
-        return;
-    };
+    let envoy = envoy_bin();
     let options = Options {
         access_log: AccessLogSink::Stderr,
         bind_outbound_to: Some("127.0.0.2".parse().expect("ip")),
@@ -204,10 +189,7 @@ fn envoy_accepts_other_options_log_formats_and_host_changes() {
 /// The check has teeth: a route naming a cluster the proxy lacks is refused.
 #[test]
 fn envoy_refuses_a_route_to_a_missing_cluster() {
-    let Some(envoy) = envoy_bin() else {
-        eprintln!("skipped: no Envoy binary; run scripts/install-tools");
-        return;
-    };
+    let envoy = envoy_bin();
     let mut d = decode(&config(&shop(), "frontend"), &Options::default());
     d.clusters.remove(remora_envoy::UNRESOLVED_CLUSTER);
     let b = bootstrap(d, "frontend");

@@ -4,7 +4,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt,
     hash::{Hash, Hasher},
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -14,31 +13,23 @@ use std::{
 use remora_api::sidecar_policy::AccessLogFormat;
 use serde::{Serialize, ser::SerializeSeq};
 
-/// A proxy: the pod it runs in.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct ProxyKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl fmt::Display for ProxyKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
 /// The four kinds of resource a proxy receives, in the order that keeps traffic flowing
 /// when they change: clusters before the endpoints that fill them, listeners before the
 /// routes they name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum ResourceType {
+    /// An upstream: how to connect to a Service port (or the local application).
     Cluster,
+    /// The ready addresses of one EDS cluster.
     Endpoints,
+    /// Where the proxy accepts connections, and what it does with them.
     Listener,
+    /// The virtual hosts and routes an HTTP listener names.
     RouteConfig,
 }
 
 impl ResourceType {
+    /// Every type, in the order above.
     pub const ALL: [ResourceType; 4] = [
         ResourceType::Cluster,
         ResourceType::Endpoints,
@@ -50,7 +41,9 @@ impl ResourceType {
 /// Names one resource of one type.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ResourceKey {
+    /// The resource's type; keys sort by it first, so one type is one range.
     pub kind: ResourceType,
+    /// Unique among the resources of its type in one proxy's config.
     pub name: Arc<str>,
 }
 
@@ -59,12 +52,15 @@ pub struct ResourceKey {
 #[derive(Debug, Serialize)]
 #[serde(transparent)]
 pub struct Versioned<T> {
+    /// The xxh3 hash of `value`.
     #[serde(skip)]
     pub hash: u64,
+    /// The resource itself.
     pub value: T,
 }
 
 impl<T: Hash> Versioned<T> {
+    /// Hashes `value` and shares it.
     pub fn new(value: T) -> Arc<Self> {
         let hash = content_hash(&value);
         Arc::new(Versioned { hash, value })
@@ -96,13 +92,18 @@ pub(crate) fn content_hash<T: Hash + ?Sized>(value: &T) -> u64 {
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum Resource {
+    /// A cluster.
     Cluster(Arc<Versioned<Cluster>>),
+    /// The endpoints of an EDS cluster.
     Endpoints(Arc<Versioned<ClusterEndpoints>>),
+    /// A listener.
     Listener(Arc<Versioned<Listener>>),
+    /// A route config.
     RouteConfig(Arc<Versioned<RouteConfig>>),
 }
 
 impl Resource {
+    /// The content hash: equal for equal content, whatever the type.
     pub fn hash(&self) -> u64 {
         match self {
             Resource::Cluster(r) => r.hash,
@@ -112,6 +113,7 @@ impl Resource {
         }
     }
 
+    /// The type of resource this is.
     pub fn kind(&self) -> ResourceType {
         match self {
             Resource::Cluster(_) => ResourceType::Cluster,
@@ -125,6 +127,7 @@ impl Resource {
 /// Everything one proxy runs, by resource.
 #[derive(Clone, Debug, Default)]
 pub struct ProxyConfig {
+    /// Every resource, sorted by type, then name.
     pub resources: BTreeMap<ResourceKey, Resource>,
 }
 
@@ -161,6 +164,7 @@ impl ProxyConfig {
             .collect()
     }
 
+    /// The resources of one type, in name order.
     pub fn of_type(&self, kind: ResourceType) -> impl Iterator<Item = (&ResourceKey, &Resource)> {
         self.resources.iter().filter(move |(k, _)| k.kind == kind)
     }
@@ -185,28 +189,44 @@ pub enum BindAddress {
     Ip(IpAddr),
 }
 
+/// Where the proxy accepts connections, and what it does with them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Listener {
+    /// `outbound|<port>` (HTTP), `outbound|<ip>|<port>` (TCP) or `inbound|<port>`.
     pub name: Arc<str>,
+    /// Whether it serves the pod's application or the Services it calls.
     pub direction: Direction,
+    /// The address it binds.
     pub address: BindAddress,
+    /// The port it binds.
     pub port: u16,
+    /// How it handles what it accepts.
     pub protocol: ListenerProtocol,
+    /// Logs each request or connection in this format; `None` logs nothing.
     pub access_log: Option<AccessLogFormat>,
 }
 
+/// How a listener handles the connections it accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum ListenerProtocol {
     /// HTTP, routed by the named route config.
-    Http { route_config: Arc<str> },
+    Http {
+        /// The name of the route config that routes its requests.
+        route_config: Arc<str>,
+    },
     /// Plain TCP, split between clusters by weight.
-    Tcp { clusters: Vec<WeightedCluster> },
+    Tcp {
+        /// Where connections go, and in which shares.
+        clusters: Vec<WeightedCluster>,
+    },
 }
 
 /// A set of virtual hosts, one per destination Service, served by one listener.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct RouteConfig {
+    /// The outbound port number, or `inbound|<port>`; the listener names it so.
     pub name: Arc<str>,
+    /// The hosts, each matched by the request's `Host` header.
     pub virtual_hosts: VirtualHosts,
 }
 
@@ -232,20 +252,24 @@ impl VirtualHosts {
         }
     }
 
+    /// Removes the host of that name, if there is one.
     pub fn remove(&mut self, name: &str) {
         if let Some(old) = self.hosts.remove(name) {
             self.hash = self.hash.wrapping_sub(mix(old.hash));
         }
     }
 
+    /// The hosts in name order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Versioned<VirtualHost>>> {
         self.hosts.values()
     }
 
+    /// How many hosts there are.
     pub fn len(&self) -> usize {
         self.hosts.len()
     }
 
+    /// Whether there is no host.
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()
     }
@@ -319,30 +343,43 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
 }
 
+/// Which requests a route takes, and what it does with them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Route {
     /// `<namespace>/<route>/<rule>` for rules of a TrafficRoute, `default` for the catch-all.
     pub name: String,
     /// Any entry matching takes the request; no entries means every request.
     pub matches: Vec<RouteMatch>,
+    /// Forward the request or redirect the client.
     pub action: RouteAction,
+    /// Header changes to the request before it is sent on.
     pub request_headers: HeaderChanges,
+    /// Header changes to the response before it reaches the client.
     pub response_headers: HeaderChanges,
+    /// Delays or failures injected into a share of the requests.
     pub fault: Option<Fault>,
 }
 
+/// Conditions a request must all meet.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct RouteMatch {
+    /// A condition on the path.
     pub path: PathMatch,
+    /// Conditions on headers (names lowercased); all must hold.
     pub headers: Vec<StringMatch>,
+    /// Conditions on query parameters; all must hold.
     pub query_params: Vec<StringMatch>,
+    /// The HTTP method (`GET`, ...), if only one is taken.
     pub method: Option<&'static str>,
 }
 
+/// A condition on a request's path.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub enum PathMatch {
+    /// Every path.
     #[default]
     Any,
+    /// Exactly this path.
     Exact(String),
     /// Whole path segments: `/api` matches `/api` and `/api/v1`, not `/apis`.
     Prefix(String),
@@ -353,30 +390,42 @@ pub enum PathMatch {
 /// A condition on a header or query parameter.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct StringMatch {
+    /// The header or parameter the condition reads; it must be present.
     pub name: String,
+    /// What its value must be.
     pub value: ValueMatch,
 }
 
+/// What a header or query parameter value must be.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum ValueMatch {
+    /// Exactly this string.
     Exact(String),
+    /// An RE2 expression matching the whole value.
     Regex(String),
 }
 
+/// What a route does with the requests it takes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum RouteAction {
+    /// Sends the request on to clusters.
     Forward(Forward),
+    /// Answers with a redirect; nothing is sent on.
     Redirect(Redirect),
 }
 
+/// How a request is sent on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Forward {
     /// Never empty; weights are relative.
     pub clusters: Vec<WeightedCluster>,
     /// The whole request, retries included; `None` means no limit.
     pub timeout: Option<Duration>,
+    /// When and how often a failed request is tried again; `None` never.
     pub retry: Option<RetryPolicy>,
+    /// Changes to the host or path before the request is sent on.
     pub rewrite: Option<Rewrite>,
+    /// Clusters that get a copy of a share of the requests, their answers ignored.
     pub mirrors: Vec<Mirror>,
 }
 
@@ -384,69 +433,97 @@ pub struct Forward {
 /// so a missing Service fails the requests meant for it instead of shifting them elsewhere.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct WeightedCluster {
+    /// Where the share goes.
     pub target: Target,
+    /// The share, relative to the others of the same split.
     pub weight: u32,
 }
 
+/// Where a share of traffic goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Target {
+    /// The cluster of this name.
     Cluster(Arc<str>),
     /// The backend does not exist (see the route's problems); requests get 503.
     Unresolved,
 }
 
+/// When and how often a failed request is tried again.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct RetryPolicy {
+    /// Retries after the first try (at most 10).
     pub attempts: u32,
+    /// The limit on each try; `None` leaves only the whole request's timeout.
     pub per_try_timeout: Option<Duration>,
+    /// The base interval between tries; `None` (or zero) leaves Envoy's default.
     pub backoff: Option<Duration>,
     /// Envoy-style condition names (`5xx`, `connect-failure`, ...), sorted.
     pub retry_on: Vec<&'static str>,
+    /// Response statuses that are retried too, sorted.
     pub status_codes: Vec<u32>,
 }
 
+/// Changes to a request before it is sent on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Rewrite {
+    /// The new `Host` header.
     pub host: Option<String>,
+    /// The new path.
     pub path: Option<PathRewrite>,
 }
 
+/// A new path for a request, or for the client to follow.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum PathRewrite {
+    /// Replaces the whole path.
     Full(String),
     /// Replaces the prefix the route's `Prefix` match matched.
     Prefix(String),
 }
 
+/// A copy of a share of the requests, sent to another cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Mirror {
+    /// Where the copies go (none are sent to an unresolved backend).
     pub cluster: Target,
     /// Out of 100.
     pub percent: u32,
 }
 
+/// A redirect sent to the client; each part left `None` keeps the request's own.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Redirect {
+    /// `http` or `https`.
     pub scheme: Option<&'static str>,
+    /// The host to go to.
     pub host: Option<String>,
+    /// The path to go to.
     pub path: Option<PathRewrite>,
+    /// The port to go to.
     pub port: Option<u16>,
+    /// The response status (302 unless the route says otherwise).
     pub status: u16,
 }
 
+/// Changes to the headers of a request or response. Names are lowercased.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct HeaderChanges {
+    /// Headers set to a value, replacing any the message has.
     pub set: Vec<(String, String)>,
+    /// Headers added beside any of the same name the message has.
     pub add: Vec<(String, String)>,
+    /// Headers removed.
     pub remove: Vec<String>,
 }
 
 impl HeaderChanges {
+    /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
 }
 
+/// Faults injected into a share of requests, to test how clients cope.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Fault {
     /// Delay and share of requests out of 100.
@@ -455,18 +532,24 @@ pub struct Fault {
     pub abort: Option<(u16, u32)>,
 }
 
+/// An upstream: a Service port (or a subset of its pods), or the local application.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Cluster {
     /// `outbound|<port>|<subset>|<service>.<namespace>.svc.<domain>` or `inbound|<port>`.
     pub name: Arc<str>,
+    /// How long a new connection may take to open.
     pub connect_timeout: Duration,
+    /// Where its endpoints come from.
     pub discovery: Discovery,
+    /// Ejects endpoints that keep failing; `None` never does.
     pub outlier_detection: Option<OutlierDetection>,
+    /// Limits on what is in flight to the cluster; `None` keeps Envoy's defaults.
     pub circuit_breaker: Option<CircuitBreaker>,
     /// Speak HTTP/2 to the endpoints (gRPC and h2c ports).
     pub http2: bool,
 }
 
+/// Where a cluster's endpoints come from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum Discovery {
     /// Endpoints come as a separate `Endpoints` resource of the same name.
@@ -475,32 +558,46 @@ pub enum Discovery {
     Static(Vec<SocketAddr>),
 }
 
+/// When an endpoint that keeps failing is taken out of rotation, and for how long.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct OutlierDetection {
+    /// Consecutive 5xx responses that eject an endpoint (at least 1).
     pub consecutive_errors: u32,
+    /// How often endpoints are checked.
     pub interval: Duration,
+    /// How long a first ejection lasts; each further one lasts longer.
     pub base_ejection_time: Duration,
+    /// The most of a cluster's endpoints ejected at once, out of 100.
     pub max_ejection_percent: u32,
 }
 
+/// Limits on a cluster; `None` keeps Envoy's default for that limit.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct CircuitBreaker {
+    /// Open connections.
     pub max_connections: Option<u32>,
+    /// Requests waiting for a connection.
     pub max_pending_requests: Option<u32>,
+    /// Requests in flight.
     pub max_requests: Option<u32>,
+    /// Retries in flight.
     pub max_retries: Option<u32>,
 }
 
 /// The ready endpoints of one cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct ClusterEndpoints {
+    /// The name of the cluster they fill.
     pub cluster: Arc<str>,
     /// Sorted by address.
     pub endpoints: Vec<Endpoint>,
 }
 
+/// One ready endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Endpoint {
+    /// The pod address and the port the Service port maps to.
     pub address: SocketAddr,
+    /// The zone its EndpointSlice reports, for zone-aware routing.
     pub zone: Option<String>,
 }

@@ -9,11 +9,14 @@ use remora_api::{SidecarPolicy, TrafficRoute};
 /// Names a namespaced object. The default, both names empty, sorts before every other key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
+    /// Empty for cluster-scoped objects (namespaces).
     pub namespace: String,
+    /// The object's name.
     pub name: String,
 }
 
 impl ObjectKey {
+    /// The key of `name` in `namespace`.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
         ObjectKey {
             namespace: namespace.into(),
@@ -36,11 +39,15 @@ impl fmt::Display for ObjectKey {
     }
 }
 
+/// Kubernetes labels, sorted by key.
 pub type Labels = BTreeMap<String, String>;
 
+/// A namespace: only its labels matter, which root policies select.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Namespace {
+    /// The namespace's name.
     pub name: String,
+    /// Its labels.
     pub labels: Labels,
 }
 
@@ -49,9 +56,11 @@ pub struct Namespace {
 /// works, while treating a TCP port as HTTP breaks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
+    /// HTTP/1.1.
     Http,
     /// HTTP/2 without TLS, including gRPC.
     Http2,
+    /// Opaque bytes: routed by address and port, never by request.
     Tcp,
 }
 
@@ -70,32 +79,43 @@ impl Protocol {
             .unwrap_or(Protocol::Tcp)
     }
 
+    /// Whether requests can be routed (HTTP/1.1 or HTTP/2).
     pub fn is_http(self) -> bool {
         self != Protocol::Tcp
     }
 }
 
+/// One port of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePort {
+    /// Names the EndpointSlice port it maps to (`None`: a Service with one unnamed port).
     pub name: Option<String>,
+    /// The port clients connect to.
     pub port: u16,
+    /// What the port speaks.
     pub protocol: Protocol,
 }
 
+/// A Service: a name and ports that clients reach, served by the endpoints of its slices.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
+    /// The Service's namespace.
     pub namespace: String,
+    /// The Service's name.
     pub name: String,
     /// `None` for headless Services.
     pub cluster_ip: Option<IpAddr>,
+    /// Its ports, each routed on its own.
     pub ports: Vec<ServicePort>,
 }
 
 impl Service {
+    /// The Service's key.
     pub fn key(&self) -> ObjectKey {
         ObjectKey::new(&self.namespace, &self.name)
     }
 
+    /// The port with this number, if the Service has it.
     pub fn port(&self, port: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == port)
     }
@@ -104,26 +124,35 @@ impl Service {
 /// One EndpointSlice (or, on servers without them, the `Endpoints` object) of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointSlice {
+    /// The slice's namespace, which is its Service's.
     pub namespace: String,
+    /// The slice's own name (not the Service's).
     pub name: String,
     /// The Service the slice belongs to.
     pub service: String,
     /// Service port name → the port the endpoints listen on.
     pub ports: Vec<EndpointPort>,
+    /// The addresses in the slice, ready or not.
     pub endpoints: Vec<Endpoint>,
 }
 
+/// The port endpoints listen on for one Service port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointPort {
     /// Matches the Service port of the same name (`None` for a Service with one unnamed port).
     pub name: Option<String>,
+    /// The port on the endpoints' addresses.
     pub port: u16,
 }
 
+/// One address in an EndpointSlice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// The address (a pod's IP).
     pub address: IpAddr,
+    /// Only ready endpoints receive traffic.
     pub ready: bool,
+    /// The zone the slice reports for it.
     pub zone: Option<String>,
     /// The pod behind the endpoint, whose labels decide which subsets it belongs to.
     pub pod: Option<String>,
@@ -133,10 +162,15 @@ pub struct Endpoint {
 /// subset membership.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pod {
+    /// The pod's namespace.
     pub namespace: String,
+    /// The pod's name.
     pub name: String,
+    /// Its labels, which policy selectors and route subsets read.
     pub labels: Labels,
+    /// The service account it runs as.
     pub service_account: String,
+    /// `None` until the pod is scheduled and has an address.
     pub ip: Option<IpAddr>,
     /// Carries a Remora sidecar.
     pub sidecar: bool,
@@ -144,9 +178,12 @@ pub struct Pod {
     pub ports: Vec<ContainerPort>,
 }
 
+/// A port a container of a pod declares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerPort {
+    /// The port number.
     pub port: u16,
+    /// What it speaks, read from the port's name like a Service port's.
     pub protocol: Protocol,
 }
 
@@ -158,6 +195,7 @@ pub struct MeshSettings {
     /// Namespaces with this label set to `enabled` are in the mesh; a root policy without a
     /// namespace selector covers exactly them.
     pub mesh_label: String,
+    /// The DNS suffix of the cluster (`cluster.local`), in host and cluster names.
     pub cluster_domain: String,
 }
 
@@ -174,34 +212,48 @@ impl Default for MeshSettings {
 /// One object of any kind the model reads.
 #[derive(Clone, Debug)]
 pub enum Object {
+    /// A namespace.
     Namespace(Namespace),
+    /// A Service.
     Service(Service),
+    /// An EndpointSlice.
     EndpointSlice(EndpointSlice),
+    /// A pod.
     Pod(Pod),
+    /// A policy as the API server holds it, validated when applied.
     SidecarPolicy(Box<SidecarPolicy>),
+    /// A route as the API server holds it, validated when applied.
     TrafficRoute(Box<TrafficRoute>),
 }
 
 /// The kinds of [`Object`], for deletes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
+    /// [`Object::Namespace`].
     Namespace,
+    /// [`Object::Service`].
     Service,
+    /// [`Object::EndpointSlice`].
     EndpointSlice,
+    /// [`Object::Pod`].
     Pod,
+    /// [`Object::SidecarPolicy`].
     SidecarPolicy,
+    /// [`Object::TrafficRoute`].
     TrafficRoute,
 }
 
 /// A change as a watch delivers it.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// The object was created or changed: this is what it is now.
     Upsert(Object),
     /// Namespaces are deleted with an empty `namespace` in the key.
     Delete(Kind, ObjectKey),
 }
 
 impl Object {
+    /// Its kind.
     pub fn kind(&self) -> Kind {
         match self {
             Object::Namespace(_) => Kind::Namespace,
@@ -213,6 +265,7 @@ impl Object {
         }
     }
 
+    /// Its key (a namespace's has an empty namespace).
     pub fn key(&self) -> ObjectKey {
         match self {
             Object::Namespace(n) => ObjectKey::new("", &n.name),

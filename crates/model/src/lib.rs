@@ -1,6 +1,7 @@
 //! The mesh model: an index of the cluster's state and the pure function from it to every
 //! proxy's config. No I/O happens here; watches and gRPC live in other crates.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod class;
 pub mod config;

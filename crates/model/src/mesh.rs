@@ -38,6 +38,7 @@ pub struct Mesh {
 }
 
 impl Mesh {
+    /// An empty mesh with these settings.
     pub fn new(settings: MeshSettings) -> Mesh {
         Mesh {
             index: Index::new(settings),

@@ -21,10 +21,15 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// while a newer, broken one is reported.
 #[derive(Clone, Debug)]
 pub struct PolicyState {
+    /// The policy's key.
     pub key: ObjectKey,
+    /// Its creation time: older policies take precedence.
     pub created: Option<Time>,
+    /// The `metadata.generation` of the latest spec seen, valid or not.
     pub generation: Option<i64>,
+    /// The spec in effect; `None` if no spec of this policy ever passed validation.
     pub accepted: Option<SidecarPolicySpec>,
+    /// Why the latest spec failed validation; empty when it passed.
     pub problems: Vec<remora_api::FieldError>,
 }
 
@@ -94,14 +99,24 @@ pub fn resolve<'a>(
 /// What a policy contributes to outbound config, reduced to what the model uses.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Defaults {
+    /// For every cluster (5 s unless the policy says otherwise).
     pub connect_timeout: Duration,
+    /// For routes that set none; `None` means no limit.
     pub request_timeout: Option<Duration>,
+    /// For routes that set none.
     pub retry: Option<RetryPolicy>,
+    /// For every outbound cluster.
     pub outlier_detection: Option<OutlierDetection>,
+    /// For every outbound cluster.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// The format of every listener's access log; `None` logs nothing.
     pub access_log: Option<AccessLogFormat>,
+    /// `<namespace>/<name>` patterns of the Services the proxies may reach (`*` for any,
+    /// `.` for the proxy's own namespace); `None` reaches every Service.
     pub egress: Option<Vec<String>>,
+    /// The only ports inbound listeners serve; empty serves every declared port.
     pub inbound_ports: Vec<u16>,
+    /// Ports inbound listeners never serve.
     pub exclude_inbound_ports: Vec<u16>,
 }
 
@@ -153,6 +168,8 @@ impl Defaults {
         }
     }
 
+    /// A content hash: equal defaults have equal ids, which is what lets classes share
+    /// pieces of config built from them.
     pub fn id(&self) -> u64 {
         content_hash(self)
     }
@@ -175,12 +192,15 @@ impl Defaults {
         })
     }
 
+    /// Whether an inbound listener serves this port of the pod.
     pub fn intercepts_inbound(&self, port: u16) -> bool {
         (self.inbound_ports.is_empty() || self.inbound_ports.contains(&port))
             && !self.exclude_inbound_ports.contains(&port)
     }
 }
 
+/// A retry as a policy or a route rule states it, with conditions defaulted (connection
+/// failures and gateway errors), sorted and deduplicated, and attempts capped at 10.
 pub fn retry_policy(r: &Retry) -> RetryPolicy {
     let dur = |d: &Option<remora_api::Duration>| d.as_ref().and_then(|d| d.parse().ok());
     let mut retry_on: Vec<&'static str> = if r.retry_on.is_empty() {

@@ -23,10 +23,15 @@ mod rules;
 /// while a newer, broken one is reported.
 #[derive(Clone, Debug)]
 pub struct RouteState {
+    /// The route's key.
     pub key: ObjectKey,
+    /// Its creation time: of two routes governing one Service port, the older wins.
     pub created: Option<Time>,
+    /// The `metadata.generation` of the latest spec seen, valid or not.
     pub generation: Option<i64>,
+    /// The spec in effect; `None` if no spec of this route ever passed validation.
     pub accepted: Option<AcceptedRoute>,
+    /// Why the latest spec failed validation; empty when it passed.
     pub problems: Vec<remora_api::FieldError>,
 }
 
@@ -61,6 +66,7 @@ impl AcceptedRoute {
         AcceptedRoute { parents, json }
     }
 
+    /// The accepted spec, decoded again.
     pub fn spec(&self) -> TrafficRouteSpec {
         k8s_openapi::serde_json::from_str(&self.json).expect("decodes what `new` encoded")
     }
@@ -123,7 +129,9 @@ impl PartialOrd for ClusterKey {
 /// What a [`ClusterKey`] names.
 #[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClusterId {
+    /// The Service the cluster sends to.
     pub service: ObjectKey,
+    /// The Service port.
     pub port: u16,
     /// Shared with every other holder of the same labels.
     pub subset: Arc<Labels>,
@@ -141,6 +149,8 @@ impl std::ops::Deref for ClusterKey {
 }
 
 impl ClusterKey {
+    /// The key of `service`'s `port`, narrowed to the pods with the `subset` labels (none:
+    /// the whole Service), named as its cluster is.
     pub fn new(
         settings: &MeshSettings,
         service: ObjectKey,
@@ -169,27 +179,51 @@ impl ClusterKey {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Problem {
     /// A backend or mirror names a Service that does not exist.
-    BackendNotFound { path: String, service: ObjectKey },
+    BackendNotFound {
+        /// Where in the route's spec (`spec.http[0].backendRefs[1]`).
+        path: String,
+        /// The Service named.
+        service: ObjectKey,
+    },
     /// A backend names a port its Service does not have.
     BackendPortNotFound {
+        /// Where in the route's spec.
         path: String,
+        /// The Service named.
         service: ObjectKey,
+        /// The port named (or the parent's port, when the backend names none).
         port: u16,
     },
     /// Another route governs this Service port already.
     Conflicted {
+        /// The parent Service.
         service: ObjectKey,
+        /// Its port both routes claim.
         port: u16,
+        /// The older route, which governs the port.
         winner: ObjectKey,
     },
     /// A parent names a port the Service does not have.
-    ParentPortNotFound { service: ObjectKey, port: u16 },
+    ParentPortNotFound {
+        /// The parent Service.
+        service: ObjectKey,
+        /// The port named.
+        port: u16,
+    },
     /// A backend's subset selects no ready endpoint, so its share of traffic fails.
-    SubsetEmpty { service: ObjectKey, subset: Labels },
+    SubsetEmpty {
+        /// The backend Service.
+        service: ObjectKey,
+        /// The subset's labels.
+        subset: Labels,
+    },
     /// HTTP rules on a TCP port, or TCP rules on an HTTP port.
     ProtocolMismatch {
+        /// The parent Service.
         service: ObjectKey,
+        /// Its port.
         port: u16,
+        /// Which rules are ignored, and how to fix it.
         detail: String,
     },
 }
@@ -242,9 +276,12 @@ pub enum PortRouting {
     /// Routes in order, the last one catching everything else. Timeouts and retries left
     /// `None` take the policy's defaults later.
     Http {
+        /// The routes, in the order they are tried.
         routes: Vec<Route>,
     },
+    /// Connections split between clusters by weight.
     Tcp {
+        /// Clusters and their relative weights; without a route, the Service's own alone.
         clusters: Vec<(ClusterKey, u32)>,
     },
 }
@@ -252,8 +289,11 @@ pub enum PortRouting {
 /// The resolved routing of one Service.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceRouting {
+    /// The Service.
     pub service: ObjectKey,
+    /// Its cluster IP, which outbound TCP listeners bind (`None`: headless).
     pub cluster_ip: Option<std::net::IpAddr>,
+    /// Each port's protocol and routing, by port.
     pub ports: BTreeMap<u16, (Protocol, PortRouting)>,
     /// Every cluster the routing sends to (for its own ports, backends and mirrors).
     pub clusters: BTreeSet<ClusterKey>,
@@ -262,7 +302,9 @@ pub struct ServiceRouting {
     /// Every Service named as a backend or mirror, found or not, sorted: when one of them
     /// appears, changes or goes, this routing is resolved again.
     pub references: Vec<ObjectKey>,
+    /// What went wrong resolving it, by the route at fault; sorted.
     pub problems: Vec<(ObjectKey, Problem)>,
+    /// A hash of everything above but `references`: equal hashes, equal routing.
     pub hash: u64,
 }
 

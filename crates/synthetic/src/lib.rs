@@ -6,6 +6,7 @@
 //! a pure function of the shape, its seed and the object's index, so a benchmark can also ask
 //! for one object again, or for a modified version of it, without keeping the whole mesh.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod policies;
 mod rng;
@@ -18,6 +19,7 @@ use remora_model::input::{
     ContainerPort, Endpoint, EndpointPort, EndpointSlice, Labels, MeshSettings, Namespace, Object,
     ObjectKey, Pod, Protocol, Service, ServicePort,
 };
+use remora_test_support::labels;
 
 pub use crate::policies::policy_spec;
 use crate::{
@@ -43,6 +45,7 @@ pub struct Shape {
     /// Gives every namespace a policy whose egress scope limits its proxies to Services of
     /// their own namespace and of the shared ones, which bounds each proxy's config.
     pub egress: bool,
+    /// Seeds every random choice: the same shape and seed always give the same mesh.
     pub seed: u64,
 }
 
@@ -180,6 +183,7 @@ impl Synthetic {
         Synthetic { shape, services }
     }
 
+    /// The shape the mesh was planned from.
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
@@ -357,13 +361,6 @@ fn pod_ip(k: usize) -> Ipv4Addr {
 /// `base + n`, wrapping within IPv4 (shapes large enough to wrap are far beyond any cluster).
 fn offset(base: Ipv4Addr, n: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(base).wrapping_add(u32::try_from(n).unwrap_or(u32::MAX)))
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// Object `i` of a kind was created `i` seconds after the first, which orders them.

@@ -11,8 +11,9 @@ use remora_api::{
     },
 };
 use remora_model::input::Object;
+use remora_test_support::labels;
 
-use crate::{HTTP_PORT, STREAM_ROUTE, ServicePlan, Synthetic, created, labels, rng::SplitMix64};
+use crate::{HTTP_PORT, STREAM_ROUTE, ServicePlan, Synthetic, created, rng::SplitMix64};
 
 /// The kinds of route the generator writes; each has a weighted split whose weights
 /// [`Synthetic::route_change`] moves.

@@ -31,7 +31,6 @@ use tokio::{
     task::JoinHandle,
 };
 
-
 /// Polls `check` every 100 ms until it returns `Some`, for at most `secs` seconds.
 pub async fn eventually<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     for _ in 0..secs * 10 {

@@ -16,10 +16,11 @@ use remora_model::{
     Mesh,
     config::{ProxyConfig, ResourceType},
     input::{
-        ContainerPort, Endpoint, EndpointPort, EndpointSlice, Event, Labels, MeshSettings,
-        Namespace, Object, ObjectKey, Pod, Protocol, Service, ServicePort,
+        ContainerPort, Endpoint, EndpointPort, EndpointSlice, Event, MeshSettings, Namespace,
+        Object, ObjectKey, Pod, Protocol, Service, ServicePort,
     },
 };
+use remora_test_support::labels;
 
 pub const FLEET_POLICY: &str = r#"
 proxy: {image: envoyproxy/envoy, version: 1.40.0}
@@ -96,13 +97,6 @@ pub fn key(ns: &str, name: &str) -> ObjectKey {
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 fn time(secs: i64) -> Time {

@@ -34,13 +34,17 @@ pub struct Changes {
     pub gone: BTreeSet<ObjectKey>,
 }
 
+/// Proxies that saw the same resources change.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Group {
+    /// The proxies (often a whole class, shared with it).
     pub proxies: Arc<BTreeSet<ObjectKey>>,
+    /// Their resources that were added, changed or removed.
     pub resources: Arc<BTreeSet<ResourceKey>>,
 }
 
 impl Changes {
+    /// Whether nothing changed for any proxy.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty() && self.own.is_empty() && self.gone.is_empty()
     }

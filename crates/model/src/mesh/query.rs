@@ -16,6 +16,7 @@ use crate::{
 };
 
 impl Mesh {
+    /// The settings the mesh was made with.
     pub fn settings(&self) -> &MeshSettings {
         &self.index.settings
     }
@@ -127,11 +128,12 @@ impl Mesh {
         self.index.policies.get(policy)?.generation
     }
 
-    /// Whether the model holds this route or policy at all (status waits until it does).
+    /// Whether the model holds this route at all (status waits until it does).
     pub fn has_route(&self, route: &ObjectKey) -> bool {
         self.index.routes.contains_key(route)
     }
 
+    /// Whether the model holds this policy at all (status waits until it does).
     pub fn has_policy(&self, policy: &ObjectKey) -> bool {
         self.index.policies.contains_key(policy)
     }

@@ -13,17 +13,12 @@ use remora_model::{
     Mesh,
     config::{ProxyConfig, Resource, ResourceType},
     input::{
-        ContainerPort, Endpoint, EndpointPort, EndpointSlice, Event, Labels, MeshSettings,
-        Namespace, Object, ObjectKey, Pod, Protocol, Service, ServicePort,
+        ContainerPort, Endpoint, EndpointPort, EndpointSlice, Event, MeshSettings, Namespace,
+        Object, ObjectKey, Pod, Protocol, Service, ServicePort,
     },
 };
 
-pub fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+pub use remora_test_support::labels;
 
 pub fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
