@@ -4,6 +4,7 @@
 mod bootstrap;
 mod compute;
 mod controller;
+mod init_network;
 mod local;
 mod status;
 
@@ -54,6 +55,9 @@ enum Command {
     ProxyStatus(status::StatusArgs),
     /// Print the config the control plane computed for one proxy, as JSON.
     ProxyConfig(status::ConfigArgs),
+    /// Redirect this network namespace's TCP traffic through the proxy (the injected init
+    /// container runs it; needs NET_ADMIN and NET_RAW): nat rules for IPv4 and IPv6.
+    InitNetwork(init_network::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,10 @@ fn main() -> ExitCode {
         Command::Controller(args) => controller::run(&args),
         Command::ProxyStatus(args) => status::status(&args),
         Command::ProxyConfig(args) => status::config(&args),
+        Command::InitNetwork(args) => {
+            init_logs();
+            init_network::run(&args)
+        }
     }
 }
 
