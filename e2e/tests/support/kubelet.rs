@@ -67,19 +67,7 @@ async fn tend(pods: &Api<Pod>, pod: &Pod, ready: &Readiness) {
         .and_then(|s| s.node_name.as_ref())
         .is_some();
     if !bound {
-        let node = std::env::var("REMORA_NODE_NAME").unwrap_or_else(|_| "remora-e2e".into());
-        let binding = json!({
-            "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node}
-        });
-        let _ = pods
-            .create_subresource::<_, serde_json::Value>(
-                "binding",
-                &name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await;
+        bind(pods, &name).await;
     }
     let is_ready = pod
         .status
@@ -103,5 +91,23 @@ async fn tend(pods: &Api<Pod>, pod: &Pod, ready: &Readiness) {
     }});
     let _ = pods
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await;
+}
+
+/// Binds the pod `name` to the stub node, as a scheduler would; an error (the pod is gone, or
+/// bound meanwhile) shows in the next listing.
+pub async fn bind(pods: &Api<Pod>, name: &str) {
+    let node = std::env::var("REMORA_NODE_NAME").unwrap_or_else(|_| "remora-e2e".into());
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node}
+    });
+    let _ = pods
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
         .await;
 }

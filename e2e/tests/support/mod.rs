@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod injection;
 pub mod kubelet;
+pub mod pods;
 
 use std::{
     fs,
