@@ -4,6 +4,10 @@
 //! `--config-yaml` bootstrap, connects over xDS to the controller on the bridge address, and
 //! syncs; the pod turns Ready only once the real probes pass; the echo app answers on the pod
 //! address. Deleting the workload removes every namespace, veth and bridge the test made.
+//!
+//! A plain pod (no mesh) runs `remora init-network` as its init container: it completes
+//! before the app starts and leaves the capture rules in the pod's namespace; a failing one
+//! holds the app back and shows in the pod's status, as a kubelet reports it.
 
 mod support;
 
@@ -16,7 +20,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams},
 };
 use remora_api::SidecarPolicy;
 use remora_inject::ControlPlane;
@@ -27,7 +31,7 @@ use support::{
     cluster, eventually, get, injection,
     pods::{
         Runner,
-        container::{ECHO_IMAGE, Images},
+        container::{ECHO_IMAGE, Images, REMORA_IMAGE},
         net::{Bridge, link_list, netns_list},
     },
 };
@@ -87,7 +91,10 @@ async fn meshed_namespace(client: &Client) -> String {
     let policy: SidecarPolicy = serde_json::from_value(json!({
         "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
         "metadata": {"name": "mesh"},
-        "spec": {"proxy": {"image": "envoyproxy/envoy", "version": "1.40.0"}}
+        // The cluster is shared with the other tests, some of whose routes Envoy rejects on
+        // purpose: the pod's proxy reaches only its own namespace, so it syncs on its own.
+        "spec": {"proxy": {"image": "envoyproxy/envoy", "version": "1.40.0"},
+                 "egress": {"hosts": ["./*"]}}
     }))
     .expect("a SidecarPolicy");
     Api::<SidecarPolicy>::namespaced(client.clone(), &ns)
@@ -320,6 +327,321 @@ async fn an_injected_pod_runs_for_real_and_turns_ready_through_its_probes() {
     );
 
     cleanup(&client, &webhook, controller, &ns).await;
+    drop(runner);
+    let bridge_name = bridge.name.clone();
+    drop(bridge);
+    assert!(
+        !link_list().contains(&bridge_name),
+        "{bridge_name} is still there"
+    );
+    eprintln!("done after {:?}", t0.elapsed());
+}
+
+/// The init container of the plain pods: `remora init-network` as root, with the
+/// capabilities the injected one will ask for (the runner does not enforce capabilities: the
+/// process runs as root in the pod's namespace).
+const INIT: &str = "init-network";
+
+/// A namespace outside the mesh (no `remora.dev/mesh` label, no webhook selects it).
+async fn plain_namespace(client: &Client) -> String {
+    let ns: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"generateName": "pods-init-"}
+    }))
+    .expect("a Namespace");
+    let created = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the test namespace");
+    created.metadata.name.expect("the server names it")
+}
+
+/// A bare pod: `remora init-network <init_args>` as an init container, then the echo app on
+/// `0.0.0.0:8080` with a TCP readiness probe.
+fn init_pod(name: &str, init_args: &[&str]) -> Pod {
+    let args: Vec<&str> = [INIT]
+        .into_iter()
+        .chain(init_args.iter().copied())
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "initContainers": [{
+                "name": INIT, "image": format!("{REMORA_IMAGE}:test"),
+                "command": ["remora"],
+                "args": args,
+                "securityContext": {
+                    "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false,
+                    "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}
+                }
+            }],
+            "containers": [{
+                "name": "app", "image": format!("{ECHO_IMAGE}:1"),
+                "args": ["--listen", "0.0.0.0:8080", "--name", "$(POD_NAME)"],
+                "env": [{"name": "POD_NAME",
+                         "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+            }]
+        }
+    }))
+    .expect("a Pod")
+}
+
+/// A container state in a pod status as JSON: `terminated:<exit code>`, `running`,
+/// `waiting`, or `none` before the runner reported it.
+fn state_name(status: &serde_json::Value, list: &str) -> String {
+    let state = &status[list][0]["state"];
+    if let Some(t) = state.get("terminated") {
+        return format!("terminated:{}", t["exitCode"]);
+    }
+    let mut kinds = state.as_object().into_iter().flat_map(|o| o.keys());
+    kinds.next().cloned().unwrap_or_else(|| "none".into())
+}
+
+/// Every version of pod `name` the API server stored since `since` (a watch replayed from
+/// that resource version, closed by the server after two seconds), as the `(init
+/// container, app)` states of each, consecutive repeats folded.
+async fn state_history(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    since: &str,
+) -> Vec<(String, String)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(2);
+    let request = kube::core::Request::new(pods.resource_url())
+        .watch(&params, since)
+        .expect("a watch request");
+    let text = client.request_text(request).await.expect("the watch");
+    let mut history: Vec<(String, String)> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let event: serde_json::Value = serde_json::from_str(line).expect("a watch event");
+        assert_ne!(event["type"], "ERROR", "the watch replay failed: {event}");
+        let status = &event["object"]["status"];
+        let states = (
+            state_name(status, "initContainerStatuses"),
+            state_name(status, "containerStatuses"),
+        );
+        if history.last() != Some(&states) {
+            history.push(states);
+        }
+    }
+    history
+}
+
+/// The IPv4 nat table of a network namespace as the nft backend reads it.
+fn nat_table(netns: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "iptables-nft-save", "-t", "nat"])
+        .output()
+        .expect("ip runs");
+    assert!(
+        out.status.success(),
+        "iptables-nft-save in {netns}: {out:?}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The stored pod is the spec as sent (nothing injected); its init container completed
+/// before its app started, in the status the runner wrote and in every version before it.
+fn assert_init_ran_first(pod: &Pod, history: &[(String, String)]) {
+    let spec = pod.spec.as_ref().expect("a spec");
+    let inits: Vec<_> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    let apps: Vec<_> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!((inits, apps), (vec![INIT], vec!["app"]), "not as sent");
+    let status = pod.status.as_ref().expect("a status");
+    let init = &status
+        .init_container_statuses
+        .as_deref()
+        .expect("init statuses")[0];
+    let done = init.state.as_ref().and_then(|s| s.terminated.as_ref());
+    let done = done.unwrap_or_else(|| panic!("{INIT} did not terminate: {init:?}"));
+    assert_eq!(
+        (done.exit_code, done.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    let app = &status.container_statuses.as_deref().expect("statuses")[0];
+    let running = app.state.as_ref().and_then(|s| s.running.as_ref());
+    let running = running.unwrap_or_else(|| panic!("the app is not running: {app:?}"));
+    assert!(app.ready, "{app:?}");
+    let (finished, started) = (done.finished_at.as_ref(), running.started_at.as_ref());
+    let (finished, started) = (
+        finished.expect("finishedAt").0,
+        started.expect("startedAt").0,
+    );
+    assert!(
+        finished <= started,
+        "{INIT} finished {finished}, the app started {started}"
+    );
+    // Every stored version: the app left `waiting` only once the init container had exited 0,
+    // and one version shows the init container done with the app not yet started.
+    for (init, app) in history {
+        if app != "waiting" && app != "none" {
+            assert_eq!(
+                init, "terminated:0",
+                "the app {app} before {INIT}: {history:?}"
+            );
+        }
+    }
+    let between = ("terminated:0".to_owned(), "waiting".to_owned());
+    assert!(history.contains(&between), "{history:?}");
+    assert_eq!(
+        history.last().map(|h| h.1.as_str()),
+        Some("running"),
+        "{history:?}"
+    );
+}
+
+/// The pod's namespace holds `init-network`'s nat rules: every TCP connection through the
+/// REMORA chains, the proxy's own (uid and gid 1337) and port 5432 not captured outbound, the
+/// probed app port not captured inbound.
+fn assert_captured(netns: &str) {
+    let table = nat_table(netns);
+    let lines: Vec<&str> = table.lines().collect();
+    let has = |start: &str, parts: &[&str]| {
+        lines
+            .iter()
+            .any(|l| l.starts_with(start) && parts.iter().all(|p| l.contains(p)))
+    };
+    assert!(has(":REMORA_OUTPUT ", &[]), "{table}");
+    assert!(has(":REMORA_INBOUND ", &[]), "{table}");
+    assert!(has("-A OUTPUT -p tcp -j REMORA_OUTPUT", &[]), "{table}");
+    assert!(
+        has("-A PREROUTING -p tcp -j REMORA_INBOUND", &[]),
+        "{table}"
+    );
+    let owner = "-m owner --uid-owner 1337 --gid-owner 1337 ";
+    assert!(has("-A REMORA_OUTPUT ", &[owner, "-j RETURN"]), "{table}");
+    assert!(
+        has("-A REMORA_OUTPUT ", &["--dport 5432 ", "-j RETURN"]),
+        "{table}"
+    );
+    assert!(
+        has("-A REMORA_INBOUND ", &["--dport 8080 ", "-j RETURN"]),
+        "{table}"
+    );
+    assert!(has("-A REMORA_REDIRECT ", &["--to-ports 15001"]), "{table}");
+}
+
+/// The pod whose init container fails: the runner reports it as a kubelet would (the init
+/// container terminated with its exit code, the app waiting, the pod neither initialized
+/// nor Ready) and never starts the app; nothing was written to the pod's nat table.
+async fn assert_failed_init(pods: &Api<Pod>, runner: &Runner, ns: &str, name: &str) {
+    let init_done = |p: &Pod| {
+        let statuses = p.status.as_ref()?.init_container_statuses.as_ref()?;
+        statuses.first()?.state.as_ref()?.terminated.clone()
+    };
+    let done = eventually(60, "the failing init container to end", async || {
+        init_done(&pods.get(name).await.ok()?)
+    })
+    .await;
+    assert_eq!((done.exit_code, done.reason.as_deref()), (1, Some("Error")));
+    let expected = format!("{ns}/{name}: init container {INIT} ended with Some(1)");
+    assert_eq!(runner.failures(), [expected]);
+    let log = runner.log(name, INIT);
+    assert!(log.contains("the proxy must not run as root"), "{log:?}");
+    let netns = runner.netns(name).expect("the failed pod's namespace");
+    assert!(
+        !nat_table(&netns).contains("REMORA"),
+        "{}",
+        nat_table(&netns)
+    );
+    // Two seconds on, still nothing of the app: not started, not Ready.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let pod = pods.get(name).await.expect("the failed pod");
+    let status = pod.status.as_ref().expect("a status");
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    let condition = |t: &str| {
+        let found = status.conditions.iter().flatten().find(|c| c.type_ == t);
+        found.map(|c| c.status.clone())
+    };
+    assert_eq!(condition("Initialized").as_deref(), Some("False"));
+    assert_eq!(condition("Ready").as_deref(), Some("False"));
+    let app = &status.container_statuses.as_deref().expect("statuses")[0];
+    let waiting = app.state.as_ref().and_then(|s| s.waiting.as_ref());
+    assert_eq!(
+        waiting.and_then(|w| w.reason.as_deref()),
+        Some("PodInitializing")
+    );
+    assert!(!app.ready && app.started != Some(true), "{app:?}");
+    assert_eq!(runner.log(name, "app"), "", "the app ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_container_programs_the_capture_before_the_app_starts_and_a_failed_one_holds_it() {
+    let Some(client) = cluster::client().await else {
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let bridge = Arc::new(Bridge::create());
+    let ns = plain_namespace(&client).await;
+    let runner = Runner::start(&client, &ns, &bridge, Images::standard());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let since = pods.list(&ListParams::default()).await.expect("list pods");
+    let since = since.metadata.resource_version.expect("a resource version");
+    let capture = [
+        "--proxy-uid=1337",
+        "--proxy-gid=1337",
+        "--exclude-outbound-ports=5432",
+        // The probe comes in from the node: redirected to the (absent) proxy, it would fail.
+        "--exclude-inbound-ports=8080",
+    ];
+    // uid 0 is refused: the proxy's own connections would be every root process's.
+    let refused = ["--proxy-uid=0", "--proxy-gid=0"];
+    for (name, args) in [("init-ok", &capture[..]), ("init-bad", &refused[..])] {
+        cluster::create_pod(&client, &ns, &init_pod(name, args)).await;
+    }
+    let pod = eventually(60, "the init-ok pod to turn Ready", async || {
+        pods.get("init-ok").await.ok().filter(is_ready)
+    })
+    .await;
+    eprintln!("init-ok Ready after {:?}", t0.elapsed());
+    let history = state_history(&client, &ns, "init-ok", &since).await;
+    eprintln!("init-ok (init, app) states: {history:?}");
+    assert_init_ran_first(&pod, &history);
+    let netns = runner.netns("init-ok").expect("the pod's namespace");
+    assert_captured(&netns);
+    let ip = pod.status.and_then(|s| s.pod_ip).expect("a pod IP");
+    let addr = SocketAddr::new(ip.parse().expect("an IP"), 8080);
+    let reply = get(addr, "echo", "/hello", &[])
+        .await
+        .expect("the app answers");
+    assert_eq!(reply.body, "init-ok /hello");
+
+    assert_failed_init(&pods, &runner, &ns, "init-bad").await;
+    let bad_netns = runner
+        .netns("init-bad")
+        .expect("the failed pod's namespace");
+
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete the pods");
+    eventually(60, "the pods to be gone", async || {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        (list.items.is_empty() && runner.running() == 0).then_some(())
+    })
+    .await;
+    for n in [&netns, &bad_netns] {
+        assert!(!netns_list().contains(n), "{n} is still there");
+    }
+    let veths = format!("rmr{}p", bridge.index);
+    let left: Vec<_> = link_list()
+        .into_iter()
+        .filter(|l| l.starts_with(&veths))
+        .collect();
+    assert!(left.is_empty(), "veths left: {left:?}");
+    Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .expect("delete the test namespace");
     drop(runner);
     let bridge_name = bridge.name.clone();
     drop(bridge);
