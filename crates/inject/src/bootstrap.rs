@@ -142,32 +142,9 @@ fn readiness_listener() -> Value {
 pub(crate) mod tests {
     use std::collections::BTreeMap;
 
-    use super::*;
+    use remora_test_support::expand;
 
-    /// The kubelet's `$(VAR)` expansion: `$$` is a literal `$`, an unknown reference stays.
-    pub(crate) fn expand(text: &str, vars: &BTreeMap<&str, &str>) -> String {
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(i) = rest.find('$') {
-            out.push_str(&rest[..i]);
-            rest = &rest[i..];
-            if let Some(after) = rest.strip_prefix("$$") {
-                out.push('$');
-                rest = after;
-            } else if let Some((name, after)) = rest
-                .strip_prefix("$(")
-                .and_then(|r| r.split_once(')'))
-                .filter(|(name, _)| vars.contains_key(name))
-            {
-                out.push_str(vars[name]);
-                rest = after;
-            } else {
-                out.push('$');
-                rest = &rest[1..];
-            }
-        }
-        out + rest
-    }
+    use super::*;
 
     pub(crate) fn control_plane() -> ControlPlane {
         ControlPlane {

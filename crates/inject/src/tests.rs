@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use remora_model::input::ObjectKey;
+use remora_test_support::expand;
 use serde_json::{Value, json};
 
 use crate::{
     ControlPlane, Decision, InjectError, Injection, Layout, Settings, SkipReason,
-    bootstrap::tests::{control_plane, expand},
-    decide, patch, pointer_token,
+    bootstrap::tests::control_plane, decide, patch, pointer_token,
 };
 
 pub(crate) fn pod() -> Pod {

@@ -33,6 +33,32 @@ pub fn envoy_bin() -> PathBuf {
     path
 }
 
+/// The kubelet's `$(VAR)` expansion of a container's command, args and env values: `$$` is a
+/// literal `$`, `$(NAME)` is `vars[NAME]`, and a reference to an unknown name stays as written.
+pub fn expand(text: &str, vars: &BTreeMap<&str, &str>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some((name, after)) = rest
+            .strip_prefix("$(")
+            .and_then(|r| r.split_once(')'))
+            .filter(|(name, _)| vars.contains_key(name))
+        {
+            out.push_str(vars[name]);
+            rest = after;
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out + rest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +69,15 @@ mod tests {
         assert_eq!(l.len(), 2);
         assert_eq!(l["app"], "api");
         assert_eq!(l["tier"], "front");
+    }
+
+    #[test]
+    fn expand_replaces_known_references_and_keeps_the_rest() {
+        let vars = BTreeMap::from([("POD_NAME", "web-0"), ("NS", "shop")]);
+        assert_eq!(expand("$(NS)/$(POD_NAME)", &vars), "shop/web-0");
+        assert_eq!(
+            expand("$$(NS) $(OTHER) $ $(NS", &vars),
+            "$(NS) $(OTHER) $ $(NS"
+        );
     }
 }

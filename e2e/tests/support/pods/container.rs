@@ -16,6 +16,7 @@ use k8s_openapi::{
     api::core::v1::{Container, Pod, Probe},
     apimachinery::pkg::util::intstr::IntOrString,
 };
+use remora_test_support::expand;
 
 /// The image of the test applications (any tag).
 pub const ECHO_IMAGE: &str = "remora.test/echo";
@@ -178,31 +179,6 @@ fn field_value(pod: &Pod, path: &str, pod_ip: &str) -> Result<String, String> {
             .or_else(|| keyed("metadata.annotations['", meta.annotations.as_ref())),
     };
     value.ok_or_else(|| format!("downward-API field {path:?} is not supported here"))
-}
-
-/// The kubelet's `$(VAR)` expansion: `$$` is a literal `$`, an unknown reference stays.
-pub fn expand(text: &str, vars: &BTreeMap<&str, &str>) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        if let Some(after) = rest.strip_prefix("$$") {
-            out.push('$');
-            rest = after;
-        } else if let Some((name, after)) = rest
-            .strip_prefix("$(")
-            .and_then(|r| r.split_once(')'))
-            .filter(|(name, _)| vars.contains_key(name))
-        {
-            out.push_str(vars[name]);
-            rest = after;
-        } else {
-            out.push('$');
-            rest = &rest[1..];
-        }
-    }
-    out + rest
 }
 
 /// `ip netns exec <netns> [setpriv …] <program> <args>` with only `launch`'s environment,
