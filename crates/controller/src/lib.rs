@@ -173,11 +173,9 @@ impl Drop for Controller {
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
-    let listener = TcpListener::bind(addr)
+    remora_runtime::bind(addr)
         .await
-        .and_then(|l| Ok((l.local_addr()?, l)));
-    let (bound, listener) = listener.map_err(|source| Error::Listen { addr, source })?;
-    Ok((listener, bound))
+        .map_err(|source| Error::Listen { addr, source })
 }
 
 /// Starts the controller. It serves at once; readiness waits until every watch has listed

@@ -19,7 +19,6 @@ use remora_model::input::{Event, MeshSettings, Object, ObjectKey};
 use remora_runtime::{Debounce, Pipeline, cancel, drain, spawn_server};
 use remora_xds::{DEFAULT_RESPONSE_BUDGET, SnapshotCache, SyncRegistry};
 use tokio::{
-    net::TcpListener,
     sync::{mpsc, watch},
     task::JoinHandle,
 };
@@ -113,13 +112,12 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
     let proxies = pipeline.open().proxies();
     info!(proxies, "initial config computed");
 
-    let listener = TcpListener::bind(config.xds_addr)
+    let (listener, xds_addr) = remora_runtime::bind(config.xds_addr)
         .await
-        .and_then(|l| Ok((l.local_addr()?, l)));
-    let (xds_addr, listener) = listener.map_err(|source| LocalError::Listen {
-        addr: config.xds_addr,
-        source,
-    })?;
+        .map_err(|source| LocalError::Listen {
+            addr: config.xds_addr,
+            source,
+        })?;
     let state = pipeline.state().clone();
     let (stop, stopped) = watch::channel(false);
     let server = spawn_server(

@@ -1,7 +1,7 @@
 //! The control plane's gRPC port (ADS and the `remora.v1` API) and the shutdown of the tasks
 //! that serve it.
 
-use std::{fmt::Display, future::Future, time::Duration};
+use std::{fmt::Display, future::Future, net::SocketAddr, time::Duration};
 
 use remora_admin::ProxiesService;
 use remora_xds::AdsServer;
@@ -37,6 +37,13 @@ impl PipelineState {
                 let _stopped = stopped.wait_for(|s| *s).await;
             })
     }
+}
+
+/// Listens on `addr`, and says on which address (the port the system chose for port 0).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
 }
 
 /// Runs a server in a task of its own; an error that ends it is logged.
