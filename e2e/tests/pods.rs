@@ -40,6 +40,17 @@ const PROXY: &str = "remora-proxy";
 /// Puts this run's namespace, and only it, under the test's webhook.
 const TEST_LABEL: &str = "remora.dev/inject-test";
 
+/// The echo app's container: it says its pod's name, and is Ready once it listens on 8080.
+fn echo_container() -> serde_json::Value {
+    json!({
+        "name": "app", "image": format!("{ECHO_IMAGE}:1"),
+        "args": ["--listen", "0.0.0.0:8080", "--name", "$(POD_NAME)"],
+        "env": [{"name": "POD_NAME",
+                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+    })
+}
+
 /// The echo app on `0.0.0.0:8080`, named after its pod. It declares no container port and
 /// its Service listens on 9080: today's proxy binds `<podIP>:<containerPort>` inbound and
 /// `0.0.0.0:<servicePort>` outbound, which would collide with an app on `0.0.0.0:8080`.
@@ -52,13 +63,7 @@ fn echo_deployment() -> Deployment {
             "selector": {"matchLabels": {"app": "echo"}},
             "template": {
                 "metadata": {"labels": {"app": "echo"}},
-                "spec": {"containers": [{
-                    "name": "app", "image": format!("{ECHO_IMAGE}:1"),
-                    "args": ["--listen", "0.0.0.0:8080", "--name", "$(POD_NAME)"],
-                    "env": [{"name": "POD_NAME",
-                             "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
-                }]}
+                "spec": {"containers": [echo_container()]}
             }
         }
     }))
@@ -376,13 +381,7 @@ fn init_pod(name: &str, init_args: &[&str]) -> Pod {
                     "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}
                 }
             }],
-            "containers": [{
-                "name": "app", "image": format!("{ECHO_IMAGE}:1"),
-                "args": ["--listen", "0.0.0.0:8080", "--name", "$(POD_NAME)"],
-                "env": [{"name": "POD_NAME",
-                         "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
-            }]
+            "containers": [echo_container()]
         }
     }))
     .expect("a Pod")
