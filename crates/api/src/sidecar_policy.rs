@@ -15,7 +15,10 @@ use k8s_openapi::{
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-pub use proxy::{Interception, LogLevel, ProxySpec, SharedVolume};
+pub use proxy::{
+    ADMIN_PORT, INBOUND_CAPTURE_PORT, Interception, LogLevel, OUTBOUND_CAPTURE_PORT, PROXY_GID,
+    PROXY_UID, ProxySpec, READINESS_PORT, SharedVolume, UnknownDestinations,
+};
 pub use rollout::{FailureAction, HealthGate, RestartMethod, RolloutStrategy, Wave};
 pub use status::{
     FailedWorkload, RolloutPhase, RolloutStatus, SidecarPolicyStatus, VersionCount, WorkloadRef,

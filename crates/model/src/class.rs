@@ -2,22 +2,25 @@
 //! outbound config is computed once per such class and shared. A class is updated one
 //! Service at a time, which is what keeps a route change cheap.
 
+mod captured;
+mod explicit;
+mod host;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     mem,
-    net::IpAddr,
     sync::Arc,
 };
 
+use self::host::{HostNames, virtual_host};
 use crate::{
     config::{
-        BindAddress, Cluster, Direction, Discovery, Forward, Listener, ListenerProtocol, Resource,
-        ResourceKey, ResourceType, Route, RouteAction, RouteConfig, Target, Versioned, VirtualHost,
-        VirtualHosts, WeightedCluster,
+        Addressing, Cluster, Discovery, FilterChains, Resource, ResourceKey, ResourceType, Route,
+        Target, Versioned, VirtualHost, VirtualHosts, WeightedCluster,
     },
     input::{MeshSettings, ObjectKey, Protocol},
     policy::Defaults,
-    routing::{ClusterKey, PortRouting, ServiceRouting},
+    routing::{ClusterKey, ServiceRouting},
 };
 
 /// A class of proxies: same namespace, same governing policy.
@@ -27,8 +30,8 @@ pub struct ClassKey {
     pub policy: Option<ObjectKey>,
 }
 
-/// (port, routing hash, defaults id, same namespace): everything a virtual host depends on.
-type VhostInputs = (u16, u64, u64, bool);
+/// (port, routing hash, defaults id, host names): everything a virtual host depends on.
+type VhostInputs = (u16, u64, u64, HostNames);
 /// (cluster, defaults id, http2): everything a cluster depends on.
 type ClusterInputs = (ClusterKey, u64, bool);
 
@@ -60,9 +63,14 @@ pub(crate) struct Class {
     defaults_id: u64,
     /// Shared with the `Changes` that report them, so a report costs no copy.
     pub members: Arc<BTreeSet<ObjectKey>>,
+    /// Explicit listeners per port, or capture listeners with a chain per destination.
+    addressing: Addressing,
     /// The Services this class reaches, with the routing last applied for each.
     reach: BTreeMap<ObjectKey, Arc<ServiceRouting>>,
+    /// Explicit: the virtual hosts of each outbound HTTP port.
     http: BTreeMap<u16, VirtualHosts>,
+    /// Captured: the outbound capture listener's filter chains.
+    chains: FilterChains,
     pub cluster_refs: BTreeMap<ClusterKey, u32>,
     /// Outbound listeners, route configs and clusters (endpoints are shared mesh-wide).
     pub resources: BTreeMap<ResourceKey, Resource>,
@@ -79,8 +87,10 @@ pub(crate) struct ClassUpdate {
     /// Cluster keys this class started (+1) or stopped (-1) using.
     pub cluster_refs: Vec<(ClusterKey, i32)>,
     /// HTTP ports whose route config must be rebuilt when the update finishes: once per
-    /// port, however many of its Services changed.
+    /// port, however many of its Services changed (explicit addressing).
     ports: BTreeSet<u16>,
+    /// Whether the capture listener's chains changed (captured addressing).
+    listener: bool,
     /// Set when nobody will ask what changed (a class being built or dropped), which spares
     /// recording the previous state of every resource.
     untracked: bool,
@@ -118,14 +128,16 @@ impl ClassUpdate {
 }
 
 impl Class {
-    pub fn new(key: ClassKey, defaults: Arc<Defaults>) -> Class {
+    pub fn new(key: ClassKey, defaults: Arc<Defaults>, addressing: Addressing) -> Class {
         Class {
             key,
             defaults_id: defaults.id(),
             defaults,
             members: Arc::default(),
+            addressing,
             reach: BTreeMap::new(),
             http: BTreeMap::new(),
+            chains: FilterChains::default(),
             cluster_refs: BTreeMap::new(),
             resources: BTreeMap::new(),
         }
@@ -152,46 +164,12 @@ impl Class {
             self.reach.insert(service.clone(), old.clone());
             return;
         }
-        // By name: a listener both the old and the new routing have is put once.
-        let mut tcp_listeners: BTreeMap<Arc<str>, Option<Resource>> = BTreeMap::new();
-        if let Some(old) = &old {
-            for (port, (_, pr)) in &old.ports {
-                match pr {
-                    PortRouting::Http { .. } => {
-                        if let Some(hosts) = self.http.get_mut(port) {
-                            hosts.remove(&vhost_name(env.settings, service, *port));
-                        }
-                        update.ports.insert(*port);
-                    }
-                    PortRouting::Tcp { .. } => {
-                        if let Some(ip) = old.cluster_ip {
-                            tcp_listeners.insert(tcp_listener_name(ip, *port), None);
-                        }
-                    }
-                }
-            }
+        let change = (old.as_deref(), routing.map(|r| &**r));
+        match self.addressing {
+            Addressing::Explicit => self.set_explicit(env, cache, service, change, update),
+            Addressing::Captured => self.set_captured(env, cache, service, change, update),
         }
         if let Some(new) = routing {
-            for (port, (_, pr)) in &new.ports {
-                match pr {
-                    PortRouting::Http { routes } => {
-                        let vhost = self.virtual_host(env, cache, new, *port, routes);
-                        self.http.entry(*port).or_default().insert(vhost);
-                        update.ports.insert(*port);
-                    }
-                    // A TCP Service is told apart by its cluster IP; a headless one has none
-                    // and is reached through its endpoints' own addresses instead.
-                    PortRouting::Tcp { clusters } => {
-                        if let Some(ip) = new.cluster_ip {
-                            let listener = self.tcp_listener(ip, *port, clusters);
-                            tcp_listeners.insert(
-                                listener.name.clone(),
-                                Some(Resource::Listener(Versioned::new(listener))),
-                            );
-                        }
-                    }
-                }
-            }
             for c in &new.clusters {
                 self.ref_cluster(env, cache, c, update);
             }
@@ -203,9 +181,6 @@ impl Class {
             for c in &old.clusters {
                 self.unref_cluster(c, update);
             }
-        }
-        for (name, resource) in tcp_listeners {
-            self.put(ResourceType::Listener, name, resource, update);
         }
     }
 
@@ -220,19 +195,25 @@ impl Class {
         routes: &[Route],
     ) -> Arc<Versioned<VirtualHost>> {
         let service = &routing.service;
-        let same_ns = service.namespace == self.key.namespace;
+        let names = match self.addressing {
+            Addressing::Captured => HostNames::Any,
+            Addressing::Explicit if service.namespace == self.key.namespace => {
+                HostNames::SameNamespace
+            }
+            Addressing::Explicit => HostNames::OtherNamespace,
+        };
         cache
             .vhosts
             .entry(service.clone())
             .or_default()
-            .entry((port, routing.hash, self.defaults_id, same_ns))
+            .entry((port, routing.hash, self.defaults_id, names))
             .or_insert_with(|| {
                 Versioned::new(virtual_host(
                     env.settings,
                     service,
                     routing.cluster_ip,
                     port,
-                    same_ns,
+                    names,
                     routes,
                     &self.defaults,
                 ))
@@ -240,29 +221,20 @@ impl Class {
             .clone()
     }
 
-    fn tcp_listener(&self, ip: IpAddr, port: u16, clusters: &[(ClusterKey, u32)]) -> Listener {
-        Listener {
-            name: tcp_listener_name(ip, port),
-            direction: Direction::Outbound,
-            address: BindAddress::Ip(ip),
-            port,
-            protocol: ListenerProtocol::Tcp {
-                clusters: clusters
-                    .iter()
-                    .map(|(k, w)| WeightedCluster {
-                        target: Target::Cluster(k.name.clone()),
-                        weight: *w,
-                    })
-                    .collect(),
-            },
-            access_log: self.defaults.access_log,
-        }
-    }
-
-    /// Ends an update: rebuilds the route configs of the ports it touched.
+    /// Ends an update: rebuilds the route configs of the ports it touched (explicit), or the
+    /// capture listener if its chains changed or it is not there yet (captured).
     pub fn finish(&mut self, update: &mut ClassUpdate) {
         for port in mem::take(&mut update.ports) {
             self.rebuild_port(port, update);
+        }
+        let listener = ResourceKey {
+            kind: crate::config::ResourceType::Listener,
+            name: captured::OUTBOUND_LISTENER.into(),
+        };
+        let missing = !self.resources.contains_key(&listener);
+        if self.addressing == Addressing::Captured && (mem::take(&mut update.listener) || missing)
+        {
+            self.put_capture_listener(update);
         }
     }
 
@@ -276,7 +248,7 @@ impl Class {
         update: &mut ClassUpdate,
     ) {
         self.clear(env, cache, update);
-        let mut class = Class::new(self.key.clone(), defaults);
+        let mut class = Class::new(self.key.clone(), defaults, self.addressing);
         class.members = mem::take(&mut self.members);
         *self = class;
     }
@@ -293,44 +265,10 @@ impl Class {
         for port in mem::take(&mut update.ports) {
             self.rebuild_port(port, update);
         }
-    }
-
-    fn rebuild_port(&mut self, port: u16, update: &mut ClassUpdate) {
-        let route_name: Arc<str> = port.to_string().into();
-        let listener_name: Arc<str> = format!("outbound|{port}").into();
-        let hosts = self.http.get(&port).filter(|h| !h.is_empty());
-        let Some(hosts) = hosts else {
-            self.http.remove(&port);
-            self.put(ResourceType::RouteConfig, route_name, None, update);
-            self.put(ResourceType::Listener, listener_name, None, update);
-            return;
-        };
-        let route_config = RouteConfig {
-            name: route_name.clone(),
-            virtual_hosts: hosts.clone(),
-        };
-        let listener = Listener {
-            name: listener_name.clone(),
-            direction: Direction::Outbound,
-            address: BindAddress::Any,
-            port,
-            protocol: ListenerProtocol::Http {
-                route_config: route_name.clone(),
-            },
-            access_log: self.defaults.access_log,
-        };
-        self.put(
-            ResourceType::RouteConfig,
-            route_name,
-            Some(Resource::RouteConfig(Versioned::new(route_config))),
-            update,
-        );
-        self.put(
-            ResourceType::Listener,
-            listener_name,
-            Some(Resource::Listener(Versioned::new(listener))),
-            update,
-        );
+        if self.addressing == Addressing::Captured {
+            update.listener = false;
+            self.remove_capture_listener(update);
+        }
     }
 
     fn ref_cluster(
@@ -412,63 +350,14 @@ impl Class {
     }
 }
 
-fn tcp_listener_name(ip: IpAddr, port: u16) -> Arc<str> {
-    format!("outbound|{ip}|{port}").into()
-}
 
-/// `<service>.<namespace>.svc.<cluster domain>:<port>`: unique in a route config.
-fn vhost_name(settings: &MeshSettings, service: &ObjectKey, port: u16) -> Arc<str> {
-    let (name, ns, domain) = (&service.name, &service.namespace, &settings.cluster_domain);
-    format!("{name}.{ns}.svc.{domain}:{port}").into()
-}
-
-fn virtual_host(
-    settings: &MeshSettings,
-    service: &ObjectKey,
-    cluster_ip: Option<IpAddr>,
-    port: u16,
-    same_namespace: bool,
-    routes: &[Route],
-    defaults: &Defaults,
-) -> VirtualHost {
-    let (name, ns, domain) = (&service.name, &service.namespace, &settings.cluster_domain);
-    let mut hosts = vec![
-        format!("{name}.{ns}"),
-        format!("{name}.{ns}.svc"),
-        format!("{name}.{ns}.svc.{domain}"),
-    ];
-    // The short name only means this Service to clients in its own namespace.
-    if same_namespace {
-        hosts.insert(0, name.clone());
-    }
-    if let Some(ip) = cluster_ip {
-        hosts.push(match ip {
-            IpAddr::V4(ip) => ip.to_string(),
-            IpAddr::V6(ip) => format!("[{ip}]"),
-        });
-    }
-    let domains = hosts
+/// A split by cluster key, as the model's weighted targets.
+fn weighted(clusters: &[(ClusterKey, u32)]) -> Vec<WeightedCluster> {
+    clusters
         .iter()
-        .flat_map(|h| [h.clone(), format!("{h}:{port}")])
-        .collect();
-    let routes = routes
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            if let RouteAction::Forward(Forward { timeout, retry, .. }) = &mut r.action {
-                if timeout.is_none() {
-                    *timeout = defaults.request_timeout;
-                }
-                if retry.is_none() {
-                    retry.clone_from(&defaults.retry);
-                }
-            }
-            r
+        .map(|(k, w)| WeightedCluster {
+            target: Target::Cluster(k.name.clone()),
+            weight: *w,
         })
-        .collect();
-    VirtualHost {
-        name: vhost_name(settings, service, port),
-        domains,
-        routes,
-    }
+        .collect()
 }

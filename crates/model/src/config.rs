@@ -13,8 +13,10 @@ use std::{
 use remora_api::sidecar_policy::AccessLogFormat;
 use serde::{Serialize, ser::SerializeSeq};
 
+mod named;
 mod route;
 
+pub use named::{Named, NamedSet};
 pub use route::*;
 
 /// The four kinds of resource a proxy receives, in the order that keeps traffic flowing
@@ -193,21 +195,88 @@ pub enum BindAddress {
     Ip(IpAddr),
 }
 
+/// How the proxy is addressed: which of the two listener layouts the model builds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum Addressing {
+    /// Applications call the proxy on purpose: a listener per outbound port (HTTP on every
+    /// address, TCP on the Service's IP) and per inbound port (on the pod's IP). Local mode
+    /// uses it, on loopback without privileges.
+    #[default]
+    Explicit,
+    /// The pod's traffic is redirected to the proxy (`remora init-network`): one outbound and
+    /// one inbound capture listener, each with a filter chain per destination. Applications
+    /// need no awareness of the proxy; what a cluster install uses.
+    Captured,
+}
+
 /// Where the proxy accepts connections, and what it does with them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Listener {
-    /// `outbound|<port>` (HTTP), `outbound|<ip>|<port>` (TCP) or `inbound|<port>`.
+    /// Explicit: `outbound|<port>` (HTTP), `outbound|<ip>|<port>` (TCP) or `inbound|<port>`;
+    /// captured: `outbound` or `inbound`.
     pub name: Arc<str>,
     /// Whether it serves the pod's application or the Services it calls.
     pub direction: Direction,
-    /// The address it binds.
-    pub address: BindAddress,
     /// The port it binds.
     pub port: u16,
-    /// How it handles what it accepts.
-    pub protocol: ListenerProtocol,
+    /// Which connections it takes and how it handles them.
+    pub accepts: Accepts,
     /// Logs each request or connection in this format; `None` logs nothing.
     pub access_log: Option<AccessLogFormat>,
+}
+
+/// Which connections a listener takes, and what it does with them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Accepts {
+    /// Those sent to the address it binds, all handled alike (explicit addressing).
+    Bound {
+        /// The address it binds.
+        address: BindAddress,
+        /// How it handles them.
+        protocol: ListenerProtocol,
+    },
+    /// Those redirected to its capture port, each handled by the filter chain of its original
+    /// destination (captured addressing). It binds every address of the pod.
+    Captured {
+        /// One per destination, by name.
+        chains: FilterChains,
+        /// What happens to a connection no chain takes.
+        unmatched: Unmatched,
+    },
+}
+
+/// The filter chains of a capture listener, by name.
+pub type FilterChains = NamedSet<FilterChain>;
+
+/// How a capture listener handles the connections to one destination.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct FilterChain {
+    /// Outbound `<service>.<namespace>.svc.<domain>:<port>`, inbound `inbound|<port>`.
+    pub name: Arc<str>,
+    /// The original destination addresses it takes, sorted; empty takes any address.
+    pub addresses: Vec<IpAddr>,
+    /// The original destination port it takes.
+    pub port: u16,
+    /// How it handles them.
+    pub protocol: ListenerProtocol,
+}
+
+impl Named for FilterChain {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+}
+
+/// What a capture listener does with a connection to a destination no chain takes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Unmatched {
+    /// Sends it on unchanged, through this original-destination cluster.
+    Passthrough {
+        /// The cluster's name.
+        cluster: Arc<str>,
+    },
+    /// Closes it.
+    Refuse,
 }
 
 /// How a listener handles the connections it accepts.
@@ -249,6 +318,9 @@ pub enum Discovery {
     Eds,
     /// Fixed addresses (the local application, for inbound clusters).
     Static(Vec<SocketAddr>),
+    /// The address each connection was originally sent to (passthrough of captured traffic
+    /// the mesh does not route).
+    OriginalDestination,
 }
 
 /// When an endpoint that keeps failing is taken out of rotation, and for how long.

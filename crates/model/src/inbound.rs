@@ -1,6 +1,9 @@
-//! A proxy's own config: for each port its pod declares, the listener, route and cluster
-//! that bring traffic to the application. Unlike outbound config, nothing here is shared
-//! within a class.
+//! A proxy's own config: for each port its pod declares, how traffic reaches the application.
+//! Explicit addressing gives each port a listener on the pod's IP and sends to the app on
+//! loopback; captured addressing gives each port a chain of the inbound capture listener and
+//! sends to the app on the pod's IP (so an app bound to `0.0.0.0` or the pod IP is reached,
+//! one bound to `127.0.0.1` only is not: it meant to be private). Unlike outbound config,
+//! nothing here is shared within a class.
 
 use std::{
     collections::BTreeMap,
@@ -8,18 +11,25 @@ use std::{
     sync::Arc,
 };
 
+use remora_api::sidecar_policy::INBOUND_CAPTURE_PORT;
+
 use crate::{
     config::{
-        BindAddress, Cluster, Direction, Discovery, Forward, Listener, ListenerProtocol, Resource,
-        ResourceKey, ResourceType, Route, RouteAction, RouteConfig, Target, Versioned, VirtualHost,
+        Accepts, Addressing, BindAddress, Cluster, Direction, Discovery, FilterChain,
+        FilterChains, Forward, Listener, ListenerProtocol, Resource, ResourceKey, ResourceType,
+        Route, RouteAction, RouteConfig, Target, Unmatched, Versioned, VirtualHost,
         WeightedCluster,
     },
     input::{ContainerPort, Protocol},
     policy::Defaults,
 };
 
+/// The inbound capture listener's name.
+const INBOUND_LISTENER: &str = "inbound";
+
 /// The inbound resources of a pod at `ip` (none without an address yet) declaring `ports`.
 pub(crate) fn inbound_resources(
+    addressing: Addressing,
     ip: Option<IpAddr>,
     ports: &[ContainerPort],
     defaults: &Defaults,
@@ -34,6 +44,12 @@ pub(crate) fn inbound_resources(
         .collect();
     ports.sort_by_key(|p| p.port);
     ports.dedup_by_key(|p| p.port);
+    // Captured: the app is reached where the connection was sent, the pod's IP.
+    let app = match addressing {
+        Addressing::Explicit => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Addressing::Captured => ip,
+    };
+    let mut chains = FilterChains::default();
     for p in ports {
         let name: Arc<str> = format!("inbound|{}", p.port).into();
         let target = vec![WeightedCluster {
@@ -51,21 +67,51 @@ pub(crate) fn inbound_resources(
         } else {
             ListenerProtocol::Tcp { clusters: target }
         };
+        out.insert(
+            key(ResourceType::Cluster, &name),
+            Resource::Cluster(Versioned::new(cluster(name.clone(), app, p, defaults))),
+        );
+        match addressing {
+            Addressing::Explicit => {
+                let listener = Listener {
+                    name: name.clone(),
+                    direction: Direction::Inbound,
+                    port: p.port,
+                    accepts: Accepts::Bound {
+                        address: BindAddress::Ip(ip),
+                        protocol,
+                    },
+                    access_log: defaults.access_log,
+                };
+                out.insert(
+                    key(ResourceType::Listener, &name),
+                    Resource::Listener(Versioned::new(listener)),
+                );
+            }
+            Addressing::Captured => chains.insert(Versioned::new(FilterChain {
+                name,
+                addresses: Vec::new(),
+                port: p.port,
+                protocol,
+            })),
+        }
+    }
+    if addressing == Addressing::Captured {
+        // Always there, so what is redirected to a port the proxy does not serve (or to the
+        // capture ports themselves) meets a listener that closes it.
         let listener = Listener {
-            name: name.clone(),
+            name: INBOUND_LISTENER.into(),
             direction: Direction::Inbound,
-            address: BindAddress::Ip(ip),
-            port: p.port,
-            protocol,
+            port: INBOUND_CAPTURE_PORT,
+            accepts: Accepts::Captured {
+                chains,
+                unmatched: Unmatched::Refuse,
+            },
             access_log: defaults.access_log,
         };
         out.insert(
-            key(ResourceType::Listener, &name),
+            key(ResourceType::Listener, &INBOUND_LISTENER.into()),
             Resource::Listener(Versioned::new(listener)),
-        );
-        out.insert(
-            key(ResourceType::Cluster, &name),
-            Resource::Cluster(Versioned::new(cluster(name, p, defaults))),
         );
     }
     out
@@ -105,15 +151,12 @@ fn route_config(name: Arc<str>, clusters: Vec<WeightedCluster>) -> RouteConfig {
     }
 }
 
-/// The application itself, on the pod's loopback.
-fn cluster(name: Arc<str>, port: &ContainerPort, defaults: &Defaults) -> Cluster {
+/// The application itself, at `app` on the port it declares.
+fn cluster(name: Arc<str>, app: IpAddr, port: &ContainerPort, defaults: &Defaults) -> Cluster {
     Cluster {
         name,
         connect_timeout: defaults.connect_timeout,
-        discovery: Discovery::Static(vec![SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port.port,
-        )]),
+        discovery: Discovery::Static(vec![SocketAddr::new(app, port.port)]),
         outlier_detection: None,
         circuit_breaker: None,
         http2: port.protocol == Protocol::Http2,

@@ -352,13 +352,36 @@ impl Index {
             .filter_map(|r| self.routes.get(r))
             .filter(|r| r.accepted.is_some())
             .collect();
+        let addresses = match svc.cluster_ip {
+            Some(ip) => vec![ip],
+            None => self.endpoint_addresses(service),
+        };
         Some(routing::resolve(
             &self.settings,
             svc,
             &routes,
             &self.services,
+            addresses,
             &mut self.label_sets,
         ))
+    }
+
+    /// Every address the slices of `service` list, ready or not, sorted.
+    fn endpoint_addresses(&self, service: &ObjectKey) -> Vec<IpAddr> {
+        let addresses: BTreeSet<IpAddr> = self
+            .slices_of
+            .of(service)
+            .filter_map(|s| self.slices.get(&ObjectKey::new(&service.namespace, s)))
+            .flat_map(|slice| slice.endpoints.iter().map(|e| e.address))
+            .collect();
+        addresses.into_iter().collect()
+    }
+
+    /// Whether `service` is headless: its routing depends on its endpoints' addresses.
+    pub fn is_headless(&self, service: &ObjectKey) -> bool {
+        self.services
+            .get(service)
+            .is_some_and(|s| s.cluster_ip.is_none())
     }
 
     /// The ready endpoints of a cluster: its Service's slices, the port matching by name,

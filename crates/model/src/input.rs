@@ -6,6 +6,9 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use remora_api::{SidecarPolicy, TrafficRoute};
 
+use crate::config::Addressing;
+
+
 /// Names a namespaced object. The default, both names empty, sorts before every other key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -197,6 +200,8 @@ pub struct MeshSettings {
     pub mesh_label: String,
     /// The DNS suffix of the cluster (`cluster.local`), in host and cluster names.
     pub cluster_domain: String,
+    /// Whether applications call the proxies on purpose or their traffic is redirected.
+    pub addressing: Addressing,
 }
 
 impl Default for MeshSettings {
@@ -205,6 +210,7 @@ impl Default for MeshSettings {
             root_namespace: "remora-system".into(),
             mesh_label: "remora.dev/mesh".into(),
             cluster_domain: "cluster.local".into(),
+            addressing: Addressing::Explicit,
         }
     }
 }

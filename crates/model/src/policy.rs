@@ -5,7 +5,7 @@ use std::{cmp::Ordering, time::Duration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use remora_api::{
     SidecarPolicySpec,
-    sidecar_policy::{AccessLogFormat, EgressScope},
+    sidecar_policy::{AccessLogFormat, EgressScope, UnknownDestinations},
     traffic_route::Retry,
 };
 
@@ -118,6 +118,8 @@ pub struct Defaults {
     pub inbound_ports: Vec<u16>,
     /// Ports inbound listeners never serve.
     pub exclude_inbound_ports: Vec<u16>,
+    /// What captured outbound traffic the mesh does not route meets.
+    pub unknown_destinations: UnknownDestinations,
 }
 
 impl Default for Defaults {
@@ -132,6 +134,7 @@ impl Default for Defaults {
             egress: None,
             inbound_ports: Vec::new(),
             exclude_inbound_ports: Vec::new(),
+            unknown_destinations: UnknownDestinations::Passthrough,
         }
     }
 }
@@ -165,6 +168,7 @@ impl Defaults {
             egress: spec.egress.as_ref().map(|e: &EgressScope| e.hosts.clone()),
             inbound_ports: ports(&spec.proxy.interception.inbound_ports),
             exclude_inbound_ports: ports(&spec.proxy.interception.exclude_inbound_ports),
+            unknown_destinations: spec.proxy.interception.unknown_destinations,
         }
     }
 

@@ -293,6 +293,10 @@ pub struct ServiceRouting {
     pub service: ObjectKey,
     /// Its cluster IP, which outbound TCP listeners bind (`None`: headless).
     pub cluster_ip: Option<std::net::IpAddr>,
+    /// The addresses clients send to when they call it, sorted: its cluster IP, or for a
+    /// headless Service the addresses of its endpoints (ready or not). Captured traffic is
+    /// told apart by them.
+    pub addresses: Vec<std::net::IpAddr>,
     /// Each port's protocol and routing, by port.
     pub ports: BTreeMap<u16, (Protocol, PortRouting)>,
     /// Every cluster the routing sends to (for its own ports, backends and mirrors).
@@ -314,12 +318,14 @@ pub(crate) fn resolve(
     service: &Service,
     routes: &[&RouteState],
     services: &BTreeMap<ObjectKey, Service>,
+    addresses: Vec<std::net::IpAddr>,
     label_sets: &mut LabelSets,
 ) -> ServiceRouting {
     let key = service.key();
     let mut out = ServiceRouting {
         service: key.clone(),
         cluster_ip: service.cluster_ip,
+        addresses,
         ports: BTreeMap::new(),
         clusters: BTreeSet::new(),
         governed_by: Vec::new(),
@@ -419,6 +425,7 @@ impl ServiceRouting {
         self.hash = content_hash(&(
             &self.service,
             &self.cluster_ip,
+            &self.addresses,
             &self.ports,
             &self.clusters,
             &self.governed_by,

@@ -7,6 +7,22 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The port of the proxy's admin interface, on the pod's loopback only.
+pub const ADMIN_PORT: u16 = 15000;
+/// The port the kubelet probes for the proxy's readiness.
+pub const READINESS_PORT: u16 = 15021;
+/// The port of the proxy's outbound capture listener: the pod's outgoing TCP connections are
+/// redirected to it.
+pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
+/// The port of the proxy's inbound capture listener: TCP connections arriving at the pod are
+/// redirected to it.
+pub const INBOUND_CAPTURE_PORT: u16 = 15006;
+/// The UID the injected proxy runs as. Its connections are never redirected (the init step
+/// matches the socket's owner), so no other container of the pod may run as it.
+pub const PROXY_UID: u32 = 1337;
+/// The GID the injected proxy runs as; the init step matches it together with [`PROXY_UID`].
+pub const PROXY_GID: u32 = 1337;
+
 /// The proxy container.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -97,6 +113,23 @@ pub struct Interception {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub exclude_outbound_cidrs: Vec<String>,
+    /// What happens to an intercepted outbound connection to a destination the mesh does not
+    /// route (no Service port of the mesh, or one outside the policy's egress scope):
+    /// `Passthrough` (the default) sends it on unchanged, `Refuse` closes it, counts it and
+    /// logs it in the proxy's access log.
+    #[serde(default)]
+    pub unknown_destinations: UnknownDestinations,
+}
+
+/// What the proxy does with outbound traffic to a destination the mesh does not route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = crate::schema::plain_enum)]
+pub enum UnknownDestinations {
+    /// Send it on to the address the application asked for, unchanged.
+    #[default]
+    Passthrough,
+    /// Close the connection; Envoy counts it (`no_filter_chain_match`) and logs it.
+    Refuse,
 }
 
 /// A volume the injector adds to a pod for its sidecars to share with the app: an

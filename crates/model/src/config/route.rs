@@ -1,15 +1,11 @@
 //! Route configs in our own terms: the virtual hosts of a listener's port, their routes, and
 //! what each route does with a request.
 
-use std::{
-    hash::{Hash, Hasher},
-    sync::Arc,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use serde::{Serialize, ser::SerializeSeq};
+use serde::Serialize;
 
-use super::Versioned;
+use super::{Named, NamedSet};
 
 /// A set of virtual hosts, one per destination Service, served by one listener.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -20,105 +16,14 @@ pub struct RouteConfig {
     pub virtual_hosts: VirtualHosts,
 }
 
-/// Virtual hosts by name, in name order.
-///
-/// A persistent map with a running hash: a class's route config for a port can hold a
-/// thousand hosts, and when one Service's routing changes, the next version of the config
-/// shares every other host with the last and is hashed without reading them.
-#[derive(Clone, Debug, Default)]
-pub struct VirtualHosts {
-    hosts: imbl::OrdMap<Arc<str>, Arc<Versioned<VirtualHost>>>,
-    /// Sum of the mixed hashes of the hosts: independent of insertion order, and updated in
-    /// constant time.
-    hash: u64,
-}
+/// Virtual hosts by name, in name order: a class's route config for a port can hold a
+/// thousand hosts, and when one Service's routing changes the next version shares every other
+/// host with the last and is hashed without reading them.
+pub type VirtualHosts = NamedSet<VirtualHost>;
 
-impl VirtualHosts {
-    /// Adds a host, replacing one of the same name.
-    pub fn insert(&mut self, host: Arc<Versioned<VirtualHost>>) {
-        self.hash = self.hash.wrapping_add(mix(host.hash));
-        if let Some(old) = self.hosts.insert(host.value.name.clone(), host) {
-            self.hash = self.hash.wrapping_sub(mix(old.hash));
-        }
-    }
-
-    /// Removes the host of that name, if there is one.
-    pub fn remove(&mut self, name: &str) {
-        if let Some(old) = self.hosts.remove(name) {
-            self.hash = self.hash.wrapping_sub(mix(old.hash));
-        }
-    }
-
-    /// The hosts in name order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Versioned<VirtualHost>>> {
-        self.hosts.values()
-    }
-
-    /// How many hosts there are.
-    pub fn len(&self) -> usize {
-        self.hosts.len()
-    }
-
-    /// Whether there is no host.
-    pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
-    }
-}
-
-/// Spreads a content hash over all 64 bits (SplitMix64's finalizer), so that the sum of
-/// several is as good a fingerprint of the set as any one of them is of its host.
-fn mix(mut h: u64) -> u64 {
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
-}
-
-impl FromIterator<Arc<Versioned<VirtualHost>>> for VirtualHosts {
-    fn from_iter<I: IntoIterator<Item = Arc<Versioned<VirtualHost>>>>(iter: I) -> Self {
-        let mut hosts = VirtualHosts::default();
-        for host in iter {
-            hosts.insert(host);
-        }
-        hosts
-    }
-}
-
-impl<'a> IntoIterator for &'a VirtualHosts {
-    type Item = &'a Arc<Versioned<VirtualHost>>;
-    type IntoIter = imbl::ordmap::Values<
-        'a,
-        Arc<str>,
-        Arc<Versioned<VirtualHost>>,
-        imbl::shared_ptr::DefaultSharedPtr,
-    >;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.hosts.values()
-    }
-}
-
-impl PartialEq for VirtualHosts {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.hosts == other.hosts
-    }
-}
-
-impl Eq for VirtualHosts {}
-
-impl Hash for VirtualHosts {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.hosts.len().hash(state);
-        self.hash.hash(state);
-    }
-}
-
-impl Serialize for VirtualHosts {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.hosts.len()))?;
-        for host in self.hosts.values() {
-            seq.serialize_element(host)?;
-        }
-        seq.end()
+impl Named for VirtualHost {
+    fn name(&self) -> &Arc<str> {
+        &self.name
     }
 }
 

@@ -91,10 +91,16 @@ impl Classes {
                 Class::new(
                     class_key.clone(),
                     index.defaults_for(class_key.policy.as_ref()),
+                    index.settings.addressing,
                 )
             });
             Arc::make_mut(&mut class.members).insert(key.clone());
-            let inbound = inbound_resources(pod.ip, &pod.ports, &class.defaults);
+            let inbound = inbound_resources(
+                index.settings.addressing,
+                pod.ip,
+                &pod.ports,
+                &class.defaults,
+            );
             self.proxies.insert(
                 key.clone(),
                 ProxyState {

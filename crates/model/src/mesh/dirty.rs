@@ -37,7 +37,13 @@ impl Dirty {
                 self.routing.insert(key.clone());
                 self.endpoints.insert(key);
             }
-            Touched::Endpoints(services) => self.endpoints.extend(services),
+            Touched::Endpoints(services) => {
+                // Captured traffic to a headless Service is told apart by its endpoints'
+                // addresses, which its routing holds.
+                let headless = services.iter().filter(|s| index.is_headless(s));
+                self.routing.extend(headless.cloned());
+                self.endpoints.extend(services);
+            }
             Touched::Pod {
                 key,
                 sidecar,
