@@ -232,8 +232,7 @@ impl Class {
             name: captured::OUTBOUND_LISTENER.into(),
         };
         let missing = !self.resources.contains_key(&listener);
-        if self.addressing == Addressing::Captured && (mem::take(&mut update.listener) || missing)
-        {
+        if self.addressing == Addressing::Captured && (mem::take(&mut update.listener) || missing) {
             self.put_capture_listener(update);
         }
     }
@@ -349,7 +348,6 @@ impl Class {
             .or_insert_with(|| previous.as_ref().map(Resource::hash));
     }
 }
-
 
 /// A split by cluster key, as the model's weighted targets.
 fn weighted(clusters: &[(ClusterKey, u32)]) -> Vec<WeightedCluster> {

@@ -15,10 +15,9 @@ use remora_api::sidecar_policy::INBOUND_CAPTURE_PORT;
 
 use crate::{
     config::{
-        Accepts, Addressing, BindAddress, Cluster, Direction, Discovery, FilterChain,
-        FilterChains, Forward, Listener, ListenerProtocol, Resource, ResourceKey, ResourceType,
-        Route, RouteAction, RouteConfig, Target, Unmatched, Versioned, VirtualHost,
-        WeightedCluster,
+        Accepts, Addressing, BindAddress, Cluster, Direction, Discovery, FilterChain, FilterChains,
+        Forward, Listener, ListenerProtocol, Resource, ResourceKey, ResourceType, Route,
+        RouteAction, RouteConfig, Target, Unmatched, Versioned, VirtualHost, WeightedCluster,
     },
     input::{ContainerPort, Protocol},
     policy::Defaults,
@@ -26,6 +25,9 @@ use crate::{
 
 /// The inbound capture listener's name.
 const INBOUND_LISTENER: &str = "inbound";
+/// The original-destination cluster that takes inbound connections to ports the pod does not
+/// declare to the app as they came.
+const INBOUND_PASSTHROUGH: &str = "inbound|passthrough";
 
 /// The inbound resources of a pod at `ip` (none without an address yet) declaring `ports`.
 pub(crate) fn inbound_resources(
@@ -97,24 +99,49 @@ pub(crate) fn inbound_resources(
         }
     }
     if addressing == Addressing::Captured {
-        // Always there, so what is redirected to a port the proxy does not serve (or to the
-        // capture ports themselves) meets a listener that closes it.
-        let listener = Listener {
-            name: INBOUND_LISTENER.into(),
-            direction: Direction::Inbound,
-            port: INBOUND_CAPTURE_PORT,
-            accepts: Accepts::Captured {
-                chains,
-                unmatched: Unmatched::Refuse,
-            },
-            access_log: defaults.access_log,
-        };
-        out.insert(
-            key(ResourceType::Listener, &INBOUND_LISTENER.into()),
-            Resource::Listener(Versioned::new(listener)),
-        );
+        insert_capture_listener(&mut out, chains, defaults);
     }
     out
+}
+
+/// The inbound capture listener. Apps often leave the ports they serve undeclared (and a
+/// Service's `targetPort` need not be declared either), so a connection to any other port
+/// goes through as plain TCP to the port it was sent to, as it would without the mesh; one
+/// to the capture port itself is closed (the translation guards it), never relayed.
+fn insert_capture_listener(
+    out: &mut BTreeMap<ResourceKey, Resource>,
+    chains: FilterChains,
+    defaults: &Defaults,
+) {
+    let passthrough: Arc<str> = INBOUND_PASSTHROUGH.into();
+    let listener = Listener {
+        name: INBOUND_LISTENER.into(),
+        direction: Direction::Inbound,
+        port: INBOUND_CAPTURE_PORT,
+        accepts: Accepts::Captured {
+            chains,
+            unmatched: Unmatched::Passthrough {
+                cluster: passthrough.clone(),
+            },
+        },
+        access_log: defaults.access_log,
+    };
+    out.insert(
+        key(ResourceType::Listener, &INBOUND_LISTENER.into()),
+        Resource::Listener(Versioned::new(listener)),
+    );
+    let cluster = Cluster {
+        name: passthrough.clone(),
+        connect_timeout: defaults.connect_timeout,
+        discovery: Discovery::OriginalDestination,
+        outlier_detection: None,
+        circuit_breaker: None,
+        http2: false,
+    };
+    out.insert(
+        key(ResourceType::Cluster, &passthrough),
+        Resource::Cluster(Versioned::new(cluster)),
+    );
 }
 
 fn key(kind: ResourceType, name: &Arc<str>) -> ResourceKey {

@@ -8,7 +8,6 @@ use remora_api::{SidecarPolicy, TrafficRoute};
 
 use crate::config::Addressing;
 
-
 /// Names a namespaced object. The default, both names empty, sorts before every other key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {

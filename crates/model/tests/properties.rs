@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use remora_api::traffic_route::{HttpRule, ParentRef};
 use remora_model::{
     Mesh,
+    config::Addressing,
     input::{Event, Kind, MeshSettings, Object, ObjectKey},
 };
 use support::*;
@@ -44,7 +45,15 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
                 &[9080]
             };
             let ip = format!("10.96.{}.{}", idx % 2, i + 1);
-            mk_svc(ns, &svc_name(i), &ip, ports, tcp)
+            let mut svc = mk_svc(ns, &svc_name(i), &ip, ports, tcp);
+            // Headless: captured traffic to it is told apart by its endpoints' addresses.
+            if let Object::Service(s) = &mut svc
+                && bit(5)
+                && bit(6)
+            {
+                s.cluster_ip = None;
+            }
+            svc
         }
         2 => {
             let i = u32::from(idx / 2) % 3;
@@ -154,8 +163,21 @@ fn event(step: &Step) -> (Event, (Kind, ObjectKey), Option<Object>) {
     }
 }
 
-fn from_scratch(objects: impl IntoIterator<Item = Object>) -> Mesh {
-    let mut m = Mesh::new(MeshSettings::default());
+/// Both addressings: explicit listeners per port, or capture listeners with a chain per
+/// Service port.
+fn settings(captured: bool) -> MeshSettings {
+    MeshSettings {
+        addressing: if captured {
+            Addressing::Captured
+        } else {
+            Addressing::Explicit
+        },
+        ..MeshSettings::default()
+    }
+}
+
+fn from_scratch(settings: MeshSettings, objects: impl IntoIterator<Item = Object>) -> Mesh {
+    let mut m = Mesh::new(settings);
     m.apply(objects.into_iter().map(Event::Upsert));
     m
 }
@@ -164,8 +186,8 @@ proptest! {
     #![proptest_config(ProptestConfig::default())]
 
     #[test]
-    fn incremental_updates_equal_a_full_recompute_and_report_exact_changes(steps in prop::collection::vec(step(), 1..60)) {
-        let mut mesh = Mesh::new(MeshSettings::default());
+    fn incremental_updates_equal_a_full_recompute_and_report_exact_changes(steps in prop::collection::vec(step(), 1..60), captured in any::<bool>()) {
+        let mut mesh = Mesh::new(settings(captured));
         let mut live: BTreeMap<(Kind, ObjectKey), Object> = BTreeMap::new();
         for s in &steps {
             let before = all_versions(&mesh);
@@ -196,12 +218,12 @@ proptest! {
                 }
             }
         }
-        let full = from_scratch(live.into_values());
+        let full = from_scratch(settings(captured), live.into_values());
         prop_assert_eq!(all_versions(&mesh), all_versions(&full));
     }
 
     #[test]
-    fn event_order_does_not_change_any_config(steps in prop::collection::vec(step(), 1..40), seed in any::<u64>()) {
+    fn event_order_does_not_change_any_config(steps in prop::collection::vec(step(), 1..40), seed in any::<u64>(), captured in any::<bool>()) {
         let mut live: BTreeMap<(Kind, ObjectKey), Object> = BTreeMap::new();
         for s in &steps {
             let (_, id, obj) = event(s);
@@ -211,7 +233,7 @@ proptest! {
             }
         }
         let objects: Vec<Object> = live.into_values().collect();
-        let reference = all_versions(&from_scratch(objects.clone()));
+        let reference = all_versions(&from_scratch(settings(captured), objects.clone()));
 
         // The same objects, shuffled and applied one by one.
         let mut shuffled = objects;
@@ -221,7 +243,7 @@ proptest! {
             let j = usize::try_from(state >> 33).expect("fits") % (i + 1);
             shuffled.swap(i, j);
         }
-        let mut mesh = Mesh::new(MeshSettings::default());
+        let mut mesh = Mesh::new(settings(captured));
         for o in shuffled {
             mesh.apply([Event::Upsert(o)]);
         }

@@ -124,7 +124,17 @@ impl Class {
 
     /// Removes the capture listener and the passthrough cluster (the class is emptied).
     pub(super) fn remove_capture_listener(&mut self, update: &mut ClassUpdate) {
-        self.put(ResourceType::Cluster, PASSTHROUGH_CLUSTER.into(), None, update);
-        self.put(ResourceType::Listener, OUTBOUND_LISTENER.into(), None, update);
+        self.put(
+            ResourceType::Cluster,
+            PASSTHROUGH_CLUSTER.into(),
+            None,
+            update,
+        );
+        self.put(
+            ResourceType::Listener,
+            OUTBOUND_LISTENER.into(),
+            None,
+            update,
+        );
     }
 }
