@@ -1,5 +1,6 @@
-//! Clusters: EDS clusters for Services, static ones for the local application, and the one
-//! cluster that stands for backends that do not exist.
+//! Clusters: EDS clusters for Services, static ones for the local application,
+//! original-destination ones for captured traffic passed through, and the one cluster that
+//! stands for backends that do not exist.
 
 use envoy_types::pb::envoy::{
     config::{
@@ -61,6 +62,13 @@ pub(crate) fn cluster(c: &config::Cluster) -> Cluster {
             None,
             Some(endpoint::static_assignment(&c.name, addresses)),
         ),
+        Discovery::OriginalDestination => (cluster::DiscoveryType::OriginalDst, None, None),
+    };
+    // An original-destination cluster has one host per destination, which Envoy picks itself
+    // and refuses any other policy for.
+    let lb_policy = match kind {
+        cluster::DiscoveryType::OriginalDst => cluster::LbPolicy::ClusterProvided,
+        _ => cluster::LbPolicy::RoundRobin,
     };
     Cluster {
         name: c.name.to_string(),
@@ -68,7 +76,7 @@ pub(crate) fn cluster(c: &config::Cluster) -> Cluster {
         eds_cluster_config,
         load_assignment,
         connect_timeout: Some(proto::duration(c.connect_timeout)),
-        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        lb_policy: lb_policy as i32,
         outlier_detection: c.outlier_detection.as_ref().map(outlier_detection),
         circuit_breakers: c.circuit_breaker.as_ref().map(circuit_breakers),
         // One entry at most: prost encodes this map in hash order, which is only stable
@@ -119,5 +127,38 @@ fn http2_only() -> HttpProtocolOptions {
             },
         )),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn original_destination_clusters_leave_the_choice_of_host_to_envoy() {
+        let c = cluster(&config::Cluster {
+            name: "passthrough".into(),
+            connect_timeout: Duration::from_millis(1_500),
+            discovery: Discovery::OriginalDestination,
+            outlier_detection: None,
+            circuit_breaker: None,
+            http2: false,
+        });
+        assert_eq!(c.name, "passthrough");
+        assert_eq!(
+            c.cluster_discovery_type,
+            Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::OriginalDst as i32
+            ))
+        );
+        assert_eq!(c.lb_policy, cluster::LbPolicy::ClusterProvided as i32);
+        assert_eq!(c.load_assignment, None, "the destination is the endpoint");
+        assert_eq!(c.eds_cluster_config, None);
+        assert_eq!(
+            c.connect_timeout,
+            Some(proto::duration(Duration::from_millis(1_500)))
+        );
     }
 }

@@ -10,15 +10,34 @@
 //! consistent exactly when the model's is. The one name the model does not provide is
 //! [`UNRESOLVED_CLUSTER`]: see [`unresolved_cluster`].
 //!
+//! Listeners come in the model's two layouts. With explicit addressing each listener binds one
+//! address and port and has one filter chain. With captured addressing, where iptables
+//! redirects the pod's connections to the proxy, there is one capture listener each way
+//! (`outbound` on port 15001, `inbound` on 15006, both on every address). Its
+//! `original_dst` listener filter restores the address a connection was sent to, and each
+//! destination of the model is a filter chain matched on that port and address (an HTTP
+//! connection manager over RDS or a TCP proxy, as an explicit listener would have). What no
+//! chain takes either passes through, by a default chain to an `ORIGINAL_DST` cluster, with a
+//! chain that closes connections sent to the capture port itself so the proxy never
+//! connects to itself; or is refused: closed by Envoy, counted in its listener's
+//! `no_filter_chain_match` (a capture listener's stat prefix is its name, so the counter is
+//! `listener.outbound.no_filter_chain_match`) and logged in the listener's own access log.
+//! The fields of a capture listener outside its chains never change with the chains nor with
+//! that choice, since Envoy drains all of a listener's connections when such a field changes
+//! but updates chains in place.
+//!
 //! Equal inputs give byte-identical encodings, so the version (a hash of the bytes) changes
 //! only when the content does. Prost encodes protobuf map fields from a `HashMap`, whose order
 //! is not stable; the translation therefore never puts more than one entry into such a map,
 //! and builds the one `Struct` it needs (a JSON access log format) through an ordered type of
-//! its own with the same wire format.
+//! its own with the same wire format. [`translate_with`] and [`translate_listener_with`] give
+//! the same bytes as [`translate`] while encoding the pieces a change seldom touches (the
+//! virtual hosts of route configs, the filter chains of capture listeners) once each.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+mod capture;
 mod cluster;
 mod endpoint;
 mod listener;
@@ -30,14 +49,15 @@ pub mod type_url;
 use std::net::IpAddr;
 
 pub use envoy_types::pb::google::protobuf::Any;
-use remora_model::config::{Resource, ResourceType, Target, WeightedCluster};
+use remora_model::config::{Listener, Resource, ResourceType, Target, WeightedCluster};
 
+pub use capture::FilterChainCache;
 pub use cluster::{UNRESOLVED_CLUSTER, unresolved_cluster};
 pub use route::VirtualHostCache;
 pub use type_url::type_url;
 
 /// Where access logs go when a listener asks for them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AccessLogSink {
     /// The proxy's standard output, which the container runtime collects.
     #[default]
@@ -55,7 +75,8 @@ pub struct Options {
     /// Outbound listeners the model binds to every address (`BindAddress::Any`) bind to this
     /// address instead of `0.0.0.0`. Several proxies can then share one host, each on its own
     /// loopback address (127.0.0.2, 127.0.0.3, ...), which is how tests run real Envoys side
-    /// by side. Inbound listeners, and outbound ones bound to one address, are untouched.
+    /// by side. Inbound listeners, outbound ones bound to one address, and capture
+    /// listeners (which must take redirected traffic on every address) are untouched.
     pub bind_outbound_to: Option<IpAddr>,
 }
 
@@ -121,6 +142,20 @@ pub fn translate_with(
         ),
         other => translate(other, options),
     }
+}
+
+/// As [`translate`] for a listener, with each filter chain of a capture listener encoded once
+/// for every listener translated with the same `chains` (the same bytes).
+pub fn translate_listener_with(
+    listener: &Listener,
+    options: &Options,
+    chains: &mut FilterChainCache,
+) -> EnvoyResource {
+    proto::packed_bytes(
+        &listener.name,
+        type_url(ResourceType::Listener),
+        chains.listener(listener, options),
+    )
 }
 
 /// The Envoy cluster a target names.
@@ -225,5 +260,99 @@ mod tests {
         assert_eq!(hosts.len(), before, "the hosts of the old route went");
         hosts.sweep();
         assert!(hosts.is_empty());
+    }
+    /// Capture listeners encoded from chains encoded once are the bytes of encoding each
+    /// whole, before and after a Service moves; the chains the move leaves alone are not
+    /// encoded again, though every class of proxies has a listener of its own.
+    #[test]
+    fn capture_listeners_from_cached_chains_are_the_same_bytes() {
+        use std::net::{IpAddr, Ipv4Addr};
+
+        use remora_api::sidecar_policy::AccessLogFormat;
+
+        use remora_model::{
+            Mesh,
+            config::{Addressing, Resource, Versioned},
+            input::{Event, MeshSettings, Object},
+        };
+        use remora_synthetic::{Shape, Synthetic};
+
+        let synthetic = Synthetic::new(Shape {
+            namespaces: 3,
+            shared_namespaces: 1,
+            services: 30,
+            pods: 60,
+            routes: 20,
+            egress: true,
+            seed: 5,
+        });
+        let mut mesh = Mesh::new(MeshSettings {
+            addressing: Addressing::Captured,
+            ..Default::default()
+        });
+        let objects = synthetic.objects();
+        drop(mesh.apply(objects.iter().cloned().map(Event::Upsert)));
+        // Chains are encoded apart for each access log, which they carry.
+        let logs = [
+            (None, AccessLogSink::Stdout),
+            (Some(AccessLogFormat::Json), AccessLogSink::Stdout),
+            (Some(AccessLogFormat::Json), AccessLogSink::Stderr),
+        ];
+        let mut chains = FilterChainCache::default();
+        let check = |mesh: &Mesh, chains: &mut FilterChainCache| {
+            let mut outbound = std::collections::BTreeSet::new();
+            for proxy in mesh.proxies() {
+                let config = mesh.proxy_config(proxy).expect("a config");
+                for l in config
+                    .of_type(ResourceType::Listener)
+                    .filter_map(|(_, r)| match r {
+                        Resource::Listener(l) => Some(l),
+                        _ => None,
+                    })
+                {
+                    if &*l.value.name == "outbound" {
+                        outbound.insert(l.hash);
+                    }
+                    for (format, sink) in logs {
+                        let options = Options {
+                            access_log: sink,
+                            ..Options::default()
+                        };
+                        let l = Listener {
+                            access_log: format,
+                            ..l.value.clone()
+                        };
+                        let cached = translate_listener_with(&l, &options, chains);
+                        let whole = Resource::Listener(Versioned::new(l));
+                        assert_eq!(cached, translate(&whole, &options));
+                    }
+                }
+            }
+            assert!(outbound.len() > 1, "a listener per class");
+        };
+        check(&mesh, &mut chains);
+        let before = chains.len();
+        assert!(before > 30, "{before} chains");
+        let Some(Object::Service(mut moved)) = objects
+            .into_iter()
+            .find(|o| matches!(o, Object::Service(_)))
+        else {
+            panic!("a Service");
+        };
+        moved.cluster_ip = Some(IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1)));
+        let ports = moved.ports.len();
+        drop(mesh.apply([Event::Upsert(Object::Service(moved))]));
+        check(&mesh, &mut chains);
+        assert_eq!(
+            chains.len() - before,
+            ports * logs.len(),
+            "the moved Service's chains alone"
+        );
+        chains.sweep();
+        check(&mesh, &mut chains);
+        chains.sweep();
+        assert_eq!(chains.len(), before, "the chains at the old address went");
+        chains.sweep();
+        assert!(chains.is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! Listeners: an HTTP connection manager that takes its routes over RDS, or a TCP proxy.
+//! Listeners: an HTTP connection manager that takes its routes over RDS, or a TCP proxy, on
+//! one address (explicit addressing) or per filter chain of a capture listener (`capture`).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -31,54 +32,91 @@ use envoy_types::pb::{
 };
 use prost::{Message, Name};
 use remora_api::sidecar_policy::AccessLogFormat;
-use remora_model::config::{self, BindAddress, Direction, ListenerProtocol};
+use remora_model::config::{self, Accepts, BindAddress, Direction, ListenerProtocol};
 
-use crate::{AccessLogSink, Options, proto, split};
+use crate::{AccessLogSink, Options, capture, proto, split};
 
 /// The name routes use to configure the fault filter per route.
 pub(crate) const FAULT_FILTER: &str = "envoy.filters.http.fault";
 
 pub(crate) fn listener(l: &config::Listener, options: &Options) -> Listener {
-    let ip = match (&l.address, l.direction, options.bind_outbound_to) {
+    match &l.accepts {
+        Accepts::Bound { address, protocol } => bound(l, address, protocol, options),
+        Accepts::Captured { chains, unmatched } => capture::listener(l, chains, unmatched, options),
+    }
+}
+
+/// A listener on one address and port, with one filter chain for everything it accepts.
+fn bound(
+    l: &config::Listener,
+    address: &BindAddress,
+    protocol: &ListenerProtocol,
+    options: &Options,
+) -> Listener {
+    let ip = match (address, l.direction, options.bind_outbound_to) {
         (BindAddress::Ip(ip), _, _) => *ip,
         (BindAddress::Any, Direction::Outbound, Some(ip)) => ip,
         (BindAddress::Any, _, _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
-    let stat_prefix = proto::stat_prefix(&l.name);
-    let access_log: Vec<AccessLog> = l
-        .access_log
-        .map(|format| access_log(format, options.access_log))
-        .into_iter()
-        .collect();
-    let filter = match &l.protocol {
+    let access_log = access_logs(l.access_log, options);
+    Listener {
+        name: l.name.to_string(),
+        address: Some(proto::socket_address(ip, l.port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![network_filter(
+                proto::stat_prefix(&l.name),
+                protocol,
+                access_log,
+            )],
+            ..Default::default()
+        }],
+        traffic_direction: traffic_direction(l.direction),
+        ..Default::default()
+    }
+}
+
+/// The one network filter that handles a listener's (or a filter chain's) connections.
+pub(crate) fn network_filter(
+    stat_prefix: String,
+    protocol: &ListenerProtocol,
+    access_log: Vec<AccessLog>,
+) -> Filter {
+    match protocol {
         ListenerProtocol::Http { route_config } => Filter {
             name: "envoy.filters.network.http_connection_manager".to_owned(),
             config_type: Some(filter::ConfigType::TypedConfig(proto::any(
                 &http_connection_manager(stat_prefix, route_config, access_log),
             ))),
         },
-        ListenerProtocol::Tcp { clusters } => Filter {
-            name: "envoy.filters.network.tcp_proxy".to_owned(),
-            config_type: Some(filter::ConfigType::TypedConfig(proto::any(&tcp_proxy(
-                stat_prefix,
-                clusters,
-                access_log,
-            )))),
-        },
-    };
-    Listener {
-        name: l.name.to_string(),
-        address: Some(proto::socket_address(ip, l.port)),
-        filter_chains: vec![FilterChain {
-            filters: vec![filter],
-            ..Default::default()
-        }],
-        traffic_direction: match l.direction {
-            Direction::Inbound => TrafficDirection::Inbound,
-            Direction::Outbound => TrafficDirection::Outbound,
-        } as i32,
-        ..Default::default()
+        ListenerProtocol::Tcp { clusters } => {
+            tcp_proxy_filter(tcp_proxy(stat_prefix, &split(clusters), access_log))
+        }
     }
+}
+
+/// The network filter of a TCP proxy.
+pub(crate) fn tcp_proxy_filter(config: TcpProxy) -> Filter {
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(proto::any(&config))),
+    }
+}
+
+/// Envoy's value for a direction.
+pub(crate) fn traffic_direction(direction: Direction) -> i32 {
+    let direction = match direction {
+        Direction::Inbound => TrafficDirection::Inbound,
+        Direction::Outbound => TrafficDirection::Outbound,
+    };
+    direction as i32
+}
+
+/// The access log a listener asks for, if any, as Envoy's list.
+pub(crate) fn access_logs(format: Option<AccessLogFormat>, options: &Options) -> Vec<AccessLog> {
+    format
+        .map(|format| access_log(format, options.access_log))
+        .into_iter()
+        .collect()
 }
 
 /// HTTP, with routes from RDS over the same ADS stream. The fault filter is always present,
@@ -111,31 +149,28 @@ fn http_connection_manager(
     }
 }
 
-fn tcp_proxy(
+/// A TCP proxy to one cluster, or split between several by weight.
+pub(crate) fn tcp_proxy(
     stat_prefix: String,
-    clusters: &[config::WeightedCluster],
+    split: &[(&str, u32)],
     access_log: Vec<AccessLog>,
 ) -> TcpProxy {
-    let mut split = split(clusters);
-    let cluster_specifier = if split.len() == 1 {
-        split
-            .pop()
-            .map(|(name, _)| ClusterSpecifier::Cluster(name.to_owned()))
-    } else {
-        Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
+    let cluster_specifier = match split {
+        [(name, _)] => ClusterSpecifier::Cluster((*name).to_owned()),
+        _ => ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: split
-                .into_iter()
+                .iter()
                 .map(|(name, weight)| weighted_cluster::ClusterWeight {
-                    name: name.to_owned(),
-                    weight,
+                    name: (*name).to_owned(),
+                    weight: *weight,
                     ..Default::default()
                 })
                 .collect(),
-        }))
+        }),
     };
     TcpProxy {
         stat_prefix,
-        cluster_specifier,
+        cluster_specifier: Some(cluster_specifier),
         access_log,
         ..Default::default()
     }

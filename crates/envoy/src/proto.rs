@@ -12,7 +12,7 @@ use envoy_types::pb::{
     },
     google::protobuf::{Any, Duration, UInt32Value},
 };
-use prost::{Message, Name};
+use prost::{Message, Name, encoding};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::EnvoyResource;
@@ -33,6 +33,19 @@ pub(crate) fn packed_bytes(name: &str, type_url: &'static str, value: Vec<u8>) -
             value,
         },
     }
+}
+
+/// The encoded size of a message field of `tag` whose message is `len` bytes long.
+pub(crate) fn field_len(tag: u32, len: usize) -> usize {
+    encoding::key_len(tag) + encoding::encoded_len_varint(len as u64) + len
+}
+
+/// Writes an encoded message as a message field of `tag`: what encoding the message in place
+/// would write.
+pub(crate) fn put_field(tag: u32, message: &[u8], out: &mut Vec<u8>) {
+    encoding::encode_key(tag, encoding::WireType::LengthDelimited, out);
+    encoding::encode_varint(message.len() as u64, out);
+    out.extend_from_slice(message);
 }
 
 /// Packs a message nested in a resource (a filter config, protocol options).

@@ -90,9 +90,7 @@ impl VirtualHostCache {
                 .entry(vh.hash)
                 .or_insert_with(|| (virtual_host(&vh.value).encode_to_vec(), sweep));
             *used = sweep;
-            len += encoding::key_len(VIRTUAL_HOSTS)
-                + encoding::encoded_len_varint(bytes.len() as u64)
-                + bytes.len();
+            len += proto::field_len(VIRTUAL_HOSTS, bytes.len());
         }
         let mut out = Vec::with_capacity(len);
         if !name.is_empty() {
@@ -103,9 +101,7 @@ impl VirtualHostCache {
                 .encoded
                 .get(&vh.hash)
                 .expect("every host was encoded in the first pass");
-            encoding::encode_key(VIRTUAL_HOSTS, encoding::WireType::LengthDelimited, &mut out);
-            encoding::encode_varint(bytes.len() as u64, &mut out);
-            out.extend_from_slice(bytes);
+            proto::put_field(VIRTUAL_HOSTS, bytes, &mut out);
         }
         out
     }

@@ -32,9 +32,14 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
 use prost::{Message, Name};
-use remora_api::sidecar_policy::AccessLogFormat;
+use remora_api::sidecar_policy::{AccessLogFormat, UnknownDestinations};
 use remora_envoy::{AccessLogSink, Options, translate};
-use remora_model::config::{self, Discovery, Resource, Versioned};
+use remora_model::{
+    Mesh,
+    config::{self, Addressing, Discovery, Resource, Versioned},
+    input::{Event, MeshSettings, Object},
+};
+use remora_synthetic::{Shape, Synthetic};
 use remora_test_support::envoy_bin;
 use support::*;
 
@@ -184,6 +189,74 @@ fn envoy_accepts_other_options_log_formats_and_host_changes() {
     events.push(policy(&text));
     let d = decode(&config(&mesh(events), "frontend"), &options);
     validate(&envoy, &bootstrap(d, "frontend"), "frontend-stderr-text");
+}
+
+#[test]
+fn envoy_accepts_every_captured_proxy_of_the_shop_whatever_it_does_with_unknown_destinations() {
+    let envoy = envoy_bin();
+    for unknown in [
+        UnknownDestinations::Passthrough,
+        UnknownDestinations::Refuse,
+    ] {
+        let m = captured_shop(unknown);
+        for pod in ["frontend", "reviews-v1", "catalog-0", "db-v1"] {
+            let d = decode(&config(&m, pod), &Options::default());
+            assert!(d.listeners.contains_key("outbound"), "{pod}: captured");
+            validate(
+                &envoy,
+                &bootstrap(d, pod),
+                &format!("{pod}-captured-{unknown:?}"),
+            );
+        }
+    }
+}
+
+/// A larger mesh, captured: HTTP, gRPC and TCP Service ports, routes, several namespaces.
+#[test]
+fn envoy_accepts_captured_proxies_of_a_synthetic_mesh() {
+    let envoy = envoy_bin();
+    let synthetic = Synthetic::new(Shape {
+        namespaces: 3,
+        shared_namespaces: 1,
+        services: 40,
+        pods: 12,
+        routes: 20,
+        egress: false,
+        seed: 7,
+    });
+    for unknown in [
+        UnknownDestinations::Passthrough,
+        UnknownDestinations::Refuse,
+    ] {
+        let mut mesh = Mesh::new(MeshSettings {
+            addressing: Addressing::Captured,
+            ..Default::default()
+        });
+        let objects = synthetic.objects().into_iter().map(|mut o| {
+            if let Object::SidecarPolicy(p) = &mut o {
+                p.spec.proxy.interception.unknown_destinations = unknown;
+            }
+            Event::Upsert(o)
+        });
+        drop(mesh.apply(objects));
+        let proxies: Vec<_> = mesh.proxies().take(3).cloned().collect();
+        assert_eq!(proxies.len(), 3);
+        for proxy in proxies {
+            let d = decode(
+                &mesh.proxy_config(&proxy).expect("config"),
+                &Options::default(),
+            );
+            let outbound = &d.listeners["outbound"];
+            let chains = outbound.filter_chains.len();
+            assert!(chains > 20, "{proxy}: {chains} chains");
+            assert_eq!(
+                outbound.default_filter_chain.is_some(),
+                unknown == UnknownDestinations::Passthrough
+            );
+            let label = format!("synthetic-{}-{unknown:?}", proxy.name);
+            validate(&envoy, &bootstrap(d, &proxy.name), &label);
+        }
+    }
 }
 
 /// The check has teeth: a route naming a cluster the proxy lacks is refused.

@@ -16,7 +16,7 @@ use envoy_types::pb::{
                 socket_address::PortSpecifier,
             },
             endpoint::v3::lb_endpoint::HostIdentifier,
-            listener::v3::Listener,
+            listener::v3::{FilterChain, Listener},
             route::v3::{
                 Route, RouteAction, RouteConfiguration,
                 header_matcher::HeaderMatchSpecifier,
@@ -50,7 +50,9 @@ use envoy_types::pb::{
     google::protobuf::Duration,
 };
 use prost::{Message, Name};
+use remora_api::sidecar_policy::UnknownDestinations;
 use remora_envoy::{Options, UNRESOLVED_CLUSTER};
+use remora_model::config::Addressing;
 use support::*;
 
 const REVIEWS: &str = "outbound|9080||reviews.shop.svc.cluster.local";
@@ -729,4 +731,221 @@ fn a_changed_weight_changes_only_the_route_config_version() {
         })
         .collect();
     assert_eq!(differing, ["9080"]);
+}
+
+/// The original destination each chain of a capture listener takes: name, port, addresses.
+fn chain_matches(l: &Listener) -> Vec<(String, u32, Vec<String>)> {
+    l.filter_chains
+        .iter()
+        .map(|c| {
+            let m = c.filter_chain_match.as_ref().expect("a match");
+            let port = m.destination_port.as_ref().map_or(0, |p| p.value);
+            let addresses = m
+                .prefix_ranges
+                .iter()
+                .map(|r| {
+                    let len = r.prefix_len.as_ref().map_or(0, |l| l.value);
+                    format!("{}/{len}", r.address_prefix)
+                })
+                .collect();
+            (c.name.clone(), port, addresses)
+        })
+        .collect()
+}
+
+fn chain<'a>(l: &'a Listener, name: &str) -> &'a FilterChain {
+    l.filter_chains
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("{}: no chain {name}", l.name))
+}
+
+fn is_original_dst(c: &Cluster) -> bool {
+    c.cluster_discovery_type
+        == Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        ))
+        && c.lb_policy == cluster::LbPolicy::ClusterProvided as i32
+}
+
+#[test]
+fn captured_proxies_have_a_capture_listener_each_way_with_a_chain_per_destination() {
+    let d = decode(
+        &config(&captured_shop(UnknownDestinations::Passthrough), "frontend"),
+        &Options::default(),
+    );
+    let names: Vec<_> = d.listeners.keys().map(String::as_str).collect();
+    assert_eq!(names, ["inbound", "outbound"]);
+    let out = &d.listeners["outbound"];
+    assert_eq!(bound_to(out), ("0.0.0.0".to_owned(), 15001));
+    assert_eq!(out.stat_prefix, "outbound");
+    assert_eq!(out.traffic_direction, TrafficDirection::Outbound as i32);
+    let filters: Vec<_> = out
+        .listener_filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(filters, ["envoy.filters.listener.original_dst"]);
+    let chain_of =
+        |name: &str, port, address: &str| (name.to_owned(), port, vec![format!("{address}/32")]);
+    assert_eq!(
+        chain_matches(out),
+        [
+            ("capture-port".to_owned(), 15001, vec![]),
+            chain_of("catalog.shop.svc.cluster.local:50051", 50051, "10.96.0.6"),
+            chain_of("db.shop.svc.cluster.local:5432", 5432, "10.96.0.5"),
+            chain_of("ratings.shop.svc.cluster.local:9080", 9080, "10.96.0.2"),
+            chain_of("reviews.shop.svc.cluster.local:9080", 9080, "10.96.0.1"),
+        ]
+    );
+
+    let reviews = "reviews.shop.svc.cluster.local:9080";
+    let hcm: HttpConnectionManager = chain_filter(chain(out, reviews), HCM);
+    assert_eq!(hcm.stat_prefix, "reviews.shop.svc.cluster.local_9080");
+    let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
+        panic!("RDS expected");
+    };
+    assert!(is_ads(rds.config_source.as_ref()));
+    assert_eq!(rds.route_config_name, reviews);
+    assert_eq!(hcm.access_log.len(), 1, "the policy asks for access logs");
+    let vh = &d.routes[reviews].virtual_hosts;
+    assert_eq!(vh.len(), 1, "one Service port per route config");
+
+    let tcp: TcpProxy = chain_filter(chain(out, "db.shop.svc.cluster.local:5432"), TCP_PROXY);
+    assert_eq!(tcp.stat_prefix, "db.shop.svc.cluster.local_5432");
+    let Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) = tcp.cluster_specifier else {
+        panic!("weighted clusters expected");
+    };
+    let split: Vec<_> = w
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight))
+        .collect();
+    assert_eq!(split, [(DB_V1, 80), (DB_V2, 20)]);
+
+    let inbound = &d.listeners["inbound"];
+    assert_eq!(bound_to(inbound), ("0.0.0.0".to_owned(), 15006));
+    assert_eq!(inbound.traffic_direction, TrafficDirection::Inbound as i32);
+    assert_eq!(
+        chain_matches(inbound),
+        [
+            ("capture-port".to_owned(), 15006, vec![]),
+            ("inbound|8080".to_owned(), 8080, vec![]),
+        ]
+    );
+    let hcm: HttpConnectionManager = chain_filter(chain(inbound, "inbound|8080"), HCM);
+    assert_eq!(hcm.stat_prefix, "inbound_8080");
+}
+
+#[test]
+fn unknown_destinations_pass_through_an_original_destination_cluster_or_are_refused() {
+    let d = decode(
+        &config(&captured_shop(UnknownDestinations::Passthrough), "frontend"),
+        &Options::default(),
+    );
+    for (listener, cluster) in [
+        ("outbound", "passthrough"),
+        ("inbound", "inbound|passthrough"),
+    ] {
+        let l = &d.listeners[listener];
+        let default = l.default_filter_chain.as_ref().expect("a default chain");
+        let tcp: TcpProxy = chain_filter(default, TCP_PROXY);
+        assert_eq!(tcp.stat_prefix, "passthrough");
+        assert_eq!(
+            tcp.cluster_specifier,
+            Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into()))
+        );
+        assert_eq!(tcp.access_log.len(), 1);
+        assert!(is_original_dst(&d.clusters[cluster]), "{cluster}");
+        assert_eq!(d.clusters[cluster].load_assignment, None);
+        assert_eq!(d.clusters[cluster].connect_timeout, secs(2, 0));
+    }
+
+    let d = decode(
+        &config(&captured_shop(UnknownDestinations::Refuse), "frontend"),
+        &Options::default(),
+    );
+    let out = &d.listeners["outbound"];
+    assert_eq!(out.default_filter_chain, None, "Envoy closes them");
+    assert!(
+        chain_matches(out)
+            .iter()
+            .all(|(name, ..)| name != "capture-port")
+    );
+    assert_eq!(out.access_log.len(), 1, "refused connections are logged");
+    assert!(!d.clusters.contains_key("passthrough"));
+    assert!(
+        d.listeners["inbound"].default_filter_chain.is_some(),
+        "the policy is about outbound destinations"
+    );
+}
+
+#[test]
+fn captured_references_resolve_within_each_proxy() {
+    for unknown in [
+        UnknownDestinations::Passthrough,
+        UnknownDestinations::Refuse,
+    ] {
+        let m = captured_shop(unknown);
+        for pod in ["frontend", "reviews-v1", "catalog-0", "db-v1"] {
+            let d = decode(&config(&m, pod), &Options::default());
+            for l in d.listeners.values() {
+                let chains = l.filter_chains.iter().chain(&l.default_filter_chain);
+                for c in chains.filter(|c| c.name != "capture-port") {
+                    let filter = c.filters.first().map(|f| f.name.as_str());
+                    if filter == Some(HCM) {
+                        let hcm: HttpConnectionManager = chain_filter(c, HCM);
+                        let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
+                            panic!("{pod}/{}: RDS expected", c.name);
+                        };
+                        assert!(
+                            d.routes.contains_key(&rds.route_config_name),
+                            "{pod}/{}",
+                            c.name
+                        );
+                    } else {
+                        let tcp: TcpProxy = chain_filter(c, TCP_PROXY);
+                        let names = match tcp.cluster_specifier {
+                            Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => vec![c],
+                            Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
+                                w.clusters.into_iter().map(|c| c.name).collect()
+                            }
+                            None => panic!("{pod}/{}: TCP proxy without cluster", c.name),
+                        };
+                        for name in names {
+                            assert!(d.clusters.contains_key(&name), "{pod}/{}: {name}", c.name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn captured_translation_is_deterministic_and_a_route_change_leaves_the_listener_alone() {
+    let m = captured_shop(UnknownDestinations::Passthrough);
+    let once = translate_all(&config(&m, "frontend"), &Options::default());
+    assert_eq!(
+        once,
+        translate_all(&config(&m, "frontend"), &Options::default())
+    );
+    let rebuilt = captured_shop(UnknownDestinations::Passthrough);
+    assert_eq!(
+        once,
+        translate_all(&config(&rebuilt, "frontend"), &Options::default())
+    );
+
+    let changed = REVIEWS_ROUTE.replace("weight: 90", "weight: 80");
+    let mut events = shop_events(&changed);
+    events.push(fleet_policy(UnknownDestinations::Passthrough));
+    let m = mesh_addressed(Addressing::Captured, events);
+    let after = translate_all(&config(&m, "frontend"), &Options::default());
+    let differing: Vec<_> = once
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.version != a.version)
+        .map(|(b, _)| b.name.as_str())
+        .collect();
+    assert_eq!(differing, ["reviews.shop.svc.cluster.local:9080"]);
 }

@@ -8,7 +8,10 @@ use std::{
     sync::Arc,
 };
 
-use remora_envoy::{EnvoyResource, Options, VirtualHostCache, translate_with, unresolved_cluster};
+use remora_envoy::{
+    EnvoyResource, FilterChainCache, Options, VirtualHostCache, translate_listener_with,
+    translate_with, unresolved_cluster,
+};
 use remora_model::{
     Changes, Mesh,
     config::{ProxyConfig, Resource, ResourceType, RouteAction, Target},
@@ -63,6 +66,8 @@ pub struct Publisher {
     /// A route config differs between namespaces and changes with any of its Services'
     /// routes; its virtual hosts are encoded once each.
     hosts: VirtualHostCache,
+    /// Capture listeners hold a chain per Service port; each chain is encoded once.
+    chains: FilterChainCache,
     classes: HashMap<ClassId, ClassLayers>,
     unresolved: Arc<EnvoyResource>,
 }
@@ -86,6 +91,7 @@ impl Publisher {
             translated: HashMap::new(),
             pruned_at: 0,
             hosts: VirtualHostCache::default(),
+            chains: FilterChainCache::default(),
             classes: HashMap::new(),
             unresolved: Arc::new(unresolved_cluster()),
         }
@@ -293,7 +299,12 @@ impl Publisher {
                         bind_outbound_to: key.2,
                         ..self.base.clone()
                     };
-                    let t = Arc::new(translate_with(resource, &options, &mut self.hosts));
+                    let t = Arc::new(match resource {
+                        Resource::Listener(l) => {
+                            translate_listener_with(&l.value, &options, &mut self.chains)
+                        }
+                        other => translate_with(other, &options, &mut self.hosts),
+                    });
                     self.translated.insert(key, t.clone());
                     t
                 }
@@ -313,6 +324,7 @@ impl Publisher {
             self.translated.retain(|_, r| Arc::strong_count(r) > 1);
             self.pruned_at = self.translated.len();
             self.hosts.sweep();
+            self.chains.sweep();
         }
     }
 }

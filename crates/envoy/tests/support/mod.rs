@@ -5,16 +5,18 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use envoy_types::pb::envoy::config::{
-    cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+    cluster::v3::Cluster,
+    endpoint::v3::ClusterLoadAssignment,
+    listener::v3::{FilterChain, Listener},
     route::v3::RouteConfiguration,
 };
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use prost::{Message, Name};
-use remora_api::{SidecarPolicy, TrafficRoute};
+use remora_api::{SidecarPolicy, TrafficRoute, sidecar_policy::UnknownDestinations};
 use remora_envoy::{EnvoyResource, Options, translate, type_url, unresolved_cluster};
 use remora_model::{
     Mesh,
-    config::{ProxyConfig, ResourceType},
+    config::{Addressing, ProxyConfig, ResourceType},
     input::{
         ContainerPort, Endpoint, EndpointPort, EndpointSlice, Event, MeshSettings, Namespace,
         Object, ObjectKey, Pod, Protocol, Service, ServicePort,
@@ -269,7 +271,20 @@ pub fn shop_events(reviews_route: &str) -> Vec<Event> {
 }
 
 pub fn mesh(events: Vec<Event>) -> Mesh {
-    let mut m = Mesh::new(MeshSettings::default());
+    mesh_with(MeshSettings::default(), events)
+}
+
+/// The mesh of `events`, with proxies addressed as `addressing` says.
+pub fn mesh_addressed(addressing: Addressing, events: Vec<Event>) -> Mesh {
+    let settings = MeshSettings {
+        addressing,
+        ..Default::default()
+    };
+    mesh_with(settings, events)
+}
+
+fn mesh_with(settings: MeshSettings, events: Vec<Event>) -> Mesh {
+    let mut m = Mesh::new(settings);
     m.apply(events);
     for r in ["reviews-rules", "db-split"] {
         let problems = m.route_validation(&key("shop", r)).unwrap_or_default();
@@ -280,6 +295,23 @@ pub fn mesh(events: Vec<Event>) -> Mesh {
 
 pub fn shop() -> Mesh {
     mesh(shop_events(REVIEWS_ROUTE))
+}
+
+/// The fleet policy, with the proxies handling unknown destinations as `unknown` says.
+pub fn fleet_policy(unknown: UnknownDestinations) -> Event {
+    let fleet = FLEET_POLICY.replace(
+        "version: 1.40.0}",
+        &format!("version: 1.40.0, interception: {{unknownDestinations: {unknown:?}}}}}"),
+    );
+    assert_ne!(fleet, FLEET_POLICY);
+    policy(&fleet)
+}
+
+/// The shop with its traffic captured, unknown destinations handled as `unknown` says.
+pub fn captured_shop(unknown: UnknownDestinations) -> Mesh {
+    let mut events = shop_events(REVIEWS_ROUTE);
+    events.push(fleet_policy(unknown));
+    mesh_addressed(Addressing::Captured, events)
 }
 
 pub fn config(m: &Mesh, pod: &str) -> ProxyConfig {
@@ -350,21 +382,27 @@ pub fn translate_all(config: &ProxyConfig, options: &Options) -> Vec<EnvoyResour
         .collect()
 }
 
-/// The one network filter of a listener's one filter chain, decoded as `M`.
+/// The names of the two network filters listeners use.
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";
 pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
+/// The one network filter of a listener's one filter chain, decoded as `M`.
 pub fn network_filter<M: Message + Name + Default>(l: &Listener, name: &str) -> M {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
     let [chain] = l.filter_chains.as_slice() else {
         panic!("{}: one filter chain expected", l.name);
     };
+    chain_filter(chain, name)
+}
+
+/// The one network filter of a filter chain, decoded as `M`.
+pub fn chain_filter<M: Message + Name + Default>(chain: &FilterChain, name: &str) -> M {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
     let [filter] = chain.filters.as_slice() else {
-        panic!("{}: one filter expected", l.name);
+        panic!("{}: one filter expected", chain.name);
     };
     assert_eq!(filter.name, name);
     let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
-        panic!("{}: typed config expected", l.name);
+        panic!("{}: typed config expected", chain.name);
     };
     assert_eq!(any.type_url, M::type_url());
     M::decode(any.value.as_slice()).expect("filter config")

@@ -1,0 +1,102 @@
+//! Filter chains of capture listeners, encoded once each.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use prost::{Message, encoding::message};
+use remora_api::sidecar_policy::AccessLogFormat;
+use remora_model::config::{self, Accepts};
+
+use crate::{AccessLogSink, Options, listener, proto};
+
+/// `Listener.filter_chains`.
+const FILTER_CHAINS: u32 = 3;
+
+/// Filter chains encoded once each, by content. A capture listener has a chain per Service
+/// port (thousands in a large mesh), each class of proxies has a listener of its own, and a
+/// change to one Service changes one chain of each: the next encoding of a listener costs
+/// the changed chain and a concatenation, not a translation of every chain.
+#[derive(Debug, Default)]
+pub struct FilterChainCache {
+    /// The encoded chain and the sweep it was last used in.
+    encoded: HashMap<ChainKey, (Vec<u8>, u64)>,
+    sweep: u64,
+}
+
+/// What a chain's encoding depends on: its content and the access log of its listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ChainKey {
+    chain: u64,
+    access_log: Option<AccessLogFormat>,
+    sink: AccessLogSink,
+}
+
+impl FilterChainCache {
+    /// The encoding of `l`, the same bytes as encoding the translated listener. Prost writes
+    /// fields in tag order, so a listener is its name and address (fields 1 and 2), its
+    /// filter chains (3), then every other field; a listener that is not a capture listener
+    /// is encoded whole.
+    pub(crate) fn listener(&mut self, l: &config::Listener, options: &Options) -> Vec<u8> {
+        let Accepts::Captured { chains, unmatched } = &l.accepts else {
+            return listener::listener(l, options).encode_to_vec();
+        };
+        let (mut rest, access_log) = super::shell(l, unmatched, options);
+        let head = Listener {
+            name: std::mem::take(&mut rest.name),
+            address: rest.address.take(),
+            ..Default::default()
+        };
+        let guards = std::mem::take(&mut rest.filter_chains);
+        let key = |hash| ChainKey {
+            chain: hash,
+            access_log: l.access_log,
+            sink: options.access_log,
+        };
+        let sweep = self.sweep;
+        // Sized exactly first, as the bytes are kept for as long as proxies hold the listener.
+        let mut len = head.encoded_len()
+            + guards
+                .iter()
+                .map(|g| message::encoded_len(FILTER_CHAINS, g))
+                .sum::<usize>()
+            + rest.encoded_len();
+        for c in super::served(chains, l.port, !guards.is_empty()) {
+            let (bytes, used) = self.encoded.entry(key(c.hash)).or_insert_with(|| {
+                (
+                    super::filter_chain(&c.value, &access_log).encode_to_vec(),
+                    sweep,
+                )
+            });
+            *used = sweep;
+            len += proto::field_len(FILTER_CHAINS, bytes.len());
+        }
+        let mut out = Vec::with_capacity(len);
+        head.encode(&mut out).expect("a vector grows");
+        for g in &guards {
+            message::encode(FILTER_CHAINS, g, &mut out);
+        }
+        for c in super::served(chains, l.port, !guards.is_empty()) {
+            let (bytes, _) = &self.encoded[&key(c.hash)];
+            proto::put_field(FILTER_CHAINS, bytes, &mut out);
+        }
+        rest.encode(&mut out).expect("a vector grows");
+        out
+    }
+
+    /// Drops the chains no listener was encoded with since the last sweep.
+    pub fn sweep(&mut self) {
+        let last = self.sweep;
+        self.encoded.retain(|_, (_, used)| *used >= last);
+        self.sweep += 1;
+    }
+
+    /// How many encoded chains are kept.
+    pub fn len(&self) -> usize {
+        self.encoded.len()
+    }
+
+    /// Whether no encoded chain is kept.
+    pub fn is_empty(&self) -> bool {
+        self.encoded.is_empty()
+    }
+}
