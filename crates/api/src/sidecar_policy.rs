@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use proxy::{
     ADMIN_PORT, INBOUND_CAPTURE_PORT, Interception, LogLevel, OUTBOUND_CAPTURE_PORT, PROXY_GID,
-    PROXY_UID, ProxySpec, READINESS_PORT, SharedVolume, UnknownDestinations,
+    PROXY_UID, ProxySpec, READINESS_PORT, SharedVolume, UnknownDestinations, proxy_port_role,
 };
 pub use rollout::{FailureAction, HealthGate, RestartMethod, RolloutStrategy, Wave};
 pub use status::{

@@ -2,15 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use remora_api::sidecar_policy::Interception;
-use remora_inject::{ADMIN_PORT, READINESS_PORT};
+use remora_api::sidecar_policy::{
+    ADMIN_PORT, INBOUND_CAPTURE_PORT, Interception, OUTBOUND_CAPTURE_PORT, READINESS_PORT,
+};
 
 use crate::{Cidr, Family};
-
-/// The port the proxy's outbound capture listener accepts redirected connections on.
-pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
-/// The port the proxy's inbound capture listener accepts redirected connections on.
-pub const INBOUND_CAPTURE_PORT: u16 = 15006;
 
 /// The proxy's user and group: a connection whose socket belongs to both is the proxy's own
 /// and never redirected.
@@ -305,6 +301,7 @@ mod tests {
             exclude_inbound_ports: vec![22, ADMIN_PORT.into()],
             exclude_outbound_ports: vec![5432, 3306],
             exclude_outbound_cidrs: vec!["10.96.0.0/12".into(), "fd00::/8".into()],
+            ..Interception::default()
         })
         .expect("valid");
         assert_eq!(

@@ -61,8 +61,5 @@ mod capture;
 mod cidr;
 pub mod rules;
 
-pub use capture::{
-    Capture, CaptureError, CapturePorts, INBOUND_CAPTURE_PORT, InboundPorts, OUTBOUND_CAPTURE_PORT,
-    ProxyUser,
-};
+pub use capture::{Capture, CaptureError, CapturePorts, InboundPorts, ProxyUser};
 pub use cidr::{Cidr, Family};

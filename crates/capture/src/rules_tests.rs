@@ -31,6 +31,7 @@ fn everything() -> Interception {
         exclude_inbound_ports: vec![22],
         exclude_outbound_ports: vec![5432],
         exclude_outbound_cidrs: vec!["10.96.0.0/12".into(), "fd00:1::/64".into()],
+        ..Interception::default()
     }
 }
 

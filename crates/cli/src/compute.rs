@@ -6,8 +6,8 @@ use remora_inputs::load_dir;
 use remora_model::{
     Mesh,
     config::{
-        BindAddress, Discovery, Listener, ListenerProtocol, PathMatch, ProxyConfig, Resource,
-        Route, RouteAction, Target, ValueMatch, WeightedCluster,
+        Accepts, BindAddress, Discovery, Listener, ListenerProtocol, PathMatch, ProxyConfig,
+        Resource, Route, RouteAction, Target, Unmatched, ValueMatch, WeightedCluster,
     },
     input::{Event, MeshSettings, Object, ObjectKey},
 };
@@ -127,6 +127,7 @@ fn render(config: &ProxyConfig, out: &mut String) {
                 let how = match &c.value.discovery {
                     Discovery::Eds => "endpoints from EDS".to_owned(),
                     Discovery::Static(addrs) => format!("static {}", join(addrs)),
+                    Discovery::OriginalDestination => "to the original destination".to_owned(),
                 };
                 let _ = writeln!(out, "  cluster {} ({how})", c.value.name);
             }
@@ -148,15 +149,44 @@ fn render(config: &ProxyConfig, out: &mut String) {
 }
 
 fn listener(l: &Listener, out: &mut String) {
-    let addr = match &l.address {
-        BindAddress::Any => "0.0.0.0".to_owned(),
-        BindAddress::Ip(ip) => ip.to_string(),
-    };
-    let to = match &l.protocol {
+    match &l.accepts {
+        Accepts::Bound { address, protocol } => {
+            let addr = match address {
+                BindAddress::Any => "0.0.0.0".to_owned(),
+                BindAddress::Ip(ip) => ip.to_string(),
+            };
+            let to = handling(protocol);
+            let _ = writeln!(out, "  listener {} on {addr}:{} ({to})", l.name, l.port);
+        }
+        Accepts::Captured { chains, unmatched } => {
+            let rest = match unmatched {
+                Unmatched::Passthrough { cluster } => format!("others pass through {cluster}"),
+                Unmatched::Refuse => "others refused".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "  capture listener {} on port {} ({rest})",
+                l.name, l.port
+            );
+            for c in chains {
+                let c = &c.value;
+                let to = if c.addresses.is_empty() {
+                    "any address".to_owned()
+                } else {
+                    join(&c.addresses)
+                };
+                let how = handling(&c.protocol);
+                let _ = writeln!(out, "    chain {}: {to} port {} ({how})", c.name, c.port);
+            }
+        }
+    }
+}
+
+fn handling(protocol: &ListenerProtocol) -> String {
+    match protocol {
         ListenerProtocol::Http { route_config } => format!("http, route config {route_config}"),
         ListenerProtocol::Tcp { clusters } => format!("tcp to {}", split(clusters)),
-    };
-    let _ = writeln!(out, "  listener {} on {addr}:{} ({to})", l.name, l.port);
+    }
 }
 
 fn route(r: &Route, out: &mut String) {

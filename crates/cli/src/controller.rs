@@ -4,7 +4,7 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use remora_controller::{Config, inject::InjectConfig, leader::LeaseConfig, start};
 use remora_inject::{ControlPlane, Layout, Settings};
-use remora_model::input::MeshSettings;
+use remora_model::{config::Addressing, input::MeshSettings};
 use remora_runtime::Debounce;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -90,7 +90,14 @@ pub struct Args {
     /// Injected proxies use incremental (delta) xDS instead of state of the world.
     #[arg(long, env = "REMORA_XDS_DELTA")]
     xds_delta: bool,
+    /// The image of the init container injected pods get (`remora init-network`, which
+    /// redirects their traffic through the proxy): the control plane's own.
+    #[arg(long, default_value = DEFAULT_INIT_IMAGE)]
+    init_image: String,
 }
+
+/// This build's own image, as the Helm chart names it.
+const DEFAULT_INIT_IMAGE: &str = concat!("ghcr.io/remora-mesh/remora:", env!("CARGO_PKG_VERSION"));
 
 pub fn run(args: &Args) -> ExitCode {
     if let Err(e) = init_logs(&args.log_format, &args.log_level) {
@@ -147,6 +154,8 @@ pub fn run(args: &Args) -> ExitCode {
 fn config(args: &Args) -> Config {
     let settings = MeshSettings {
         root_namespace: args.root_namespace.clone(),
+        // Injected pods get `remora init-network`: their traffic reaches the capture listeners.
+        addressing: Addressing::Captured,
         ..MeshSettings::default()
     };
     let inject = args
@@ -171,6 +180,7 @@ fn config(args: &Args) -> Config {
                 }),
                 xds_port: args.xds_service_port,
                 delta: args.xds_delta,
+                image: args.init_image.clone(),
             },
         });
     Config {
@@ -225,4 +235,37 @@ fn init_logs(format: &str, level: &str) -> Result<(), String> {
         logs.init();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn config_of(flags: &[&str]) -> Config {
+        let line = ["remora", "--pod-name", "remora-0"].iter().chain(flags);
+        config(&Cli::try_parse_from(line).expect("flags").args)
+    }
+
+    #[test]
+    fn injected_pods_run_the_controllers_own_image_and_are_captured() {
+        let injecting = ["--mutating-webhook-configuration", "remora-injection"];
+        let image = |c: Config| c.inject.expect("injection").control_plane.image;
+        let default = config_of(&injecting);
+        assert_eq!(default.settings.addressing, Addressing::Captured);
+        assert_eq!(
+            image(default),
+            format!("ghcr.io/remora-mesh/remora:{}", env!("CARGO_PKG_VERSION"))
+        );
+        let mut flags = injecting.to_vec();
+        flags.extend(["--init-image", "registry.example/remora:dev"]);
+        assert_eq!(image(config_of(&flags)), "registry.example/remora:dev");
+    }
 }

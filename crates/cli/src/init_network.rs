@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use remora_api::sidecar_policy::Interception;
+use remora_api::sidecar_policy::{INBOUND_CAPTURE_PORT, Interception, OUTBOUND_CAPTURE_PORT};
 use remora_capture::{
-    Capture, CapturePorts, Family, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, ProxyUser,
+    Capture, CapturePorts, Family, ProxyUser,
     apply::{self, BackendChoice, FamilyOutcome},
     rules,
 };
@@ -94,6 +94,8 @@ fn capture(args: &Args) -> Result<Capture, remora_capture::CaptureError> {
         exclude_inbound_ports: args.exclude_inbound_ports.clone(),
         exclude_outbound_ports: args.exclude_outbound_ports.clone(),
         exclude_outbound_cidrs: args.exclude_outbound_cidrs.clone(),
+        // What the proxy does with unknown destinations is its own config, not a nat rule.
+        ..Interception::default()
     };
     let proxy = ProxyUser {
         uid: args.proxy_uid,
@@ -104,4 +106,90 @@ fn capture(args: &Args) -> Result<Capture, remora_capture::CaptureError> {
         inbound: args.inbound_capture_port,
     };
     Capture::new(proxy, ports, &interception)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use remora_api::{
+        SidecarPolicy,
+        sidecar_policy::{PROXY_GID, PROXY_UID},
+    };
+    use remora_inject::{ControlPlane, INIT_CONTAINER, Injection, JsonPatchOp, Layout};
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Parser)]
+    enum Remora {
+        InitNetwork(Args),
+    }
+
+    /// The arguments of the init container the injector gives a pod declaring port 8080 and
+    /// probed on 8081 under a policy that sets every interception field.
+    fn injected_args() -> Vec<String> {
+        let policy: SidecarPolicy = serde_json::from_value(json!({
+            "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
+            "metadata": {"name": "mesh", "namespace": "shop"},
+            "spec": {"proxy": {"image": "envoyproxy/envoy", "version": "1.40.0", "interception": {
+                "inboundPorts": [8080, 9090],
+                "excludeInboundPorts": [22],
+                "excludeOutboundPorts": [5432],
+                "excludeOutboundCidrs": ["10.96.0.0/12", "fd00::/8"],
+            }}},
+        }))
+        .expect("a policy");
+        let pod = serde_json::from_value(json!({"spec": {"containers": [{
+            "name": "web",
+            "ports": [{"containerPort": 8080}],
+            "livenessProbe": {"tcpSocket": {"port": 8081}},
+        }]}}))
+        .expect("a pod");
+        let control_plane = ControlPlane {
+            xds_host: "remora.remora-system.svc".into(),
+            xds_port: 18000,
+            delta: false,
+            image: "ghcr.io/remora-mesh/remora:test".into(),
+        };
+        let injection = Injection {
+            policy: &policy,
+            version: "1.40.0",
+            revision: "r",
+            layout: Layout::Native,
+            control_plane: &control_plane,
+        };
+        let ops = remora_inject::patch(&pod, &injection).expect("injected");
+        let init = ops
+            .iter()
+            .find_map(|JsonPatchOp::Add { path, value }| {
+                (path == "/spec/initContainers").then(|| value[0].clone())
+            })
+            .expect("init containers added");
+        assert_eq!(init["name"], INIT_CONTAINER);
+        serde_json::from_value(init["args"].clone()).expect("args")
+    }
+
+    #[test]
+    fn the_injected_init_container_programs_the_policys_interception() {
+        let args = injected_args();
+        let line = ["remora".to_string()].into_iter().chain(args);
+        let Remora::InitNetwork(parsed) =
+            Remora::try_parse_from(line).expect("init-network parses");
+        let want = Interception {
+            inbound_ports: vec![8080, 9090],
+            // The probe's port has no inbound chain: it bypasses the proxy.
+            exclude_inbound_ports: vec![22, 8081],
+            exclude_outbound_ports: vec![5432],
+            exclude_outbound_cidrs: vec!["10.96.0.0/12".into(), "fd00::/8".into()],
+            ..Interception::default()
+        };
+        let proxy = ProxyUser {
+            uid: PROXY_UID,
+            gid: PROXY_GID,
+        };
+        assert_eq!(
+            capture(&parsed),
+            Capture::new(proxy, CapturePorts::default(), &want)
+        );
+    }
 }

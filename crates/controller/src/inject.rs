@@ -137,13 +137,7 @@ impl PodInjector for MeshInjector {
             }
             Answer::Refused(e) => {
                 tracing::info!(%namespace, pod = name, error = %e, "pod refused: its sidecar cannot be added");
-                let reason = match e {
-                    InjectError::NameTaken { .. } => "name_taken",
-                    InjectError::PortTaken { .. } => "port_taken",
-                    InjectError::VolumeTaken { .. } => "volume_taken",
-                    InjectError::ServerVersion { .. } => "server_version",
-                };
-                self.metrics.observe_injection("refused", reason);
+                self.metrics.observe_injection("refused", e.metric_label());
             }
             Answer::Unavailable(why) => {
                 tracing::warn!(%namespace, pod = name, %why, "cannot decide a pod's sidecar yet");
@@ -320,6 +314,7 @@ mod tests {
                 xds_host: "remora.remora-system.svc".into(),
                 xds_port: 18000,
                 delta: false,
+                image: "ghcr.io/remora-mesh/remora:test".into(),
             },
             mesh: Arc::new(SharedMesh::new(mesh)),
             policies: store,

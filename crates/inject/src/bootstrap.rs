@@ -8,23 +8,20 @@
 //! `--service-node` alone could not set), with no init step, no shared volume and no file.
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
+use remora_api::sidecar_policy::{ADMIN_PORT, READINESS_PORT};
 use remora_envoy::bootstrap::Bootstrap;
 use remora_model::input::ObjectKey;
 use serde_json::{Value, json};
 
-/// Envoy's admin interface, on loopback only: it can reconfigure the proxy.
-pub const ADMIN_PORT: u16 = 15000;
-/// Serves only `GET /ready` (passed to the admin's `/ready`) on the pod's address, so the
-/// kubelet can probe the proxy without reaching the admin interface.
-pub const READINESS_PORT: u16 = 15021;
-/// The path the kubelet probes on [`READINESS_PORT`].
+/// The path the kubelet probes on [`READINESS_PORT`], which serves only `GET /ready` (passed to
+/// the admin's `/ready`, the admin interface itself being on loopback only).
 pub const READINESS_PATH: &str = "/ready";
 
 const POD_NAME: &str = "REMORA_POD_NAME";
 const POD_NAMESPACE: &str = "REMORA_POD_NAMESPACE";
 const SERVICE_ACCOUNT: &str = "REMORA_SERVICE_ACCOUNT";
 
-/// Where the proxies find the control plane.
+/// The control plane as injected pods see it: where their proxies find it, and its image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControlPlane {
     /// A DNS name (the control plane's Service) or an IP.
@@ -33,6 +30,9 @@ pub struct ControlPlane {
     pub xds_port: u16,
     /// Incremental xDS instead of state of the world.
     pub delta: bool,
+    /// The control plane's own image (its entrypoint the `remora` binary), which the init
+    /// container runs as `remora init-network`, e.g. `ghcr.io/remora-mesh/remora:0.1.0`.
+    pub image: String,
 }
 
 /// The bootstrap of the proxy `proxy` running as `service_account`.
@@ -151,6 +151,7 @@ pub(crate) mod tests {
             xds_host: "remora.remora-system.svc".into(),
             xds_port: 15010,
             delta: true,
+            image: "ghcr.io/remora-mesh/remora:0.1.0".into(),
         }
     }
 

@@ -7,11 +7,11 @@ use k8s_openapi::{
     },
     apimachinery::pkg::util::intstr::IntOrString,
 };
-use remora_api::sidecar_policy::PROXY_CONTAINER;
+use remora_api::sidecar_policy::{PROXY_CONTAINER, PROXY_GID, PROXY_UID, READINESS_PORT};
 
 use crate::{
     Injection, Layout,
-    bootstrap::{READINESS_PATH, READINESS_PORT, config_arg, env},
+    bootstrap::{READINESS_PATH, config_arg, env},
 };
 
 /// The proxy first, then the policy's extra containers, shaped for the layout. In the native
@@ -99,8 +99,8 @@ fn hold_until_ready() -> Lifecycle {
     }
 }
 
-// Envoy needs no privilege: it binds ports above 1024 and writes nothing to disk. 101 is the
-// `envoy` user of the official image.
+// Envoy needs no privilege: it binds ports above 1024 and writes nothing to disk. Its user
+// and group are the ones the capture rules exempt, so its own connections are not redirected.
 fn security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
@@ -110,7 +110,8 @@ fn security_context() -> SecurityContext {
         }),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
-        run_as_user: Some(101),
+        run_as_user: Some(PROXY_UID.into()),
+        run_as_group: Some(PROXY_GID.into()),
         ..SecurityContext::default()
     }
 }

@@ -4,21 +4,66 @@
 //! Both take plain data: the pod as submitted, its namespace's labels, the governing
 //! `SidecarPolicy`, the version the rollout state picked for the pod's workload, and the
 //! layout the API server supports.
+//!
+//! # What an injected pod gets
+//!
+//! - **`remora-init`** ([`INIT_CONTAINER`]), the first init container in both layouts: `remora
+//!   init-network` from the control plane's own image ([`ControlPlane::image`]) programs the
+//!   nat rules that send the pod's TCP traffic through the proxy (the policy's
+//!   `spec.proxy.interception` as its flags). It runs before the native sidecars, so the
+//!   redirect is in place before the proxy starts, and in the classic layout before the app.
+//!   It alone holds `NET_ADMIN` and `NET_RAW` and runs as root, as iptables needs. In the
+//!   classic layout the pod's own init containers run after it but before the proxy, so
+//!   their outbound connections are refused unless the policy excludes their destinations;
+//!   in the native layout the proxy is up before them.
+//! - **`remora-proxy`**, Envoy with every capability dropped, running as `PROXY_UID` and
+//!   `PROXY_GID` (`remora_api::sidecar_policy`): the capture rules never redirect the
+//!   connections of that user, so its upstream and xDS connections are not captured again.
+//! - The policy's extra containers and volumes, and annotations for rollouts.
+//!
+//! # What makes a pod refused
+//!
+//! An [`InjectError`] names the field and the fix: a container or volume name the injection
+//! adds, a container port that is one of the proxy's four (admin, readiness, outbound and
+//! inbound capture), and a container that runs as the proxy's UID (its own securityContext,
+//! or the pod's): its traffic would bypass the proxy unseen.
+//!
+//! # Kubelet probes
+//!
+//! The kubelet connects to the pod's IP, so its probes are redirected like any inbound
+//! connection and reach the app through the proxy: a probe on a port the app's containers
+//! declare through the inbound chain for that port, one on any other port through the
+//! inbound listener's passthrough (plain TCP to the port it was sent to). Probes need no
+//! rewrite and no exclusion, and a probed port that also serves traffic is never taken out of
+//! the mesh for them. The proxy's own readiness port is never redirected.
+//!
+//! # Pod Security
+//!
+//! `NET_ADMIN` and `NET_RAW` are outside the Pod Security `baseline` capability set, and
+//! running as root is outside `restricted`: a namespace of meshed pods needs the `privileged`
+//! level. A CNI plugin that programs the same rules from the node is the later step that
+//! removes the init container and with it this need.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod bootstrap;
+mod conflicts;
 mod container;
 mod decide;
+mod init;
 mod layout;
 mod patch;
 
 use k8s_openapi::api::core::v1::Pod;
-use remora_api::{SidecarPolicy, sidecar_policy::proxy_container};
+use remora_api::{
+    SidecarPolicy,
+    sidecar_policy::{PROXY_UID, proxy_container},
+};
 
-pub use bootstrap::{ADMIN_PORT, ControlPlane, READINESS_PATH, READINESS_PORT, bootstrap};
+pub use bootstrap::{ControlPlane, READINESS_PATH, bootstrap};
 pub use decide::{Decision, Settings, SkipReason, decide};
+pub use init::INIT_CONTAINER;
 pub use layout::{Layout, ServerVersion};
 pub use patch::{JsonPatchOp, patch, pointer_token};
 
@@ -65,14 +110,29 @@ pub enum InjectError {
     },
     /// A container of the pod already uses a port of the proxy.
     #[error(
-        "{field}: port {port} belongs to the injected proxy; move the container to another \
-         port, or opt the pod out with {INJECT_ANNOTATION}=\"false\""
+        "{field}: port {port} belongs to the injected proxy (its {role} port); move the \
+         container to another port, or opt the pod out with {INJECT_ANNOTATION}=\"false\""
     )]
     PortTaken {
         /// The path of the clashing port, e.g. `spec.containers[0].ports[2].containerPort`.
         field: String,
         /// The port number.
         port: i32,
+        /// Which of the proxy's ports it is: admin, readiness, outbound or inbound capture.
+        role: &'static str,
+    },
+    /// A container of the pod runs as the proxy's user, whose connections the capture rules
+    /// never redirect.
+    #[error(
+        "{field}: {PROXY_UID} is the UID of the injected proxy, whose connections are never \
+         redirected, so this container's traffic would bypass the proxy unseen; run it as \
+         another user, or opt the pod out with {INJECT_ANNOTATION}=\"false\""
+    )]
+    ProxyUser {
+        /// The path of the `runAsUser` that applies: the container's own, e.g.
+        /// `spec.containers[0].securityContext.runAsUser`, or the pod's
+        /// `spec.securityContext.runAsUser` when the container sets none.
+        field: String,
     },
     /// A volume of the pod already has the name of one the policy adds.
     #[error(
@@ -93,6 +153,19 @@ pub enum InjectError {
         /// The value as reported.
         value: String,
     },
+}
+
+impl InjectError {
+    /// A short, fixed label for metrics (bounded cardinality, unlike the message).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            InjectError::NameTaken { .. } => "name_taken",
+            InjectError::PortTaken { .. } => "port_taken",
+            InjectError::ProxyUser { .. } => "proxy_user",
+            InjectError::VolumeTaken { .. } => "volume_taken",
+            InjectError::ServerVersion { .. } => "server_version",
+        }
+    }
 }
 
 /// Whether the pod carries the proxy, in either layout: the mark of an injected pod.

@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     InjectError, Injection, Layout, POLICY_ANNOTATION, REVISION_ANNOTATION, VERSION_ANNOTATION,
-    bootstrap::{ADMIN_PORT, READINESS_PORT},
-    container::sidecars,
-    has_proxy,
+    conflicts, container::sidecars, has_proxy, init::init_container,
 };
 
 /// One JSON-patch operation; the injector only ever adds.
@@ -35,58 +33,93 @@ pub fn pointer_token(key: &str) -> String {
 
 /// The operations that add the sidecars to `pod`, or none when it already has the proxy (a
 /// re-invoked webhook, or a pod injected before), so the result can be applied again safely.
+///
+/// The init container that redirects the pod's traffic goes first among the init
+/// containers in both layouts: before the native sidecars (so the proxy starts behind the
+/// redirect) or before the app's own init containers and the app.
 pub fn patch(pod: &Pod, injection: &Injection) -> Result<Vec<JsonPatchOp>, InjectError> {
     if has_proxy(pod) {
         return Ok(Vec::new());
     }
-    let added = sidecars(injection);
-    check_conflicts(pod, &added)?;
+    let sidecars = sidecars(injection);
+    let init = init_container(injection);
     let volumes = &injection.policy.spec.volumes;
-    check_volumes(pod, volumes)?;
-    let spec = pod.spec.as_ref();
-    let mut ops = match injection.layout {
-        Layout::Native => insert_front(
-            "/spec/initContainers",
-            spec.and_then(|s| s.init_containers.as_ref()),
-            added,
-        ),
-        Layout::Classic => {
-            // Only the proxy goes first (the kubelet starts containers in order); the extras
-            // follow the app, as sidecars usually do.
-            let mut added = added.into_iter();
-            let proxy = added.next().into_iter().collect();
-            let mut ops = insert_front("/spec/containers", spec.map(|s| &s.containers), proxy);
-            ops.extend(added.map(|c| add("/spec/containers/-".into(), to_value(&c))));
-            ops
-        }
-    };
-    if !volumes.is_empty() {
-        let added = volumes.iter().map(|v| json!(v.to_volume()));
-        match spec.and_then(|s| s.volumes.as_ref()) {
-            Some(existing) if !existing.is_empty() => {
-                ops.extend(added.map(|v| add("/spec/volumes/-".into(), v)));
-            }
-            _ => ops.push(add("/spec/volumes".into(), Value::Array(added.collect()))),
-        }
+    let names: Vec<&str> = [&init]
+        .into_iter()
+        .chain(&sidecars)
+        .map(|c| c.name.as_str())
+        .collect();
+    conflicts::check(pod, &names, volumes)?;
+    let mut ops = containers(pod, injection.layout, init, sidecars);
+    ops.extend(add_volumes(pod, volumes));
+    ops.extend(annotations(pod, injection));
+    Ok(ops)
+}
+
+/// The operations that add the policy's shared volumes after the pod's own.
+fn add_volumes(pod: &Pod, volumes: &[SharedVolume]) -> Vec<JsonPatchOp> {
+    if volumes.is_empty() {
+        return Vec::new();
     }
+    let added = volumes.iter().map(|v| json!(v.to_volume()));
+    match pod.spec.as_ref().and_then(|s| s.volumes.as_ref()) {
+        Some(existing) if !existing.is_empty() => {
+            added.map(|v| add("/spec/volumes/-".into(), v)).collect()
+        }
+        _ => vec![add("/spec/volumes".into(), Value::Array(added.collect()))],
+    }
+}
+
+/// The operations that write the version, revision and policy annotations.
+fn annotations(pod: &Pod, injection: &Injection) -> Vec<JsonPatchOp> {
     let annotations = [
         (VERSION_ANNOTATION, injection.version.to_string()),
         (REVISION_ANNOTATION, injection.revision.to_string()),
         (POLICY_ANNOTATION, policy_key(injection)),
     ];
     match &pod.metadata.annotations {
-        None => ops.push(add(
+        None => vec![add(
             "/metadata/annotations".into(),
             json!(BTreeMap::from(annotations)),
-        )),
-        Some(_) => ops.extend(annotations.map(|(k, v)| {
-            add(
-                format!("/metadata/annotations/{}", pointer_token(k)),
-                json!(v),
-            )
-        })),
+        )],
+        Some(_) => annotations
+            .map(|(k, v)| {
+                add(
+                    format!("/metadata/annotations/{}", pointer_token(k)),
+                    json!(v),
+                )
+            })
+            .into(),
     }
-    Ok(ops)
+}
+
+/// The operations that add the init container and the sidecars (the proxy first) to the
+/// pod's lists for `layout`.
+fn containers(
+    pod: &Pod,
+    layout: Layout,
+    init: Container,
+    sidecars: Vec<Container>,
+) -> Vec<JsonPatchOp> {
+    let spec = pod.spec.as_ref();
+    let init_containers = spec.and_then(|s| s.init_containers.as_ref());
+    match layout {
+        Layout::Native => {
+            let added = [init].into_iter().chain(sidecars).collect();
+            insert_front("/spec/initContainers", init_containers, added)
+        }
+        Layout::Classic => {
+            let mut ops = insert_front("/spec/initContainers", init_containers, vec![init]);
+            // Only the proxy goes first among the containers (the kubelet starts them in
+            // order); the extras follow the app, as sidecars usually do.
+            let mut sidecars = sidecars.into_iter();
+            let proxy = sidecars.next().into_iter().collect();
+            let app = spec.map(|s| &s.containers);
+            ops.extend(insert_front("/spec/containers", app, proxy));
+            ops.extend(sidecars.map(|c| add("/spec/containers/-".into(), to_value(&c))));
+            ops
+        }
+    }
 }
 
 fn policy_key(injection: &Injection) -> String {
@@ -125,54 +158,4 @@ fn insert_front(
         .enumerate()
         .map(|(i, c)| add(format!("{path}/{i}"), to_value(c)))
         .collect()
-}
-
-/// A volume the pod already has under a policy volume's name: the pod's owner renames theirs
-/// (or the policy's), as for containers.
-fn check_volumes(pod: &Pod, volumes: &[SharedVolume]) -> Result<(), InjectError> {
-    let existing = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
-    for (i, v) in existing.into_iter().flatten().enumerate() {
-        if volumes.iter().any(|ours| ours.name == v.name) {
-            return Err(InjectError::VolumeTaken {
-                field: format!("spec.volumes[{i}].name"),
-                name: v.name.clone(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// A name or port the pod already uses would make the patched pod invalid (names) or the
-/// proxy unable to start (ports); say which field, so the pod's owner can fix it.
-fn check_conflicts(pod: &Pod, added: &[Container]) -> Result<(), InjectError> {
-    let Some(spec) = &pod.spec else {
-        return Ok(());
-    };
-    let lists = [
-        (
-            "spec.initContainers",
-            spec.init_containers.as_deref().unwrap_or_default(),
-        ),
-        ("spec.containers", spec.containers.as_slice()),
-    ];
-    for (list, containers) in lists {
-        for (i, c) in containers.iter().enumerate() {
-            if added.iter().any(|a| a.name == c.name) {
-                return Err(InjectError::NameTaken {
-                    field: format!("{list}[{i}].name"),
-                    name: c.name.clone(),
-                });
-            }
-            for (j, p) in c.ports.iter().flatten().enumerate() {
-                let port = p.container_port;
-                if port == i32::from(ADMIN_PORT) || port == i32::from(READINESS_PORT) {
-                    return Err(InjectError::PortTaken {
-                        field: format!("{list}[{i}].ports[{j}].containerPort"),
-                        port,
-                    });
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use remora_api::SidecarPolicy;
 use remora_model::input::ObjectKey;
 use remora_test_support::expand;
 use serde_json::{Value, json};
@@ -23,7 +24,7 @@ pub(crate) fn pod() -> Pod {
     .expect("pod")
 }
 
-pub(crate) fn policy() -> remora_api::SidecarPolicy {
+pub(crate) fn policy() -> SidecarPolicy {
     serde_json::from_value(json!({
         "apiVersion": "remora.dev/v1alpha1",
         "kind": "SidecarPolicy",
@@ -47,11 +48,19 @@ fn inject(
     layout: Layout,
     cp: &ControlPlane,
 ) -> Result<Vec<crate::JsonPatchOp>, InjectError> {
-    let policy = policy();
+    inject_with(pod, layout, &policy(), cp)
+}
+
+fn inject_with(
+    pod: &Pod,
+    layout: Layout,
+    policy: &SidecarPolicy,
+    cp: &ControlPlane,
+) -> Result<Vec<crate::JsonPatchOp>, InjectError> {
     patch(
         pod,
         &Injection {
-            policy: &policy,
+            policy,
             version: "1.39.2",
             revision: "0123456789",
             layout,
@@ -62,12 +71,27 @@ fn inject(
 
 /// Applies our operations to the pod's JSON with the `json-patch` crate.
 fn apply(pod: &Pod, layout: Layout) -> Pod {
-    let ops = inject(pod, layout, &control_plane()).expect("patch");
+    apply_with(pod, layout, &policy())
+}
+
+fn apply_with(pod: &Pod, layout: Layout, policy: &SidecarPolicy) -> Pod {
+    let ops = inject_with(pod, layout, policy, &control_plane()).expect("patch");
     let patch: json_patch::Patch =
         serde_json::from_value(serde_json::to_value(&ops).expect("ops")).expect("RFC 6902");
     let mut doc = serde_json::to_value(pod).expect("pod json");
     json_patch::patch(&mut doc, &patch).expect("applies");
     serde_json::from_value(doc).expect("still a pod")
+}
+
+/// The container `name` of `pod`, from either list.
+fn container<'a>(pod: &'a Pod, name: &str) -> &'a Container {
+    let s = spec(pod);
+    s.init_containers
+        .iter()
+        .flatten()
+        .chain(&s.containers)
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
 }
 
 fn names(list: &[Container]) -> Vec<&str> {
@@ -92,14 +116,19 @@ fn native_layout() {
     spec_mut(&mut before).init_containers = Some(vec![named("migrate")]);
     let after = apply(&before, Layout::Native);
     let init = spec(&after).init_containers.as_deref().expect("init");
-    assert_eq!(names(init), ["remora-proxy", "log-shipper", "migrate"]);
-    for sidecar in &init[..2] {
+    assert_eq!(
+        names(init),
+        ["remora-init", "remora-proxy", "log-shipper", "migrate"]
+    );
+    // The redirect runs to completion before the kubelet starts the native sidecars.
+    assert_eq!(init[0].restart_policy, None);
+    for sidecar in &init[1..3] {
         assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
     }
-    assert_eq!(init[2].restart_policy, None);
+    assert_eq!(init[3].restart_policy, None);
     assert_eq!(spec(&after).containers, spec(&before).containers);
 
-    let proxy = &init[0];
+    let proxy = &init[1];
     assert_eq!(proxy.image.as_deref(), Some("envoyproxy/envoy:1.39.2"));
     assert!(proxy.startup_probe.is_some() && proxy.readiness_probe.is_some());
     assert_eq!(proxy.lifecycle, None);
@@ -125,16 +154,23 @@ fn native_layout() {
 fn native_layout_without_init_containers_adds_the_list() {
     let after = apply(&pod(), Layout::Native);
     let init = spec(&after).init_containers.as_deref().expect("init");
-    assert_eq!(names(init), ["remora-proxy", "log-shipper"]);
+    assert_eq!(names(init), ["remora-init", "remora-proxy", "log-shipper"]);
 }
 
 #[test]
 fn classic_layout() {
-    let before = pod();
+    let mut before = pod();
+    spec_mut(&mut before).init_containers = Some(vec![named("migrate")]);
     let after = apply(&before, Layout::Classic);
     let containers = &spec(&after).containers;
     assert_eq!(names(containers), ["remora-proxy", "web", "log-shipper"]);
-    assert_eq!(spec(&after).init_containers, None);
+    // The redirect is in place before the pod's own init containers and the app run.
+    let init = spec(&after).init_containers.as_deref().expect("init");
+    assert_eq!(names(init), ["remora-init", "migrate"]);
+    assert_eq!(init[0].restart_policy, None);
+    let bare = apply(&pod(), Layout::Classic);
+    let init = spec(&bare).init_containers.as_deref().expect("init");
+    assert_eq!(names(init), ["remora-init"]);
     assert_eq!(containers[1], spec(&before).containers[0]);
     let proxy = &containers[0];
     assert_eq!(proxy.restart_policy, None);
@@ -227,7 +263,7 @@ fn reinjection_is_a_no_op() {
 #[test]
 fn the_proxy_gets_its_pods_bootstrap() {
     let after = apply(&pod(), Layout::Native);
-    let proxy = &spec(&after).init_containers.as_deref().expect("init")[0];
+    let proxy = &spec(&after).init_containers.as_deref().expect("init")[1];
     // What the kubelet would resolve each downward-API variable to for this pod, once the
     // API server has named it.
     let resolved = |path: &str| match path {
@@ -283,6 +319,7 @@ fn conflicting_names_and_ports_name_the_field() {
         InjectError::PortTaken {
             field: "spec.initContainers[0].ports[1].containerPort".into(),
             port: 15021,
+            role: "readiness",
         }
     );
     assert!(
@@ -367,4 +404,140 @@ fn shared_volumes_are_added_and_a_clash_names_the_field() {
         }
     );
     assert!(err.to_string().contains("rename the pod's volume"));
+}
+
+#[test]
+fn only_the_init_container_holds_capabilities_and_the_proxy_runs_as_the_exempt_user() {
+    for layout in [Layout::Native, Layout::Classic] {
+        let after = apply(&pod(), layout);
+        let s = spec(&after);
+        for c in s.init_containers.iter().flatten().chain(&s.containers) {
+            let added = c
+                .security_context
+                .as_ref()
+                .and_then(|sc| sc.capabilities.as_ref()?.add.clone());
+            let want =
+                (c.name == "remora-init").then(|| vec!["NET_ADMIN".into(), "NET_RAW".into()]);
+            assert_eq!(added, want, "{layout:?} {}", c.name);
+        }
+        let sc = container(&after, "remora-proxy")
+            .security_context
+            .as_ref()
+            .expect("the proxy's securityContext");
+        assert_eq!((sc.run_as_user, sc.run_as_group), (Some(1337), Some(1337)));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        let dropped = sc.capabilities.as_ref().and_then(|c| c.drop.clone());
+        assert_eq!(dropped, Some(vec!["ALL".into()]), "{layout:?}");
+    }
+}
+
+#[test]
+fn each_port_of_the_proxy_is_refused_with_its_role() {
+    for (port, role) in [
+        (15000, "admin"),
+        (15001, "outbound capture"),
+        (15006, "inbound capture"),
+        (15021, "readiness"),
+    ] {
+        let mut taken = pod();
+        spec_mut(&mut taken).containers[0].ports = Some(
+            serde_json::from_value(json!([{"containerPort": 8080}, {"containerPort": port}]))
+                .expect("ports"),
+        );
+        let err = inject(&taken, Layout::Native, &control_plane()).expect_err(role);
+        assert_eq!(
+            err,
+            InjectError::PortTaken {
+                field: "spec.containers[0].ports[1].containerPort".into(),
+                port,
+                role,
+            }
+        );
+        assert!(
+            err.to_string().contains(&format!("(its {role} port)")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_container_running_as_the_proxy_user_is_refused_with_the_field() {
+    let user = |uid: i64| json!({"runAsUser": uid});
+    let with = |pod_sc: Option<Value>, web_sc: Option<Value>, init_sc: Option<Value>| {
+        let mut p = pod();
+        let s = spec_mut(&mut p);
+        s.security_context = pod_sc.map(|v| serde_json::from_value(v).expect("pod sc"));
+        s.containers[0].security_context =
+            web_sc.map(|v| serde_json::from_value(v).expect("container sc"));
+        if let Some(sc) = init_sc {
+            let mut migrate = named("migrate");
+            migrate.security_context = Some(serde_json::from_value(sc).expect("init sc"));
+            s.init_containers = Some(vec![migrate]);
+        }
+        inject(&p, Layout::Classic, &control_plane())
+    };
+    let refused = |field: &str| {
+        Err(InjectError::ProxyUser {
+            field: field.into(),
+        })
+    };
+    assert_eq!(
+        with(None, Some(user(1337)), None),
+        refused("spec.containers[0].securityContext.runAsUser")
+    );
+    assert_eq!(
+        with(Some(user(1337)), None, None),
+        refused("spec.securityContext.runAsUser")
+    );
+    assert_eq!(
+        with(None, None, Some(user(1337))),
+        refused("spec.initContainers[0].securityContext.runAsUser")
+    );
+    // The container's own user wins over the pod's; the group alone is not the proxy's user.
+    assert!(with(Some(user(1337)), Some(user(1000)), None).is_ok());
+    assert!(with(None, Some(json!({"runAsGroup": 1337})), None).is_ok());
+
+    let err = with(None, Some(user(1337)), None).expect_err("refused");
+    assert!(
+        err.to_string()
+            .starts_with("spec.containers[0].securityContext.runAsUser: 1337 is the UID"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("bypass the proxy"), "{err}");
+}
+
+/// The value of `flag` in the init container's arguments.
+fn init_flag(pod: &Pod, flag: &str) -> Option<String> {
+    let args = container(pod, "remora-init")
+        .args
+        .clone()
+        .unwrap_or_default();
+    let at = args.iter().position(|a| a == flag)?;
+    args.get(at + 1).cloned()
+}
+
+/// Probes reach the app through the proxy (a declared port's chain, or the inbound
+/// passthrough): a probed port is never excluded from capture on their account, so a port
+/// that is both probed and served stays in the mesh. Only the policy's exclusions are passed.
+#[test]
+fn probes_take_no_port_out_of_the_mesh() {
+    let mut probed = pod();
+    spec_mut(&mut probed).containers[0] = serde_json::from_value(json!({
+        "name": "web", "image": "shop/web:3",
+        "ports": [{"containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+        "livenessProbe": {"tcpSocket": {"port": 8081}},
+    }))
+    .expect("web");
+    let mut excluding = policy();
+    excluding.spec.proxy.interception.exclude_inbound_ports = vec![22];
+    for layout in [Layout::Native, Layout::Classic] {
+        let excluded = init_flag(
+            &apply_with(&probed, layout, &excluding),
+            "--exclude-inbound-ports",
+        );
+        assert_eq!(excluded.as_deref(), Some("22"), "{layout:?}");
+        let none = init_flag(&apply(&probed, layout), "--exclude-inbound-ports");
+        assert_eq!(none, None, "{layout:?}");
+    }
 }

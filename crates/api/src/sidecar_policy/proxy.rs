@@ -23,6 +23,20 @@ pub const PROXY_UID: u32 = 1337;
 /// The GID the injected proxy runs as; the init step matches it together with [`PROXY_UID`].
 pub const PROXY_GID: u32 = 1337;
 
+/// Which of the proxy's own ports `port` is (`admin`, `readiness`, `outbound capture`,
+/// `inbound capture`), if any: no application may use them in an injected pod.
+pub fn proxy_port_role(port: i32) -> Option<&'static str> {
+    [
+        (ADMIN_PORT, "admin"),
+        (READINESS_PORT, "readiness"),
+        (OUTBOUND_CAPTURE_PORT, "outbound capture"),
+        (INBOUND_CAPTURE_PORT, "inbound capture"),
+    ]
+    .into_iter()
+    .find(|(p, _)| i32::from(*p) == port)
+    .map(|(_, role)| role)
+}
+
 /// The proxy container.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -117,7 +131,7 @@ pub struct Interception {
     /// route (no Service port of the mesh, or one outside the policy's egress scope):
     /// `Passthrough` (the default) sends it on unchanged, `Refuse` closes it, counts it and
     /// logs it in the proxy's access log.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "UnknownDestinations::is_passthrough")]
     pub unknown_destinations: UnknownDestinations,
 }
 
@@ -130,6 +144,13 @@ pub enum UnknownDestinations {
     Passthrough,
     /// Close the connection; Envoy counts it (`no_filter_chain_match`) and logs it.
     Refuse,
+}
+
+impl UnknownDestinations {
+    /// Whether this is the default, which manifests leave out.
+    pub fn is_passthrough(&self) -> bool {
+        *self == UnknownDestinations::Passthrough
+    }
 }
 
 /// A volume the injector adds to a pod for its sidecars to share with the app: an
