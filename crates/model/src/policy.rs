@@ -5,7 +5,7 @@ use std::{cmp::Ordering, time::Duration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use remora_api::{
     SidecarPolicySpec,
-    sidecar_policy::{AccessLogFormat, EgressScope, UnknownDestinations},
+    sidecar_policy::{AccessLogFormat, EgressScope, UnknownDestinations, proxy_port_role},
     traffic_route::Retry,
 };
 
@@ -196,10 +196,12 @@ impl Defaults {
         })
     }
 
-    /// Whether an inbound listener serves this port of the pod.
+    /// Whether an inbound listener serves this port of the pod. The proxy's own ports never
+    /// are: a chain for a capture port would send the proxy's connections to itself.
     pub fn intercepts_inbound(&self, port: u16) -> bool {
         (self.inbound_ports.is_empty() || self.inbound_ports.contains(&port))
             && !self.exclude_inbound_ports.contains(&port)
+            && proxy_port_role(port.into()).is_none()
     }
 }
 

@@ -3,15 +3,19 @@
 //! per HTTP Service port, so a change to one Service's routing re-sends that route config
 //! alone.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+    sync::Arc,
+};
 
 use remora_api::sidecar_policy::{OUTBOUND_CAPTURE_PORT, UnknownDestinations};
 
 use super::{Class, ClassUpdate, Env, SharedCache, host::vhost_name};
 use crate::{
     config::{
-        Accepts, Cluster, Direction, Discovery, FilterChain, Listener, ListenerProtocol, Resource,
-        ResourceType, RouteConfig, Unmatched, Versioned,
+        Accepts, Cluster, Direction, Discovery, FilterChain, FilterChains, Listener,
+        ListenerProtocol, Resource, ResourceType, RouteConfig, Unmatched, Versioned,
     },
     input::ObjectKey,
     routing::{PortRouting, ServiceRouting},
@@ -93,7 +97,7 @@ impl Class {
             direction: Direction::Outbound,
             port: OUTBOUND_CAPTURE_PORT,
             accepts: Accepts::Captured {
-                chains: self.chains.clone(),
+                chains: without_overlaps(&self.chains),
                 unmatched,
             },
             access_log: self.defaults.access_log,
@@ -136,5 +140,102 @@ impl Class {
             None,
             update,
         );
+    }
+}
+
+/// The chains with every address and port claimed once: a chain loses the addresses an
+/// earlier one (by name) has on its port, and goes if none is left. Envoy refuses a listener
+/// whose chains overlap; only headless Services can (a pod two of them list), and the rule
+/// keeps the choice the same in every class and after any order of updates.
+fn without_overlaps(chains: &FilterChains) -> FilterChains {
+    let mut claimed: HashSet<(IpAddr, u16)> = HashSet::new();
+    let mut out = chains.clone();
+    for chain in chains {
+        let c = &chain.value;
+        let free: Vec<IpAddr> = c
+            .addresses
+            .iter()
+            .copied()
+            .filter(|a| claimed.insert((*a, c.port)))
+            .collect();
+        if free.len() == c.addresses.len() {
+            continue;
+        }
+        if free.is_empty() {
+            out.remove(&c.name);
+        } else {
+            out.insert(Versioned::new(FilterChain {
+                addresses: free,
+                ..c.clone()
+            }));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(name: &str, addresses: &[&str], port: u16) -> Arc<Versioned<FilterChain>> {
+        Versioned::new(FilterChain {
+            name: name.into(),
+            addresses: addresses.iter().map(|a| a.parse().expect("ip")).collect(),
+            port,
+            protocol: ListenerProtocol::Tcp { clusters: vec![] },
+        })
+    }
+
+    #[test]
+    fn the_first_chain_by_name_keeps_a_shared_address() {
+        let chains: FilterChains = [
+            chain(
+                "a.ns.svc.cluster.local:7000",
+                &["10.0.0.1", "10.0.0.2"],
+                7000,
+            ),
+            chain(
+                "b.ns.svc.cluster.local:7000",
+                &["10.0.0.2", "10.0.0.3"],
+                7000,
+            ),
+            chain("c.ns.svc.cluster.local:7000", &["10.0.0.3"], 7000),
+            chain("d.ns.svc.cluster.local:8000", &["10.0.0.1"], 8000),
+        ]
+        .into_iter()
+        .collect();
+        let settled = without_overlaps(&chains);
+        let summary: Vec<(String, Vec<String>)> = settled
+            .iter()
+            .map(|c| {
+                let ips = c.value.addresses.iter().map(ToString::to_string).collect();
+                (c.value.name.to_string(), ips)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "a.ns.svc.cluster.local:7000".into(),
+                    vec!["10.0.0.1".into(), "10.0.0.2".into()]
+                ),
+                (
+                    "b.ns.svc.cluster.local:7000".into(),
+                    vec!["10.0.0.3".into()]
+                ),
+                (
+                    "d.ns.svc.cluster.local:8000".into(),
+                    vec!["10.0.0.1".into()]
+                ),
+            ],
+            "c lost its only address; another port does not overlap"
+        );
+        let apart: FilterChains = [
+            chain("a:1", &["10.0.0.1"], 1),
+            chain("b:2", &["10.0.0.1"], 2),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(without_overlaps(&apart), apart);
     }
 }
