@@ -12,8 +12,8 @@ use kube::{
 };
 use remora_api::{SidecarPolicy, TrafficRoute, conditions};
 use remora_controller::{Config, Controller, leader::LeaseConfig};
-use remora_model::input::MeshSettings;
 use remora_model::input::ObjectKey;
+use remora_model::{config::Addressing, input::MeshSettings};
 use remora_runtime::Debounce;
 use support::{cluster, eventually};
 
@@ -25,7 +25,12 @@ fn config(lease: Option<LeaseConfig>) -> Config {
     Config {
         xds_addr: "127.0.0.1:0".parse().expect("addr"),
         health_addr: "127.0.0.1:0".parse().expect("addr"),
-        settings: MeshSettings::default(),
+        // As a cluster install runs: proxies are reached through capture listeners, which
+        // bind the same two ports whatever the Services.
+        settings: MeshSettings {
+            addressing: Addressing::Captured,
+            ..MeshSettings::default()
+        },
         lease,
         debounce: Debounce {
             window: Duration::from_millis(20),
@@ -409,7 +414,6 @@ async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
     }
     let (client, services, routes) = (&sc.client, &sc.services, &sc.routes);
     let pp = PostParams::default();
-    // An unusual port: the proxy's outbound listener binds it on every local address.
     services
         .create(&pp, &service("api", 28_081))
         .await

@@ -14,7 +14,6 @@ mod support;
 use std::{net::SocketAddr, sync::Arc};
 
 use k8s_openapi::api::{
-    admissionregistration::v1::MutatingWebhookConfiguration,
     apps::v1::Deployment,
     core::v1::{Namespace, Pod, Service},
 };
@@ -23,22 +22,17 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams},
 };
 use remora_api::SidecarPolicy;
-use remora_inject::ControlPlane;
 use remora_model::input::ObjectKey;
 use remora_xds::sync::SyncState;
 use serde_json::json;
 use support::{
-    cluster, eventually, get, injection,
+    cluster, eventually, get, meshed,
     pods::{
         Runner,
         container::{ECHO_IMAGE, Images, REMORA_IMAGE},
         net::{Bridge, link_list, netns_list},
     },
 };
-
-const PROXY: &str = "remora-proxy";
-/// Puts this run's namespace, and only it, under the test's webhook.
-const TEST_LABEL: &str = "remora.dev/inject-test";
 
 /// The echo app's container: it says its pod's name, and is Ready once it listens on 8080.
 fn echo_container() -> serde_json::Value {
@@ -79,20 +73,9 @@ fn echo_service() -> Service {
     .expect("a Service")
 }
 
-fn is_ready(p: &Pod) -> bool {
-    let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
-    conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// A meshed namespace under this test's webhook, with a policy and the echo Service.
 async fn meshed_namespace(client: &Client) -> String {
-    cluster::install_crds(client).await;
-    let ns = cluster::test_namespace(client, "pods").await;
-    let labels = json!({"metadata": {"labels": {TEST_LABEL: ns}}});
-    Api::<Namespace>::all(client.clone())
-        .patch(&ns, &PatchParams::default(), &Patch::Merge(&labels))
-        .await
-        .expect("label the test namespace");
+    let ns = meshed::namespace(client, "pods").await;
     let policy: SidecarPolicy = serde_json::from_value(json!({
         "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
         "metadata": {"name": "mesh"},
@@ -111,59 +94,6 @@ async fn meshed_namespace(client: &Client) -> String {
         .await
         .expect("create the Service");
     ns
-}
-
-/// An injecting controller whose xDS listens on the bridge, where the pods reach it.
-async fn controller(
-    client: &Client,
-    ns: &str,
-    webhook: &str,
-    bridge: &Bridge,
-) -> remora_controller::Controller {
-    let port = injection::free_port();
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &injection::mutating_configuration(webhook, (TEST_LABEL, ns), port),
-        )
-        .await
-        .expect("register the webhook");
-    let xds = std::net::TcpListener::bind((bridge.gateway(), 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port on the bridge");
-    let mut config = injection::controller_config(ns, webhook, port);
-    config.xds_addr = xds;
-    if let Some(inject) = &mut config.inject {
-        inject.control_plane = ControlPlane {
-            xds_host: bridge.gateway().to_string(),
-            xds_port: xds.port(),
-            delta: false,
-        };
-    }
-    let controller = remora_controller::start(client.clone(), config)
-        .await
-        .expect("the controller starts");
-    // Dry runs go through admission and store nothing: probe until one comes back injected.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let dry_run = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    let probe: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
-        "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}
-    }))
-    .expect("a Pod");
-    eventually(60, "a dry-run pod to come back injected", async || {
-        let p = pods.create(&dry_run, &probe).await.ok()?;
-        let spec = p.spec?;
-        spec.containers
-            .iter()
-            .any(|c| c.name == PROXY)
-            .then_some(())
-    })
-    .await;
-    controller
 }
 
 /// What `ip netns exec <netns> getent ahostsv4 <name>` answers (IPv4 only: an IPv6 lookup
@@ -220,24 +150,6 @@ async fn assert_proxy_runs(
     assert!(ready.body.contains("LIVE"), "{:?}", ready.body);
 }
 
-/// Unregisters the webhook, stops the controller and deletes the test namespace.
-async fn cleanup(
-    client: &Client,
-    webhook: &str,
-    controller: remora_controller::Controller,
-    ns: &str,
-) {
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .delete(webhook, &DeleteParams::default())
-        .await
-        .expect("unregister the webhook");
-    controller.stop().await;
-    Api::<Namespace>::all(client.clone())
-        .delete(ns, &DeleteParams::default())
-        .await
-        .expect("delete the test namespace");
-}
-
 /// Scales the echo Deployment to zero and waits until its pod is gone, for the API server
 /// and for the runner.
 async fn scale_to_zero(client: &Client, ns: &str, runner: &Runner) {
@@ -269,7 +181,7 @@ async fn an_injected_pod_runs_for_real_and_turns_ready_through_its_probes() {
     let bridge = Arc::new(Bridge::create());
     let ns = meshed_namespace(&client).await;
     let webhook = format!("remora-e2e-pods-{ns}");
-    let controller = controller(&client, &ns, &webhook, &bridge).await;
+    let controller = meshed::controller(&client, &ns, &webhook, &bridge, false, json!({})).await;
     let runner = Runner::start(&client, &ns, &bridge, Images::standard());
 
     eprintln!("controller injecting after {:?}", t0.elapsed());
@@ -282,7 +194,7 @@ async fn an_injected_pod_runs_for_real_and_turns_ready_through_its_probes() {
     let selector = ListParams::default().labels("app=echo");
     let pod = eventually(90, "the echo pod to turn Ready", async || {
         let list = pods.list(&selector).await.ok()?;
-        list.items.into_iter().find(is_ready)
+        list.items.into_iter().find(meshed::is_ready)
     })
     .await;
     eprintln!(
@@ -294,7 +206,7 @@ async fn an_injected_pod_runs_for_real_and_turns_ready_through_its_probes() {
     // The API server's spec: the proxy first (classic layout on 1.20), then the app.
     let spec = pod.spec.as_ref().expect("a spec");
     let names: Vec<_> = spec.containers.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, [PROXY, "app"]);
+    assert_eq!(names, [meshed::PROXY, "app"]);
     let name = pod.metadata.name.clone().expect("a name");
     let status = pod.status.as_ref().expect("a status");
     let ip = status.pod_ip.clone().expect("a pod IP");
@@ -331,7 +243,7 @@ async fn an_injected_pod_runs_for_real_and_turns_ready_through_its_probes() {
         link_list()
     );
 
-    cleanup(&client, &webhook, controller, &ns).await;
+    meshed::cleanup(&client, &webhook, controller, &ns).await;
     drop(runner);
     let bridge_name = bridge.name.clone();
     drop(bridge);
@@ -599,7 +511,7 @@ async fn an_init_container_programs_the_capture_before_the_app_starts_and_a_fail
         cluster::create_pod(&client, &ns, &init_pod(name, args)).await;
     }
     let pod = eventually(60, "the init-ok pod to turn Ready", async || {
-        pods.get("init-ok").await.ok().filter(is_ready)
+        pods.get("init-ok").await.ok().filter(meshed::is_ready)
     })
     .await;
     eprintln!("init-ok Ready after {:?}", t0.elapsed());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use remora_controller::{Config, inject::InjectConfig};
 use remora_inject::{ControlPlane, Settings};
-use remora_model::input::MeshSettings;
+use remora_model::{config::Addressing, input::MeshSettings};
 use remora_runtime::Debounce;
 use remora_webhook::{Certificates, MUTATE_PODS_PATH};
 use serde_json::json;
@@ -48,7 +48,11 @@ pub fn controller_config(namespace: &str, name: &str, port: u16) -> Config {
     Config {
         xds_addr: "127.0.0.1:0".parse().expect("addr"),
         health_addr: "127.0.0.1:0".parse().expect("addr"),
-        settings: MeshSettings::default(),
+        // As a cluster install runs: the injected pods' traffic is redirected to their proxies.
+        settings: MeshSettings {
+            addressing: Addressing::Captured,
+            ..MeshSettings::default()
+        },
         lease: None,
         debounce: Debounce {
             window: Duration::from_millis(20),
@@ -76,6 +80,8 @@ pub fn controller_config(namespace: &str, name: &str, port: u16) -> Config {
                 xds_host: "remora.remora-system.svc.cluster.local".into(),
                 xds_port: 18000,
                 delta: false,
+                // The pod runner runs this repository's `remora` for it.
+                image: format!("{}:test", super::pods::container::REMORA_IMAGE),
             },
         }),
     }

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod injection;
 pub mod kubelet;
+pub mod meshed;
 pub mod pods;
 
 use std::{
@@ -69,6 +70,8 @@ impl ControlPlane {
         start(LocalConfig {
             dir: dir.to_owned(),
             xds_addr: addr,
+            // Loopback without privileges: the proxies are called on purpose.
+            addressing: remora_model::config::Addressing::Explicit,
             poll: Duration::from_millis(50),
             debounce: Debounce {
                 window: Duration::from_millis(20),

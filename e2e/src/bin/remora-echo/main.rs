@@ -2,11 +2,23 @@
 //!
 //! `remora-echo --listen 0.0.0.0:8080 --name v1` answers every HTTP/1.1 request with the body
 //! `<name> <path>` (as the e2e upstreams do, so `support::tally` counts it by name), an
-//! `x-served-by: <name>` header and an `x-request-line` header holding the request line.
-//! With `--tcp` it is a raw TCP echo instead: it sends `<name>\n` on accept, then echoes back
-//! every byte it reads.
+//! `x-served-by: <name>` header, an `x-request-line` header holding the request line and an
+//! `x-peer` header with the address the connection came from (the proxy's, when it passed
+//! through one). A path under `/flaky/` fails with 503 the first time it is asked for, and
+//! succeeds after, so a retry shows. With `--tcp` it is a raw TCP echo instead: it sends
+//! `<name>\n` on accept, then echoes back every byte it reads. `--listen` may be given more
+//! than once.
+//!
+//! `remora-echo fetch` is the client side, an app that knows nothing of the mesh (see
+//! `fetch.rs`).
 
-use std::net::SocketAddr;
+mod fetch;
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -14,19 +26,19 @@ use tokio::{
 };
 
 struct Args {
-    listen: SocketAddr,
+    listen: Vec<SocketAddr>,
     name: String,
     tcp: bool,
 }
 
-fn parse() -> Result<Args, String> {
-    let (mut listen, mut name, mut tcp) = (None, None, false);
-    let mut args = std::env::args().skip(1);
+fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let (mut listen, mut name, mut tcp) = (Vec::new(), None, false);
+    let mut args = args;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => {
                 let value = args.next().ok_or("--listen needs an address")?;
-                listen = Some(
+                listen.push(
                     value
                         .parse()
                         .map_err(|e| format!("--listen {value}: {e}"))?,
@@ -37,33 +49,54 @@ fn parse() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if listen.is_empty() {
+        return Err("--listen is required".into());
+    }
     Ok(Args {
-        listen: listen.ok_or("--listen is required")?,
+        listen,
         name: name.unwrap_or_else(|| "echo".into()),
         tcp,
     })
 }
 
+/// Paths under `/flaky/` that failed once already.
+type Seen = Arc<Mutex<HashSet<String>>>;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), String> {
-    let args = parse()?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    eprintln!(
-        "{} listening on {} (tcp: {})",
-        args.name, args.listen, args.tcp
-    );
+    let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("fetch") {
+        argv.next();
+        return fetch::run(argv).await;
+    }
+    let args = parse(argv)?;
+    let seen = Seen::default();
+    let mut servers = tokio::task::JoinSet::new();
+    for addr in &args.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        eprintln!("{} listening on {addr} (tcp: {})", args.name, args.tcp);
+        servers.spawn(serve(listener, args.name.clone(), args.tcp, seen.clone()));
+    }
+    match servers.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(format!("a listener's task failed: {e}")),
+        None => Ok(()),
+    }
+}
+
+async fn serve(listener: TcpListener, name: String, tcp: bool, seen: Seen) -> Result<(), String> {
     loop {
-        let (conn, _) = listener
+        let (conn, peer) = listener
             .accept()
             .await
             .map_err(|e| format!("accept: {e}"))?;
-        let name = args.name.clone();
-        if args.tcp {
+        let name = name.clone();
+        if tcp {
             tokio::spawn(echo(conn, name));
         } else {
-            tokio::spawn(http(conn, name));
+            tokio::spawn(http(conn, name, peer, seen.clone()));
         }
     }
 }
@@ -80,7 +113,7 @@ async fn echo(mut conn: TcpStream, name: String) {
     let _ = tokio::io::copy(&mut read, &mut write).await;
 }
 
-async fn http(mut conn: TcpStream, name: String) {
+async fn http(mut conn: TcpStream, name: String, peer: SocketAddr, seen: Seen) {
     let mut buf = Vec::new();
     loop {
         let Some(end) = head_end(&mut conn, &mut buf).await else {
@@ -107,12 +140,28 @@ async fn http(mut conn: TcpStream, name: String) {
         let line = head.lines().next().unwrap_or_default().to_owned();
         let path = line.split_whitespace().nth(1).unwrap_or("/");
         let body = format!("{name} {path}");
+        let first_time = path.starts_with("/flaky/")
+            && seen
+                .lock()
+                .map(|mut s| s.insert(path.to_owned()))
+                .unwrap_or(false);
+        let status = if first_time {
+            "503 Service Unavailable"
+        } else {
+            "200 OK"
+        };
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-served-by: {name}\r\n\
-             x-request-line: {line}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\nx-served-by: {name}\r\n\
+             x-peer: {peer}\r\nx-request-line: {line}\r\n\r\n{body}",
             body.len()
         );
-        if conn.write_all(response.as_bytes()).await.is_err() {
+        let close = head.lines().skip(1).any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("connection")
+                    && v.trim().eq_ignore_ascii_case("close")
+            })
+        });
+        if conn.write_all(response.as_bytes()).await.is_err() || close {
             return;
         }
     }

@@ -148,6 +148,13 @@ fn remove_index(index: u8) {
     let _ = ip(&["link", "delete", &format!("rmr-br{index}")]);
 }
 
+/// The stub cluster's Service range, from its `cluster.env` (`e2e/cluster/with-cluster`).
+fn service_cidr() -> Result<String, String> {
+    std::env::var("REMORA_SERVICE_CIDR").map_err(|_| {
+        "REMORA_SERVICE_CIDR is not set: run the test under e2e/cluster/with-cluster".into()
+    })
+}
+
 /// One pod's network namespace, veth and hosts file; removed by [`Sandbox::remove`] or drop.
 pub struct Sandbox {
     pub netns: String,
@@ -158,9 +165,10 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A namespace named after the pod's uid, its veth on `bridge`, `lo` up, the pod address
-    /// and a default route via the bridge; `hosts` (given the pod address) becomes its
-    /// `/etc/hosts`.
+    /// A namespace named after the pod's uid, its veth on `bridge`, `lo` up, the pod address,
+    /// and the cluster's Service range on-link (so a connection to a ClusterIP is made, for
+    /// the pod's capture rules to redirect); no default route, so nothing the rules miss
+    /// leaves the bridge. `hosts` (given the pod address) becomes its `/etc/hosts`.
     pub fn create(
         bridge: &Bridge,
         uid: &str,
@@ -184,7 +192,6 @@ impl Sandbox {
     fn plumb(&self, bridge: &Bridge, hosts: &str) -> Result<(), String> {
         let (ns, veth) = (self.netns.as_str(), self.veth.as_str());
         let cidr = format!("{}/24", self.ip);
-        let gateway = bridge.gateway().to_string();
         ip(&["netns", "add", ns])?;
         ip(&[
             "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
@@ -193,7 +200,7 @@ impl Sandbox {
         ip(&["-n", ns, "link", "set", "dev", "lo", "up"])?;
         ip(&["-n", ns, "addr", "add", &cidr, "dev", "eth0"])?;
         ip(&["-n", ns, "link", "set", "dev", "eth0", "up"])?;
-        ip(&["-n", ns, "route", "add", "default", "via", &gateway])?;
+        ip(&["-n", ns, "route", "add", &service_cidr()?, "dev", "eth0"])?;
         std::fs::create_dir_all(&self.etc)
             .and_then(|()| std::fs::write(self.etc.join("hosts"), hosts))
             .map_err(|e| format!("{}: {e}", self.etc.display()))
