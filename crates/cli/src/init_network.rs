@@ -177,8 +177,8 @@ mod tests {
             Remora::try_parse_from(line).expect("init-network parses");
         let want = Interception {
             inbound_ports: vec![8080, 9090],
-            // The probe's port has no inbound chain: it bypasses the proxy.
-            exclude_inbound_ports: vec![22, 8081],
+            // Only the policy's: the probe on 8081 reaches the app through the proxy.
+            exclude_inbound_ports: vec![22],
             exclude_outbound_ports: vec![5432],
             exclude_outbound_cidrs: vec!["10.96.0.0/12".into(), "fd00::/8".into()],
             ..Interception::default()

@@ -18,7 +18,9 @@ use std::{
 
 use envoy_types::pb::envoy::{
     config::{
-        accesslog::v3::AccessLog,
+        accesslog::v3::{
+            AccessLog, AccessLogFilter, ResponseFlagFilter, access_log_filter::FilterSpecifier,
+        },
         core::v3::CidrRange,
         listener::v3::{
             Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter,
@@ -86,13 +88,25 @@ pub(crate) fn shell(
         default_filter_chain,
         listener_filters: vec![original_dst()],
         traffic_direction: traffic_direction(l.direction),
-        // Envoy logs here the connections no chain took: refused ones. Set whenever the
-        // listener logs, not only when it refuses, so that switching the policy changes the
-        // chains alone.
-        access_log: access_log.clone(),
+        // Envoy logs here the connections no chain took (flag NR: refused), and without the
+        // filter every other connection a second time. Set whenever the listener logs, not
+        // only when it refuses, so that switching the policy changes the chains alone.
+        access_log: access_log.iter().cloned().map(refused_only).collect(),
         ..Default::default()
     };
     (listener, access_log)
+}
+
+/// `log`, for the connections no filter chain took (Envoy's response flag `NR`).
+fn refused_only(log: AccessLog) -> AccessLog {
+    AccessLog {
+        filter: Some(AccessLogFilter {
+            filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
+                flags: vec!["NR".to_owned()],
+            })),
+        }),
+        ..log
+    }
 }
 
 /// The model's chains the listener has, in name order. A chain with the guard's match would
@@ -410,6 +424,12 @@ mod tests {
             panic!("a listener access log expected");
         };
         assert_eq!(log.name, "envoy.access_loggers.stdout");
+        let Some(FilterSpecifier::ResponseFlagFilter(only)) =
+            log.filter.as_ref().and_then(|f| f.filter_specifier.clone())
+        else {
+            panic!("a response flag filter expected: {:?}", log.filter);
+        };
+        assert_eq!(only.flags, ["NR"], "the refused connections alone");
         assert!(outbound([], Unmatched::Refuse, None).access_log.is_empty());
     }
 
