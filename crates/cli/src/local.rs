@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use remora_local::{LocalConfig, start};
+use remora_model::config::Addressing;
 use remora_runtime::Debounce;
 
 #[derive(clap::Args)]
@@ -22,18 +23,16 @@ pub struct Args {
     /// The longest a change waits for its batch to close, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     max_delay_ms: u64,
+    /// Serve pods whose traffic `remora init-network` redirects to their proxy (capture
+    /// listeners, as in a cluster; needs pods in network namespaces, see `scripts/demo
+    /// --pods`). Without it, applications call their proxy on loopback and nothing needs root.
+    #[arg(long)]
+    captured: bool,
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let config = LocalConfig {
-        dir: args.dir.clone(),
-        xds_addr: args.xds_addr,
-        poll: Duration::from_millis(args.poll_ms.max(10)),
-        debounce: Debounce {
-            window: Duration::from_millis(args.debounce_ms),
-            max_delay: Duration::from_millis(args.max_delay_ms.max(args.debounce_ms)),
-        },
-    };
+    let config = config(args);
+    let addressing = config.addressing;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -50,7 +49,7 @@ pub fn run(args: &Args) -> ExitCode {
             }
         };
         eprintln!(
-            "remora local: serving xDS on {} (Ctrl-C stops); try `remora proxy-status --server {}`",
+            "remora local: serving xDS on {} ({addressing:?} addressing; Ctrl-C stops); try `remora proxy-status --server {}`",
             running.xds_addr, running.xds_addr
         );
         let waited = tokio::signal::ctrl_c().await;
@@ -63,4 +62,46 @@ pub fn run(args: &Args) -> ExitCode {
             }
         }
     })
+}
+
+/// Local mode's config from its command line.
+fn config(args: &Args) -> LocalConfig {
+    LocalConfig {
+        dir: args.dir.clone(),
+        xds_addr: args.xds_addr,
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+        debounce: Debounce {
+            window: Duration::from_millis(args.debounce_ms),
+            max_delay: Duration::from_millis(args.max_delay_ms.max(args.debounce_ms)),
+        },
+        addressing: if args.captured {
+            Addressing::Captured
+        } else {
+            Addressing::Explicit
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn addressing_of(flags: &[&str]) -> Addressing {
+        let line = ["remora"].iter().chain(flags);
+        config(&Cli::try_parse_from(line).expect("flags").args).addressing
+    }
+
+    #[test]
+    fn local_mode_is_explicit_unless_asked_to_serve_captured_pods() {
+        assert_eq!(addressing_of(&[]), Addressing::Explicit);
+        assert_eq!(addressing_of(&["--captured"]), Addressing::Captured);
+    }
 }

@@ -15,7 +15,10 @@ use std::{
 };
 
 use remora_envoy::Options;
-use remora_model::input::{Event, MeshSettings, Object, ObjectKey};
+use remora_model::{
+    config::Addressing,
+    input::{Event, MeshSettings, Object, ObjectKey},
+};
 use remora_runtime::{Debounce, Pipeline, cancel, drain, spawn_server};
 use remora_xds::{DEFAULT_RESPONSE_BUDGET, SnapshotCache, SyncRegistry};
 use tokio::{
@@ -37,6 +40,10 @@ pub struct LocalConfig {
     pub poll: Duration,
     /// How the folder's changes are batched into model updates.
     pub debounce: Debounce,
+    /// Explicit (the default) needs no privileges: proxies listen on their pods' loopback
+    /// addresses. Captured serves pods whose traffic `remora init-network` redirects, as in
+    /// a cluster.
+    pub addressing: Addressing,
 }
 
 /// Why local mode could not start.
@@ -92,7 +99,7 @@ impl Drop for Running {
 }
 
 /// Each local proxy binds its outbound listeners to its own pod address, so several can share
-/// one machine.
+/// one machine (explicit addressing; capture listeners bind every address of their pod).
 type Addresses = Arc<RwLock<HashMap<ObjectKey, IpAddr>>>;
 
 /// Starts local mode: the first load is applied and published before the server accepts
@@ -102,7 +109,11 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
     let first = folder.load()?;
     let addresses: Addresses = Arc::new(RwLock::new(pod_ips(&first)));
     let ips = addresses.clone();
-    let mut pipeline = Pipeline::new(MeshSettings::default(), Options::default(), move |proxy| {
+    let settings = MeshSettings {
+        addressing: config.addressing,
+        ..MeshSettings::default()
+    };
+    let mut pipeline = Pipeline::new(settings, Options::default(), move |proxy| {
         ips.read()
             .unwrap_or_else(|e| e.into_inner())
             .get(proxy)
@@ -124,7 +135,7 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
         "xDS",
         state.serve(listener, stopped, DEFAULT_RESPONSE_BUDGET),
     );
-    info!(%xds_addr, dir = %config.dir.display(), "local mode serving");
+    info!(%xds_addr, dir = %config.dir.display(), addressing = ?config.addressing, "local mode serving");
 
     let (tx, rx) = mpsc::channel::<Vec<Event>>(16);
     let poller = tokio::spawn(poll(folder, config.poll, addresses, tx));
@@ -184,4 +195,45 @@ fn pod_ips(objects: &[Object]) -> HashMap<ObjectKey, IpAddr> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use remora_xds::snapshot::LISTENER;
+
+    use super::*;
+
+    /// The listeners local mode serves web-0 of `examples/local`.
+    async fn web_listeners(addressing: Addressing) -> Vec<String> {
+        let config = LocalConfig {
+            dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local"),
+            xds_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            // The first load is all this test reads: no reload comes within it.
+            poll: Duration::from_secs(3600),
+            debounce: Debounce::default(),
+            addressing,
+        };
+        let running = start(config).await.expect("local mode starts");
+        let snapshot = running
+            .cache
+            .get(&ObjectKey::new("demo", "web-0"))
+            .expect("web-0 is published before the server accepts");
+        let names = snapshot.of_type(LISTENER).map(|(n, _)| n.clone()).collect();
+        running.stop().await;
+        names
+    }
+
+    #[tokio::test]
+    async fn explicit_addressing_gives_a_listener_per_port_and_captured_the_capture_listeners() {
+        assert_eq!(
+            web_listeners(Addressing::Explicit).await,
+            ["inbound|8080", "outbound|8000", "outbound|9080"]
+        );
+        assert_eq!(
+            web_listeners(Addressing::Captured).await,
+            ["inbound", "outbound"]
+        );
+    }
 }
