@@ -239,19 +239,15 @@ fn init_logs(format: &str, level: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
-
     fn config_of(flags: &[&str]) -> Config {
-        let line = ["remora", "--pod-name", "remora-0"].iter().chain(flags);
-        config(&Cli::try_parse_from(line).expect("flags").args)
+        let line: Vec<&str> = ["--pod-name", "remora-0"]
+            .iter()
+            .chain(flags)
+            .copied()
+            .collect();
+        config(&crate::parse_flags(&line))
     }
 
     #[test]

@@ -84,19 +84,10 @@ fn config(args: &Args) -> LocalConfig {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
-
     fn addressing_of(flags: &[&str]) -> Addressing {
-        let line = ["remora"].iter().chain(flags);
-        config(&Cli::try_parse_from(line).expect("flags").args).addressing
+        config(&crate::parse_flags(flags)).addressing
     }
 
     #[test]

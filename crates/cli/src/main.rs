@@ -94,3 +94,13 @@ fn init_logs() {
         .with_writer(std::io::stderr)
         .init();
 }
+
+/// One subcommand's flags, parsed as its command line would be, for the tests.
+#[cfg(test)]
+fn parse_flags<A: clap::Args>(flags: &[&str]) -> A {
+    let command = A::augment_args(clap::Command::new("remora"));
+    let matches = command
+        .try_get_matches_from(["remora"].iter().chain(flags))
+        .expect("flags");
+    A::from_arg_matches(&matches).expect("flags")
+}

@@ -33,7 +33,7 @@ use envoy_types::pb::envoy::{
 };
 use remora_model::config::{self, FilterChains, Unmatched, Versioned};
 
-pub use cache::FilterChainCache;
+pub use cache::{ChainKey, FilterChainCache};
 
 use crate::{
     Options,

@@ -39,6 +39,7 @@
 pub mod bootstrap;
 mod capture;
 mod cluster;
+mod encoded;
 mod endpoint;
 mod listener;
 pub mod node;
@@ -51,8 +52,9 @@ use std::net::IpAddr;
 pub use envoy_types::pb::google::protobuf::Any;
 use remora_model::config::{Listener, Resource, ResourceType, Target, WeightedCluster};
 
-pub use capture::FilterChainCache;
+pub use capture::{ChainKey, FilterChainCache};
 pub use cluster::{UNRESOLVED_CLUSTER, unresolved_cluster};
+pub use encoded::Encoded;
 pub use route::VirtualHostCache;
 pub use type_url::type_url;
 

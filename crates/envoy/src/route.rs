@@ -1,7 +1,5 @@
 //! Route configurations: virtual hosts per Service port, one Envoy route per match.
 
-use std::collections::HashMap;
-
 use envoy_types::pb::envoy::{
     config::{
         core::v3::{
@@ -34,7 +32,7 @@ use remora_model::config::{
     Target, ValueMatch,
 };
 
-use crate::{cluster_name, listener::FAULT_FILTER, proto, split};
+use crate::{cluster_name, encoded::Encoded, listener::FAULT_FILTER, proto, split};
 
 pub(crate) fn route_configuration(rc: &config::RouteConfig) -> RouteConfiguration {
     RouteConfiguration {
@@ -57,16 +55,11 @@ fn virtual_host(vh: &config::VirtualHost) -> pb::VirtualHost {
     }
 }
 
-/// Virtual hosts encoded once each, by content. A route config holds a host for every
+/// Virtual hosts encoded once each, by content hash. A route config holds a host for every
 /// Service on its port (a thousand in a large mesh), and a change to one Service's routes
 /// leaves the others as they were: the next encoding of the config costs the changed host
 /// and a concatenation, not a thousand translations.
-#[derive(Debug, Default)]
-pub struct VirtualHostCache {
-    /// By content hash: the encoded host and the sweep it was last used in.
-    encoded: HashMap<u64, (Vec<u8>, u64)>,
-    sweep: u64,
-}
+pub type VirtualHostCache = Encoded<u64>;
 
 impl VirtualHostCache {
     /// The encoding of `rc`, the same bytes as encoding [`route_configuration`]'s message:
@@ -75,7 +68,6 @@ impl VirtualHostCache {
     pub(crate) fn route_configuration(&mut self, rc: &config::RouteConfig) -> Vec<u8> {
         const NAME: u32 = 1;
         const VIRTUAL_HOSTS: u32 = 2;
-        let sweep = self.sweep;
         let name = rc.name.to_string();
         // Sized exactly first: the bytes are kept as the resource's for as long as proxies
         // hold it, and a vector grown by doubling would keep up to as much again unused.
@@ -85,11 +77,7 @@ impl VirtualHostCache {
             encoding::string::encoded_len(NAME, &name)
         };
         for vh in rc.virtual_hosts.iter() {
-            let (bytes, used) = self
-                .encoded
-                .entry(vh.hash)
-                .or_insert_with(|| (virtual_host(&vh.value).encode_to_vec(), sweep));
-            *used = sweep;
+            let bytes = self.get_or_encode(vh.hash, || virtual_host(&vh.value).encode_to_vec());
             len += proto::field_len(VIRTUAL_HOSTS, bytes.len());
         }
         let mut out = Vec::with_capacity(len);
@@ -97,30 +85,9 @@ impl VirtualHostCache {
             encoding::string::encode(NAME, &name, &mut out);
         }
         for vh in rc.virtual_hosts.iter() {
-            let (bytes, _) = self
-                .encoded
-                .get(&vh.hash)
-                .expect("every host was encoded in the first pass");
-            proto::put_field(VIRTUAL_HOSTS, bytes, &mut out);
+            proto::put_field(VIRTUAL_HOSTS, self.get(&vh.hash), &mut out);
         }
         out
-    }
-
-    /// Drops the hosts no route config was encoded with since the last sweep.
-    pub fn sweep(&mut self) {
-        let last = self.sweep;
-        self.encoded.retain(|_, (_, used)| *used >= last);
-        self.sweep += 1;
-    }
-
-    /// How many encoded hosts are kept.
-    pub fn len(&self) -> usize {
-        self.encoded.len()
-    }
-
-    /// Whether no encoded host is kept.
-    pub fn is_empty(&self) -> bool {
-        self.encoded.is_empty()
     }
 }
 

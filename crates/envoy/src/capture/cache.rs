@@ -1,13 +1,11 @@
 //! Filter chains of capture listeners, encoded once each.
 
-use std::collections::HashMap;
-
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use prost::{Message, encoding::message};
 use remora_api::sidecar_policy::AccessLogFormat;
 use remora_model::config::{self, Accepts};
 
-use crate::{AccessLogSink, Options, listener, proto};
+use crate::{AccessLogSink, Options, encoded::Encoded, listener, proto};
 
 /// `Listener.filter_chains`.
 const FILTER_CHAINS: u32 = 3;
@@ -16,16 +14,11 @@ const FILTER_CHAINS: u32 = 3;
 /// port (thousands in a large mesh), each class of proxies has a listener of its own, and a
 /// change to one Service changes one chain of each: the next encoding of a listener costs
 /// the changed chain and a concatenation, not a translation of every chain.
-#[derive(Debug, Default)]
-pub struct FilterChainCache {
-    /// The encoded chain and the sweep it was last used in.
-    encoded: HashMap<ChainKey, (Vec<u8>, u64)>,
-    sweep: u64,
-}
+pub type FilterChainCache = Encoded<ChainKey>;
 
 /// What a chain's encoding depends on: its content and the access log of its listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct ChainKey {
+pub struct ChainKey {
     chain: u64,
     access_log: Option<AccessLogFormat>,
     sink: AccessLogSink,
@@ -52,7 +45,6 @@ impl FilterChainCache {
             access_log: l.access_log,
             sink: options.access_log,
         };
-        let sweep = self.sweep;
         // Sized exactly first, as the bytes are kept for as long as proxies hold the listener.
         let mut len = head.encoded_len()
             + guards
@@ -61,13 +53,9 @@ impl FilterChainCache {
                 .sum::<usize>()
             + rest.encoded_len();
         for c in super::served(chains, l.port, !guards.is_empty()) {
-            let (bytes, used) = self.encoded.entry(key(c.hash)).or_insert_with(|| {
-                (
-                    super::filter_chain(&c.value, &access_log).encode_to_vec(),
-                    sweep,
-                )
+            let bytes = self.get_or_encode(key(c.hash), || {
+                super::filter_chain(&c.value, &access_log).encode_to_vec()
             });
-            *used = sweep;
             len += proto::field_len(FILTER_CHAINS, bytes.len());
         }
         let mut out = Vec::with_capacity(len);
@@ -76,27 +64,9 @@ impl FilterChainCache {
             message::encode(FILTER_CHAINS, g, &mut out);
         }
         for c in super::served(chains, l.port, !guards.is_empty()) {
-            let (bytes, _) = &self.encoded[&key(c.hash)];
-            proto::put_field(FILTER_CHAINS, bytes, &mut out);
+            proto::put_field(FILTER_CHAINS, self.get(&key(c.hash)), &mut out);
         }
         rest.encode(&mut out).expect("a vector grows");
         out
-    }
-
-    /// Drops the chains no listener was encoded with since the last sweep.
-    pub fn sweep(&mut self) {
-        let last = self.sweep;
-        self.encoded.retain(|_, (_, used)| *used >= last);
-        self.sweep += 1;
-    }
-
-    /// How many encoded chains are kept.
-    pub fn len(&self) -> usize {
-        self.encoded.len()
-    }
-
-    /// Whether no encoded chain is kept.
-    pub fn is_empty(&self) -> bool {
-        self.encoded.is_empty()
     }
 }
