@@ -644,15 +644,7 @@ fn tcp_listeners_split_by_weight() {
     let l = &d.listeners["outbound|10.96.0.5|5432"];
     assert_eq!(bound_to(l), ("10.96.0.5".to_owned(), 5432));
     let tcp: TcpProxy = network_filter(l, TCP_PROXY);
-    let Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) = tcp.cluster_specifier else {
-        panic!("weighted clusters expected");
-    };
-    let split: Vec<_> = w
-        .clusters
-        .iter()
-        .map(|c| (c.name.as_str(), c.weight))
-        .collect();
-    assert_eq!(split, [(DB_V1, 80), (DB_V2, 20)]);
+    assert_eq!(tcp_split(&tcp), [(DB_V1, 80), (DB_V2, 20)]);
     assert_eq!(tcp.access_log.len(), 1, "the policy asks for access logs");
 
     // The database pod's inbound listener is TCP to its one local cluster.
@@ -813,15 +805,7 @@ fn captured_proxies_have_a_capture_listener_each_way_with_a_chain_per_destinatio
 
     let tcp: TcpProxy = chain_filter(chain(out, "db.shop.svc.cluster.local:5432"), TCP_PROXY);
     assert_eq!(tcp.stat_prefix, "db.shop.svc.cluster.local_5432");
-    let Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) = tcp.cluster_specifier else {
-        panic!("weighted clusters expected");
-    };
-    let split: Vec<_> = w
-        .clusters
-        .iter()
-        .map(|c| (c.name.as_str(), c.weight))
-        .collect();
-    assert_eq!(split, [(DB_V1, 80), (DB_V2, 20)]);
+    assert_eq!(tcp_split(&tcp), [(DB_V1, 80), (DB_V2, 20)]);
 
     let inbound = &d.listeners["inbound"];
     assert_eq!(bound_to(inbound), ("0.0.0.0".to_owned(), 15006));
@@ -948,4 +932,15 @@ fn captured_translation_is_deterministic_and_a_route_change_leaves_the_listener_
         .map(|(b, _)| b.name.as_str())
         .collect();
     assert_eq!(differing, ["reviews.shop.svc.cluster.local:9080"]);
+}
+
+/// A TCP proxy's weighted split, by cluster name.
+fn tcp_split(tcp: &TcpProxy) -> Vec<(&str, u32)> {
+    let Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) = &tcp.cluster_specifier else {
+        panic!("weighted clusters expected");
+    };
+    w.clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight))
+        .collect()
 }
