@@ -4,7 +4,7 @@
 //! alone.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::IpAddr,
     sync::Arc,
 };
@@ -38,13 +38,14 @@ impl Class {
     ) {
         // By name: a route config both the old and the new routing have is put once.
         let mut route_configs: BTreeMap<Arc<str>, Option<Resource>> = BTreeMap::new();
+        // Chains of the old routing the new one does not have again.
+        let mut stale: BTreeSet<Arc<str>> = BTreeSet::new();
         for (port, (_, pr)) in old.iter().flat_map(|old| &old.ports) {
             let name = vhost_name(env.settings, service, *port);
-            self.chains.remove(&name);
             if let PortRouting::Http { .. } = pr {
-                route_configs.insert(name, None);
+                route_configs.insert(name.clone(), None);
             }
-            update.listener = true;
+            stale.insert(name);
         }
         // A headless Service without endpoints has no address to tell its traffic apart by.
         if let Some(new) = new.filter(|n| !n.addresses.is_empty()) {
@@ -67,12 +68,24 @@ impl Class {
                         clusters: super::weighted(clusters),
                     },
                 };
-                self.chains.insert(Versioned::new(FilterChain {
+                stale.remove(&name);
+                let chain = Versioned::new(FilterChain {
                     name,
                     addresses: new.addresses.clone(),
                     port: *port,
                     protocol,
-                }));
+                });
+                // A routing change that leaves the chain as it was (most route edits change
+                // only the route config) leaves the listener alone.
+                if self.chains.get(&chain.value.name).map(|c| c.hash) != Some(chain.hash) {
+                    self.chains.insert(chain);
+                    update.listener = true;
+                }
+            }
+        }
+        for name in stale {
+            if self.chains.get(&name).is_some() {
+                self.chains.remove(&name);
                 update.listener = true;
             }
         }
