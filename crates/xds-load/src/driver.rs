@@ -1,6 +1,6 @@
 //! The driver role: starts the server role as a child process, connects the simulated fleet,
-//! waits until every proxy holds its whole config, then asks for route changes one at a time
-//! and measures how long each affected proxy takes to ACK its new config. Every wait is
+//! waits until every proxy holds its whole config, then asks for changes one at a time and
+//! measures how long each affected proxy takes to ACK its new config, and what it was sent. Every wait is
 //! bounded, and the server's memory is watched throughout, so a run that goes wrong ends
 //! with a message instead of a hang or an exhausted machine.
 
@@ -28,7 +28,8 @@ use crate::{
     fleet::{self, Expected, Fleet, Mode, Note, Outcome, Round},
     procfs,
     protocol::{self, Changed, Line, Ready},
-    report::{ChangeResult, Report, Sample},
+    report::{ChangeResult, Report, Sample, percentile},
+    scenario::{AddressingFlag, ChangeKind},
     server::shape_for,
 };
 
@@ -46,6 +47,8 @@ pub struct RunArgs {
     pub proxies: usize,
     pub mode: Mode,
     pub egress: bool,
+    pub addressing: AddressingFlag,
+    pub change_kind: ChangeKind,
     pub changes: u32,
     pub connect_concurrency: usize,
     pub build_timeout: Duration,
@@ -128,6 +131,14 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         Err(e) => return Err(diagnose(e, running, &proxies).await),
     };
     let connect_and_sync = last_synced.saturating_duration_since(started);
+    // Progress for whoever watches a long run (or profiles its changes); the report goes to
+    // stdout.
+    eprintln!(
+        "xds-load: {} proxies synced in {:.1} s; {} changes to go",
+        proxies.len(),
+        connect_and_sync.as_secs_f64(),
+        args.changes
+    );
     tokio::time::sleep(SETTLE).await;
     let synced = server.sample();
     let driver_synced_heap_kib = crate::heap_kib();
@@ -158,6 +169,8 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
     Ok(Report {
         proxies: args.proxies,
         mode: args.mode,
+        addressing: args.addressing,
+        change_kind: args.change_kind,
         shape: shape_for(args.proxies, args.egress),
         ready,
         at_ready,
@@ -178,7 +191,7 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
 }
 
 /// Adds to each change what the proxies logged in its round: the responses to affected and
-/// to unaffected proxies.
+/// to unaffected proxies, and the bytes each affected proxy received.
 fn count_responses(
     changes: &mut [ChangeResult],
     affected_by_round: &[Expectations],
@@ -186,9 +199,13 @@ fn count_responses(
 ) {
     for ((number, result), affected) in (1..).zip(changes).zip(affected_by_round) {
         for (i, outcome) in outcomes.iter().enumerate() {
-            let got = outcome.log.iter().filter(|l| l.round == number).count();
+            let logged = || outcome.log.iter().filter(|l| l.round == number);
+            let got = logged().count();
             if affected.contains_key(&i) {
                 result.responses_affected += got;
+                result
+                    .received_bytes
+                    .push(logged().map(|l| l.bytes as u64).sum());
             } else {
                 result.responses_unaffected += got;
                 result.unaffected_hit += usize::from(got > 0);
@@ -271,7 +288,7 @@ async fn wait_synced(
 
 type Expectations = Arc<HashMap<usize, Vec<Expected>>>;
 
-/// One route change: ask for it, learn from the server what each affected proxy must get,
+/// One change: ask for it, learn from the server what each affected proxy must get,
 /// wait until each has ACKed it, then listen a little longer for responses that should not
 /// come.
 async fn change(
@@ -298,6 +315,20 @@ async fn change(
         )
         .await?;
     let expected: Expectations = Arc::new(expected);
+    let changed_bytes: Vec<u64> = expected
+        .values()
+        .map(|wants| wants.iter().map(|w| w.bytes as u64).sum())
+        .collect();
+    // Said before the wait, so a change that never converges still tells what it sent.
+    let mut sorted = changed_bytes.clone();
+    sorted.sort_unstable();
+    eprintln!(
+        "xds-load: change {number} ({}): {} proxies affected, {} bytes of changed resources \
+         each (median); waiting for them to converge",
+        changed.what,
+        changed.affected,
+        percentile(&sorted, 50).unwrap_or(0),
+    );
     running
         .round
         .send_modify(|r| r.expected = Some(expected.clone()));
@@ -319,12 +350,14 @@ async fn change(
     let after = server.sample();
     Ok((
         ChangeResult {
-            route: changed.route,
+            what: changed.what,
             apply: changed.apply,
             publish: changed.publish,
             affected: changed.affected,
             convergence,
             server_cpu: after.cpu.saturating_sub(before.cpu),
+            changed_bytes,
+            received_bytes: Vec::new(),
             responses_affected: 0,
             responses_unaffected: 0,
             unaffected_hit: 0,
@@ -359,6 +392,7 @@ async fn read_change(
                     type_url,
                     name: e.name.into(),
                     version,
+                    bytes: e.bytes,
                 });
             }
             Line::Done => {

@@ -85,7 +85,7 @@ impl Flavour for Sotw {
         if full {
             held.replace(type_url, set.clone());
         } else {
-            held.merge(catalog, type_url, &entries);
+            held.merge(catalog, type_url, &set);
         }
         self.last
             .insert(type_url, (r.version_info.clone(), r.nonce.clone()));
@@ -177,13 +177,14 @@ impl Flavour for Delta {
             .iter()
             .map(|n| Arc::from(n.as_str()))
             .collect();
-        held.update(catalog, type_url, &entries, &removed);
+        let carried = catalog.set(type_url, entries);
+        held.update(catalog, type_url, &carried, &removed);
         let ack = DeltaDiscoveryRequest {
             type_url: type_url.into(),
             response_nonce: r.nonce,
             ..Default::default()
         };
-        let logged = Logged::new(type_url, catalog.set(type_url, entries), removed, false);
+        let logged = Logged::new(type_url, carried, removed, false);
         Ok((logged, ack))
     }
 

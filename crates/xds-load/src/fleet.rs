@@ -26,6 +26,7 @@ use envoy_types::pb::{
 };
 use prost::Message;
 use remora_model::input::ObjectKey;
+use remora_xds::snapshot::is_wildcard_type;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::{Status, transport::Endpoint};
 
@@ -68,6 +69,8 @@ pub struct Expected {
     pub type_url: &'static str,
     pub name: Arc<str>,
     pub version: Option<u64>,
+    /// The length of its encoding, 0 for a removal.
+    pub bytes: usize,
 }
 
 /// The change under way, as far as the driver knows it.
@@ -89,6 +92,8 @@ pub struct Logged {
     /// When the proxy had handed its ACK of this response to the connection.
     pub acked: Instant,
     pub type_url: &'static str,
+    /// The response's length, as encoded on the wire (without gRPC's 5-byte prefix).
+    pub bytes: usize,
     /// Every resource the response carried, shared with the proxies that got the same.
     pub carried: Arc<Set>,
     pub removed: Vec<Arc<str>>,
@@ -108,6 +113,7 @@ impl Logged {
             round: 0,
             acked: Instant::now(),
             type_url,
+            bytes: 0,
             carried,
             removed,
             full,
@@ -146,6 +152,8 @@ pub enum StreamError {
     OpenTimeout,
     #[error("the server ended the stream")]
     Ended,
+    #[error("the stream stopped taking requests (its request side was closed)")]
+    RequestsClosed,
     #[error("the server sent type {0:?}, which nobody asked for")]
     UnknownType(String),
     #[error(transparent)]
@@ -277,15 +285,19 @@ async fn answer<F: Flavour>(
     catalog: &Catalog,
     tx: &mpsc::Sender<Bytes>,
 ) -> Result<Logged, StreamError> {
+    let bytes = response.len();
     let response = F::Resp::decode(response)?;
     let (mut logged, ack) = flavour.take(response, held, catalog)?;
+    logged.bytes = bytes;
     let mut requests = vec![framed(&ack)?];
     if let Some(change) = held.resubscription(logged.type_url) {
         let req = flavour.resubscribe(change.type_url, change.before(), change.after());
         requests.push(framed(&req)?);
     }
     for req in requests {
-        tx.send(req).await.map_err(|_| StreamError::Ended)?;
+        tx.send(req)
+            .await
+            .map_err(|_| StreamError::RequestsClosed)?;
     }
     logged.acked = Instant::now();
     Ok(logged)
@@ -320,9 +332,16 @@ fn node(proxy: &ObjectKey) -> Node {
 /// When the proxy had ACKed everything `expected` asks of round `round`: the latest of the
 /// first ACKs that brought each expected resource (or its removal). `None` while something
 /// is still missing.
+///
+/// An endpoint set or route config that went away asks for no response: Envoy drops it
+/// with the cluster or listener that named it, which the same change expects, and the proxy
+/// unsubscribes from it, so the server need not say it is gone.
 pub fn converged_at(log: &[Logged], round: u32, expected: &[Expected]) -> Option<Instant> {
     let mut latest = None;
-    for e in expected {
+    let answered = expected
+        .iter()
+        .filter(|e| e.version.is_some() || is_wildcard_type(e.type_url));
+    for e in answered {
         let first = log.iter().find(|l| {
             l.round == round
                 && l.type_url == e.type_url
@@ -340,12 +359,18 @@ pub fn converged_at(log: &[Logged], round: u32, expected: &[Expected]) -> Option
 
 #[cfg(test)]
 mod tests {
-    use remora_xds::snapshot::ROUTE;
+    use remora_xds::snapshot::{LISTENER, ROUTE};
 
     use super::*;
     use crate::catalog::Entry;
 
-    fn logged(round: u32, at: Instant, carried: &[(&str, u64)], full: bool) -> Logged {
+    fn logged(
+        type_url: &'static str,
+        round: u32,
+        at: Instant,
+        carried: &[(&str, u64)],
+        full: bool,
+    ) -> Logged {
         let entries = carried
             .iter()
             .map(|(n, v)| {
@@ -359,18 +384,20 @@ mod tests {
         Logged {
             round,
             acked: at,
-            type_url: ROUTE,
-            carried: Catalog::default().set(ROUTE, entries),
+            type_url,
+            bytes: 0,
+            carried: Catalog::default().set(type_url, entries),
             removed: Vec::new(),
             full,
         }
     }
 
-    fn expect(name: &str, version: Option<u64>) -> Expected {
+    fn expect(type_url: &'static str, name: &str, version: Option<u64>) -> Expected {
         Expected {
-            type_url: ROUTE,
+            type_url,
             name: name.into(),
             version,
+            bytes: 0,
         }
     }
 
@@ -378,35 +405,51 @@ mod tests {
     fn convergence_is_the_ack_that_completed_every_expectation() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
+        let route =
+            |round, ms, carried: &[(&str, u64)]| logged(ROUTE, round, at(ms), carried, false);
         let log = [
             // An older round's response does not count for this one.
-            logged(1, at(1), &[("8080", 7)], true),
-            logged(2, at(5), &[("8080", 6), ("9090", 1)], true),
-            logged(2, at(9), &[("8080", 7), ("9090", 1)], true),
-            logged(2, at(12), &[("8080", 7), ("9090", 2)], true),
+            route(1, 1, &[("8080", 7)]),
+            route(2, 5, &[("8080", 6), ("9090", 1)]),
+            route(2, 9, &[("8080", 7)]),
+            route(2, 12, &[("9090", 2)]),
         ];
+        let wants = |name, version| expect(ROUTE, name, Some(version));
+        assert_eq!(converged_at(&log, 2, &[wants("8080", 7)]), Some(at(9)));
         assert_eq!(
-            converged_at(&log, 2, &[expect("8080", Some(7))]),
-            Some(at(9))
-        );
-        assert_eq!(
-            converged_at(&log, 2, &[expect("8080", Some(7)), expect("9090", Some(2))]),
+            converged_at(&log, 2, &[wants("8080", 7), wants("9090", 2)]),
             Some(at(12))
         );
-        assert_eq!(converged_at(&log, 2, &[expect("8080", Some(8))]), None);
-        assert_eq!(converged_at(&log, 3, &[expect("8080", Some(7))]), None);
-        // A state-of-the-world response without a resource removes it; an incremental one
-        // must name it.
-        assert_eq!(converged_at(&log, 2, &[expect("15001", None)]), Some(at(5)));
-        let mut delta = logged(2, at(4), &[], false);
-        assert_eq!(
-            converged_at(&[delta.clone()], 2, &[expect("15001", None)]),
-            None
-        );
-        delta.removed.push("15001".into());
-        assert_eq!(
-            converged_at(&[delta], 2, &[expect("15001", None)]),
-            Some(at(4))
-        );
+        assert_eq!(converged_at(&log, 2, &[wants("8080", 8)]), None);
+        assert_eq!(converged_at(&log, 3, &[wants("8080", 7)]), None);
+    }
+
+    #[test]
+    fn a_removal_is_a_whole_set_without_it_or_a_response_that_names_it() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let gone = [expect(LISTENER, "inbound", None)];
+        // A state-of-the-world response without a listener removes it.
+        let whole = logged(LISTENER, 2, at(5), &[("outbound", 1)], true);
+        assert_eq!(converged_at(&[whole], 2, &gone), Some(at(5)));
+        // An incremental one must name it.
+        let mut delta = logged(LISTENER, 2, at(4), &[], false);
+        assert_eq!(converged_at(&[delta.clone()], 2, &gone), None);
+        delta.removed.push("inbound".into());
+        assert_eq!(converged_at(&[delta], 2, &gone), Some(at(4)));
+    }
+
+    #[test]
+    fn a_route_config_that_went_away_goes_with_the_listener_that_named_it() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let listener = logged(LISTENER, 2, at(7), &[("outbound", 2)], true);
+        let expected = [
+            expect(LISTENER, "outbound", Some(2)),
+            expect(ROUTE, "gone.ns.svc.cluster.local:8080", None),
+        ];
+        assert_eq!(converged_at(&[listener], 2, &expected), Some(at(7)));
+        // Without the listener's change, nothing converged.
+        assert_eq!(converged_at(&[], 2, &expected), None);
     }
 }

@@ -49,17 +49,23 @@ impl Held {
     /// Some routes or endpoints, as a state-of-the-world response of them brings: Envoy
     /// keeps those it leaves out, and drops one only when no listener or cluster names it
     /// any more.
-    pub fn merge(&mut self, catalog: &Catalog, type_url: &'static str, entries: &[Arc<Entry>]) {
-        let wanted = self.wanted(type_url);
-        let unwanted: Vec<Arc<str>> = self
-            .types
-            .get(type_url)
-            .into_iter()
-            .flat_map(|s| s.entries())
-            .filter(|e| wanted.binary_search(&e.name).is_err())
-            .map(|e| e.name.clone())
-            .collect();
-        self.update(catalog, type_url, entries, &unwanted);
+    pub fn merge(&mut self, catalog: &Catalog, type_url: &'static str, carried: &Arc<Set>) {
+        let from = self.types.get(type_url);
+        let parent = DEPENDENT
+            .iter()
+            .find(|(_, c)| *c == type_url)
+            .and_then(|(p, _)| self.types.get(p));
+        let set = catalog.step(type_url, from, carried, parent, &[], || {
+            let wanted = self.wanted(type_url);
+            let unwanted: Vec<Arc<str>> = from
+                .into_iter()
+                .flat_map(|s| s.entries())
+                .filter(|e| wanted.binary_search(&e.name).is_err())
+                .map(|e| e.name.clone())
+                .collect();
+            applied(catalog, type_url, from, carried.entries(), &unwanted)
+        });
+        self.types.insert(type_url, set);
     }
 
     /// After a response of `type_url`: when what it holds names resources of another type
@@ -79,27 +85,18 @@ impl Held {
         })
     }
 
-    /// An incremental response: what changed, and what went.
+    /// An incremental response: what changed (`carried`), and what went.
     pub fn update(
         &mut self,
         catalog: &Catalog,
         type_url: &'static str,
-        entries: &[Arc<Entry>],
+        carried: &Arc<Set>,
         removed: &[Arc<str>],
     ) {
-        // A whole copy for a few changes, but only for the moment of building the new set.
-        let mut by_name: BTreeMap<&str, &Arc<Entry>> = self
-            .types
-            .get(type_url)
-            .into_iter()
-            .flat_map(|s| s.entries())
-            .map(|e| (&*e.name, e))
-            .collect();
-        for name in removed {
-            by_name.remove(&**name);
-        }
-        by_name.extend(entries.iter().map(|e| (&*e.name, e)));
-        let set = catalog.set(type_url, by_name.into_values().cloned().collect());
+        let from = self.types.get(type_url);
+        let set = catalog.step(type_url, from, carried, None, removed, || {
+            applied(catalog, type_url, from, carried.entries(), removed)
+        });
         self.types.insert(type_url, set);
     }
 
@@ -143,14 +140,37 @@ impl Held {
     }
 }
 
+/// The set `held` becomes with `entries` put in and `removed` taken out.
+fn applied(
+    catalog: &Catalog,
+    type_url: &'static str,
+    held: Option<&Arc<Set>>,
+    entries: &[Arc<Entry>],
+    removed: &[Arc<str>],
+) -> Arc<Set> {
+    // A whole copy for a few changes, but only for the moment of building the new set.
+    let mut by_name: BTreeMap<&str, &Arc<Entry>> = held
+        .into_iter()
+        .flat_map(|s| s.entries())
+        .map(|e| (&*e.name, e))
+        .collect();
+    for name in removed {
+        by_name.remove(&**name);
+    }
+    by_name.extend(entries.iter().map(|e| (&*e.name, e)));
+    catalog.set(type_url, by_name.into_values().cloned().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An entry whose version stands for its content: its name and what it refers to.
     fn entry(name: &str, refs: &[&str]) -> Arc<Entry> {
+        let content = [&[name][..], refs].concat().join(" ");
         Arc::new(Entry {
             name: name.into(),
-            version: xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
+            version: xxhash_rust::xxh3::xxh3_64(content.as_bytes()),
             refs: refs.iter().map(|r| Arc::from(*r)).collect(),
         })
     }
@@ -159,12 +179,17 @@ mod tests {
         names.iter().map(|n| &**n).collect()
     }
 
+    /// The shared set a response carrying `entries` brings.
+    fn carried(catalog: &Catalog, type_url: &'static str, entries: Vec<Arc<Entry>>) -> Arc<Set> {
+        catalog.set(type_url, entries)
+    }
+
     #[test]
     fn a_config_is_complete_when_everything_named_has_arrived() {
         let catalog = Catalog::default();
         let mut held = Held::default();
         let replace = |held: &mut Held, type_url, entries| {
-            held.types.insert(type_url, catalog.set(type_url, entries));
+            held.replace(type_url, carried(&catalog, type_url, entries));
         };
         assert!(held.synced().is_err());
         replace(
@@ -187,31 +212,51 @@ mod tests {
         );
         let missing = held.synced().expect_err("b has no endpoints yet");
         assert!(missing.contains("\"b\""), "{missing}");
-        held.update(&catalog, ENDPOINT, &[entry("b", &[])], &[]);
+        let b = carried(&catalog, ENDPOINT, vec![entry("b", &[])]);
+        held.update(&catalog, ENDPOINT, &b, &[]);
         assert_eq!(held.synced(), Ok(()));
-        held.update(&catalog, LISTENER, &[], &[Arc::from("l2")]);
+        let none = carried(&catalog, LISTENER, Vec::new());
+        held.update(&catalog, LISTENER, &none, &[Arc::from("l2")]);
         assert_eq!(names(held.wanted(ROUTE)), ["8080"]);
+    }
+
+    #[test]
+    fn a_partial_response_keeps_what_is_still_named_and_drops_the_rest() {
+        let catalog = Catalog::default();
+        let mut held = Held::default();
+        let l1 = carried(&catalog, LISTENER, vec![entry("l1", &["a", "b"])]);
+        held.replace(LISTENER, l1);
+        let ab = carried(&catalog, ROUTE, vec![entry("a", &[]), entry("b", &[])]);
+        held.merge(&catalog, ROUTE, &ab);
+        // The listener now names a and c: c arrives alone, b goes, a stays.
+        let l1 = carried(&catalog, LISTENER, vec![entry("l1", &["a", "c"])]);
+        held.replace(LISTENER, l1);
+        let c = carried(&catalog, ROUTE, vec![entry("c", &[])]);
+        held.merge(&catalog, ROUTE, &c);
+        let routes: Vec<&str> = held.types[ROUTE]
+            .entries()
+            .iter()
+            .map(|e| &*e.name)
+            .collect();
+        assert_eq!(routes, ["a", "c"]);
     }
 
     #[test]
     fn proxies_with_the_same_config_hold_the_same_sets() {
         let catalog = Catalog::default();
         let (mut one, mut two) = (Held::default(), Held::default());
+        let a = entry("a", &["a"]);
+        let b = entry("b", &["b"]);
+        let c = entry("c", &[]);
         // The same resources, reached in different steps.
-        one.update(
-            &catalog,
-            CLUSTER,
-            &[entry("a", &["a"]), entry("b", &["b"])],
-            &[],
-        );
-        two.update(&catalog, CLUSTER, &[entry("b", &["b"])], &[]);
-        two.update(
-            &catalog,
-            CLUSTER,
-            &[entry("c", &[]), entry("a", &["a"])],
-            &[],
-        );
-        two.update(&catalog, CLUSTER, &[], &[Arc::from("c")]);
+        let ab = carried(&catalog, CLUSTER, vec![a.clone(), b.clone()]);
+        one.update(&catalog, CLUSTER, &ab, &[]);
+        let only_b = carried(&catalog, CLUSTER, vec![b]);
+        two.update(&catalog, CLUSTER, &only_b, &[]);
+        let ca = carried(&catalog, CLUSTER, vec![c, a]);
+        two.update(&catalog, CLUSTER, &ca, &[]);
+        let none = carried(&catalog, CLUSTER, Vec::new());
+        two.update(&catalog, CLUSTER, &none, &[Arc::from("c")]);
         assert!(Arc::ptr_eq(&one.types[CLUSTER], &two.types[CLUSTER]));
         assert!(std::ptr::eq(one.wanted(ENDPOINT), two.wanted(ENDPOINT)));
     }

@@ -4,9 +4,10 @@
 //! `xds-load run --proxies 10000 --mode delta` starts the control plane as a child process
 //! (`xds-load serve`, so its memory and CPU time are measured on their own), opens one ADS
 //! stream per proxy of a synthetic mesh, each on its own HTTP/2 connection over loopback,
-//! waits until every proxy holds its whole config, then changes one route a few times and
-//! reports, per change, how long each affected proxy took to ACK its new config, and what
-//! the server spent. The output is Markdown, ready for BENCHMARKS.md.
+//! waits until every proxy holds its whole config, then changes one route (or adds and
+//! deletes a Service) a few times and reports, per change, how long each affected proxy
+//! took to ACK its new config, how many bytes it was sent, and what the server spent. The
+//! output is Markdown, ready for BENCHMARKS.md.
 //!
 //! Build it in release mode: `cargo run --release -p remora-xds-load -- run --proxies 1000`.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ mod held;
 mod procfs;
 mod protocol;
 mod report;
+mod scenario;
 mod server;
 mod wire;
 
@@ -28,8 +30,14 @@ use std::{process::ExitCode, time::Duration};
 
 use cap::Cap;
 use clap::{Parser, Subcommand};
+use remora_model::input::MeshSettings;
 
-use crate::{driver::RunArgs, fleet::Mode};
+use crate::{
+    driver::RunArgs,
+    fleet::Mode,
+    scenario::{AddressingFlag, ChangeKind},
+    server::ServeArgs,
+};
 
 /// Counts the bytes the process has allocated and not freed, so the server can report its
 /// heap beside its RSS: what is resident but not allocated is the allocator's overhead and
@@ -58,17 +66,12 @@ struct Cli {
 enum Command {
     /// Runs the benchmark: starts the server, connects the proxies, changes a route, reports.
     Run {
-        /// Proxies to connect; the mesh is the reference mesh scaled to this many pods.
-        #[arg(long, default_value_t = 1_000)]
-        proxies: usize,
+        #[command(flatten)]
+        mesh: MeshArgs,
         #[arg(long, value_enum, default_value_t = Mode::Sotw)]
         mode: Mode,
-        /// Give every namespace an egress scope (its own and the shared namespaces), which
-        /// bounds each proxy's config and the reach of a change.
-        #[arg(long)]
-        egress: bool,
-        /// Route changes to measure, one after the other; each moves the split of the same
-        /// route, or moves it back.
+        /// Changes to measure, one after the other; each makes the change of
+        /// `--change-kind`, or undoes it.
         #[arg(long, default_value_t = 3)]
         changes: u32,
         /// Proxies connecting at the same time.
@@ -87,19 +90,35 @@ enum Command {
         /// machine's memory from everything else.
         #[arg(long, default_value_t = 12_288)]
         max_server_rss_mib: u64,
-        /// The server's budget of responses not yet written, all streams together.
-        #[arg(long, default_value_t = DEFAULT_BUDGET_MIB)]
-        response_budget_mib: usize,
     },
     /// The server role, started by `run`: speaks to the driver on stdin and stdout.
     Serve {
-        #[arg(long)]
-        proxies: usize,
-        #[arg(long)]
-        egress: bool,
-        #[arg(long, default_value_t = DEFAULT_BUDGET_MIB)]
-        response_budget_mib: usize,
+        #[command(flatten)]
+        mesh: MeshArgs,
     },
+}
+
+/// What both roles are told: the mesh, how it is served, and what changes.
+#[derive(clap::Args, Clone, Debug)]
+struct MeshArgs {
+    /// Proxies to connect; the mesh is the reference mesh scaled to this many pods.
+    #[arg(long, default_value_t = 1_000)]
+    proxies: usize,
+    /// Give every namespace an egress scope (its own and the shared namespaces), which
+    /// bounds each proxy's config and the reach of a change.
+    #[arg(long)]
+    egress: bool,
+    /// How the proxies are addressed: `captured` is what a cluster runs, `explicit` what
+    /// local mode runs (a route config per port holding every Service's virtual host).
+    #[arg(long, value_enum, default_value_t = AddressingFlag::Captured)]
+    addressing: AddressingFlag,
+    /// What each change is: a route's split moved (and back), or a Service added (and
+    /// deleted).
+    #[arg(long, value_enum, default_value_t = ChangeKind::Route)]
+    change_kind: ChangeKind,
+    /// The server's budget of responses not yet written, all streams together.
+    #[arg(long, default_value_t = DEFAULT_BUDGET_MIB)]
+    response_budget_mib: usize,
 }
 
 const DEFAULT_BUDGET_MIB: usize = remora_xds::DEFAULT_RESPONSE_BUDGET / (1024 * 1024);
@@ -149,34 +168,39 @@ pub enum Error {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run {
-            proxies,
+            mesh,
             mode,
-            egress,
             changes,
             connect_concurrency,
             build_timeout,
             sync_timeout,
             change_timeout,
             max_server_rss_mib,
-            response_budget_mib,
         } => driver::run(RunArgs {
-            proxies,
+            proxies: mesh.proxies,
             mode,
-            egress,
+            egress: mesh.egress,
+            addressing: mesh.addressing,
+            change_kind: mesh.change_kind,
             changes,
             connect_concurrency,
             build_timeout: Duration::from_secs(build_timeout),
             sync_timeout: Duration::from_secs(sync_timeout),
             change_timeout: Duration::from_secs(change_timeout),
             max_server_rss_kib: max_server_rss_mib.saturating_mul(1024),
-            response_budget_mib,
+            response_budget_mib: mesh.response_budget_mib,
         })
         .map(|report| print!("{report}")),
-        Command::Serve {
-            proxies,
-            egress,
-            response_budget_mib,
-        } => server::serve(proxies, egress, response_budget_mib),
+        Command::Serve { mesh } => server::serve(ServeArgs {
+            proxies: mesh.proxies,
+            egress: mesh.egress,
+            response_budget_mib: mesh.response_budget_mib,
+            settings: MeshSettings {
+                addressing: mesh.addressing.addressing(),
+                ..MeshSettings::default()
+            },
+            change_kind: mesh.change_kind,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,10 +1,10 @@
 //! The lines the server role writes to its standard output for the driver, one message per
 //! line, fields separated by tabs (no name in the mesh holds a tab). The driver writes plain
-//! commands to the server's standard input: [`CHANGE`] and [`QUIT`].
+//! commands to the server's standard input: [`CHANGE`], [`HEAP`] and [`QUIT`].
 
 use std::{fmt, str::FromStr, time::Duration};
 
-/// Applies the route change, publishes it and reports it.
+/// Makes the next change, publishes it and reports it.
 pub const CHANGE: &str = "change";
 /// Stops the server (so does the end of its standard input).
 pub const QUIT: &str = "quit";
@@ -29,11 +29,11 @@ pub struct Ready {
     pub resources_per_proxy: usize,
 }
 
-/// The route change as the server applied it.
+/// A change as the server applied it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Changed {
-    /// The route that changed, `namespace/name`.
-    pub route: String,
+    /// What changed, in words without tabs: `route <ns>/<name>`, `Service <ns>/<name> added`.
+    pub what: String,
     pub apply: Duration,
     pub publish: Duration,
     /// Proxies whose config changed; as many [`Line::Expect`] lines follow for each
@@ -49,6 +49,8 @@ pub struct Expect {
     pub name: String,
     /// The resource's new version (the hex xxh3 of its encoding); `None`: it was removed.
     pub version: Option<String>,
+    /// The length of its encoding (0 when removed): what the change sends the proxy of it.
+    pub bytes: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,18 +85,19 @@ impl fmt::Display for Line {
             Line::Changed(c) => write!(
                 f,
                 "changed\t{}\t{}\t{}\t{}",
-                c.route,
+                c.what,
                 c.apply.as_micros(),
                 c.publish.as_micros(),
                 c.affected
             ),
             Line::Expect(e) => write!(
                 f,
-                "expect\t{}\t{}\t{}\t{}",
+                "expect\t{}\t{}\t{}\t{}\t{}",
                 e.proxy,
                 e.type_url,
                 e.name,
-                e.version.as_deref().unwrap_or("-")
+                e.version.as_deref().unwrap_or("-"),
+                e.bytes
             ),
             Line::Done => write!(f, "done"),
             Line::Heap(kib, peak) => write!(f, "heap\t{kib}\t{peak}"),
@@ -132,17 +135,18 @@ impl FromStr for Line {
                 heap_published_kib: num(heap)?,
                 resources_per_proxy: resources.parse().map_err(|_| bad())?,
             })),
-            ["changed", route, apply, publish, affected] => Ok(Line::Changed(Changed {
-                route: route.to_owned(),
+            ["changed", what, apply, publish, affected] => Ok(Line::Changed(Changed {
+                what: what.to_owned(),
                 apply: micros(apply)?,
                 publish: micros(publish)?,
                 affected: affected.parse().map_err(|_| bad())?,
             })),
-            ["expect", proxy, type_url, name, version] => Ok(Line::Expect(Expect {
+            ["expect", proxy, type_url, name, version, bytes] => Ok(Line::Expect(Expect {
                 proxy: proxy.to_owned(),
                 type_url: type_url.to_owned(),
                 name: name.to_owned(),
                 version: (version != "-").then(|| version.to_owned()),
+                bytes: bytes.parse().map_err(|_| bad())?,
             })),
             ["done"] => Ok(Line::Done),
             ["heap", kib, peak] => Ok(Line::Heap(num(kib)?, num(peak)?)),
@@ -170,7 +174,7 @@ mod tests {
                 resources_per_proxy: 1089,
             }),
             Line::Changed(Changed {
-                route: "team-02/auth-50-http".into(),
+                what: "Service shared-0/extra added".into(),
                 apply: Duration::from_micros(12),
                 publish: Duration::from_micros(3400),
                 affected: 200,
@@ -180,12 +184,14 @@ mod tests {
                 type_url: remora_xds::snapshot::ROUTE.into(),
                 name: "8080".into(),
                 version: Some("00ff00ff00ff00ff".into()),
+                bytes: 1234,
             }),
             Line::Expect(Expect {
                 proxy: "a/b".into(),
                 type_url: remora_xds::snapshot::CLUSTER.into(),
                 name: "gone".into(),
                 version: None,
+                bytes: 0,
             }),
             Line::Done,
             Line::Heap(12_345, 23_456),

@@ -5,7 +5,12 @@ use std::{fmt::Write as _, time::Duration};
 
 use remora_synthetic::Shape;
 
-use crate::{fleet::Mode, procfs::Memory, protocol::Ready};
+use crate::{
+    fleet::Mode,
+    procfs::Memory,
+    protocol::Ready,
+    scenario::{AddressingFlag, ChangeKind},
+};
 
 /// The server process at one moment.
 #[derive(Clone, Copy, Debug, Default)]
@@ -38,15 +43,27 @@ impl Spread {
 
 /// The nearest-rank percentile of sorted samples: the smallest sample that at least `p`
 /// percent of the samples do not exceed. No interpolation, so it is always a measured value.
-pub fn percentile(sorted: &[Duration], p: usize) -> Option<Duration> {
+pub fn percentile<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
     let rank = (p * sorted.len()).div_ceil(100).max(1);
     sorted.get(rank - 1).copied()
 }
 
-/// One route change.
+/// The smallest, the median (nearest rank) and the largest of byte counts, as text.
+fn byte_spread(mut samples: Vec<u64>) -> String {
+    samples.sort_unstable();
+    match (samples.first(), percentile(&samples, 50), samples.last()) {
+        (Some(min), Some(median), Some(max)) => {
+            format!("{} / {} / {}", bytes(*min), bytes(median), bytes(*max))
+        }
+        _ => "n/a".into(),
+    }
+}
+
+/// One change.
 #[derive(Debug)]
 pub struct ChangeResult {
-    pub route: String,
+    /// What changed, as the server names it.
+    pub what: String,
     pub apply: Duration,
     pub publish: Duration,
     pub affected: usize,
@@ -54,6 +71,12 @@ pub struct ChangeResult {
     pub convergence: Vec<Duration>,
     /// Server CPU from the command to the end of the grace period after the last ACK.
     pub server_cpu: Duration,
+    /// Per affected proxy: the encoded size of the resources the change changed for it, as
+    /// the server reported them (what the change must send it at the least).
+    pub changed_bytes: Vec<u64>,
+    /// Per affected proxy: the bytes of the responses it received after the change (gRPC
+    /// messages without their 5-byte prefix), what the server did send it.
+    pub received_bytes: Vec<u64>,
     /// Responses received after the change, by affected and by unaffected proxies.
     pub responses_affected: usize,
     pub responses_unaffected: usize,
@@ -65,6 +88,8 @@ pub struct ChangeResult {
 pub struct Report {
     pub proxies: usize,
     pub mode: Mode,
+    pub addressing: AddressingFlag,
+    pub change_kind: ChangeKind,
     pub shape: Shape,
     pub ready: Ready,
     pub at_ready: Sample,
@@ -108,10 +133,13 @@ impl Report {
     fn title(&self) -> String {
         let shape = &self.shape;
         format!(
-            "xds-load: {} proxies, {} mode; mesh of {} namespaces ({} shared), {} Services, {} \
-             pods, {} routes, {}; {} resources per proxy (mean); {} cores\n",
+            "xds-load: {} proxies, {} mode, {} addressing, {} changes; mesh of {} namespaces \
+             ({} shared), {} Services, {} pods, {} routes, {}; {} resources per proxy (mean); \
+             {} cores\n",
             self.proxies,
             mode_name(self.mode),
+            self.addressing.name(),
+            self.change_kind.name(),
             shape.namespaces,
             shape.shared_namespaces,
             shape.services,
@@ -211,14 +239,14 @@ impl Report {
         ]
     }
 
-    /// Each route change, then what the fleet cost the driver.
+    /// Each change, then what the fleet cost the driver.
     fn change_rows(&self) -> Vec<Row> {
         let n = self.proxies;
         let mut rows = Vec::new();
         for (k, c) in (1..).zip(&self.changes) {
             rows.extend([
                 (
-                    format!("change {k}: route {}, proxies affected", c.route),
+                    format!("change {k}: {}, proxies affected", c.what),
                     format!("{} of {n}", c.affected),
                     "",
                 ),
@@ -233,6 +261,22 @@ impl Report {
                     "p99 < 1 s",
                 ),
                 (format!("change {k}: server CPU"), ms(c.server_cpu), ""),
+                (
+                    format!(
+                        "change {k}: bytes per affected proxy, resources changed (encoded) \
+                         min / median / max"
+                    ),
+                    byte_spread(c.changed_bytes.clone()),
+                    "",
+                ),
+                (
+                    format!(
+                        "change {k}: bytes per affected proxy, responses received \
+                         min / median / max"
+                    ),
+                    byte_spread(c.received_bytes.clone()),
+                    "",
+                ),
                 (
                     format!("change {k}: responses after it, to affected / unaffected proxies"),
                     format!(
@@ -272,14 +316,27 @@ impl Report {
             .sum::<Duration>()
             .checked_div(u32::try_from(self.changes.len()).unwrap_or(u32::MAX))
             .unwrap_or_default();
+        // Change 1 makes the change (a moved split, an added Service); later ones undo and
+        // redo it.
+        let first_bytes = |of: fn(&ChangeResult) -> &Vec<u64>| {
+            self.changes.first().map_or("n/a".into(), |c| {
+                let mut sorted = of(c).clone();
+                sorted.sort_unstable();
+                percentile(&sorted, 50).map_or("n/a".into(), bytes)
+            })
+        };
         format!(
-            "| proxies | mode | egress scopes | connect + sync | server RSS synced (per proxy) | \
-             server heap synced (added per proxy) | server peak RSS | server CPU, sync | converged p50 / p99 / max (all changes) | \
+            "| proxies | mode | egress scopes | addressing | change | connect + sync | \
+             server RSS synced (per proxy) | server heap synced (added per proxy) | \
+             server peak RSS | server CPU, sync | converged p50 / p99 / max (all changes) | \
+             bytes to each affected proxy, change 1 (median): resources changed / received | \
              server CPU per change | responses to unaffected proxies |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|\n\
-             | {n} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} |\n",
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
+             | {n} | {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} / {} | {} | {} |\n",
             mode_name(self.mode),
             if self.shape.egress { "yes" } else { "no" },
+            self.addressing.name(),
+            self.change_kind.name(),
             secs(self.connect_and_sync),
             mib(self.synced.memory.rss_kib),
             kib_per(self.synced.memory.rss_kib, n),
@@ -288,6 +345,8 @@ impl Report {
             mib(self.end.memory.peak_kib),
             secs(self.sync_cpu()),
             spread(all),
+            first_bytes(|c| &c.changed_bytes),
+            first_bytes(|c| &c.received_bytes),
             ms(cpu_per_change),
             self.changes
                 .iter()
@@ -333,6 +392,15 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// Bytes, and KiB once there are more than a thousand.
+fn bytes(b: u64) -> String {
+    if b < 1024 {
+        format!("{b} B")
+    } else {
+        format!("{b} B ({:.1} KiB)", b as f64 / 1024.0)
+    }
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.0} MiB", kib as f64 / 1024.0)
 }
@@ -360,7 +428,7 @@ mod tests {
         assert_eq!(percentile(&ten, 99), Some(ms(10)));
         assert_eq!(percentile(&ten, 50), Some(ms(5)));
         assert_eq!(percentile(&[ms(7)], 1), Some(ms(7)));
-        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile::<Duration>(&[], 50), None);
     }
 
     #[test]
@@ -377,12 +445,14 @@ mod tests {
             memory: Memory { rss_kib, peak_kib },
         };
         let change = |k: u64| ChangeResult {
-            route: format!("ns-0/route-{k}"),
+            what: format!("route ns-0/route-{k}"),
             apply: ms(k),
             publish: ms(2 * k),
             affected: 7,
             convergence: (1..=7).map(|i| ms(10 * i + k)).collect(),
             server_cpu: ms(30 + k),
+            changed_bytes: vec![900 * k, 100, 2048, 100, 100, 50, 100],
+            received_bytes: (1..=7).map(|i| 1000 * i + k).collect(),
             responses_affected: 9,
             responses_unaffected: k as usize,
             unaffected_hit: 1,
@@ -390,6 +460,8 @@ mod tests {
         Report {
             proxies: 10_000,
             mode: Mode::Delta,
+            addressing: AddressingFlag::Captured,
+            change_kind: ChangeKind::Route,
             shape: Shape {
                 namespaces: 10,
                 shared_namespaces: 2,
@@ -426,23 +498,32 @@ mod tests {
     #[test]
     fn the_report_renders_every_measure() {
         let text = sample_report().render();
-        assert!(text.starts_with("xds-load: 10000 proxies, incremental (delta) mode; mesh of"));
+        assert!(text.starts_with(
+            "xds-load: 10000 proxies, incremental (delta) mode, captured addressing, route \
+             changes; mesh of"
+        ));
         for row in [
             "| server RSS, all proxies connected and synced | 586 MiB (60 KiB per proxy) | < 1 GiB |",
             "| change 2: converged (ACKed) p50 / p99 / max | 42.0 ms / 72.0 ms / 72.0 ms | p99 < 1 s |",
+            "| change 1: route ns-0/route-1, proxies affected | 7 of 10000 |  |",
+            "| change 2: bytes per affected proxy, resources changed (encoded) min / median / max \
+             | 50 B / 100 B / 2048 B (2.0 KiB) |  |",
+            "| change 1: bytes per affected proxy, responses received min / median / max \
+             | 1001 B / 4001 B (3.9 KiB) / 7001 B (6.8 KiB) |  |",
             "| driver (the simulated fleet): CPU / peak RSS / heap in use, synced | 20.00 s / 342 MiB / 244 MiB |  |",
         ] {
             assert!(text.lines().any(|l| l == row), "{row} in\n{text}");
         }
         assert!(text.ends_with(
-            "| 10000 | incremental (delta) | yes | 12.35 s | 586 MiB (60 KiB) | 391 MiB (25 KiB) \
-             | 703 MiB | 5.00 s | 41.0 ms / 72.0 ms / 72.0 ms | 31.5 ms | 3 |\n"
+            "| 10000 | incremental (delta) | yes | captured | route | 12.35 s | 586 MiB (60 KiB) \
+             | 391 MiB (25 KiB) | 703 MiB | 5.00 s | 41.0 ms / 72.0 ms / 72.0 ms \
+             | 100 B / 4001 B (3.9 KiB) | 31.5 ms | 3 |\n"
         ));
-        // The header, 11 rows of the sync, 5 per change and the driver's, of three columns each.
+        // The header, 11 rows of the sync, 7 per change and the driver's, of three columns each.
         let measures: Vec<&str> = text
             .lines()
             .filter(|l| l.matches(" | ").count() == 2)
             .collect();
-        assert_eq!(measures.len(), 1 + 11 + 2 * 5 + 1, "{text}");
+        assert_eq!(measures.len(), 1 + 11 + 2 * 7 + 1, "{text}");
     }
 }

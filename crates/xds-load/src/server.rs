@@ -1,8 +1,8 @@
 //! The server role: the control plane under test, in a process of its own so that its memory
 //! and CPU time are its own. It builds a synthetic mesh and publishes every proxy's snapshot
 //! through the runtime's `Pipeline`, serves ADS on loopback as the control plane does, and
-//! on each command from the driver applies one route change and reports which proxies
-//! must receive what (see [`crate::protocol`]).
+//! on each command from the driver makes the next change ([`crate::scenario`]) and reports
+//! which proxies must receive what, and how many bytes of it (see [`crate::protocol`]).
 //!
 //! The pipeline runs on the main thread, the ADS streams on a Tokio runtime
 //! beside it: a change is computed while the streams keep being served, as in the running
@@ -23,6 +23,7 @@ use tokio::{net::TcpSocket, sync::watch};
 use crate::{
     Error, procfs,
     protocol::{self, Changed, Expect, Line, Ready},
+    scenario::{Change, ChangeKind, Changes},
 };
 
 /// Connections waiting to be accepted. Linux caps it at `net.core.somaxconn` (4096 by
@@ -49,11 +50,22 @@ pub fn shape_for(proxies: usize, egress: bool) -> Shape {
     }
 }
 
-pub fn serve(proxies: usize, egress: bool, response_budget_mib: usize) -> Result<(), Error> {
+/// What the server role is started with.
+#[derive(Clone, Debug)]
+pub struct ServeArgs {
+    pub proxies: usize,
+    pub egress: bool,
+    pub response_budget_mib: usize,
+    pub settings: MeshSettings,
+    pub change_kind: ChangeKind,
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), Error> {
+    init_logs();
     // Every proxy holds one connection, plus a margin for everything else.
-    procfs::ensure_open_files(proxies as u64 + 256).map_err(Error::Limits)?;
-    let synthetic = Synthetic::new(shape_for(proxies, egress));
-    let (mut pipeline, mut ready) = publish(&synthetic);
+    procfs::ensure_open_files(args.proxies as u64 + 256).map_err(Error::Limits)?;
+    let synthetic = Synthetic::new(shape_for(args.proxies, args.egress));
+    let (mut pipeline, mut ready) = publish(&synthetic, args.settings);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -71,7 +83,7 @@ pub fn serve(proxies: usize, egress: bool, response_budget_mib: usize) -> Result
     let server = runtime.spawn(pipeline.state().serve(
         listener,
         stopped,
-        response_budget_mib.saturating_mul(1024 * 1024),
+        args.response_budget_mib.saturating_mul(1024 * 1024),
     ));
 
     let mut out = BufWriter::new(io::stdout().lock());
@@ -81,7 +93,8 @@ pub fn serve(proxies: usize, egress: bool, response_budget_mib: usize) -> Result
     }
     writeln!(out, "{}", Line::Ready(ready)).map_err(Error::Pipe)?;
     out.flush().map_err(Error::Pipe)?;
-    let answered = answer(&mut pipeline, &synthetic, &mut out);
+    let changes = Changes::new(&synthetic, args.change_kind);
+    let answered = answer(&mut pipeline, changes, &mut out);
 
     stop.send_replace(true);
     runtime.block_on(async {
@@ -93,12 +106,29 @@ pub fn serve(proxies: usize, egress: bool, response_budget_mib: usize) -> Result
     answered
 }
 
+/// The server's warnings (a stream it closes, a proxy that stopped reading) go to standard
+/// error, which the driver shares; `RUST_LOG` may ask for more, as of the `remora` binary.
+fn init_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Err(_) => EnvFilter::new("warn"),
+        Ok(wanted) => EnvFilter::try_new(&wanted).unwrap_or_else(|e| {
+            eprintln!("xds-load serve: RUST_LOG={wanted:?} is no filter ({e}); logging warnings");
+            EnvFilter::new("warn")
+        }),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+}
+
 /// Builds the synthetic mesh and publishes every proxy's snapshot, measuring both.
-fn publish(synthetic: &Synthetic) -> (Pipeline, Ready) {
+fn publish(synthetic: &Synthetic, settings: MeshSettings) -> (Pipeline, Ready) {
     let pid = std::process::id();
     let rss = || procfs::memory(pid).unwrap_or_default().rss_kib;
     let rss_start_kib = rss();
-    let mut pipeline = Pipeline::new(MeshSettings::default(), Options::default(), |_| None);
+    let mut pipeline = Pipeline::new(settings, Options::default(), |_| None);
     // The initial report of changes is of no use here: everything is published below.
     let build = pipeline
         .apply(synthetic.objects().into_iter().map(Event::Upsert))
@@ -137,25 +167,13 @@ fn publish(synthetic: &Synthetic) -> (Pipeline, Ready) {
 /// Answers the driver's commands on standard input until it says quit.
 fn answer(
     pipeline: &mut Pipeline,
-    synthetic: &Synthetic,
+    mut changes: Changes<'_>,
     out: &mut impl Write,
 ) -> Result<(), Error> {
-    // The route on the HTTP port of a Service halfway through the mesh, in a team namespace,
-    // as the model's benchmarks change it. Odd changes move its split, even ones move it back.
-    let route = synthetic.shape().services / 2;
-    let mut moved = false;
     for command in io::stdin().lock().lines() {
         let command = command.map_err(Error::Pipe)?;
         match command.trim() {
-            protocol::CHANGE => {
-                let object = if moved {
-                    synthetic.route(route)
-                } else {
-                    synthetic.route_change(route)
-                };
-                moved = !moved;
-                change(pipeline, object, out)?;
-            }
+            protocol::CHANGE => change(pipeline, changes.next_change(), out)?,
             protocol::HEAP => {
                 let heap = Line::Heap(crate::heap_kib(), crate::heap_peak_kib());
                 writeln!(out, "{heap}").map_err(Error::Pipe)?;
@@ -169,16 +187,11 @@ fn answer(
 }
 
 /// Applies one change and reports which proxies must receive what.
-fn change(
-    pipeline: &mut Pipeline,
-    object: remora_model::input::Object,
-    out: &mut impl Write,
-) -> Result<(), Error> {
-    let key = object.key();
-    let step = pipeline.apply([Event::Upsert(object)]);
+fn change(pipeline: &mut Pipeline, change: Change, out: &mut impl Write) -> Result<(), Error> {
+    let step = pipeline.apply(change.events);
     let affected = step.changes.proxies();
     let changed = Changed {
-        route: key.to_string(),
+        what: change.what,
         apply: step.apply,
         publish: step.publish,
         affected: affected.len(),
@@ -190,11 +203,13 @@ fn change(
         let snapshot = cache.get(&id).unwrap_or_default();
         for key in step.changes.resources_of(proxy) {
             let type_url = remora_envoy::type_url(key.kind);
+            let resource = snapshot.get(type_url, &key.name);
             let expect = Expect {
                 proxy: id.to_string(),
                 type_url: type_url.into(),
                 name: key.name.to_string(),
-                version: snapshot.get(type_url, &key.name).map(|r| r.version.clone()),
+                version: resource.map(|r| r.version.clone()),
+                bytes: resource.map_or(0, |r| r.any.value.len()),
             };
             writeln!(out, "{}", Line::Expect(expect)).map_err(Error::Pipe)?;
         }

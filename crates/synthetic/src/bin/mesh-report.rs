@@ -1,6 +1,8 @@
 //! Measures the model on the reference mesh, with and without egress scopes, and prints a
 //! Markdown table: full compute time and peak memory, index memory per pod, the cost and
 //! reach of one route change and of one endpoint change, and the size of one proxy's config.
+//! `--addressing explicit` measures the listener layout of local mode; the default,
+//! `captured`, is what a cluster runs.
 //!
 //! Criterion (`cargo bench -p remora-model --bench mesh`) gives the statistically careful
 //! timings; this tool adds what a benchmark cannot: memory, how many proxies a change
@@ -8,8 +10,8 @@
 //! `cargo run --release -p remora-synthetic --bin mesh-report`.
 //!
 //! Each measurement runs in a child process of its own (this program, called with
-//! `--child <open|egress> <compute|memory>`), because the allocator keeps freed memory: in one
-//! process, an earlier mesh would hide the RSS of a later one.
+//! `--child <open|egress> <compute|memory> <captured|explicit>`), because the allocator keeps
+//! freed memory: in one process, an earlier mesh would hide the RSS of a later one.
 #![forbid(unsafe_code)]
 
 use std::{
@@ -22,7 +24,7 @@ use std::{
 use cap::Cap;
 use remora_model::{
     Changes, Mesh,
-    config::{ProxyConfig, Resource, ResourceType},
+    config::{Addressing, ProxyConfig, Resource, ResourceKey, ResourceType},
     input::{Event, Kind, MeshSettings, Object, ObjectKey},
 };
 use remora_synthetic::{Shape, Synthetic};
@@ -53,15 +55,20 @@ const INDEX_STAGES: &[(&str, &[Kind])] = &[
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] => parent(),
-        ["--child", flavour, part] => {
+        [] => parent(Addressing::Captured),
+        ["--addressing", name] => parent(addressing(name)),
+        ["--child", flavour, part, name] => {
             let shape = Shape {
                 egress: flavour == "egress",
                 ..Shape::reference()
             };
+            let settings = MeshSettings {
+                addressing: addressing(name),
+                ..MeshSettings::default()
+            };
             let rows = match part {
-                "compute" => compute(shape),
-                "memory" => memory(shape),
+                "compute" => compute(shape, settings),
+                "memory" => memory(shape, settings),
                 _ => usage(),
             };
             for Row(label, value, target) in rows {
@@ -74,9 +81,27 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: mesh-report (the children it runs take --child <open|egress> <compute|memory>)"
+        "usage: mesh-report [--addressing captured|explicit] (the children it runs take \
+         --child <open|egress> <compute|memory> <captured|explicit>)"
     );
     std::process::exit(2)
+}
+
+/// The addressing a command line names.
+fn addressing(name: &str) -> Addressing {
+    match name {
+        "captured" => Addressing::Captured,
+        "explicit" => Addressing::Explicit,
+        _ => usage(),
+    }
+}
+
+/// The command line's name of an addressing.
+fn addressing_name(addressing: Addressing) -> &'static str {
+    match addressing {
+        Addressing::Captured => "captured",
+        Addressing::Explicit => "explicit",
+    }
 }
 
 /// One line of the table: what, the value, the target if there is one.
@@ -87,11 +112,12 @@ fn row(label: impl Into<String>, value: impl Into<String>, target: &'static str)
 }
 
 /// Runs every measurement in its own process and prints the table.
-fn parent() {
+fn parent(addressing: Addressing) {
     let reference = Shape::reference();
+    let addressing = addressing_name(addressing);
     println!(
         "reference mesh: {} namespaces ({} shared), {} Services, {} sidecar pods, {} routes; \
-         {} cores (`nproc`), the model runs on one",
+         {addressing} addressing; {} cores (`nproc`), the model runs on one",
         reference.namespaces,
         reference.shared_namespaces,
         reference.services,
@@ -102,7 +128,7 @@ fn parent() {
     let me = env::current_exe().expect("own executable");
     let run = |flavour: &str, part: &str| -> Vec<Vec<String>> {
         let out = Command::new(&me)
-            .args(["--child", flavour, part])
+            .args(["--child", flavour, part, addressing])
             .output()
             .expect("child runs");
         assert!(
@@ -130,8 +156,8 @@ fn parent() {
 
 /// Full compute in one batch, then one route change and one endpoint change on the result,
 /// then one proxy's config.
-fn compute(shape: Shape) -> Vec<Row> {
-    let (synthetic, mut mesh, mut rows) = full_compute(shape);
+fn compute(shape: Shape, settings: MeshSettings) -> Vec<Row> {
+    let (synthetic, mut mesh, mut rows) = full_compute(shape, settings);
     // A route on the HTTP port of a Service in a team namespace, halfway through the mesh.
     let j = synthetic.shape().services / 2;
     let (service, port) = synthetic.route_parent(j).expect("route exists");
@@ -142,13 +168,13 @@ fn compute(shape: Shape) -> Vec<Row> {
 
 /// Builds the mesh from every object in one batch, measuring time and memory from before
 /// the objects exist.
-fn full_compute(shape: Shape) -> (Synthetic, Mesh, Vec<Row>) {
+fn full_compute(shape: Shape, settings: MeshSettings) -> (Synthetic, Mesh, Vec<Row>) {
     let pods = shape.pods;
     let peak_reset = reset_peak();
     let rss_before = status_kib("VmRSS:");
     let synthetic = Synthetic::new(shape);
     let events: Vec<Event> = synthetic.objects().into_iter().map(Event::Upsert).collect();
-    let mut mesh = Mesh::new(MeshSettings::default());
+    let mut mesh = Mesh::new(settings);
     let start = Instant::now();
     let changes = mesh.apply(events);
     let full_compute = start.elapsed();
@@ -228,6 +254,11 @@ fn change_rows(
             "",
         ),
         row(
+            "route change: the changed resources of one touched proxy, compact JSON",
+            json_size(route.one_proxy_json),
+            "",
+        ),
+        row(
             format!("endpoint change (pod ready): median of {REPEATS}"),
             ms(endpoint.median),
             "< 5 ms",
@@ -279,7 +310,7 @@ fn proxy_rows(mesh: &Mesh, namespace: &str) -> Vec<Row> {
         ),
         row(
             "one proxy's config: compact JSON (serde) size",
-            format!("{json} B ({:.0} KiB)", json as f64 / 1024.0),
+            json_size(json),
             "",
         ),
         row(
@@ -293,9 +324,9 @@ fn proxy_rows(mesh: &Mesh, namespace: &str) -> Vec<Row> {
 /// Index memory: RSS growth from before the inputs exist to after the mesh is built and
 /// every input and report is dropped. Pods are applied in small batches after the rest, so
 /// the transient report of a batch cannot inflate the result (see [`MEMORY_BATCH`]).
-fn memory(shape: Shape) -> Vec<Row> {
+fn memory(shape: Shape, settings: MeshSettings) -> Vec<Row> {
     let pods = shape.pods;
-    let (index, stages) = index_memory(&shape);
+    let (index, stages) = index_memory(&shape, settings.clone());
     let rss_before = status_kib("VmRSS:");
     let heap_before = ALLOCATOR.allocated();
     let objects = Synthetic::new(shape).objects();
@@ -306,7 +337,7 @@ fn memory(shape: Shape) -> Vec<Row> {
         .into_iter()
         .map(Event::Upsert)
         .partition(|e| matches!(e, Event::Upsert(o) if o.kind() == Kind::Pod));
-    let mut mesh = Mesh::new(MeshSettings::default());
+    let mut mesh = Mesh::new(settings);
     mesh.apply(rest);
     let mut pod_events = pod_events.into_iter();
     loop {
@@ -373,7 +404,10 @@ fn memory(shape: Shape) -> Vec<Row> {
 /// objects as inputs and as the index stores them. The objects are the same, but no pod
 /// carries a sidecar, so the mesh holds the inputs, their lookup maps and each Service's
 /// routing, and no proxy or class config.
-fn index_memory(shape: &Shape) -> (usize, Vec<(&'static str, usize, usize)>) {
+fn index_memory(
+    shape: &Shape,
+    settings: MeshSettings,
+) -> (usize, Vec<(&'static str, usize, usize)>) {
     let mut stages = Vec::new();
     let heap_before = ALLOCATOR.allocated();
     let mut objects = Synthetic::new(shape.clone()).objects();
@@ -382,7 +416,7 @@ fn index_memory(shape: &Shape) -> (usize, Vec<(&'static str, usize, usize)>) {
             pod.sidecar = false;
         }
     }
-    let mut mesh = Mesh::new(MeshSettings::default());
+    let mut mesh = Mesh::new(settings);
     for (label, kinds) in INDEX_STAGES {
         let mut batch: Vec<Object>;
         (batch, objects) = objects.into_iter().partition(|o| kinds.contains(&o.kind()));
@@ -419,6 +453,10 @@ struct Measured {
     per_proxy: usize,
     /// The proxies the change touched.
     touched: BTreeSet<ObjectKey>,
+    /// The compact JSON of the resources the change touched in the first touched proxy's
+    /// config, as the revert leaves them: what the change re-sends that proxy, in the
+    /// model's terms (Envoy's encoding is smaller, and measured by `xds-load`).
+    one_proxy_json: usize,
 }
 
 /// Applies `change`, then `revert`, `REPEATS` times each, timing `apply` of the change
@@ -442,7 +480,11 @@ fn measure_change(mesh: &mut Mesh, change: &Object, revert: &Object) -> Measured
     let first = first.expect("at least one repetition");
     let touched = first.proxies();
     let resources: BTreeSet<_> = touched.iter().flat_map(|p| first.resources_of(p)).collect();
+    let one_proxy_json = touched
+        .first()
+        .map_or(0, |p| changed_json(mesh, p, &first.resources_of(p)));
     Measured {
+        one_proxy_json,
         median: times[times.len() / 2],
         proxies: touched.len(),
         resources: resources.len(),
@@ -455,24 +497,34 @@ fn measure_change(mesh: &mut Mesh, change: &Object, revert: &Object) -> Measured
     }
 }
 
-/// The proxies whose outbound route config for `port` has a virtual host for `service`,
-/// read from each proxy's full config: independent of how the model tracks reach.
+/// The compact JSON of the resources `keys` names in `proxy`'s config.
+fn changed_json(mesh: &Mesh, proxy: &ObjectKey, keys: &BTreeSet<&ResourceKey>) -> usize {
+    let config = mesh
+        .proxy_config(proxy)
+        .expect("a touched proxy has a config");
+    ResourceType::ALL
+        .iter()
+        .flat_map(|t| config.of_type(*t))
+        .filter(|(k, _)| keys.contains(k))
+        .map(|(_, r)| serde_json::to_vec(r).expect("resource serializes").len())
+        .sum()
+}
+
+/// The proxies with a route config that has a virtual host for `service`'s `port` (the
+/// port's route config, explicit; the Service port's own, captured), read from each
+/// proxy's full config: independent of how the model tracks reach.
 fn proxies_with_vhost(mesh: &Mesh, service: &ObjectKey, port: u16) -> BTreeSet<ObjectKey> {
     let domain = &mesh.settings().cluster_domain;
     let vhost = format!("{}.{}.svc.{domain}:{port}", service.name, service.namespace);
-    let route_config = port.to_string();
     let has_vhost = |config: &ProxyConfig| {
         config
             .of_type(ResourceType::RouteConfig)
-            .any(|(k, r)| match r {
-                Resource::RouteConfig(rc) => {
-                    *k.name == *route_config
-                        && rc
-                            .value
-                            .virtual_hosts
-                            .iter()
-                            .any(|v| *v.value.name == *vhost)
-                }
+            .any(|(_, r)| match r {
+                Resource::RouteConfig(rc) => rc
+                    .value
+                    .virtual_hosts
+                    .iter()
+                    .any(|v| *v.value.name == *vhost),
                 _ => false,
             })
     };
@@ -497,6 +549,10 @@ fn status_kib(field: &str) -> u64 {
 /// Resets the peak RSS (`VmHWM`) to the current RSS, so the peak is the build's own.
 fn reset_peak() -> bool {
     fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn json_size(bytes: usize) -> String {
+    format!("{bytes} B ({:.1} KiB)", bytes as f64 / 1024.0)
 }
 
 fn mib(kib: u64) -> String {
