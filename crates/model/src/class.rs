@@ -227,12 +227,14 @@ impl Class {
         for port in mem::take(&mut update.ports) {
             self.rebuild_port(port, update);
         }
+        if self.addressing != Addressing::Captured {
+            return;
+        }
         let listener = ResourceKey {
-            kind: crate::config::ResourceType::Listener,
+            kind: ResourceType::Listener,
             name: captured::OUTBOUND_LISTENER.into(),
         };
-        let missing = !self.resources.contains_key(&listener);
-        if self.addressing == Addressing::Captured && (mem::take(&mut update.listener) || missing) {
+        if mem::take(&mut update.listener) || !self.resources.contains_key(&listener) {
             self.put_capture_listener(update);
         }
     }

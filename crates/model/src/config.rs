@@ -311,6 +311,21 @@ pub struct Cluster {
     pub http2: bool,
 }
 
+impl Cluster {
+    /// A cluster that connects each connection to the address it was originally sent to:
+    /// the passthrough of captured traffic the mesh does not route.
+    pub fn original_destination(name: Arc<str>, connect_timeout: Duration) -> Cluster {
+        Cluster {
+            name,
+            connect_timeout,
+            discovery: Discovery::OriginalDestination,
+            outlier_detection: None,
+            circuit_breaker: None,
+            http2: false,
+        }
+    }
+}
+
 /// Where a cluster's endpoints come from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum Discovery {

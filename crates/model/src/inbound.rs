@@ -130,14 +130,7 @@ fn insert_capture_listener(
         key(ResourceType::Listener, &INBOUND_LISTENER.into()),
         Resource::Listener(Versioned::new(listener)),
     );
-    let cluster = Cluster {
-        name: passthrough.clone(),
-        connect_timeout: defaults.connect_timeout,
-        discovery: Discovery::OriginalDestination,
-        outlier_detection: None,
-        circuit_breaker: None,
-        http2: false,
-    };
+    let cluster = Cluster::original_destination(passthrough.clone(), defaults.connect_timeout);
     out.insert(
         key(ResourceType::Cluster, &passthrough),
         Resource::Cluster(Versioned::new(cluster)),

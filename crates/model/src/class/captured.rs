@@ -14,8 +14,8 @@ use remora_api::sidecar_policy::{OUTBOUND_CAPTURE_PORT, UnknownDestinations};
 use super::{Class, ClassUpdate, Env, SharedCache, host::vhost_name};
 use crate::{
     config::{
-        Accepts, Cluster, Direction, Discovery, FilterChain, FilterChains, Listener,
-        ListenerProtocol, Resource, ResourceType, RouteConfig, Unmatched, Versioned,
+        Accepts, Cluster, Direction, FilterChain, FilterChains, Listener, ListenerProtocol,
+        Resource, ResourceType, RouteConfig, Unmatched, Versioned,
     },
     input::ObjectKey,
     routing::{PortRouting, ServiceRouting},
@@ -116,14 +116,10 @@ impl Class {
             access_log: self.defaults.access_log,
         };
         let cluster = passthrough.then(|| {
-            Resource::Cluster(Versioned::new(Cluster {
-                name: PASSTHROUGH_CLUSTER.into(),
-                connect_timeout: self.defaults.connect_timeout,
-                discovery: Discovery::OriginalDestination,
-                outlier_detection: None,
-                circuit_breaker: None,
-                http2: false,
-            }))
+            Resource::Cluster(Versioned::new(Cluster::original_destination(
+                PASSTHROUGH_CLUSTER.into(),
+                self.defaults.connect_timeout,
+            )))
         });
         self.put(
             ResourceType::Cluster,
