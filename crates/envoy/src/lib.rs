@@ -30,7 +30,7 @@
 //! only when the content does. Prost encodes protobuf map fields from a `HashMap`, whose order
 //! is not stable; the translation therefore never puts more than one entry into such a map,
 //! and builds the one `Struct` it needs (a JSON access log format) through an ordered type of
-//! its own with the same wire format. [`translate_with`] and [`translate_listener_with`] give
+//! its own with the same wire format. [`translate_with`] gives
 //! the same bytes as [`translate`] while encoding the pieces a change seldom touches (the
 //! virtual hosts of route configs, the filter chains of capture listeners) once each.
 #![forbid(unsafe_code)]
@@ -50,7 +50,7 @@ pub mod type_url;
 use std::net::IpAddr;
 
 pub use envoy_types::pb::google::protobuf::Any;
-use remora_model::config::{Listener, Resource, ResourceType, Target, WeightedCluster};
+use remora_model::config::{Resource, ResourceType, Target, WeightedCluster};
 
 pub use capture::{ChainKey, FilterChainCache};
 pub use cluster::{UNRESOLVED_CLUSTER, unresolved_cluster};
@@ -129,35 +129,46 @@ pub fn translate(resource: &Resource, options: &Options) -> EnvoyResource {
     }
 }
 
-/// As [`translate`], with each virtual host of a route config encoded once for every route
-/// config translated with the same `hosts` (the same bytes).
+/// The encoded parts [`translate_with`] keeps between calls: the virtual hosts of route
+/// configs and the filter chains of capture listeners, each encoded once for every resource
+/// that holds it.
+#[derive(Debug, Default)]
+pub struct Caches {
+    /// Virtual hosts, by content.
+    pub hosts: VirtualHostCache,
+    /// Filter chains of capture listeners, by content and access log.
+    pub chains: FilterChainCache,
+}
+
+impl Caches {
+    /// Drops the parts no resource was encoded with since the last sweep.
+    pub fn sweep(&mut self) {
+        self.hosts.sweep();
+        self.chains.sweep();
+    }
+}
+
+/// As [`translate`], the same bytes, with the parts a change seldom touches (each virtual
+/// host of a route config, each filter chain of a capture listener) encoded once for every
+/// resource translated with the same `caches`.
 pub fn translate_with(
     resource: &Resource,
     options: &Options,
-    hosts: &mut VirtualHostCache,
+    caches: &mut Caches,
 ) -> EnvoyResource {
     match resource {
         Resource::RouteConfig(r) => proto::packed_bytes(
             &r.value.name,
             type_url(ResourceType::RouteConfig),
-            hosts.route_configuration(&r.value),
+            caches.hosts.route_configuration(&r.value),
+        ),
+        Resource::Listener(l) => proto::packed_bytes(
+            &l.value.name,
+            type_url(ResourceType::Listener),
+            caches.chains.listener(&l.value, options),
         ),
         other => translate(other, options),
     }
-}
-
-/// As [`translate`] for a listener, with each filter chain of a capture listener encoded once
-/// for every listener translated with the same `chains` (the same bytes).
-pub fn translate_listener_with(
-    listener: &Listener,
-    options: &Options,
-    chains: &mut FilterChainCache,
-) -> EnvoyResource {
-    proto::packed_bytes(
-        &listener.name,
-        type_url(ResourceType::Listener),
-        chains.listener(listener, options),
-    )
 }
 
 /// The Envoy cluster a target names.
@@ -234,14 +245,14 @@ mod tests {
         let mut mesh = Mesh::new(MeshSettings::default());
         drop(mesh.apply(synthetic.objects().into_iter().map(Event::Upsert)));
         let options = Options::default();
-        let mut hosts = VirtualHostCache::default();
-        let check = |mesh: &Mesh, hosts: &mut VirtualHostCache| {
+        let mut caches = Caches::default();
+        let check = |mesh: &Mesh, caches: &mut Caches| {
             let mut seen = 0;
             for proxy in mesh.proxies() {
                 let config = mesh.proxy_config(proxy).expect("a config");
                 for r in config.resources.values() {
                     if let Resource::RouteConfig(_) = r {
-                        let cached = translate_with(r, &options, hosts);
+                        let cached = translate_with(r, &options, caches);
                         assert_eq!(cached, translate(r, &options));
                         seen += 1;
                     }
@@ -249,19 +260,23 @@ mod tests {
             }
             assert!(seen > 0);
         };
-        check(&mesh, &mut hosts);
-        let before = hosts.len();
+        check(&mesh, &mut caches);
+        let before = caches.hosts.len();
         assert!(before > 30, "{before} hosts");
         drop(mesh.apply([Event::Upsert(synthetic.route_change(1))]));
-        check(&mesh, &mut hosts);
-        let added = hosts.len() - before;
+        check(&mesh, &mut caches);
+        let added = caches.hosts.len() - before;
         assert!((1..=3).contains(&added), "{added} hosts encoded anew");
-        hosts.sweep();
-        check(&mesh, &mut hosts);
-        hosts.sweep();
-        assert_eq!(hosts.len(), before, "the hosts of the old route went");
-        hosts.sweep();
-        assert!(hosts.is_empty());
+        caches.sweep();
+        check(&mesh, &mut caches);
+        caches.sweep();
+        assert_eq!(
+            caches.hosts.len(),
+            before,
+            "the hosts of the old route went"
+        );
+        caches.sweep();
+        assert!(caches.hosts.is_empty());
     }
     /// Capture listeners encoded from chains encoded once are the bytes of encoding each
     /// whole, before and after a Service moves; the chains the move leaves alone are not
@@ -274,7 +289,7 @@ mod tests {
 
         use remora_model::{
             Mesh,
-            config::{Addressing, Resource, Versioned},
+            config::{Addressing, Listener, Resource, Versioned},
             input::{Event, MeshSettings, Object},
         };
         use remora_synthetic::{Shape, Synthetic};
@@ -300,8 +315,8 @@ mod tests {
             (Some(AccessLogFormat::Json), AccessLogSink::Stdout),
             (Some(AccessLogFormat::Json), AccessLogSink::Stderr),
         ];
-        let mut chains = FilterChainCache::default();
-        let check = |mesh: &Mesh, chains: &mut FilterChainCache| {
+        let mut caches = Caches::default();
+        let check = |mesh: &Mesh, caches: &mut Caches| {
             let mut outbound = std::collections::BTreeSet::new();
             for proxy in mesh.proxies() {
                 let config = mesh.proxy_config(proxy).expect("a config");
@@ -324,16 +339,16 @@ mod tests {
                             access_log: format,
                             ..l.value.clone()
                         };
-                        let cached = translate_listener_with(&l, &options, chains);
                         let whole = Resource::Listener(Versioned::new(l));
+                        let cached = translate_with(&whole, &options, caches);
                         assert_eq!(cached, translate(&whole, &options));
                     }
                 }
             }
             assert!(outbound.len() > 1, "a listener per class");
         };
-        check(&mesh, &mut chains);
-        let before = chains.len();
+        check(&mesh, &mut caches);
+        let before = caches.chains.len();
         assert!(before > 30, "{before} chains");
         let Some(Object::Service(mut moved)) = objects
             .into_iter()
@@ -344,17 +359,21 @@ mod tests {
         moved.cluster_ip = Some(IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1)));
         let ports = moved.ports.len();
         drop(mesh.apply([Event::Upsert(Object::Service(moved))]));
-        check(&mesh, &mut chains);
+        check(&mesh, &mut caches);
         assert_eq!(
-            chains.len() - before,
+            caches.chains.len() - before,
             ports * logs.len(),
             "the moved Service's chains alone"
         );
-        chains.sweep();
-        check(&mesh, &mut chains);
-        chains.sweep();
-        assert_eq!(chains.len(), before, "the chains at the old address went");
-        chains.sweep();
-        assert!(chains.is_empty());
+        caches.sweep();
+        check(&mesh, &mut caches);
+        caches.sweep();
+        assert_eq!(
+            caches.chains.len(),
+            before,
+            "the chains at the old address went"
+        );
+        caches.sweep();
+        assert!(caches.chains.is_empty());
     }
 }

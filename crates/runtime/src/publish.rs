@@ -8,10 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use remora_envoy::{
-    EnvoyResource, FilterChainCache, Options, VirtualHostCache, translate_listener_with,
-    translate_with, unresolved_cluster,
-};
+use remora_envoy::{Caches, EnvoyResource, Options, translate_with, unresolved_cluster};
 use remora_model::{
     Changes, Mesh,
     config::{ProxyConfig, Resource, ResourceType, RouteAction, Target},
@@ -63,11 +60,9 @@ pub struct Publisher {
     translated: HashMap<TranslationKey, Arc<EnvoyResource>>,
     /// Size of `translated` after the last pruning, to prune only when it has doubled.
     pruned_at: usize,
-    /// A route config differs between namespaces and changes with any of its Services'
-    /// routes; its virtual hosts are encoded once each.
-    hosts: VirtualHostCache,
-    /// Capture listeners hold a chain per Service port; each chain is encoded once.
-    chains: FilterChainCache,
+    /// A route config's virtual hosts and a capture listener's chains (one per Service, one
+    /// per Service port), encoded once each across every class.
+    caches: Caches,
     classes: HashMap<ClassId, ClassLayers>,
     unresolved: Arc<EnvoyResource>,
 }
@@ -90,8 +85,7 @@ impl Publisher {
             bind_outbound: Box::new(bind_outbound),
             translated: HashMap::new(),
             pruned_at: 0,
-            hosts: VirtualHostCache::default(),
-            chains: FilterChainCache::default(),
+            caches: Caches::default(),
             classes: HashMap::new(),
             unresolved: Arc::new(unresolved_cluster()),
         }
@@ -299,12 +293,7 @@ impl Publisher {
                         bind_outbound_to: key.2,
                         ..self.base.clone()
                     };
-                    let t = Arc::new(match resource {
-                        Resource::Listener(l) => {
-                            translate_listener_with(&l.value, &options, &mut self.chains)
-                        }
-                        other => translate_with(other, &options, &mut self.hosts),
-                    });
+                    let t = Arc::new(translate_with(resource, &options, &mut self.caches));
                     self.translated.insert(key, t.clone());
                     t
                 }
@@ -323,8 +312,7 @@ impl Publisher {
         if self.translated.len() > 2 * self.pruned_at.max(1024) {
             self.translated.retain(|_, r| Arc::strong_count(r) > 1);
             self.pruned_at = self.translated.len();
-            self.hosts.sweep();
-            self.chains.sweep();
+            self.caches.sweep();
         }
     }
 }
