@@ -12,6 +12,7 @@ pub mod conditions;
 mod duration;
 mod schema;
 pub mod sidecar_policy;
+pub mod spiffe;
 pub mod traffic_route;
 mod validation;
 
