@@ -1,6 +1,7 @@
 //! `SidecarPolicy`: which pods get a sidecar, which one, how it behaves, and how a new version
 //! reaches them.
 
+mod mtls;
 mod proxy;
 mod rollout;
 mod status;
@@ -15,6 +16,7 @@ use k8s_openapi::{
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub use mtls::{Mtls, MtlsMode};
 pub use proxy::{
     ADMIN_PORT, INBOUND_CAPTURE_PORT, Interception, LogLevel, OUTBOUND_CAPTURE_PORT, PROXY_GID,
     PROXY_UID, ProxySpec, READINESS_PORT, SharedVolume, UnknownDestinations, proxy_port_role,
@@ -137,6 +139,14 @@ pub struct SidecarPolicySpec {
     /// timeouts and retries for its own requests.
     #[serde(default)]
     pub traffic: TrafficDefaults,
+
+    /// Mutual TLS between the selected pods' sidecars and other sidecars: whether they
+    /// require it, accept it beside plaintext (the default), or never use it. It takes effect
+    /// where the control plane issues workload identities: each proxy then holds a
+    /// certificate naming its pod's service account
+    /// (`spiffe://<trust domain>/ns/<namespace>/sa/<service account>`).
+    #[serde(default, skip_serializing_if = "Mtls::is_default")]
+    pub mtls: Mtls,
 
     /// What the selected pods may reach. Proxies receive config only for these destinations,
     /// which keeps their config small in a large mesh. Without it they may reach every

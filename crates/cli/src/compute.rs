@@ -158,7 +158,9 @@ fn listener(l: &Listener, out: &mut String) {
             let to = handling(protocol);
             let _ = writeln!(out, "  listener {} on {addr}:{} ({to})", l.name, l.port);
         }
-        Accepts::Captured { chains, unmatched } => {
+        Accepts::Captured {
+            chains, unmatched, ..
+        } => {
             let rest = match unmatched {
                 Unmatched::Passthrough { cluster } => format!("others pass through {cluster}"),
                 Unmatched::Refuse => "others refused".to_owned(),

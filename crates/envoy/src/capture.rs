@@ -31,29 +31,33 @@ use envoy_types::pb::envoy::{
         listener::original_dst::v3::OriginalDst, network::direct_response::v3::Config,
     },
 };
-use remora_model::config::{self, FilterChains, Unmatched, Versioned};
+use remora_model::config::{self, CaptureMtls, FilterChains, Unmatched, Versioned};
 
 pub use cache::{ChainKey, FilterChainCache};
 
 use crate::{
     Options,
     listener::{access_logs, network_filter, tcp_proxy, tcp_proxy_filter, traffic_direction},
-    proto,
+    mtls, proto,
 };
 
 /// The name of the chain that closes connections sent to the capture port itself.
 pub(crate) const CAPTURE_PORT_CHAIN: &str = "capture-port";
 /// The name and stat prefix of the chain that passes unmatched connections through.
 pub(crate) const PASSTHROUGH_CHAIN: &str = "passthrough";
+/// The name of the chain that terminates mutual TLS to ports no other chain takes and passes
+/// it through (its stat prefix is `passthrough_mtls`).
+pub const MTLS_PASSTHROUGH_CHAIN: &str = "passthrough|mtls";
 
 /// A listener on every address at the capture port, with a chain per destination.
 pub(crate) fn listener(
     l: &config::Listener,
     chains: &FilterChains,
     unmatched: &Unmatched,
+    mtls: Option<&CaptureMtls>,
     options: &Options,
 ) -> Listener {
-    let (mut listener, access_log) = shell(l, unmatched, options);
+    let (mut listener, access_log) = shell(l, unmatched, mtls, options);
     let guarded = !listener.filter_chains.is_empty();
     listener
         .filter_chains
@@ -61,22 +65,28 @@ pub(crate) fn listener(
     listener
 }
 
-/// The listener without the model's chains (the guard, if any, is its one chain), and the
-/// access log those chains carry.
+/// The listener without the model's chains (the guard and the mutual TLS passthrough, if
+/// any, are its chains), and the access log those chains carry.
 pub(crate) fn shell(
     l: &config::Listener,
     unmatched: &Unmatched,
+    mtls: Option<&CaptureMtls>,
     options: &Options,
 ) -> (Listener, Vec<AccessLog>) {
     let access_log = access_logs(l.access_log, options);
-    let (guard, default_filter_chain) = match unmatched {
-        Unmatched::Passthrough { cluster } => (
-            Some(capture_port_guard(l.port)),
-            Some(passthrough(cluster, access_log.clone())),
-        ),
+    let default_filter_chain = match unmatched {
+        Unmatched::Passthrough { cluster } => Some(passthrough(cluster, access_log.clone())),
         // Envoy closes what no chain takes and counts it in `no_filter_chain_match`.
-        Unmatched::Refuse => (None, None),
+        Unmatched::Refuse => None,
     };
+    let mtls_passthrough = mtls
+        .and_then(|m| m.passthrough.as_ref())
+        .map(|p| mtls_passthrough(p, access_log.clone()));
+    // Whatever passes through must not reach the capture port itself.
+    let guard = (default_filter_chain.is_some() || mtls_passthrough.is_some())
+        .then(|| capture_port_guard(l.port));
+    let mut listener_filters = vec![original_dst()];
+    listener_filters.extend(mtls.map(|_| mtls::tls_inspector()));
     let listener = Listener {
         name: l.name.to_string(),
         address: Some(proto::socket_address(
@@ -84,9 +94,12 @@ pub(crate) fn shell(
             l.port,
         )),
         stat_prefix: proto::stat_prefix(&l.name),
-        filter_chains: guard.into_iter().collect(),
+        filter_chains: guard.into_iter().chain(mtls_passthrough).collect(),
         default_filter_chain,
-        listener_filters: vec![original_dst()],
+        listener_filters,
+        // A client that says nothing first (a server-first protocol) still reaches a
+        // plaintext chain once the TLS inspector gives up waiting.
+        continue_on_listener_filters_timeout: mtls.is_some(),
         traffic_direction: traffic_direction(l.direction),
         // Envoy logs here the connections no chain took (flag NR: refused), and without the
         // filter every other connection a second time. Set whenever the listener logs, not
@@ -122,20 +135,28 @@ pub(crate) fn served(
         .filter(move |c| !(guarded && c.value.port == port && c.value.addresses.is_empty()))
 }
 
-/// The chain of one destination: its port and, when it names any, its addresses.
+/// The chain of one destination: its port and, when it names any, its addresses; for a
+/// chain of mutual TLS, only TLS with the mesh's ALPN, terminated, its HTTP requests
+/// carrying the caller's identity to the application.
 pub(crate) fn filter_chain(c: &config::FilterChain, access_log: &[AccessLog]) -> FilterChain {
+    let filter_chain_match = FilterChainMatch {
+        destination_port: Some(proto::u32_value(u32::from(c.port))),
+        prefix_ranges: c.addresses.iter().map(|ip| host_range(*ip)).collect(),
+        ..Default::default()
+    };
     FilterChain {
         name: c.name.to_string(),
-        filter_chain_match: Some(FilterChainMatch {
-            destination_port: Some(proto::u32_value(u32::from(c.port))),
-            prefix_ranges: c.addresses.iter().map(|ip| host_range(*ip)).collect(),
-            ..Default::default()
+        filter_chain_match: Some(match c.mtls {
+            Some(_) => mtls::match_mtls(filter_chain_match),
+            None => filter_chain_match,
         }),
         filters: vec![network_filter(
             proto::stat_prefix(&c.name),
             &c.protocol,
             access_log.to_vec(),
+            c.mtls.is_some(),
         )],
+        transport_socket: c.mtls.as_ref().map(mtls::downstream),
         ..Default::default()
     }
 }
@@ -186,6 +207,21 @@ fn passthrough(cluster: &str, access_log: Vec<AccessLog>) -> FilterChain {
     }
 }
 
+/// Terminates mutual TLS to a port no chain takes and sends it on to where it was going.
+fn mtls_passthrough(p: &config::MtlsPassthrough, access_log: Vec<AccessLog>) -> FilterChain {
+    FilterChain {
+        name: MTLS_PASSTHROUGH_CHAIN.to_owned(),
+        filter_chain_match: Some(mtls::match_mtls(FilterChainMatch::default())),
+        filters: vec![tcp_proxy_filter(tcp_proxy(
+            proto::stat_prefix(MTLS_PASSTHROUGH_CHAIN),
+            &[(&p.cluster, 1)],
+            access_log,
+        ))],
+        transport_socket: Some(mtls::downstream(&p.mtls)),
+        ..Default::default()
+    }
+}
+
 /// Restores the destination the redirect replaced, which the chains match on.
 fn original_dst() -> ListenerFilter {
     ListenerFilter {
@@ -203,13 +239,16 @@ mod tests {
         config::core::v3::TrafficDirection,
         extensions::filters::network::{
             http_connection_manager::v3::{
-                HttpConnectionManager, http_connection_manager::RouteSpecifier,
+                HttpConnectionManager,
+                http_connection_manager::{ForwardClientCertDetails, RouteSpecifier},
             },
             tcp_proxy::v3::{TcpProxy, tcp_proxy::ClusterSpecifier},
         },
     };
     use prost::{Message, Name};
-    use remora_api::sidecar_policy::{AccessLogFormat, OUTBOUND_CAPTURE_PORT};
+    use remora_api::sidecar_policy::{
+        AccessLogFormat, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT,
+    };
     use remora_model::config::{Accepts, Direction, ListenerProtocol, Target, WeightedCluster};
 
     use super::*;
@@ -245,6 +284,7 @@ mod tests {
             addresses: addresses.iter().map(|a| a.parse().expect("ip")).collect(),
             port,
             protocol,
+            mtls: None,
         })
     }
 
@@ -261,10 +301,11 @@ mod tests {
             accepts: Accepts::Captured {
                 chains: chains.clone(),
                 unmatched: unmatched.clone(),
+                mtls: None,
             },
             access_log,
         };
-        listener(&l, &chains, &unmatched, &Options::default())
+        listener(&l, &chains, &unmatched, None, &Options::default())
     }
 
     fn passthrough_to(cluster: &str) -> Unmatched {
@@ -453,6 +494,161 @@ mod tests {
             2,
             "without a guard, nothing is replaced"
         );
+    }
+
+    /// The inbound capture listener with workload identity: the port's chains as the mode
+    /// leaves them, and mutual TLS to undeclared ports passed through when `passthrough`.
+    fn inbound(
+        chains: impl IntoIterator<Item = Arc<Versioned<config::FilterChain>>>,
+        unmatched: Unmatched,
+        passthrough: bool,
+    ) -> Listener {
+        let chains: FilterChains = chains.into_iter().collect();
+        let mtls = CaptureMtls {
+            passthrough: passthrough.then(|| config::MtlsPassthrough {
+                cluster: "inbound|passthrough".into(),
+                mtls: trust_domain(),
+            }),
+        };
+        let l = config::Listener {
+            name: "inbound".into(),
+            direction: Direction::Inbound,
+            port: INBOUND_CAPTURE_PORT,
+            accepts: Accepts::Captured {
+                chains: chains.clone(),
+                unmatched: unmatched.clone(),
+                mtls: Some(mtls.clone()),
+            },
+            access_log: None,
+        };
+        listener(&l, &chains, &unmatched, Some(&mtls), &Options::default())
+    }
+
+    fn trust_domain() -> config::InboundMtls {
+        config::InboundMtls {
+            trust_domain: "cluster.local".into(),
+        }
+    }
+
+    fn with_mtls(
+        chain: Arc<Versioned<config::FilterChain>>,
+    ) -> Arc<Versioned<config::FilterChain>> {
+        Versioned::new(config::FilterChain {
+            name: format!("{}|mtls", chain.value.name).into(),
+            mtls: Some(trust_domain()),
+            ..chain.value.clone()
+        })
+    }
+
+    fn names(l: &Listener) -> Vec<&str> {
+        l.filter_chains.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// (transport protocol, ALPN, whether TLS is terminated) of a chain.
+    fn tls_of(c: &FilterChain) -> (&str, Vec<&str>, bool) {
+        let m = c.filter_chain_match.as_ref().expect("a match");
+        let alpn = m.application_protocols.iter().map(String::as_str).collect();
+        (
+            m.transport_protocol.as_str(),
+            alpn,
+            c.transport_socket.is_some(),
+        )
+    }
+
+    #[test]
+    fn permissive_ports_take_plaintext_and_terminate_mutual_tls_in_a_chain_of_their_own() {
+        let web = http("inbound|8080", &[], 8080);
+        let l = inbound(
+            [web.clone(), with_mtls(web)],
+            passthrough_to("inbound|passthrough"),
+            true,
+        );
+        let filters: Vec<&str> = l.listener_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            filters,
+            [
+                "envoy.filters.listener.original_dst",
+                "envoy.filters.listener.tls_inspector"
+            ]
+        );
+        assert!(l.continue_on_listener_filters_timeout);
+        assert_eq!(
+            names(&l),
+            [
+                CAPTURE_PORT_CHAIN,
+                MTLS_PASSTHROUGH_CHAIN,
+                "inbound|8080",
+                "inbound|8080|mtls"
+            ]
+        );
+        let [_, passthrough, plain, tls] = l.filter_chains.as_slice() else {
+            unreachable!("four chains");
+        };
+        assert_eq!(tls_of(plain), ("", vec![], false));
+        assert_eq!(tls_of(tls), ("tls", vec![crate::MESH_ALPN], true));
+        assert_eq!(ranges(tls), (Some(8080), vec![]));
+        let sanitized: HttpConnectionManager =
+            only_filter(plain, "envoy.filters.network.http_connection_manager");
+        assert_eq!(
+            sanitized.forward_client_cert_details,
+            ForwardClientCertDetails::Sanitize as i32,
+            "plaintext never carries an identity on"
+        );
+        let set: HttpConnectionManager =
+            only_filter(tls, "envoy.filters.network.http_connection_manager");
+        assert_eq!(
+            set.forward_client_cert_details,
+            ForwardClientCertDetails::SanitizeSet as i32
+        );
+        assert!(set.set_current_client_cert_details.expect("details").uri);
+        assert_eq!(set.stat_prefix, "inbound_8080_mtls");
+
+        assert_eq!(tls_of(passthrough), ("tls", vec![crate::MESH_ALPN], true));
+        assert_eq!(ranges(passthrough), (None, vec![]), "any port");
+        let tcp: TcpProxy = only_filter(passthrough, "envoy.filters.network.tcp_proxy");
+        assert_eq!(tcp.stat_prefix, "passthrough_mtls");
+        assert_eq!(
+            tcp.cluster_specifier,
+            Some(ClusterSpecifier::Cluster("inbound|passthrough".into()))
+        );
+        assert!(l.default_filter_chain.is_some(), "plaintext passes through");
+    }
+
+    #[test]
+    fn strict_listeners_close_plaintext_but_guard_the_mutual_tls_passthrough() {
+        let web = http("inbound|8080", &[], 8080);
+        let l = inbound([with_mtls(web)], Unmatched::Refuse, true);
+        assert_eq!(l.default_filter_chain, None);
+        assert_eq!(
+            names(&l),
+            [
+                CAPTURE_PORT_CHAIN,
+                MTLS_PASSTHROUGH_CHAIN,
+                "inbound|8080|mtls"
+            ]
+        );
+    }
+
+    /// Envoy drains every connection of a listener whose fields outside the chains change:
+    /// the mode of a proxy with workload identity changes its chains alone.
+    #[test]
+    fn listener_level_fields_do_not_depend_on_the_mutual_tls_mode() {
+        let outside_chains = |mut l: Listener| {
+            l.filter_chains.clear();
+            l.default_filter_chain = None;
+            l.encode_to_vec()
+        };
+        let web = http("inbound|8080", &[], 8080);
+        let permissive = inbound(
+            [web.clone(), with_mtls(web.clone())],
+            passthrough_to("inbound|passthrough"),
+            true,
+        );
+        let strict = inbound([with_mtls(web.clone())], Unmatched::Refuse, true);
+        let disabled = inbound([web], passthrough_to("inbound|passthrough"), false);
+        assert_eq!(names(&disabled), [CAPTURE_PORT_CHAIN, "inbound|8080"]);
+        assert_eq!(outside_chains(strict), outside_chains(permissive.clone()));
+        assert_eq!(outside_chains(disabled), outside_chains(permissive));
     }
 
     /// Envoy drains every connection of a listener whose fields outside the chains change;

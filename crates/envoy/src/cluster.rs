@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::{
 use prost::Name;
 use remora_model::config::{self, Discovery, ResourceType};
 
-use crate::{EnvoyResource, endpoint, proto, type_url};
+use crate::{EnvoyResource, endpoint, mtls, proto, type_url};
 
 /// The cluster routes point at for a backend the model could not resolve (its Service or port
 /// does not exist). It has no endpoints, so Envoy answers such requests with 503 and closes
@@ -86,6 +86,13 @@ pub(crate) fn cluster(c: &config::Cluster) -> Cluster {
         } else {
             Default::default()
         },
+        // Mutual TLS to the endpoints marked for it; plaintext (no transport socket) to the
+        // others.
+        transport_socket_matches: c
+            .mtls
+            .as_ref()
+            .map(mtls::socket_matches)
+            .unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -145,6 +152,7 @@ mod tests {
             outlier_detection: None,
             circuit_breaker: None,
             http2: false,
+            mtls: None,
         });
         assert_eq!(c.name, "passthrough");
         assert_eq!(

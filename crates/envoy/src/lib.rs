@@ -26,6 +26,18 @@
 //! that choice, since Envoy drains all of a listener's connections when such a field changes
 //! but updates chains in place.
 //!
+//! With workload identity, sidecars speak mutual TLS to each other (`mtls`), with the
+//! certificate and trust bundle their pod's identity agent serves over SDS ([`sds`]). The
+//! inbound capture listener then also has a TLS inspector, whatever the proxy's mode: a
+//! port's `inbound|<port>|mtls` chain takes TLS that offers the mesh's ALPN ([`MESH_ALPN`])
+//! and terminates it (the HTTP application receives the caller's SPIFFE ID in
+//! `x-forwarded-client-cert`), beside the plaintext `inbound|<port>` unless the mode is
+//! `Strict`; [`MTLS_PASSTHROUGH_CHAIN`] terminates mutual TLS to undeclared ports. A cluster
+//! of a Service with meshed pods speaks it to the endpoints marked for it
+//! ([`MTLS_METADATA_KEY`] in [`TRANSPORT_SOCKET_MATCH`] metadata), checking the peer against
+//! the Service's identities, and plaintext to the others. [`bootstrap`] adds TLS to the
+//! control plane.
+//!
 //! Equal inputs give byte-identical encodings, so the version (a hash of the bytes) changes
 //! only when the content does. Prost encodes protobuf map fields from a `HashMap`, whose order
 //! is not stable; the translation therefore never puts more than one entry into such a map,
@@ -42,9 +54,11 @@ mod cluster;
 mod encoded;
 mod endpoint;
 mod listener;
+mod mtls;
 pub mod node;
 mod proto;
 mod route;
+pub mod sds;
 pub mod type_url;
 
 use std::net::IpAddr;
@@ -52,9 +66,10 @@ use std::net::IpAddr;
 pub use envoy_types::pb::google::protobuf::Any;
 use remora_model::config::{Resource, ResourceType, Target, WeightedCluster};
 
-pub use capture::{ChainKey, FilterChainCache};
+pub use capture::{ChainKey, FilterChainCache, MTLS_PASSTHROUGH_CHAIN};
 pub use cluster::{UNRESOLVED_CLUSTER, unresolved_cluster};
 pub use encoded::Encoded;
+pub use mtls::{MESH_ALPN, MTLS_MATCH, MTLS_METADATA_KEY, TRANSPORT_SOCKET_MATCH};
 pub use route::VirtualHostCache;
 pub use type_url::type_url;
 

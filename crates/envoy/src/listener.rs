@@ -17,7 +17,10 @@ use envoy_types::pb::{
                 network::{
                     http_connection_manager::v3::{
                         HttpConnectionManager, HttpFilter, Rds,
-                        http_connection_manager::{CodecType, RouteSpecifier},
+                        http_connection_manager::{
+                            CodecType, ForwardClientCertDetails, RouteSpecifier,
+                            SetCurrentClientCertDetails,
+                        },
                         http_filter,
                     },
                     tcp_proxy::v3::{
@@ -42,7 +45,11 @@ pub(crate) const FAULT_FILTER: &str = "envoy.filters.http.fault";
 pub(crate) fn listener(l: &config::Listener, options: &Options) -> Listener {
     match &l.accepts {
         Accepts::Bound { address, protocol } => bound(l, address, protocol, options),
-        Accepts::Captured { chains, unmatched } => capture::listener(l, chains, unmatched, options),
+        Accepts::Captured {
+            chains,
+            unmatched,
+            mtls,
+        } => capture::listener(l, chains, unmatched, mtls.as_ref(), options),
     }
 }
 
@@ -67,6 +74,7 @@ fn bound(
                 proto::stat_prefix(&l.name),
                 protocol,
                 access_log,
+                false,
             )],
             ..Default::default()
         }],
@@ -75,19 +83,25 @@ fn bound(
     }
 }
 
-/// The one network filter that handles a listener's (or a filter chain's) connections.
+/// The one network filter that handles a listener's (or a filter chain's) connections;
+/// `mtls`: they are mutual TLS, whose peer's identity HTTP requests carry on.
 pub(crate) fn network_filter(
     stat_prefix: String,
     protocol: &ListenerProtocol,
     access_log: Vec<AccessLog>,
+    mtls: bool,
 ) -> Filter {
     match protocol {
-        ListenerProtocol::Http { route_config } => Filter {
-            name: "envoy.filters.network.http_connection_manager".to_owned(),
-            config_type: Some(filter::ConfigType::TypedConfig(proto::any(
-                &http_connection_manager(stat_prefix, route_config, access_log),
-            ))),
-        },
+        ListenerProtocol::Http { route_config } => {
+            let mut hcm = http_connection_manager(stat_prefix, route_config, access_log);
+            if mtls {
+                forward_peer_identity(&mut hcm);
+            }
+            Filter {
+                name: "envoy.filters.network.http_connection_manager".to_owned(),
+                config_type: Some(filter::ConfigType::TypedConfig(proto::any(&hcm))),
+            }
+        }
         ListenerProtocol::Tcp { clusters } => {
             tcp_proxy_filter(tcp_proxy(stat_prefix, &split(clusters), access_log))
         }
@@ -147,6 +161,17 @@ fn http_connection_manager(
         access_log,
         ..Default::default()
     }
+}
+
+/// Sets `x-forwarded-client-cert` on each request to the peer's certificate, its URI SAN
+/// (the caller's SPIFFE ID) included, replacing what the caller sent. Plaintext chains keep
+/// Envoy's default, which removes the header, so no caller can forge it.
+fn forward_peer_identity(hcm: &mut HttpConnectionManager) {
+    hcm.forward_client_cert_details = ForwardClientCertDetails::SanitizeSet as i32;
+    hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+        uri: true,
+        ..Default::default()
+    });
 }
 
 /// A TCP proxy to one cluster, or split between several by weight.

@@ -21,10 +21,11 @@ use envoy_types::pb::envoy::config::{
     },
     cluster::v3::{Cluster, cluster},
     core::v3::{
-        ApiConfigSource, ApiVersion, GrpcService, Node,
+        Address, ApiConfigSource, ApiVersion, GrpcService, Node, Pipe, address,
         api_config_source::ApiType,
         grpc_service::{EnvoyGrpc, TargetSpecifier},
     },
+    endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
     listener::v3::{Listener, filter::ConfigType},
     route::v3::RouteConfiguration,
 };
@@ -32,12 +33,20 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
 use prost::{Message, Name};
-use remora_api::sidecar_policy::{AccessLogFormat, UnknownDestinations};
-use remora_envoy::{AccessLogSink, Options, translate};
+use remora_api::{
+    sidecar_policy::{AccessLogFormat, MtlsMode, UnknownDestinations},
+    spiffe::SpiffeId,
+};
+use remora_envoy::{
+    AccessLogSink, Options,
+    bootstrap::{self as sidecar, XdsTls},
+    sds::{SDS_CLUSTER, SDS_SOCKET},
+    translate,
+};
 use remora_model::{
     Mesh,
     config::{self, Addressing, Discovery, Resource, Versioned},
-    input::{Event, MeshSettings, Object},
+    input::{Event, MeshSettings, Object, ObjectKey},
 };
 use remora_synthetic::{Shape, Synthetic};
 use remora_test_support::envoy_bin;
@@ -62,6 +71,7 @@ fn bootstrap(d: Decoded, node: &str) -> Bootstrap {
             outlier_detection: None,
             circuit_breaker: None,
             http2: true,
+            mtls: None,
         })),
         &Options::default(),
     );
@@ -132,10 +142,58 @@ fn inline_routes(mut l: Listener, routes: &BTreeMap<String, RouteConfiguration>)
     l
 }
 
+/// `b` with the static cluster that reaches the pod's identity agent, as a sidecar's
+/// bootstrap has it with workload identity: the secrets of mutual TLS come over it.
+fn with_sds_cluster(mut b: Bootstrap) -> Bootstrap {
+    let http2 = translate(
+        &Resource::Cluster(Versioned::new(config::Cluster {
+            name: SDS_CLUSTER.into(),
+            connect_timeout: Duration::from_secs(1),
+            discovery: Discovery::Static(vec![]),
+            outlier_detection: None,
+            circuit_breaker: None,
+            http2: true,
+            mtls: None,
+        })),
+        &Options::default(),
+    );
+    let pipe = Address {
+        address: Some(address::Address::Pipe(Pipe {
+            path: SDS_SOCKET.to_owned(),
+            mode: 0,
+        })),
+    };
+    let sds = Cluster {
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: SDS_CLUSTER.to_owned(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(pipe),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Cluster::decode(http2.any.value.as_slice()).expect("sds cluster")
+    };
+    if let Some(statics) = &mut b.static_resources {
+        statics.clusters.push(sds);
+    }
+    b
+}
+
 fn validate(envoy: &PathBuf, b: &Bootstrap, label: &str) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let path = dir.join(format!("remora-envoy-{label}.pb"));
     std::fs::write(&path, b.encode_to_vec()).expect("write bootstrap");
+    validate_file(envoy, &path, label);
+}
+
+fn validate_file(envoy: &PathBuf, path: &PathBuf, label: &str) {
     let out = Command::new(envoy)
         .args([
             "--mode",
@@ -145,7 +203,7 @@ fn validate(envoy: &PathBuf, b: &Bootstrap, label: &str) {
             "warning",
             "-c",
         ])
-        .arg(&path)
+        .arg(path)
         .output()
         .expect("run envoy");
     assert!(
@@ -208,6 +266,52 @@ fn envoy_accepts_every_captured_proxy_of_the_shop_whatever_it_does_with_unknown_
                 &format!("{pod}-captured-{unknown:?}"),
             );
         }
+    }
+}
+
+/// With workload identity, in every mode: inbound chains that terminate mutual TLS, the
+/// passthrough of mutual TLS, clusters that originate it to marked endpoints, all with
+/// their secrets from the agent's SDS cluster.
+#[test]
+fn envoy_accepts_every_captured_proxy_of_the_shop_with_mutual_tls_in_every_mode() {
+    let envoy = envoy_bin();
+    for mode in [MtlsMode::Permissive, MtlsMode::Strict, MtlsMode::Disabled] {
+        let m = meshed_shop(mode);
+        for pod in ["frontend", "reviews-v1", "catalog-0", "db-v1"] {
+            let d = decode(&config(&m, pod), &Options::default());
+            let tls_chains = d.listeners["inbound"]
+                .filter_chains
+                .iter()
+                .filter(|c| c.transport_socket.is_some())
+                .count();
+            assert_eq!(tls_chains > 0, mode != MtlsMode::Disabled, "{pod} {mode:?}");
+            let label = format!("{pod}-mtls-{mode:?}");
+            validate(&envoy, &with_sds_cluster(bootstrap(d, pod)), &label);
+        }
+    }
+}
+
+/// The sidecar's own bootstrap, with TLS to the control plane by name and by address.
+#[test]
+fn envoy_accepts_a_bootstrap_with_tls_to_the_control_plane() {
+    let envoy = envoy_bin();
+    let tls = XdsTls {
+        control_plane: SpiffeId::new("cluster.local", "remora-system", "remora"),
+    };
+    for (label, host) in [("name", "remora.remora-system.svc"), ("ip", "10.96.0.10")] {
+        let b = sidecar::Bootstrap {
+            proxy: ObjectKey::new("shop", "frontend"),
+            service_account: "frontend".into(),
+            xds_host: host.into(),
+            xds_port: 15012,
+            admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 15000)),
+            delta: true,
+        };
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("remora-envoy-bootstrap-tls-{label}.json"));
+        let json = b.to_json_with(Some(&tls));
+        std::fs::write(&path, json.to_string()).expect("write bootstrap");
+        validate_file(&envoy, &path, &format!("bootstrap-tls-{label}"));
     }
 }
 

@@ -12,6 +12,8 @@ use std::{
     sync::Arc,
 };
 
+use remora_api::sidecar_policy::MtlsMode;
+
 use self::host::{HostNames, virtual_host};
 use crate::{
     config::{
@@ -19,6 +21,7 @@ use crate::{
         Target, Versioned, VirtualHost, VirtualHosts, WeightedCluster,
     },
     input::{MeshSettings, ObjectKey, Protocol},
+    mesh::Peers,
     policy::Defaults,
     routing::{ClusterKey, ServiceRouting},
 };
@@ -32,8 +35,9 @@ pub struct ClassKey {
 
 /// (port, routing hash, defaults id, host names): everything a virtual host depends on.
 type VhostInputs = (u16, u64, u64, HostNames);
-/// (cluster, defaults id, http2): everything a cluster depends on.
-type ClusterInputs = (ClusterKey, u64, bool);
+/// (cluster, defaults id, http2, hash of the accepted peers or 0): everything a cluster
+/// depends on.
+type ClusterInputs = (ClusterKey, u64, bool, u64);
 
 /// Memoized pieces shared between classes, per Service, keyed by every input so a stale
 /// entry can never be returned.
@@ -49,12 +53,19 @@ impl SharedCache {
         self.vhosts.remove(service);
         self.clusters.remove(service);
     }
+
+    /// Drops the clusters of `service`, whose accepted peers changed.
+    pub(crate) fn forget_clusters(&mut self, service: &ObjectKey) {
+        self.clusters.remove(service);
+    }
 }
 
 /// What a class needs from the rest of the mesh while it updates.
 pub(crate) struct Env<'a> {
     pub settings: &'a MeshSettings,
     pub protocols: &'a dyn Fn(&ClusterKey) -> Option<Protocol>,
+    /// The identities a caller of a Service accepts (`None`: no meshed pod behind it).
+    pub peers: &'a dyn Fn(&ObjectKey) -> Option<&'a Peers>,
 }
 
 pub(crate) struct Class {
@@ -284,12 +295,34 @@ impl Class {
         if *count > 1 {
             return;
         }
+        self.put_cluster(env, cache, key, update);
+        update.cluster_refs.push((key.clone(), 1));
+    }
+
+    /// Puts the cluster of `key` as the class sees it now, shared with every class that
+    /// sees it alike.
+    fn put_cluster(
+        &mut self,
+        env: &Env<'_>,
+        cache: &mut SharedCache,
+        key: &ClusterKey,
+        update: &mut ClassUpdate,
+    ) {
         let http2 = (env.protocols)(key) == Some(Protocol::Http2);
+        // A proxy with mutual TLS disabled originates none either.
+        let peers = (self.defaults.mtls != MtlsMode::Disabled)
+            .then(|| (env.peers)(&key.service))
+            .flatten();
         let cluster = cache
             .clusters
             .entry(key.service.clone())
             .or_default()
-            .entry((key.clone(), self.defaults_id, http2))
+            .entry((
+                key.clone(),
+                self.defaults_id,
+                http2,
+                peers.map_or(0, |p| p.hash),
+            ))
             .or_insert_with(|| {
                 Versioned::new(Cluster {
                     name: key.name.clone(),
@@ -298,6 +331,7 @@ impl Class {
                     outlier_detection: self.defaults.outlier_detection.clone(),
                     circuit_breaker: self.defaults.circuit_breaker.clone(),
                     http2,
+                    mtls: peers.map(|p| p.mtls.clone()),
                 })
             })
             .clone();
@@ -308,7 +342,28 @@ impl Class {
             Some(Resource::Cluster(cluster)),
             update,
         );
-        update.cluster_refs.push((key.clone(), 1));
+    }
+
+    /// Puts again the clusters the class uses of `services`, whose accepted peers changed.
+    pub fn refresh_clusters(
+        &mut self,
+        env: &Env<'_>,
+        cache: &mut SharedCache,
+        services: &BTreeSet<ObjectKey>,
+        update: &mut ClassUpdate,
+    ) {
+        for svc in services {
+            let first = ClusterKey::new(env.settings, svc.clone(), 0, Arc::default());
+            let keys: Vec<ClusterKey> = self
+                .cluster_refs
+                .range(first..)
+                .take_while(|(k, _)| k.service == *svc)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in keys {
+                self.put_cluster(env, cache, &key, update);
+            }
+        }
     }
 
     fn unref_cluster(&mut self, key: &ClusterKey, update: &mut ClassUpdate) {

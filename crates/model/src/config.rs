@@ -13,9 +13,11 @@ use std::{
 use remora_api::sidecar_policy::AccessLogFormat;
 use serde::{Serialize, ser::SerializeSeq};
 
+mod mtls;
 mod named;
 mod route;
 
+pub use mtls::{CaptureMtls, InboundMtls, MtlsPassthrough, OutboundMtls};
 pub use named::{Named, NamedSet};
 pub use route::*;
 
@@ -240,8 +242,13 @@ pub enum Accepts {
     Captured {
         /// One per destination, by name.
         chains: FilterChains,
-        /// What happens to a connection no chain takes.
+        /// What happens to a connection no chain takes (and, with `mtls`, is no mutual TLS
+        /// the listener passes through).
         unmatched: Unmatched,
+        /// The inbound listener's, when the mesh has workload identity: the listener tells
+        /// TLS from plaintext, and may pass mutual TLS to undeclared ports through.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mtls: Option<CaptureMtls>,
     },
 }
 
@@ -259,6 +266,10 @@ pub struct FilterChain {
     pub port: u16,
     /// How it handles them.
     pub protocol: ListenerProtocol,
+    /// `Some`: it takes only mutual TLS from the mesh's sidecars, which it terminates (the
+    /// chain `inbound|<port>|mtls` beside the plaintext `inbound|<port>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<InboundMtls>,
 }
 
 impl Named for FilterChain {
@@ -309,6 +320,10 @@ pub struct Cluster {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// Speak HTTP/2 to the endpoints (gRPC and h2c ports).
     pub http2: bool,
+    /// `Some`: mutual TLS to the endpoints that take it ([`Endpoint::mtls`]), plaintext to
+    /// the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<OutboundMtls>,
 }
 
 impl Cluster {
@@ -322,6 +337,7 @@ impl Cluster {
             outlier_detection: None,
             circuit_breaker: None,
             http2: false,
+            mtls: None,
         }
     }
 }
@@ -380,4 +396,8 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// The zone its EndpointSlice reports, for zone-aware routing.
     pub zone: Option<String>,
+    /// Its pod's sidecar takes mutual TLS, which the cluster then speaks to it (when the
+    /// cluster has [`Cluster::mtls`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mtls: bool,
 }

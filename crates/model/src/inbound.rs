@@ -11,15 +11,16 @@ use std::{
     sync::Arc,
 };
 
-use remora_api::sidecar_policy::INBOUND_CAPTURE_PORT;
+use remora_api::sidecar_policy::{INBOUND_CAPTURE_PORT, MtlsMode};
 
 use crate::{
     config::{
-        Accepts, Addressing, BindAddress, Cluster, Direction, Discovery, FilterChain, FilterChains,
-        Forward, Listener, ListenerProtocol, Resource, ResourceKey, ResourceType, Route,
-        RouteAction, RouteConfig, Target, Unmatched, Versioned, VirtualHost, WeightedCluster,
+        Accepts, Addressing, BindAddress, CaptureMtls, Cluster, Direction, Discovery, FilterChain,
+        FilterChains, Forward, InboundMtls, Listener, ListenerProtocol, MtlsPassthrough, Resource,
+        ResourceKey, ResourceType, Route, RouteAction, RouteConfig, Target, Unmatched, Versioned,
+        VirtualHost, WeightedCluster,
     },
-    input::{ContainerPort, Protocol},
+    input::{ContainerPort, MeshSettings, Protocol},
     policy::Defaults,
 };
 
@@ -28,21 +29,73 @@ const INBOUND_LISTENER: &str = "inbound";
 /// The original-destination cluster that takes inbound connections to ports the pod does not
 /// declare to the app as they came.
 const INBOUND_PASSTHROUGH: &str = "inbound|passthrough";
+/// What the name of a port's plaintext chain takes to name its mutual TLS chain:
+/// `inbound|<port>|mtls`.
+const MTLS_CHAIN_SUFFIX: &str = "|mtls";
+
+/// What the inbound capture listener accepts, as the proxy's mutual TLS mode says.
+struct Accepted {
+    /// The mesh has workload identity: the listener tells TLS from plaintext, whatever the
+    /// mode, so that a change of mode changes its chains alone.
+    identity: bool,
+    /// Plaintext: always without workload identity, and unless the mode is `Strict` with it.
+    plaintext: bool,
+    /// Mutual TLS (workload identity, mode not `Disabled`), terminated as this says.
+    mtls: Option<InboundMtls>,
+}
+
+impl Accepted {
+    fn new(settings: &MeshSettings, mode: MtlsMode) -> Accepted {
+        let identity = settings.mtls();
+        Accepted {
+            identity: identity.is_some(),
+            plaintext: identity.is_none() || mode != MtlsMode::Strict,
+            mtls: identity
+                .filter(|_| mode != MtlsMode::Disabled)
+                .map(|i| InboundMtls {
+                    trust_domain: i.trust_domain.as_str().into(),
+                }),
+        }
+    }
+
+    /// What happens to plaintext to a port no chain takes.
+    fn unmatched(&self) -> Unmatched {
+        if self.plaintext {
+            Unmatched::Passthrough {
+                cluster: INBOUND_PASSTHROUGH.into(),
+            }
+        } else {
+            Unmatched::Refuse
+        }
+    }
+
+    /// The listener's mutual TLS besides its chains: passed through to undeclared ports.
+    fn capture_mtls(&self) -> Option<CaptureMtls> {
+        self.identity.then(|| CaptureMtls {
+            passthrough: self.mtls.clone().map(|mtls| MtlsPassthrough {
+                cluster: INBOUND_PASSTHROUGH.into(),
+                mtls,
+            }),
+        })
+    }
+}
 
 /// The inbound resources of a pod at `ip` (none without an address yet) declaring `ports`.
 pub(crate) fn inbound_resources(
-    addressing: Addressing,
+    settings: &MeshSettings,
     ip: Option<IpAddr>,
     ports: &[ContainerPort],
     defaults: &Defaults,
 ) -> BTreeMap<ResourceKey, Resource> {
+    let addressing = settings.addressing;
+    let accepted = Accepted::new(settings, defaults.mtls);
     let mut out = BTreeMap::new();
     let Some(ip) = ip else {
         return out;
     };
     let mut ports: Vec<_> = ports
         .iter()
-        .filter(|p| defaults.intercepts_inbound(p.port))
+        .filter(|p| defaults.inbound.intercepts(p.port))
         .collect();
     ports.sort_by_key(|p| p.port);
     ports.dedup_by_key(|p| p.port);
@@ -90,27 +143,54 @@ pub(crate) fn inbound_resources(
                     Resource::Listener(Versioned::new(listener)),
                 );
             }
-            Addressing::Captured => chains.insert(Versioned::new(FilterChain {
-                name,
-                addresses: Vec::new(),
-                port: p.port,
-                protocol,
-            })),
+            Addressing::Captured => insert_chains(&mut chains, &name, p.port, protocol, &accepted),
         }
     }
     if addressing == Addressing::Captured {
-        insert_capture_listener(&mut out, chains, defaults);
+        insert_capture_listener(&mut out, chains, &accepted, defaults);
     }
     out
+}
+
+/// The chains of one port: `inbound|<port>` for plaintext, `inbound|<port>|mtls` for mutual
+/// TLS, each as the proxy accepts them, both handled alike once the TLS is terminated.
+fn insert_chains(
+    chains: &mut FilterChains,
+    name: &Arc<str>,
+    port: u16,
+    protocol: ListenerProtocol,
+    accepted: &Accepted,
+) {
+    let chain = |name: Arc<str>, mtls: Option<&InboundMtls>| {
+        Versioned::new(FilterChain {
+            name,
+            addresses: Vec::new(),
+            port,
+            protocol: protocol.clone(),
+            mtls: mtls.cloned(),
+        })
+    };
+    if accepted.plaintext {
+        chains.insert(chain(name.clone(), None));
+    }
+    if let Some(mtls) = &accepted.mtls {
+        chains.insert(chain(
+            format!("{name}{MTLS_CHAIN_SUFFIX}").into(),
+            Some(mtls),
+        ));
+    }
 }
 
 /// The inbound capture listener. Apps often leave the ports they serve undeclared (and a
 /// Service's `targetPort` need not be declared either), so a connection to any other port
 /// goes through as plain TCP to the port it was sent to, as it would without the mesh; one
-/// to the capture port itself is closed (the translation guards it), never relayed.
+/// to the capture port itself is closed (the translation guards it), never relayed. With
+/// workload identity, mutual TLS to such a port is terminated first, and under `Strict`
+/// plaintext to it is closed like plaintext to a declared port.
 fn insert_capture_listener(
     out: &mut BTreeMap<ResourceKey, Resource>,
     chains: FilterChains,
+    accepted: &Accepted,
     defaults: &Defaults,
 ) {
     let passthrough: Arc<str> = INBOUND_PASSTHROUGH.into();
@@ -120,9 +200,8 @@ fn insert_capture_listener(
         port: INBOUND_CAPTURE_PORT,
         accepts: Accepts::Captured {
             chains,
-            unmatched: Unmatched::Passthrough {
-                cluster: passthrough.clone(),
-            },
+            unmatched: accepted.unmatched(),
+            mtls: accepted.capture_mtls(),
         },
         access_log: defaults.access_log,
     };
@@ -180,5 +259,6 @@ fn cluster(name: Arc<str>, app: IpAddr, port: &ContainerPort, defaults: &Default
         outlier_detection: None,
         circuit_breaker: None,
         http2: port.protocol == Protocol::Http2,
+        mtls: None,
     }
 }

@@ -8,7 +8,12 @@ use std::{
     sync::Arc,
 };
 
-use remora_api::{Validate, sidecar_policy::SidecarPolicy, traffic_route::TrafficRoute};
+use remora_api::{
+    Validate,
+    sidecar_policy::{MtlsMode, SidecarPolicy},
+    spiffe::SpiffeId,
+    traffic_route::TrafficRoute,
+};
 
 use crate::{
     config::{ClusterEndpoints, Endpoint, Versioned},
@@ -16,11 +21,14 @@ use crate::{
         ContainerPort, Endpoint as SliceEndpoint, EndpointSlice, Event, Kind, Labels, MeshSettings,
         Object, ObjectKey, Pod, Protocol, Service,
     },
-    policy::{self, Defaults, PolicyState},
+    policy::{self, Defaults, InboundPorts, PolicyState},
     routing::{self, AcceptedRoute, ClusterKey, RouteState, ServiceRouting},
     selector,
     store::{LabelSets, Links},
 };
+
+/// Whether a pod takes mutual TLS on a port (workload identity, its mode, its interception).
+pub(crate) type TakesMtls<'a> = &'a dyn Fn(&ObjectKey, u16) -> bool;
 
 /// What applying an event changed, for the mesh to mark what depends on it.
 #[derive(Debug)]
@@ -51,6 +59,8 @@ pub(crate) struct StoredPod {
     pub ip: Option<IpAddr>,
     pub sidecar: bool,
     pub ports: Box<[ContainerPort]>,
+    /// What its certificate names, with workload identity.
+    pub service_account: Box<str>,
 }
 
 impl StoredPod {
@@ -60,15 +70,17 @@ impl StoredPod {
             ip: pod.ip,
             sidecar: pod.sidecar,
             ports: pod.ports.into(),
+            service_account: pod.service_account.into(),
         }
     }
 
-    /// Whether `pod` says nothing new (its service account the model never reads).
+    /// Whether `pod` says nothing new.
     fn same(&self, pod: &Pod) -> bool {
         *self.labels == pod.labels
             && self.ip == pod.ip
             && self.sidecar == pod.sidecar
             && *self.ports == *pod.ports
+            && *self.service_account == *pod.service_account
     }
 }
 
@@ -198,7 +210,11 @@ impl Index {
         if old.is_some_and(|o| o.same(&pod)) {
             return None;
         }
-        let endpoints = if old.is_none_or(|o| *o.labels != pod.labels) {
+        // Labels decide subsets; the service account, the identities a Service's callers
+        // accept.
+        let endpoints = if old
+            .is_none_or(|o| *o.labels != pod.labels || *o.service_account != *pod.service_account)
+        {
             self.services_behind(&key)
         } else {
             Vec::new()
@@ -290,7 +306,7 @@ impl Index {
     }
 
     /// The Services of the slices listing a pod.
-    fn services_behind(&self, pod: &ObjectKey) -> Vec<ObjectKey> {
+    pub fn services_behind(&self, pod: &ObjectKey) -> Vec<ObjectKey> {
         self.pod_slices
             .of(pod)
             .filter_map(|slice| self.slices.get(&ObjectKey::new(&pod.namespace, slice)))
@@ -333,6 +349,20 @@ impl Index {
             .and_then(|p| self.policies.get(p))
             .and_then(|p| p.accepted.as_ref());
         Arc::new(spec.map(Defaults::from_spec).unwrap_or_default())
+    }
+
+    /// Where a proxy under `policy` takes mutual TLS: on the ports its pod has redirected to
+    /// it, if the mesh has workload identity and the policy's mode is not `Disabled`.
+    pub fn inbound_mtls(&self, policy: Option<&ObjectKey>) -> Option<InboundPorts> {
+        self.settings.mtls()?;
+        let spec = policy
+            .and_then(|p| self.policies.get(p))
+            .and_then(|p| p.accepted.as_ref());
+        match spec {
+            Some(s) if s.mtls.mode == MtlsMode::Disabled => None,
+            Some(s) => Some(InboundPorts::from_spec(s)),
+            None => Some(InboundPorts::default()),
+        }
     }
 
     /// The protocol of the Service port a cluster sends to.
@@ -385,8 +415,13 @@ impl Index {
     }
 
     /// The ready endpoints of a cluster: its Service's slices, the port matching by name,
-    /// narrowed to the pods whose labels fit the subset.
-    pub fn cluster_endpoints(&self, key: &ClusterKey) -> Arc<Versioned<ClusterEndpoints>> {
+    /// narrowed to the pods whose labels fit the subset. With `mtls` (workload identity),
+    /// an endpoint is marked as taking mutual TLS when it says so of its pod and port.
+    pub fn cluster_endpoints(
+        &self,
+        key: &ClusterKey,
+        mtls: Option<TakesMtls<'_>>,
+    ) -> Arc<Versioned<ClusterEndpoints>> {
         let mut endpoints = BTreeSet::new();
         let service_port = self
             .services
@@ -408,9 +443,15 @@ impl Index {
                 };
                 let ready = slice.endpoints.iter().filter(|e| e.ready);
                 for e in ready.filter(|e| self.in_subset(key, &slice.namespace, e)) {
+                    let mtls = mtls.is_some_and(|takes| {
+                        e.pod
+                            .as_ref()
+                            .is_some_and(|p| takes(&ObjectKey::new(&slice.namespace, p), port))
+                    });
                     endpoints.insert(Endpoint {
                         address: SocketAddr::new(e.address, port),
                         zone: e.zone.clone(),
+                        mtls,
                     });
                 }
             }
@@ -419,6 +460,29 @@ impl Index {
             cluster: key.name.clone(),
             endpoints: endpoints.into_iter().collect(),
         })
+    }
+
+    /// The identities a caller of `service` accepts: the service accounts of the pods its
+    /// slices list (ready or not, so a pod's identity is accepted before it takes traffic)
+    /// that `meshed` names, in `trust_domain`, sorted, each once.
+    pub fn peer_identities(
+        &self,
+        service: &ObjectKey,
+        trust_domain: &str,
+        meshed: &dyn Fn(&ObjectKey) -> bool,
+    ) -> Vec<SpiffeId> {
+        let ns = &service.namespace;
+        let ids: BTreeSet<SpiffeId> = self
+            .slices_of
+            .of(service)
+            .filter_map(|s| self.slices.get(&ObjectKey::new(ns, s)))
+            .flat_map(|slice| slice.endpoints.iter().filter_map(|e| e.pod.as_ref()))
+            .map(|pod| ObjectKey::new(ns, pod))
+            .filter(|pod| meshed(pod))
+            .filter_map(|pod| self.pods.get(&pod))
+            .map(|pod| SpiffeId::new(trust_domain, ns, &pod.service_account))
+            .collect();
+        ids.into_iter().collect()
     }
 
     /// Whether an endpoint's pod has the labels of the cluster's subset (any endpoint is in

@@ -201,6 +201,10 @@ pub struct MeshSettings {
     pub cluster_domain: String,
     /// Whether applications call the proxies on purpose or their traffic is redirected.
     pub addressing: Addressing,
+    /// Workload identity: `Some` when every proxy holds a certificate of the mesh, so
+    /// sidecars speak mutual TLS to each other as their policies' `mtls.mode` says. Only
+    /// captured addressing uses it; explicit addressing (local mode) stays plaintext.
+    pub identity: Option<IdentitySettings>,
 }
 
 impl Default for MeshSettings {
@@ -210,8 +214,27 @@ impl Default for MeshSettings {
             mesh_label: "remora.dev/mesh".into(),
             cluster_domain: "cluster.local".into(),
             addressing: Addressing::Explicit,
+            identity: None,
         }
     }
+}
+
+impl MeshSettings {
+    /// The identity settings when sidecars speak mutual TLS: identity is on and traffic is
+    /// captured.
+    pub fn mtls(&self) -> Option<&IdentitySettings> {
+        self.identity
+            .as_ref()
+            .filter(|_| self.addressing == Addressing::Captured)
+    }
+}
+
+/// The workload identities of the mesh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentitySettings {
+    /// The trust domain of every workload's SPIFFE ID
+    /// (`spiffe://<trust domain>/ns/<namespace>/sa/<service account>`), e.g. `cluster.local`.
+    pub trust_domain: String,
 }
 
 /// One object of any kind the model reads.

@@ -5,7 +5,9 @@ use std::{cmp::Ordering, time::Duration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use remora_api::{
     SidecarPolicySpec,
-    sidecar_policy::{AccessLogFormat, EgressScope, UnknownDestinations, proxy_port_role},
+    sidecar_policy::{
+        AccessLogFormat, EgressScope, MtlsMode, UnknownDestinations, proxy_port_role,
+    },
     traffic_route::Retry,
 };
 
@@ -114,12 +116,13 @@ pub struct Defaults {
     /// `<namespace>/<name>` patterns of the Services the proxies may reach (`*` for any,
     /// `.` for the proxy's own namespace); `None` reaches every Service.
     pub egress: Option<Vec<String>>,
-    /// The only ports inbound listeners serve; empty serves every declared port.
-    pub inbound_ports: Vec<u16>,
-    /// Ports inbound listeners never serve.
-    pub exclude_inbound_ports: Vec<u16>,
+    /// The inbound ports whose connections reach the proxy.
+    pub inbound: InboundPorts,
     /// What captured outbound traffic the mesh does not route meets.
     pub unknown_destinations: UnknownDestinations,
+    /// Whether the proxies take mutual TLS only, beside plaintext, or not at all (and then
+    /// never originate it either); only with workload identity.
+    pub mtls: MtlsMode,
 }
 
 impl Default for Defaults {
@@ -132,9 +135,9 @@ impl Default for Defaults {
             circuit_breaker: None,
             access_log: None,
             egress: None,
-            inbound_ports: Vec::new(),
-            exclude_inbound_ports: Vec::new(),
+            inbound: InboundPorts::default(),
             unknown_destinations: UnknownDestinations::Passthrough,
+            mtls: MtlsMode::Permissive,
         }
     }
 }
@@ -144,7 +147,6 @@ impl Defaults {
     pub fn from_spec(spec: &SidecarPolicySpec) -> Defaults {
         let t = &spec.traffic;
         let dur = |d: &Option<remora_api::Duration>| d.as_ref().and_then(|d| d.parse().ok());
-        let ports = |v: &[i32]| v.iter().filter_map(|p| u16::try_from(*p).ok()).collect();
         Defaults {
             connect_timeout: dur(&t.connect_timeout).unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: dur(&t.request_timeout).filter(|d| !d.is_zero()),
@@ -166,9 +168,9 @@ impl Defaults {
             }),
             access_log: t.access_log.as_ref().map(|a| a.format),
             egress: spec.egress.as_ref().map(|e: &EgressScope| e.hosts.clone()),
-            inbound_ports: ports(&spec.proxy.interception.inbound_ports),
-            exclude_inbound_ports: ports(&spec.proxy.interception.exclude_inbound_ports),
+            inbound: InboundPorts::from_spec(spec),
             unknown_destinations: spec.proxy.interception.unknown_destinations,
+            mtls: spec.mtls.mode,
         }
     }
 
@@ -195,12 +197,36 @@ impl Defaults {
             ns_ok && (name == "*" || name == service.name)
         })
     }
+}
 
-    /// Whether an inbound listener serves this port of the pod. The proxy's own ports never
-    /// are: a chain for a capture port would send the proxy's connections to itself.
-    pub fn intercepts_inbound(&self, port: u16) -> bool {
-        (self.inbound_ports.is_empty() || self.inbound_ports.contains(&port))
-            && !self.exclude_inbound_ports.contains(&port)
+/// The inbound ports of a pod whose connections `remora init-network` redirects to the
+/// proxy, which serves them: every port unless the policy lists some, less those it
+/// excludes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InboundPorts {
+    /// The only ports intercepted; empty intercepts every port.
+    pub only: Vec<u16>,
+    /// Ports never intercepted.
+    pub except: Vec<u16>,
+}
+
+impl InboundPorts {
+    /// The policy's `proxy.interception` ports.
+    pub fn from_spec(spec: &SidecarPolicySpec) -> InboundPorts {
+        let ports = |v: &[i32]| v.iter().filter_map(|p| u16::try_from(*p).ok()).collect();
+        let i = &spec.proxy.interception;
+        InboundPorts {
+            only: ports(&i.inbound_ports),
+            except: ports(&i.exclude_inbound_ports),
+        }
+    }
+
+    /// Whether connections to this port of the pod reach the proxy, which then serves it.
+    /// The proxy's own ports never count: a chain for a capture port would send the
+    /// proxy's connections to itself.
+    pub fn intercepts(&self, port: u16) -> bool {
+        (self.only.is_empty() || self.only.contains(&port))
+            && !self.except.contains(&port)
             && proxy_port_role(port.into()).is_none()
     }
 }

@@ -84,7 +84,10 @@ fn listener<'a>(config: &'a ProxyConfig, name: &str) -> &'a Listener {
 }
 
 fn chains(l: &Listener) -> (Vec<FilterChain>, &Unmatched) {
-    let Accepts::Captured { chains, unmatched } = &l.accepts else {
+    let Accepts::Captured {
+        chains, unmatched, ..
+    } = &l.accepts
+    else {
         panic!("{} is not a capture listener", l.name);
     };
     (chains.iter().map(|c| c.value.clone()).collect(), unmatched)

@@ -9,11 +9,14 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use remora_api::traffic_route::{HttpRule, ParentRef};
+use remora_api::{
+    sidecar_policy::MtlsMode,
+    traffic_route::{HttpRule, ParentRef},
+};
 use remora_model::{
     Mesh,
     config::Addressing,
-    input::{Event, Kind, MeshSettings, Object, ObjectKey},
+    input::{Event, IdentitySettings, Kind, MeshSettings, Object, ObjectKey},
 };
 use support::*;
 
@@ -77,13 +80,20 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
             let p = u32::from(idx / 2) % 3;
             let version = if bit(0) { "v1" } else { "v2" };
             let app = svc_name(seed >> 5);
-            mk_pod(
+            let mut pod = mk_pod(
                 ns,
                 &format!("p{p}"),
                 &[("app", &app), ("version", version)],
                 &format!("10.0.{}.{}", idx % 2, p + 1),
                 !bit(1),
-            )
+            );
+            // Two service accounts: the identities a Service's callers accept follow them.
+            if let Object::Pod(pod) = &mut pod
+                && bit(2)
+            {
+                pod.service_account = "other".into();
+            }
+            pod
         }
         4 => {
             let egress: &[&str] = match seed % 3 {
@@ -91,11 +101,17 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
                 1 => &["./*"],
                 _ => &["b/*", "a/s0"],
             };
-            let spec = if egress.is_empty() {
+            let mut spec = if egress.is_empty() {
                 policy_spec()
             } else {
                 with_egress(policy_spec(), egress)
             };
+            spec.mtls.mode = [MtlsMode::Permissive, MtlsMode::Strict, MtlsMode::Disabled]
+                [usize::try_from((seed >> 3) % 3).expect("small")];
+            // A port that bypasses the proxy takes plaintext, whatever the mode.
+            if bit(7) {
+                spec.proxy.interception.exclude_inbound_ports = vec![9080];
+            }
             if bit(2) {
                 mk_policy("remora-system", "fleet", 1, spec)
             } else {
@@ -164,14 +180,17 @@ fn event(step: &Step) -> (Event, (Kind, ObjectKey), Option<Object>) {
 }
 
 /// Both addressings: explicit listeners per port, or capture listeners with a chain per
-/// Service port.
-fn settings(captured: bool) -> MeshSettings {
+/// Service port; with workload identity or without (mutual TLS needs both).
+fn settings(captured: bool, identity: bool) -> MeshSettings {
     MeshSettings {
         addressing: if captured {
             Addressing::Captured
         } else {
             Addressing::Explicit
         },
+        identity: identity.then(|| IdentitySettings {
+            trust_domain: "cluster.local".into(),
+        }),
         ..MeshSettings::default()
     }
 }
@@ -186,8 +205,8 @@ proptest! {
     #![proptest_config(ProptestConfig::default())]
 
     #[test]
-    fn incremental_updates_equal_a_full_recompute_and_report_exact_changes(steps in prop::collection::vec(step(), 1..60), captured in any::<bool>()) {
-        let mut mesh = Mesh::new(settings(captured));
+    fn incremental_updates_equal_a_full_recompute_and_report_exact_changes(steps in prop::collection::vec(step(), 1..60), captured in any::<bool>(), identity in any::<bool>()) {
+        let mut mesh = Mesh::new(settings(captured, identity));
         let mut live: BTreeMap<(Kind, ObjectKey), Object> = BTreeMap::new();
         for s in &steps {
             let before = all_versions(&mesh);
@@ -218,12 +237,12 @@ proptest! {
                 }
             }
         }
-        let full = from_scratch(settings(captured), live.into_values());
+        let full = from_scratch(settings(captured, identity), live.into_values());
         prop_assert_eq!(all_versions(&mesh), all_versions(&full));
     }
 
     #[test]
-    fn event_order_does_not_change_any_config(steps in prop::collection::vec(step(), 1..40), seed in any::<u64>(), captured in any::<bool>()) {
+    fn event_order_does_not_change_any_config(steps in prop::collection::vec(step(), 1..40), seed in any::<u64>(), captured in any::<bool>(), identity in any::<bool>()) {
         let mut live: BTreeMap<(Kind, ObjectKey), Object> = BTreeMap::new();
         for s in &steps {
             let (_, id, obj) = event(s);
@@ -233,7 +252,7 @@ proptest! {
             }
         }
         let objects: Vec<Object> = live.into_values().collect();
-        let reference = all_versions(&from_scratch(settings(captured), objects.clone()));
+        let reference = all_versions(&from_scratch(settings(captured, identity), objects.clone()));
 
         // The same objects, shuffled and applied one by one.
         let mut shuffled = objects;
@@ -243,7 +262,7 @@ proptest! {
             let j = usize::try_from(state >> 33).expect("fits") % (i + 1);
             shuffled.swap(i, j);
         }
-        let mut mesh = Mesh::new(settings(captured));
+        let mut mesh = Mesh::new(settings(captured, identity));
         for o in shuffled {
             mesh.apply([Event::Upsert(o)]);
         }

@@ -30,6 +30,7 @@ pub fn policy_spec() -> SidecarPolicySpec {
         volumes: vec![],
         traffic: TrafficDefaults::default(),
         egress: None,
+        mtls: Default::default(),
         rollout: RolloutStrategy::default(),
     }
 }

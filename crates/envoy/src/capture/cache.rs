@@ -30,10 +30,15 @@ impl FilterChainCache {
     /// filter chains (3), then every other field; a listener that is not a capture listener
     /// is encoded whole.
     pub(crate) fn listener(&mut self, l: &config::Listener, options: &Options) -> Vec<u8> {
-        let Accepts::Captured { chains, unmatched } = &l.accepts else {
+        let Accepts::Captured {
+            chains,
+            unmatched,
+            mtls,
+        } = &l.accepts
+        else {
             return listener::listener(l, options).encode_to_vec();
         };
-        let (mut rest, access_log) = super::shell(l, unmatched, options);
+        let (mut rest, access_log) = super::shell(l, unmatched, mtls.as_ref(), options);
         let head = Listener {
             name: std::mem::take(&mut rest.name),
             address: rest.address.take(),

@@ -12,14 +12,17 @@ use envoy_types::pb::envoy::config::{
 };
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use prost::{Message, Name};
-use remora_api::{SidecarPolicy, TrafficRoute, sidecar_policy::UnknownDestinations};
+use remora_api::{
+    SidecarPolicy, TrafficRoute,
+    sidecar_policy::{MtlsMode, UnknownDestinations},
+};
 use remora_envoy::{EnvoyResource, Options, translate, type_url, unresolved_cluster};
 use remora_model::{
     Mesh,
     config::{Addressing, ProxyConfig, ResourceType},
     input::{
-        ContainerPort, Endpoint, EndpointPort, EndpointSlice, Event, MeshSettings, Namespace,
-        Object, ObjectKey, Pod, Protocol, Service, ServicePort,
+        ContainerPort, Endpoint, EndpointPort, EndpointSlice, Event, IdentitySettings,
+        MeshSettings, Namespace, Object, ObjectKey, Pod, Protocol, Service, ServicePort,
     },
 };
 use remora_test_support::labels;
@@ -312,6 +315,36 @@ pub fn captured_shop(unknown: UnknownDestinations) -> Mesh {
     let mut events = shop_events(REVIEWS_ROUTE);
     events.push(fleet_policy(unknown));
     mesh_addressed(Addressing::Captured, events)
+}
+
+/// The pod of the shop that runs without a sidecar in [`meshed_shop`].
+pub const UNMESHED_POD: &str = "ratings-0";
+
+/// The shop captured with workload identity (trust domain `cluster.local`), its proxies'
+/// mutual TLS in `mode`, and [`UNMESHED_POD`] without a sidecar.
+pub fn meshed_shop(mode: MtlsMode) -> Mesh {
+    let mut events = shop_events(REVIEWS_ROUTE);
+    events.push(policy(&format!("{FLEET_POLICY}mtls: {{mode: {mode:?}}}\n")));
+    for e in &mut events {
+        if let Event::Upsert(Object::Pod(p)) = e
+            && p.name == UNMESHED_POD
+        {
+            p.sidecar = false;
+        }
+    }
+    let settings = MeshSettings {
+        addressing: Addressing::Captured,
+        identity: Some(IdentitySettings {
+            trust_domain: "cluster.local".into(),
+        }),
+        ..Default::default()
+    };
+    let m = mesh_with(settings, events);
+    let spec = m
+        .policy_spec(&key("remora-system", "fleet"))
+        .expect("the fleet policy is accepted");
+    assert_eq!(spec.mtls.mode, mode);
+    m
 }
 
 pub fn config(m: &Mesh, pod: &str) -> ProxyConfig {

@@ -74,6 +74,7 @@ impl Class {
                     addresses: new.addresses.clone(),
                     port: *port,
                     protocol,
+                    mtls: None,
                 });
                 // A routing change that leaves the chain as it was (most route edits change
                 // only the route config) leaves the listener alone.
@@ -112,6 +113,7 @@ impl Class {
             accepts: Accepts::Captured {
                 chains: without_overlaps(&self.chains),
                 unmatched,
+                mtls: None,
             },
             access_log: self.defaults.access_log,
         };
@@ -192,6 +194,7 @@ mod tests {
             addresses: addresses.iter().map(|a| a.parse().expect("ip")).collect(),
             port,
             protocol: ListenerProtocol::Tcp { clusters: vec![] },
+            mtls: None,
         })
     }
 

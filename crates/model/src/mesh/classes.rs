@@ -6,13 +6,14 @@ use std::{
     sync::Arc,
 };
 
-use super::routing_table::RoutingTable;
+use super::{peers::PeerTable, routing_table::RoutingTable};
 use crate::{
     class::{Class, ClassKey, ClassUpdate, Env, SharedCache},
     config::{Resource, ResourceKey},
     inbound::inbound_resources,
     index::Index,
     input::ObjectKey,
+    policy::InboundPorts,
     routing::ClusterKey,
 };
 
@@ -22,6 +23,9 @@ pub(super) type ChangedByClass = BTreeMap<ClassKey, BTreeSet<ResourceKey>>;
 pub(super) struct ProxyState {
     pub class: ClassKey,
     pub inbound: BTreeMap<ResourceKey, Resource>,
+    /// Where it takes mutual TLS (the mesh has workload identity and its mode is not
+    /// `Disabled`): on the ports its pod has redirected to it.
+    pub mtls: Option<InboundPorts>,
 }
 
 #[derive(Default)]
@@ -38,6 +42,15 @@ pub(super) struct Placement {
     new: BTreeSet<ClassKey>,
     /// Classes some proxy left (those left empty go).
     left: BTreeSet<ClassKey>,
+    /// The Services in front of proxies that started or stopped taking mutual TLS, or take
+    /// it on other ports now: their endpoints and accepted identities change.
+    pub meshed_changed: BTreeSet<ObjectKey>,
+}
+
+/// The Services whose routing, or whose callers' accepted identities, changed.
+pub(super) struct ServicesChanged {
+    pub routing: BTreeSet<ObjectKey>,
+    pub peers: BTreeSet<ObjectKey>,
 }
 
 /// What updating the classes changed, for the endpoints and the report.
@@ -59,13 +72,27 @@ impl ClassesUpdated {
 }
 
 impl Classes {
+    /// Whether `pod` is a proxy that takes mutual TLS.
+    pub fn is_meshed(&self, pod: &ObjectKey) -> bool {
+        self.proxies.get(pod).is_some_and(|p| p.mtls.is_some())
+    }
+
+    /// Whether `pod` is a proxy that takes mutual TLS on `port`.
+    pub fn takes_mtls(&self, pod: &ObjectKey, port: u16) -> bool {
+        self.proxies
+            .get(pod)
+            .and_then(|p| p.mtls.as_ref())
+            .is_some_and(|ports| ports.intercepts(port))
+    }
+
     /// The class of a proxy.
     pub fn of_proxy(&self, proxy: &ObjectKey) -> Option<&Class> {
         self.by_key.get(&self.proxies.get(proxy)?.class)
     }
 
     /// Puts each of `pods` that is a proxy in the class it belongs to now (creating the
-    /// class if needed), with its inbound config, and forgets those that are no proxies.
+    /// class if needed), and forgets those that are no proxies. Their inbound config waits
+    /// for [`Classes::inbound`], once the classes have their policies' current defaults.
     pub fn place(&mut self, index: &Index, pods: &BTreeSet<ObjectKey>) -> Placement {
         let mut placed = Placement::default();
         for key in pods {
@@ -74,6 +101,12 @@ impl Classes {
                 namespace: key.namespace.clone(),
                 policy: index.policy_for(&key.namespace, &pod.labels).cloned(),
             });
+            let mtls = new_class
+                .as_ref()
+                .and_then(|c| index.inbound_mtls(c.policy.as_ref()));
+            if self.proxies.get(key).and_then(|p| p.mtls.as_ref()) != mtls.as_ref() {
+                placed.meshed_changed.extend(index.services_behind(key));
+            }
             let old_class = self.proxies.get(key).map(|p| p.class.clone());
             if old_class != new_class
                 && let Some(old) = old_class
@@ -82,7 +115,7 @@ impl Classes {
                 Arc::make_mut(&mut c.members).remove(key);
                 placed.left.insert(old);
             }
-            let (Some(pod), Some(class_key)) = (pod, new_class) else {
+            let Some(class_key) = new_class else {
                 self.proxies.remove(key);
                 continue;
             };
@@ -95,21 +128,31 @@ impl Classes {
                 )
             });
             Arc::make_mut(&mut class.members).insert(key.clone());
-            let inbound = inbound_resources(
-                index.settings.addressing,
-                pod.ip,
-                &pod.ports,
-                &class.defaults,
-            );
             self.proxies.insert(
                 key.clone(),
                 ProxyState {
                     class: class_key,
-                    inbound,
+                    inbound: BTreeMap::new(),
+                    mtls,
                 },
             );
         }
         placed
+    }
+
+    /// Computes the inbound config of each of `pods` that is a proxy, from its pod and its
+    /// class's defaults as [`Classes::update`] left them.
+    pub fn inbound(&mut self, index: &Index, pods: &BTreeSet<ObjectKey>) {
+        for key in pods {
+            let Some(state) = self.proxies.get_mut(key) else {
+                continue;
+            };
+            let (Some(pod), Some(class)) = (index.pods.get(key), self.by_key.get(&state.class))
+            else {
+                continue;
+            };
+            state.inbound = inbound_resources(&index.settings, pod.ip, &pod.ports, &class.defaults);
+        }
     }
 
     /// Drops the classes left empty, builds the new ones, rebuilds those whose policy
@@ -118,17 +161,23 @@ impl Classes {
         &mut self,
         index: &Index,
         routing: &RoutingTable,
+        peers: &PeerTable,
         placed: &Placement,
-        services: &BTreeSet<ObjectKey>,
+        services: &ServicesChanged,
         policies: &BTreeSet<ObjectKey>,
     ) -> ClassesUpdated {
-        for svc in services {
+        for svc in &services.routing {
             self.cache.forget(svc);
         }
+        for svc in &services.peers {
+            self.cache.forget_clusters(svc);
+        }
         let protocols = |k: &ClusterKey| index.protocol(k);
+        let peers = |s: &ObjectKey| peers.get(s);
         let env = Env {
             settings: &index.settings,
             protocols: &protocols,
+            peers: &peers,
         };
         let mut out = ClassesUpdated::default();
         for key in &placed.left {
@@ -159,10 +208,11 @@ impl Classes {
                     class.set_service(&env, &mut self.cache, svc, Some(r), &mut update);
                 }
             } else {
-                for svc in services {
+                for svc in &services.routing {
                     let r = routing.get(svc);
                     class.set_service(&env, &mut self.cache, svc, r, &mut update);
                 }
+                class.refresh_clusters(&env, &mut self.cache, &services.peers, &mut update);
             }
             class.finish(&mut update);
             if !new {

@@ -10,7 +10,7 @@ use super::classes::{ChangedByClass, Classes};
 use crate::{
     class::Class,
     config::{ClusterEndpoints, ResourceKey, ResourceType, Versioned},
-    index::Index,
+    index::{Index, TakesMtls},
     input::ObjectKey,
     routing::ClusterKey,
 };
@@ -55,7 +55,10 @@ impl SharedEndpoints {
         services: &BTreeSet<ObjectKey>,
         changed: &mut ChangedByClass,
     ) {
-        self.count_users(index, users);
+        let takes = |pod: &ObjectKey, port| classes.takes_mtls(pod, port);
+        // Without workload identity no endpoint takes mutual TLS: spare the lookups.
+        let mtls = index.settings.mtls().map(|_| &takes as TakesMtls<'_>);
+        self.count_users(index, users, mtls);
         let mut recompute: BTreeSet<ClusterKey> = BTreeSet::new();
         for svc in services {
             let start = ClusterKey::new(&index.settings, svc.clone(), 0, Arc::default());
@@ -67,7 +70,7 @@ impl SharedEndpoints {
             );
         }
         for cluster in recompute {
-            let resource = index.cluster_endpoints(&cluster);
+            let resource = index.cluster_endpoints(&cluster, mtls);
             let entry = self.0.get_mut(&cluster).expect("listed above");
             if entry.resource.hash == resource.hash {
                 continue;
@@ -91,7 +94,12 @@ impl SharedEndpoints {
     }
 
     /// Adds the entries a first class uses now, drops those the last class stopped using.
-    fn count_users(&mut self, index: &Index, users: HashMap<ClusterKey, i32>) {
+    fn count_users(
+        &mut self,
+        index: &Index,
+        users: HashMap<ClusterKey, i32>,
+        mtls: Option<TakesMtls<'_>>,
+    ) {
         for (cluster, d) in users {
             match self.0.get_mut(&cluster) {
                 Some(e) => {
@@ -104,7 +112,7 @@ impl SharedEndpoints {
                     }
                 }
                 None if d > 0 => {
-                    let resource = index.cluster_endpoints(&cluster);
+                    let resource = index.cluster_endpoints(&cluster, mtls);
                     self.0.insert(
                         cluster,
                         Entry {

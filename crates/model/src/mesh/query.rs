@@ -209,7 +209,12 @@ impl Mesh {
         match self.endpoints.get(key) {
             Some(e) => e.value.endpoints.is_empty(),
             // Clusters no proxy uses have no entry; status still wants the answer.
-            None => self.index.cluster_endpoints(key).value.endpoints.is_empty(),
+            None => self
+                .index
+                .cluster_endpoints(key, None)
+                .value
+                .endpoints
+                .is_empty(),
         }
     }
 
