@@ -1,6 +1,7 @@
 //! `remora`: one binary for the control plane and its tools.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod bootstrap;
 mod compute;
 mod controller;
@@ -58,6 +59,9 @@ enum Command {
     /// Redirect this network namespace's TCP traffic through the proxy (the injected init
     /// container runs it; needs NET_ADMIN and NET_RAW): nat rules for IPv4 and IPv6.
     InitNetwork(init_network::Args),
+    /// The identity agent beside each sidecar: gets the pod's workload certificate from the
+    /// control plane, renews it, and serves it to Envoy over SDS on a Unix socket.
+    Agent(agent::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,10 @@ fn main() -> ExitCode {
         Command::InitNetwork(args) => {
             init_logs();
             init_network::run(&args)
+        }
+        Command::Agent(args) => {
+            init_logs();
+            agent::run(&args)
         }
     }
 }
