@@ -193,7 +193,7 @@ pods_scene() {
     local envoy
     envoy=$(envoy_for_proxy_user)
 
-    RUST_LOG=warn "$remora" local --captured --dir "$work/mesh" --xds-addr "$XDS_ADDR" &
+    RUST_LOG=warn "$remora" local --insecure --captured --dir "$work/mesh" --xds-addr "$XDS_ADDR" &
     control_plane=$!
     pids+=("$control_plane")
 

@@ -98,3 +98,10 @@ Usage: include "remora.listenAddr" (list $ .Values.xds.port)
 {{- printf "%s:%d" $host (int (index . 1)) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The Secret holding the mesh CA.
+*/}}
+{{- define "remora.meshCaSecret" -}}
+{{- .Values.identity.caSecretName | default (printf "%s-mesh-ca" (include "remora.fullname" .)) }}
+{{- end }}

@@ -1,11 +1,15 @@
 //! `remora.v1.Proxies`: what operators and `remora proxy-status` ask the control plane. It
-//! reads the xDS server's status registry and a [`ConfigSource`]; it knows nothing of
-//! Kubernetes.
+//! reads the xDS server's status registry and a [`ConfigSource`], and answers only callers
+//! its [`Access`] lets through; it knows nothing of Kubernetes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::sync::Arc;
 
+mod access;
+
+pub use access::{Access, Caller, CheckFuture, Open, Verb};
+use remora_identity::Peer;
 use remora_model::input::ObjectKey;
 use remora_xds::{
     SyncRegistry,
@@ -32,12 +36,35 @@ pub trait ConfigSource: Send + Sync + 'static {
 pub struct ProxiesService {
     status: Arc<SyncRegistry>,
     configs: Arc<dyn ConfigSource>,
+    access: Arc<dyn Access>,
 }
 
 impl ProxiesService {
-    /// A service answering from the xDS server's `status` and the mesh's `configs`.
-    pub fn new(status: Arc<SyncRegistry>, configs: Arc<dyn ConfigSource>) -> Self {
-        ProxiesService { status, configs }
+    /// A service answering from the xDS server's `status` and the mesh's `configs` the
+    /// callers `access` lets through.
+    pub fn new(
+        status: Arc<SyncRegistry>,
+        configs: Arc<dyn ConfigSource>,
+        access: Arc<dyn Access>,
+    ) -> Self {
+        ProxiesService {
+            status,
+            configs,
+            access,
+        }
+    }
+
+    async fn check<T>(
+        &self,
+        request: &Request<T>,
+        verb: Verb,
+        namespace: &str,
+    ) -> Result<(), Status> {
+        let caller = Caller {
+            metadata: request.metadata(),
+            peer: request.extensions().get::<Peer>(),
+        };
+        self.access.check(caller, verb, namespace).await
     }
 
     /// The tonic server to add to a router.
@@ -60,6 +87,8 @@ impl Proxies for ProxiesService {
         &self,
         request: Request<pb::ListProxiesRequest>,
     ) -> Result<Response<pb::ListProxiesResponse>, Status> {
+        self.check(&request, Verb::List, &request.get_ref().namespace)
+            .await?;
         let namespace = request.into_inner().namespace;
         let proxies = self
             .status
@@ -102,6 +131,8 @@ impl Proxies for ProxiesService {
         &self,
         request: Request<pb::GetConfigRequest>,
     ) -> Result<Response<pb::GetConfigResponse>, Status> {
+        self.check(&request, Verb::Get, &request.get_ref().namespace)
+            .await?;
         let r = request.into_inner();
         let proxy = ObjectKey::new(r.namespace, r.name);
         let json = self
@@ -168,7 +199,8 @@ mod tests {
             .await
             .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let service = ProxiesService::new(status, Arc::new(OneProxy)).into_service();
+        let service =
+            ProxiesService::new(status, Arc::new(OneProxy), Arc::new(Open)).into_service();
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
@@ -218,5 +250,56 @@ mod tests {
             .await
             .expect_err("unknown proxy");
         assert_eq!(missing.code(), tonic::Code::NotFound);
+    }
+
+    /// Refuses everything, saying why.
+    struct Nobody;
+
+    impl Access for Nobody {
+        fn check<'a>(&'a self, caller: Caller<'a>, verb: Verb, ns: &'a str) -> CheckFuture<'a> {
+            let token = caller.metadata.get("authorization").is_some();
+            Box::pin(async move {
+                Err(Status::permission_denied(format!(
+                    "{} {ns} (token: {token})",
+                    verb.as_str()
+                )))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn every_call_is_checked_before_it_is_answered() {
+        let status = SyncRegistry::new();
+        status.connected(&ObjectKey::new("demo", "web-0"), Mode::Incremental);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let service = ProxiesService::new(status, Arc::new(OneProxy), Arc::new(Nobody));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service.into_service())
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let mut client = ProxiesClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        let mut request = tonic::Request::new(pb::ListProxiesRequest {
+            namespace: "demo".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer t".parse().expect("ascii"));
+        let refused = client.list(request).await.expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_eq!(refused.message(), "list demo (token: true)");
+        let refused = client
+            .get_config(pb::GetConfigRequest {
+                namespace: "demo".into(),
+                name: "web-0".into(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.message(), "get demo (token: false)");
     }
 }

@@ -2,9 +2,20 @@
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
-use remora_controller::{Config, inject::InjectConfig, leader::LeaseConfig, start};
+use remora_api::spiffe::DEFAULT_TRUST_DOMAIN;
+use remora_controller::{
+    Config,
+    identity::{DEFAULT_CA_SECRET, IdentityConfig},
+    inject::InjectConfig,
+    leader::LeaseConfig,
+    start,
+};
+use remora_identity::DEFAULT_CERT_TTL;
 use remora_inject::{ControlPlane, Layout, Settings};
-use remora_model::{config::Addressing, input::MeshSettings};
+use remora_model::{
+    config::Addressing,
+    input::{IdentitySettings, MeshSettings},
+};
 use remora_runtime::Debounce;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -94,6 +105,21 @@ pub struct Args {
     /// redirects their traffic through the proxy): the control plane's own.
     #[arg(long, default_value = DEFAULT_INIT_IMAGE)]
     init_image: String,
+    /// The trust domain of every workload's SPIFFE ID (`spiffe://<trust domain>/ns/…/sa/…`).
+    #[arg(long, env = "REMORA_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// The Secret (in this namespace) holding the mesh CA: tls.crt, tls.key and ca.crt. The
+    /// first replica that finds none creates a root there; put an intermediate of your own
+    /// PKI there (cert-manager writes this shape) to sign with it instead.
+    #[arg(long, env = "REMORA_MESH_CA_SECRET", default_value = DEFAULT_CA_SECRET)]
+    mesh_ca_secret: String,
+    /// How long a workload's certificate is valid, in seconds; agents renew at half that.
+    #[arg(long, env = "REMORA_CERT_TTL_SECONDS", default_value_t = DEFAULT_CERT_TTL.as_secs())]
+    cert_ttl_seconds: u64,
+    /// The control plane's ServiceAccount (from the downward API): its SPIFFE ID, which the
+    /// proxies check the control plane's certificate for.
+    #[arg(long, env = "REMORA_SERVICE_ACCOUNT", default_value = "remora")]
+    service_account: String,
 }
 
 /// This build's own image, as the Helm chart names it.
@@ -156,6 +182,10 @@ fn config(args: &Args) -> Config {
         root_namespace: args.root_namespace.clone(),
         // Injected pods get `remora init-network`: their traffic reaches the capture listeners.
         addressing: Addressing::Captured,
+        // Every pod gets a workload certificate: sidecars speak mutual TLS to each other.
+        identity: Some(IdentitySettings {
+            trust_domain: args.trust_domain.clone(),
+        }),
         ..MeshSettings::default()
     };
     let inject = args
@@ -181,11 +211,14 @@ fn config(args: &Args) -> Config {
                 xds_port: args.xds_service_port,
                 delta: args.xds_delta,
                 image: args.init_image.clone(),
+                identity: None,
             },
         });
+    let identity = identity(args, &settings.cluster_domain, inject.as_ref());
     Config {
         xds_addr: args.xds_addr,
         health_addr: args.admin_addr,
+        identity: Some(identity),
         settings,
         lease: (!args.no_leader_election).then(|| LeaseConfig {
             namespace: args.namespace.clone(),
@@ -235,6 +268,30 @@ fn init_logs(format: &str, level: &str) -> Result<(), String> {
         logs.init();
     }
     Ok(())
+}
+
+/// Workload identities: always on in a cluster. The serving certificate names the Service
+/// (every form of its DNS name) and the host injected proxies are given.
+fn identity(args: &Args, cluster_domain: &str, inject: Option<&InjectConfig>) -> IdentityConfig {
+    let service = format!("{}.{}", args.webhook_service, args.namespace);
+    let mut server_names = vec![
+        service.clone(),
+        format!("{service}.svc"),
+        format!("{service}.svc.{cluster_domain}"),
+    ];
+    if let Some(host) = inject.map(|i| &i.control_plane.xds_host)
+        && !server_names.contains(host)
+    {
+        server_names.push(host.clone());
+    }
+    IdentityConfig {
+        trust_domain: args.trust_domain.clone(),
+        namespace: args.namespace.clone(),
+        ca_secret: args.mesh_ca_secret.clone(),
+        cert_ttl: Duration::from_secs(args.cert_ttl_seconds.max(60)),
+        service_account: args.service_account.clone(),
+        server_names,
+    }
 }
 
 #[cfg(test)]

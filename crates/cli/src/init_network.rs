@@ -150,6 +150,7 @@ mod tests {
             xds_port: 18000,
             delta: false,
             image: "ghcr.io/remora-mesh/remora:test".into(),
+            identity: None,
         };
         let injection = Injection {
             policy: &policy,

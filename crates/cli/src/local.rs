@@ -28,9 +28,23 @@ pub struct Args {
     /// --pods`). Without it, applications call their proxy on loopback and nothing needs root.
     #[arg(long)]
     captured: bool,
+    /// Serve xDS and the remora.v1 API in plaintext, to anyone who can reach the address,
+    /// with no workload identities: fit for a laptop's loopback only. Local mode has no
+    /// other way; the flag says you know (a cluster install serves TLS and authenticates
+    /// every proxy and caller).
+    #[arg(long)]
+    insecure: bool,
 }
 
+/// Why `remora local` will not start without `--insecure`.
+const INSECURE_REQUIRED: &str = "local mode serves xDS and its API in plaintext to anyone who can reach --xds-addr, \
+     with no workload identities; pass --insecure to run it that way (on a laptop)";
+
 pub fn run(args: &Args) -> ExitCode {
+    if !args.insecure {
+        eprintln!("remora local: {INSECURE_REQUIRED}");
+        return ExitCode::from(2);
+    }
     let config = config(args);
     let addressing = config.addressing;
     let runtime = match tokio::runtime::Runtime::new() {

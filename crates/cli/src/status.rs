@@ -1,16 +1,46 @@
 //! `remora proxy-status` and `remora proxy-config`: what the control plane says about its
 //! proxies, over the remora.v1 API.
 
-use std::{fmt::Write as _, process::ExitCode};
+use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use remora_admin::pb::{self, proxies_client::ProxiesClient};
+use remora_identity::{TrustBundle, dial, tls::client_config};
 use remora_xds::snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use tonic::{
+    Request, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+
+/// How long a call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the control plane is and how to prove who you are to it.
+#[derive(clap::Args)]
+pub struct Connection {
+    /// The control plane's gRPC address (a cluster install: port-forward its Service's xDS
+    /// port, e.g. `kubectl -n remora-system port-forward svc/remora 18000`).
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    server: String,
+    /// The mesh's trust bundle (PEM), to speak TLS to a cluster's control plane: the `ca.crt`
+    /// of its CA Secret. Without it the call is plaintext, as `remora local --insecure` serves.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// The name the control plane's certificate is checked for (default: the host of
+    /// --server); through a port-forward, its Service's name, e.g. remora.remora-system.svc.
+    #[arg(long)]
+    server_name: Option<String>,
+    /// A file holding a bearer token the API server accepts (a kubeconfig's, or `kubectl
+    /// create token`); RBAC must let its user get/list proxies.remora.dev.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// The control plane's gRPC address.
-    #[arg(long, default_value = "127.0.0.1:15010")]
-    server: String,
+    #[command(flatten)]
+    connection: Connection,
     /// Only this namespace.
     #[arg(long, short)]
     namespace: Option<String>,
@@ -20,8 +50,8 @@ pub struct StatusArgs {
 pub struct ConfigArgs {
     /// The proxy, NAMESPACE/POD.
     proxy: String,
-    #[arg(long, default_value = "127.0.0.1:15010")]
-    server: String,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 /// The columns: each served type by its short name.
@@ -50,21 +80,69 @@ fn block_on<F: std::future::Future<Output = Result<String, String>>>(f: F) -> Ex
     }
 }
 
-async fn client(server: &str) -> Result<ProxiesClient<tonic::transport::Channel>, String> {
-    ProxiesClient::connect(format!("http://{server}"))
-        .await
-        .map_err(|e| format!("cannot reach the control plane at {server}: {e}"))
+/// Adds the bearer token, when there is one, to every call.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = ProxiesClient<InterceptedService<Channel, Bearer>>;
+
+async fn client(c: &Connection) -> Result<Client, String> {
+    let server = &c.server;
+    let channel = match &c.ca_file {
+        Some(file) => {
+            let pem = std::fs::read_to_string(file)
+                .map_err(|e| format!("--ca-file {}: {e}", file.display()))?;
+            let bundle = TrustBundle::from_pem(&pem)
+                .map_err(|e| format!("--ca-file {}: {e}", file.display()))?;
+            let config = client_config(&bundle, None).map_err(|e| e.to_string())?;
+            let host = server.rsplit_once(':').map_or(server.as_str(), |(h, _)| h);
+            let name = c.server_name.as_deref().unwrap_or(host);
+            dial(server, name, config, CALL_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        None => Endpoint::from_shared(format!("http://{server}"))
+            .map_err(|e| format!("--server {server}: {e}"))?
+            .timeout(CALL_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach the control plane at {server}: {e}"))?,
+    };
+    Ok(ProxiesClient::with_interceptor(channel, Bearer(token(c)?)))
+}
+
+/// `Bearer <token>` from --token-file; never quoted in an error.
+fn token(c: &Connection) -> Result<Option<MetadataValue<Ascii>>, String> {
+    let Some(file) = &c.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("--token-file {}: {e}", file.display()))?;
+    MetadataValue::try_from(format!("Bearer {}", text.trim()))
+        .map(Some)
+        .map_err(|_| format!("--token-file {}: not a token (printable ASCII)", file.display()))
 }
 
 pub fn status(args: &StatusArgs) -> ExitCode {
     block_on(async {
-        let list = client(&args.server)
+        let list = client(&args.connection)
             .await?
             .list(pb::ListProxiesRequest {
                 namespace: args.namespace.clone().unwrap_or_default(),
             })
             .await
-            .map_err(|e| e.message().to_owned())?
+            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
             .into_inner();
         Ok(render(&list))
     })
@@ -76,14 +154,14 @@ pub fn config(args: &ConfigArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     block_on(async {
-        let r = client(&args.server)
+        let r = client(&args.connection)
             .await?
             .get_config(pb::GetConfigRequest {
                 namespace: namespace.into(),
                 name: name.into(),
             })
             .await
-            .map_err(|e| e.message().to_owned())?
+            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
             .into_inner();
         Ok(format!("{}\n", r.json))
     })

@@ -15,11 +15,12 @@ use remora_api::{
     sidecar_policy::{SidecarPolicySpec, WorkloadRef},
 };
 use remora_inject::{
-    ControlPlane, Decision, InjectError, Injection, JsonPatchOp, Layout, ServerVersion, Settings,
-    SkipReason, decide, patch,
+    ControlPlane, Decision, InjectError, Injection, JsonPatchOp, Layout, MeshIdentity,
+    ServerVersion, Settings, SkipReason, decide, patch,
 };
 use remora_runtime::SharedMesh;
 use remora_webhook::{InjectFailure, PodInjector};
+use tokio::sync::watch;
 
 use crate::{health::Readiness, metrics::Metrics, pods};
 
@@ -94,6 +95,9 @@ pub struct MeshInjector {
     pub layout: Layout,
     /// Where the injected proxies find the control plane.
     pub control_plane: ControlPlane,
+    /// The mesh's identities as they are now (the trust bundle follows the CA's Secret), or
+    /// `None` when the mesh has none.
+    pub identity: Option<watch::Receiver<MeshIdentity>>,
     /// The model: namespaces' labels and the policy that governs a pod, with its spec in effect.
     pub mesh: Arc<SharedMesh>,
     /// The stored SidecarPolicies, for their names and rollout status.
@@ -236,12 +240,16 @@ impl MeshInjector {
         // From the same spec the containers are built from, so the annotation names exactly
         // the sidecar the pod gets.
         let revision = remora_rollout::revision_of(&in_effect.spec, &version);
+        let control_plane = ControlPlane {
+            identity: self.identity.as_ref().map(|i| i.borrow().clone()),
+            ..self.control_plane.clone()
+        };
         let injection = Injection {
             policy: &in_effect,
             version: &version,
             revision: &revision,
             layout: self.layout,
-            control_plane: &self.control_plane,
+            control_plane: &control_plane,
         };
         match patch(pod, &injection) {
             Ok(ops) => Answer::Injected {
@@ -315,7 +323,9 @@ mod tests {
                 xds_port: 18000,
                 delta: false,
                 image: "ghcr.io/remora-mesh/remora:test".into(),
+                identity: None,
             },
+            identity: None,
             mesh: Arc::new(SharedMesh::new(mesh)),
             policies: store,
             ready: Arc::new(Readiness {

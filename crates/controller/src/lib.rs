@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 mod admission;
 pub mod endpoints;
 pub mod health;
+pub mod identity;
 pub mod inject;
 pub mod leader;
 pub mod metrics;
@@ -38,7 +40,9 @@ use remora_api::{SidecarPolicy, TrafficRoute};
 use remora_envoy::Options;
 use remora_inputs::convert;
 use remora_model::input::{Event, MeshSettings, Object, ObjectKey};
-use remora_runtime::{Debounce, Pipeline, PipelineState, Published, cancel, drain, spawn_server};
+use remora_runtime::{
+    Debounce, Pipeline, PipelineState, Published, Serving, cancel, drain, spawn_server,
+};
 use remora_xds::{DEFAULT_RESPONSE_BUDGET, SyncRegistry};
 use tokio::{
     net::TcpListener,
@@ -77,6 +81,9 @@ pub struct Config {
     pub webhook: Option<remora_webhook::Config>,
     /// Sidecar injection, served by that webhook on its pod path (`None`: not served).
     pub inject: Option<inject::InjectConfig>,
+    /// Workload identities: the mesh CA, TLS on the gRPC port, proxies authenticated, the
+    /// API behind RBAC (`None`: plaintext and open, for tests that exercise other parts).
+    pub identity: Option<identity::IdentityConfig>,
 }
 
 /// Why the controller could not start.
@@ -96,6 +103,9 @@ pub enum Error {
     /// Sidecar injection could not choose its layout.
     #[error(transparent)]
     Inject(#[from] inject::StartError),
+    /// Workload identities could not start (the mesh CA, the serving certificate).
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
 }
 
 /// What status and rollouts need of each pod with a sidecar or a workload, by pod.
@@ -211,6 +221,14 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         changed.clone(),
     )));
 
+    let (serving, mesh_identity) = match config.identity.clone() {
+        Some(c) => {
+            let identities = identity::start(&client, c, metrics.certificates.clone()).await?;
+            tasks.push(identities.task);
+            (identities.serving, Some(identities.mesh))
+        }
+        None => (Serving::insecure(), None),
+    };
     let webhook = with_injector(
         &client,
         &config,
@@ -218,6 +236,7 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         &cluster.policies,
         &ready,
         &metrics,
+        mesh_identity,
     )
     .await?;
     let reconciler = Reconciler {
@@ -246,7 +265,12 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
     let mut servers = vec![
         spawn_server(
             "xDS",
-            state.serve(xds_listener, stopped.clone(), DEFAULT_RESPONSE_BUDGET),
+            state.serve(
+                xds_listener,
+                stopped.clone(),
+                DEFAULT_RESPONSE_BUDGET,
+                serving,
+            ),
         ),
         spawn_server(
             "health",
@@ -364,6 +388,7 @@ async fn with_injector(
     policies: &Store<SidecarPolicy>,
     ready: &Arc<Readiness>,
     metrics: &Arc<Metrics>,
+    identity: Option<watch::Receiver<remora_inject::MeshIdentity>>,
 ) -> Result<Option<remora_webhook::Config>, Error> {
     let mut webhook = config.webhook.clone();
     if let (Some(webhook), Some(inject)) = (&mut webhook, &config.inject) {
@@ -371,6 +396,7 @@ async fn with_injector(
             settings: inject.settings.clone(),
             layout: inject::layout(client, inject.layout).await?,
             control_plane: inject.control_plane.clone(),
+            identity,
             mesh: state.mesh.clone(),
             policies: policies.clone(),
             ready: ready.clone(),

@@ -9,6 +9,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+use remora_ca::CaMetrics;
 use remora_xds::{SyncRegistry, sync::SyncState};
 
 /// The labels of `injections`.
@@ -74,6 +75,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Pod admissions the sidecar injector answered.
     pub injections: Family<InjectionLabels, Counter>,
+    /// Workload certificates issued and requests refused by the mesh CA.
+    pub certificates: CaMetrics,
     connected: Gauge,
     nacking: Gauge,
 }
@@ -152,8 +155,11 @@ impl Metrics {
             "Rollout transitions (waves started and passed, gates failed, rollbacks), by reason",
             rollout_transitions.clone(),
         );
+        let certificates = CaMetrics::default();
+        certificates.register(&mut registry);
         Metrics {
             registry,
+            certificates,
             rollout_actions,
             rollout_transitions,
             reconciles,

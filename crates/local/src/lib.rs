@@ -19,7 +19,7 @@ use remora_model::{
     config::Addressing,
     input::{Event, MeshSettings, Object, ObjectKey},
 };
-use remora_runtime::{Debounce, Pipeline, cancel, drain, spawn_server};
+use remora_runtime::{Debounce, Pipeline, Serving, cancel, drain, spawn_server};
 use remora_xds::{DEFAULT_RESPONSE_BUDGET, SnapshotCache, SyncRegistry};
 use tokio::{
     sync::{mpsc, watch},
@@ -133,7 +133,14 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
     let (stop, stopped) = watch::channel(false);
     let server = spawn_server(
         "xDS",
-        state.serve(listener, stopped, DEFAULT_RESPONSE_BUDGET),
+        // Plaintext and open: local mode runs on a laptop's loopback (`remora local
+        // --insecure`); a cluster install serves TLS and authenticates every caller.
+        state.serve(
+            listener,
+            stopped,
+            DEFAULT_RESPONSE_BUDGET,
+            Serving::insecure(),
+        ),
     );
     info!(%xds_addr, dir = %config.dir.display(), addressing = ?config.addressing, "local mode serving");
 

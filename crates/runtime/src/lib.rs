@@ -14,5 +14,5 @@ pub mod shared;
 pub use debounce::Debounce;
 pub use pipeline::{Pipeline, PipelineState, Published, Step};
 pub use publish::Publisher;
-pub use serve::{DRAIN, bind, cancel, drain, spawn_server};
+pub use serve::{DRAIN, Serving, bind, cancel, drain, spawn_server};
 pub use shared::SharedMesh;

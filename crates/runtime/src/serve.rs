@@ -1,38 +1,68 @@
 //! The control plane's gRPC port (ADS and the `remora.v1` API) and the shutdown of the tasks
 //! that serve it.
 
-use std::{fmt::Display, future::Future, net::SocketAddr, time::Duration};
+use std::{fmt::Display, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use remora_admin::ProxiesService;
-use remora_xds::AdsServer;
+use remora_admin::{Access, Open, ProxiesService};
+use remora_xds::{Admission, AdsServer};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 use tracing::{error, warn};
+
+use remora_identity::serve::{Transport, incoming};
 
 use crate::pipeline::PipelineState;
 
 /// How long connections get to close on shutdown before they are cut.
 pub const DRAIN: Duration = Duration::from_secs(2);
 
+/// How the gRPC port is secured, and what else it serves.
+pub struct Serving {
+    /// TLS, or plaintext where nothing else can reach the port.
+    pub transport: Transport,
+    /// What an ADS stream must show before it is served.
+    pub admission: Admission,
+    /// Who may use the `remora.v1.Proxies` API.
+    pub access: Arc<dyn Access>,
+    /// More services on the same port (the controller's certificate service).
+    pub more: Option<Routes>,
+}
+
+impl Serving {
+    /// Plaintext, and open to everyone: `remora local --insecure` on a laptop, benchmarks.
+    pub fn insecure() -> Serving {
+        Serving {
+            transport: Transport::Plaintext,
+            admission: Admission::Open,
+            access: Arc::new(Open),
+            more: None,
+        }
+    }
+}
+
 impl PipelineState {
-    /// Serves ADS and the `remora.v1` API on `listener` until `stop` turns true: then every
-    /// stream ends (proxies keep their config and reconnect to another control plane) and
-    /// the future completes once the connections closed. `response_budget`: bytes of
-    /// responses built but not yet written, across all streams.
+    /// Serves ADS and the `remora.v1` API on `listener`, as `serving` says, until `stop`
+    /// turns true: then every stream ends (proxies keep their config and reconnect to
+    /// another control plane) and the future completes once the connections closed.
+    /// `response_budget`: bytes of responses built but not yet written, across all streams.
     pub fn serve(
         &self,
         listener: TcpListener,
         stop: watch::Receiver<bool>,
         response_budget: usize,
+        serving: Serving,
     ) -> impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static {
         let mut stopped = stop.clone();
         let ads = AdsServer::new(self.cache.clone(), self.status.clone(), stop)
             .response_budget(response_budget)
+            .admission(serving.admission)
             .into_service();
+        let proxies = ProxiesService::new(self.status.clone(), self.mesh.clone(), serving.access);
+        let mut routes = serving.more.unwrap_or_default();
+        routes = routes.add_service(ads).add_service(proxies.into_service());
         tonic::transport::Server::builder()
-            .add_service(ads)
-            .add_service(ProxiesService::new(self.status.clone(), self.mesh.clone()).into_service())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming(listener, serving.transport), async move {
                 // A dropped sender is a stop too.
                 let _stopped = stopped.wait_for(|s| *s).await;
             })

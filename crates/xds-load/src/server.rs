@@ -16,7 +16,7 @@ use std::{
 
 use remora_envoy::Options;
 use remora_model::input::{Event, MeshSettings};
-use remora_runtime::{Pipeline, drain};
+use remora_runtime::{Pipeline, Serving, drain};
 use remora_synthetic::{Shape, Synthetic};
 use tokio::{net::TcpSocket, sync::watch};
 
@@ -84,6 +84,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
         listener,
         stopped,
         args.response_budget_mib.saturating_mul(1024 * 1024),
+        // Simulated proxies present no certificates: the benchmark measures distribution.
+        Serving::insecure(),
     ));
 
     let mut out = BufWriter::new(io::stdout().lock());

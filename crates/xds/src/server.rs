@@ -19,6 +19,9 @@ use tonic::{
 };
 use tracing::{Instrument, info_span, warn};
 
+pub use auth::Admission;
+use remora_identity::Peer;
+
 use crate::{
     budget::{DEFAULT_WRITE_TIMEOUT, ResponseBudget},
     cache::SnapshotCache,
@@ -29,6 +32,7 @@ use crate::{
     sync::SyncRegistry,
 };
 
+mod auth;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -59,6 +63,8 @@ pub struct AdsServer {
     budget: ResponseBudget,
     /// How long a stream may go without any of its queued responses written.
     write_timeout: Duration,
+    /// What a stream must show before it is served.
+    admission: Admission,
 }
 
 impl AdsServer {
@@ -75,7 +81,14 @@ impl AdsServer {
             shutdown,
             budget: ResponseBudget::default(),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            admission: Admission::Open,
         }
+    }
+
+    /// What a stream must show before it is served (default [`Admission::Open`]).
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// Closes a stream none of whose queued responses is written for `timeout` (default
@@ -147,6 +160,7 @@ impl AdsServer {
                 "compressed requests ({encoding:?}) are not supported"
             )));
         }
+        let peer = request.extensions().get::<Peer>().cloned();
         let mut incoming = Requests::<M::Req>::new(request.into_body());
         let first = incoming
             .message()
@@ -155,6 +169,7 @@ impl AdsServer {
         let node = M::node(&first)
             .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = proxy_of(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.admission.admit(peer.as_ref(), &proxy)?;
         let (tx, rx): (stream::Outbox, _) = mpsc::channel(OUTBOX);
         let span = info_span!("xds", proxy = %proxy, mode = ?M::MODE);
         let server = self.clone();
