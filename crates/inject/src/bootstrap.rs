@@ -9,9 +9,12 @@
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
 use remora_api::sidecar_policy::{ADMIN_PORT, READINESS_PORT};
-use remora_envoy::bootstrap::Bootstrap;
+use remora_api::spiffe::SpiffeId;
+use remora_envoy::bootstrap::{Bootstrap, XdsTls};
 use remora_model::input::ObjectKey;
 use serde_json::{Value, json};
+
+use crate::probes::AppProbe;
 
 /// The path the kubelet probes on [`READINESS_PORT`], which serves only `GET /ready` (passed to
 /// the admin's `/ready`, the admin interface itself being on loopback only).
@@ -20,6 +23,7 @@ pub const READINESS_PATH: &str = "/ready";
 const POD_NAME: &str = "REMORA_POD_NAME";
 const POD_NAMESPACE: &str = "REMORA_POD_NAMESPACE";
 const SERVICE_ACCOUNT: &str = "REMORA_SERVICE_ACCOUNT";
+const POD_IP: &str = "REMORA_POD_IP";
 
 /// The control plane as injected pods see it: where their proxies find it, and its image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,10 +37,35 @@ pub struct ControlPlane {
     /// The control plane's own image (its entrypoint the `remora` binary), which the init
     /// container runs as `remora init-network`, e.g. `ghcr.io/remora-mesh/remora:0.1.0`.
     pub image: String,
+    /// The mesh's workload identities, when it has them: pods then get the identity agent,
+    /// and their proxies reach the control plane over mutual TLS.
+    pub identity: Option<MeshIdentity>,
 }
 
-/// The bootstrap of the proxy `proxy` running as `service_account`.
-pub fn bootstrap(proxy: ObjectKey, service_account: &str, control_plane: &ControlPlane) -> Value {
+/// What an injected pod needs to know of the mesh's identities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshIdentity {
+    /// The trust domain of every SPIFFE ID in the mesh, e.g. `cluster.local`.
+    pub trust_domain: String,
+    /// The roots (PEM) the agent checks the control plane's certificate with when it asks
+    /// for its first certificate; later ones come with each certificate.
+    pub trust_bundle: String,
+    /// The SPIFFE ID the control plane's certificate carries, which the proxy checks.
+    pub control_plane_id: SpiffeId,
+}
+
+/// The bootstrap of the proxy `proxy` running as `service_account` at `pod_ip`, answering
+/// the app's `probes` on its readiness port.
+pub fn bootstrap(
+    proxy: ObjectKey,
+    service_account: &str,
+    pod_ip: &str,
+    control_plane: &ControlPlane,
+    probes: &[AppProbe],
+) -> Value {
+    let tls = control_plane.identity.as_ref().map(|i| XdsTls {
+        control_plane: i.control_plane_id.clone(),
+    });
     let mut config = Bootstrap {
         proxy,
         service_account: service_account.into(),
@@ -45,25 +74,37 @@ pub fn bootstrap(proxy: ObjectKey, service_account: &str, control_plane: &Contro
         admin: ([127, 0, 0, 1], ADMIN_PORT).into(),
         delta: control_plane.delta,
     }
-    .to_json();
+    .to_json_with(tls.as_ref());
     let statics = &mut config["static_resources"];
     if let Some(clusters) = statics["clusters"].as_array_mut() {
         clusters.push(admin_cluster());
+        clusters.extend(app_clusters(pod_ip, probes));
     }
-    statics["listeners"] = json!([readiness_listener()]);
+    statics["listeners"] = json!([readiness_listener(probes)]);
     config
 }
 
 /// The `--config-yaml` argument: the bootstrap with kubelet references for what only the
-/// running pod knows. The one value from elsewhere has its `$` doubled so the kubelet leaves
-/// it as it is; the bootstrap's fixed text has none.
-pub(crate) fn config_arg(control_plane: &ControlPlane) -> String {
-    let [name, namespace, account] = [POD_NAME, POD_NAMESPACE, SERVICE_ACCOUNT].map(reference);
+/// running pod knows. The values from elsewhere (the control plane's host, the probes' paths)
+/// have their `$` doubled so the kubelet leaves them as they are; the bootstrap's fixed text
+/// has none.
+pub(crate) fn config_arg(control_plane: &ControlPlane, probes: &[AppProbe]) -> String {
+    let [name, namespace, account, ip] =
+        [POD_NAME, POD_NAMESPACE, SERVICE_ACCOUNT, POD_IP].map(reference);
     let literal = ControlPlane {
         xds_host: control_plane.xds_host.replace('$', "$$"),
         ..control_plane.clone()
     };
-    bootstrap(ObjectKey::new(namespace, name), &account, &literal).to_string()
+    let probes: Vec<AppProbe> = probes
+        .iter()
+        .map(|p| AppProbe {
+            path: p.path.replace('$', "$$"),
+            target: p.target.replace('$', "$$"),
+            ..p.clone()
+        })
+        .collect();
+    let proxy = ObjectKey::new(namespace, name);
+    bootstrap(proxy, &account, &ip, &literal, &probes).to_string()
 }
 
 fn reference(var: &str) -> String {
@@ -77,6 +118,7 @@ pub(crate) fn env() -> Vec<EnvVar> {
         (POD_NAME, "metadata.name"),
         (POD_NAMESPACE, "metadata.namespace"),
         (SERVICE_ACCOUNT, "spec.serviceAccountName"),
+        (POD_IP, "status.podIP"),
     ]
     .into_iter()
     .map(|(name, path)| EnvVar {
@@ -110,9 +152,51 @@ fn admin_cluster() -> Value {
     })
 }
 
+/// A cluster per port the app's moved probes go to, on the pod's address (the app may listen
+/// on it alone); the proxy's own connections are not captured.
+fn app_clusters(pod_ip: &str, probes: &[AppProbe]) -> Vec<Value> {
+    let ports: std::collections::BTreeSet<u16> = probes.iter().map(|p| p.port).collect();
+    ports
+        .into_iter()
+        .map(|port| {
+            let name = app_cluster(port);
+            json!({
+                "name": name,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": name,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                        "address": pod_ip,
+                        "port_value": port,
+                    }}}}]}],
+                },
+            })
+        })
+        .collect()
+}
+
+fn app_cluster(port: u16) -> String {
+    format!("app-health|{port}")
+}
+
 // Envoy opens listeners only once its initial xDS fetch is done, and the admin's `/ready`
-// turns 503 while draining, so the probe follows the proxy's real state.
-fn readiness_listener() -> Value {
+// turns 503 while draining, so the probe follows the proxy's real state. The app's probes
+// moved here (`probes`) reach the app with their own paths.
+fn readiness_listener(probes: &[AppProbe]) -> Value {
+    let mut routes: Vec<Value> = probes
+        .iter()
+        .map(|p| {
+            json!({
+                "match": {"path": p.path},
+                "route": {"cluster": app_cluster(p.port), "prefix_rewrite": p.target},
+            })
+        })
+        .collect();
+    routes.push(json!({
+        "match": {"path": READINESS_PATH},
+        "route": {"cluster": ADMIN_CLUSTER},
+    }));
     json!({
         "name": "remora-readiness",
         "address": {"socket_address": {"address": "0.0.0.0", "port_value": READINESS_PORT}},
@@ -124,10 +208,7 @@ fn readiness_listener() -> Value {
                 "route_config": {"virtual_hosts": [{
                     "name": "readiness",
                     "domains": ["*"],
-                    "routes": [{
-                        "match": {"path": READINESS_PATH},
-                        "route": {"cluster": ADMIN_CLUSTER},
-                    }],
+                    "routes": routes,
                 }]},
                 "http_filters": [{
                     "name": "envoy.filters.http.router",
@@ -152,6 +233,7 @@ pub(crate) mod tests {
             xds_port: 15010,
             delta: true,
             image: "ghcr.io/remora-mesh/remora:0.1.0".into(),
+            identity: None,
         }
     }
 
@@ -161,15 +243,23 @@ pub(crate) mod tests {
             (POD_NAME, "web-7d9f-x2x"),
             (POD_NAMESPACE, "shop"),
             (SERVICE_ACCOUNT, "web"),
+            (POD_IP, "10.0.0.7"),
         ]);
-        let text = expand(&config_arg(&control_plane()), &vars);
+        let probes = [AppProbe {
+            path: "/app-health/web/readiness".into(),
+            port: 8080,
+            target: "/healthz?$x".into(),
+        }];
+        let text = expand(&config_arg(&control_plane(), &probes), &vars);
         let got: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(
             got,
             bootstrap(
                 ObjectKey::new("shop", "web-7d9f-x2x"),
                 "web",
-                &control_plane()
+                "10.0.0.7",
+                &control_plane(),
+                &probes
             )
         );
         assert_eq!(got["node"]["id"], "shop/web-7d9f-x2x");
@@ -192,7 +282,7 @@ pub(crate) mod tests {
             (POD_NAMESPACE, "n"),
             (SERVICE_ACCOUNT, "s"),
         ]);
-        let got: Value = serde_json::from_str(&expand(&config_arg(&cp), &vars)).expect("json");
+        let got: Value = serde_json::from_str(&expand(&config_arg(&cp, &[]), &vars)).expect("json");
         let host = &got["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
             [0]["endpoint"]["address"]["socket_address"]["address"];
         assert_eq!(host, "x$(REMORA_POD_NAME)$y");
@@ -210,11 +300,11 @@ pub(crate) mod tests {
             delta: true,
         }
         .to_json();
-        let mut ours = bootstrap(id, "web", &control_plane());
+        let mut ours = bootstrap(id, "web", "10.0.0.7", &control_plane(), &[]);
         let statics = ours["static_resources"].as_object_mut().expect("statics");
         assert_eq!(
             statics.remove("listeners"),
-            Some(json!([readiness_listener()]))
+            Some(json!([readiness_listener(&[])]))
         );
         statics["clusters"].as_array_mut().expect("clusters").pop();
         assert_eq!(ours, plain);
@@ -238,7 +328,77 @@ pub(crate) mod tests {
                     SERVICE_ACCOUNT.into(),
                     Some("spec.serviceAccountName".into())
                 ),
+                (POD_IP.into(), Some("status.podIP".into())),
             ]
         );
+    }
+
+    #[test]
+    fn a_moved_probe_reaches_the_app_on_the_pods_address_with_its_own_path() {
+        let probes = [AppProbe {
+            path: "/app-health/web/readiness".into(),
+            port: 8080,
+            target: "/healthz".into(),
+        }];
+        let b = bootstrap(
+            ObjectKey::new("shop", "web-0"),
+            "web",
+            "10.0.0.7",
+            &control_plane(),
+            &probes,
+        );
+        let routes = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[0]["match"]["path"], "/app-health/web/readiness");
+        assert_eq!(routes[0]["route"]["cluster"], "app-health|8080");
+        assert_eq!(routes[0]["route"]["prefix_rewrite"], "/healthz");
+        assert_eq!(routes[1]["match"]["path"], READINESS_PATH);
+        let clusters = b["static_resources"]["clusters"]
+            .as_array()
+            .expect("clusters");
+        let app = clusters
+            .iter()
+            .find(|c| c["name"] == "app-health|8080")
+            .expect("the app's cluster");
+        let address = &app["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"];
+        assert_eq!(
+            (&address["address"], &address["port_value"]),
+            (&json!("10.0.0.7"), &json!(8080))
+        );
+    }
+
+    #[test]
+    fn with_identities_the_proxy_reaches_the_control_plane_over_tls() {
+        let cp = ControlPlane {
+            identity: Some(MeshIdentity {
+                trust_domain: "cluster.local".into(),
+                trust_bundle: String::new(),
+                control_plane_id: SpiffeId::new("cluster.local", "remora-system", "remora"),
+            }),
+            ..control_plane()
+        };
+        let b = bootstrap(ObjectKey::new("shop", "web-0"), "web", "10.0.0.7", &cp, &[]);
+        let clusters = b["static_resources"]["clusters"]
+            .as_array()
+            .expect("clusters");
+        let xds = &clusters[0];
+        assert_eq!(
+            xds["transport_socket"]["name"],
+            "envoy.transport_sockets.tls"
+        );
+        assert!(
+            clusters
+                .iter()
+                .any(|c| c["name"] == remora_envoy::sds::SDS_CLUSTER)
+        );
+        let plain = bootstrap(
+            ObjectKey::new("shop", "web-0"),
+            "web",
+            "10.0.0.7",
+            &control_plane(),
+            &[],
+        );
+        assert!(plain["static_resources"]["clusters"][0]["transport_socket"].is_null());
     }
 }

@@ -2,17 +2,13 @@
 //! field to change, so the pod's owner can fix it.
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
-use remora_api::sidecar_policy::{PROXY_UID, SharedVolume, proxy_port_role};
+use remora_api::sidecar_policy::{PROXY_UID, proxy_port_role};
 
 use crate::InjectError;
 
 /// Every check, in the order a pod's owner would meet them: the names of the `added`
-/// containers, the proxy's ports, its user, the policy's `volumes`.
-pub(crate) fn check(
-    pod: &Pod,
-    added: &[&str],
-    volumes: &[SharedVolume],
-) -> Result<(), InjectError> {
+/// containers, the proxy's ports, its user, the names of the `volumes` added.
+pub(crate) fn check(pod: &Pod, added: &[&str], volumes: &[&str]) -> Result<(), InjectError> {
     if let Some(spec) = &pod.spec {
         check_containers(spec, added)?;
         check_users(spec)?;
@@ -79,12 +75,12 @@ fn check_users(spec: &PodSpec) -> Result<(), InjectError> {
     Ok(())
 }
 
-/// A volume the pod already has under a policy volume's name: the pod's owner renames theirs
-/// (or the policy's), as for containers.
-fn check_volumes(pod: &Pod, volumes: &[SharedVolume]) -> Result<(), InjectError> {
+/// A volume the pod already has under the name of one the injection adds (the policy's, the
+/// agent's): the pod's owner renames theirs (or the policy's), as for containers.
+fn check_volumes(pod: &Pod, volumes: &[&str]) -> Result<(), InjectError> {
     let existing = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
     for (i, v) in existing.into_iter().flatten().enumerate() {
-        if volumes.iter().any(|ours| ours.name == v.name) {
+        if volumes.contains(&v.name.as_str()) {
             return Err(InjectError::VolumeTaken {
                 field: format!("spec.volumes[{i}].name"),
                 name: v.name.clone(),

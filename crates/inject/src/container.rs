@@ -11,13 +11,21 @@ use remora_api::sidecar_policy::{PROXY_CONTAINER, PROXY_GID, PROXY_UID, READINES
 
 use crate::{
     Injection, Layout,
+    agent::{agent_container, sds_mount},
     bootstrap::{READINESS_PATH, config_arg, env},
+    probes::AppProbe,
 };
 
-/// The proxy first, then the policy's extra containers, shaped for the layout. In the native
-/// layout the extras are sidecars too, so a log shipper outlives the app it ships for.
-pub(crate) fn sidecars(injection: &Injection) -> Vec<Container> {
-    let mut all = vec![proxy(injection)];
+/// The identity agent (when the mesh has identities) and the proxy first, then the policy's
+/// extra containers, shaped for the layout. In the native layout the extras are sidecars too,
+/// so a log shipper outlives the app it ships for.
+pub(crate) fn sidecars(injection: &Injection, probes: &[AppProbe]) -> Vec<Container> {
+    let identity = injection.control_plane.identity.as_ref();
+    let mut all: Vec<Container> = identity
+        .map(|id| agent_container(injection, id))
+        .into_iter()
+        .collect();
+    all.push(proxy(injection, probes));
     all.extend(injection.policy.spec.extra_containers.iter().cloned());
     if injection.layout == Layout::Native {
         for c in &mut all {
@@ -27,11 +35,12 @@ pub(crate) fn sidecars(injection: &Injection) -> Vec<Container> {
     all
 }
 
-fn proxy(injection: &Injection) -> Container {
+/// The proxy, answering the app's moved `probes` on its readiness port.
+fn proxy(injection: &Injection, probes: &[AppProbe]) -> Container {
     let spec = &injection.policy.spec.proxy;
     let args = vec![
         "--config-yaml".to_string(),
-        config_arg(injection.control_plane),
+        config_arg(injection.control_plane, probes),
         "--log-level".into(),
         spec.log_level.as_str().into(),
         "--concurrency".into(),
@@ -58,8 +67,18 @@ fn proxy(injection: &Injection) -> Container {
         lifecycle,
         security_context: Some(security_context()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        volume_mounts: injection
+            .control_plane
+            .identity
+            .as_ref()
+            .map(|_| vec![sds_mount()]),
         ..Container::default()
     }
+}
+
+/// How many of [`sidecars`] go before the app: the agent, when there is one, and the proxy.
+pub(crate) fn leading(injection: &Injection) -> usize {
+    1 + usize::from(injection.control_plane.identity.is_some())
 }
 
 fn probe(period_seconds: i32, failure_threshold: i32) -> Probe {
@@ -101,7 +120,7 @@ fn hold_until_ready() -> Lifecycle {
 
 // Envoy needs no privilege: it binds ports above 1024 and writes nothing to disk. Its user
 // and group are the ones the capture rules exempt, so its own connections are not redirected.
-fn security_context() -> SecurityContext {
+pub(crate) fn security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {

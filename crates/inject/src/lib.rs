@@ -16,6 +16,12 @@
 //!   classic layout the pod's own init containers run after it but before the proxy, so
 //!   their outbound connections are refused unless the policy excludes their destinations;
 //!   in the native layout the proxy is up before them.
+//! - **`remora-agent`** ([`AGENT_CONTAINER`]), when the mesh has workload identities
+//!   ([`ControlPlane::identity`]): `remora agent` from the control plane's image, before the
+//!   proxy, as the proxy's user with every capability dropped. It makes the pod's key, gets
+//!   its certificate (first with a projected ServiceAccount token of audience `remora`, then
+//!   with the certificate itself) and serves both to the proxy over SDS on a Unix socket in a
+//!   memory-backed `emptyDir` ([`SDS_VOLUME`]).
 //! - **`remora-proxy`**, Envoy with every capability dropped, running as `PROXY_UID` and
 //!   `PROXY_GID` (`remora_api::sidecar_policy`): the capture rules never redirect the
 //!   connections of that user, so its upstream and xDS connections are not captured again.
@@ -34,8 +40,10 @@
 //! connection and reach the app through the proxy: a probe on a port the app's containers
 //! declare through the inbound chain for that port, one on any other port through the
 //! inbound listener's passthrough (plain TCP to the port it was sent to). Probes need no
-//! rewrite and no exclusion, and a probed port that also serves traffic is never taken out of
-//! the mesh for them. The proxy's own readiness port is never redirected.
+//! exclusion, and a probed port that also serves traffic is never taken out of the mesh for
+//! them. The proxy's own readiness port is never redirected. Under `Strict` mutual TLS the
+//! kubelet's plaintext would be refused, so HTTP `httpGet` probes are rewritten to the
+//! proxy's readiness port, which passes them to the app (see `probes.rs`).
 //!
 //! # Pod Security
 //!
@@ -47,6 +55,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod agent;
 mod bootstrap;
 mod conflicts;
 mod container;
@@ -54,6 +63,7 @@ mod decide;
 mod init;
 mod layout;
 mod patch;
+mod probes;
 
 use k8s_openapi::api::core::v1::Pod;
 use remora_api::{
@@ -61,11 +71,13 @@ use remora_api::{
     sidecar_policy::{PROXY_UID, proxy_container},
 };
 
-pub use bootstrap::{ControlPlane, READINESS_PATH, bootstrap};
+pub use agent::{AGENT_CONTAINER, SDS_VOLUME, TOKEN_DIR, TOKEN_VOLUME};
+pub use bootstrap::{ControlPlane, MeshIdentity, READINESS_PATH, bootstrap};
 pub use decide::{Decision, Settings, SkipReason, decide};
 pub use init::INIT_CONTAINER;
 pub use layout::{Layout, ServerVersion};
 pub use patch::{JsonPatchOp, patch, pointer_token};
+pub use probes::{APP_HEALTH_PREFIX, AppProbe};
 
 /// A pod annotation: `"false"` keeps the pod out of the mesh.
 pub const INJECT_ANNOTATION: &str = "sidecar.remora.dev/inject";
@@ -134,10 +146,12 @@ pub enum InjectError {
         /// `spec.securityContext.runAsUser` when the container sets none.
         field: String,
     },
-    /// A volume of the pod already has the name of one the policy adds.
+    /// A volume of the pod already has the name of one the injection adds (the policy's, or
+    /// the identity agent's).
     #[error(
-        "{field}: the pod already has a volume named {name:?}, which the SidecarPolicy adds for \
-         its sidecars; rename the pod's volume (or the policy's)"
+        "{field}: the pod already has a volume named {name:?}, which the sidecar injection adds \
+         (from the SidecarPolicy, or for the identity agent); rename the pod's volume (or the \
+         policy's)"
     )]
     VolumeTaken {
         /// The path of the clashing name, e.g. `spec.volumes[0].name`.

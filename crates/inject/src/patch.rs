@@ -2,14 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use remora_api::sidecar_policy::SharedVolume;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
     InjectError, Injection, Layout, POLICY_ANNOTATION, REVISION_ANNOTATION, VERSION_ANNOTATION,
-    conflicts, container::sidecars, has_proxy, init::init_container,
+    agent, conflicts,
+    container::{leading, sidecars},
+    has_proxy,
+    init::init_container,
+    probes,
 };
 
 /// One JSON-patch operation; the injector only ever adds.
@@ -41,27 +45,42 @@ pub fn patch(pod: &Pod, injection: &Injection) -> Result<Vec<JsonPatchOp>, Injec
     if has_proxy(pod) {
         return Ok(Vec::new());
     }
-    let sidecars = sidecars(injection);
+    let moved = probes::app_probes(pod, injection);
+    let probes: Vec<_> = moved.iter().map(|m| m.probe.clone()).collect();
+    let sidecars = sidecars(injection, &probes);
     let init = init_container(injection);
-    let volumes = &injection.policy.spec.volumes;
+    let mut volumes: Vec<Volume> = injection
+        .policy
+        .spec
+        .volumes
+        .iter()
+        .map(SharedVolume::to_volume)
+        .collect();
+    if injection.control_plane.identity.is_some() {
+        volumes.extend(agent::volumes());
+    }
     let names: Vec<&str> = [&init]
         .into_iter()
         .chain(&sidecars)
         .map(|c| c.name.as_str())
         .collect();
-    conflicts::check(pod, &names, volumes)?;
-    let mut ops = containers(pod, injection.layout, init, sidecars);
-    ops.extend(add_volumes(pod, volumes));
+    let volume_names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+    conflicts::check(pod, &names, &volume_names)?;
+    let front = leading(injection);
+    // Before anything is inserted into the container lists: their indices are the pod's.
+    let mut ops = probes::rewrite(&moved);
+    ops.extend(containers(pod, injection.layout, init, sidecars, front));
+    ops.extend(add_volumes(pod, &volumes));
     ops.extend(annotations(pod, injection));
     Ok(ops)
 }
 
-/// The operations that add the policy's shared volumes after the pod's own.
-fn add_volumes(pod: &Pod, volumes: &[SharedVolume]) -> Vec<JsonPatchOp> {
+/// The operations that add the policy's shared volumes (and the agent's) after the pod's own.
+fn add_volumes(pod: &Pod, volumes: &[Volume]) -> Vec<JsonPatchOp> {
     if volumes.is_empty() {
         return Vec::new();
     }
-    let added = volumes.iter().map(|v| json!(v.to_volume()));
+    let added = volumes.iter().map(|v| json!(v));
     match pod.spec.as_ref().and_then(|s| s.volumes.as_ref()) {
         Some(existing) if !existing.is_empty() => {
             added.map(|v| add("/spec/volumes/-".into(), v)).collect()
@@ -93,13 +112,15 @@ fn annotations(pod: &Pod, injection: &Injection) -> Vec<JsonPatchOp> {
     }
 }
 
-/// The operations that add the init container and the sidecars (the proxy first) to the
-/// pod's lists for `layout`.
+/// The operations that add the init container and the sidecars to the pod's lists for
+/// `layout`; in the classic layout the first `front` sidecars (the agent and the proxy) go
+/// before the app.
 fn containers(
     pod: &Pod,
     layout: Layout,
     init: Container,
     sidecars: Vec<Container>,
+    front: usize,
 ) -> Vec<JsonPatchOp> {
     let spec = pod.spec.as_ref();
     let init_containers = spec.and_then(|s| s.init_containers.as_ref());
@@ -110,12 +131,12 @@ fn containers(
         }
         Layout::Classic => {
             let mut ops = insert_front("/spec/initContainers", init_containers, vec![init]);
-            // Only the proxy goes first among the containers (the kubelet starts them in
-            // order); the extras follow the app, as sidecars usually do.
+            // Only the agent and the proxy go first among the containers (the kubelet starts
+            // them in order); the extras follow the app, as sidecars usually do.
             let mut sidecars = sidecars.into_iter();
-            let proxy = sidecars.next().into_iter().collect();
+            let first = sidecars.by_ref().take(front).collect();
             let app = spec.map(|s| &s.containers);
-            ops.extend(insert_front("/spec/containers", app, proxy));
+            ops.extend(insert_front("/spec/containers", app, first));
             ops.extend(sidecars.map(|c| add("/spec/containers/-".into(), to_value(&c))));
             ops
         }

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::{
+    api::core::v1::{Container, Pod},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
 use remora_api::SidecarPolicy;
 use remora_model::input::ObjectKey;
 use remora_test_support::expand;
@@ -270,6 +273,7 @@ fn the_proxy_gets_its_pods_bootstrap() {
         "metadata.name" => "web-7d9f-x2x",
         "metadata.namespace" => "shop",
         "spec.serviceAccountName" => "web",
+        "status.podIP" => "10.0.0.7",
         other => panic!("unexpected field {other}"),
     };
     let vars: BTreeMap<&str, &str> = proxy
@@ -289,7 +293,9 @@ fn the_proxy_gets_its_pods_bootstrap() {
         crate::bootstrap(
             ObjectKey::new("shop", "web-7d9f-x2x"),
             "web",
-            &control_plane()
+            "10.0.0.7",
+            &control_plane(),
+            &[]
         )
     );
 }
@@ -539,5 +545,214 @@ fn probes_take_no_port_out_of_the_mesh() {
         assert_eq!(excluded.as_deref(), Some("22"), "{layout:?}");
         let none = init_flag(&apply(&probed, layout), "--exclude-inbound-ports");
         assert_eq!(none, None, "{layout:?}");
+    }
+}
+
+fn with_identity() -> ControlPlane {
+    ControlPlane {
+        identity: Some(crate::MeshIdentity {
+            trust_domain: "cluster.local".into(),
+            trust_bundle: "-----BEGIN CERTIFICATE-----\nroot\n-----END CERTIFICATE-----\n".into(),
+            control_plane_id: remora_api::spiffe::SpiffeId::new(
+                "cluster.local",
+                "remora-system",
+                "remora",
+            ),
+        }),
+        ..control_plane()
+    }
+}
+
+fn apply_cp(pod: &Pod, layout: Layout, cp: &ControlPlane) -> Pod {
+    let ops = inject(pod, layout, cp).expect("patch");
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::to_value(&ops).expect("ops")).expect("RFC 6902");
+    let mut doc = serde_json::to_value(pod).expect("pod json");
+    json_patch::patch(&mut doc, &patch).expect("applies");
+    serde_json::from_value(doc).expect("still a pod")
+}
+
+#[test]
+fn with_identities_the_agent_runs_before_the_proxy_and_shares_its_socket() {
+    let cp = with_identity();
+    let native = apply_cp(&pod(), Layout::Native, &cp);
+    let init = spec(&native).init_containers.as_deref().expect("init");
+    assert_eq!(
+        names(init),
+        ["remora-init", "remora-agent", "remora-proxy", "log-shipper"]
+    );
+    assert_eq!(init[1].restart_policy.as_deref(), Some("Always"));
+    let classic = apply_cp(&pod(), Layout::Classic, &cp);
+    assert_eq!(
+        names(&spec(&classic).containers),
+        ["remora-agent", "remora-proxy", "web", "log-shipper"]
+    );
+
+    let agent = container(&native, crate::AGENT_CONTAINER);
+    assert_eq!(
+        agent.image.as_deref(),
+        Some("ghcr.io/remora-mesh/remora:0.1.0")
+    );
+    let args = agent.args.as_deref().expect("args");
+    assert_eq!(args[0], "agent");
+    let env: BTreeMap<_, _> = agent
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e))
+        .collect();
+    assert!(
+        env["REMORA_CA_BUNDLE"]
+            .value
+            .as_deref()
+            .is_some_and(|b| b.contains("BEGIN CERTIFICATE"))
+    );
+    assert!(env["REMORA_POD_NAME"].value_from.is_some());
+    let sc = agent.security_context.as_ref().expect("securityContext");
+    assert_eq!(sc.run_as_user, Some(1337));
+    assert_eq!(
+        sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_owned()])
+    );
+    let mounts = |c: &Container| -> Vec<(String, String)> {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.clone(), m.mount_path.clone()))
+            .collect()
+    };
+    let sds = ("remora-sds".to_owned(), "/var/run/remora/sds".to_owned());
+    assert_eq!(
+        mounts(agent),
+        [
+            sds.clone(),
+            (
+                "remora-token".to_owned(),
+                "/var/run/secrets/remora/tokens".to_owned()
+            )
+        ]
+    );
+    assert_eq!(mounts(container(&native, "remora-proxy")), [sds]);
+
+    let volumes = spec(&native).volumes.as_deref().expect("volumes");
+    let token = volumes
+        .iter()
+        .find(|v| v.name == "remora-token")
+        .and_then(|v| v.projected.as_ref())
+        .and_then(|p| p.sources.as_ref())
+        .and_then(|s| s[0].service_account_token.as_ref())
+        .expect("a projected token");
+    assert_eq!(token.audience.as_deref(), Some("remora"));
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.name == "remora-sds" && v.empty_dir.is_some())
+    );
+}
+
+#[test]
+fn without_identities_no_agent_and_no_volume_is_added() {
+    let after = apply(&pod(), Layout::Native);
+    let s = spec(&after);
+    assert!(
+        s.init_containers
+            .iter()
+            .flatten()
+            .all(|c| c.name != "remora-agent")
+    );
+    assert_eq!(s.volumes, None);
+    assert_eq!(container(&after, "remora-proxy").volume_mounts, None);
+}
+
+#[test]
+fn a_pod_volume_named_like_the_agents_is_refused_with_the_field() {
+    let mut before = pod();
+    spec_mut(&mut before).volumes = Some(vec![
+        serde_json::from_value(json!({"name": "remora-token", "emptyDir": {}})).expect("a volume"),
+    ]);
+    let err = inject(&before, Layout::Native, &with_identity()).expect_err("a clash");
+    assert_eq!(
+        err,
+        InjectError::VolumeTaken {
+            field: "spec.volumes[0].name".into(),
+            name: "remora-token".into()
+        }
+    );
+}
+
+fn probed_pod() -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"generateName": "web-7d9f-", "labels": {"app": "web"}},
+        "spec": {
+            "serviceAccountName": "web",
+            "containers": [{
+                "name": "web", "image": "shop/web:3",
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"port": "http", "path": "/ready",
+                                   "httpHeaders": [{"name": "Host", "value": "web"}]}},
+                "livenessProbe": {"tcpSocket": {"port": 8080}},
+            }],
+        },
+    }))
+    .expect("pod")
+}
+
+fn strict_policy() -> SidecarPolicy {
+    let mut policy = policy();
+    policy.spec.mtls.mode = remora_api::sidecar_policy::MtlsMode::Strict;
+    policy
+}
+
+fn apply_probed(policy: &SidecarPolicy, cp: &ControlPlane) -> Pod {
+    let ops = inject_with(&probed_pod(), Layout::Classic, policy, cp).expect("patch");
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::to_value(&ops).expect("ops")).expect("RFC 6902");
+    let mut doc = serde_json::to_value(probed_pod()).expect("pod json");
+    json_patch::patch(&mut doc, &patch).expect("applies");
+    serde_json::from_value(doc).expect("still a pod")
+}
+
+#[test]
+fn under_strict_mtls_http_probes_move_to_the_proxy_which_passes_them_on() {
+    let after = apply_probed(&strict_policy(), &with_identity());
+    let web = container(&after, "web");
+    let get = web
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .expect("httpGet");
+    assert_eq!(get.path.as_deref(), Some("/app-health/web/readiness"));
+    assert_eq!(get.port, IntOrString::Int(15021));
+    assert_eq!(
+        get.http_headers.as_deref().map(|h| h[0].value.as_str()),
+        Some("web"),
+        "the probe's headers go with it"
+    );
+    assert!(
+        web.liveness_probe
+            .as_ref()
+            .and_then(|p| p.tcp_socket.as_ref())
+            .is_some(),
+        "a TCP probe stays"
+    );
+    // The proxy answers that path with the app's own.
+    let proxy = container(&after, "remora-proxy");
+    let config = &proxy.args.as_deref().expect("args")[1];
+    assert!(config.contains("/app-health/web/readiness"), "{config}");
+    assert!(config.contains("\"prefix_rewrite\":\"/ready\""), "{config}");
+    assert!(config.contains("app-health|8080"), "{config}");
+}
+
+#[test]
+fn probes_stay_where_they_are_unless_the_policy_is_strict_with_identities() {
+    for (policy, cp) in [
+        (policy(), with_identity()),
+        (strict_policy(), control_plane()),
+    ] {
+        let after = apply_probed(&policy, &cp);
+        assert_eq!(
+            container(&after, "web").readiness_probe,
+            probed_pod().spec.expect("spec").containers[0].readiness_probe
+        );
     }
 }
