@@ -39,6 +39,8 @@ fn config(lease: Option<LeaseConfig>) -> Config {
         status_interval: Duration::from_millis(300),
         webhook: None,
         inject: None,
+        // The status and election tests connect no proxy: the port stays plaintext.
+        identity: None,
     }
 }
 

@@ -14,19 +14,14 @@ mod support;
 
 use std::{collections::BTreeMap, process::Command, sync::Arc};
 
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{Pod, Service},
-};
-use kube::{
-    Api, Client,
-    api::{ListParams, PostParams},
-};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use kube::{Api, Client};
 use remora_api::{SidecarPolicy, TrafficRoute};
 use remora_model::input::ObjectKey;
 use remora_xds::sync::SyncState;
 use serde_json::{Value, json};
 use support::{
+    apps::{ECHO, create, fetch, merge, ready_pods, stat, tally},
     eventually, meshed,
     pods::{
         Runner,
@@ -41,7 +36,6 @@ const HTTP_PORT: u16 = 8080;
 const EXCLUDED_PORT: u16 = 9090;
 /// The TCP echo servers' port, and their Service's.
 const TCP_PORT: u16 = 7000;
-const ECHO: &str = env!("CARGO_BIN_EXE_remora-echo");
 
 /// The policies: servers exclude `EXCLUDED_PORT` inbound; the client excludes it outbound,
 /// and the bridge's own address (where a test server stands for an outside destination).
@@ -150,13 +144,6 @@ fn deployment(name: &str, labels: Value, args: Vec<String>, ports: Value, inject
     })
 }
 
-fn merge(mut a: Value, b: Value) -> Value {
-    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
-        a.extend(b);
-    }
-    a
-}
-
 fn deployments() -> Vec<Value> {
     let listen = |port: u16| ["--listen".to_owned(), format!("0.0.0.0:{port}")];
     let http = |name: &str| {
@@ -220,89 +207,6 @@ fn deployments() -> Vec<Value> {
     ]
 }
 
-async fn create<K>(client: &Client, ns: &str, objects: impl IntoIterator<Item = Value>)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::Serialize
-        + serde::de::DeserializeOwned,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    for o in objects {
-        let object: K = serde_json::from_value(o).expect("a valid object");
-        api.create(&PostParams::default(), &object)
-            .await
-            .expect("create");
-    }
-}
-
-/// A running pod of each Deployment: its name and IP, once every one is Ready.
-async fn ready_pods(client: &Client, ns: &str, count: usize) -> BTreeMap<String, (String, String)> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    eventually(150, "every pod to turn Ready", async || {
-        let list = pods.list(&ListParams::default()).await.ok()?;
-        let ready: BTreeMap<String, (String, String)> = list
-            .items
-            .iter()
-            .filter(|p| meshed::is_ready(p))
-            .filter_map(|p| {
-                let deployment = p.metadata.labels.as_ref()?.get("deployment")?.clone();
-                let ip = p.status.as_ref()?.pod_ip.clone()?;
-                Some((deployment, (p.metadata.name.clone()?, ip)))
-            })
-            .collect();
-        (ready.len() == count).then_some(ready)
-    })
-    .await
-}
-
-/// Runs `remora-echo fetch <url> <args>` in the network namespace `netns`: one line per
-/// attempt.
-async fn fetch(netns: &str, url: &str, count: usize, args: &[&str]) -> Vec<String> {
-    let mut command = Command::new("ip");
-    command
-        .args(["netns", "exec", netns, ECHO, "fetch", url, "--count"])
-        .arg(count.to_string())
-        .args(args);
-    let out = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("the fetch task")
-        .expect("ip netns exec runs");
-    assert!(out.status.success(), "fetch {url}: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// One counter of the proxy in `netns`, from its admin port on the pod's loopback.
-async fn stat(netns: &str, name: &str) -> u64 {
-    let url = format!("http://127.0.0.1:15000/stats?filter=^{name}$");
-    let lines = fetch(netns, &url, 1, &["--body"]).await;
-    lines
-        .iter()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// How many of `lines` each server (the second word) answered, and the statuses.
-fn tally(lines: &[String]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for l in lines {
-        let mut words = l.split_whitespace();
-        let key = match (words.next(), words.next()) {
-            (Some("200"), Some(server)) => server.to_owned(),
-            (Some(status), _) => status.to_owned(),
-            _ => l.clone(),
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-    counts
-}
-
 struct Scene {
     client: Client,
     ns: String,
@@ -330,6 +234,7 @@ impl Scene {
             &bridge,
             delta,
             json!({"tier": "client"}),
+            None,
         )
         .await;
         let runner = Runner::start(&client, &ns, &bridge, Images::standard());

@@ -181,7 +181,8 @@ async fn an_injected_pod_runs_for_real_and_turns_ready_through_its_probes() {
     let bridge = Arc::new(Bridge::create());
     let ns = meshed_namespace(&client).await;
     let webhook = format!("remora-e2e-pods-{ns}");
-    let controller = meshed::controller(&client, &ns, &webhook, &bridge, false, json!({})).await;
+    let controller =
+        meshed::controller(&client, &ns, &webhook, &bridge, false, json!({}), None).await;
     let runner = Runner::start(&client, &ns, &bridge, Images::standard());
 
     eprintln!("controller injecting after {:?}", t0.elapsed());

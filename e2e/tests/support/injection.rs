@@ -82,8 +82,10 @@ pub fn controller_config(namespace: &str, name: &str, port: u16) -> Config {
                 delta: false,
                 // The pod runner runs this repository's `remora` for it.
                 image: format!("{}:test", super::pods::container::REMORA_IMAGE),
+                identity: None,
             },
         }),
+        identity: None,
     }
 }
 

@@ -9,7 +9,12 @@ use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
+use std::time::Duration;
+
+use remora_api::spiffe::DEFAULT_TRUST_DOMAIN;
+use remora_controller::identity::IdentityConfig;
 use remora_inject::ControlPlane;
+use remora_model::input::IdentitySettings;
 use serde_json::json;
 
 use super::{eventually, injection, pods::net::Bridge};
@@ -18,6 +23,10 @@ use super::{eventually, injection, pods::net::Bridge};
 pub const PROXY: &str = "remora-proxy";
 /// Puts a test's namespace, and only it, under the test's webhook.
 pub const TEST_LABEL: &str = "remora.dev/inject-test";
+/// The Secret of a test's mesh CA, in the test's namespace.
+pub const CA_SECRET: &str = "remora-mesh-ca";
+/// The service account the test's control plane stands for.
+pub const CONTROL_PLANE_ACCOUNT: &str = "remora";
 
 /// A new test namespace under the webhook that [`controller`] registers for it.
 pub async fn namespace(client: &Client, prefix: &str) -> String {
@@ -33,8 +42,9 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
 
 /// An injecting controller whose xDS listens on the bridge, where the pods reach it, with
 /// its webhook registered as `webhook` for namespace `ns`; the injected proxies speak delta
-/// xDS if `delta`. Returns once the webhook injects a pod labelled `probe_labels`, so a
-/// policy must govern such pods by then.
+/// xDS if `delta`. With `identity` (workload certificates' lifetime) the mesh has workload
+/// identities, its CA kept in `ns`. Returns once the webhook injects a pod labelled
+/// `probe_labels`, so a policy must govern such pods by then.
 pub async fn controller(
     client: &Client,
     ns: &str,
@@ -42,6 +52,7 @@ pub async fn controller(
     bridge: &Bridge,
     delta: bool,
     probe_labels: serde_json::Value,
+    identity: Option<Duration>,
 ) -> remora_controller::Controller {
     let port = injection::free_port();
     Api::<MutatingWebhookConfiguration>::all(client.clone())
@@ -56,6 +67,19 @@ pub async fn controller(
         .expect("a free port on the bridge");
     let mut config = injection::controller_config(ns, webhook, port);
     config.xds_addr = xds;
+    if let Some(cert_ttl) = identity {
+        config.settings.identity = Some(IdentitySettings {
+            trust_domain: DEFAULT_TRUST_DOMAIN.into(),
+        });
+        config.identity = Some(IdentityConfig {
+            trust_domain: DEFAULT_TRUST_DOMAIN.into(),
+            namespace: ns.into(),
+            ca_secret: CA_SECRET.into(),
+            cert_ttl,
+            service_account: CONTROL_PLANE_ACCOUNT.into(),
+            server_names: vec![bridge.gateway().to_string()],
+        });
+    }
     if let Some(inject) = &mut config.inject {
         inject.control_plane = ControlPlane {
             xds_host: bridge.gateway().to_string(),

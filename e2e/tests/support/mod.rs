@@ -3,6 +3,7 @@
 //! Every wait is a bounded loop that gives up with a message.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod apps;
 pub mod cluster;
 pub mod injection;
 pub mod kubelet;

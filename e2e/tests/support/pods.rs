@@ -6,14 +6,18 @@
 //! process from the image's local binary (`container`). Readiness comes from the readiness
 //! probes run against what runs, and is reported through the status subresource.
 //!
-//! Not done here: volumes and mounts (containers see the host's files), restarts of exited
-//! containers, exec/gRPC probes, liveness probes, resource limits, capabilities.
+//! Volumes (`volumes`): `emptyDir`, `secret` and projected ServiceAccount tokens, mounted under
+//! `/run`; otherwise containers see the host's files.
+//!
+//! Not done here: other volumes, restarts of exited containers, exec/gRPC probes, liveness
+//! probes, resource limits, capabilities.
 //!
 //! Every loop is bounded; everything a pod made is removed when the pod is deleted, when the
 //! runner is dropped, and when a test panics (the containers' log tails are printed then).
 
 pub mod container;
 pub mod net;
+pub mod volumes;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -48,6 +52,7 @@ pub struct Runner {
 }
 
 struct Ctx {
+    client: Client,
     pods: Api<Pod>,
     services: Api<Service>,
     /// The test owns the bridge: it goes when the test drops it, whatever tasks still hold.
@@ -70,6 +75,7 @@ struct PodRun {
 #[derive(Default)]
 struct Made {
     sandbox: Option<Sandbox>,
+    volumes: volumes::Volumes,
     procs: Vec<(String, Child)>,
 }
 
@@ -87,6 +93,7 @@ impl Runner {
         fs::create_dir(dir.path().join("bin")).expect("bin dir");
         set_mode(&dir.path().join("bin"), 0o755);
         let ctx = Arc::new(Ctx {
+            client: client.clone(),
             pods: Api::namespaced(client.clone(), namespace),
             services: Api::all(client.clone()),
             bridge: Arc::downgrade(bridge),
@@ -307,12 +314,13 @@ impl Ctx {
         };
         let launch = container::launch(pod, c, &ip, &self.images)?;
         let program = self.stage(&launch.program)?;
+        let mounts = lock(made).volumes.mounts(c)?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(&pod.name_any(), &c.name))
             .map_err(|e| format!("log file: {e}"))?;
-        let child = container::command(&netns, &program, &launch, &log)
+        let child = container::command(&netns, &program, &launch, &log, &mounts)
             .spawn()
             .map_err(|e| format!("container {}: {e}", c.name))?;
         lock(made).procs.push((c.name.clone(), child));
@@ -334,12 +342,13 @@ impl Ctx {
         };
         let mut launch = container::launch(pod, c, &ip, &self.images)?;
         launch.args = args.to_vec();
+        let mounts = lock(made).volumes.mounts(c)?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(&pod.name_any(), &format!("{}.postStart", c.name)))
             .map_err(|e| format!("log file: {e}"))?;
-        let mut child = container::command(&netns, Path::new(program), &launch, &log)
+        let mut child = container::command(&netns, Path::new(program), &launch, &log, &mounts)
             .spawn()
             .map_err(|e| format!("postStart of {}: {e}", c.name))?;
         let code = wait_exit(&mut child, START_LIMIT).await;
@@ -409,6 +418,8 @@ async fn start_pod(
         sandbox.sysctl(&s.name, &s.value)?;
     }
     lock(made).sandbox = Some(sandbox);
+    let folder = ctx.dir.path().join("volumes").join(&uid);
+    lock(made).volumes = volumes::Volumes::make(&ctx.client, pod, &folder).await?;
     status.publish(&ctx.pods, &name).await;
     let spec = pod.spec.as_ref().ok_or("a pod without a spec")?;
     for c in spec.init_containers.iter().flatten() {

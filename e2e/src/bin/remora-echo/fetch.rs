@@ -1,7 +1,8 @@
 //! `remora-echo fetch <url> [--count N] [--header 'name: value']...`: an application that knows
 //! nothing of the mesh. It resolves the host through the system resolver (`/etc/hosts` in a
 //! test pod) and connects to whatever it resolves to, one connection per attempt. For each
-//! attempt it prints one line: for `http://host:port/path`, `<status> <x-served-by> <x-peer>`
+//! attempt it prints one line: for `http://host:port/path`, `<status> <x-served-by> <x-peer>
+//! <x-client-cert>`
 //! (`-` for a missing header), followed by the body with `--body`; for `tcp://host:port`, the
 //! first line the server sends; or `error <why>`. Every attempt is bounded by a 5 s timeout.
 //!
@@ -124,7 +125,7 @@ async fn attempt(fetch: &Fetch) -> Result<String, String> {
     }
 }
 
-/// `<status> <x-served-by> <x-peer>` of a whole response.
+/// `<status> <x-served-by> <x-peer> <x-client-cert>` of a whole response.
 fn summary(response: &str) -> Result<String, String> {
     let mut lines = response.lines();
     let status = lines
@@ -145,9 +146,10 @@ fn summary(response: &str) -> Result<String, String> {
             .unwrap_or_else(|| "-".into())
     };
     Ok(format!(
-        "{status} {} {}",
+        "{status} {} {} {}",
         header("x-served-by"),
-        header("x-peer")
+        header("x-peer"),
+        header("x-client-cert")
     ))
 }
 

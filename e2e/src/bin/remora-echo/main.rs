@@ -4,7 +4,9 @@
 //! `<name> <path>` (as the e2e upstreams do, so `support::tally` counts it by name), an
 //! `x-served-by: <name>` header, an `x-request-line` header holding the request line and an
 //! `x-peer` header with the address the connection came from (the proxy's, when it passed
-//! through one). A path under `/flaky/` fails with 503 the first time it is asked for, and
+//! through one), and an `x-client-cert` header echoing the request's
+//! `x-forwarded-client-cert` (the caller's identity, when its proxy and the server's spoke
+//! mutual TLS; `-` without one). A path under `/flaky/` fails with 503 the first time it is asked for, and
 //! succeeds after, so a retry shows. With `--tcp` it is a raw TCP echo instead: it sends
 //! `<name>\n` on accept, then echoes back every byte it reads. `--listen` may be given more
 //! than once.
@@ -138,6 +140,16 @@ async fn http(mut conn: TcpStream, name: String, peer: SocketAddr, seen: Seen) {
         }
         buf.drain(..end + length);
         let line = head.lines().next().unwrap_or_default().to_owned();
+        let client_cert = head
+            .lines()
+            .skip(1)
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("x-forwarded-client-cert")
+                    .then(|| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "-".into());
         let path = line.split_whitespace().nth(1).unwrap_or("/");
         let body = format!("{name} {path}");
         let first_time = path.starts_with("/flaky/")
@@ -152,7 +164,7 @@ async fn http(mut conn: TcpStream, name: String, peer: SocketAddr, seen: Seen) {
         };
         let response = format!(
             "HTTP/1.1 {status}\r\ncontent-length: {}\r\nx-served-by: {name}\r\n\
-             x-peer: {peer}\r\nx-request-line: {line}\r\n\r\n{body}",
+             x-peer: {peer}\r\nx-request-line: {line}\r\nx-client-cert: {client_cert}\r\n\r\n{body}",
             body.len()
         );
         let close = head.lines().skip(1).any(|l| {

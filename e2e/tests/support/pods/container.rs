@@ -181,11 +181,20 @@ fn field_value(pod: &Pod, path: &str, pod_ip: &str) -> Result<String, String> {
     value.ok_or_else(|| format!("downward-API field {path:?} is not supported here"))
 }
 
-/// `ip netns exec <netns> [setpriv …] <program> <args>` with only `launch`'s environment,
-/// its output appended to `log`.
-pub fn command(netns: &str, program: &Path, launch: &Launch, log: &File) -> Command {
+/// `ip netns exec <netns> [mounts…] [setpriv …] <program> <args>` with only `launch`'s
+/// environment, its output appended to `log`.
+pub fn command(
+    netns: &str,
+    program: &Path,
+    launch: &Launch,
+    log: &File,
+    mounts: &[super::volumes::Mount],
+) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", netns]);
+    if !mounts.is_empty() {
+        cmd.args(super::volumes::wrap(mounts));
+    }
     if let Some((uid, gid)) = launch.user {
         cmd.arg("setpriv")
             .arg(format!("--reuid={uid}"))
