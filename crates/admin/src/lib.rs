@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 mod access;
 
@@ -26,6 +26,21 @@ pub mod pb {
 
 use pb::proxies_server::{Proxies, ProxiesServer};
 
+/// The workload certificate a proxy's pod holds, as its issuer knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    /// Its SPIFFE ID.
+    pub id: String,
+    /// When it expires.
+    pub not_after: SystemTime,
+}
+
+/// Where the proxies' certificates are known (the mesh CA, in a cluster).
+pub trait Certificates: Send + Sync + 'static {
+    /// The latest certificate issued to `proxy`'s pod, if any.
+    fn certificate(&self, proxy: &ObjectKey) -> Option<Certificate>;
+}
+
 /// Where a proxy's computed config comes from.
 pub trait ConfigSource: Send + Sync + 'static {
     /// The proxy's config as JSON, or `None` when the mesh has no such proxy.
@@ -37,6 +52,7 @@ pub struct ProxiesService {
     status: Arc<SyncRegistry>,
     configs: Arc<dyn ConfigSource>,
     access: Arc<dyn Access>,
+    certificates: Option<Arc<dyn Certificates>>,
 }
 
 impl ProxiesService {
@@ -51,7 +67,22 @@ impl ProxiesService {
             status,
             configs,
             access,
+            certificates: None,
         }
+    }
+
+    /// Lists each proxy with its pod's certificate, as `certificates` knows it.
+    pub fn with_certificates(mut self, certificates: Arc<dyn Certificates>) -> Self {
+        self.certificates = Some(certificates);
+        self
+    }
+
+    fn certificate(&self, proxy: &ObjectKey) -> (String, i64) {
+        let cert = self
+            .certificates
+            .as_ref()
+            .and_then(|c| c.certificate(proxy));
+        cert.map_or((String::new(), 0), |c| (c.id, unix_seconds(c.not_after)))
     }
 
     async fn check<T>(
@@ -71,6 +102,12 @@ impl ProxiesService {
     pub fn into_service(self) -> ProxiesServer<Self> {
         ProxiesServer::new(self)
     }
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn sync_state(s: SyncState) -> pb::SyncState {
@@ -95,33 +132,35 @@ impl Proxies for ProxiesService {
             .all()
             .into_iter()
             .filter(|p| namespace.is_empty() || p.proxy.namespace == namespace)
-            .map(|p| pb::Proxy {
-                namespace: p.proxy.namespace.clone(),
-                name: p.proxy.name.clone(),
-                mode: match p.mode {
-                    Mode::StateOfTheWorld => "sotw",
-                    Mode::Incremental => "delta",
+            .map(|p| {
+                let (spiffe_id, certificate_not_after) = self.certificate(&p.proxy);
+                pb::Proxy {
+                    namespace: p.proxy.namespace.clone(),
+                    name: p.proxy.name.clone(),
+                    mode: match p.mode {
+                        Mode::StateOfTheWorld => "sotw",
+                        Mode::Incremental => "delta",
+                    }
+                    .into(),
+                    connected_at: unix_seconds(p.connected_at),
+                    spiffe_id,
+                    certificate_not_after,
+                    types: p
+                        .types
+                        .iter()
+                        .map(|(type_url, t)| pb::TypeSync {
+                            type_url: (*type_url).into(),
+                            state: sync_state(t.state()).into(),
+                            sent_version: t.sent.clone().unwrap_or_default(),
+                            acked_version: t.acked.clone().unwrap_or_default(),
+                            nack_message: t
+                                .nack
+                                .as_ref()
+                                .map(|n| n.message.clone())
+                                .unwrap_or_default(),
+                        })
+                        .collect(),
                 }
-                .into(),
-                connected_at: p
-                    .connected_at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-                types: p
-                    .types
-                    .iter()
-                    .map(|(type_url, t)| pb::TypeSync {
-                        type_url: (*type_url).into(),
-                        state: sync_state(t.state()).into(),
-                        sent_version: t.sent.clone().unwrap_or_default(),
-                        acked_version: t.acked.clone().unwrap_or_default(),
-                        nack_message: t
-                            .nack
-                            .as_ref()
-                            .map(|n| n.message.clone())
-                            .unwrap_or_default(),
-                    })
-                    .collect(),
             })
             .collect();
         Ok(Response::new(pb::ListProxiesResponse { proxies }))
@@ -158,6 +197,17 @@ mod tests {
     impl ConfigSource for OneProxy {
         fn config_json(&self, proxy: &ObjectKey) -> Option<String> {
             (proxy.name == "web-0").then(|| r#"[{"kind":"Cluster"}]"#.to_owned())
+        }
+    }
+
+    struct OneCertificate;
+
+    impl Certificates for OneCertificate {
+        fn certificate(&self, proxy: &ObjectKey) -> Option<Certificate> {
+            (proxy.name == "web-0").then(|| Certificate {
+                id: "spiffe://cluster.local/ns/demo/sa/web".into(),
+                not_after: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000),
+            })
         }
     }
 
@@ -199,8 +249,9 @@ mod tests {
             .await
             .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let service =
-            ProxiesService::new(status, Arc::new(OneProxy), Arc::new(Open)).into_service();
+        let service = ProxiesService::new(status, Arc::new(OneProxy), Arc::new(Open))
+            .with_certificates(Arc::new(OneCertificate))
+            .into_service();
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
@@ -220,6 +271,10 @@ mod tests {
         assert_eq!(list.proxies.len(), 1);
         let p = &list.proxies[0];
         assert_eq!((p.name.as_str(), p.mode.as_str()), ("web-0", "delta"));
+        assert_eq!(
+            (p.spiffe_id.as_str(), p.certificate_not_after),
+            ("spiffe://cluster.local/ns/demo/sa/web", 1_000)
+        );
         let states: Vec<_> = p
             .types
             .iter()

@@ -23,7 +23,8 @@ pub use proxy::{
 };
 pub use rollout::{FailureAction, HealthGate, RestartMethod, RolloutStrategy, Wave};
 pub use status::{
-    FailedWorkload, RolloutPhase, RolloutStatus, SidecarPolicyStatus, VersionCount, WorkloadRef,
+    FailedWorkload, MtlsCount, RolloutPhase, RolloutStatus, SidecarPolicyStatus, VersionCount,
+    WorkloadRef,
 };
 pub use traffic::{
     AccessLog, AccessLogFormat, CircuitBreaker, EgressScope, OutlierDetection, TrafficDefaults,
@@ -99,6 +100,12 @@ pub fn proxy_container(spec: &PodSpec) -> Option<&Container> {
         type_ = "integer",
         json_path = ".status.rollout.totalWorkloads",
         description = "Workloads the policy matches"
+    ),
+    printcolumn(
+        name = "mTLS",
+        type_ = "string",
+        json_path = ".status.mtls.mode",
+        description = "The mutual TLS mode of the policy's workloads, when the mesh has identities"
     ),
     printcolumn(
         name = "Age",

@@ -12,6 +12,7 @@
 
 mod auth;
 mod cache;
+mod issuances;
 mod metrics;
 mod secret;
 mod service;
@@ -25,11 +26,12 @@ pub mod pb {
 }
 
 pub use auth::{AuthError, AuthFuture, Authenticator, Caller, TOKEN_AUDIENCE};
+pub use issuances::{Issuance, Issuances};
 pub use metrics::{CaMetrics, Refusal, RefusalLabels};
 pub use secret::{
     CA_CERT, SecretError, TLS_CERT, TLS_KEY, ca_secret, load_or_create, mesh_ca_from_secret,
 };
-pub use service::{IdentityService, SharedCa, bearer};
+pub use service::{IdentityService, Refusals, SharedCa, bearer};
 pub use token_review::{
     POD_NAME_EXTRA, TokenReviewAuthenticator, caller_from_review, token_review,
 };

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     auth::{AuthError, Authenticator, Caller, TOKEN_AUDIENCE},
+    issuances::{Issuance, Issuances},
     metrics::{CaMetrics, Refusal},
     pb::{
         CertifyRequest, CertifyResponse,
@@ -48,6 +49,16 @@ pub struct IdentityService {
     authenticator: Arc<dyn Authenticator>,
     ttl: Duration,
     metrics: CaMetrics,
+    issuances: Issuances,
+    refusals: Option<Arc<dyn Refusals>>,
+}
+
+/// Told of each refused request whose pod is known (its caller proved it, then asked for
+/// something it cannot have), so the pod's owner sees why (an Event on the pod, in a cluster).
+/// A caller that proved nothing names no pod anyone should believe.
+pub trait Refusals: Send + Sync + 'static {
+    /// Pod `namespace/pod` was refused for `reason` (a metric label), said as `message`.
+    fn refused(&self, namespace: &str, pod: &str, reason: &'static str, message: &str);
 }
 
 /// How the caller proved who it is, for the logs.
@@ -78,7 +89,21 @@ impl IdentityService {
             authenticator,
             ttl: DEFAULT_CERT_TTL,
             metrics: CaMetrics::default(),
+            issuances: Issuances::default(),
+            refusals: None,
         }
+    }
+
+    /// Tells `refusals` of each refused request of a known pod.
+    pub fn with_refusals(mut self, refusals: Arc<dyn Refusals>) -> IdentityService {
+        self.refusals = Some(refusals);
+        self
+    }
+
+    /// Records each certificate issued in `issuances` (by pod).
+    pub fn with_issuances(mut self, issuances: Issuances) -> IdentityService {
+        self.issuances = issuances;
+        self
     }
 
     /// Certificates are valid for `ttl` (capped by the CA's own expiry).
@@ -137,7 +162,13 @@ impl IdentityService {
         let csr = request.into_inner().csr;
         let issued = ca
             .issue(&csr, &grant, SystemTime::now())
-            .map_err(|e| issue_refused(e, &grant))?;
+            .map_err(|e| issue_refused(e, &grant))
+            .inspect_err(|refused| {
+                if let Some(refusals) = &self.refusals {
+                    let message = refused.status.message();
+                    refusals.refused(&caller.namespace, &caller.pod, refused.why.label(), message);
+                }
+            })?;
         tracing::info!(
             id = %grant.id,
             pod = %grant.subject,
@@ -145,6 +176,12 @@ impl IdentityService {
             proof = ?proof,
             "issued a workload certificate"
         );
+        let issuance = Issuance {
+            id: grant.id.clone(),
+            issued: SystemTime::now(),
+            not_after: issued.not_after,
+        };
+        self.issuances.record(&grant.subject, issuance);
         Ok(CertifyResponse {
             chain: issued.chain_pem,
             trust_bundle: ca.bundle().to_pem(),
@@ -317,20 +354,35 @@ mod tests {
         auth: Arc<OneToken>,
         ca: SharedCa,
         metrics: CaMetrics,
+        refusals: Arc<Told>,
+    }
+
+    /// The refusals reported, as `ns/pod reason: message`.
+    #[derive(Default)]
+    struct Told(std::sync::Mutex<Vec<String>>);
+
+    impl Refusals for Told {
+        fn refused(&self, namespace: &str, pod: &str, reason: &'static str, message: &str) {
+            let line = format!("{namespace}/{pod} {reason}: {message}");
+            self.0.lock().expect("not poisoned").push(line);
+        }
     }
 
     fn fixture() -> Fixture {
         let ca = SharedCa::new(MeshCa::generate("cluster.local", SystemTime::now()).expect("a CA"));
         let auth = Arc::new(OneToken::default());
         let metrics = CaMetrics::default();
+        let refusals = Arc::new(Told::default());
         let service = IdentityService::new(ca.clone(), auth.clone())
             .with_ttl(Duration::from_secs(3600))
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_refusals(refusals.clone());
         Fixture {
             service,
             auth,
             ca,
             metrics,
+            refusals,
         }
     }
 
@@ -422,6 +474,8 @@ mod tests {
             "the token is never echoed"
         );
         assert_eq!(f.metrics.refused_count(Refusal::BadToken), 1);
+        let told = f.refusals.0.lock().expect("not poisoned").clone();
+        assert!(told.is_empty(), "an unproven caller names no pod: {told:?}");
     }
 
     #[tokio::test]
@@ -449,6 +503,12 @@ mod tests {
             status.message()
         );
         assert_eq!(f.metrics.refused_count(Refusal::WrongIdentity), 1);
+        let told = f.refusals.0.lock().expect("not poisoned").clone();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(
+            told[0].starts_with("shop/"),
+            "reported on the caller's pod: {told:?}"
+        );
     }
 
     #[tokio::test]

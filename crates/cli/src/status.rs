@@ -1,7 +1,12 @@
 //! `remora proxy-status` and `remora proxy-config`: what the control plane says about its
 //! proxies, over the remora.v1 API.
 
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use remora_admin::pb::{self, proxies_client::ProxiesClient};
 use remora_identity::{TrustBundle, dial, tls::client_config};
@@ -131,7 +136,12 @@ fn token(c: &Connection) -> Result<Option<MetadataValue<Ascii>>, String> {
         .map_err(|e| format!("--token-file {}: {e}", file.display()))?;
     MetadataValue::try_from(format!("Bearer {}", text.trim()))
         .map(Some)
-        .map_err(|_| format!("--token-file {}: not a token (printable ASCII)", file.display()))
+        .map_err(|_| {
+            format!(
+                "--token-file {}: not a token (printable ASCII)",
+                file.display()
+            )
+        })
 }
 
 pub fn status(args: &StatusArgs) -> ExitCode {
@@ -144,7 +154,7 @@ pub fn status(args: &StatusArgs) -> ExitCode {
             .await
             .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
             .into_inner();
-        Ok(render(&list))
+        Ok(render(&list, SystemTime::now()))
     })
 }
 
@@ -167,13 +177,14 @@ pub fn config(args: &ConfigArgs) -> ExitCode {
     })
 }
 
-/// One line per proxy, a column per type, then Envoy's words for every rejection.
-fn render(list: &pb::ListProxiesResponse) -> String {
+/// One line per proxy, a column per type, its certificate's expiry (from `now`) and its
+/// identity, then Envoy's words for every rejection.
+fn render(list: &pb::ListProxiesResponse, now: SystemTime) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<40} {:<6} {:<7} {:<7} {:<7} RDS",
-        "PROXY", "MODE", "CDS", "EDS", "LDS"
+        "{:<40} {:<6} {:<7} {:<7} {:<7} {:<7} {:<8} IDENTITY",
+        "PROXY", "MODE", "CDS", "EDS", "LDS", "RDS", "CERT"
     );
     let mut nacks = Vec::new();
     for p in &list.proxies {
@@ -196,6 +207,13 @@ fn render(list: &pb::ListProxiesResponse) -> String {
             };
             let _ = write!(line, " {state:<7}");
         }
+        let identity = if p.spiffe_id.is_empty() {
+            "-"
+        } else {
+            &p.spiffe_id
+        };
+        let expiry = expires_in(p.certificate_not_after, now);
+        let _ = write!(line, " {expiry:<8} {identity}");
         let _ = writeln!(out, "{}", line.trim_end());
     }
     if list.proxies.is_empty() {
@@ -207,9 +225,38 @@ fn render(list: &pb::ListProxiesResponse) -> String {
     out
 }
 
+/// How long until `not_after` (seconds since the epoch): `23h59m`, `4m10s`, `expired`, or
+/// `-` without a certificate.
+fn expires_in(not_after: i64, now: SystemTime) -> String {
+    if not_after <= 0 {
+        return "-".into();
+    }
+    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let Some(left) = u64::try_from(not_after)
+        .ok()
+        .and_then(|t| t.checked_sub(now))
+    else {
+        return "expired".into();
+    };
+    match left {
+        0 => "expired".into(),
+        s if s >= 3600 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        s => format!("{}m{}s", s / 60, s % 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificates_expiry_reads_as_time_left() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(expires_in(0, now), "-");
+        assert_eq!(expires_in(900, now), "expired");
+        assert_eq!(expires_in(1_250, now), "4m10s");
+        assert_eq!(expires_in(1_000 + 86_340, now), "23h59m");
+    }
 
     #[test]
     fn a_nack_shows_in_its_column_and_with_envoys_message() {
@@ -219,6 +266,8 @@ mod tests {
                 name: "web-0".into(),
                 mode: "sotw".into(),
                 connected_at: 0,
+                spiffe_id: "spiffe://cluster.local/ns/demo/sa/web".into(),
+                certificate_not_after: 100_000,
                 types: vec![
                     pb::TypeSync {
                         type_url: TYPES[0].1.into(),
@@ -234,11 +283,22 @@ mod tests {
                 ],
             }],
         };
-        let text = render(&list);
+        let text = render(&list, UNIX_EPOCH + Duration::from_secs(10_000));
         let row = text.lines().nth(1).expect("a row");
         assert!(row.starts_with("demo/web-0"), "{text}");
         let cols: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cols[1..], ["sotw", "SYNCED", "-", "-", "NACKED"]);
+        assert_eq!(
+            cols[1..],
+            [
+                "sotw",
+                "SYNCED",
+                "-",
+                "-",
+                "NACKED",
+                "25h0m",
+                "spiffe://cluster.local/ns/demo/sa/web"
+            ]
+        );
         assert!(text.contains("rejected: demo/web-0 RDS: bad regex"));
     }
 }

@@ -1,4 +1,5 @@
-//! `remora compute` run as a user runs it.
+//! The `remora` binary run as a user runs it: `compute`, `bootstrap`, and `local`, which
+//! serves plaintext only when told it is insecure.
 
 use std::{fs, path::Path, process::Command};
 
@@ -131,4 +132,11 @@ fn bootstrap_is_accepted_by_real_envoy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn local_mode_will_not_serve_plaintext_unless_told_it_is_insecure() {
+    let (ok, _, err) = remora(&["local", "--xds-addr", "127.0.0.1:0"]);
+    assert!(!ok);
+    assert!(err.contains("pass --insecure"), "{err}");
 }

@@ -10,12 +10,16 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::{
+    Api, Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use remora_admin::{Certificate, Certificates};
 use remora_api::spiffe::SpiffeId;
 use remora_ca::{
-    CaMetrics, IdentityService, SecretError, SharedCa, TokenReviewAuthenticator, load_or_create,
-    mesh_ca_from_secret,
+    CaMetrics, IdentityService, Issuances, Refusals, SecretError, SharedCa,
+    TokenReviewAuthenticator, load_or_create, mesh_ca_from_secret,
 };
 use remora_identity::{
     CertifiedIdentity, CurrentCert, Grant, MeshCa, PkiError,
@@ -23,6 +27,7 @@ use remora_identity::{
     tls::{ClientAuth, server_config},
 };
 use remora_inject::MeshIdentity;
+use remora_model::input::ObjectKey;
 use remora_runtime::Serving;
 use remora_xds::Admission;
 use tokio::{sync::watch, task::JoinHandle};
@@ -77,11 +82,13 @@ pub struct Identities {
     pub task: JoinHandle<()>,
 }
 
-/// Loads (or creates) the CA and starts serving identities.
+/// Loads (or creates) the CA and starts serving identities, counting into `metrics` and
+/// recording each pod's latest certificate in `issuances`.
 pub async fn start(
     client: &Client,
     config: IdentityConfig,
     metrics: CaMetrics,
+    issuances: Issuances,
 ) -> Result<Identities, IdentityError> {
     let ca = load_or_create(
         client.clone(),
@@ -113,7 +120,12 @@ pub async fn start(
         Arc::new(TokenReviewAuthenticator::new(client.clone())),
     )
     .with_ttl(config.cert_ttl)
-    .with_metrics(metrics);
+    .with_metrics(metrics)
+    .with_issuances(issuances.clone())
+    .with_refusals(Arc::new(PodEvents(Recorder::new(
+        client.clone(),
+        Reporter::from("remora-controller"),
+    ))));
     let keeper = Keeper {
         secrets: Api::namespaced(client.clone(), &config.namespace),
         config,
@@ -128,6 +140,7 @@ pub async fn start(
         transport: Transport::Tls(tls),
         admission: Admission::Certificate,
         access: Arc::new(RbacAccess::new(client.clone())),
+        certificates: Some(Arc::new(IssuedCertificates(issuances))),
         more: Some(Routes::new(service.into_service())),
     };
     Ok(Identities {
@@ -135,6 +148,48 @@ pub async fn start(
         mesh,
         task,
     })
+}
+
+/// A known pod's refused certificate request, as a Warning Event on the pod: its owner sees
+/// why its sidecar has no certificate. Best effort, like every Event.
+struct PodEvents(Recorder);
+
+impl Refusals for PodEvents {
+    fn refused(&self, namespace: &str, pod: &str, reason: &'static str, message: &str) {
+        let recorder = self.0.clone();
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(namespace.into()),
+            name: Some(pod.into()),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "CertificateRefused".into(),
+            note: Some(format!("{reason}: {message}")),
+            action: "Certify".into(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                warn!(error = %e, "event not published");
+            }
+        });
+    }
+}
+
+/// The certificates the API lists with the proxies: what this replica's CA issued.
+struct IssuedCertificates(Issuances);
+
+impl Certificates for IssuedCertificates {
+    fn certificate(&self, proxy: &ObjectKey) -> Option<Certificate> {
+        let latest = self.0.latest(&proxy.to_string(), SystemTime::now())?;
+        Some(Certificate {
+            id: latest.id.to_string(),
+            not_after: latest.not_after,
+        })
+    }
 }
 
 /// A new serving certificate for the control plane from `ca`, in `cert`; when it expires.

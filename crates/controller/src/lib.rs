@@ -223,7 +223,9 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
 
     let (serving, mesh_identity) = match config.identity.clone() {
         Some(c) => {
-            let identities = identity::start(&client, c, metrics.certificates.clone()).await?;
+            let certificates = metrics.certificates.clone();
+            let identities =
+                identity::start(&client, c, certificates, metrics.issuances.clone()).await?;
             tasks.push(identities.task);
             (identities.serving, Some(identities.mesh))
         }

@@ -9,7 +9,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use remora_ca::CaMetrics;
+use remora_ca::{CaMetrics, Issuances};
 use remora_xds::{SyncRegistry, sync::SyncState};
 
 /// The labels of `injections`.
@@ -77,6 +77,9 @@ pub struct Metrics {
     pub injections: Family<InjectionLabels, Counter>,
     /// Workload certificates issued and requests refused by the mesh CA.
     pub certificates: CaMetrics,
+    /// Each pod's latest certificate, for the gauge of those expiring.
+    pub issuances: Issuances,
+    expiring: Gauge,
     connected: Gauge,
     nacking: Gauge,
 }
@@ -157,9 +160,18 @@ impl Metrics {
         );
         let certificates = CaMetrics::default();
         certificates.register(&mut registry);
+        let expiring = Gauge::default();
+        registry.register(
+            "certificates_expiring",
+            "Pods whose latest workload certificate has less than a quarter of its life left \
+             (their agent renews at half): a renewal is failing",
+            expiring.clone(),
+        );
         Metrics {
             registry,
             certificates,
+            issuances: Issuances::default(),
+            expiring,
             rollout_actions,
             rollout_transitions,
             reconciles,
@@ -206,6 +218,9 @@ impl Metrics {
             .count();
         self.connected.set(proxies.len() as i64);
         self.nacking.set(nacking as i64);
+        let expiring = self.issuances.expiring(std::time::SystemTime::now());
+        self.expiring
+            .set(i64::try_from(expiring).unwrap_or(i64::MAX));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -246,6 +261,7 @@ mod tests {
         );
         assert!(text.contains(r#"remora_status_writes_total{kind="SidecarPolicy"} 1"#));
         assert!(text.contains("remora_connected_proxies 0"));
+        assert!(text.contains("remora_certificates_expiring 0"));
         assert!(text.contains("remora_reconcile_duration_seconds_count{kind=\"TrafficRoute\"} 2"));
     }
 

@@ -207,6 +207,11 @@ impl Reconciler {
             versions: self.versions(&governed),
             proxies: tally(&self.cache, &self.xds, &governed),
             rollout,
+            mtls: mesh
+                .settings()
+                .mtls()
+                .and(mesh.policy_spec(key))
+                .map(|spec| spec.mtls.mode),
         };
         Some((policy_status(&facts, previous, now.clone()), step))
     }

@@ -3,7 +3,7 @@
 
 use std::{fmt::Display, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use remora_admin::{Access, Open, ProxiesService};
+use remora_admin::{Access, Certificates, Open, ProxiesService};
 use remora_xds::{Admission, AdsServer};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::service::Routes;
@@ -24,6 +24,8 @@ pub struct Serving {
     pub admission: Admission,
     /// Who may use the `remora.v1.Proxies` API.
     pub access: Arc<dyn Access>,
+    /// The proxies' certificates, which the API lists with them (`None`: no identities).
+    pub certificates: Option<Arc<dyn Certificates>>,
     /// More services on the same port (the controller's certificate service).
     pub more: Option<Routes>,
 }
@@ -35,6 +37,7 @@ impl Serving {
             transport: Transport::Plaintext,
             admission: Admission::Open,
             access: Arc::new(Open),
+            certificates: None,
             more: None,
         }
     }
@@ -57,7 +60,11 @@ impl PipelineState {
             .response_budget(response_budget)
             .admission(serving.admission)
             .into_service();
-        let proxies = ProxiesService::new(self.status.clone(), self.mesh.clone(), serving.access);
+        let mut proxies =
+            ProxiesService::new(self.status.clone(), self.mesh.clone(), serving.access);
+        if let Some(certificates) = serving.certificates {
+            proxies = proxies.with_certificates(certificates);
+        }
         let mut routes = serving.more.unwrap_or_default();
         routes = routes.add_service(ads).add_service(proxies.into_service());
         tonic::transport::Server::builder()

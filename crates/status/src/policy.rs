@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use remora_api::{
     FieldError, SidecarPolicyStatus,
     conditions::{self, reason},
-    sidecar_policy::{RolloutPhase, RolloutStatus, VersionCount},
+    sidecar_policy::{MtlsCount, MtlsMode, RolloutPhase, RolloutStatus, VersionCount},
 };
 
 use crate::{ProxyTally, condition::Conditions, reason::AS_EXPECTED, version::newest_first};
@@ -32,6 +32,9 @@ pub struct PolicyFacts<'a> {
     /// Where the rollout of the policy's sidecar stands (`remora_rollout::step`); its
     /// `targetVersion` is what the fleet is compared with.
     pub rollout: RolloutStatus,
+    /// The mutual TLS mode of the governed workloads; `None` when the mesh has no workload
+    /// identities.
+    pub mtls: Option<MtlsMode>,
 }
 
 /// The status a policy should have. Conditions whose status did not change keep their
@@ -56,6 +59,10 @@ pub fn policy_status(
         matched_proxies: facts.matched_proxies,
         versions: histogram(&facts.versions),
         rollout: Some(facts.rollout.clone()),
+        mtls: facts.mtls.map(|mode| MtlsCount {
+            mode,
+            workloads: facts.matched_workloads,
+        }),
     }
 }
 
@@ -251,6 +258,19 @@ mod tests {
             [("1.40.0", 3), ("1.10.2", 2), ("1.9.0", 1), ("unknown", 1)]
         );
         assert_eq!((s.matched_proxies, s.matched_workloads), (7, 2));
+        assert_eq!(s.mtls, None, "no identities, no mode");
+        let strict = PolicyFacts {
+            mtls: Some(MtlsMode::Strict),
+            ..facts("1.40.0", &[("1.40.0", 1)])
+        };
+        let s = policy_status(&strict, None, at(0));
+        assert_eq!(
+            s.mtls,
+            Some(MtlsCount {
+                mode: MtlsMode::Strict,
+                workloads: strict.matched_workloads
+            })
+        );
     }
 
     #[test]

@@ -28,6 +28,20 @@ pub struct SidecarPolicyStatus {
     /// The rollout of the current sidecar spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// What the governed workloads accept, when the mesh has workload identities: the mode
+    /// in effect and how many workloads run in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<MtlsCount>,
+}
+
+/// Workloads by mutual TLS mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MtlsCount {
+    /// The mode in effect for the policy's workloads (its `spec.mtls.mode`).
+    pub mode: super::MtlsMode,
+    /// How many workloads run in it.
+    pub workloads: i32,
 }
 
 /// Proxies running one version.
