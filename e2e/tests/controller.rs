@@ -3,6 +3,11 @@
 
 mod support;
 
+use remora_api::spiffe::DEFAULT_TRUST_DOMAIN;
+use remora_ca::pb::{CertifyRequest, identity_client::IdentityClient};
+use remora_controller::identity::IdentityConfig;
+use remora_identity::{TrustBundle, dial, tls::client_config};
+
 use std::time::Duration;
 
 use k8s_openapi::api::{core::v1::Service, events::v1::Event};
@@ -528,18 +533,26 @@ async fn the_charts_rbac_is_all_the_controller_needs() {
         .expect("the route");
     let release = format!("r-{}", sc.ns);
     let as_chart = cluster::client_with_chart_rbac(client, &release, &sc.ns).await;
-    // The chart's default Lease name, in the release namespace.
-    let controller = start(
-        &as_chart,
-        Some(LeaseConfig {
-            namespace: sc.ns.clone(),
-            name: "remora-controller".into(),
-            identity: "chart-replica".into(),
-            duration: Duration::from_secs(4),
-            grace: Duration::from_secs(1),
-        }),
-    )
-    .await;
+    // The chart's default Lease name, in the release namespace; the mesh CA in the chart's
+    // Secret, created as the chart's account.
+    let mut config = config(Some(LeaseConfig {
+        namespace: sc.ns.clone(),
+        name: "remora-controller".into(),
+        identity: "chart-replica".into(),
+        duration: Duration::from_secs(4),
+        grace: Duration::from_secs(1),
+    }));
+    config.identity = Some(IdentityConfig {
+        trust_domain: DEFAULT_TRUST_DOMAIN.into(),
+        namespace: sc.ns.clone(),
+        ca_secret: format!("{release}-remora-mesh-ca"),
+        cert_ttl: Duration::from_secs(3600),
+        service_account: "remora".into(),
+        server_names: vec!["127.0.0.1".into()],
+    });
+    let controller = remora_controller::start(as_chart.clone(), config)
+        .await
+        .expect("the controller starts as the chart's account");
     eventually(20, "the lease", async || {
         controller.is_leader().then_some(())
     })
@@ -556,5 +569,32 @@ async fn the_charts_rbac_is_all_the_controller_needs() {
         .await
         .expect("/readyz answers");
     assert_eq!(ready.status, 200, "every watch listed: {}", ready.body);
+    // The chart lets it review tokens: a bogus one is refused as such, not for lack of access.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &sc.ns);
+    let ca = secrets
+        .get(&format!("{release}-remora-mesh-ca"))
+        .await
+        .expect("the mesh CA's Secret");
+    let pem = ca
+        .data
+        .and_then(|d| d.get("ca.crt").cloned())
+        .expect("ca.crt");
+    let bundle = TrustBundle::from_pem(&String::from_utf8(pem.0).expect("PEM")).expect("roots");
+    let channel = dial(
+        &controller.xds_addr.to_string(),
+        "127.0.0.1",
+        client_config(&bundle, None).expect("TLS"),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the TLS port");
+    let mut request = tonic::Request::new(CertifyRequest { csr: String::new() });
+    let bogus = "Bearer not-a-token".parse().expect("ASCII");
+    request.metadata_mut().insert("authorization", bogus);
+    let refused = IdentityClient::new(channel)
+        .certify(request)
+        .await
+        .expect_err("a bogus token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     controller.stop().await;
 }

@@ -12,22 +12,18 @@
 
 mod support;
 
-use std::{collections::BTreeMap, process::Command, sync::Arc};
+use std::{collections::BTreeMap, process::Command};
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
-use kube::{Api, Client};
-use remora_api::{SidecarPolicy, TrafficRoute};
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
 use remora_model::input::ObjectKey;
 use remora_xds::sync::SyncState;
 use serde_json::{Value, json};
 use support::{
-    apps::{ECHO, create, fetch, merge, ready_pods, stat, tally},
-    eventually, meshed,
-    pods::{
-        Runner,
-        container::{ECHO_IMAGE, Images},
-        net::Bridge,
-    },
+    apps::{ECHO, create, fetch, merge, stat, tally},
+    eventually,
+    pods::container::ECHO_IMAGE,
+    scene::{Objects, Options, Scene},
 };
 
 /// The echo servers' HTTP port, declared, behind the `echo` Service's port 9080.
@@ -207,102 +203,32 @@ fn deployments() -> Vec<Value> {
     ]
 }
 
-struct Scene {
-    client: Client,
-    ns: String,
-    webhook: String,
-    controller: remora_controller::Controller,
-    runner: Runner,
-    bridge: Arc<Bridge>,
-    /// Deployment → (pod name, pod IP).
-    pods: BTreeMap<String, (String, String)>,
+/// The access log lines of a proxy for requests that got a 5xx, with Envoy's flags.
+fn failed_requests(sc: &Scene, deployment: &str) -> String {
+    let log = sc.proxy_log(deployment);
+    let failed = log.lines().filter(|l| l.contains("\" 5"));
+    failed.collect::<Vec<_>>().join("\n")
 }
 
-impl Scene {
-    async fn start(prefix: &str, delta: bool) -> Option<Scene> {
-        let client = support::cluster::client().await?;
-        let bridge = Arc::new(Bridge::create());
-        let ns = meshed::namespace(&client, prefix).await;
-        let webhook = format!("remora-e2e-{ns}");
-        // A pod is injected only under a policy: the policies come first.
-        let gateway = bridge.gateway().to_string();
-        create::<SidecarPolicy>(&client, &ns, policies(&gateway)).await;
-        let controller = meshed::controller(
-            &client,
-            &ns,
-            &webhook,
-            &bridge,
-            delta,
-            json!({"tier": "client"}),
-            None,
-        )
-        .await;
-        let runner = Runner::start(&client, &ns, &bridge, Images::standard());
-        create::<Service>(&client, &ns, services()).await;
-        create::<TrafficRoute>(&client, &ns, routes()).await;
-        let deployments = deployments();
-        let count = deployments.len();
-        create::<Deployment>(&client, &ns, deployments).await;
-        let pods = ready_pods(&client, &ns, count).await;
-        assert_eq!(runner.failures(), Vec::<String>::new());
-        Some(Scene {
-            client,
-            ns,
-            webhook,
-            controller,
-            runner,
-            bridge,
-            pods,
+async fn cluster_ip(sc: &Scene, service: &str) -> String {
+    let s = Api::<Service>::namespaced(sc.client.clone(), &sc.ns)
+        .get(service)
+        .await
+        .expect("the Service");
+    s.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP")
+}
+
+/// Every meshed pod's proxy is connected and has ACKed every type: its xDS stream, opened
+/// before any listener existed, was never captured.
+async fn assert_synced(sc: &Scene) {
+    for deployment in ["echo-v1", "echo-v2", "tcp-v1", "tcp-v2", "client"] {
+        let proxy = ObjectKey::new(sc.ns.clone(), sc.pod(deployment).to_owned());
+        eventually(60, "the proxy to sync", async || {
+            let s = sc.controller.xds.get(&proxy)?;
+            (s.types.len() == 4 && s.types.values().all(|t| t.state() == SyncState::Synced))
+                .then_some(())
         })
-    }
-
-    fn netns(&self, deployment: &str) -> String {
-        self.runner
-            .netns(&self.pods[deployment].0)
-            .unwrap_or_else(|| panic!("{deployment} runs"))
-    }
-
-    fn ip(&self, deployment: &str) -> &str {
-        &self.pods[deployment].1
-    }
-
-    fn proxy_log(&self, deployment: &str) -> String {
-        self.runner.log(&self.pods[deployment].0, meshed::PROXY)
-    }
-
-    /// The access log lines of a proxy for requests that got a 5xx, with Envoy's flags.
-    fn failed_requests(&self, deployment: &str) -> String {
-        let log = self.proxy_log(deployment);
-        let failed = log.lines().filter(|l| l.contains("\" 5"));
-        failed.collect::<Vec<_>>().join("\n")
-    }
-
-    async fn cluster_ip(&self, service: &str) -> String {
-        let s = Api::<Service>::namespaced(self.client.clone(), &self.ns)
-            .get(service)
-            .await
-            .expect("the Service");
-        s.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP")
-    }
-
-    /// Every meshed pod's proxy is connected and has ACKed every type: its xDS stream, opened
-    /// before any listener existed, was never captured.
-    async fn assert_synced(&self) {
-        for deployment in ["echo-v1", "echo-v2", "tcp-v1", "tcp-v2", "client"] {
-            let proxy = ObjectKey::new(self.ns.clone(), self.pods[deployment].0.clone());
-            eventually(60, "the proxy to sync", async || {
-                let s = self.controller.xds.get(&proxy)?;
-                (s.types.len() == 4 && s.types.values().all(|t| t.state() == SyncState::Synced))
-                    .then_some(())
-            })
-            .await;
-        }
-    }
-
-    async fn stop(self) {
-        meshed::cleanup(&self.client, &self.webhook, self.controller, &self.ns).await;
-        drop(self.runner);
-        drop(self.bridge);
+        .await;
     }
 }
 
@@ -317,13 +243,13 @@ async fn assert_routed(sc: &Scene) {
         split.get("echo-v1").copied().unwrap_or(0) + v2,
         400,
         "{split:?}; the client proxy's failed requests: {}",
-        sc.failed_requests("client")
+        failed_requests(sc, "client")
     );
     assert!(
         (20..=60).contains(&v2),
         "v2 took {v2} of 400, not 10 ± 5 %: {split:?}"
     );
-    let by_ip = format!("http://{}:9080/", sc.cluster_ip("echo").await);
+    let by_ip = format!("http://{}:9080/", cluster_ip(sc, "echo").await);
     let split = tally(&fetch(&client, &by_ip, 40, &[]).await);
     assert_eq!(split.values().sum::<usize>(), 40);
     assert!(split.keys().all(|k| k.starts_with("echo-v")), "{split:?}");
@@ -366,7 +292,7 @@ async fn assert_routed(sc: &Scene) {
 /// its own namespace): no header route, no fault.
 async fn assert_plain_pod_is_not_routed(sc: &Scene) {
     let plain = sc.netns("plain");
-    let cluster_ip = sc.cluster_ip("echo").await;
+    let cluster_ip = cluster_ip(sc, "echo").await;
     let target = format!("{}:{HTTP_PORT}", sc.ip("echo-v1"));
     let nat = Command::new("ip")
         .args([
@@ -549,10 +475,22 @@ impl Drop for OutsideServer {
 }
 
 async fn captured_traffic(prefix: &str, delta: bool) {
-    let Some(sc) = Scene::start(prefix, delta).await else {
+    let options = Options {
+        delta,
+        probe_labels: json!({"tier": "client"}),
+        identity: None,
+    };
+    let Some(sc) = Scene::start(prefix, options, |bridge| Objects {
+        policies: policies(&bridge.gateway().to_string()).into(),
+        services: services().into(),
+        routes: routes().into(),
+        deployments: deployments(),
+    })
+    .await
+    else {
         return;
     };
-    sc.assert_synced().await;
+    assert_synced(&sc).await;
     assert_routed(&sc).await;
     assert_plain_pod_is_not_routed(&sc).await;
     assert_inbound_and_exclusions(&sc).await;

@@ -16,7 +16,7 @@
 
 mod support;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
@@ -26,12 +26,11 @@ use envoy_types::pb::envoy::{
     },
 };
 use k8s_openapi::api::{
-    apps::v1::Deployment,
     authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec},
-    core::v1::{Pod, Secret, Service, ServiceAccount},
+    core::v1::{Pod, Secret, ServiceAccount},
 };
 use kube::{
-    Api, Client,
+    Api,
     api::{Patch, PatchParams, PostParams},
 };
 use remora_admin::pb::{ListProxiesRequest, proxies_client::ProxiesClient};
@@ -43,13 +42,10 @@ use remora_identity::{
 };
 use serde_json::{Value, json};
 use support::{
-    apps::{create, fetch, ready_pods},
+    apps::fetch,
     eventually, meshed,
-    pods::{
-        Runner,
-        container::{ECHO_IMAGE, Images, remora_bin},
-        net::Bridge,
-    },
+    pods::container::{ECHO_IMAGE, remora_bin},
+    scene::{Objects, Options, Scene},
 };
 use tonic::{Code, Request, transport::Channel};
 
@@ -139,66 +135,16 @@ fn deployments() -> Vec<Value> {
     ]
 }
 
-struct Scene {
-    client: Client,
-    ns: String,
-    webhook: String,
-    controller: remora_controller::Controller,
-    runner: Runner,
-    bridge: Arc<Bridge>,
-    /// Deployment → (pod name, pod IP).
-    pods: BTreeMap<String, (String, String)>,
+/// What the zero-trust scene adds to a meshed one.
+trait ZeroTrust {
+    fn workload_id(&self) -> String;
+    fn secrets(&self) -> Api<Secret>;
+    async fn bundle(&self) -> TrustBundle;
+    async fn channel(&self, cert: Option<CurrentCert>) -> Channel;
+    async fn token(&self, audience: Option<&str>, pod: Option<&str>) -> String;
 }
 
-impl Scene {
-    async fn start(prefix: &str) -> Option<Scene> {
-        let client = support::cluster::client().await?;
-        let bridge = Arc::new(Bridge::create());
-        let ns = meshed::namespace(&client, prefix).await;
-        let webhook = format!("remora-e2e-{ns}");
-        create::<SidecarPolicy>(&client, &ns, policies()).await;
-        let controller = meshed::controller(
-            &client,
-            &ns,
-            &webhook,
-            &bridge,
-            true,
-            json!({"tier": "client"}),
-            Some(TTL),
-        )
-        .await;
-        let runner = Runner::start(&client, &ns, &bridge, Images::standard());
-        create::<Service>(&client, &ns, services()).await;
-        let deployments = deployments();
-        let count = deployments.len();
-        create::<Deployment>(&client, &ns, deployments).await;
-        let pods = ready_pods(&client, &ns, count).await;
-        assert_eq!(runner.failures(), Vec::<String>::new());
-        Some(Scene {
-            client,
-            ns,
-            webhook,
-            controller,
-            runner,
-            bridge,
-            pods,
-        })
-    }
-
-    fn netns(&self, deployment: &str) -> String {
-        self.runner
-            .netns(&self.pods[deployment].0)
-            .unwrap_or_else(|| panic!("{deployment} runs"))
-    }
-
-    fn pod(&self, deployment: &str) -> &str {
-        &self.pods[deployment].0
-    }
-
-    fn ip(&self, deployment: &str) -> &str {
-        &self.pods[deployment].1
-    }
-
+impl ZeroTrust for Scene {
     /// The SPIFFE ID of the test's pods (they run as the namespace's `default`).
     fn workload_id(&self) -> String {
         SpiffeId::new("cluster.local", &self.ns, "default").to_string()
@@ -259,12 +205,6 @@ impl Scene {
             .expect("a token");
         answer.status.and_then(|s| s.token).expect("a token")
     }
-
-    async fn stop(self) {
-        meshed::cleanup(&self.client, &self.webhook, self.controller, &self.ns).await;
-        drop(self.runner);
-        drop(self.bridge);
-    }
 }
 
 /// One counter of the proxy in `netns` whose name ends with `suffix`, summed over matches.
@@ -303,6 +243,19 @@ async fn assert_mtls_between_sidecars(sc: &Scene, fresh: bool) {
             !fresh || after > before,
             "{server}: TLS handshakes {before} -> {after}"
         );
+    }
+}
+
+/// Each policy's status says the mode its workloads run in, and how many.
+async fn assert_policies_count_their_workloads_by_mode(sc: &Scene) {
+    let policies: Api<SidecarPolicy> = Api::namespaced(sc.client.clone(), &sc.ns);
+    for (name, mode) in [("strict", "Strict"), ("servers", "Permissive")] {
+        eventually(30, "the policy's mTLS count", async || {
+            let policy = policies.get(name).await.ok()?;
+            let status = serde_json::to_value(policy.status?).ok()?;
+            (status["mtls"] == json!({"mode": mode, "workloads": 1})).then_some(())
+        })
+        .await;
     }
 }
 
@@ -414,6 +367,56 @@ async fn assert_strangers_get_nothing(sc: &Scene) {
         Code::Unauthenticated,
         "not bound to a pod"
     );
+    // A token as the API server mints it, signed with its key: good until it expires.
+    let fresh = minted_token(sc, 600).await;
+    let key = WorkloadKey::generate().expect("a key");
+    let id = SpiffeId::new("cluster.local", &sc.ns, "default");
+    let mut request = Request::new(CertifyRequest {
+        csr: key.csr_pem(&id).expect("a CSR"),
+    });
+    let bearer = format!("Bearer {fresh}").parse().expect("ASCII");
+    request.metadata_mut().insert("authorization", bearer);
+    IdentityClient::new(sc.channel(None).await)
+        .certify(request)
+        .await
+        .expect("a minted token that has not expired is taken");
+    let expired = minted_token(sc, -60).await;
+    assert_eq!(
+        certify(Some(expired)).await,
+        Code::Unauthenticated,
+        "expired"
+    );
+
+    // A pod that proved itself but asks for another identity: refused, and told on the pod.
+    let token = sc.token(Some("remora"), Some(sc.pod("client"))).await;
+    let key = WorkloadKey::generate().expect("a key");
+    let other = SpiffeId::new("cluster.local", &sc.ns, "admin");
+    let mut request = Request::new(CertifyRequest {
+        csr: key.csr_pem(&other).expect("a CSR"),
+    });
+    let bearer = format!("Bearer {token}").parse().expect("ASCII");
+    request.metadata_mut().insert("authorization", bearer);
+    let refused = IdentityClient::new(sc.channel(None).await)
+        .certify(request)
+        .await
+        .expect_err("another identity");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(sc.client.clone(), &sc.ns);
+    eventually(
+        30,
+        "a CertificateRefused event on the client pod",
+        async || {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("CertificateRefused")
+                        && e.involved_object.name.as_deref() == Some(sc.pod("client"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
 
     let client_node = format!("{}/{}", sc.ns, sc.pod("client"));
     let anonymous = ads(sc.channel(None).await, &client_node).await;
@@ -475,22 +478,57 @@ async fn assert_api_needs_rbac(sc: &Scene) {
     let out = status(&admin);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(text.contains(&format!("{}/{}", sc.ns, sc.pod("client"))), "{text}");
+    assert!(
+        text.contains(&format!("{}/{}", sc.ns, sc.pod("client"))),
+        "{text}"
+    );
     let out = status(&pod_token);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("PermissionDenied"), "{err}");
 }
 
-/// The bearer token of the test cluster's admin (group `system:masters`), from the kubeconfig.
+/// The bearer token of the test cluster's admin (group `system:masters`).
 fn admin_token() -> String {
-    let path = std::env::var("KUBECONFIG").expect("the e2e cluster's KUBECONFIG");
-    let text = std::fs::read_to_string(path).expect("the kubeconfig");
-    let config: Value = serde_yaml_ng::from_str(&text).expect("YAML");
-    config["users"][0]["user"]["token"]
-        .as_str()
-        .expect("a token user")
-        .to_owned()
+    std::env::var("REMORA_ADMIN_TOKEN").expect("the e2e cluster's admin token (cluster.env)")
+}
+
+/// A ServiceAccount token for the client pod as the API server would mint it (audience
+/// `remora`, bound to the pod), signed with the cluster's own service-account key, expiring
+/// `expires_in` seconds from now (negative: expired).
+async fn minted_token(sc: &Scene, expires_in: i64) -> String {
+    let pods: Api<Pod> = Api::namespaced(sc.client.clone(), &sc.ns);
+    let pod = pods.get(sc.pod("client")).await.expect("the client pod");
+    let accounts: Api<ServiceAccount> = Api::namespaced(sc.client.clone(), &sc.ns);
+    let account = accounts.get("default").await.expect("the ServiceAccount");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    let claims = json!({
+        "aud": ["remora"], "iss": "https://kubernetes.default.svc.cluster.local",
+        "iat": now - 700, "nbf": now - 700, "exp": now + expires_in,
+        "sub": format!("system:serviceaccount:{}:default", sc.ns),
+        "kubernetes.io": {
+            "namespace": sc.ns,
+            "pod": {"name": sc.pod("client"), "uid": pod.metadata.uid},
+            "serviceaccount": {"name": "default", "uid": account.metadata.uid},
+        }
+    });
+    let ca = std::env::var("REMORA_CA_FILE").expect("the cluster's CA file (cluster.env)");
+    let key = std::path::Path::new(&ca).with_file_name("sa.key");
+    let script = r#"b64() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+        h=$(printf '%s' '{"alg":"RS256"}' | b64); p=$(printf '%s' "$CLAIMS" | b64)
+        s=$(printf '%s.%s' "$h" "$p" | openssl dgst -sha256 -sign "$KEY" | b64)
+        printf '%s.%s.%s' "$h" "$p" "$s""#;
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .env("CLAIMS", claims.to_string())
+        .env("KEY", key)
+        .output()
+        .expect("sh and openssl run");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).expect("a token")
 }
 
 /// Steady traffic while certificates renew and the root rotates: not one failed request.
@@ -570,9 +608,42 @@ async fn write_ca(sc: &Scene, old: &Secret, signer: Option<&MeshCa>, bundle: &Tr
         .expect("the CA's Secret");
 }
 
+/// No private key in what the mesh writes: the agents' and proxies' logs, the namespace's
+/// Events, the policies' status.
+async fn assert_no_key_material_leaks(sc: &Scene) {
+    let key = "PRIVATE KEY";
+    for deployment in ["client", "strict", "permissive"] {
+        for container in [remora_inject::AGENT_CONTAINER, meshed::PROXY] {
+            let log = sc.runner.log(sc.pod(deployment), container);
+            assert!(!log.is_empty(), "{deployment}/{container} logged nothing");
+            assert!(!log.contains(key), "{deployment}/{container} logged a key");
+        }
+    }
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(sc.client.clone(), &sc.ns);
+    let list = events.list(&Default::default()).await.expect("events");
+    let text = serde_json::to_string(&list.items).expect("JSON");
+    assert!(!text.contains(key), "an Event holds a key");
+    let policies: Api<SidecarPolicy> = Api::namespaced(sc.client.clone(), &sc.ns);
+    let list = policies.list(&Default::default()).await.expect("policies");
+    let text = serde_json::to_string(&list.items).expect("JSON");
+    assert!(!text.contains(key), "a policy's status holds a key");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_trust() {
-    let Some(sc) = Scene::start("zero-trust").await else {
+    let options = Options {
+        delta: true,
+        probe_labels: json!({"tier": "client"}),
+        identity: Some(TTL),
+    };
+    let Some(sc) = Scene::start("zero-trust", options, |_| Objects {
+        policies: policies().into(),
+        services: services().into(),
+        deployments: deployments(),
+        ..Objects::default()
+    })
+    .await
+    else {
         return;
     };
     eventually(60, "every proxy synced", async || {
@@ -581,11 +652,13 @@ async fn zero_trust() {
     })
     .await;
     assert_mtls_between_sidecars(&sc, true).await;
+    assert_policies_count_their_workloads_by_mode(&sc).await;
     assert_plaintext_by_mode(&sc).await;
     assert_api_needs_rbac(&sc).await;
     // Last of the proxies' status: its own-pod control stream replaces the client proxy's.
     assert_strangers_get_nothing(&sc).await;
     assert_rotation_loses_nothing(&sc).await;
+    assert_no_key_material_leaks(&sc).await;
     assert_eq!(sc.runner.failures(), Vec::<String>::new());
     sc.stop().await;
 }

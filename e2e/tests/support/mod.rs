@@ -9,6 +9,7 @@ pub mod injection;
 pub mod kubelet;
 pub mod meshed;
 pub mod pods;
+pub mod scene;
 
 use std::{
     fs,
