@@ -79,6 +79,12 @@ impl CurrentCert {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(id.key.clone());
     }
 
+    /// Presents `key` (a chain and its signer built elsewhere, e.g. the admission webhook's
+    /// certificate from its own CA) from the next handshake on.
+    pub fn set_key(&self, key: CertifiedKey) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(key));
+    }
+
     /// Whether a certificate was set.
     pub fn is_set(&self) -> bool {
         self.get().is_some()

@@ -8,13 +8,14 @@ use k8s_openapi::api::{
     core::v1::Secret,
 };
 use kube::{Api, Client};
+use remora_identity::CurrentCert;
 use tokio::{net::TcpListener, time::Instant};
 
 use crate::{
     Error, PodInjector,
     certs::{TlsIdentity, service_sans},
     cluster::{ensure_ca, ensure_ca_bundle, read_tls_secret},
-    server::{ServingCert, serve},
+    server::{replace_cert, serve, serving_cert},
 };
 
 /// How often the Secret and the webhook configuration are checked again: a Helm upgrade or
@@ -77,7 +78,7 @@ pub async fn run(
         mutating: Api::all(client),
     };
     let loaded = load(&secrets, &config).await?;
-    let cert = ServingCert::new(&loaded.identity)?;
+    let cert = serving_cert(&loaded.identity)?;
     let listener = TcpListener::bind(config.addr)
         .await
         .map_err(|source| Error::Bind {
@@ -137,7 +138,7 @@ async fn upkeep(
     secrets: &Api<Secret>,
     configs: &Configurations,
     config: &Config,
-    cert: &ServingCert,
+    cert: &CurrentCert,
     mut current: Loaded,
 ) -> Infallible {
     loop {
@@ -167,7 +168,7 @@ async fn upkeep(
                     }
                 };
                 if changed {
-                    match cert.replace(&fresh.identity) {
+                    match replace_cert(cert, &fresh.identity) {
                         Ok(()) => {
                             tracing::info!("the webhook serves a new certificate");
                             current = fresh;

@@ -1,12 +1,7 @@
 //! HTTPS for the API server's webhook client: a path per webhook, bounded bodies, timeouts,
 //! and a serving certificate that can be replaced while connections are open.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{
@@ -20,15 +15,9 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
+use remora_identity::CurrentCert;
 use tokio::net::TcpListener;
-use tokio_rustls::{
-    TlsAcceptor,
-    rustls::{
-        ServerConfig,
-        server::{ClientHello, ResolvesServerCert},
-        sign::CertifiedKey,
-    },
-};
+use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
 
 use crate::{
     MUTATE_PODS_PATH, PodInjector,
@@ -46,37 +35,25 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The serving certificate; clones share it, so a renewal reaches the running server.
-#[derive(Clone, Debug)]
-pub struct ServingCert(Arc<RwLock<Arc<CertifiedKey>>>);
-
-impl ServingCert {
-    /// Serves `identity` until [`ServingCert::replace`] gives another.
-    pub fn new(identity: &TlsIdentity) -> Result<ServingCert, CertError> {
-        Ok(ServingCert(Arc::new(RwLock::new(Arc::new(
-            identity.certified_key()?,
-        )))))
-    }
-
-    /// New handshakes use `identity`; open connections keep the one they started with.
-    pub fn replace(&self, identity: &TlsIdentity) -> Result<(), CertError> {
-        let key = Arc::new(identity.certified_key()?);
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
-        Ok(())
-    }
+/// The serving certificate, `identity` until [`replace_cert`] gives another; clones share
+/// it, so a renewal reaches the running server.
+pub fn serving_cert(identity: &TlsIdentity) -> Result<CurrentCert, CertError> {
+    let cert = CurrentCert::default();
+    replace_cert(&cert, identity)?;
+    Ok(cert)
 }
 
-impl ResolvesServerCert for ServingCert {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
-    }
+/// New handshakes use `identity`; open connections keep the one they started with.
+pub fn replace_cert(cert: &CurrentCert, identity: &TlsIdentity) -> Result<(), CertError> {
+    cert.set_key(identity.certified_key()?);
+    Ok(())
 }
 
 /// Serves admission reviews on `listener` until `shutdown` completes, then lets requests in
 /// flight finish (for a bounded time). Pod reviews are answered only with an `injector`.
 pub async fn serve(
     listener: TcpListener,
-    cert: ServingCert,
+    cert: CurrentCert,
     injector: Option<Arc<dyn PodInjector>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CertError> {
@@ -233,7 +210,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("an address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let cert = ServingCert::new(&identity).expect("a serving cert");
+        let cert = serving_cert(&identity).expect("a serving cert");
         let task = tokio::spawn(async move {
             serve(listener, cert, injector, async {
                 let _ = stopped.await;
@@ -393,7 +370,7 @@ mod tests {
         let old = Ca::generate().expect("a CA");
         let new = Ca::generate().expect("a CA");
         let identity = old.issue(&[HOST.to_owned()]).expect("a serving cert");
-        let cert = ServingCert::new(&identity).expect("a serving cert");
+        let cert = serving_cert(&identity).expect("a serving cert");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("an address");
         let served = cert.clone();
@@ -404,8 +381,11 @@ mod tests {
             call(addr, &new, &head, b"").await.is_err(),
             "not yet signed by the new CA"
         );
-        cert.replace(&new.issue(&[HOST.to_owned()]).expect("a serving cert"))
-            .expect("replaced");
+        replace_cert(
+            &cert,
+            &new.issue(&[HOST.to_owned()]).expect("a serving cert"),
+        )
+        .expect("replaced");
         assert!(call(addr, &new, &head, b"").await.is_ok());
     }
 }
