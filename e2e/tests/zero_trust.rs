@@ -35,7 +35,7 @@ use kube::{
 };
 use remora_admin::pb::{ListProxiesRequest, proxies_client::ProxiesClient};
 use remora_api::SidecarPolicy;
-use remora_ca::pb::{CertifyRequest, identity_client::IdentityClient};
+use remora_ca::pb::{CertifyRequest, CertifyResponse, identity_client::IdentityClient};
 use remora_identity::{
     CertifiedIdentity, CurrentCert, Issued, MeshCa, SpiffeId, TrustBundle, WorkloadKey, dial,
     tls::client_config,
@@ -304,21 +304,35 @@ async fn ads(channel: Channel, node: &str) -> Result<usize, tonic::Status> {
     Ok(first.map_or(0, |r| r.resources.len()))
 }
 
-/// A certificate for the client pod, got as its agent gets one: its bound token.
-async fn client_certificate(sc: &Scene) -> CurrentCert {
-    let token = sc.token(Some("remora"), Some(sc.pod("client"))).await;
+/// Asks the certificate service, as a pod's agent does, for a certificate of
+/// `service_account`'s identity in the test's namespace, for a new key, proved by `token`
+/// (none: no credentials at all); the key and the answer.
+async fn certify(
+    sc: &Scene,
+    service_account: &str,
+    token: Option<&str>,
+) -> (WorkloadKey, Result<CertifyResponse, tonic::Status>) {
     let key = WorkloadKey::generate().expect("a key");
-    let id = SpiffeId::new("cluster.local", &sc.ns, "default");
+    let id = SpiffeId::new("cluster.local", &sc.ns, service_account);
     let mut request = Request::new(CertifyRequest {
         csr: key.csr_pem(&id).expect("a CSR"),
     });
-    let bearer = format!("Bearer {token}").parse().expect("ASCII");
-    request.metadata_mut().insert("authorization", bearer);
+    if let Some(token) = token {
+        let bearer = format!("Bearer {token}").parse().expect("ASCII");
+        request.metadata_mut().insert("authorization", bearer);
+    }
     let answer = IdentityClient::new(sc.channel(None).await)
         .certify(request)
         .await
-        .expect("a certificate for a pod's own token")
-        .into_inner();
+        .map(tonic::Response::into_inner);
+    (key, answer)
+}
+
+/// A certificate for the client pod, got as its agent gets one: its bound token.
+async fn client_certificate(sc: &Scene) -> CurrentCert {
+    let token = sc.token(Some("remora"), Some(sc.pod("client"))).await;
+    let (key, answer) = certify(sc, "default", Some(&token)).await;
+    let answer = answer.expect("a certificate for a pod's own token");
     let issued = Issued {
         chain_pem: answer.chain,
         not_before: std::time::SystemTime::now(),
@@ -331,76 +345,45 @@ async fn client_certificate(sc: &Scene) -> CurrentCert {
 
 /// Strangers get nothing: neither a certificate nor any config.
 async fn assert_strangers_get_nothing(sc: &Scene) {
-    let certify = async |token: Option<String>| {
-        let key = WorkloadKey::generate().expect("a key");
-        let id = SpiffeId::new("cluster.local", &sc.ns, "default");
-        let mut request = Request::new(CertifyRequest {
-            csr: key.csr_pem(&id).expect("a CSR"),
-        });
-        if let Some(t) = token {
-            let bearer = format!("Bearer {t}").parse().expect("ASCII");
-            request.metadata_mut().insert("authorization", bearer);
-        }
-        IdentityClient::new(sc.channel(None).await)
-            .certify(request)
-            .await
-            .map(|_| ())
-            .expect_err("refused")
-            .code()
+    let refused = async |token: Option<String>| {
+        let (_, answer) = certify(sc, "default", token.as_deref()).await;
+        answer.map(|_| ()).expect_err("refused").code()
     };
-    assert_eq!(certify(None).await, Code::Unauthenticated, "no credentials");
+    assert_eq!(refused(None).await, Code::Unauthenticated, "no credentials");
     let forged = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eDp5In0.c2ln";
     assert_eq!(
-        certify(Some(forged.into())).await,
+        refused(Some(forged.into())).await,
         Code::Unauthenticated,
         "forged"
     );
     let other_audience = sc.token(Some("other"), Some(sc.pod("client"))).await;
     assert_eq!(
-        certify(Some(other_audience)).await,
+        refused(Some(other_audience)).await,
         Code::Unauthenticated,
         "audience"
     );
     let unbound = sc.token(Some("remora"), None).await;
     assert_eq!(
-        certify(Some(unbound)).await,
+        refused(Some(unbound)).await,
         Code::Unauthenticated,
         "not bound to a pod"
     );
     // A token as the API server mints it, signed with its key: good until it expires.
     let fresh = minted_token(sc, 600).await;
-    let key = WorkloadKey::generate().expect("a key");
-    let id = SpiffeId::new("cluster.local", &sc.ns, "default");
-    let mut request = Request::new(CertifyRequest {
-        csr: key.csr_pem(&id).expect("a CSR"),
-    });
-    let bearer = format!("Bearer {fresh}").parse().expect("ASCII");
-    request.metadata_mut().insert("authorization", bearer);
-    IdentityClient::new(sc.channel(None).await)
-        .certify(request)
-        .await
-        .expect("a minted token that has not expired is taken");
+    let (_, answer) = certify(sc, "default", Some(&fresh)).await;
+    answer.expect("a minted token that has not expired is taken");
     let expired = minted_token(sc, -60).await;
     assert_eq!(
-        certify(Some(expired)).await,
+        refused(Some(expired)).await,
         Code::Unauthenticated,
         "expired"
     );
 
     // A pod that proved itself but asks for another identity: refused, and told on the pod.
     let token = sc.token(Some("remora"), Some(sc.pod("client"))).await;
-    let key = WorkloadKey::generate().expect("a key");
-    let other = SpiffeId::new("cluster.local", &sc.ns, "admin");
-    let mut request = Request::new(CertifyRequest {
-        csr: key.csr_pem(&other).expect("a CSR"),
-    });
-    let bearer = format!("Bearer {token}").parse().expect("ASCII");
-    request.metadata_mut().insert("authorization", bearer);
-    let refused = IdentityClient::new(sc.channel(None).await)
-        .certify(request)
-        .await
-        .expect_err("another identity");
-    assert_eq!(refused.code(), Code::PermissionDenied);
+    let (_, answer) = certify(sc, "admin", Some(&token)).await;
+    let wrong = answer.expect_err("another identity");
+    assert_eq!(wrong.code(), Code::PermissionDenied);
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(sc.client.clone(), &sc.ns);
     eventually(
         30,

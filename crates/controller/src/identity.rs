@@ -258,8 +258,8 @@ impl Keeper {
                 return false;
             }
         };
-        if ca.to_pem().cert_chain == self.shared.get().to_pem().cert_chain
-            && ca.bundle() == self.shared.get().bundle()
+        let current = self.shared.get();
+        if ca.to_pem().cert_chain == current.to_pem().cert_chain && ca.bundle() == current.bundle()
         {
             return false;
         }

@@ -92,9 +92,8 @@ fn moved(c: &Container, field: &str, kind: &str) -> Option<(HTTPGetAction, AppPr
     let port = match &get.port {
         IntOrString::Int(n) => *n,
         IntOrString::String(name) => {
-            let ports = c.ports.iter().flatten();
+            let mut ports = c.ports.iter().flatten();
             ports
-                .clone()
                 .find(|p| p.name.as_deref() == Some(name))?
                 .container_port
         }
