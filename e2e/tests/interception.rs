@@ -219,7 +219,7 @@ async fn cluster_ip(sc: &Scene, service: &str) -> String {
 }
 
 /// Every meshed pod's proxy is connected and has ACKed every type: its xDS stream, opened
-/// before any listener existed, was never captured.
+/// before any listener existed, was never captured. The client's proxy knows every backend.
 async fn assert_synced(sc: &Scene) {
     for deployment in ["echo-v1", "echo-v2", "tcp-v1", "tcp-v2", "client"] {
         let proxy = ObjectKey::new(sc.ns.clone(), sc.pod(deployment).to_owned());
@@ -230,6 +230,7 @@ async fn assert_synced(sc: &Scene) {
         })
         .await;
     }
+    sc.await_endpoints("client", &["echo", "tcp-echo"]).await;
 }
 
 /// The 90/10 split, by name and by ClusterIP, within ±5 points over 400 requests; the header

@@ -634,6 +634,8 @@ async fn zero_trust() {
         (proxies.len() == 3).then_some(())
     })
     .await;
+    sc.await_endpoints("client", &["strict", "permissive"])
+        .await;
     assert_mtls_between_sidecars(&sc, true).await;
     assert_policies_count_their_workloads_by_mode(&sc).await;
     assert_plaintext_by_mode(&sc).await;

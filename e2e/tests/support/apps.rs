@@ -96,6 +96,22 @@ pub async fn stat(netns: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// For each cluster of the proxy in `netns` whose name ends with `|<fqdn>`: whether it has a
+/// healthy endpoint, from the admin port's `/clusters`.
+pub async fn cluster_health(netns: &str, fqdn: &str) -> BTreeMap<String, bool> {
+    let lines = fetch(netns, "http://127.0.0.1:15000/clusters", 1, &["--body"]).await;
+    let mut clusters = BTreeMap::new();
+    for line in &lines {
+        let mut parts = line.split("::");
+        let Some(cluster) = parts.next().filter(|c| c.ends_with(&format!("|{fqdn}"))) else {
+            continue;
+        };
+        let healthy = line.ends_with("::health_flags::healthy");
+        *clusters.entry(cluster.to_owned()).or_default() |= healthy;
+    }
+    clusters
+}
+
 /// How many of `lines` each server (the second word) answered, and the statuses.
 pub fn tally(lines: &[String]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();

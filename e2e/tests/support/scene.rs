@@ -10,8 +10,8 @@ use remora_api::{SidecarPolicy, TrafficRoute};
 use serde_json::Value;
 
 use super::{
-    apps::{create, ready_pods},
-    meshed,
+    apps::{cluster_health, create, ready_pods},
+    eventually, meshed,
     pods::{Runner, container::Images, net::Bridge},
 };
 
@@ -107,6 +107,20 @@ impl Scene {
     /// What the proxy of the Deployment's pod logged.
     pub fn proxy_log(&self, deployment: &str) -> String {
         self.runner.log(self.pod(deployment), meshed::PROXY)
+    }
+
+    /// Waits until the proxy of `deployment` has a healthy endpoint in every cluster of each
+    /// of `services`: a pod turns Ready before its address reaches the proxies.
+    pub async fn await_endpoints(&self, deployment: &str, services: &[&str]) {
+        let netns = self.netns(deployment);
+        for service in services {
+            let fqdn = format!("{service}.{}.svc.cluster.local", self.ns);
+            eventually(60, "the endpoints to reach the proxy", async || {
+                let clusters = cluster_health(&netns, &fqdn).await;
+                (!clusters.is_empty() && clusters.values().all(|h| *h)).then_some(())
+            })
+            .await;
+        }
     }
 
     pub async fn stop(self) {
