@@ -23,6 +23,6 @@ pub mod sync;
 
 pub use budget::{DEFAULT_RESPONSE_BUDGET, ResponseBudget};
 pub use cache::SnapshotCache;
-pub use server::{Admission, AdsServer};
+pub use server::{Admission, AdsServer, DEFAULT_MAX_STREAM_AGE, StreamAge};
 pub use snapshot::Snapshot;
 pub use sync::SyncRegistry;

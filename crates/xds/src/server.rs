@@ -19,6 +19,7 @@ use tonic::{
 };
 use tracing::{Instrument, info_span, warn};
 
+pub use age::{DEFAULT_MAX_STREAM_AGE, StreamAge};
 pub use auth::Admission;
 use remora_identity::Peer;
 
@@ -32,6 +33,7 @@ use crate::{
     sync::SyncRegistry,
 };
 
+mod age;
 mod auth;
 mod stream;
 #[cfg(test)]
@@ -65,6 +67,8 @@ pub struct AdsServer {
     write_timeout: Duration,
     /// What a stream must show before it is served.
     admission: Admission,
+    /// How long a stream lives before the proxy is sent to reconnect.
+    age: StreamAge,
 }
 
 impl AdsServer {
@@ -82,12 +86,23 @@ impl AdsServer {
             budget: ResponseBudget::default(),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             admission: Admission::Open,
+            age: StreamAge::default(),
         }
     }
 
     /// What a stream must show before it is served (default [`Admission::Open`]).
     pub fn admission(mut self, admission: Admission) -> Self {
         self.admission = admission;
+        self
+    }
+
+    /// Ends each stream once it reaches `age` (default [`StreamAge::default`]: 30 minutes
+    /// plus up to 10 %), and counts it in `age`'s clones. The proxy keeps its config and
+    /// reconnects. Set the same maximum age on the tonic server
+    /// (`Server::max_connection_age(age.max())`) so the connection is going away by then and
+    /// the proxy reconnects over a new one, possibly to another replica.
+    pub fn stream_age(mut self, age: StreamAge) -> Self {
+        self.age = age;
         self
     }
 

@@ -1,13 +1,16 @@
 //! One ADS stream, on its own task: requests and snapshots go into the state machine, its
-//! responses out through the response budget, until the proxy leaves, the stream fails, or
-//! the server stops.
+//! responses out through the response budget, until the proxy leaves, the stream fails, the
+//! server stops, or the stream reaches its age.
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use prost::Message as _;
 use remora_model::input::ObjectKey;
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Sleep,
+};
 use tonic::Status;
 use tracing::{debug, info, warn};
 
@@ -29,6 +32,10 @@ struct Stream<M: Machine> {
     incoming: Requests<M::Req>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
+    /// Completes when the stream reaches its age.
+    expiry: Pin<Box<Sleep>>,
+    /// Whether the stream ends because it reached its age.
+    aged: bool,
     tx: Outbox,
     ledger: Arc<Ledger>,
     /// A request taken in or a snapshot published that is not answered yet.
@@ -40,6 +47,24 @@ impl<M: Machine> Stream<M> {
     fn take(&mut self, request: &M::Req) {
         let current = self.snapshots.borrow().clone();
         self.owed |= self.machine.take_request(request, &current);
+    }
+}
+
+/// Why a stream is told to end while its proxy is still there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Told {
+    /// The server stops.
+    Stop,
+    /// The stream reached its age.
+    Aged,
+}
+
+/// Completes when the server stops or the stream reaches its age. Cancel-safe.
+async fn told_to_end(shutdown: &mut watch::Receiver<bool>, expiry: Pin<&mut Sleep>) -> Told {
+    tokio::select! {
+        // A dropped sender is a stop too.
+        _ = shutdown.wait_for(|stop| *stop) => Told::Stop,
+        () = expiry => Told::Aged,
     }
 }
 
@@ -78,12 +103,15 @@ impl AdsServer {
         tx: Outbox,
     ) {
         let stream = self.status.connected(&proxy, M::MODE);
+        let lifetime = self.age.lifetime(fastrand::u64(..));
         info!("proxy connected");
         let mut s = Stream {
             machine: M::default(),
             incoming,
             snapshots: self.cache.subscribe(&proxy),
             shutdown: self.shutdown.clone(),
+            expiry: Box::pin(tokio::time::sleep(lifetime)),
+            aged: false,
             tx,
             ledger: Arc::new(Ledger::default()),
             owed: false,
@@ -95,7 +123,10 @@ impl AdsServer {
         loop {
             if !s.owed {
                 let request = tokio::select! {
-                    _ = s.shutdown.wait_for(|stop| *stop) => break,
+                    told = told_to_end(&mut s.shutdown, s.expiry.as_mut()) => {
+                        s.aged = told == Told::Aged;
+                        break;
+                    }
                     () = s.ledger.stalled(self.write_timeout) => {
                         self.stalled(&s.ledger, &s.tx);
                         break;
@@ -129,6 +160,15 @@ impl AdsServer {
         }
         if let Some(status) = failed {
             end_with(&s.tx, status).await;
+        }
+        if s.aged {
+            // Ended as a stop ends it: the proxy keeps its config and reconnects, over a new
+            // connection since this one was told to go away at the maximum age.
+            self.age.count_ended();
+            debug!(
+                ?lifetime,
+                "the stream reached its age; the proxy reconnects"
+            );
         }
         self.status.disconnected(&proxy, stream);
         info!("proxy disconnected");
@@ -231,16 +271,20 @@ impl AdsServer {
         true
     }
 
-    /// `bytes` of the budget, or `None` when the server stops, the proxy goes, or it stalls
-    /// first. Requests that arrive meanwhile are taken in: a request left unread would sit
-    /// in the connection's buffers, and thousands of streams waiting for room would hold
-    /// thousands of requests, each of which may name every cluster.
+    /// `bytes` of the budget, or `None` when the server stops, the proxy goes, the stream
+    /// reaches its age, or it stalls first. Requests that arrive meanwhile are taken in: a
+    /// request left unread would sit in the connection's buffers, and thousands of streams
+    /// waiting for room would hold thousands of requests, each of which may name every
+    /// cluster.
     async fn reserve<M: Machine>(&self, bytes: usize, s: &mut Stream<M>) -> Option<Reservation> {
         let reserve = self.budget.reserve(bytes);
         tokio::pin!(reserve);
         let reserved = loop {
             let request = tokio::select! {
-                _ = s.shutdown.wait_for(|stop| *stop) => return None,
+                told = told_to_end(&mut s.shutdown, s.expiry.as_mut()) => {
+                    s.aged = told == Told::Aged;
+                    return None;
+                }
                 _ = s.tx.closed() => return None,
                 () = s.ledger.stalled(self.write_timeout) => {
                     self.stalled(&s.ledger, &s.tx);

@@ -18,9 +18,14 @@ use super::*;
 use crate::snapshot::CLUSTER;
 
 fn service() -> (AdsService, watch::Sender<bool>) {
+    aging(StreamAge::default())
+}
+
+/// A service whose streams live as `age` says.
+fn aging(age: StreamAge) -> (AdsService, watch::Sender<bool>) {
     let (stop, shutdown) = watch::channel(false);
     let server = AdsServer::new(SnapshotCache::new(), SyncRegistry::new(), shutdown);
-    (server.into_service(), stop)
+    (server.stream_age(age).into_service(), stop)
 }
 
 /// A wildcard CDS request from `shop/cart-1`.
@@ -71,6 +76,15 @@ async fn next(body: &mut Body) -> Result<Bytes, Status> {
             let trailers = frame.into_trailers().expect("trailers");
             Err(Status::from_header_map(&trailers).expect("a status in the trailers"))
         }
+    }
+}
+
+/// A wildcard CDS request from `shop/cart-1`, incremental.
+fn first_delta_request() -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        node: first_request().node,
+        type_url: CLUSTER.into(),
+        ..Default::default()
     }
 }
 
@@ -145,4 +159,37 @@ async fn a_proxy_that_closes_its_side_ends_the_stream_without_error() {
     drop(tx);
     let status = next(&mut body).await.expect_err("the end");
     assert_eq!(status.code(), Code::Ok, "{status:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_ends_without_error_once_it_reaches_its_age_and_is_counted() {
+    let age = StreamAge::new(Duration::from_secs(10)).jitter(Duration::from_secs(2));
+    let (mut service, _stop) = aging(age.clone());
+    let (_tx, mut body) = open(&mut service, SOTW_PATH, framed(&first_request()))
+        .await
+        .expect("accepted");
+    next(&mut body).await.expect("a response");
+    let early = tokio::time::timeout(Duration::from_secs(9), next(&mut body)).await;
+    assert!(early.is_err(), "ended before its age: {early:?}");
+    assert_eq!(age.ended(), 0);
+    let status = tokio::time::timeout(Duration::from_secs(4), next(&mut body))
+        .await
+        .expect("ended within the jitter")
+        .expect_err("the end");
+    assert_eq!(status.code(), Code::Ok, "{status:?}");
+    assert_eq!(age.ended(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_ended_by_a_stop_is_not_counted_as_aged() {
+    let age = StreamAge::new(Duration::from_secs(10));
+    let (mut service, stop) = aging(age.clone());
+    let (_tx, mut body) = open(&mut service, DELTA_PATH, framed(&first_delta_request()))
+        .await
+        .expect("accepted");
+    next(&mut body).await.expect("a response");
+    stop.send_replace(true);
+    let status = next(&mut body).await.expect_err("the end");
+    assert_eq!(status.code(), Code::Ok, "{status:?}");
+    assert_eq!(age.ended(), 0);
 }
