@@ -16,7 +16,11 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use remora_api::{SidecarPolicy, TrafficRoute, conditions};
-use remora_controller::{Config, Controller, leader::LeaseConfig};
+use remora_controller::{
+    Config, Controller,
+    fleet::{FleetConfig, REPORT_LABEL},
+    leader::LeaseConfig,
+};
 use remora_model::input::ObjectKey;
 use remora_model::{config::Addressing, input::MeshSettings};
 use remora_runtime::Debounce;
@@ -36,12 +40,21 @@ fn config(lease: Option<LeaseConfig>) -> Config {
             addressing: Addressing::Captured,
             ..MeshSettings::default()
         },
+        // Replicas report their proxies to each other fast here, so a dead one's reports
+        // expire within a test.
+        fleet: lease.as_ref().map(|l| FleetConfig {
+            min_interval: Duration::from_millis(100),
+            heartbeat: Duration::from_secs(1),
+            expiry: Duration::from_secs(4),
+            ..FleetConfig::new(&l.namespace, &l.identity, &format!("{}-proxies", l.name))
+        }),
         lease,
         debounce: Debounce {
             window: Duration::from_millis(20),
             max_delay: Duration::from_millis(200),
         },
         status_interval: Duration::from_millis(300),
+        max_stream_age: remora_xds::DEFAULT_MAX_STREAM_AGE,
         webhook: None,
         inject: None,
         // The status and election tests connect no proxy: the port stays plaintext.
@@ -569,6 +582,11 @@ async fn the_charts_rbac_is_all_the_controller_needs() {
         .await
         .expect("/readyz answers");
     assert_eq!(ready.status, 200, "every watch listed: {}", ready.body);
+    // The chart lets it write its proxy report.
+    eventually(10, "the replica's proxy report", async || {
+        (reports(client, &sc.ns, "chart-replica").await > 0).then_some(())
+    })
+    .await;
     // The chart lets it review tokens: a bogus one is refused as such, not for lack of access.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &sc.ns);
     let ca = secrets
@@ -597,4 +615,167 @@ async fn the_charts_rbac_is_all_the_controller_needs() {
         .expect_err("a bogus token");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     controller.stop().await;
+}
+
+/// Names of the pods of `ns` whose proxies `replica` lists, with the replica serving each.
+async fn listed(replica: &Controller, ns: &str) -> Vec<(String, String)> {
+    use remora_admin::pb::{ListProxiesRequest, proxies_client::ProxiesClient};
+    let mut client = ProxiesClient::connect(format!("http://{}", replica.xds_addr))
+        .await
+        .expect("the replica's API");
+    let list = client
+        .list(ListProxiesRequest {
+            namespace: ns.into(),
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    let proxies = list.proxies.into_iter();
+    proxies.map(|p| (p.name, p.replica)).collect()
+}
+
+/// The report objects `replica` wrote in `ns`.
+async fn reports(client: &Client, ns: &str, replica: &str) -> usize {
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), ns);
+    let mine = kube::api::ListParams::default().labels(&format!("{REPORT_LABEL}={replica}"));
+    maps.list_metadata(&mine).await.map_or(0, |l| l.items.len())
+}
+
+fn proxy_counts(r: &TrafficRoute) -> (i32, i32, i32) {
+    let counts = r.status.as_ref().and_then(|s| s.proxies.clone());
+    counts.map_or((0, 0, 0), |c| (c.affected, c.acked, c.nacked))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_judge_the_whole_fleet_and_forget_a_dead_one() {
+    let Some(sc) = scene("fleet").await else {
+        return;
+    };
+    if !cluster::is_stub() {
+        eprintln!("skipped: pods are made ready by hand only on the stub cluster");
+        return;
+    }
+    let (client, services, routes) = (&sc.client, &sc.services, &sc.routes);
+    let pp = PostParams::default();
+    services
+        .create(&pp, &service("api", 28_082))
+        .await
+        .expect("api");
+    for (name, ip) in [("client-a", "127.1.202.2"), ("client-b", "127.1.202.3")] {
+        let pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "client"}},
+            "spec": {"containers": [
+                {"name": "app", "image": "example.invalid/client:1"},
+                {"name": "remora-proxy", "image": "example.invalid/remora-proxy:1.40.0"}]}
+        }))
+        .expect("a Pod");
+        cluster::create_pod(client, &sc.ns, &pod).await;
+        cluster::run_pod(client, &sc.ns, name, ip).await;
+    }
+    // Only this namespace: the shared cluster holds other tests' routes, which the proxies
+    // would NACK too.
+    let policy: SidecarPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
+        "metadata": {"name": "clients"},
+        "spec": {"selector": {"matchLabels": {"app": "client"}},
+                 "proxy": {"image": "example.invalid/remora-proxy", "version": "1.40.0"},
+                 "egress": {"hosts": ["./*"]}}
+    }))
+    .expect("a SidecarPolicy");
+    let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), &sc.ns);
+    policies.create(&pp, &policy).await.expect("the policy");
+    let lease = |identity: &str| LeaseConfig {
+        namespace: sc.ns.clone(),
+        name: "remora-controller".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(4),
+        grace: Duration::from_secs(1),
+    };
+    let a = start(client, Some(lease("replica-a"))).await;
+    let b = start(client, Some(lease("replica-b"))).await;
+    eventually(20, "one leader", async || {
+        (a.is_leader() != b.is_leader()).then_some(())
+    })
+    .await;
+    let ((leader, leader_name), (follower, follower_name)) = if a.is_leader() {
+        ((a, "replica-a"), (b, "replica-b"))
+    } else {
+        ((b, "replica-b"), (a, "replica-a"))
+    };
+    // client-a's proxy on the follower (it sorts first: the NACK the route names is its own).
+    let key = |pod: &str| ObjectKey::new(&sc.ns, pod);
+    let on_follower = support::Envoy::start(key("client-a"), follower.xds_addr, false).await;
+    let _on_leader = support::Envoy::start(key("client-b"), leader.xds_addr, true).await;
+    let rules = |path: &str| {
+        serde_json::json!([{"name": "only", "matches": [{"path": {"type": "RegularExpression", "value": path}}],
+                            "backendRefs": [{"name": "api", "port": 28_082}]}])
+    };
+    let api_route: TrafficRoute = serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "TrafficRoute",
+        "metadata": {"name": "api"},
+        "spec": {"parentRefs": [{"name": "api", "port": 28_082}], "http": rules("/v1/.*")}
+    }))
+    .expect("a TrafficRoute");
+    routes.create(&pp, &api_route).await.expect("the route");
+    // Other tests' pods may linger in namespaces being deleted: they count as affected, but
+    // only these two proxies can answer.
+    route_status(routes, "api", 1, "both proxies' ACKs", |r| {
+        matches!(proxy_counts(r), (_, 2, 0))
+    })
+    .await;
+
+    // Beyond Envoy's RE2 program size: the follower's proxy NACKs, and the leader says so.
+    set_rules(routes, "api", rules("/x{300}")).await;
+    let r = route_status(routes, "api", 2, "both proxies' NACKs", |r| {
+        is(r, conditions::PROGRAMMED, "False", "RejectedByProxy") && proxy_counts(r).2 == 2
+    })
+    .await;
+    let (_, _, message, _) = condition(&r, conditions::PROGRAMMED).expect("Programmed");
+    assert!(
+        message.contains(&format!("{}/client-a", sc.ns)),
+        "{message}"
+    );
+    assert!(message.contains("program size"), "{message}");
+
+    // Either replica lists the whole fleet, each proxy once, with the replica serving it.
+    let fleet = vec![
+        ("client-a".to_owned(), follower_name.to_owned()),
+        ("client-b".to_owned(), leader_name.to_owned()),
+    ];
+    for replica in [&leader, &follower] {
+        let all = eventually(10, "the whole fleet listed", async || {
+            let all = listed(replica, &sc.ns).await;
+            (all == fleet).then_some(all)
+        })
+        .await;
+        assert_eq!(all, fleet);
+    }
+
+    // The follower crashes; its proxy reconnects to the leader.
+    assert!(reports(client, &sc.ns, follower_name).await > 0);
+    drop(follower);
+    drop(on_follower);
+    let _moved = support::Envoy::start(key("client-a"), leader.xds_addr, false).await;
+    set_rules(routes, "api", rules("/v2/.*")).await;
+    route_status(routes, "api", 3, "both ACKs, once each", |r| {
+        matches!(proxy_counts(r), (_, 2, 0))
+    })
+    .await;
+    let moved = vec![
+        ("client-a".to_owned(), leader_name.to_owned()),
+        ("client-b".to_owned(), leader_name.to_owned()),
+    ];
+    assert_eq!(listed(&leader, &sc.ns).await, moved);
+    eventually(15, "the dead replica's reports deleted", async || {
+        (reports(client, &sc.ns, follower_name).await == 0).then_some(())
+    })
+    .await;
+    assert!(reports(client, &sc.ns, leader_name).await > 0);
+    leader.stop().await;
+    assert_eq!(
+        reports(client, &sc.ns, leader_name).await,
+        0,
+        "a replica that stops withdraws its reports"
+    );
 }

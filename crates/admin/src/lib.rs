@@ -1,5 +1,6 @@
 //! `remora.v1.Proxies`: what operators and `remora proxy-status` ask the control plane. It
-//! reads the xDS server's status registry and a [`ConfigSource`], and answers only callers
+//! reads the whole fleet's sync state (every replica's proxies) and a [`ConfigSource`], and
+//! answers only callers
 //! its [`Access`] lets through; it knows nothing of Kubernetes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -9,12 +10,10 @@ use std::{sync::Arc, time::SystemTime};
 mod access;
 
 pub use access::{Access, Caller, CheckFuture, Open, Verb};
+use remora_fleet::{Fleet, FleetProxy};
 use remora_identity::Peer;
 use remora_model::input::ObjectKey;
-use remora_xds::{
-    SyncRegistry,
-    sync::{Mode, SyncState},
-};
+use remora_xds::sync::{Mode, SyncState};
 use tonic::{Request, Response, Status};
 
 /// The generated messages, client and server.
@@ -49,22 +48,18 @@ pub trait ConfigSource: Send + Sync + 'static {
 
 /// The `remora.v1.Proxies` service: lists proxies' sync state and serves their configs.
 pub struct ProxiesService {
-    status: Arc<SyncRegistry>,
+    fleet: Arc<Fleet>,
     configs: Arc<dyn ConfigSource>,
     access: Arc<dyn Access>,
     certificates: Option<Arc<dyn Certificates>>,
 }
 
 impl ProxiesService {
-    /// A service answering from the xDS server's `status` and the mesh's `configs` the
+    /// A service answering from the `fleet`'s sync state and the mesh's `configs` the
     /// callers `access` lets through.
-    pub fn new(
-        status: Arc<SyncRegistry>,
-        configs: Arc<dyn ConfigSource>,
-        access: Arc<dyn Access>,
-    ) -> Self {
+    pub fn new(fleet: Arc<Fleet>, configs: Arc<dyn ConfigSource>, access: Arc<dyn Access>) -> Self {
         ProxiesService {
-            status,
+            fleet,
             configs,
             access,
             certificates: None,
@@ -128,11 +123,11 @@ impl Proxies for ProxiesService {
             .await?;
         let namespace = request.into_inner().namespace;
         let proxies = self
-            .status
-            .all()
+            .fleet
+            .all(SystemTime::now())
             .into_iter()
-            .filter(|p| namespace.is_empty() || p.proxy.namespace == namespace)
-            .map(|p| {
+            .filter(|p| namespace.is_empty() || p.sync.proxy.namespace == namespace)
+            .map(|FleetProxy { replica, sync: p }| {
                 let (spiffe_id, certificate_not_after) = self.certificate(&p.proxy);
                 pb::Proxy {
                     namespace: p.proxy.namespace.clone(),
@@ -145,6 +140,7 @@ impl Proxies for ProxiesService {
                     connected_at: unix_seconds(p.connected_at),
                     spiffe_id,
                     certificate_not_after,
+                    replica,
                     types: p
                         .types
                         .iter()
@@ -186,7 +182,11 @@ impl Proxies for ProxiesService {
 mod tests {
     use std::net::SocketAddr;
 
-    use remora_xds::sync::{Nack, TypeSync};
+    use remora_fleet::Report;
+    use remora_xds::{
+        SyncRegistry,
+        sync::{Nack, ProxySync, TypeSync},
+    };
     use tokio_stream::wrappers::TcpListenerStream;
 
     use super::*;
@@ -244,12 +244,25 @@ mod tests {
             ],
         );
         status.connected(&ObjectKey::new("other", "x"), Mode::StateOfTheWorld);
+        let fleet = Fleet::new(status, "replica-a");
+        let elsewhere = ProxySync::reported(
+            ObjectKey::new("demo", "web-1"),
+            Mode::StateOfTheWorld,
+            SystemTime::now(),
+            Default::default(),
+        );
+        let report = Report {
+            replica: "replica-b".into(),
+            renewed: SystemTime::now(),
+            proxies: vec![elsewhere],
+        };
+        fleet.observe("replica-b-0", report);
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let service = ProxiesService::new(status, Arc::new(OneProxy), Arc::new(Open))
+        let service = ProxiesService::new(Arc::new(fleet), Arc::new(OneProxy), Arc::new(Open))
             .with_certificates(Arc::new(OneCertificate))
             .into_service();
         tokio::spawn(
@@ -268,7 +281,12 @@ mod tests {
             .await
             .expect("list")
             .into_inner();
-        assert_eq!(list.proxies.len(), 1);
+        let where_: Vec<_> = list
+            .proxies
+            .iter()
+            .map(|p| (p.name.as_str(), p.replica.as_str()))
+            .collect();
+        assert_eq!(where_, [("web-0", "replica-a"), ("web-1", "replica-b")]);
         let p = &list.proxies[0];
         assert_eq!((p.name.as_str(), p.mode.as_str()), ("web-0", "delta"));
         assert_eq!(
@@ -330,7 +348,8 @@ mod tests {
             .await
             .expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
-        let service = ProxiesService::new(status, Arc::new(OneProxy), Arc::new(Nobody));
+        let fleet = Arc::new(Fleet::new(status, ""));
+        let service = ProxiesService::new(fleet, Arc::new(OneProxy), Arc::new(Nobody));
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service.into_service())

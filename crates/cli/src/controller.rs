@@ -5,6 +5,7 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 use remora_api::spiffe::DEFAULT_TRUST_DOMAIN;
 use remora_controller::{
     Config,
+    fleet::FleetConfig,
     identity::{DEFAULT_CA_SECRET, IdentityConfig},
     inject::InjectConfig,
     leader::LeaseConfig,
@@ -54,6 +55,10 @@ pub struct Args {
     /// Write status without electing a leader (one replica only).
     #[arg(long)]
     no_leader_election: bool,
+    /// How long an ADS stream lives before its proxy is told to reconnect (plus up to a
+    /// tenth more), so that proxies spread back over a replica that restarted, in seconds.
+    #[arg(long, default_value_t = remora_xds::DEFAULT_MAX_STREAM_AGE.as_secs())]
+    max_stream_age_secs: u64,
     /// Quiet time that closes a batch of cluster events, in milliseconds.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
@@ -226,6 +231,12 @@ fn config(args: &Args) -> Config {
             identity: args.pod_name.clone(),
             duration: Duration::from_secs(args.lease_duration_secs),
             grace: Duration::from_secs(args.lease_grace_secs),
+        }),
+        max_stream_age: Duration::from_secs(args.max_stream_age_secs),
+        // Replicas that elect a leader report their proxies to it, beside the Lease.
+        fleet: (!args.no_leader_election).then(|| {
+            let prefix = format!("{}-proxies", args.lease_name);
+            FleetConfig::new(&args.namespace, &args.pod_name, &prefix)
         }),
         debounce: Debounce {
             window: Duration::from_millis(args.debounce_ms),

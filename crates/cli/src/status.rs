@@ -177,14 +177,14 @@ pub fn config(args: &ConfigArgs) -> ExitCode {
     })
 }
 
-/// One line per proxy, a column per type, its certificate's expiry (from `now`) and its
-/// identity, then Envoy's words for every rejection.
+/// One line per proxy, a column per type, its certificate's expiry (from `now`), the replica
+/// serving it and its identity, then Envoy's words for every rejection.
 fn render(list: &pb::ListProxiesResponse, now: SystemTime) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<40} {:<6} {:<7} {:<7} {:<7} {:<7} {:<8} IDENTITY",
-        "PROXY", "MODE", "CDS", "EDS", "LDS", "RDS", "CERT"
+        "{:<40} {:<6} {:<7} {:<7} {:<7} {:<7} {:<8} {:<24} IDENTITY",
+        "PROXY", "MODE", "CDS", "EDS", "LDS", "RDS", "CERT", "REPLICA"
     );
     let mut nacks = Vec::new();
     for p in &list.proxies {
@@ -213,7 +213,12 @@ fn render(list: &pb::ListProxiesResponse, now: SystemTime) -> String {
             &p.spiffe_id
         };
         let expiry = expires_in(p.certificate_not_after, now);
-        let _ = write!(line, " {expiry:<8} {identity}");
+        let replica = if p.replica.is_empty() {
+            "-"
+        } else {
+            &p.replica
+        };
+        let _ = write!(line, " {expiry:<8} {replica:<24} {identity}");
         let _ = writeln!(out, "{}", line.trim_end());
     }
     if list.proxies.is_empty() {
@@ -268,6 +273,7 @@ mod tests {
                 connected_at: 0,
                 spiffe_id: "spiffe://cluster.local/ns/demo/sa/web".into(),
                 certificate_not_after: 100_000,
+                replica: "remora-7d9f-x2k4p".into(),
                 types: vec![
                     pb::TypeSync {
                         type_url: TYPES[0].1.into(),
@@ -296,6 +302,7 @@ mod tests {
                 "-",
                 "NACKED",
                 "25h0m",
+                "remora-7d9f-x2k4p",
                 "spiffe://cluster.local/ns/demo/sa/web"
             ]
         );

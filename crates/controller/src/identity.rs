@@ -142,6 +142,8 @@ pub async fn start(
         access: Arc::new(RbacAccess::new(client.clone())),
         certificates: Some(Arc::new(IssuedCertificates(issuances))),
         more: Some(Routes::new(service.into_service())),
+        // The controller sets it from its config.
+        stream_age: Default::default(),
     };
     Ok(Identities {
         serving,

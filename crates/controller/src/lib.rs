@@ -10,6 +10,7 @@
 pub mod access;
 mod admission;
 pub mod endpoints;
+pub mod fleet;
 pub mod health;
 pub mod identity;
 pub mod inject;
@@ -38,12 +39,13 @@ use k8s_openapi::api::{
 use kube::{Client, runtime::reflector::Store};
 use remora_api::{SidecarPolicy, TrafficRoute};
 use remora_envoy::Options;
+use remora_fleet::Fleet;
 use remora_inputs::convert;
 use remora_model::input::{Event, MeshSettings, Object, ObjectKey};
 use remora_runtime::{
     Debounce, Pipeline, PipelineState, Published, Serving, cancel, drain, spawn_server,
 };
-use remora_xds::{DEFAULT_RESPONSE_BUDGET, SyncRegistry};
+use remora_xds::{DEFAULT_RESPONSE_BUDGET, StreamAge, SyncRegistry};
 use tokio::{
     net::TcpListener,
     sync::{Notify, mpsc, watch},
@@ -72,6 +74,12 @@ pub struct Config {
     pub settings: MeshSettings,
     /// `None`: no election; this replica writes status (one replica, or a test).
     pub lease: Option<LeaseConfig>,
+    /// Where replicas report their proxies to each other (`None`: a single replica, which
+    /// knows every proxy itself).
+    pub fleet: Option<fleet::FleetConfig>,
+    /// How long an ADS stream lives before its proxy is sent to reconnect (plus a jitter of
+    /// up to a tenth), so that proxies spread back over replicas that restarted.
+    pub max_stream_age: Duration,
     /// How cluster events are batched into model updates.
     pub debounce: Debounce,
     /// How often status is recomputed when nothing in the cluster changed, to pick up
@@ -120,13 +128,17 @@ pub struct Controller {
     pub xds_addr: SocketAddr,
     /// The address `/healthz`, `/readyz` and `/metrics` are served on.
     pub health_addr: SocketAddr,
-    /// What each connected proxy has ACKed or NACKed.
+    /// What each proxy connected to this replica has ACKed or NACKed.
     pub xds: Arc<SyncRegistry>,
+    /// Every proxy of the fleet, on whichever replica.
+    pub fleet: Arc<Fleet>,
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
     /// What `/readyz` waits for.
     pub ready: Arc<Readiness>,
     stop: watch::Sender<bool>,
+    client: Client,
+    reporting: Option<fleet::FleetConfig>,
     leading: Option<watch::Receiver<bool>>,
     lease_task: Option<leader::LeaseTask>,
     identity: String,
@@ -166,6 +178,9 @@ impl Controller {
         for s in self.servers.drain(..) {
             drain(s).await;
         }
+        if let Some(reporting) = &self.reporting {
+            fleet::withdraw(&self.client, reporting).await;
+        }
     }
 }
 
@@ -194,7 +209,10 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
 pub async fn start(client: Client, config: Config) -> Result<Controller, Error> {
     let (stop, stopped) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
-    let pipeline = Pipeline::new(config.settings.clone(), Options::default(), |_| None);
+    let mut pipeline = Pipeline::new(config.settings.clone(), Options::default(), |_| None);
+    if let Some(f) = &config.fleet {
+        pipeline = pipeline.with_replica(&f.replica, f.expiry);
+    }
     let state = pipeline.state().clone();
     let (leading, lease_task) = match &config.lease {
         Some(lease) => {
@@ -212,6 +230,18 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
     });
     let mut tasks = cluster.tasks;
     let changed = Arc::new(Notify::new());
+    if let Some(f) = &config.fleet {
+        let fleet = state.fleet.clone();
+        let (leading, changed) = (leading.clone(), changed.clone());
+        tasks.extend(fleet::start(
+            &client,
+            f,
+            fleet,
+            leading,
+            changed,
+            metrics.clone(),
+        ));
+    }
     tasks.push(tokio::spawn(run_model(
         pipeline,
         rx,
@@ -231,6 +261,9 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         }
         None => (Serving::insecure(), None),
     };
+    let mut serving = serving;
+    serving.stream_age = StreamAge::new(config.max_stream_age);
+    metrics.track_stream_age(serving.stream_age.clone());
     let webhook = with_injector(
         &client,
         &config,
@@ -245,7 +278,7 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         client: client.clone(),
         mesh: state.mesh.clone(),
         cache: state.cache.clone(),
-        xds: state.status.clone(),
+        fleet: state.fleet.clone(),
         routes: cluster.routes,
         policies: cluster.policies,
         proxy_pods: cluster.proxy_pods,
@@ -280,16 +313,23 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         ),
     ];
     if let Some(webhook) = webhook {
-        servers.push(tokio::spawn(admission::serve(client, webhook, stopped)));
+        servers.push(tokio::spawn(admission::serve(
+            client.clone(),
+            webhook,
+            stopped,
+        )));
     }
     info!(%xds_addr, %health_addr, endpoints = ?cluster.endpoint_api, "controller serving");
     Ok(Controller {
         xds_addr,
         health_addr,
         xds: state.status,
+        fleet: state.fleet,
         metrics,
         ready,
         stop,
+        client: client.clone(),
+        reporting: config.fleet.clone(),
         leading,
         lease_task,
         identity: config.lease.map(|l| l.identity).unwrap_or_default(),

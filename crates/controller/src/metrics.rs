@@ -10,7 +10,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use remora_ca::{CaMetrics, Issuances};
-use remora_xds::{SyncRegistry, sync::SyncState};
+use remora_xds::{StreamAge, SyncRegistry, sync::SyncState};
 
 /// The labels of `injections`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +54,15 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// The labels of `proxy_report_writes`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportWriteLabels {
+    /// `apply` or `delete`.
+    pub op: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
 /// The controller's metrics, registered under the `remora` prefix.
 pub struct Metrics {
     registry: Registry,
@@ -75,11 +84,15 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Pod admissions the sidecar injector answered.
     pub injections: Family<InjectionLabels, Counter>,
+    /// API writes of this replica's proxy report (and deletions of expired reports).
+    pub report_writes: Family<ReportWriteLabels, Counter>,
     /// Workload certificates issued and requests refused by the mesh CA.
     pub certificates: CaMetrics,
     /// Each pod's latest certificate, for the gauge of those expiring.
     pub issuances: Issuances,
     expiring: Gauge,
+    streams_aged: Counter,
+    stream_age: std::sync::OnceLock<StreamAge>,
     connected: Gauge,
     nacking: Gauge,
 }
@@ -134,6 +147,19 @@ impl Metrics {
             "Pod admissions the sidecar injector answered, by result and reason",
             injections.clone(),
         );
+        let report_writes = Family::<ReportWriteLabels, Counter>::default();
+        registry.register(
+            "proxy_report_writes",
+            "API writes of this replica's proxy report, and deletions of expired ones, by outcome",
+            report_writes.clone(),
+        );
+        let streams_aged = Counter::default();
+        registry.register(
+            "xds_streams_aged",
+            "ADS streams ended at their maximum age, so that their proxies reconnect (and \
+             rebalance across replicas)",
+            streams_aged.clone(),
+        );
         let connected = Gauge::default();
         registry.register(
             "connected_proxies",
@@ -181,9 +207,21 @@ impl Metrics {
             push_seconds,
             leader,
             injections,
+            report_writes,
+            streams_aged,
+            stream_age: std::sync::OnceLock::new(),
             connected,
             nacking,
         }
+    }
+
+    /// Counts one API write (`apply` or `delete`) of a proxy report.
+    pub fn report_write(&self, op: &'static str, ok: bool) {
+        let labels = ReportWriteLabels {
+            op,
+            outcome: outcome(ok),
+        };
+        self.report_writes.get_or_create(&labels).inc();
     }
 
     /// Counts one reconciliation of an object of `kind` and records how long it took.
@@ -209,8 +247,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts the streams `age` ends, from now on.
+    pub fn track_stream_age(&self, age: StreamAge) {
+        // Set once, at start: a second call has nothing new to track.
+        let _ = self.stream_age.set(age);
+    }
+
     /// The text exposition, with the xDS gauges read now.
     pub fn render(&self, xds: &SyncRegistry) -> String {
+        if let Some(age) = self.stream_age.get() {
+            self.streams_aged
+                .inc_by(age.ended().saturating_sub(self.streams_aged.get()));
+        }
         let proxies = xds.all();
         let nacking = proxies
             .iter()

@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, atomic::Ordering},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -18,13 +18,14 @@ use remora_api::{
     SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, TrafficRoute,
     sidecar_policy::{RolloutPhase, RolloutStatus},
 };
+use remora_fleet::{Fleet, FleetProxy};
 use remora_model::input::ObjectKey;
 use remora_rollout::{ProxyHealth, Step, Workload};
 use remora_runtime::SharedMesh;
 use remora_status::{
     PolicyFacts, ProxyTally, RouteFacts, StatusWriter, policy_status, route_status,
 };
-use remora_xds::{SnapshotCache, SyncRegistry};
+use remora_xds::SnapshotCache;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -43,8 +44,8 @@ pub struct Reconciler {
     pub mesh: Arc<SharedMesh>,
     /// The published snapshots, to tell whether a proxy runs its current config.
     pub cache: Arc<SnapshotCache>,
-    /// What each connected proxy has ACKed or NACKed.
-    pub xds: Arc<SyncRegistry>,
+    /// What each proxy of the fleet, on whichever replica, has ACKed or NACKed.
+    pub fleet: Arc<Fleet>,
     /// The TrafficRoutes whose status is written.
     pub routes: Store<TrafficRoute>,
     /// The SidecarPolicies whose status is written and whose rollouts are stepped.
@@ -62,11 +63,19 @@ pub struct Reconciler {
 /// How a proxy stands: `Acked` when it runs the config published for it now (every type
 /// it asked for ACKed at the version of its current snapshot), `Nacked` with Envoy's message
 /// when it rejected what was last sent.
-fn proxy_health(cache: &SnapshotCache, xds: &SyncRegistry, proxy: &ObjectKey) -> ProxyHealth {
+///
+/// Versions are content hashes, the same on every replica, so a proxy another replica serves
+/// is judged against this replica's snapshot alike.
+fn proxy_health(
+    cache: &SnapshotCache,
+    fleet: &Fleet,
+    proxy: &ObjectKey,
+    now: SystemTime,
+) -> ProxyHealth {
     let id = proxy.clone();
-    // Connected to another replica, or not yet at all: a rollout's health gate goes by the
-    // pod's readiness (which the proxy's own readiness probe gates).
-    let Some(status) = xds.get(&id) else {
+    // Connected to no live replica (yet): a rollout's health gate goes by the pod's
+    // readiness (which the proxy's own readiness probe gates).
+    let Some(FleetProxy { sync: status, .. }) = fleet.get(&id, now) else {
         return ProxyHealth::Unknown;
     };
     let Some(snapshot) = cache.get(&id) else {
@@ -92,13 +101,14 @@ fn proxy_health(cache: &SnapshotCache, xds: &SyncRegistry, proxy: &ObjectKey) ->
 
 fn tally<'a>(
     cache: &SnapshotCache,
-    xds: &SyncRegistry,
+    fleet: &Fleet,
     proxies: impl IntoIterator<Item = &'a ObjectKey>,
 ) -> ProxyTally {
+    let now = SystemTime::now();
     let mut t = ProxyTally::default();
     for p in proxies {
         t.affected += 1;
-        match proxy_health(cache, xds, p) {
+        match proxy_health(cache, fleet, p, now) {
             ProxyHealth::Acked => t.acked += 1,
             ProxyHealth::Pending | ProxyHealth::Unknown => {}
             ProxyHealth::Nacked(message) => {
@@ -126,7 +136,7 @@ impl Reconciler {
                     generation: mesh.route_generation(&key),
                     validation: mesh.route_validation(&key).unwrap_or_default(),
                     problems: &problems,
-                    proxies: tally(&self.cache, &self.xds, &proxies),
+                    proxies: tally(&self.cache, &self.fleet, &proxies),
                 };
                 route_status(&facts, route.status.as_ref(), Time(now()))
             };
@@ -143,8 +153,9 @@ impl Reconciler {
         let mut governed = {
             let mesh = self.mesh.lock();
             let pods = self.proxy_pods.read().unwrap_or_else(|e| e.into_inner());
+            let now = SystemTime::now();
             rollout::governed(&mesh, &objects, &pods, |p| {
-                proxy_health(&self.cache, &self.xds, p)
+                proxy_health(&self.cache, &self.fleet, p, now)
             })
         };
         let now = Time(now());
@@ -205,7 +216,7 @@ impl Reconciler {
             matched_proxies: governed.len() as i32,
             matched_workloads: workloads.len() as i32,
             versions: self.versions(&governed),
-            proxies: tally(&self.cache, &self.xds, &governed),
+            proxies: tally(&self.cache, &self.fleet, &governed),
             rollout,
             mtls: mesh
                 .settings()

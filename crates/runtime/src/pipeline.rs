@@ -9,6 +9,7 @@ use std::{
 };
 
 use remora_envoy::Options;
+use remora_fleet::Fleet;
 use remora_model::{
     Changes, Mesh,
     input::{Event, MeshSettings, ObjectKey},
@@ -28,6 +29,8 @@ pub struct PipelineState {
     pub cache: Arc<SnapshotCache>,
     /// What each connected proxy has ACKed or NACKed.
     pub status: Arc<SyncRegistry>,
+    /// Every proxy of the fleet: `status`, and what other replicas report of theirs.
+    pub fleet: Arc<Fleet>,
 }
 
 /// The model and its publisher. Until it is opened, batches are applied but nothing is
@@ -80,15 +83,25 @@ impl Pipeline {
         bind_outbound: impl Fn(&ObjectKey) -> Option<IpAddr> + Send + Sync + 'static,
     ) -> Pipeline {
         let cache = SnapshotCache::new();
+        let status = SyncRegistry::new();
         Pipeline {
             publisher: Publisher::new(cache.clone(), options, bind_outbound),
             state: PipelineState {
                 mesh: Arc::new(SharedMesh::new(Mesh::new(settings))),
                 cache,
-                status: SyncRegistry::new(),
+                fleet: Arc::new(Fleet::new(status.clone(), "")),
+                status,
             },
             open: false,
         }
+    }
+
+    /// Names this replica (its pod) in the fleet it serves a part of; other replicas'
+    /// reports count until `expiry` after their last renewal.
+    pub fn with_replica(mut self, replica: &str, expiry: Duration) -> Pipeline {
+        let fleet = Fleet::new(self.state.status.clone(), replica).with_expiry(expiry);
+        self.state.fleet = Arc::new(fleet);
+        self
     }
 
     /// What the pipeline shares with its readers.

@@ -4,7 +4,7 @@
 use std::{fmt::Display, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use remora_admin::{Access, Certificates, Open, ProxiesService};
-use remora_xds::{Admission, AdsServer};
+use remora_xds::{Admission, AdsServer, StreamAge};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::service::Routes;
 use tracing::{error, warn};
@@ -16,7 +16,7 @@ use crate::pipeline::PipelineState;
 /// How long connections get to close on shutdown before they are cut.
 pub const DRAIN: Duration = Duration::from_secs(2);
 
-/// How the gRPC port is secured, and what else it serves.
+/// How the gRPC port is secured, what else it serves, and how long its ADS streams live.
 pub struct Serving {
     /// TLS, or plaintext where nothing else can reach the port.
     pub transport: Transport,
@@ -28,6 +28,9 @@ pub struct Serving {
     pub certificates: Option<Arc<dyn Certificates>>,
     /// More services on the same port (the controller's certificate service).
     pub more: Option<Routes>,
+    /// How long an ADS stream lives before its proxy is sent to reconnect (a connection is
+    /// told to go away at the maximum age too); a clone counts the streams ended by age.
+    pub stream_age: StreamAge,
 }
 
 impl Serving {
@@ -39,6 +42,7 @@ impl Serving {
             access: Arc::new(Open),
             certificates: None,
             more: None,
+            stream_age: StreamAge::default(),
         }
     }
 }
@@ -59,15 +63,19 @@ impl PipelineState {
         let ads = AdsServer::new(self.cache.clone(), self.status.clone(), stop)
             .response_budget(response_budget)
             .admission(serving.admission)
+            .stream_age(serving.stream_age.clone())
             .into_service();
         let mut proxies =
-            ProxiesService::new(self.status.clone(), self.mesh.clone(), serving.access);
+            ProxiesService::new(self.fleet.clone(), self.mesh.clone(), serving.access);
         if let Some(certificates) = serving.certificates {
             proxies = proxies.with_certificates(certificates);
         }
         let mut routes = serving.more.unwrap_or_default();
         routes = routes.add_service(ads).add_service(proxies.into_service());
         tonic::transport::Server::builder()
+            // GOAWAY at the maximum age, before the stream ends at its age plus jitter: the
+            // proxy then reconnects over a new connection (see `remora_xds::StreamAge`).
+            .max_connection_age(serving.stream_age.max())
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming(listener, serving.transport), async move {
                 // A dropped sender is a stop too.

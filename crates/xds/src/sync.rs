@@ -8,6 +8,7 @@ use std::{
 };
 
 use remora_model::input::ObjectKey;
+use tokio::sync::watch;
 
 /// A rejected response: the version Envoy refused and Envoy's own words.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,12 +78,42 @@ pub struct ProxySync {
     stream: u64,
 }
 
+impl ProxySync {
+    /// A proxy's status as another replica reported it (no stream of this one).
+    pub fn reported(
+        proxy: ObjectKey,
+        mode: Mode,
+        connected_at: SystemTime,
+        types: BTreeMap<&'static str, TypeSync>,
+    ) -> ProxySync {
+        ProxySync {
+            proxy,
+            mode,
+            connected_at,
+            types,
+            stream: 0,
+        }
+    }
+}
+
 /// Every connected proxy's status. A proxy that reconnects may briefly have two streams; the
 /// newest one is reported.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SyncRegistry {
     proxies: RwLock<BTreeMap<ObjectKey, ProxySync>>,
     streams: std::sync::atomic::AtomicU64,
+    // Counts changes, so that a reporter wakes on one and skips to the newest state.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for SyncRegistry {
+    fn default() -> Self {
+        SyncRegistry {
+            proxies: RwLock::default(),
+            streams: std::sync::atomic::AtomicU64::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 impl SyncRegistry {
@@ -104,7 +135,17 @@ impl SyncRegistry {
             stream,
         };
         self.write().insert(proxy.clone(), status);
+        self.changed();
         stream
+    }
+
+    /// Wakes on every change to the registry (a counter of changes).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Records types' status on a stream; ignored unless `stream` is the proxy's newest.
@@ -114,16 +155,27 @@ impl SyncRegistry {
         stream: u64,
         types: impl IntoIterator<Item = (&'static str, TypeSync)>,
     ) {
-        if let Some(s) = self.write().get_mut(proxy).filter(|s| s.stream == stream) {
-            s.types.extend(types);
+        let updated = match self.write().get_mut(proxy).filter(|s| s.stream == stream) {
+            Some(s) => {
+                s.types.extend(types);
+                true
+            }
+            None => false,
+        };
+        if updated {
+            self.changed();
         }
     }
 
     /// Forgets the proxy when `stream` is its newest; an older stream's end changes nothing.
     pub fn disconnected(&self, proxy: &ObjectKey, stream: u64) {
-        let mut proxies = self.write();
-        if proxies.get(proxy).is_some_and(|s| s.stream == stream) {
-            proxies.remove(proxy);
+        let removed = {
+            let mut proxies = self.write();
+            let newest = proxies.get(proxy).is_some_and(|s| s.stream == stream);
+            newest && proxies.remove(proxy).is_some()
+        };
+        if removed {
+            self.changed();
         }
     }
 
@@ -191,5 +243,21 @@ mod tests {
         assert_eq!(reg.all()[0].types.len(), 1);
         reg.disconnected(&p, new);
         assert!(reg.get(&p).is_none());
+    }
+
+    #[test]
+    fn every_change_but_a_stale_streams_wakes_the_reporter() {
+        let reg = SyncRegistry::default();
+        let changes = reg.changes();
+        let p = ObjectKey::new("ns", "pod");
+        let old = reg.connected(&p, Mode::StateOfTheWorld);
+        let new = reg.connected(&p, Mode::Incremental);
+        assert_eq!(*changes.borrow(), 2);
+        reg.update(&p, old, [(crate::snapshot::CLUSTER, TypeSync::default())]);
+        reg.disconnected(&p, old);
+        assert_eq!(*changes.borrow(), 2, "a stale stream changes nothing");
+        reg.update(&p, new, [(crate::snapshot::CLUSTER, TypeSync::default())]);
+        reg.disconnected(&p, new);
+        assert_eq!(*changes.borrow(), 4);
     }
 }

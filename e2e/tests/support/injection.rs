@@ -54,11 +54,13 @@ pub fn controller_config(namespace: &str, name: &str, port: u16) -> Config {
             ..MeshSettings::default()
         },
         lease: None,
+        fleet: None,
         debounce: Debounce {
             window: Duration::from_millis(20),
             max_delay: Duration::from_millis(200),
         },
         status_interval: Duration::from_millis(300),
+        max_stream_age: remora_xds::DEFAULT_MAX_STREAM_AGE,
         webhook: Some(remora_webhook::Config {
             addr: ([127, 0, 0, 1], port).into(),
             namespace: namespace.into(),
