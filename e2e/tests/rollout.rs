@@ -24,7 +24,7 @@ use remora_api::{
     SidecarPolicy,
     sidecar_policy::{RolloutPhase, RolloutStatus},
 };
-use remora_controller::Controller;
+use remora_controller::{Config, Controller, fleet::FleetConfig, leader::LeaseConfig};
 use remora_rollout::RESTART_ANNOTATION;
 use remora_runtime::Debounce;
 use serde_json::json;
@@ -89,6 +89,10 @@ impl Scene {
     }
 
     async fn controller(&self) -> Controller {
+        self.start(self.config()).await
+    }
+
+    fn config(&self) -> Config {
         let mut config = injection::controller_config(&self.ns, &self.webhook_name, self.port);
         // The model applies events a debounce after the pod watch saw them, here longer than
         // a status pass, as on a busy controller: rollouts must not depend on the two
@@ -97,6 +101,33 @@ impl Scene {
             window: Duration::from_millis(1500),
             max_delay: Duration::from_secs(3),
         };
+        config
+    }
+
+    /// One of two replicas electing a leader and reporting their proxies to each other; only
+    /// an `injecting` one serves the webhook.
+    async fn replica(&self, identity: &str, injecting: bool) -> Controller {
+        let mut config = self.config();
+        let lease = LeaseConfig {
+            namespace: self.ns.clone(),
+            name: "remora-controller".into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(4),
+            grace: Duration::from_secs(1),
+        };
+        config.fleet = Some(FleetConfig {
+            min_interval: Duration::from_millis(100),
+            heartbeat: Duration::from_secs(1),
+            ..FleetConfig::new(&self.ns, identity, "remora-controller-proxies")
+        });
+        config.lease = Some(lease);
+        if !injecting {
+            (config.webhook, config.inject) = (None, None);
+        }
+        self.start(config).await
+    }
+
+    async fn start(&self, config: Config) -> Controller {
         let controller = remora_controller::start(self.client.clone(), config)
             .await
             .expect("the controller starts");
@@ -747,5 +778,86 @@ async fn a_resources_only_change_rolls_too() {
         "{text}"
     );
     controller.stop().await;
+    scene.clean_up().await;
+}
+
+/// With two replicas, the canary's new pod's proxy connects to the one that does not lead and
+/// NACKs its config: the leader learns it from that replica's report and fails the gate at
+/// once, where it used to see an unknown proxy and go by the pod's readiness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nack_on_another_replica_fails_the_gate() {
+    let Some(scene) = Scene::new("rollout-fleet").await else {
+        return;
+    };
+    let _kubelet = kubelet::start(&scene.client, &scene.ns, every_pod_ready());
+    let leader = scene.replica("replica-a", true).await;
+    eventually(20, "the injecting replica leads", async || {
+        leader.is_leader().then_some(())
+    })
+    .await;
+    let follower = scene.replica("replica-b", false).await;
+    // A gate longer than a proxy takes to connect and answer: its NACK must decide, not the
+    // pod's readiness.
+    scene
+        .create_policy(json!({
+            "waves": [{"count": 1}, {"percent": 100}],
+            "healthGate": {"minReady": "10s", "timeout": "2m"},
+            "onFailure": "Rollback"
+        }))
+        .await;
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
+        "spec": {"selector": {"app": "api-00"}, "ports": [{"name": "http", "port": 8080}]}
+    }))
+    .expect("a Service");
+    Api::namespaced(scene.client.clone(), &scene.ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("the Service");
+    // Valid for validate(), beyond the RE2 program size Envoy accepts.
+    let route: remora_api::TrafficRoute = serde_json::from_value(json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "TrafficRoute",
+        "metadata": {"name": "api"},
+        "spec": {"parentRefs": [{"name": "api", "port": 8080}],
+                 "http": [{"matches": [{"path": {"type": "RegularExpression", "value": "/x{300}"}}],
+                           "backendRefs": [{"name": "api", "port": 8080}]}]}
+    }))
+    .expect("a TrafficRoute");
+    Api::namespaced(scene.client.clone(), &scene.ns)
+        .create(&PostParams::default(), &route)
+        .await
+        .expect("the route");
+    let all = names("api", 2);
+    scene.create_deployments(&all, 1).await;
+    scene.settled(&all, 1, OLD, 120).await;
+    scene.completed(OLD, 30).await;
+
+    scene.set_policy(json!({"proxy": {"version": NEW}})).await;
+    let canary = eventually(60, "the canary's new pod", async || {
+        let live = scene.live_pods().await;
+        let pods = live.get(&all[0])?;
+        pods.iter()
+            .find(|(_, v, _)| v.as_deref() == Some(NEW))
+            .map(|(name, _, _)| name.clone())
+    })
+    .await;
+    let key = remora_model::input::ObjectKey::new(&scene.ns, &canary);
+    let _envoy = support::Envoy::start(key, follower.xds_addr, true).await;
+    let rolled_back = eventually(60, "the canary rolled back", async || {
+        let r = scene.rollout().await?;
+        (r.phase == RolloutPhase::RolledBack).then_some(r)
+    })
+    .await;
+    let failed = &rolled_back.failed_workloads;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].name, all[0]);
+    let reason = &failed[0].reason;
+    assert!(
+        reason.starts_with(&format!("proxy on pod {canary} rejected its config")),
+        "{reason}"
+    );
+    assert_eq!(scene.stamp(&all[1]).await, None, "the second wave started");
+    follower.stop().await;
+    leader.stop().await;
     scene.clean_up().await;
 }

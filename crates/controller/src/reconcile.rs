@@ -363,3 +363,71 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use remora_fleet::Report;
+    use remora_xds::{
+        Snapshot, SyncRegistry,
+        snapshot::{CLUSTER, Resources},
+        sync::{Mode, Nack, ProxySync, TypeSync},
+    };
+
+    use super::*;
+
+    /// A proxy another replica serves, having answered `acked` and maybe NACKed `nacked`.
+    fn elsewhere(name: &str, acked: &str, nack: Option<&str>) -> ProxySync {
+        let t = TypeSync {
+            sent: Some(nack.map_or(acked, |_| "new").to_owned()),
+            acked: Some(acked.to_owned()),
+            nack: nack.map(|m| Nack {
+                version: "new".into(),
+                message: m.into(),
+            }),
+            resources_sent: 1,
+        };
+        let types = BTreeMap::from([(CLUSTER, t)]);
+        ProxySync::reported(
+            ObjectKey::new("shop", name),
+            Mode::Incremental,
+            SystemTime::now(),
+            types,
+        )
+    }
+
+    #[test]
+    fn a_proxy_on_another_replica_is_judged_by_its_report_against_this_snapshot() {
+        let cache = SnapshotCache::new();
+        let current = Snapshot::new([(CLUSTER, Resources::empty())]);
+        let version = current.resources(CLUSTER).version().to_owned();
+        let current = Arc::new(current);
+        let fleet = Fleet::new(SyncRegistry::new(), "leader");
+        let mut proxies = vec![elsewhere("synced", &version, None)];
+        // The proxy refused what the other replica sent and runs the current version's
+        // predecessor; here "new" stands for the version it was sent.
+        proxies.push(elsewhere("refusing", "old", Some("bad regex")));
+        proxies.push(elsewhere("behind", "old", None));
+        for p in &proxies {
+            cache.set(&p.proxy, current.clone());
+        }
+        let report = Report {
+            replica: "follower".into(),
+            renewed: SystemTime::now(),
+            proxies,
+        };
+        fleet.observe("follower-0", report);
+        let now = SystemTime::now();
+        let health = |name: &str| proxy_health(&cache, &fleet, &ObjectKey::new("shop", name), now);
+        assert_eq!(health("synced"), ProxyHealth::Acked);
+        assert_eq!(health("refusing"), ProxyHealth::Nacked("bad regex".into()));
+        assert_eq!(health("behind"), ProxyHealth::Pending);
+        assert_eq!(health("nowhere"), ProxyHealth::Unknown);
+        // Once the follower stops renewing its report, its proxies are unknown: a rollout
+        // gate goes by their pods' readiness again.
+        let later = now + remora_fleet::DEFAULT_EXPIRY;
+        let stale = proxy_health(&cache, &fleet, &ObjectKey::new("shop", "refusing"), later);
+        assert_eq!(stale, ProxyHealth::Unknown);
+    }
+}
