@@ -751,6 +751,24 @@ async fn two_replicas_judge_the_whole_fleet_and_forget_a_dead_one() {
         .await;
         assert_eq!(all, fleet);
     }
+    // The same through `remora proxy-status`, as an operator runs it against one replica.
+    let out = std::process::Command::new(support::pods::container::remora_bin())
+        .arg("proxy-status")
+        .args(["--server", &follower.xds_addr.to_string(), "-n", &sc.ns])
+        .output()
+        .expect("remora runs");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<(String, String)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let pod = cols.first()?.strip_prefix(&format!("{}/", sc.ns))?;
+            Some((pod.to_owned(), (*cols.get(7)?).to_owned()))
+        })
+        .collect();
+    assert_eq!(rows, fleet, "{text}");
 
     // The follower crashes; its proxy reconnects to the leader.
     assert!(reports(client, &sc.ns, follower_name).await > 0);
