@@ -692,10 +692,31 @@ async fn two_replicas_judge_the_whole_fleet_and_forget_a_dead_one() {
         duration: Duration::from_secs(4),
         grace: Duration::from_secs(1),
     };
+    // What a previous run of replica-a left: a shard beyond what it writes now, for a proxy
+    // long gone. The new run deletes it rather than let it speak for replica-a.
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &sc.ns);
+    let left: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "remora-controller-proxies-replica-a-7",
+                     "labels": {REPORT_LABEL: "replica-a"}},
+        "data": {"replica": "replica-a", "renewed": "2030-01-01T00:00:00Z",
+                 "proxies": r#"{"messages":[],"proxies":[{"p":"x/ghost","m":"sotw","c":0,"t":{}}]}"#}
+    }))
+    .expect("a ConfigMap");
+    maps.create(&pp, &left)
+        .await
+        .expect("the left-behind report");
     let a = start(client, Some(lease("replica-a"))).await;
     let b = start(client, Some(lease("replica-b"))).await;
     eventually(20, "one leader", async || {
         (a.is_leader() != b.is_leader()).then_some(())
+    })
+    .await;
+    eventually(10, "the left-behind report deleted", async || {
+        maps.get_opt("remora-controller-proxies-replica-a-7")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
     })
     .await;
     let ((leader, leader_name), (follower, follower_name)) = if a.is_leader() {

@@ -74,8 +74,13 @@ impl FleetConfig {
         }
     }
 
+    /// What the names of this replica's objects begin with.
+    fn own_prefix(&self) -> String {
+        format!("{}-{}-", self.prefix, self.replica)
+    }
+
     fn name(&self, shard: usize) -> String {
-        format!("{}-{}-{shard}", self.prefix, self.replica)
+        format!("{}{shard}", self.own_prefix())
     }
 }
 
@@ -125,7 +130,7 @@ async fn report_loop(
     metrics: Arc<Metrics>,
 ) {
     let mut changes = fleet.local().changes();
-    let mut written: BTreeMap<usize, String> = BTreeMap::new();
+    let mut written = left_behind(&api, &config).await;
     let mut pace = Pace::new(config.min_interval);
     let mut renewed = Instant::now();
     let mut first = true;
@@ -158,6 +163,26 @@ async fn report_loop(
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep_until(next_renewal) => {}
+        }
+    }
+}
+
+/// The shards a previous run under this name left (a restarted container keeps its pod's
+/// name), as written with nothing: each is rewritten or deleted, never left to speak for
+/// proxies that are gone.
+async fn left_behind(api: &Api<ConfigMap>, config: &FleetConfig) -> BTreeMap<usize, String> {
+    let mine = ListParams::default().labels(&format!("{REPORT_LABEL}={}", config.replica));
+    let prefix = config.own_prefix();
+    match api.list_metadata(&mine).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .filter_map(|o| o.name_any().strip_prefix(&prefix)?.parse().ok())
+            .map(|index| (index, String::new()))
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot list what this replica reported before; rewriting what it reports now");
+            BTreeMap::new()
         }
     }
 }
