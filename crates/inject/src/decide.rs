@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt};
 use k8s_openapi::api::core::v1::Pod;
 use remora_api::{SidecarPolicy, sidecar_policy::PROXY_CONTAINER};
 
-use crate::{INJECT_ANNOTATION, has_proxy};
+use crate::{INJECT_ANNOTATION, is_injected};
 
 /// What the injector needs to know about the mesh.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub enum SkipReason {
         /// The pod's namespace.
         namespace: String,
     },
-    /// The pod already has the proxy container.
+    /// The pod was injected already (its proxy container and version annotation).
     AlreadyInjected,
     /// The pod's namespace does not carry the mesh label set to `enabled`.
     NamespaceNotInMesh {
@@ -128,7 +128,7 @@ pub fn decide(
             namespace: namespace.into(),
         });
     }
-    if has_proxy(pod) {
+    if is_injected(pod) {
         return skip(SkipReason::AlreadyInjected);
     }
     if namespace_labels
@@ -232,13 +232,23 @@ mod tests {
         p
     }
 
-    fn injected() -> Pod {
+    /// A pod with a container named like the proxy; `injected()` adds the injection's mark.
+    fn named_like_the_proxy() -> Pod {
         let mut p = pod();
         let spec = p.spec.as_mut().expect("spec");
         spec.init_containers = Some(vec![
             serde_json::from_value(json!({"name": "remora-proxy", "restartPolicy": "Always"}))
                 .expect("container"),
         ]);
+        p
+    }
+
+    fn injected() -> Pod {
+        let mut p = named_like_the_proxy();
+        p.metadata.annotations = Some(BTreeMap::from([(
+            crate::VERSION_ANNOTATION.to_string(),
+            "1.40.0".to_string(),
+        )]));
         p
     }
 
@@ -264,7 +274,11 @@ mod tests {
         let mut host_network = pod();
         host_network.spec.as_mut().expect("spec").host_network = Some(true);
         let mut injected_then_opted_out = injected();
-        injected_then_opted_out.metadata.annotations = annotated("false").metadata.annotations;
+        let annotations = injected_then_opted_out
+            .metadata
+            .annotations
+            .get_or_insert_default();
+        annotations.insert(INJECT_ANNOTATION.into(), "false".into());
         let cases = [
             ("plain pod", base(), Decision::Inject),
             (
@@ -289,6 +303,12 @@ mod tests {
                 "injected",
                 base().with(injected()),
                 skip(SkipReason::AlreadyInjected),
+            ),
+            // Not a way to opt out: the clash refuses it (see patch).
+            (
+                "a container named like the proxy",
+                base().with(named_like_the_proxy()),
+                Decision::Inject,
             ),
             (
                 "opted out since",

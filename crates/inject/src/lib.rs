@@ -182,9 +182,16 @@ impl InjectError {
     }
 }
 
-/// Whether the pod carries the proxy, in either layout: the mark of an injected pod.
-fn has_proxy(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(proxy_container).is_some()
+/// Whether the pod was injected: it carries the proxy, in either layout, and the version
+/// annotation the injection adds. A container that merely takes the proxy's name is no
+/// sidecar: such a pod is refused for the clash, never silently left out of the mesh.
+fn is_injected(pod: &Pod) -> bool {
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(VERSION_ANNOTATION));
+    annotated && pod.spec.as_ref().and_then(proxy_container).is_some()
 }
 
 #[cfg(test)]

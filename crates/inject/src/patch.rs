@@ -11,9 +11,8 @@ use crate::{
     InjectError, Injection, Layout, POLICY_ANNOTATION, REVISION_ANNOTATION, VERSION_ANNOTATION,
     agent, conflicts,
     container::{leading, sidecars},
-    has_proxy,
     init::init_container,
-    probes,
+    is_injected, probes,
 };
 
 /// One JSON-patch operation; the injector only ever adds.
@@ -42,7 +41,7 @@ pub fn pointer_token(key: &str) -> String {
 /// containers in both layouts: before the native sidecars (so the proxy starts behind the
 /// redirect) or before the app's own init containers and the app.
 pub fn patch(pod: &Pod, injection: &Injection) -> Result<Vec<JsonPatchOp>, InjectError> {
-    if has_proxy(pod) {
+    if is_injected(pod) {
         return Ok(Vec::new());
     }
     let moved = probes::app_probes(pod, injection);

@@ -334,6 +334,23 @@ fn conflicting_names_and_ports_name_the_field() {
     );
 }
 
+/// A container named like the proxy is no way out of the mesh: the pod is refused for the
+/// clash, with the field, unless the injection's own mark says it was injected already.
+#[test]
+fn a_container_named_like_the_proxy_is_refused_not_skipped() {
+    let mut imposter = pod();
+    spec_mut(&mut imposter)
+        .containers
+        .push(named("remora-proxy"));
+    assert_eq!(
+        inject(&imposter, Layout::Native, &control_plane()),
+        Err(InjectError::NameTaken {
+            field: "spec.containers[1].name".into(),
+            name: "remora-proxy".into(),
+        })
+    );
+}
+
 fn named(name: &str) -> Container {
     Container {
         name: name.into(),
