@@ -22,7 +22,7 @@ pub use certs::{Ca, CertError, TlsIdentity, service_sans};
 pub use mutate::{InjectFailure, MUTATE_PODS_PATH, PodInjector, Unavailable, review_pod};
 pub use review::review;
 pub use run::{Certificates, Config, run};
-pub use server::{PATH, replace_cert, serve, serving_cert};
+pub use server::{Limits, PATH, replace_cert, serve, serving_cert};
 
 /// What stopped the webhook, naming the object or address involved.
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,24 @@ pub fn review(body: &[u8]) -> AdmissionReview<DynamicObject> {
     }
 }
 
+/// The answer to a review whose checks did not finish by `deadline`: the object is refused,
+/// so that it never gets in unchecked.
+pub(crate) fn too_slow(
+    body: &[u8],
+    deadline: std::time::Duration,
+) -> AdmissionReview<DynamicObject> {
+    let message = format!(
+        "the object's checks did not finish within {deadline:?}, so it is refused; a \
+         pathological pattern or a very large object is the likely cause"
+    );
+    match parse_request(body) {
+        Ok(request) => {
+            deny(AdmissionResponse::from(&request), message, &[], &request).into_review()
+        }
+        Err(reason) => AdmissionResponse::invalid(reason).into_review(),
+    }
+}
+
 /// The request of an AdmissionReview body, or why there is none (for a denial).
 pub(crate) fn parse_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
     match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {

@@ -15,7 +15,7 @@ use crate::{
     Error, PodInjector,
     certs::{TlsIdentity, service_sans},
     cluster::{ensure_ca, ensure_ca_bundle, read_tls_secret},
-    server::{replace_cert, serve, serving_cert},
+    server::{Limits, replace_cert, serve, serving_cert},
 };
 
 /// How often the Secret and the webhook configuration are checked again: a Helm upgrade or
@@ -93,7 +93,7 @@ pub async fn run(
     );
     let upkeep = upkeep(&secrets, &configs, &config, &cert, loaded);
     tokio::select! {
-        served = serve(listener, cert.clone(), config.injector.clone(), shutdown) => Ok(served?),
+        served = serve(listener, cert.clone(), config.injector.clone(), Limits::default(), shutdown) => Ok(served?),
         never = upkeep => match never {},
     }
 }

@@ -16,7 +16,7 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
 };
 use remora_identity::CurrentCert;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
 
 use crate::{
@@ -34,6 +34,27 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one webhook server takes on.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a review may compute. Past it, an object under validation is refused (the
+    /// API server's own timeout would let `failurePolicy: Ignore` admit it unchecked) and a
+    /// pod under injection gets a 503 (its `failurePolicy` decides).
+    pub review_deadline: Duration,
+    /// Connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    /// Half the API server's default webhook timeout (10 s), and 256 connections.
+    fn default() -> Self {
+        Limits {
+            review_deadline: Duration::from_secs(5),
+            max_connections: 256,
+        }
+    }
+}
 
 /// The serving certificate, `identity` until [`replace_cert`] gives another; clones share
 /// it, so a renewal reaches the running server.
@@ -55,6 +76,7 @@ pub async fn serve(
     listener: TcpListener,
     cert: CurrentCert,
     injector: Option<Arc<dyn PodInjector>>,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CertError> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
@@ -64,6 +86,7 @@ pub async fn serve(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -78,12 +101,17 @@ pub async fn serve(
                 }
             },
         };
-        let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
-        let injector = injector.clone();
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, cap = limits.max_connections, "webhook connections at their cap; closing a new one");
+            drop(tcp);
+            continue;
+        };
+        let (acceptor, watcher, injector) =
+            (acceptor.clone(), graceful.watcher(), injector.clone());
         // The handshake runs in the connection's task, so a slow client never holds up
         // accepting the next one.
         tokio::spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -99,7 +127,7 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(REQUEST_TIMEOUT);
-            let service = service_fn(move |request| handle(request, injector.clone()));
+            let service = service_fn(move |request| handle(request, injector.clone(), limits));
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
@@ -125,6 +153,7 @@ enum Route {
 async fn handle(
     request: Request<Incoming>,
     injector: Option<Arc<dyn PodInjector>>,
+    limits: Limits,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let route = match (request.uri().path(), injector) {
         (PATH, _) => Route::Validate,
@@ -151,13 +180,29 @@ async fn handle(
         }
         Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT, "the body was too slow")),
     };
+    let deadline = limits.review_deadline;
     let answer = match route {
-        Route::Validate => serde_json::to_vec(&crate::review::review(&body)),
-        Route::MutatePods(injector) => match review_pod(&body, injector.as_ref()) {
-            Ok(review) => serde_json::to_vec(&review),
-            // Not a verdict: the API server reports a failed call and `failurePolicy` decides.
-            Err(e) => return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
-        },
+        Route::Validate => {
+            let review = off_runtime(deadline, {
+                let body = body.clone();
+                move || crate::review::review(&body)
+            });
+            let review = review.await;
+            serde_json::to_vec(&review.unwrap_or_else(|| crate::review::too_slow(&body, deadline)))
+        }
+        Route::MutatePods(injector) => {
+            let review = off_runtime(deadline, move || review_pod(&body, injector.as_ref()));
+            match review.await {
+                Some(Ok(review)) => serde_json::to_vec(&review),
+                // Not a verdict: the API server reports a failed call and `failurePolicy`
+                // decides.
+                Some(Err(e)) => return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+                None => {
+                    let message = format!("sidecar injection took longer than {deadline:?}");
+                    return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, &message));
+                }
+            }
+        }
     };
     Ok(match answer {
         Ok(json) => {
@@ -170,6 +215,26 @@ async fn handle(
         }
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     })
+}
+
+/// Runs `work` on the blocking pool, so a slow review never stalls the runtime that serves
+/// xDS; `None` when it did not finish by `deadline` (it runs on, its answer dropped) or
+/// panicked (logged).
+async fn off_runtime<T: Send + 'static>(
+    deadline: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(answer)) => Some(answer),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "an admission review panicked");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(?deadline, "an admission review missed its deadline");
+            None
+        }
+    }
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
@@ -204,6 +269,14 @@ mod tests {
         ca: &Ca,
         injector: Option<Arc<dyn PodInjector>>,
     ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        start_with(ca, injector, Limits::default()).await
+    }
+
+    async fn start_with(
+        ca: &Ca,
+        injector: Option<Arc<dyn PodInjector>>,
+        limits: Limits,
+    ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let identity = ca
             .issue(&service_sans("remora", "remora-system"))
             .expect("a serving cert");
@@ -212,7 +285,7 @@ mod tests {
         let (stop, stopped) = oneshot::channel::<()>();
         let cert = serving_cert(&identity).expect("a serving cert");
         let task = tokio::spawn(async move {
-            serve(listener, cert, injector, async {
+            serve(listener, cert, injector, limits, async {
                 let _ = stopped.await;
             })
             .await
@@ -365,6 +438,92 @@ mod tests {
         shut_down(stop, task).await;
     }
 
+    /// Takes its time over every pod.
+    #[derive(Debug)]
+    struct Slow;
+
+    impl PodInjector for Slow {
+        fn inject(
+            &self,
+            _: &str,
+            _: &k8s_openapi::api::core::v1::Pod,
+        ) -> Result<Vec<remora_inject::JsonPatchOp>, crate::InjectFailure> {
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(Vec::new())
+        }
+    }
+
+    fn pod_review(name: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u3",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "name": name, "namespace": "shop", "operation": "CREATE",
+                "userInfo": {"username": "admin"},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                           "spec": {"containers": [{"name": "web"}]}}
+            }
+        }))
+        .expect("json")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_review_past_its_deadline_gets_no_verdict() {
+        let ca = Ca::generate().expect("a CA");
+        let limits = Limits {
+            review_deadline: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let (addr, stop, task) = start_with(&ca, Some(Arc::new(Slow)), limits).await;
+        let head = format!("POST {MUTATE_PODS_PATH} HTTP/1.1");
+        let reply = call(addr, &ca, &head, &pod_review("slow-1"))
+            .await
+            .expect("a reply");
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        assert!(reply.contains("took longer than 100ms"), "{reply}");
+        shut_down(stop, task).await;
+    }
+
+    #[test]
+    fn an_object_whose_checks_run_too_long_is_refused_with_its_uid() {
+        let review = crate::review::too_slow(&pod_review("big"), Duration::from_secs(5));
+        let response = review.response.expect("a response");
+        assert_eq!(response.uid, "u3");
+        assert!(!response.allowed);
+        assert!(
+            response.result.message.contains("within 5s"),
+            "{:?}",
+            response.result
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_the_cap_is_closed() {
+        let ca = Ca::generate().expect("a CA");
+        let limits = Limits {
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let (addr, stop, task) = start_with(&ca, None, limits).await;
+        // The first connection holds the only place (its handshake waits for a hello).
+        let held = TcpStream::connect(addr)
+            .await
+            .expect("the first connection");
+        let mut second = TcpStream::connect(addr)
+            .await
+            .expect("accepted, then closed");
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the second connection was served: {read:?}"
+        );
+        drop(held);
+        shut_down(stop, task).await;
+    }
+
     #[tokio::test]
     async fn a_replaced_certificate_serves_new_handshakes() {
         let old = Ca::generate().expect("a CA");
@@ -374,7 +533,16 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("an address");
         let served = cert.clone();
-        tokio::spawn(async move { serve(listener, served, None, std::future::pending()).await });
+        tokio::spawn(async move {
+            serve(
+                listener,
+                served,
+                None,
+                Limits::default(),
+                std::future::pending(),
+            )
+            .await
+        });
         let head = format!("GET {PATH} HTTP/1.1");
         assert!(call(addr, &old, &head, b"").await.is_ok());
         assert!(
