@@ -423,6 +423,20 @@ async fn a_subset_resolves_when_a_matching_pod_becomes_ready() {
     controller.stop().await;
 }
 
+/// A pod `app=client` with a sidecar, made running at `ip` (its proxy is started by the test).
+async fn running_client(client: &Client, ns: &str, name: &str, ip: &str) {
+    let pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "client"}},
+        "spec": {"containers": [
+            {"name": "app", "image": "example.invalid/client:1"},
+            {"name": "remora-proxy", "image": "example.invalid/remora-proxy:1.40.0"}]}
+    }))
+    .expect("a Pod");
+    cluster::create_pod(client, ns, &pod).await;
+    cluster::run_pod(client, ns, name, ip).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
     let Some(sc) = scene("programmed").await else {
@@ -438,16 +452,7 @@ async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
         .create(&pp, &service("api", 28_081))
         .await
         .expect("api");
-    let pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "client", "labels": {"app": "client"}},
-        "spec": {"containers": [
-            {"name": "app", "image": "example.invalid/client:1"},
-            {"name": "remora-proxy", "image": "example.invalid/remora-proxy:1.40.0"}]}
-    }))
-    .expect("a Pod");
-    cluster::create_pod(client, &sc.ns, &pod).await;
-    cluster::run_pod(client, &sc.ns, "client", "127.1.201.2").await;
+    running_client(client, &sc.ns, "client", "127.1.201.2").await;
 
     let controller = start(client, None).await;
     let envoy =
@@ -662,16 +667,7 @@ async fn two_replicas_judge_the_whole_fleet_and_forget_a_dead_one() {
         .await
         .expect("api");
     for (name, ip) in [("client-a", "127.1.202.2"), ("client-b", "127.1.202.3")] {
-        let pod = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {"app": "client"}},
-            "spec": {"containers": [
-                {"name": "app", "image": "example.invalid/client:1"},
-                {"name": "remora-proxy", "image": "example.invalid/remora-proxy:1.40.0"}]}
-        }))
-        .expect("a Pod");
-        cluster::create_pod(client, &sc.ns, &pod).await;
-        cluster::run_pod(client, &sc.ns, name, ip).await;
+        running_client(client, &sc.ns, name, ip).await;
     }
     // Only this namespace: the shared cluster holds other tests' routes, which the proxies
     // would NACK too.

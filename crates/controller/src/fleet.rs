@@ -133,11 +133,12 @@ async fn report_loop(
     let mut written = left_behind(&api, &config).await;
     let mut pace = Pace::new(config.min_interval);
     let mut renewed = Instant::now();
-    let mut first = true;
     loop {
         changes.borrow_and_update();
         let shards = report::shards(&fleet.local().all());
-        let renew = first || renewed.elapsed() >= config.heartbeat;
+        // Nothing is written yet on the first pass (or only what an earlier run left, never
+        // equal to a body), so every shard is stale then: no flag is needed for it.
+        let renew = renewed.elapsed() >= config.heartbeat;
         for shard in &shards {
             let stale = written.get(&shard.index) != Some(&shard.body);
             let renewal = renew && shard.index == 0;
@@ -150,7 +151,6 @@ async fn report_loop(
             if ok {
                 written.insert(shard.index, shard.body.clone());
                 renewed = Instant::now();
-                first = false;
             }
         }
         let gone: Vec<usize> = written.range(shards.len()..).map(|(i, _)| *i).collect();

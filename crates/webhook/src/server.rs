@@ -402,29 +402,13 @@ mod tests {
     async fn pod_reviews_are_answered_by_the_injector() {
         let ca = Ca::generate().expect("a CA");
         let (addr, stop, task) = start(&ca, Some(Arc::new(OnlyReady))).await;
-        let review = |name: &str| {
-            serde_json::to_vec(&serde_json::json!({
-                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                "request": {
-                    "uid": "u2",
-                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                    "resource": {"group": "", "version": "v1", "resource": "pods"},
-                    "name": name, "namespace": "shop", "operation": "CREATE",
-                    "userInfo": {"username": "admin"},
-                    "object": {"apiVersion": "v1", "kind": "Pod",
-                               "metadata": {"name": name},
-                               "spec": {"containers": [{"name": "web"}]}}
-                }
-            }))
-            .expect("json")
-        };
         let head = format!("POST {MUTATE_PODS_PATH} HTTP/1.1");
-        let reply = call(addr, &ca, &head, &review("ready-1"))
+        let reply = call(addr, &ca, &head, &pod_review("ready-1"))
             .await
             .expect("a reply");
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
         assert!(reply.contains("\"patchType\":\"JSONPatch\""), "{reply}");
-        let reply = call(addr, &ca, &head, &review("early-1"))
+        let reply = call(addr, &ca, &head, &pod_review("early-1"))
             .await
             .expect("a reply");
         assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
@@ -457,7 +441,7 @@ mod tests {
         serde_json::to_vec(&serde_json::json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {
-                "uid": "u3",
+                "uid": "u2",
                 "kind": {"group": "", "version": "v1", "kind": "Pod"},
                 "resource": {"group": "", "version": "v1", "resource": "pods"},
                 "name": name, "namespace": "shop", "operation": "CREATE",
@@ -490,7 +474,7 @@ mod tests {
     fn an_object_whose_checks_run_too_long_is_refused_with_its_uid() {
         let review = crate::review::too_slow(&pod_review("big"), Duration::from_secs(5));
         let response = review.response.expect("a response");
-        assert_eq!(response.uid, "u3");
+        assert_eq!(response.uid, "u2");
         assert!(!response.allowed);
         assert!(
             response.result.message.contains("within 5s"),
