@@ -136,6 +136,7 @@ async fn report_loop(
     loop {
         changes.borrow_and_update();
         let shards = report::shards(&fleet.local().all());
+        let count = shards.len();
         // Nothing is written yet on the first pass (or only what an earlier run left, never
         // equal to a body), so every shard is stale then: no flag is needed for it.
         let renew = renewed.elapsed() >= config.heartbeat;
@@ -146,14 +147,17 @@ async fn report_loop(
                 continue;
             }
             pace.wait().await;
-            let ok = apply(&api, &config, shard).await;
+            // Built again after the wait, so that the ACKs of a burst that came during the
+            // round go out with it rather than a round later.
+            let shard = report::shard(&fleet.local().all(), shard.index, count);
+            let ok = apply(&api, &config, &shard).await;
             metrics.report_write("apply", ok);
             if ok {
-                written.insert(shard.index, shard.body.clone());
+                written.insert(shard.index, shard.body);
                 renewed = Instant::now();
             }
         }
-        let gone: Vec<usize> = written.range(shards.len()..).map(|(i, _)| *i).collect();
+        let gone: Vec<usize> = written.range(count..).map(|(i, _)| *i).collect();
         for index in gone {
             pace.wait().await;
             metrics.report_write("delete", delete(&api, &config.name(index)).await);

@@ -4,11 +4,12 @@
 //! only when it differs from what the object has.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant, SystemTime},
 };
 
+use futures::{StreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Client, Resource, ResourceExt,
@@ -25,7 +26,7 @@ use remora_runtime::SharedMesh;
 use remora_status::{
     PolicyFacts, ProxyTally, RouteFacts, StatusWriter, policy_status, route_status,
 };
-use remora_xds::SnapshotCache;
+use remora_xds::{SnapshotCache, sync::ProxySync};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -60,25 +61,18 @@ pub struct Reconciler {
     pub metrics: Arc<Metrics>,
 }
 
+/// Status writes of one pass in flight at once: enough to hide each write's round trip,
+/// few enough not to crowd the API server.
+const STATUS_WRITES_IN_FLIGHT: usize = 8;
+
 /// How a proxy stands: `Acked` when it runs the config published for it now (every type
 /// it asked for ACKed at the version of its current snapshot), `Nacked` with Envoy's message
-/// when it rejected what was last sent.
+/// when it rejected what was last sent, `Pending` while it has not caught up.
 ///
 /// Versions are content hashes, the same on every replica, so a proxy another replica serves
 /// is judged against this replica's snapshot alike.
-fn proxy_health(
-    cache: &SnapshotCache,
-    fleet: &Fleet,
-    proxy: &ObjectKey,
-    now: SystemTime,
-) -> ProxyHealth {
-    let id = proxy.clone();
-    // Connected to no live replica (yet): a rollout's health gate goes by the pod's
-    // readiness (which the proxy's own readiness probe gates).
-    let Some(FleetProxy { sync: status, .. }) = fleet.get(&id, now) else {
-        return ProxyHealth::Unknown;
-    };
-    let Some(snapshot) = cache.get(&id) else {
+fn judge(cache: &SnapshotCache, status: &ProxySync) -> ProxyHealth {
+    let Some(snapshot) = cache.get(&status.proxy) else {
         return ProxyHealth::Pending;
     };
     if let Some(nack) = status.types.values().find_map(|t| {
@@ -99,64 +93,99 @@ fn proxy_health(
     }
 }
 
-fn tally<'a>(
-    cache: &SnapshotCache,
-    fleet: &Fleet,
-    proxies: impl IntoIterator<Item = &'a ObjectKey>,
-) -> ProxyTally {
-    let now = SystemTime::now();
-    let mut t = ProxyTally::default();
-    for p in proxies {
-        t.affected += 1;
-        match proxy_health(cache, fleet, p, now) {
-            ProxyHealth::Acked => t.acked += 1,
-            ProxyHealth::Pending | ProxyHealth::Unknown => {}
-            ProxyHealth::Nacked(message) => {
-                t.nacked += 1;
-                t.first_nack.get_or_insert((p.to_string(), message));
+/// Every proxy of the fleet judged once for one status pass, which then counts each route's
+/// and policy's proxies from here: a proxy that many routes shape is not judged per route.
+/// A proxy connected to no live replica (yet) is `Unknown`: a rollout's health gate goes by
+/// its pod's readiness (which the proxy's own readiness probe gates).
+struct Judged(HashMap<ObjectKey, ProxyHealth>);
+
+impl Judged {
+    fn at(cache: &SnapshotCache, fleet: &Fleet, now: SystemTime) -> Judged {
+        let judged = fleet
+            .all(now)
+            .into_iter()
+            .map(|FleetProxy { sync, .. }| {
+                let health = judge(cache, &sync);
+                (sync.proxy, health)
+            })
+            .collect();
+        Judged(judged)
+    }
+
+    fn of(&self, proxy: &ObjectKey) -> &ProxyHealth {
+        self.0.get(proxy).unwrap_or(&ProxyHealth::Unknown)
+    }
+
+    /// The counts of `proxies`, quoting the NACK of the first by name so the same NACKs
+    /// give the same status.
+    fn tally<'a>(&self, proxies: impl IntoIterator<Item = &'a ObjectKey>) -> ProxyTally {
+        let mut t = ProxyTally::default();
+        let mut first: Option<(&ObjectKey, &str)> = None;
+        for p in proxies {
+            t.affected += 1;
+            match self.of(p) {
+                ProxyHealth::Acked => t.acked += 1,
+                ProxyHealth::Pending | ProxyHealth::Unknown => {}
+                ProxyHealth::Nacked(message) => {
+                    t.nacked += 1;
+                    if first.is_none_or(|(f, _)| p < f) {
+                        first = Some((p, message));
+                    }
+                }
             }
         }
+        t.first_nack = first.map(|(p, m)| (p.to_string(), m.to_owned()));
+        t
     }
-    t
 }
 
 impl Reconciler {
-    async fn routes(&self, writer: &StatusWriter) {
-        for route in self.routes.state() {
-            let started = Instant::now();
-            let key = ObjectKey::from_meta(route.meta());
-            let desired = {
+    /// Every route's status is computed first, then the changed ones are written a few at a
+    /// time: after an edit that touches many routes, one slow write does not hold the rest.
+    async fn routes(&self, writer: &StatusWriter, judged: &Judged) {
+        let desired: Vec<_> = self
+            .routes
+            .state()
+            .into_iter()
+            .filter_map(|route| {
+                let started = Instant::now();
+                let key = ObjectKey::from_meta(route.meta());
                 let mesh = self.mesh.lock();
                 if !mesh.has_route(&key) {
-                    continue;
+                    return None;
                 }
-                let proxies = mesh.route_proxies(&key);
                 let problems = mesh.route_problems(&key);
                 let facts = RouteFacts {
                     generation: mesh.route_generation(&key),
                     validation: mesh.route_validation(&key).unwrap_or_default(),
                     problems: &problems,
-                    proxies: tally(&self.cache, &self.fleet, &proxies),
+                    proxies: judged.tally(mesh.route_proxies(&key)),
                 };
-                route_status(&facts, route.status.as_ref(), Time(now()))
-            };
-            let result = writer.route(&route, desired).await;
-            self.record("TrafficRoute", &key, result, started);
-        }
+                let desired = route_status(&facts, route.status.as_ref(), Time(now()));
+                Some((route, key, desired, started.elapsed()))
+            })
+            .collect();
+        stream::iter(desired)
+            .for_each_concurrent(
+                STATUS_WRITES_IN_FLIGHT,
+                |(route, key, desired, computing)| async move {
+                    let started = Instant::now();
+                    let result = writer.route(&route, desired).await;
+                    self.record("TrafficRoute", &key, result, computing + started.elapsed());
+                },
+            )
+            .await;
     }
 
     /// Each policy's rollout steps here too: its state is part of the status, written
     /// before the step's actions are carried out, so a crash between the two is resumed
     /// (steps re-issue actions that did not take effect).
-    async fn policies(&self, writer: &StatusWriter) {
+    async fn policies(&self, writer: &StatusWriter, judged: &Judged) {
         let objects = self.workloads.objects();
         let mut governed = {
             let mesh = self.mesh.lock();
             let pods = self.proxy_pods.read().unwrap_or_else(|e| e.into_inner());
-            let now = SystemTime::now();
-            rollout::governed(&mesh, &objects, &pods, |p| {
-                proxy_health(&self.cache, &self.fleet, p, now)
-            })
+            rollout::governed(&mesh, &objects, &pods, |p| judged.of(p).clone())
         };
         let now = Time(now());
         for policy in self.policies.state() {
@@ -165,7 +194,7 @@ impl Reconciler {
             let workloads = governed.remove(&key).unwrap_or_default();
             let previous = writer.policy_status_now(&policy);
             let Some((desired, step)) =
-                self.policy_status(&policy, &key, &workloads, previous.as_ref(), &now)
+                self.policy_status(&policy, &key, &workloads, previous.as_ref(), judged, &now)
             else {
                 continue;
             };
@@ -173,7 +202,7 @@ impl Reconciler {
             if let (Ok(written), Some(step)) = (&result, step) {
                 self.carry_out(&policy, &key, *written, &step).await;
             }
-            self.record("SidecarPolicy", &key, result, started);
+            self.record("SidecarPolicy", &key, result, started.elapsed());
         }
     }
 
@@ -185,6 +214,7 @@ impl Reconciler {
         key: &ObjectKey,
         workloads: &[Workload],
         previous: Option<&SidecarPolicyStatus>,
+        judged: &Judged,
         now: &Time,
     ) -> Option<(SidecarPolicyStatus, Option<Step>)> {
         let mesh = self.mesh.lock();
@@ -216,7 +246,7 @@ impl Reconciler {
             matched_proxies: governed.len() as i32,
             matched_workloads: workloads.len() as i32,
             versions: self.versions(&governed),
-            proxies: tally(&self.cache, &self.fleet, &governed),
+            proxies: judged.tally(&governed),
             rollout,
             mtls: mesh
                 .settings()
@@ -284,7 +314,7 @@ impl Reconciler {
         kind: &'static str,
         key: &ObjectKey,
         result: Result<bool, remora_status::Error>,
-        started: Instant,
+        took: Duration,
     ) {
         match &result {
             Ok(true) => {
@@ -298,8 +328,7 @@ impl Reconciler {
                 warn!(%kind, object = %key, error = %e, "status not written; retried on the next pass")
             }
         }
-        self.metrics
-            .observe_reconcile(kind, result.is_ok(), started.elapsed());
+        self.metrics.observe_reconcile(kind, result.is_ok(), took);
     }
 }
 
@@ -355,8 +384,9 @@ pub async fn run(
             continue;
         }
         let before = writer.writes();
-        reconciler.routes(&writer).await;
-        reconciler.policies(&writer).await;
+        let judged = Judged::at(&reconciler.cache, &reconciler.fleet, SystemTime::now());
+        reconciler.routes(&writer, &judged).await;
+        reconciler.policies(&writer, &judged).await;
         let written = writer.writes() - before;
         if written > 0 {
             debug!(written, "status written");
@@ -419,15 +449,26 @@ mod tests {
         };
         fleet.observe("follower-0", report);
         let now = SystemTime::now();
-        let health = |name: &str| proxy_health(&cache, &fleet, &ObjectKey::new("shop", name), now);
+        let judged = Judged::at(&cache, &fleet, now);
+        let health = |name: &str| judged.of(&ObjectKey::new("shop", name)).clone();
         assert_eq!(health("synced"), ProxyHealth::Acked);
         assert_eq!(health("refusing"), ProxyHealth::Nacked("bad regex".into()));
         assert_eq!(health("behind"), ProxyHealth::Pending);
         assert_eq!(health("nowhere"), ProxyHealth::Unknown);
+        let keys: Vec<ObjectKey> = ["synced", "refusing", "behind", "nowhere"]
+            .iter()
+            .map(|n| ObjectKey::new("shop", *n))
+            .collect();
+        let tally = judged.tally(&keys);
+        assert_eq!((tally.affected, tally.acked, tally.nacked), (4, 1, 1));
+        assert_eq!(
+            tally.first_nack,
+            Some(("shop/refusing".to_owned(), "bad regex".to_owned()))
+        );
         // Once the follower stops renewing its report, its proxies are unknown: a rollout
         // gate goes by their pods' readiness again.
-        let later = now + remora_fleet::DEFAULT_EXPIRY;
-        let stale = proxy_health(&cache, &fleet, &ObjectKey::new("shop", "refusing"), later);
-        assert_eq!(stale, ProxyHealth::Unknown);
+        let later = Judged::at(&cache, &fleet, now + remora_fleet::DEFAULT_EXPIRY);
+        let stale = later.of(&ObjectKey::new("shop", "refusing"));
+        assert_eq!(stale, &ProxyHealth::Unknown);
     }
 }

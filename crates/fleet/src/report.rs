@@ -4,7 +4,8 @@
 //! `{"p": "<namespace>/<pod>", "m": "sotw"|"delta", "c": <connected at, ms since the epoch>,
 //! "t": {"<type>": {"s": <sent>, "a": <ACKed>, "n": {"v": <NACKed version>, "m": <index into
 //! messages>}, "r": <resources sent>}}}`, types by their short names (`cds`, `eds`, `lds`,
-//! `rds`), absent fields omitted. NACK messages are kept once per shard (a bad route gives the
+//! `rds`), absent fields omitted. A synced proxy's sent version is its ACKed one, so `s` is
+//! left out then (a third of a report), and `null` when nothing was sent. NACK messages are kept once per shard (a bad route gives the
 //! same words on every proxy that refuses it) and cut at [`MAX_MESSAGE`] bytes.
 //!
 //! A proxy's shard is a stable hash of its name modulo the shard count, the smallest power
@@ -94,8 +95,13 @@ enum Flavour {
 
 #[derive(Serialize, Deserialize)]
 struct TypeEntry {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    s: Option<String>,
+    /// `None`: the ACKed version; `Some(None)`: nothing sent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    s: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     a: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +114,11 @@ struct TypeEntry {
 struct NackEntry {
     v: String,
     m: usize,
+}
+
+/// A field that is there, even as `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -131,6 +142,19 @@ pub fn shards(proxies: &[ProxySync]) -> Vec<Shard> {
             return shards;
         }
         count *= 2;
+    }
+}
+
+/// Shard `index` of `count` as `proxies` make it now: a writer that waits between shards
+/// builds each one just before writing it, so that it carries what changed meanwhile.
+pub fn shard(proxies: &[ProxySync], index: usize, count: usize) -> Shard {
+    let group: Vec<&ProxySync> = proxies
+        .iter()
+        .filter(|p| shard_of(&p.proxy, count) == index)
+        .collect();
+    Shard {
+        index,
+        body: encode(&group),
     }
 }
 
@@ -187,7 +211,7 @@ fn encode(proxies: &[&ProxySync]) -> String {
 
 fn type_entry(t: &TypeSync, messages: &mut Messages) -> TypeEntry {
     TypeEntry {
-        s: t.sent.clone(),
+        s: (t.sent != t.acked).then(|| t.sent.clone()),
         a: t.acked.clone(),
         n: t.nack.as_ref().map(|n| NackEntry {
             v: n.version.clone(),
@@ -270,7 +294,7 @@ fn proxy(e: Entry, messages: &[String]) -> Result<ProxySync, ReportError> {
             None => None,
         };
         let sync = TypeSync {
-            sent: t.s,
+            sent: t.s.unwrap_or_else(|| t.a.clone()),
             acked: t.a,
             nack,
             resources_sent: t.r,
@@ -315,13 +339,34 @@ mod tests {
 
     #[test]
     fn a_report_reads_back_as_written() {
+        // Reconnected with what an earlier control plane sent: ACKed, nothing sent yet.
+        let mut reconnected = proxy("shop", "api-2", "v0", None);
+        for t in reconnected.types.values_mut() {
+            t.sent = None;
+        }
         let proxies = vec![
             proxy("shop", "api-0", "v2", None),
             proxy("shop", "api-1", "v1", Some("bad regex")),
+            reconnected,
         ];
         let shards = shards(&proxies);
         assert_eq!(shards.len(), 1);
         assert_eq!(decoded(&shards), proxies);
+        // The synced proxy's sent version is its ACKed one, written once.
+        let body = &shards[0].body;
+        assert_eq!(body.matches(r#""s":"v2""#).count(), 2, "{body}");
+        assert_eq!(body.matches(r#""s":null"#).count(), 2, "{body}");
+    }
+
+    #[test]
+    fn a_shard_built_alone_is_the_one_cut_with_the_others() {
+        let proxies: Vec<ProxySync> = (0..64)
+            .map(|i| proxy("shop", &format!("api-{i}"), "v2", None))
+            .collect();
+        let all = cut(&proxies, 4);
+        for (index, expected) in all.iter().enumerate() {
+            assert_eq!(&shard(&proxies, index, 4), expected);
+        }
     }
 
     #[test]

@@ -219,20 +219,22 @@ impl Mesh {
     }
 
     /// Proxies whose config a route shapes: those that reach one of its parent Services.
-    pub fn route_proxies(&self, route: &ObjectKey) -> BTreeSet<ObjectKey> {
-        let Some(state) = self.index.routes.get(route) else {
-            return BTreeSet::new();
-        };
-        let parents: Vec<ObjectKey> = state.parents().map(|(p, _)| p).collect();
+    /// Each once (a proxy is a member of one class), in no particular order.
+    pub fn route_proxies(&self, route: &ObjectKey) -> impl Iterator<Item = &ObjectKey> {
+        let parents: Vec<ObjectKey> = self
+            .index
+            .routes
+            .get(route)
+            .map(|state| state.parents().map(|(p, _)| p).collect())
+            .unwrap_or_default();
         self.classes
             .by_key
             .values()
-            .filter(|c| {
+            .filter(move |c| {
                 parents
                     .iter()
                     .any(|p| c.reaches(p) && self.routing.contains(p))
             })
-            .flat_map(|c| c.members.iter().cloned())
-            .collect()
+            .flat_map(|c| c.members.iter())
     }
 }
