@@ -9,10 +9,11 @@ use tokio::{
     process::{Child, ChildStdin, ChildStdout, Command},
 };
 
+use remora_xds_load::{procfs, running::STOP_TIMEOUT};
+
 use crate::{
     Error,
-    driver::{RunArgs, STOP_TIMEOUT},
-    procfs,
+    driver::RunArgs,
     protocol::{self, Line},
     report::Sample,
 };

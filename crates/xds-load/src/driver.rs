@@ -12,25 +12,26 @@ use std::{
 
 use remora_model::input::ObjectKey;
 use remora_xds::snapshot::served_type;
+use remora_xds_load::{
+    fleet::{Expected, Mode, Outcome, Round, Want},
+    procfs,
+    running::{FleetSpec, Running, STOP_TIMEOUT},
+    shape_for,
+    stats::percentile,
+};
 use tokio::{
     io::{BufReader, Lines},
     process::ChildStdout,
-    sync::{Semaphore, mpsc, watch},
-    task::JoinHandle,
 };
 use tonic::transport::Endpoint;
 
 use crate::{
     Error,
-    catalog::Catalog,
     child::{Server, next_line},
     diagnose::diagnose,
-    fleet::{self, Expected, Fleet, Mode, Note, Outcome, Round},
-    procfs,
     protocol::{self, Changed, Line, Ready},
-    report::{ChangeResult, Report, Sample, percentile},
+    report::{ChangeResult, Report, Sample},
     scenario::{AddressingFlag, ChangeKind},
-    server::shape_for,
 };
 
 /// After the last affected proxy converged, how long to go on listening for responses that
@@ -39,8 +40,6 @@ const GRACE: Duration = Duration::from_secs(1);
 /// After the last proxy synced, how long to wait before sampling the server, so what it
 /// still had to do for the last ACKs is done.
 const SETTLE: Duration = Duration::from_secs(1);
-/// How long the proxies and the server get to stop.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct RunArgs {
@@ -69,37 +68,6 @@ pub fn run(args: RunArgs) -> Result<String, Error> {
     Ok(report.render())
 }
 
-/// The fleet's tasks and the handles that steer them.
-pub struct Running {
-    tasks: Vec<JoinHandle<Outcome>>,
-    notes: mpsc::UnboundedReceiver<Note>,
-    pub round: watch::Sender<Round>,
-    stop: watch::Sender<bool>,
-}
-
-impl Running {
-    /// Stops every proxy and returns what each logged, in proxy order.
-    pub async fn stop(self) -> Result<Vec<Outcome>, Error> {
-        self.stop.send_replace(true);
-        let mut outcomes = Vec::with_capacity(self.tasks.len());
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        for task in self.tasks {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, task).await {
-                Ok(Ok(outcome)) => outcomes.push(outcome),
-                Ok(Err(e)) => return Err(Error::Proxy(format!("a proxy task failed: {e}"))),
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        phase: "stopping the proxies",
-                        after: STOP_TIMEOUT,
-                    });
-                }
-            }
-        }
-        Ok(outcomes)
-    }
-}
-
 async fn drive(args: RunArgs) -> Result<Report, Error> {
     let mut server = Server::start(&args)?;
     let watch = server.watch;
@@ -123,7 +91,7 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         .bounded(
             "the proxies to connect and sync",
             args.sync_timeout,
-            wait_synced(&mut running.notes, proxies.len()),
+            async { Ok(running.wait_synced(proxies.len()).await?) },
         )
         .await;
     let last_synced = match synced {
@@ -234,56 +202,19 @@ async fn read_ready(
     }
 }
 
-/// Starts one task per proxy; they connect at most `connect_concurrency` at a time.
+/// Starts the fleet against the server; the proxies connect at most `connect_concurrency`
+/// at a time.
 fn connect(args: &RunArgs, ready: &Ready, proxies: &[ObjectKey]) -> Result<Running, Error> {
     let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{}", ready.port))
         .map_err(Error::Endpoint)?
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true);
-    let (notes_tx, notes) = mpsc::unbounded_channel();
-    let (round, round_rx) = watch::channel(Round::default());
-    let (stop, stop_rx) = watch::channel(false);
-    let fleet = Arc::new(Fleet {
-        endpoint,
+    let spec = FleetSpec {
+        endpoints: vec![endpoint],
         mode: args.mode,
-        catalog: Catalog::default(),
-        connecting: Semaphore::new(args.connect_concurrency.max(1)),
-        notes: notes_tx,
-        round: round_rx,
-        stop: stop_rx,
-    });
-    let tasks = proxies
-        .iter()
-        .enumerate()
-        .map(|(i, p)| tokio::spawn(fleet::run(fleet.clone(), i, p.clone())))
-        .collect();
-    Ok(Running {
-        tasks,
-        notes,
-        round,
-        stop,
-    })
-}
-
-/// Waits until `count` proxies are synced; returns when the last one was.
-async fn wait_synced(
-    notes: &mut mpsc::UnboundedReceiver<Note>,
-    count: usize,
-) -> Result<Instant, Error> {
-    let mut synced = 0;
-    let mut last = Instant::now();
-    while synced < count {
-        match notes.recv().await {
-            Some(Note::Synced { at, .. }) => {
-                synced += 1;
-                last = last.max(at);
-            }
-            Some(Note::Failed { error, .. }) => return Err(Error::Proxy(error)),
-            Some(Note::Converged { .. }) => {}
-            None => return Err(Error::Proxy("every proxy task ended".into())),
-        }
-    }
-    Ok(last)
+        connect_concurrency: args.connect_concurrency,
+    };
+    Ok(Running::start(spec, proxies))
 }
 
 type Expectations = Arc<HashMap<usize, Vec<Expected>>>;
@@ -333,19 +264,19 @@ async fn change(
         .round
         .send_modify(|r| r.expected = Some(expected.clone()));
     let mut convergence = Vec::with_capacity(expected.len());
+    let count = expected.len();
     watch
         .bounded(
             "the affected proxies to converge",
             args.change_timeout,
-            wait_converged(
-                &mut running.notes,
-                number,
-                started,
-                expected.len(),
-                &mut convergence,
-            ),
+            async {
+                Ok(running
+                    .wait_converged(number, started, count, &mut convergence)
+                    .await?)
+            },
         )
         .await?;
+    let convergence = convergence.into_iter().map(|(_, after)| after).collect();
     tokio::time::sleep(GRACE).await;
     let after = server.sample();
     Ok((
@@ -383,15 +314,17 @@ async fn read_change(
                     .ok_or_else(|| Error::Protocol(format!("unknown proxy {:?}", e.proxy)))?;
                 let type_url = served_type(&e.type_url)
                     .ok_or_else(|| Error::Protocol(format!("unknown type {:?}", e.type_url)))?;
-                let version = e
-                    .version
-                    .map(|v| u64::from_str_radix(&v, 16))
-                    .transpose()
-                    .map_err(|_| Error::Protocol(format!("bad version in {line:?}")))?;
+                let want = match e.version {
+                    Some(v) => Want::Version(
+                        u64::from_str_radix(&v, 16)
+                            .map_err(|_| Error::Protocol(format!("bad version in {line:?}")))?,
+                    ),
+                    None => Want::Removed,
+                };
                 expected.entry(proxy).or_default().push(Expected {
                     type_url,
                     name: e.name.into(),
-                    version,
+                    want,
                     bytes: e.bytes,
                 });
             }
@@ -410,26 +343,4 @@ async fn read_change(
             other => return Err(Error::Protocol(format!("unexpected in a change: {other}"))),
         }
     }
-}
-
-/// Waits until `count` proxies have converged in round `number`, adding each one's time
-/// since `started` to `times` (which tells, after a timeout, how many had).
-async fn wait_converged(
-    notes: &mut mpsc::UnboundedReceiver<Note>,
-    number: u32,
-    started: Instant,
-    count: usize,
-    times: &mut Vec<Duration>,
-) -> Result<(), Error> {
-    while times.len() < count {
-        match notes.recv().await {
-            Some(Note::Converged { round, at, .. }) if round == number => {
-                times.push(at.saturating_duration_since(started));
-            }
-            Some(Note::Failed { error, .. }) => return Err(Error::Proxy(error)),
-            Some(_) => {}
-            None => return Err(Error::Proxy("every proxy task ended".into())),
-        }
-    }
-    Ok(())
 }

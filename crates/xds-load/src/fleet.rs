@@ -7,6 +7,7 @@
 //! and, once the driver has told it what a change must bring it, when it ACKed the response
 //! that completed that. It logs every response it receives after a change started, so the
 //! driver can also count the responses that went to proxies the change did not affect.
+//! The fleet is started and followed through [`crate::running`].
 //!
 //! A proxy keeps no config of its own: a response is decoded only as far as the protocol
 //! needs (type, version, nonce, each resource's body hashed to find its shared catalog entry),
@@ -30,6 +31,7 @@ use remora_xds::snapshot::is_wildcard_type;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::{Status, transport::Endpoint};
 
+pub use crate::held::Baseline;
 use crate::{
     catalog::{Catalog, DecodeError, Set},
     flavour::{Delta, Flavour, Sotw},
@@ -56,21 +58,52 @@ pub enum Mode {
 #[derive(Debug)]
 pub enum Note {
     /// The proxy first held every resource its config refers to.
-    Synced { at: Instant },
+    Synced {
+        /// The proxy's index in the fleet.
+        proxy: usize,
+        /// When it had handed over the ACK that completed its config.
+        at: Instant,
+    },
     /// The proxy ACKed the response that brought what round `round` expects of it.
-    Converged { round: u32, at: Instant },
+    Converged {
+        /// The proxy's index in the fleet.
+        proxy: usize,
+        /// The round.
+        round: u32,
+        /// When it had handed over that ACK.
+        at: Instant,
+    },
     /// The proxy's stream failed; it is not retried.
-    Failed { error: String },
+    Failed {
+        /// The proxy and what went wrong.
+        error: String,
+    },
 }
 
-/// One resource a change must bring a proxy to: this version of it, or (`None`) its removal.
+/// One resource a change must bring a proxy to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expected {
+    /// Its type.
     pub type_url: &'static str,
+    /// Its name.
     pub name: Arc<str>,
-    pub version: Option<u64>,
-    /// The length of its encoding, 0 for a removal.
+    /// What of it the change brings.
+    pub want: Want,
+    /// The length of its encoding, 0 for a removal or when unknown.
     pub bytes: usize,
+}
+
+/// What a change brings of one resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// This version of it (the xxh3 of its encoding), as the server reported it.
+    Version(u64),
+    /// Its removal.
+    Removed,
+    /// Another version than the proxy held when it first noticed the round: for a driver
+    /// that makes a change through someone else (an API server) and so cannot know the
+    /// version the control plane will compute.
+    Changed,
 }
 
 /// The change under way, as far as the driver knows it.
@@ -88,22 +121,30 @@ pub struct Round {
 /// One response received during a round, as the proxy logged it.
 #[derive(Clone, Debug)]
 pub struct Logged {
+    /// The round it was received in.
     pub round: u32,
     /// When the proxy had handed its ACK of this response to the connection.
     pub acked: Instant,
+    /// Its type.
     pub type_url: &'static str,
     /// The response's length, as encoded on the wire (without gRPC's 5-byte prefix).
     pub bytes: usize,
     /// Every resource the response carried, shared with the proxies that got the same.
-    pub carried: Arc<Set>,
+    pub(crate) carried: Arc<Set>,
+    /// The names it removed (incremental responses only).
     pub removed: Vec<Arc<str>>,
     /// A state-of-the-world response: what it does not carry, the proxy no longer holds.
     pub full: bool,
 }
 
 impl Logged {
+    /// The names and versions of the resources it carried.
+    pub fn carried(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.carried.entries().iter().map(|e| (&*e.name, e.version))
+    }
+
     /// A response taken in; its round and ACK time are set once it is ACKed.
-    pub fn new(
+    pub(crate) fn new(
         type_url: &'static str,
         carried: Arc<Set>,
         removed: Vec<Arc<str>>,
@@ -124,14 +165,18 @@ impl Logged {
 /// What a proxy's task returns when it ends.
 #[derive(Debug)]
 pub struct Outcome {
+    /// Every response received in a round, in order.
     pub log: Vec<Logged>,
     /// Why the proxy does not hold a complete config, if it does not.
     pub incomplete: Option<String>,
+    /// What it held when it noticed the last round.
+    pub baseline: Baseline,
 }
 
 /// What every proxy shares.
-pub struct Fleet {
-    pub endpoint: Endpoint,
+pub(crate) struct Fleet {
+    /// The servers; proxy `i` connects to the `i % len`-th.
+    pub endpoints: Vec<Endpoint>,
     pub mode: Mode,
     pub catalog: Catalog,
     /// Bounds how many proxies are connecting at once, as a real fleet's connections
@@ -142,8 +187,9 @@ pub struct Fleet {
     pub stop: watch::Receiver<bool>,
 }
 
+/// Why a proxy's stream failed.
 #[derive(Debug, thiserror::Error)]
-pub enum StreamError {
+pub(crate) enum StreamError {
     #[error("cannot connect: {0}")]
     Connect(#[from] tonic::transport::Error),
     #[error("the stream failed: {0}")]
@@ -171,13 +217,33 @@ pub enum StreamError {
     NoBody(String),
 }
 
+/// What one proxy keeps while it runs.
+#[derive(Default)]
+struct State {
+    held: Held,
+    log: Vec<Logged>,
+    /// The round it noticed last, and what it held then.
+    noticed: u32,
+    baseline: Baseline,
+}
+
+impl State {
+    /// Remembers what the proxy holds when it first notices a new round: called before a
+    /// response is taken in, so no response of the round is in the baseline.
+    fn notice(&mut self, round: u32) {
+        if round != self.noticed {
+            self.noticed = round;
+            self.baseline = self.held.snapshot();
+        }
+    }
+}
+
 /// Runs one proxy until the fleet stops.
-pub async fn run(fleet: Arc<Fleet>, index: usize, proxy: ObjectKey) -> Outcome {
-    let mut held = Held::default();
-    let mut log = Vec::new();
+pub(crate) async fn run(fleet: Arc<Fleet>, index: usize, proxy: ObjectKey) -> Outcome {
+    let mut state = State::default();
     let result = match fleet.mode {
-        Mode::Sotw => stream::<Sotw>(&fleet, index, &proxy, &mut held, &mut log).await,
-        Mode::Delta => stream::<Delta>(&fleet, index, &proxy, &mut held, &mut log).await,
+        Mode::Sotw => stream::<Sotw>(&fleet, index, &proxy, &mut state).await,
+        Mode::Delta => stream::<Delta>(&fleet, index, &proxy, &mut state).await,
     };
     if let Err(e) = result {
         // The driver may be gone already when it stops everything; nothing to tell then.
@@ -186,8 +252,9 @@ pub async fn run(fleet: Arc<Fleet>, index: usize, proxy: ObjectKey) -> Outcome {
         });
     }
     Outcome {
-        log,
-        incomplete: held.synced().err(),
+        incomplete: state.held.synced().err(),
+        log: state.log,
+        baseline: state.baseline,
     }
 }
 
@@ -200,12 +267,12 @@ async fn stream<F: Flavour>(
     fleet: &Fleet,
     index: usize,
     proxy: &ObjectKey,
-    held: &mut Held,
-    log: &mut Vec<Logged>,
+    state: &mut State,
 ) -> Result<(), StreamError> {
     let mut stop = fleet.stop.clone();
     let mut round = fleet.round.clone();
-    let Some((tx, mut inbound)) = open::<F>(fleet, proxy, &mut stop).await? else {
+    let endpoint = &fleet.endpoints[index % fleet.endpoints.len()];
+    let Some((tx, mut inbound)) = open::<F>(fleet, endpoint, proxy, &mut stop).await? else {
         return Ok(());
     };
     let mut flavour = F::default();
@@ -222,27 +289,32 @@ async fn stream<F: Flavour>(
             msg = inbound.message() => {
                 let bytes = msg?.ok_or(StreamError::Ended)?;
                 let received = Instant::now();
+                state.notice(round.borrow().number);
+                let held = &mut state.held;
                 let mut logged = answer(&mut flavour, bytes, held, &fleet.catalog, &tx).await?;
                 let current = round.borrow();
                 if current.started.is_some_and(|s| received >= s) {
                     logged.round = current.number;
-                    log.push(logged);
+                    state.log.push(logged);
                 }
                 drop(current);
-                if !synced && held.synced().is_ok() {
+                if !synced && state.held.synced().is_ok() {
                     synced = true;
                     // Now: the ACK that completed the config has just been handed over.
-                    let _ = fleet.notes.send(Note::Synced { at: Instant::now() });
+                    let at = Instant::now();
+                    let _ = fleet.notes.send(Note::Synced { proxy: index, at });
                 }
             }
         }
         let current = round.borrow().clone();
+        state.notice(current.number);
         if current.number > converged_round
             && let Some(expected) = current.expected.as_ref().and_then(|e| e.get(&index))
-            && let Some(at) = converged_at(log, current.number, expected)
+            && let Some(at) = converged_at(&state.log, current.number, expected, &state.baseline)
         {
             converged_round = current.number;
             let _ = fleet.notes.send(Note::Converged {
+                proxy: index,
                 round: current.number,
                 at,
             });
@@ -254,6 +326,7 @@ async fn stream<F: Flavour>(
 /// first requests; `None` when the fleet stops first.
 async fn open<F: Flavour>(
     fleet: &Fleet,
+    endpoint: &Endpoint,
     proxy: &ObjectKey,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Option<(mpsc::Sender<Bytes>, Inbound)>, StreamError> {
@@ -263,7 +336,7 @@ async fn open<F: Flavour>(
     };
     let (tx, rx) = mpsc::channel(OUTBOX);
     let open = async {
-        let mut channel = fleet.endpoint.connect().await?;
+        let mut channel = endpoint.connect().await?;
         for req in F::first(node(proxy)) {
             // The receiver is in the request stream, alive until the call ends.
             let _ = tx.send(framed(&req)?).await;
@@ -331,24 +404,34 @@ fn node(proxy: &ObjectKey) -> Node {
 
 /// When the proxy had ACKed everything `expected` asks of round `round`: the latest of the
 /// first ACKs that brought each expected resource (or its removal). `None` while something
-/// is still missing.
+/// is still missing. `before` is what the proxy held when it noticed the round, which
+/// [`Want::Changed`] is judged against.
 ///
 /// An endpoint set or route config that went away asks for no response: Envoy drops it
 /// with the cluster or listener that named it, which the same change expects, and the proxy
 /// unsubscribes from it, so the server need not say it is gone.
-pub fn converged_at(log: &[Logged], round: u32, expected: &[Expected]) -> Option<Instant> {
+pub fn converged_at(
+    log: &[Logged],
+    round: u32,
+    expected: &[Expected],
+    before: &Baseline,
+) -> Option<Instant> {
     let mut latest = None;
     let answered = expected
         .iter()
-        .filter(|e| e.version.is_some() || is_wildcard_type(e.type_url));
+        .filter(|e| e.want != Want::Removed || is_wildcard_type(e.type_url));
     for e in answered {
+        let carried = |l: &Logged| l.carried.get(&e.name).map(|c| c.version);
         let first = log.iter().find(|l| {
             l.round == round
                 && l.type_url == e.type_url
-                && match e.version {
-                    Some(v) => l.carried.get(&e.name).is_some_and(|c| c.version == v),
-                    None => {
-                        l.removed.contains(&e.name) || (l.full && l.carried.get(&e.name).is_none())
+                && match e.want {
+                    Want::Version(v) => carried(l) == Some(v),
+                    Want::Changed => {
+                        carried(l).is_some_and(|v| Some(v) != before.version(e.type_url, &e.name))
+                    }
+                    Want::Removed => {
+                        l.removed.contains(&e.name) || (l.full && carried(l).is_none())
                     }
                 }
         })?;
@@ -392,13 +475,17 @@ mod tests {
         }
     }
 
-    fn expect(type_url: &'static str, name: &str, version: Option<u64>) -> Expected {
+    fn expect(type_url: &'static str, name: &str, want: Want) -> Expected {
         Expected {
             type_url,
             name: name.into(),
-            version,
+            want,
             bytes: 0,
         }
+    }
+
+    fn converged(log: &[Logged], round: u32, expected: &[Expected]) -> Option<Instant> {
+        converged_at(log, round, expected, &Baseline::default())
     }
 
     #[test]
@@ -414,29 +501,29 @@ mod tests {
             route(2, 9, &[("8080", 7)]),
             route(2, 12, &[("9090", 2)]),
         ];
-        let wants = |name, version| expect(ROUTE, name, Some(version));
-        assert_eq!(converged_at(&log, 2, &[wants("8080", 7)]), Some(at(9)));
+        let wants = |name, version| expect(ROUTE, name, Want::Version(version));
+        assert_eq!(converged(&log, 2, &[wants("8080", 7)]), Some(at(9)));
         assert_eq!(
-            converged_at(&log, 2, &[wants("8080", 7), wants("9090", 2)]),
+            converged(&log, 2, &[wants("8080", 7), wants("9090", 2)]),
             Some(at(12))
         );
-        assert_eq!(converged_at(&log, 2, &[wants("8080", 8)]), None);
-        assert_eq!(converged_at(&log, 3, &[wants("8080", 7)]), None);
+        assert_eq!(converged(&log, 2, &[wants("8080", 8)]), None);
+        assert_eq!(converged(&log, 3, &[wants("8080", 7)]), None);
     }
 
     #[test]
     fn a_removal_is_a_whole_set_without_it_or_a_response_that_names_it() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
-        let gone = [expect(LISTENER, "inbound", None)];
+        let gone = [expect(LISTENER, "inbound", Want::Removed)];
         // A state-of-the-world response without a listener removes it.
         let whole = logged(LISTENER, 2, at(5), &[("outbound", 1)], true);
-        assert_eq!(converged_at(&[whole], 2, &gone), Some(at(5)));
+        assert_eq!(converged(&[whole], 2, &gone), Some(at(5)));
         // An incremental one must name it.
         let mut delta = logged(LISTENER, 2, at(4), &[], false);
-        assert_eq!(converged_at(&[delta.clone()], 2, &gone), None);
+        assert_eq!(converged(&[delta.clone()], 2, &gone), None);
         delta.removed.push("inbound".into());
-        assert_eq!(converged_at(&[delta], 2, &gone), Some(at(4)));
+        assert_eq!(converged(&[delta], 2, &gone), Some(at(4)));
     }
 
     #[test]
@@ -445,11 +532,58 @@ mod tests {
         let at = |ms| t0 + Duration::from_millis(ms);
         let listener = logged(LISTENER, 2, at(7), &[("outbound", 2)], true);
         let expected = [
-            expect(LISTENER, "outbound", Some(2)),
-            expect(ROUTE, "gone.ns.svc.cluster.local:8080", None),
+            expect(LISTENER, "outbound", Want::Version(2)),
+            expect(ROUTE, "gone.ns.svc.cluster.local:8080", Want::Removed),
         ];
-        assert_eq!(converged_at(&[listener], 2, &expected), Some(at(7)));
+        assert_eq!(converged(&[listener], 2, &expected), Some(at(7)));
         // Without the listener's change, nothing converged.
-        assert_eq!(converged_at(&[], 2, &expected), None);
+        assert_eq!(converged(&[], 2, &expected), None);
+    }
+
+    #[test]
+    fn a_changed_resource_is_the_first_one_at_another_version_than_held_before() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let route =
+            |round, ms, carried: &[(&str, u64)]| logged(ROUTE, round, at(ms), carried, false);
+        let mut held = Held::default();
+        let catalog = Catalog::default();
+        let before = route(1, 0, &[("8080", 7)]);
+        held.update(&catalog, ROUTE, &before.carried, &[]);
+        let baseline = held.snapshot();
+        let log = [
+            // The same version again (a SotW response carrying it along) is no change.
+            route(2, 3, &[("8080", 7), ("9090", 1)]),
+            route(2, 8, &[("8080", 9)]),
+            route(2, 11, &[("8080", 10)]),
+        ];
+        let changed = [expect(ROUTE, "8080", Want::Changed)];
+        assert_eq!(converged_at(&log, 2, &changed, &baseline), Some(at(8)));
+        assert_eq!(converged_at(&log[..1], 2, &changed, &baseline), None);
+        // A resource not held before changes with its first arrival.
+        let new = [expect(ROUTE, "9090", Want::Changed)];
+        assert_eq!(converged_at(&log, 2, &new, &baseline), Some(at(3)));
+    }
+
+    #[test]
+    fn a_proxy_takes_its_baseline_once_per_round_before_the_rounds_responses() {
+        let catalog = Catalog::default();
+        let mut state = State::default();
+        let set = |version| {
+            let e = Arc::new(Entry {
+                name: "8080".into(),
+                version,
+                refs: Box::new([]),
+            });
+            catalog.set(ROUTE, vec![e])
+        };
+        state.held.update(&catalog, ROUTE, &set(1), &[]);
+        state.notice(1);
+        state.held.update(&catalog, ROUTE, &set(2), &[]);
+        // Noticing the same round again keeps what was held when it was first noticed.
+        state.notice(1);
+        assert_eq!(state.baseline.version(ROUTE, "8080"), Some(1));
+        state.notice(2);
+        assert_eq!(state.baseline.version(ROUTE, "8080"), Some(2));
     }
 }

@@ -31,6 +31,18 @@ impl Resubscription {
     }
 }
 
+/// What a proxy held of each type at one moment: the sets themselves, shared, so taking it
+/// costs a few reference counts.
+#[derive(Clone, Debug, Default)]
+pub struct Baseline(BTreeMap<&'static str, Arc<Set>>);
+
+impl Baseline {
+    /// The version of the resource held then, if it was.
+    pub fn version(&self, type_url: &str, name: &str) -> Option<u64> {
+        self.0.get(type_url)?.get(name).map(|e| e.version)
+    }
+}
+
 /// What one proxy holds and asked for: shared sets, no resources of its own.
 #[derive(Debug, Default)]
 pub struct Held {
@@ -112,6 +124,11 @@ impl Held {
     /// The names of `child` resources last subscribed to.
     pub fn subscription(&self, child: &str) -> &[Arc<str>] {
         self.subscribed.get(child).map_or(&[], |s| s.refs())
+    }
+
+    /// What it holds now, to compare what comes later with.
+    pub fn snapshot(&self) -> Baseline {
+        Baseline(self.types.clone())
     }
 
     /// Whether the proxy has a complete config: clusters and listeners, and every endpoint
@@ -239,6 +256,31 @@ mod tests {
             .map(|e| &*e.name)
             .collect();
         assert_eq!(routes, ["a", "c"]);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_versions_held_when_it_was_taken() {
+        let catalog = Catalog::default();
+        let mut held = Held::default();
+        let old = entry("a", &[]);
+        held.update(
+            &catalog,
+            ROUTE,
+            &carried(&catalog, ROUTE, vec![old.clone()]),
+            &[],
+        );
+        let before = held.snapshot();
+        let new = entry("a", &["changed"]);
+        held.update(
+            &catalog,
+            ROUTE,
+            &carried(&catalog, ROUTE, vec![new.clone()]),
+            &[],
+        );
+        assert_eq!(before.version(ROUTE, "a"), Some(old.version));
+        assert_eq!(held.snapshot().version(ROUTE, "a"), Some(new.version));
+        assert_eq!(before.version(ROUTE, "b"), None);
+        assert_eq!(before.version(CLUSTER, "a"), None);
     }
 
     #[test]

@@ -12,29 +12,23 @@
 //! Build it in release mode: `cargo run --release -p remora-xds-load -- run --proxies 1000`.
 #![forbid(unsafe_code)]
 
-mod catalog;
 mod child;
 mod diagnose;
 mod driver;
-mod flavour;
-mod fleet;
-mod held;
-mod procfs;
 mod protocol;
 mod report;
 mod scenario;
 mod server;
-mod wire;
 
 use std::{process::ExitCode, time::Duration};
 
 use cap::Cap;
 use clap::{Parser, Subcommand};
 use remora_model::input::MeshSettings;
+use remora_xds_load::{fleet::Mode, running::FleetError};
 
 use crate::{
     driver::RunArgs,
-    fleet::Mode,
     scenario::{AddressingFlag, ChangeKind},
     server::ServeArgs,
 };
@@ -141,8 +135,8 @@ pub enum Error {
     Protocol(String),
     #[error("not a usable address for the server: {0}")]
     Endpoint(tonic::transport::Error),
-    #[error("a proxy failed: {0}")]
-    Proxy(String),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
     #[error("waited {after:?} for {phase}, in vain")]
     Timeout {
         phase: &'static str,

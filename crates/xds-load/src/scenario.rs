@@ -179,7 +179,7 @@ fn added_service(namespace: &str) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::shape_for;
+    use remora_xds_load::shape_for;
 
     fn synthetic() -> Synthetic {
         Synthetic::new(shape_for(100, false))

@@ -17,11 +17,12 @@ use std::{
 use remora_envoy::Options;
 use remora_model::input::{Event, MeshSettings};
 use remora_runtime::{Pipeline, Serving, drain};
-use remora_synthetic::{Shape, Synthetic};
+use remora_synthetic::Synthetic;
+use remora_xds_load::{procfs, shape_for};
 use tokio::{net::TcpSocket, sync::watch};
 
 use crate::{
-    Error, procfs,
+    Error,
     protocol::{self, Changed, Expect, Line, Ready},
     scenario::{Change, ChangeKind, Changes},
 };
@@ -29,26 +30,6 @@ use crate::{
 /// Connections waiting to be accepted. Linux caps it at `net.core.somaxconn` (4096 by
 /// default); the driver connects fewer at once.
 const BACKLOG: u32 = 4096;
-
-/// The reference mesh (10,000 sidecar pods) scaled to `proxies` pods: Services, routes and
-/// namespaces in proportion, so every Service keeps ten pods, every namespace twenty Services,
-/// and each proxy sees as many Services per pod as in the reference. Same seed.
-pub fn shape_for(proxies: usize, egress: bool) -> Shape {
-    let reference = Shape::reference();
-    let scale = |n: usize| (n * proxies).div_ceil(reference.pods).max(1);
-    let namespaces = scale(reference.namespaces);
-    Shape {
-        namespaces,
-        // At least one team namespace stays unshared, or no proxy's egress scope would
-        // differ from another's.
-        shared_namespaces: scale(reference.shared_namespaces).min(namespaces.saturating_sub(1)),
-        services: scale(reference.services),
-        pods: proxies,
-        routes: scale(reference.routes),
-        egress,
-        seed: reference.seed,
-    }
-}
 
 /// What the server role is started with.
 #[derive(Clone, Debug)]
@@ -80,13 +61,17 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
     };
     ready.port = listener.local_addr().map_err(Error::Listen)?.port();
     let (stop, stopped) = watch::channel(false);
-    let server = runtime.spawn(pipeline.state().serve(
-        listener,
-        stopped,
-        args.response_budget_mib.saturating_mul(1024 * 1024),
-        // Simulated proxies present no certificates: the benchmark measures distribution.
-        Serving::insecure(),
-    ));
+    let server = {
+        // `serve` starts its accept loop as it is called, so within the runtime.
+        let _entered = runtime.enter();
+        runtime.spawn(pipeline.state().serve(
+            listener,
+            stopped,
+            args.response_budget_mib.saturating_mul(1024 * 1024),
+            // Simulated proxies present no certificates: the benchmark measures distribution.
+            Serving::insecure(),
+        ))
+    };
 
     let mut out = BufWriter::new(io::stdout().lock());
     let known: Vec<_> = pipeline.state().mesh.lock().proxies().cloned().collect();
@@ -217,31 +202,4 @@ fn change(pipeline: &mut Pipeline, change: Change, out: &mut impl Write) -> Resu
         }
     }
     writeln!(out, "{}", Line::Done).map_err(Error::Pipe)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ten_thousand_proxies_are_the_reference_mesh_and_fewer_scale_it_down() {
-        assert_eq!(shape_for(10_000, false), Shape::reference());
-        let small = shape_for(1_000, true);
-        assert_eq!(
-            (
-                small.namespaces,
-                small.shared_namespaces,
-                small.services,
-                small.pods,
-                small.routes
-            ),
-            (5, 1, 100, 1_000, 200)
-        );
-        assert!(small.egress);
-        let tiny = shape_for(10, false);
-        assert_eq!(
-            (tiny.namespaces, tiny.shared_namespaces, tiny.services),
-            (1, 0, 1)
-        );
-    }
 }
