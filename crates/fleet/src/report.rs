@@ -1,12 +1,14 @@
 //! A replica's report of its proxies, cut into shards that each fit one API object.
 //!
-//! A shard's body is JSON: `{"messages": [...], "proxies": [...]}`. Each proxy is
-//! `{"p": "<namespace>/<pod>", "m": "sotw"|"delta", "c": <connected at, ms since the epoch>,
-//! "t": {"<type>": {"s": <sent>, "a": <ACKed>, "n": {"v": <NACKed version>, "m": <index into
-//! messages>}, "r": <resources sent>}}}`, types by their short names (`cds`, `eds`, `lds`,
-//! `rds`), absent fields omitted. A synced proxy's sent version is its ACKed one, so `s` is
-//! left out then (a third of a report), and `null` when nothing was sent. NACK messages are kept once per shard (a bad route gives the
-//! same words on every proxy that refuses it) and cut at [`MAX_MESSAGE`] bytes.
+//! A shard's body is JSON: `{"versions": [...], "messages": [...], "proxies": [...]}`. Each
+//! proxy is `{"p": "<namespace>/<pod>", "m": "sotw"|"delta", "c": <connected at, ms since the
+//! epoch>, "t": {"<type>": {"s": <sent>, "a": <ACKed>, "n": {"v": <NACKed version>, "m":
+//! <message>}, "r": <resources sent>}}}`, types by their short names (`cds`, `eds`, `lds`,
+//! `rds`), absent fields omitted. Versions and messages are indexes into the shard's lists:
+//! the proxies of a workload run the same versions, and a bad route gives the same words on
+//! every proxy that refuses it, so each is kept once per shard (messages cut at
+//! [`MAX_MESSAGE`] bytes). A synced proxy's sent version is its ACKed one, so `s` is left
+//! out then, and `null` when nothing was sent.
 //!
 //! A proxy's shard is a stable hash of its name modulo the shard count, the smallest power
 //! of two whose shards all fit [`MAX_SHARD_BYTES`]: a change to a few proxies rewrites few
@@ -62,11 +64,13 @@ pub enum ReportError {
     /// A proxy's name is not `<namespace>/<pod>`.
     #[error("a proxy report names {0:?}, not <namespace>/<pod>")]
     Proxy(String),
-    /// A NACK names a message the shard does not hold.
-    #[error("a proxy report's NACK of {proxy} names message {index}, which it does not hold")]
-    Message {
+    /// A proxy's entry names a version or message the shard does not hold.
+    #[error("a proxy report's entry of {proxy} names {list} {index}, which it does not hold")]
+    Index {
         /// The proxy.
         proxy: String,
+        /// `version` or `message`.
+        list: &'static str,
         /// The index named.
         index: usize,
     },
@@ -74,6 +78,7 @@ pub enum ReportError {
 
 #[derive(Serialize, Deserialize)]
 struct Body {
+    versions: Vec<String>,
     messages: Vec<String>,
     proxies: Vec<Entry>,
 }
@@ -101,9 +106,9 @@ struct TypeEntry {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    s: Option<Option<String>>,
+    s: Option<Option<usize>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    a: Option<String>,
+    a: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     n: Option<NackEntry>,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -112,13 +117,13 @@ struct TypeEntry {
 
 #[derive(Serialize, Deserialize)]
 struct NackEntry {
-    v: String,
+    v: usize,
     m: usize,
 }
 
 /// A field that is there, even as `null`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<usize>>, D::Error> {
+    Option::<usize>::deserialize(d).map(Some)
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -185,7 +190,7 @@ fn shard_of(proxy: &ObjectKey, count: usize) -> usize {
 }
 
 fn encode(proxies: &[&ProxySync]) -> String {
-    let mut messages = Messages::default();
+    let mut tables = Tables::default();
     let proxies = proxies
         .iter()
         .map(|p| Entry {
@@ -197,44 +202,52 @@ fn encode(proxies: &[&ProxySync]) -> String {
             c: millis(p.connected_at),
             t: p.types
                 .iter()
-                .filter_map(|(url, t)| Some((short(url)?.to_owned(), type_entry(t, &mut messages))))
+                .filter_map(|(url, t)| Some((short(url)?.to_owned(), type_entry(t, &mut tables))))
                 .collect(),
         })
         .collect();
     let body = Body {
-        messages: messages.list,
+        versions: tables.versions.list,
+        messages: tables.messages.list,
         proxies,
     };
     // Plain strings, maps and numbers: serializing cannot fail.
     serde_json::to_string(&body).unwrap_or_default()
 }
 
-fn type_entry(t: &TypeSync, messages: &mut Messages) -> TypeEntry {
+fn type_entry(t: &TypeSync, tables: &mut Tables) -> TypeEntry {
+    let versions = &mut tables.versions;
     TypeEntry {
-        s: (t.sent != t.acked).then(|| t.sent.clone()),
-        a: t.acked.clone(),
+        s: (t.sent != t.acked).then(|| t.sent.as_deref().map(|v| versions.index(v))),
+        a: t.acked.as_deref().map(|v| versions.index(v)),
         n: t.nack.as_ref().map(|n| NackEntry {
-            v: n.version.clone(),
-            m: messages.index(&n.message),
+            v: versions.index(&n.version),
+            m: tables.messages.index(&truncate(&n.message)),
         }),
         r: t.resources_sent,
     }
 }
 
 #[derive(Default)]
-struct Messages {
+struct Tables {
+    versions: Table,
+    messages: Table,
+}
+
+/// Strings kept once, named by their place.
+#[derive(Default)]
+struct Table {
     list: Vec<String>,
     index: HashMap<String, usize>,
 }
 
-impl Messages {
-    fn index(&mut self, message: &str) -> usize {
-        let message = truncate(message);
-        if let Some(i) = self.index.get(&message) {
+impl Table {
+    fn index(&mut self, text: &str) -> usize {
+        if let Some(i) = self.index.get(text) {
             return *i;
         }
-        self.list.push(message.clone());
-        self.index.insert(message, self.list.len() - 1);
+        self.list.push(text.to_owned());
+        self.index.insert(text.to_owned(), self.list.len() - 1);
         self.list.len() - 1
     }
 }
@@ -266,36 +279,44 @@ fn millis(t: SystemTime) -> u64 {
 /// The proxies of one shard's body. Types this version does not know are skipped.
 pub fn decode(body: &str) -> Result<Vec<ProxySync>, ReportError> {
     let body: Body = serde_json::from_str(body)?;
-    body.proxies
-        .into_iter()
-        .map(|e| proxy(e, &body.messages))
-        .collect()
+    body.proxies.iter().map(|e| proxy(e, &body)).collect()
 }
 
-fn proxy(e: Entry, messages: &[String]) -> Result<ProxySync, ReportError> {
+fn proxy(e: &Entry, body: &Body) -> Result<ProxySync, ReportError> {
     let Some((namespace, name)) = e.p.split_once('/') else {
-        return Err(ReportError::Proxy(e.p));
+        return Err(ReportError::Proxy(e.p.clone()));
     };
     let key = ObjectKey::new(namespace, name);
+    let look = |list: &'static str, index: usize| {
+        let table = if list == "version" {
+            &body.versions
+        } else {
+            &body.messages
+        };
+        table.get(index).cloned().ok_or_else(|| ReportError::Index {
+            proxy: e.p.clone(),
+            list,
+            index,
+        })
+    };
+    let version = |index: Option<usize>| index.map(|i| look("version", i)).transpose();
     let mut types = BTreeMap::new();
-    for (short, t) in e.t {
-        let Some(url) = long(&short) else { continue };
-        let nack = match t.n {
+    for (short, t) in &e.t {
+        let Some(url) = long(short) else { continue };
+        let nack = match &t.n {
             Some(n) => Some(Nack {
-                version: n.v,
-                message: messages
-                    .get(n.m)
-                    .cloned()
-                    .ok_or_else(|| ReportError::Message {
-                        proxy: e.p.clone(),
-                        index: n.m,
-                    })?,
+                version: look("version", n.v)?,
+                message: look("message", n.m)?,
             }),
             None => None,
         };
+        let acked = version(t.a)?;
         let sync = TypeSync {
-            sent: t.s.unwrap_or_else(|| t.a.clone()),
-            acked: t.a,
+            sent: match t.s {
+                Some(sent) => version(sent)?,
+                None => acked.clone(),
+            },
+            acked,
             nack,
             resources_sent: t.r,
         };
@@ -352,9 +373,11 @@ mod tests {
         let shards = shards(&proxies);
         assert_eq!(shards.len(), 1);
         assert_eq!(decoded(&shards), proxies);
-        // The synced proxy's sent version is its ACKed one, written once.
+        // Each version is written once; the synced proxy's sent version is its ACKed one,
+        // left out.
         let body = &shards[0].body;
-        assert_eq!(body.matches(r#""s":"v2""#).count(), 2, "{body}");
+        assert_eq!(body.matches(r#""v2""#).count(), 1, "{body}");
+        assert_eq!(body.matches(r#""s":"#).count(), 4, "{body}");
         assert_eq!(body.matches(r#""s":null"#).count(), 2, "{body}");
     }
 
@@ -420,13 +443,27 @@ mod tests {
     fn a_body_that_is_not_a_report_is_an_error_that_says_so() {
         let e = decode("{\"proxies\": 3}").expect_err("not a report");
         assert!(e.to_string().contains("proxy report"), "{e}");
-        let bad = r#"{"messages": [], "proxies": [{"p": "nopod", "m": "sotw", "c": 0, "t": {}}]}"#;
+        let bad = r#"{"versions": [], "messages": [], "proxies": [{"p": "nopod", "m": "sotw", "c": 0, "t": {}}]}"#;
         assert!(matches!(decode(bad), Err(ReportError::Proxy(_))));
-        let dangling = r#"{"messages": [], "proxies": [{"p": "a/b", "m": "sotw", "c": 0,
-            "t": {"cds": {"n": {"v": "1", "m": 4}}}}]}"#;
+        let dangling = r#"{"versions": ["1"], "messages": [], "proxies": [{"p": "a/b", "m": "sotw", "c": 0,
+            "t": {"cds": {"n": {"v": 0, "m": 4}}}}]}"#;
         assert!(matches!(
             decode(dangling),
-            Err(ReportError::Message { index: 4, .. })
+            Err(ReportError::Index {
+                list: "message",
+                index: 4,
+                ..
+            })
+        ));
+        let dangling = r#"{"versions": [], "messages": [], "proxies": [{"p": "a/b", "m": "sotw", "c": 0,
+            "t": {"cds": {"a": 2}}}]}"#;
+        assert!(matches!(
+            decode(dangling),
+            Err(ReportError::Index {
+                list: "version",
+                index: 2,
+                ..
+            })
         ));
     }
 }
