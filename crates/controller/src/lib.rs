@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod health;
 pub mod identity;
 pub mod inject;
+mod judged;
 pub mod leader;
 pub mod metrics;
 pub mod pods;

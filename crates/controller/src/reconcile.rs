@@ -4,7 +4,7 @@
 //! only when it differs from what the object has.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant, SystemTime},
 };
@@ -16,23 +16,22 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 use remora_api::{
-    SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, TrafficRoute,
+    SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus, TrafficRoute, TrafficRouteStatus,
     sidecar_policy::{RolloutPhase, RolloutStatus},
 };
-use remora_fleet::{Fleet, FleetProxy};
+use remora_fleet::Fleet;
 use remora_model::input::ObjectKey;
-use remora_rollout::{ProxyHealth, Step, Workload};
+use remora_rollout::{Step, Workload};
 use remora_runtime::SharedMesh;
-use remora_status::{
-    PolicyFacts, ProxyTally, RouteFacts, StatusWriter, policy_status, route_status,
-};
-use remora_xds::{SnapshotCache, sync::ProxySync};
+use remora_status::{PolicyFacts, RouteFacts, StatusWriter, policy_status, route_status};
+use remora_xds::SnapshotCache;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use crate::{
     ProxyPods,
     health::Readiness,
+    judged::{Judged, Seen},
     metrics::{KindLabel, Metrics, ReasonLabel},
     rollout::{self, Executor, Workloads},
 };
@@ -61,110 +60,34 @@ pub struct Reconciler {
     pub metrics: Arc<Metrics>,
 }
 
+/// The least time from one status pass's start to the next one's.
+const MIN_PASS_GAP: Duration = Duration::from_millis(200);
+
 /// Status writes of one pass in flight at once: enough to hide each write's round trip,
 /// few enough not to crowd the API server.
 const STATUS_WRITES_IN_FLIGHT: usize = 8;
 
-/// How a proxy stands: `Acked` when it runs the config published for it now (every type
-/// it asked for ACKed at the version of its current snapshot), `Nacked` with Envoy's message
-/// when it rejected what was last sent, `Pending` while it has not caught up.
-///
-/// Versions are content hashes, the same on every replica, so a proxy another replica serves
-/// is judged against this replica's snapshot alike.
-fn judge(cache: &SnapshotCache, status: &ProxySync) -> ProxyHealth {
-    let Some(snapshot) = cache.get(&status.proxy) else {
-        return ProxyHealth::Pending;
-    };
-    if let Some(nack) = status.types.values().find_map(|t| {
-        t.nack
-            .as_ref()
-            .filter(|n| Some(&n.version) == t.sent.as_ref())
-    }) {
-        return ProxyHealth::Nacked(nack.message.clone());
-    }
-    let acked = status
-        .types
-        .iter()
-        .all(|(type_url, t)| t.acked.as_deref() == Some(snapshot.resources(type_url).version()));
-    if acked {
-        ProxyHealth::Acked
-    } else {
-        ProxyHealth::Pending
-    }
-}
-
-/// Every proxy of the fleet judged once for one status pass, which then counts each route's
-/// and policy's proxies from here: a proxy that many routes shape is not judged per route.
-/// A proxy connected to no live replica (yet) is `Unknown`: a rollout's health gate goes by
-/// its pod's readiness (which the proxy's own readiness probe gates).
-struct Judged(HashMap<ObjectKey, ProxyHealth>);
-
-impl Judged {
-    fn at(cache: &SnapshotCache, fleet: &Fleet, now: SystemTime) -> Judged {
-        let judged = fleet
-            .all(now)
-            .into_iter()
-            .map(|FleetProxy { sync, .. }| {
-                let health = judge(cache, &sync);
-                (sync.proxy, health)
-            })
-            .collect();
-        Judged(judged)
-    }
-
-    fn of(&self, proxy: &ObjectKey) -> &ProxyHealth {
-        self.0.get(proxy).unwrap_or(&ProxyHealth::Unknown)
-    }
-
-    /// The counts of `proxies`, quoting the NACK of the first by name so the same NACKs
-    /// give the same status.
-    fn tally<'a>(&self, proxies: impl IntoIterator<Item = &'a ObjectKey>) -> ProxyTally {
-        let mut t = ProxyTally::default();
-        let mut first: Option<(&ObjectKey, &str)> = None;
-        for p in proxies {
-            t.affected += 1;
-            match self.of(p) {
-                ProxyHealth::Acked => t.acked += 1,
-                ProxyHealth::Pending | ProxyHealth::Unknown => {}
-                ProxyHealth::Nacked(message) => {
-                    t.nacked += 1;
-                    if first.is_none_or(|(f, _)| p < f) {
-                        first = Some((p, message));
-                    }
-                }
-            }
-        }
-        t.first_nack = first.map(|(p, m)| (p.to_string(), m.to_owned()));
-        t
-    }
-}
-
 impl Reconciler {
-    /// Every route's status is computed first, then the changed ones are written a few at a
-    /// time: after an edit that touches many routes, one slow write does not hold the rest.
-    async fn routes(&self, writer: &StatusWriter, judged: &Judged) {
-        let desired: Vec<_> = self
-            .routes
-            .state()
+    /// Starts a pass: the model's route generations first, then the fleet against the
+    /// snapshots (see [`Seen`] for why in this order).
+    fn judge(&self, seen: &mut Seen) -> Judged {
+        let routes = self.routes.state();
+        {
+            let mesh = self.mesh.lock();
+            seen.routes(&mesh, routes.iter().map(|r| ObjectKey::from_meta(r.meta())));
+        }
+        Judged::at(&self.cache, &self.fleet, SystemTime::now(), seen)
+    }
+
+    /// Routes still converging come first (after an edit, the edited route's status is
+    /// written before the others are even computed), and changed statuses are written a few
+    /// at a time, so one slow write does not hold the rest.
+    async fn routes(&self, writer: &StatusWriter, judged: &Judged, seen: &Seen) {
+        let mut routes = self.routes.state();
+        routes.sort_by_key(|r| settled(r));
+        let desired = routes
             .into_iter()
-            .filter_map(|route| {
-                let started = Instant::now();
-                let key = ObjectKey::from_meta(route.meta());
-                let mesh = self.mesh.lock();
-                if !mesh.has_route(&key) {
-                    return None;
-                }
-                let problems = mesh.route_problems(&key);
-                let facts = RouteFacts {
-                    generation: mesh.route_generation(&key),
-                    validation: mesh.route_validation(&key).unwrap_or_default(),
-                    problems: &problems,
-                    proxies: judged.tally(mesh.route_proxies(&key)),
-                };
-                let desired = route_status(&facts, route.status.as_ref(), Time(now()));
-                Some((route, key, desired, started.elapsed()))
-            })
-            .collect();
+            .filter_map(|route| self.route_status(route, judged, seen));
         stream::iter(desired)
             .for_each_concurrent(
                 STATUS_WRITES_IN_FLIGHT,
@@ -175,6 +98,31 @@ impl Reconciler {
                 },
             )
             .await;
+    }
+
+    /// The status `route` should have, and how long it took to compute; `None` when the
+    /// model does not hold the route.
+    fn route_status(
+        &self,
+        route: Arc<TrafficRoute>,
+        judged: &Judged,
+        seen: &Seen,
+    ) -> Option<(Arc<TrafficRoute>, ObjectKey, TrafficRouteStatus, Duration)> {
+        let started = Instant::now();
+        let key = ObjectKey::from_meta(route.meta());
+        let mesh = self.mesh.lock();
+        if !mesh.has_route(&key) {
+            return None;
+        }
+        let problems = mesh.route_problems(&key);
+        let facts = RouteFacts {
+            generation: mesh.route_generation(&key),
+            validation: mesh.route_validation(&key).unwrap_or_default(),
+            problems: &problems,
+            proxies: judged.tally_route(mesh.route_proxies(&key), seen.route(&key)),
+        };
+        let desired = route_status(&facts, route.status.as_ref(), Time(now()));
+        Some((route, key, desired, started.elapsed()))
     }
 
     /// Each policy's rollout steps here too: its state is part of the status, written
@@ -332,6 +280,14 @@ impl Reconciler {
     }
 }
 
+/// Whether the route's status says its generation reached every proxy it affects.
+fn settled(route: &TrafficRoute) -> bool {
+    route.status.as_ref().is_some_and(|s| {
+        s.observed_generation == route.metadata.generation
+            && s.proxies.as_ref().is_some_and(|p| p.acked == p.affected)
+    })
+}
+
 fn step_rollout(
     key: &ObjectKey,
     spec: &SidecarPolicySpec,
@@ -371,11 +327,21 @@ pub async fn run(
     interval: Duration,
 ) {
     let writer = StatusWriter::new(reconciler.client.clone(), "remora-controller");
+    let mut seen = Seen::default();
+    let mut acks = reconciler.fleet.local().changes();
+    let mut next_pass = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = changed.notified() => {}
+            // This replica's own proxies' ACKs and NACKs; the others' come as reports.
+            Ok(()) = acks.changed() => {}
             _ = tokio::time::sleep(interval) => {}
         }
+        // A burst of ACKs wakes this loop for each one: passes are spaced instead, and the
+        // next one counts all of them.
+        tokio::time::sleep_until(next_pass).await;
+        acks.borrow_and_update();
+        next_pass = tokio::time::Instant::now() + MIN_PASS_GAP;
         let leader = leading.as_ref().is_none_or(|l| *l.borrow());
         if reconciler.metrics.leader.set(i64::from(leader)) != i64::from(leader) {
             info!(leader, "leadership changed");
@@ -384,91 +350,12 @@ pub async fn run(
             continue;
         }
         let before = writer.writes();
-        let judged = Judged::at(&reconciler.cache, &reconciler.fleet, SystemTime::now());
-        reconciler.routes(&writer, &judged).await;
+        let judged = reconciler.judge(&mut seen);
+        reconciler.routes(&writer, &judged, &seen).await;
         reconciler.policies(&writer, &judged).await;
         let written = writer.writes() - before;
         if written > 0 {
             debug!(written, "status written");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use remora_fleet::Report;
-    use remora_xds::{
-        Snapshot, SyncRegistry,
-        snapshot::{CLUSTER, Resources},
-        sync::{Mode, Nack, ProxySync, TypeSync},
-    };
-
-    use super::*;
-
-    /// A proxy another replica serves, having answered `acked` and maybe NACKed `nacked`.
-    fn elsewhere(name: &str, acked: &str, nack: Option<&str>) -> ProxySync {
-        let t = TypeSync {
-            sent: Some(nack.map_or(acked, |_| "new").to_owned()),
-            acked: Some(acked.to_owned()),
-            nack: nack.map(|m| Nack {
-                version: "new".into(),
-                message: m.into(),
-            }),
-            resources_sent: 1,
-        };
-        let types = BTreeMap::from([(CLUSTER, t)]);
-        ProxySync::reported(
-            ObjectKey::new("shop", name),
-            Mode::Incremental,
-            SystemTime::now(),
-            types,
-        )
-    }
-
-    #[test]
-    fn a_proxy_on_another_replica_is_judged_by_its_report_against_this_snapshot() {
-        let cache = SnapshotCache::new();
-        let current = Snapshot::new([(CLUSTER, Resources::empty())]);
-        let version = current.resources(CLUSTER).version().to_owned();
-        let current = Arc::new(current);
-        let fleet = Fleet::new(SyncRegistry::new(), "leader");
-        let mut proxies = vec![elsewhere("synced", &version, None)];
-        // The proxy refused what the other replica sent and runs the current version's
-        // predecessor; here "new" stands for the version it was sent.
-        proxies.push(elsewhere("refusing", "old", Some("bad regex")));
-        proxies.push(elsewhere("behind", "old", None));
-        for p in &proxies {
-            cache.set(&p.proxy, current.clone());
-        }
-        let report = Report {
-            replica: "follower".into(),
-            renewed: SystemTime::now(),
-            proxies,
-        };
-        fleet.observe("follower-0", report);
-        let now = SystemTime::now();
-        let judged = Judged::at(&cache, &fleet, now);
-        let health = |name: &str| judged.of(&ObjectKey::new("shop", name)).clone();
-        assert_eq!(health("synced"), ProxyHealth::Acked);
-        assert_eq!(health("refusing"), ProxyHealth::Nacked("bad regex".into()));
-        assert_eq!(health("behind"), ProxyHealth::Pending);
-        assert_eq!(health("nowhere"), ProxyHealth::Unknown);
-        let keys: Vec<ObjectKey> = ["synced", "refusing", "behind", "nowhere"]
-            .iter()
-            .map(|n| ObjectKey::new("shop", *n))
-            .collect();
-        let tally = judged.tally(&keys);
-        assert_eq!((tally.affected, tally.acked, tally.nacked), (4, 1, 1));
-        assert_eq!(
-            tally.first_nack,
-            Some(("shop/refusing".to_owned(), "bad regex".to_owned()))
-        );
-        // Once the follower stops renewing its report, its proxies are unknown: a rollout
-        // gate goes by their pods' readiness again.
-        let later = Judged::at(&cache, &fleet, now + remora_fleet::DEFAULT_EXPIRY);
-        let stale = later.of(&ObjectKey::new("shop", "refusing"));
-        assert_eq!(stale, &ProxyHealth::Unknown);
     }
 }

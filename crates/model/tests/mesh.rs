@@ -445,7 +445,7 @@ fn the_egress_scope_bounds_a_proxys_config() {
     assert!(frontend.resources.len() > client.resources.len());
     let mut shaped: Vec<String> = m
         .route_proxies(&key("shop", "reviews"))
-        .map(|k| k.to_string())
+        .flat_map(|class| class.iter().map(|k| k.to_string()))
         .collect();
     shaped.sort();
     assert_eq!(

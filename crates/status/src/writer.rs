@@ -102,7 +102,7 @@ impl StatusWriter {
     /// rollout steps from this, so a lagging cache never makes it repeat a step.
     pub fn policy_status_now(&self, policy: &SidecarPolicy) -> Option<SidecarPolicyStatus> {
         let applied = lock(&self.policies);
-        let written = policy.uid().and_then(|u| applied.get(&u));
+        let written = policy.uid().and_then(|u| fresh(applied.get(&u)));
         current_status(
             policy.resource_version().as_deref(),
             policy.status.as_ref(),
@@ -141,9 +141,8 @@ impl StatusWriter {
             let uid = object.uid();
             let version = object.resource_version();
             let current = {
-                let mut applied = lock(applied);
-                applied.retain(|_, a| a.at.elapsed() < APPLIED_TTL);
-                let written = uid.as_ref().and_then(|u| applied.get(u));
+                let applied = lock(applied);
+                let written = uid.as_ref().and_then(|u| fresh(applied.get(u)));
                 current_status(version.as_deref(), object.status(), written).cloned()
             };
             let previous = current.as_ref().map_or(&[][..], |s| s.conditions());
@@ -174,7 +173,10 @@ impl StatusWriter {
                     status: desired,
                     at: Instant::now(),
                 };
-                lock(applied).insert(uid, entry);
+                // Pruned as written, not as read: a pass reads every object's entry.
+                let mut applied = lock(applied);
+                applied.retain(|_, a| a.at.elapsed() < APPLIED_TTL);
+                applied.insert(uid, entry);
             }
             self.publish(object, &events).await;
             Ok(true)
@@ -275,6 +277,11 @@ impl Owned for SidecarPolicyStatus {
 }
 
 // A panic while holding the lock leaves plain data behind, still fit to use.
+/// An entry younger than [`APPLIED_TTL`].
+fn fresh<S>(written: Option<&Applied<S>>) -> Option<&Applied<S>> {
+    written.filter(|a| a.at.elapsed() < APPLIED_TTL)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -218,9 +218,14 @@ impl Mesh {
         }
     }
 
-    /// Proxies whose config a route shapes: those that reach one of its parent Services.
-    /// Each once (a proxy is a member of one class), in no particular order.
-    pub fn route_proxies(&self, route: &ObjectKey) -> impl Iterator<Item = &ObjectKey> {
+    /// Proxies whose config a route shapes (those that reach one of its parent Services),
+    /// as the member sets of their classes: proxies of one class share their config, so a
+    /// caller can count a class once for every route that reaches it. Each proxy is in one
+    /// class; a set is replaced, not changed in place, while the caller holds it.
+    pub fn route_proxies(
+        &self,
+        route: &ObjectKey,
+    ) -> impl Iterator<Item = &Arc<BTreeSet<ObjectKey>>> {
         let parents: Vec<ObjectKey> = self
             .index
             .routes
@@ -235,6 +240,6 @@ impl Mesh {
                     .iter()
                     .any(|p| c.reaches(p) && self.routing.contains(p))
             })
-            .flat_map(|c| c.members.iter())
+            .map(|c| &c.members)
     }
 }
