@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use remora_local::{LocalConfig, start};
+use remora_local::{DEFAULT_DEBOUNCE, DEFAULT_POLL, LocalConfig, start};
 use remora_model::config::Addressing;
 use remora_runtime::Debounce;
 
@@ -15,13 +15,13 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:15010")]
     xds_addr: SocketAddr,
     /// How often to check the folder for changes, in milliseconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = millis(DEFAULT_POLL))]
     poll_ms: u64,
     /// Quiet time that closes a batch of changes, in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = millis(DEFAULT_DEBOUNCE.window))]
     debounce_ms: u64,
     /// The longest a change waits for its batch to close, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = millis(DEFAULT_DEBOUNCE.max_delay))]
     max_delay_ms: u64,
     /// Serve pods whose traffic `remora init-network` redirects to their proxy (capture
     /// listeners, as in a cluster; needs pods in network namespaces, see `scripts/demo
@@ -109,4 +109,8 @@ mod tests {
         assert_eq!(addressing_of(&[]), Addressing::Explicit);
         assert_eq!(addressing_of(&["--captured"]), Addressing::Captured);
     }
+}
+/// A default duration as the flag's milliseconds.
+const fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
 }

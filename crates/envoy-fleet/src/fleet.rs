@@ -12,7 +12,6 @@ use http::StatusCode;
 use remora_envoy::type_url::ROUTE;
 use remora_local::{LocalConfig, Running};
 use remora_model::{config::Addressing, input::ObjectKey};
-use remora_runtime::Debounce;
 use remora_xds::{SyncRegistry, sync::SyncState};
 use tokio::{task::JoinSet, time::Instant};
 
@@ -43,7 +42,7 @@ pub struct FleetOptions {
     pub workload_sidecars: bool,
     /// How the Envoys run.
     pub envoy: EnvoyOptions,
-    /// How often local mode checks the folder (`remora local --poll-ms`, default 300 ms).
+    /// How often local mode checks the folder (`remora local --poll-ms`).
     pub poll: Duration,
     /// How long every Envoy may take to get its config and route by it.
     pub startup_timeout: Duration,
@@ -105,7 +104,7 @@ impl Fleet {
             dir: folder.dir(),
             xds_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             poll: options.poll,
-            debounce: Debounce::default(),
+            debounce: remora_local::DEFAULT_DEBOUNCE,
             addressing: Addressing::Explicit,
         })
         .await?;

@@ -94,7 +94,7 @@ struct FleetArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     concurrency: u32,
     /// How often local mode checks the folder, in milliseconds (`remora local`'s default).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = u64::try_from(remora_local::DEFAULT_POLL.as_millis()).unwrap_or(u64::MAX))]
     poll_ms: u64,
     /// Seconds every Envoy has to get its config and route by it.
     #[arg(long, default_value_t = 300)]

@@ -166,7 +166,7 @@ mod tests {
         objects.push(mesh.route(Version::V1));
         let text = yaml(&objects).expect("renders");
         let mut loaded = Loaded::default();
-        load_text(Path::new("mesh.yaml"), &text, &mut loaded);
+        load_text(Path::new("mesh.yaml"), &text, 0, &mut loaded);
         assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
         // The model's inputs carry no equality of their own; their debug form is what local
         // mode compares to tell a change.

@@ -72,19 +72,25 @@ pub struct Loaded {
 /// win ties. So a missing one is filled in by position (the first object is the oldest), which
 /// makes precedence follow the order of the folder, the same on every run.
 pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
-    let mut files = Vec::new();
-    collect(dir, &mut files)?;
-    files.sort();
+    let files = yaml_files(dir)?;
     let mut loaded = Loaded::default();
     for file in &files {
         let text = fs::read_to_string(file).map_err(|source| LoadError::Read {
             path: file.clone(),
             source,
         })?;
-        load_text(file, &text, &mut loaded);
+        load_text(file, &text, 0, &mut loaded);
     }
     loaded.files = files;
     Ok(loaded)
+}
+
+/// The manifests under `dir`, in the order [`load_dir`] reads them.
+pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files = Vec::new();
+    collect(dir, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
@@ -103,8 +109,9 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Reads the documents of one file into `loaded`.
-pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded) {
+/// Reads the documents of one file into `loaded`. `first` is the place in the folder of
+/// `loaded`'s first object (objects without a creation time get one by their place).
+pub fn load_text(file: &Path, text: &str, first: usize, loaded: &mut Loaded) {
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let mut problem = |message: String| {
             loaded.problems.push(Problem {
@@ -131,7 +138,7 @@ pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded) {
             _ => vec![value],
         };
         for item in items {
-            match object(item, loaded.objects.len()) {
+            match object(item, first + loaded.objects.len()) {
                 Ok(Some(o)) => loaded.objects.push(o),
                 Ok(None) => {}
                 Err(message) => problem(message),
@@ -195,7 +202,7 @@ mod tests {
 
     fn load(text: &str) -> Loaded {
         let mut loaded = Loaded::default();
-        load_text(Path::new("mesh.yaml"), text, &mut loaded);
+        load_text(Path::new("mesh.yaml"), text, 0, &mut loaded);
         loaded
     }
 

@@ -1,5 +1,6 @@
 //! The folder local mode reads: what was last read from it, whether it changed since, and
-//! the events that turn the last state into the new one.
+//! the events that turn the last state into the new one. A reload reads again only the files
+//! that changed, so an edit costs its own file, not the whole folder.
 
 use std::{
     collections::BTreeMap,
@@ -8,53 +9,89 @@ use std::{
     time::SystemTime,
 };
 
-use remora_inputs::{Loaded, load_dir};
+use remora_inputs::{LoadError, Loaded, load_text, yaml_files};
 use remora_model::input::{Event, Kind, Object, ObjectKey};
 use tracing::warn;
+
+/// A file's modification time and size.
+type Stamp = (SystemTime, u64);
+
+/// Every object of the folder, each with a hash of its content to tell changes apart.
+pub(crate) type Objects = Vec<(Object, u64)>;
 
 /// The folder and what was last read from it.
 pub(crate) struct Folder {
     dir: PathBuf,
-    /// Every file with its modification time and size when last read.
-    stamp: BTreeMap<PathBuf, (SystemTime, u64)>,
-    /// Every object last read, with a hash of its content to tell changes apart.
+    /// Every file as last read.
+    files: BTreeMap<PathBuf, File>,
+    /// Every object last read, with its hash.
     objects: BTreeMap<(Kind, ObjectKey), u64>,
+    /// The last load failed: an unreadable folder is reported once, not on every poll.
+    broken: bool,
+}
+
+/// One file's objects as last read.
+struct File {
+    stamp: Stamp,
+    /// How many objects the files before it held: objects without a creation time get one
+    /// by their place in the folder, so a file now at another place is read again.
+    first: usize,
+    objects: Objects,
 }
 
 impl Folder {
     pub(crate) fn new(dir: PathBuf) -> Self {
         Folder {
             dir,
-            stamp: BTreeMap::new(),
+            files: BTreeMap::new(),
             objects: BTreeMap::new(),
+            broken: false,
         }
     }
 
     pub(crate) fn changed(&self) -> bool {
-        stamp(&self.dir) != self.stamp
+        match stamps(&self.dir) {
+            Ok(now) => {
+                now.len() != self.files.len()
+                    || now
+                        .iter()
+                        .zip(&self.files)
+                        .any(|((p, s), (q, f))| p != q || *s != f.stamp)
+            }
+            Err(_) => !self.broken,
+        }
     }
 
-    /// Reads the folder, logging the documents that cannot be used.
-    pub(crate) fn load(&mut self) -> Result<Vec<Object>, remora_inputs::LoadError> {
-        self.stamp = stamp(&self.dir);
-        let Loaded {
-            objects, problems, ..
-        } = load_dir(&self.dir)?;
-        for p in problems {
-            warn!(problem = %p, "skipped a document");
+    /// Reads the files that changed since the last load (logging the documents that cannot
+    /// be used) and takes the others as they were.
+    pub(crate) fn load(&mut self) -> Result<Objects, LoadError> {
+        let loaded = self.reload();
+        self.broken = loaded.is_err();
+        loaded
+    }
+
+    fn reload(&mut self) -> Result<Objects, LoadError> {
+        let mut files = BTreeMap::new();
+        let mut objects = Vec::new();
+        for (path, stamp) in stamps(&self.dir)? {
+            let first = objects.len();
+            let file = match self.files.remove(&path) {
+                Some(f) if f.stamp == stamp && f.first == first => f,
+                _ => read(&path, stamp, first)?,
+            };
+            objects.extend(file.objects.iter().cloned());
+            files.insert(path, file);
         }
+        self.files = files;
         Ok(objects)
     }
 
     /// The events that turn the previous state into `objects`.
-    pub(crate) fn events(&mut self, objects: Vec<Object>) -> Vec<Event> {
+    pub(crate) fn events(&mut self, objects: Objects) -> Vec<Event> {
         let mut next = BTreeMap::new();
         let mut events = Vec::new();
-        for o in objects {
+        for (o, hash) in objects {
             let id = (o.kind(), o.key());
-            let mut h = DefaultHasher::new();
-            format!("{o:?}").hash(&mut h);
-            let hash = h.finish();
             if self.objects.get(&id) != Some(&hash) {
                 events.push(Event::Upsert(o));
             }
@@ -70,30 +107,45 @@ impl Folder {
     }
 }
 
-fn stamp(dir: &Path) -> BTreeMap<PathBuf, (SystemTime, u64)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(path);
-            } else {
-                out.insert(
-                    path,
-                    (
-                        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                        meta.len(),
-                    ),
-                );
-            }
-        }
+/// Every manifest under `dir` with its stamp, in the order they are read; a file gone
+/// between the listing and its stamp is left out.
+fn stamps(dir: &Path) -> Result<BTreeMap<PathBuf, Stamp>, LoadError> {
+    Ok(yaml_files(dir)?
+        .into_iter()
+        .filter_map(|path| {
+            let meta = std::fs::metadata(&path).ok()?;
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            Some((path, (modified, meta.len())))
+        })
+        .collect())
+}
+
+/// Reads one file whose objects start at place `first` in the folder.
+fn read(path: &Path, stamp: Stamp, first: usize) -> Result<File, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut loaded = Loaded::default();
+    load_text(path, &text, first, &mut loaded);
+    for p in loaded.problems {
+        warn!(problem = %p, "skipped a document");
     }
-    out
+    let objects = loaded
+        .objects
+        .into_iter()
+        .map(|o| {
+            let mut h = DefaultHasher::new();
+            format!("{o:?}").hash(&mut h);
+            let hash = h.finish();
+            (o, hash)
+        })
+        .collect();
+    Ok(File {
+        stamp,
+        first,
+        objects,
+    })
 }
 
 #[cfg(test)]
@@ -103,6 +155,14 @@ mod tests {
     fn namespace(name: &str, team: &str) -> String {
         format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    team: {team}\n"
+        )
+    }
+
+    /// A route whose parent's name is as long as `parent` in every call, so that files of
+    /// one route each keep their size.
+    fn route(name: &str, parent: &str) -> String {
+        format!(
+            "apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata:\n  name: {name}\n  namespace: shop\nspec:\n  parentRefs:\n    - name: {parent}\n"
         )
     }
 
@@ -137,5 +197,30 @@ mod tests {
         write("c.yaml", namespace("c", "one")).expect("write");
         assert!(folder.changed());
         assert_eq!(reload(&mut folder), ["+a", "+c", "-b"]);
+    }
+
+    #[test]
+    fn a_reload_reads_again_only_the_files_that_changed_or_moved_in_the_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = |file: &str| dir.path().join(file);
+        std::fs::write(path("b.yaml"), route("b", "one")).expect("write");
+        std::fs::write(path("c.yaml"), route("c", "one")).expect("write");
+        let mut folder = Folder::new(dir.path().to_owned());
+        assert_eq!(reload(&mut folder), ["+b", "+c"]);
+
+        // b's content changes behind a stamp that does not: b is not read again.
+        let stamp = std::fs::metadata(path("b.yaml")).expect("stat").modified();
+        std::fs::write(path("b.yaml"), route("b", "two")).expect("write");
+        let b = std::fs::File::options().write(true).open(path("b.yaml"));
+        b.expect("open")
+            .set_modified(stamp.expect("mtime"))
+            .expect("touch");
+        std::fs::write(path("c.yaml"), route("c", "two")).expect("write");
+        assert_eq!(reload(&mut folder), ["+c"]);
+
+        // A file ahead of both moves them in the order, and routes without a creation time
+        // get theirs by place: both are read again and change.
+        std::fs::write(path("a.yaml"), namespace("a", "one")).expect("write");
+        assert_eq!(reload(&mut folder), ["+a", "+b", "+c"]);
     }
 }

@@ -27,7 +27,18 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::folder::Folder;
+use crate::folder::{Folder, Objects};
+
+/// How often local mode checks its folder by default: a `stat` of each manifest, cheap
+/// enough to do often, so an edit is picked up within a tenth of a second.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(100);
+
+/// Local mode's default batching. Each poll already sends one batch, so the quiet time only
+/// gathers an edit that spans polls (an editor saving several files).
+pub const DEFAULT_DEBOUNCE: Debounce = Debounce {
+    window: Duration::from_millis(20),
+    max_delay: Duration::from_secs(1),
+};
 
 /// How local mode runs.
 #[derive(Clone, Debug)]
@@ -194,10 +205,10 @@ async fn poll(
     }
 }
 
-fn pod_ips(objects: &[Object]) -> HashMap<ObjectKey, IpAddr> {
+fn pod_ips(objects: &Objects) -> HashMap<ObjectKey, IpAddr> {
     objects
         .iter()
-        .filter_map(|o| match o {
+        .filter_map(|(o, _)| match o {
             Object::Pod(p) => Some((o.key(), p.ip?)),
             _ => None,
         })
