@@ -55,6 +55,7 @@ fn config(lease: Option<LeaseConfig>) -> Config {
         },
         status_interval: Duration::from_millis(300),
         max_stream_age: remora_xds::DEFAULT_MAX_STREAM_AGE,
+        xds_limits: remora_xds::Limits::default(),
         webhook: None,
         inject: None,
         // The status and election tests connect no proxy: the port stays plaintext.

@@ -31,7 +31,7 @@ use remora_ca::{
 use remora_envoy::sds::{TRUST_BUNDLE_SECRET, WORKLOAD_SECRET};
 use remora_identity::{
     CertifiedIdentity, CurrentCert, Grant, MeshCa, PeerIdentity, SpiffeId,
-    serve::{TlsServing, Transport, incoming},
+    serve::{ConnectionCap, TlsServing, Transport, incoming},
     tls,
 };
 use tokio::{
@@ -99,7 +99,14 @@ async fn control_plane(ca: MeshCa, auth: Arc<OneToken>, metrics: CaMetrics) -> S
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(incoming(listener, Transport::Tls(TlsServing::new(config)))),
+            .serve_with_incoming(incoming(
+                listener,
+                Transport::Tls(TlsServing::new(config)),
+                ConnectionCap {
+                    max: 16,
+                    refused: Arc::new(|| {}),
+                },
+            )),
     );
     address
 }

@@ -59,6 +59,20 @@ pub struct Args {
     /// tenth more), so that proxies spread back over a replica that restarted, in seconds.
     #[arg(long, default_value_t = remora_xds::DEFAULT_MAX_STREAM_AGE.as_secs())]
     max_stream_age_secs: u64,
+    /// xDS connections one replica holds at once (TLS handshakes included); more are
+    /// closed as they are accepted and counted.
+    #[arg(long, default_value_t = remora_xds::limits::DEFAULT_CONNECTIONS)]
+    xds_max_connections: usize,
+    /// ADS streams one connection may hold at once.
+    #[arg(long, default_value_t = remora_xds::limits::DEFAULT_STREAMS_PER_CONNECTION)]
+    xds_max_streams_per_connection: usize,
+    /// Seconds a new ADS stream has for its first request, and a started request has to
+    /// arrive in full.
+    #[arg(long, default_value_t = remora_xds::limits::DEFAULT_REQUEST_DEADLINE.as_secs())]
+    xds_request_deadline_secs: u64,
+    /// Resource names an ADS stream may subscribe to, per type.
+    #[arg(long, default_value_t = remora_xds::limits::DEFAULT_SUBSCRIPTIONS)]
+    xds_max_subscriptions: usize,
     /// Quiet time that closes a batch of cluster events, in milliseconds.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
@@ -233,6 +247,13 @@ fn config(args: &Args) -> Config {
             grace: Duration::from_secs(args.lease_grace_secs),
         }),
         max_stream_age: Duration::from_secs(args.max_stream_age_secs),
+        xds_limits: remora_xds::Limits {
+            connections: args.xds_max_connections.max(1),
+            streams_per_connection: args.xds_max_streams_per_connection.max(1),
+            first_request: Duration::from_secs(args.xds_request_deadline_secs.max(1)),
+            partial_message: Duration::from_secs(args.xds_request_deadline_secs.max(1)),
+            subscriptions: args.xds_max_subscriptions,
+        },
         // Replicas that elect a leader report their proxies to it, beside the Lease.
         fleet: (!args.no_leader_election).then(|| {
             let prefix = format!("{}-proxies", args.lease_name);

@@ -96,6 +96,11 @@ fn config(args: &Args) -> LocalConfig {
     }
 }
 
+/// A default duration as the flag's milliseconds.
+const fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,8 +114,4 @@ mod tests {
         assert_eq!(addressing_of(&[]), Addressing::Explicit);
         assert_eq!(addressing_of(&["--captured"]), Addressing::Captured);
     }
-}
-/// A default duration as the flag's milliseconds.
-const fn millis(d: Duration) -> u64 {
-    d.as_millis() as u64
 }

@@ -142,8 +142,10 @@ pub async fn start(
         access: Arc::new(RbacAccess::new(client.clone())),
         certificates: Some(Arc::new(IssuedCertificates(issuances))),
         more: Some(Routes::new(service.into_service())),
-        // The controller sets it from its config.
+        // The controller sets these from its config.
         stream_age: Default::default(),
+        limits: Default::default(),
+        refusals: Default::default(),
     };
     Ok(Identities {
         serving,

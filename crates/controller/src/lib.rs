@@ -46,7 +46,7 @@ use remora_model::input::{Event, MeshSettings, Object, ObjectKey};
 use remora_runtime::{
     Debounce, Pipeline, PipelineState, Published, Serving, cancel, drain, spawn_server,
 };
-use remora_xds::{DEFAULT_RESPONSE_BUDGET, StreamAge, SyncRegistry};
+use remora_xds::{DEFAULT_RESPONSE_BUDGET, Limits, StreamAge, SyncRegistry};
 use tokio::{
     net::TcpListener,
     sync::{Notify, mpsc, watch},
@@ -81,6 +81,9 @@ pub struct Config {
     /// How long an ADS stream lives before its proxy is sent to reconnect (plus a jitter of
     /// up to a tenth), so that proxies spread back over replicas that restarted.
     pub max_stream_age: Duration,
+    /// What each xDS client may hold of a replica (connections, streams, deadlines,
+    /// subscriptions); refusals are counted in `remora_xds_refused_total`.
+    pub xds_limits: Limits,
     /// How cluster events are batched into model updates.
     pub debounce: Debounce,
     /// How often status is recomputed when nothing in the cluster changed, to pick up
@@ -264,7 +267,9 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
     };
     let mut serving = serving;
     serving.stream_age = StreamAge::new(config.max_stream_age);
+    serving.limits = config.xds_limits.clone();
     metrics.track_stream_age(serving.stream_age.clone());
+    metrics.track_refusals(serving.refusals.clone());
     let webhook = with_injector(
         &client,
         &config,

@@ -10,7 +10,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use remora_ca::{CaMetrics, Issuances};
-use remora_xds::{StreamAge, SyncRegistry, sync::SyncState};
+use remora_xds::{Refusal, Refusals, StreamAge, SyncRegistry, sync::SyncState};
 
 /// The labels of `injections`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,6 +93,8 @@ pub struct Metrics {
     expiring: Gauge,
     streams_aged: Counter,
     stream_age: std::sync::OnceLock<StreamAge>,
+    refused: Family<ReasonLabel, Counter>,
+    refusals: std::sync::OnceLock<Refusals>,
     connected: Gauge,
     nacking: Gauge,
 }
@@ -160,6 +162,14 @@ impl Metrics {
              rebalance across replicas)",
             streams_aged.clone(),
         );
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "xds_refused",
+            "xDS clients cut off by a limit: connection (over the cap), stream (over the \
+             connection's), first_request and partial_message (past their deadline), \
+             subscriptions (too many names), slow_reader (read no response in time)",
+            refused.clone(),
+        );
         let connected = Gauge::default();
         registry.register(
             "connected_proxies",
@@ -210,6 +220,8 @@ impl Metrics {
             report_writes,
             streams_aged,
             stream_age: std::sync::OnceLock::new(),
+            refused,
+            refusals: std::sync::OnceLock::new(),
             connected,
             nacking,
         }
@@ -253,11 +265,25 @@ impl Metrics {
         let _ = self.stream_age.set(age);
     }
 
+    /// Counts the xDS clients cut off in `refusals`, from now on.
+    pub fn track_refusals(&self, refusals: Refusals) {
+        // Set once, at start, as the stream age.
+        let _ = self.refusals.set(refusals);
+    }
+
     /// The text exposition, with the xDS gauges read now.
     pub fn render(&self, xds: &SyncRegistry) -> String {
         if let Some(age) = self.stream_age.get() {
             self.streams_aged
                 .inc_by(age.ended().saturating_sub(self.streams_aged.get()));
+        }
+        if let Some(refusals) = self.refusals.get() {
+            for r in Refusal::ALL {
+                let counter = self
+                    .refused
+                    .get_or_create(&ReasonLabel { reason: r.as_str() });
+                counter.inc_by(refusals.get(r).saturating_sub(counter.get()));
+            }
         }
         let proxies = xds.all();
         let nacking = proxies
@@ -325,5 +351,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"remora_injections_total{result="injected",reason=""} 1"#));
+    }
+
+    #[test]
+    fn xds_refusals_are_rendered_by_reason_as_they_grow() {
+        let m = Metrics::new();
+        let refusals = Refusals::default();
+        m.track_refusals(refusals.clone());
+        refusals.count(Refusal::Stream);
+        let text = m.render(&SyncRegistry::new());
+        assert!(
+            text.contains(r#"remora_xds_refused_total{reason="stream"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"remora_xds_refused_total{reason="slow_reader"} 0"#));
+        refusals.count(Refusal::Stream);
+        refusals.count(Refusal::Connection);
+        let text = m.render(&SyncRegistry::new());
+        assert!(
+            text.contains(r#"remora_xds_refused_total{reason="stream"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"remora_xds_refused_total{reason="connection"} 1"#));
     }
 }

@@ -110,6 +110,7 @@ impl Knobs {
                 ..FleetConfig::new(namespace, replica, &format!("{LEASE}-proxies"))
             }),
             max_stream_age: remora_xds::DEFAULT_MAX_STREAM_AGE,
+            xds_limits: remora_xds::Limits::default(),
             debounce: Debounce {
                 window: Duration::from_millis(self.debounce_ms),
                 max_delay: Duration::from_millis(self.max_delay_ms.max(self.debounce_ms)),

@@ -17,7 +17,7 @@ use crate::{Peer, PeerIdentity};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
 };
 use tokio_rustls::{TlsAcceptor, rustls::ServerConfig, server::TlsStream};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
@@ -62,6 +62,18 @@ impl TlsServing {
 pub struct Conn {
     io: Io,
     peer: Peer,
+    /// Its place under the cap, given back when the connection is dropped.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// How many connections the port holds at once, TLS handshakes included, and what to do
+/// for each one closed because it is full (count it).
+#[derive(Clone)]
+pub struct ConnectionCap {
+    /// The most connections at once.
+    pub max: usize,
+    /// Called for each connection closed as it was accepted.
+    pub refused: Arc<dyn Fn() + Send + Sync>,
 }
 
 enum Io {
@@ -78,21 +90,24 @@ impl Connected for Conn {
 }
 
 /// The connections `listener` accepts, handshaken under `transport`, until the stream is
-/// dropped (the server stopped).
+/// dropped (the server stopped). Those beyond `cap` are closed at once.
 pub fn incoming(
     listener: TcpListener,
     transport: Transport,
+    cap: ConnectionCap,
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
     let (tx, rx) = mpsc::channel(ACCEPTED);
-    tokio::spawn(accept_loop(listener, transport, tx));
+    tokio::spawn(accept_loop(listener, transport, cap, tx));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     transport: Transport,
+    cap: ConnectionCap,
     tx: mpsc::Sender<io::Result<Conn>>,
 ) {
+    let slots = Arc::new(Semaphore::new(cap.max));
     loop {
         let (tcp, remote) = tokio::select! {
             () = tx.closed() => return,
@@ -106,6 +121,12 @@ async fn accept_loop(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%remote, max = cap.max, "connection refused: the port holds its most");
+            (cap.refused)();
+            drop(tcp);
+            continue;
+        };
         match &transport {
             Transport::Plaintext => {
                 let peer = Peer {
@@ -115,13 +136,14 @@ async fn accept_loop(
                 let conn = Conn {
                     io: Io::Plain(tcp),
                     peer,
+                    _slot: slot,
                 };
                 if tx.send(Ok(conn)).await.is_err() {
                     return;
                 }
             }
             Transport::Tls(tls) => {
-                tokio::spawn(handshake(tls.acceptor(), tcp, remote, tx.clone()));
+                tokio::spawn(handshake(tls.acceptor(), tcp, remote, slot, tx.clone()));
             }
         }
     }
@@ -131,6 +153,7 @@ async fn handshake(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     remote: SocketAddr,
+    slot: OwnedSemaphorePermit,
     tx: mpsc::Sender<io::Result<Conn>>,
 ) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -151,6 +174,7 @@ async fn handshake(
             remote: Some(remote),
             identity,
         },
+        _slot: slot,
     };
     if tx.send(Ok(conn)).await.is_err() {
         debug!(%remote, "the server stopped before it took the connection");
@@ -221,5 +245,52 @@ impl AsyncWrite for Conn {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::AsyncReadExt;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_are_closed_and_counted_until_one_leaves() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let refused = Arc::new(AtomicUsize::new(0));
+        let counter = refused.clone();
+        let cap = ConnectionCap {
+            max: 2,
+            refused: Arc::new(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }),
+        };
+        let mut conns = Box::pin(incoming(listener, Transport::Plaintext, cap));
+        let mut accepted = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            clients.push(TcpStream::connect(addr).await.expect("connect"));
+            accepted.push(conns.next().await.expect("a connection").expect("accepted"));
+        }
+        // The third is closed by the server: it reads the end of the stream.
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut [0; 1]))
+            .await
+            .expect("closed in time");
+        assert_eq!(read.expect("a clean close"), 0);
+        assert_eq!(refused.load(Ordering::Relaxed), 1);
+        // One leaves: the next is taken.
+        drop(accepted.pop());
+        let _fourth = TcpStream::connect(addr).await.expect("connect");
+        let next = tokio::time::timeout(Duration::from_secs(10), conns.next()).await;
+        assert!(
+            matches!(next, Ok(Some(Ok(_)))),
+            "accepted once a slot was free"
+        );
+        assert_eq!(refused.load(Ordering::Relaxed), 1);
     }
 }

@@ -4,12 +4,12 @@
 use std::{fmt::Display, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use remora_admin::{Access, Certificates, Open, ProxiesService};
-use remora_xds::{Admission, AdsServer, StreamAge};
+use remora_xds::{Admission, AdsServer, Limits, Refusal, Refusals, StreamAge};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::service::Routes;
 use tracing::{error, warn};
 
-use remora_identity::serve::{Transport, incoming};
+use remora_identity::serve::{ConnectionCap, Transport, incoming};
 
 use crate::pipeline::PipelineState;
 
@@ -31,7 +31,17 @@ pub struct Serving {
     /// How long an ADS stream lives before its proxy is sent to reconnect (a connection is
     /// told to go away at the maximum age too); a clone counts the streams ended by age.
     pub stream_age: StreamAge,
+    /// What each client may hold of the server.
+    pub limits: Limits,
+    /// Every client cut off, counted by why; the caller keeps a clone to read.
+    pub refusals: Refusals,
 }
+
+/// How often an idle connection is pinged, and how long the answer may take.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams of any service one connection may hold (hyper's default, which tonic lifts).
+const MAX_STREAMS: u32 = 200;
 
 impl Serving {
     /// Plaintext, and open to everyone: `remora local --insecure` on a laptop, benchmarks.
@@ -43,6 +53,8 @@ impl Serving {
             certificates: None,
             more: None,
             stream_age: StreamAge::default(),
+            limits: Limits::default(),
+            refusals: Refusals::default(),
         }
     }
 }
@@ -64,7 +76,14 @@ impl PipelineState {
             .response_budget(response_budget)
             .admission(serving.admission)
             .stream_age(serving.stream_age.clone())
+            .limits(serving.limits.clone())
+            .refusals(serving.refusals.clone())
             .into_service();
+        let refusals = serving.refusals.clone();
+        let cap = ConnectionCap {
+            max: serving.limits.connections,
+            refused: Arc::new(move || refusals.count(Refusal::Connection)),
+        };
         let mut proxies =
             ProxiesService::new(self.fleet.clone(), self.mesh.clone(), serving.access);
         if let Some(certificates) = serving.certificates {
@@ -76,8 +95,15 @@ impl PipelineState {
             // GOAWAY at the maximum age, before the stream ends at its age plus jitter: the
             // proxy then reconnects over a new connection (see `remora_xds::StreamAge`).
             .max_connection_age(serving.stream_age.max())
+            // A peer that stops answering pings is gone: its connection and streams close
+            // instead of holding their state until TCP gives up.
+            .http2_keepalive_interval(Some(KEEPALIVE))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            // Beyond this the connection refuses streams itself; ADS streams are held to
+            // `limits.streams_per_connection` before that, and counted.
+            .max_concurrent_streams(Some(MAX_STREAMS))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming(listener, serving.transport), async move {
+            .serve_with_incoming_shutdown(incoming(listener, serving.transport, cap), async move {
                 // A dropped sender is a stop too.
                 let _stopped = stopped.wait_for(|s| *s).await;
             })

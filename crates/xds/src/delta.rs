@@ -83,6 +83,10 @@ impl PerType for TypeState {
     fn sent(&self) -> Option<String> {
         self.sent.clone()
     }
+
+    fn subscribed(&self) -> usize {
+        self.names.len()
+    }
 }
 
 /// One incremental stream's state: per type, the subscription, what the proxy holds and the
@@ -239,6 +243,12 @@ impl Machine for DeltaStream {
 
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
+    }
+
+    fn names_in(req: &DeltaDiscoveryRequest) -> usize {
+        req.resource_names_subscribe.len()
+            + req.resource_names_unsubscribe.len()
+            + req.initial_resource_versions.len()
     }
 
     fn types(&self) -> &ByType<TypeState> {

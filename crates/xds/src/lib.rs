@@ -13,6 +13,7 @@ pub mod by_type;
 pub mod cache;
 pub mod delta;
 pub mod grpc;
+pub mod limits;
 mod machine;
 pub mod names;
 mod per_type;
@@ -23,6 +24,7 @@ pub mod sync;
 
 pub use budget::{DEFAULT_RESPONSE_BUDGET, ResponseBudget};
 pub use cache::SnapshotCache;
+pub use limits::{Limits, Refusal, Refusals};
 pub use server::{Admission, AdsServer, DEFAULT_MAX_STREAM_AGE, StreamAge};
 pub use snapshot::Snapshot;
 pub use sync::SyncRegistry;

@@ -22,6 +22,18 @@ pub(crate) trait Machine: Default + Send + 'static {
     /// The node a request names; the first request of a stream must.
     fn node(req: &Self::Req) -> Option<&Node>;
 
+    /// How many resource names a request carries.
+    fn names_in(req: &Self::Req) -> usize;
+
+    /// The most resource names the proxy subscribed to of any one type.
+    fn most_subscribed(&self) -> usize {
+        self.types()
+            .iter()
+            .map(|(_, s)| s.subscribed())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Every type's state.
     fn types(&self) -> &ByType<Self::State>;
 

@@ -51,6 +51,16 @@ impl Names {
         }
     }
 
+    /// How many names.
+    pub fn len(&self) -> usize {
+        self.found.len() + self.missing.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether `name` is one of the names.
     pub fn contains(&self, name: &str) -> bool {
         self.found.contains(name) || self.missing.contains(name)

@@ -18,6 +18,8 @@ pub(crate) trait PerType {
     fn answers(&self) -> &Answers;
     /// The version last sent (or, after a reconnect, the one the proxy said it holds).
     fn sent(&self) -> Option<String>;
+    /// How many resource names the proxy subscribed to (none for a wildcard).
+    fn subscribed(&self) -> usize;
 }
 
 /// The snapshot's set of a type and the part of it wanted, kept until either the set or the

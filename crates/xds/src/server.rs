@@ -2,8 +2,10 @@
 //! a state machine and writes out what it returns. Nothing here knows about Kubernetes.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
-    sync::Arc,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -28,6 +30,7 @@ use crate::{
     cache::SnapshotCache,
     delta::DeltaStream,
     grpc::{self, Requests},
+    limits::{Limits, Refusal, Refusals},
     machine::Machine,
     sotw::SotwStream,
     sync::SyncRegistry,
@@ -69,6 +72,12 @@ pub struct AdsServer {
     admission: Admission,
     /// How long a stream lives before the proxy is sent to reconnect.
     age: StreamAge,
+    /// What each stream may hold.
+    limits: Limits,
+    /// Every client cut off, by why.
+    refusals: Refusals,
+    /// Open ADS streams per connection, by the client's address.
+    streams: Arc<Mutex<HashMap<SocketAddr, usize>>>,
 }
 
 impl AdsServer {
@@ -87,7 +96,22 @@ impl AdsServer {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             admission: Admission::Open,
             age: StreamAge::default(),
+            limits: Limits::default(),
+            refusals: Refusals::default(),
+            streams: Arc::default(),
         }
+    }
+
+    /// Holds every stream to `limits` (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Counts every client cut off in `refusals` (whose clones the caller reads).
+    pub fn refusals(mut self, refusals: Refusals) -> Self {
+        self.refusals = refusals;
+        self
     }
 
     /// What a stream must show before it is served (default [`Admission::Open`]).
@@ -176,10 +200,19 @@ impl AdsServer {
             )));
         }
         let peer = request.extensions().get::<Peer>().cloned();
-        let mut incoming = Requests::<M::Req>::new(request.into_body());
-        let first = incoming
-            .message()
-            .await?
+        let slot = self.claim_stream(peer.as_ref().and_then(|p| p.remote))?;
+        let mut incoming =
+            Requests::<M::Req>::new(request.into_body(), self.limits.partial_message);
+        let first = tokio::time::timeout(self.limits.first_request, incoming.message())
+            .await
+            .map_err(|_| {
+                self.refusals.count(Refusal::FirstRequest);
+                Status::deadline_exceeded(format!(
+                    "no first request within {:?}",
+                    self.limits.first_request
+                ))
+            })?
+            .map_err(|e| self.read_failed(e))?
             .ok_or_else(|| Status::invalid_argument("stream closed before its first request"))?;
         let node = M::node(&first)
             .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
@@ -189,8 +222,60 @@ impl AdsServer {
         let span = info_span!("xds", proxy = %proxy, mode = ?M::MODE);
         let server = self.clone();
         tokio::spawn(
-            async move { server.serve::<M>(proxy, first, incoming, tx).await }.instrument(span),
+            async move {
+                server.serve::<M>(proxy, first, incoming, tx).await;
+                drop(slot);
+            }
+            .instrument(span),
         );
         Ok(grpc::response(rx))
+    }
+
+    /// One more stream on the connection from `remote`, within its cap; the slot is given
+    /// back when dropped. A client with no address (none in tests) is not counted.
+    fn claim_stream(&self, remote: Option<SocketAddr>) -> Result<Option<StreamSlot>, Status> {
+        let Some(remote) = remote else {
+            return Ok(None);
+        };
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let open = streams.entry(remote).or_default();
+        if *open >= self.limits.streams_per_connection {
+            self.refusals.count(Refusal::Stream);
+            return Err(Status::resource_exhausted(format!(
+                "this connection holds {open} ADS streams, the most it may"
+            )));
+        }
+        *open += 1;
+        Ok(Some(StreamSlot {
+            streams: self.streams.clone(),
+            remote,
+        }))
+    }
+
+    /// The status a request that could not be read ends its stream with; a message cut off
+    /// by its deadline is counted.
+    fn read_failed(&self, e: grpc::ReadError) -> Status {
+        if matches!(e, grpc::ReadError::Stalled(_)) {
+            self.refusals.count(Refusal::PartialMessage);
+        }
+        e.into()
+    }
+}
+
+/// A stream's place among its connection's; given back when dropped.
+struct StreamSlot {
+    streams: Arc<Mutex<HashMap<SocketAddr, usize>>>,
+    remote: SocketAddr,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = streams.get_mut(&self.remote) {
+            *open -= 1;
+            if *open == 0 {
+                streams.remove(&self.remote);
+            }
+        }
     }
 }

@@ -107,6 +107,13 @@ impl PerType for TypeState {
             .map(|s| s.resources.version().to_owned())
             .or(self.held.clone())
     }
+
+    fn subscribed(&self) -> usize {
+        match &self.interest {
+            Some(Interest::Names(names)) => names.len(),
+            Some(Interest::All) | None => 0,
+        }
+    }
 }
 
 /// One state-of-the-world stream's state: per type, what the proxy asked for, was sent and
@@ -125,6 +132,10 @@ impl Machine for SotwStream {
 
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
+    }
+
+    fn names_in(req: &DiscoveryRequest) -> usize {
+        req.resource_names.len()
     }
 
     fn types(&self) -> &ByType<TypeState> {

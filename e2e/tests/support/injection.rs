@@ -61,6 +61,7 @@ pub fn controller_config(namespace: &str, name: &str, port: u16) -> Config {
         },
         status_interval: Duration::from_millis(300),
         max_stream_age: remora_xds::DEFAULT_MAX_STREAM_AGE,
+        xds_limits: remora_xds::Limits::default(),
         webhook: Some(remora_webhook::Config {
             addr: ([127, 0, 0, 1], port).into(),
             namespace: namespace.into(),

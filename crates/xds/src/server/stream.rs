@@ -18,6 +18,7 @@ use super::AdsServer;
 use crate::{
     budget::{Ledger, Reservation},
     grpc::{self, ReadError, Requests},
+    limits::{Refusal, Refusals},
     machine::Machine,
     snapshot::Snapshot,
     sync::TypeSync,
@@ -43,11 +44,27 @@ struct Stream<M: Machine> {
 }
 
 impl<M: Machine> Stream<M> {
-    /// Takes a request in at once: the stream then holds its state, not the request.
-    fn take(&mut self, request: &M::Req) {
+    /// Takes a request in at once: the stream then holds its state, not the request. A
+    /// request that names more than `limit` resources, or leaves the stream subscribed to
+    /// more of one type, ends the stream.
+    fn take(&mut self, request: &M::Req, limit: usize) -> Result<(), Status> {
+        let named = M::names_in(request);
+        if named > limit {
+            return Err(too_many(named, limit));
+        }
         let current = self.snapshots.borrow().clone();
         self.owed |= self.machine.take_request(request, &current);
+        match self.machine.most_subscribed() {
+            held if held > limit => Err(too_many(held, limit)),
+            _ => Ok(()),
+        }
     }
+}
+
+fn too_many(names: usize, limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "{names} resource names, over the limit of {limit} per type"
+    ))
 }
 
 /// Why a stream is told to end while its proxy is still there.
@@ -69,14 +86,18 @@ async fn told_to_end(shutdown: &mut watch::Receiver<bool>, expiry: Pin<&mut Slee
 }
 
 /// The proxy's next request, `None` once it closed its side or the stream broke, or the
-/// status to end the stream with when a request cannot be read. Cancel-safe, as
-/// [`Requests::message`] is.
+/// status to end the stream with when a request cannot be read (one cut off by its deadline
+/// is counted). Cancel-safe, as [`Requests::message`] is.
 async fn next_request<R: prost::Message + Default>(
     incoming: &mut Requests<R>,
+    refusals: &Refusals,
 ) -> Result<Option<R>, Status> {
     match incoming.message().await {
         Ok(request) => Ok(request),
-        Err(ReadError::Malformed(status)) => {
+        Err(ReadError::Malformed(status) | ReadError::Stalled(status)) => {
+            if status.code() == tonic::Code::DeadlineExceeded {
+                refusals.count(Refusal::PartialMessage);
+            }
             warn!(code = ?status.code(), reason = status.message(), "a request could not be read; closing the stream");
             Err(status)
         }
@@ -116,11 +137,10 @@ impl AdsServer {
             ledger: Arc::new(Ledger::default()),
             owed: false,
         };
-        s.take(&first);
-        drop(first);
         // Why the stream ends, when the proxy is to be told.
-        let mut failed = None;
-        loop {
+        let mut failed = self.take(&mut s, &first).err();
+        drop(first);
+        while failed.is_none() {
             if !s.owed {
                 let request = tokio::select! {
                     told = told_to_end(&mut s.shutdown, s.expiry.as_mut()) => {
@@ -131,7 +151,7 @@ impl AdsServer {
                         self.stalled(&s.ledger, &s.tx);
                         break;
                     }
-                    req = next_request(&mut s.incoming) => match req {
+                    req = next_request(&mut s.incoming, &self.refusals) => match req {
                         Ok(Some(req)) => Some(req),
                         Ok(None) => break,
                         Err(status) => {
@@ -148,7 +168,12 @@ impl AdsServer {
                     }
                 };
                 match request {
-                    Some(req) => s.take(&req),
+                    Some(req) => {
+                        if let Err(status) = self.take(&mut s, &req) {
+                            failed = Some(status);
+                            break;
+                        }
+                    }
                     None => s.owed = true,
                 }
             }
@@ -290,7 +315,7 @@ impl AdsServer {
                     self.stalled(&s.ledger, &s.tx);
                     return None;
                 }
-                req = next_request(&mut s.incoming) => match req {
+                req = next_request(&mut s.incoming, &self.refusals) => match req {
                     Ok(req) => req?,
                     Err(status) => break Err(status),
                 },
@@ -298,7 +323,9 @@ impl AdsServer {
                     warn!(reason = e.message(), "no response budget; closing the stream");
                 }),
             };
-            s.take(&request);
+            if let Err(status) = self.take(s, &request) {
+                break Err(status);
+            }
         };
         match reserved {
             Ok(reservation) => Some(reservation),
@@ -309,9 +336,22 @@ impl AdsServer {
         }
     }
 
+    /// Takes a request into the stream, counting a refusal of its names.
+    fn take<M: Machine>(&self, s: &mut Stream<M>, request: &M::Req) -> Result<(), Status> {
+        s.take(request, self.limits.subscriptions)
+            .inspect_err(|status| {
+                self.refusals.count(Refusal::Subscriptions);
+                warn!(
+                    reason = status.message(),
+                    "too many subscriptions; closing the stream"
+                );
+            })
+    }
+
     /// Ends a stream whose proxy stopped reading: its budget comes back now, and the proxy,
     /// should it read again, gets the reason after what was queued.
     fn stalled(&self, ledger: &Ledger, tx: &Outbox) {
+        self.refusals.count(Refusal::SlowReader);
         let unwritten = ledger.unwritten();
         let returned = ledger.revoke();
         warn!(

@@ -47,15 +47,29 @@ async fn open(
     path: &str,
     first: Vec<u8>,
 ) -> Result<(mpsc::Sender<Bytes>, Body), Status> {
+    open_from(service, path, first, None).await
+}
+
+/// [`open`], on a connection from `remote`.
+async fn open_from(
+    service: &mut AdsService,
+    path: &str,
+    first: Vec<u8>,
+    remote: Option<SocketAddr>,
+) -> Result<(mpsc::Sender<Bytes>, Body), Status> {
     let (tx, rx) = mpsc::channel(4);
     tx.send(first.into()).await.expect("open");
     let frames = ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(http::Method::POST)
         .uri(path)
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .body(Body::new(StreamBody::new(frames)))
         .expect("a request");
+    request.extensions_mut().insert(Peer {
+        remote,
+        identity: None,
+    });
     let response = service.call(request).await.expect("infallible");
     match Status::from_header_map(response.headers()) {
         Some(status) => Err(status),
@@ -192,4 +206,145 @@ async fn a_stream_ended_by_a_stop_is_not_counted_as_aged() {
     let status = next(&mut body).await.expect_err("the end");
     assert_eq!(status.code(), Code::Ok, "{status:?}");
     assert_eq!(age.ended(), 0);
+}
+
+/// A service held to `limits`, counting its refusals in the returned counters.
+fn limited(limits: Limits) -> (AdsService, Refusals, watch::Sender<bool>) {
+    let (stop, shutdown) = watch::channel(false);
+    let refusals = Refusals::default();
+    let server = AdsServer::new(SnapshotCache::new(), SyncRegistry::new(), shutdown)
+        .limits(limits)
+        .refusals(refusals.clone());
+    (server.into_service(), refusals, stop)
+}
+
+fn endpoints(names: &[&str]) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: crate::snapshot::ENDPOINT.into(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        ..first_request()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_without_a_first_request_or_with_half_a_message_is_cut_off_and_counted() {
+    let limits = Limits {
+        first_request: Duration::from_secs(5),
+        partial_message: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let (mut service, refusals, _stop) = limited(limits);
+    let status = within(open(&mut service, SOTW_PATH, Vec::new()))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(refusals.get(Refusal::FirstRequest), 1);
+    // A prefix that announces a large message, and ten of its bytes.
+    let mut half = vec![0, 0, 0x10, 0, 0];
+    half.extend([1; 10]);
+    let status = within(open(&mut service, DELTA_PATH, half))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("in full"), "{status:?}");
+    assert_eq!(refusals.get(Refusal::PartialMessage), 1);
+    // Mid-stream too.
+    let (tx, mut body) = open(&mut service, SOTW_PATH, framed(&first_request()))
+        .await
+        .expect("accepted");
+    next(&mut body).await.expect("a response");
+    tx.send(Bytes::from_static(&[0, 0, 1, 0, 0, 7]))
+        .await
+        .expect("open");
+    let status = within(next(&mut body)).await.expect_err("the end");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(refusals.get(Refusal::PartialMessage), 2);
+}
+
+#[tokio::test]
+async fn a_stream_that_subscribes_to_more_names_than_the_limit_is_ended_and_counted() {
+    let limits = Limits {
+        subscriptions: 3,
+        ..Limits::default()
+    };
+    let (mut service, refusals, _stop) = limited(limits);
+    // State of the world: one request naming too many.
+    let (_tx, mut body) = open(
+        &mut service,
+        SOTW_PATH,
+        framed(&endpoints(&["a", "b", "c", "d"])),
+    )
+    .await
+    .expect("accepted");
+    let status = next(&mut body).await.expect_err("the end");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(refusals.get(Refusal::Subscriptions), 1);
+    // Incremental: requests that add up to too many, each within the limit.
+    let subscribe = |names: &[&str]| DeltaDiscoveryRequest {
+        type_url: crate::snapshot::ENDPOINT.into(),
+        resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+        ..first_delta_request()
+    };
+    let (tx, mut body) = open(&mut service, DELTA_PATH, framed(&subscribe(&["a", "b"])))
+        .await
+        .expect("accepted");
+    next(&mut body).await.expect("a response");
+    tx.send(framed(&subscribe(&["c", "d"])).into())
+        .await
+        .expect("open");
+    let status = loop {
+        match next(&mut body).await {
+            Ok(_) => continue,
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(refusals.get(Refusal::Subscriptions), 2);
+}
+
+#[tokio::test]
+async fn a_connection_holds_at_most_its_streams_and_gets_a_slot_back_when_one_ends() {
+    let limits = Limits {
+        streams_per_connection: 2,
+        ..Limits::default()
+    };
+    let (mut service, refusals, _stop) = limited(limits);
+    let here = SocketAddr::from(([127, 0, 0, 1], 40000));
+    let there = SocketAddr::from(([127, 0, 0, 1], 40001));
+    let (first, mut first_body) = open_on(&mut service, here).await.expect("accepted");
+    let (_second, _) = open_on(&mut service, here).await.expect("accepted");
+    let status = open_on(&mut service, here).await.expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(refusals.get(Refusal::Stream), 1);
+    // Another connection has its own.
+    open_on(&mut service, there).await.expect("accepted");
+    // Once a stream ends, its connection may open another.
+    drop(first);
+    while next(&mut first_body).await.is_ok() {}
+    let mut reopened = None;
+    for _ in 0..100 {
+        match open_on(&mut service, here).await {
+            Ok(stream) => {
+                reopened = Some(stream);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert!(reopened.is_some(), "the slot came back");
+}
+
+/// A state-of-the-world stream on the connection from `remote`.
+async fn open_on(
+    service: &mut AdsService,
+    remote: SocketAddr,
+) -> Result<(mpsc::Sender<Bytes>, Body), Status> {
+    open_from(service, SOTW_PATH, framed(&first_request()), Some(remote)).await
+}
+
+/// `f`, which must complete within a minute (of paused time, in a paused test).
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("done within a minute")
 }
