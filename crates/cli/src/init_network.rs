@@ -158,6 +158,7 @@ mod tests {
             revision: "r",
             layout: Layout::Native,
             control_plane: &control_plane,
+            pod_security: remora_inject::PodSecurity::Privileged,
         };
         let ops = remora_inject::patch(&pod, &injection).expect("injected");
         let init = ops

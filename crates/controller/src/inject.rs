@@ -15,7 +15,7 @@ use remora_api::{
     sidecar_policy::{SidecarPolicySpec, WorkloadRef},
 };
 use remora_inject::{
-    ControlPlane, Decision, InjectError, Injection, JsonPatchOp, Layout, MeshIdentity,
+    ControlPlane, Decision, InjectError, Injection, JsonPatchOp, Layout, MeshIdentity, PodSecurity,
     ServerVersion, Settings, SkipReason, decide, patch,
 };
 use remora_runtime::SharedMesh;
@@ -250,6 +250,7 @@ impl MeshInjector {
             revision: &revision,
             layout: self.layout,
             control_plane: &control_plane,
+            pod_security: PodSecurity::enforced(Some(&namespace_labels)),
         };
         match patch(pod, &injection) {
             Ok(ops) => Answer::Injected {
@@ -421,6 +422,46 @@ mod tests {
             "{message}"
         );
         assert!(metrics(&i).contains(r#"result="refused",reason="port_taken""#));
+    }
+
+    #[test]
+    fn an_extra_container_the_namespaces_pod_security_level_refuses_refuses_the_pod() {
+        let mut p = policy("shop", "mesh", "1.40.0");
+        p.spec.extra_containers = vec![
+            serde_json::from_value(json!({
+                "name": "debugger", "image": "busybox", "securityContext": {"privileged": true}
+            }))
+            .expect("a container"),
+        ];
+        let with_level = |level: &str| {
+            let Event::Upsert(Object::Namespace(mut ns)) = namespace("shop", true) else {
+                unreachable!("a namespace")
+            };
+            ns.labels
+                .insert(remora_inject::ENFORCE_LABEL.to_owned(), level.to_owned());
+            let events = vec![
+                Event::Upsert(Object::Namespace(ns)),
+                Event::Upsert(Object::SidecarPolicy(Box::new(p.clone()))),
+            ];
+            injector(events, std::slice::from_ref(&p), true)
+        };
+        let i = with_level("baseline");
+        let Err(InjectFailure::Refused(message)) = i.inject("shop", &pod(json!({}))) else {
+            panic!("refused");
+        };
+        assert!(
+            message.starts_with("the namespace enforces Pod Security level baseline"),
+            "{message}"
+        );
+        for fault in [
+            "spec.extraContainers[0].securityContext.privileged (no privileged containers)",
+            "injected init container remora-init.securityContext.capabilities.add[0]",
+        ] {
+            assert!(message.contains(fault), "{fault} in {message}");
+        }
+        assert!(metrics(&i).contains(r#"result="refused",reason="pod_security""#));
+        let privileged = with_level("privileged");
+        assert!(privileged.inject("shop", &pod(json!({}))).is_ok());
     }
 
     #[test]

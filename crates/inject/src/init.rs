@@ -169,6 +169,7 @@ mod tests {
             revision: "0123456789",
             layout: Layout::Native,
             control_plane: &cp,
+            pod_security: crate::PodSecurity::Privileged,
         };
         let init = init_container(&injection);
         assert_eq!(init.name, "remora-init");

@@ -63,6 +63,7 @@ mod decide;
 mod init;
 mod layout;
 mod patch;
+mod pod_security;
 mod probes;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -77,6 +78,7 @@ pub use decide::{Decision, Settings, SkipReason, decide};
 pub use init::INIT_CONTAINER;
 pub use layout::{Layout, ServerVersion};
 pub use patch::{JsonPatchOp, patch, pointer_token};
+pub use pod_security::{ENFORCE_LABEL, PodSecurity};
 pub use probes::{APP_HEALTH_PREFIX, AppProbe};
 
 /// A pod annotation: `"false"` keeps the pod out of the mesh.
@@ -104,6 +106,9 @@ pub struct Injection<'a> {
     pub layout: Layout,
     /// Where the injected proxy finds the control plane.
     pub control_plane: &'a ControlPlane,
+    /// The Pod Security level the pod's namespace enforces, which the policy's extra
+    /// containers must meet.
+    pub pod_security: PodSecurity,
 }
 
 /// Why a pod cannot be injected.
@@ -159,6 +164,24 @@ pub enum InjectError {
         /// The name.
         name: String,
     },
+    /// Containers the injection adds break rules of the Pod Security level the namespace
+    /// enforces, so the API server would refuse the injected pod.
+    #[error(
+        "the namespace enforces Pod Security level {level}, which the sidecar's containers \
+         break: {}; meshed pods need the namespace labelled {ENFORCE_LABEL}=privileged (the \
+         traffic redirection needs NET_ADMIN and NET_RAW), and the SidecarPolicy's extra \
+         containers must meet what the namespace enforces",
+        broken.join("; ")
+    )]
+    PodSecurity {
+        /// The level enforced.
+        level: &'static str,
+        /// Each container at fault, by field, with the rule: the policy's extra containers
+        /// by their path in the SidecarPolicy (e.g.
+        /// `spec.extraContainers[0].securityContext.privileged (no privileged containers)`),
+        /// the injected init container by its name.
+        broken: Vec<String>,
+    },
     /// The API server's `/version` holds a major or minor that is not a number.
     #[error("the API server reports version {field} {value:?}, which is not a number")]
     ServerVersion {
@@ -177,6 +200,7 @@ impl InjectError {
             InjectError::PortTaken { .. } => "port_taken",
             InjectError::ProxyUser { .. } => "proxy_user",
             InjectError::VolumeTaken { .. } => "volume_taken",
+            InjectError::PodSecurity { .. } => "pod_security",
             InjectError::ServerVersion { .. } => "server_version",
         }
     }

@@ -11,8 +11,8 @@ use crate::{
     InjectError, Injection, Layout, POLICY_ANNOTATION, REVISION_ANNOTATION, VERSION_ANNOTATION,
     agent, conflicts,
     container::{leading, sidecars},
-    init::init_container,
-    is_injected, probes,
+    init::{INIT_CONTAINER, init_container},
+    is_injected, pod_security, probes,
 };
 
 /// One JSON-patch operation; the injector only ever adds.
@@ -65,6 +65,11 @@ pub fn patch(pod: &Pod, injection: &Injection) -> Result<Vec<JsonPatchOp>, Injec
         .collect();
     let volume_names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
     conflicts::check(pod, &names, &volume_names)?;
+    let extra = injection.policy.spec.extra_containers.iter().enumerate();
+    let added = extra
+        .map(|(i, c)| (format!("spec.extraContainers[{i}]"), c))
+        .chain([(format!("injected init container {INIT_CONTAINER}"), &init)]);
+    pod_security::check(pod, added, injection.pod_security)?;
     let front = leading(injection);
     // Before anything is inserted into the container lists: their indices are the pod's.
     let mut ops = probes::rewrite(&moved);

@@ -12,7 +12,7 @@ use remora_test_support::expand;
 use serde_json::{Value, json};
 
 use crate::{
-    ControlPlane, Decision, InjectError, Injection, Layout, Settings, SkipReason,
+    ControlPlane, Decision, InjectError, Injection, Layout, PodSecurity, Settings, SkipReason,
     bootstrap::tests::control_plane, decide, patch, pointer_token,
 };
 
@@ -68,6 +68,7 @@ fn inject_with(
             revision: "0123456789",
             layout,
             control_plane: cp,
+            pod_security: PodSecurity::Privileged,
         },
     )
 }
@@ -380,6 +381,7 @@ fn shared_volumes_are_added_and_a_clash_names_the_field() {
         revision: "0123456789",
         layout: Layout::Classic,
         control_plane: &cp,
+        pod_security: PodSecurity::Privileged,
     };
     let applied = |pod: &Pod| -> Pod {
         let ops = patch(pod, &injection).expect("patch");
