@@ -333,19 +333,7 @@ mod tests {
 
     /// A proxy's sync state: every type ACKed at the version its snapshot `v` gives.
     fn running(name: &str, v: &Snapshot) -> ProxySync {
-        let t = TypeSync {
-            sent: Some(v.resources(CLUSTER).version().to_owned()),
-            acked: Some(v.resources(CLUSTER).version().to_owned()),
-            nack: None,
-            resources_sent: 1,
-        };
-        let types = BTreeMap::from([(CLUSTER, t)]);
-        ProxySync::reported(
-            ObjectKey::new("shop", name),
-            Mode::Incremental,
-            SystemTime::now(),
-            types,
-        )
+        elsewhere(name, v.resources(CLUSTER).version(), None)
     }
 
     #[test]

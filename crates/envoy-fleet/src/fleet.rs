@@ -89,6 +89,19 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Starts the fleet and waits, within `options.startup_timeout`, until every Envoy
+    /// routes and local mode has every proxy's ACKs (so what follows starts from a quiet
+    /// control plane); returns it with the time until every Envoy routed.
+    pub async fn start_synced(options: &FleetOptions) -> Result<(Fleet, Duration), FleetError> {
+        let started = Instant::now();
+        let mut fleet = Fleet::start(options).await?;
+        let deadline = started + options.startup_timeout;
+        fleet.wait_ready(deadline).await?;
+        let ready_after = started.elapsed();
+        fleet.wait_synced(deadline).await?;
+        Ok((fleet, ready_after))
+    }
+
     /// Writes the folder, starts the echo backends and local mode, then the Envoys; returns
     /// without waiting for them (see [`Fleet::wait_ready`]).
     pub async fn start(options: &FleetOptions) -> Result<Fleet, FleetError> {

@@ -83,13 +83,7 @@ pub struct LatencyRun {
 /// Starts the fleet, waits until it routes, times `changes` edits, and stops it.
 pub async fn run(options: &LatencyOptions) -> Result<LatencyRun, FleetError> {
     let load_start = load_average();
-    let started = Instant::now();
-    let mut fleet = Fleet::start(&options.fleet).await?;
-    let deadline = started + options.fleet.startup_timeout;
-    fleet.wait_ready(deadline).await?;
-    let ready_after = started.elapsed();
-    // Every proxy's ACKs are in, so an edit starts from a quiet control plane.
-    fleet.wait_synced(deadline).await?;
+    let (mut fleet, ready_after) = Fleet::start_synced(&options.fleet).await?;
     let folder_read = fleet.time_folder_read().await?;
     let idle_envoy_cpu = {
         let before = fleet.envoy_cpu();

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use remora_model::input::ObjectKey;
-use tokio::time::Instant;
 
 use crate::{
     FleetError,
@@ -59,12 +58,7 @@ pub struct MemoryRun {
 /// settle, reads each Envoy's memory, and stops it.
 pub async fn run(options: &MemoryOptions) -> Result<MemoryRun, FleetError> {
     let load_start = load_average();
-    let started = Instant::now();
-    let mut fleet = Fleet::start(&options.fleet).await?;
-    let deadline = started + options.fleet.startup_timeout;
-    fleet.wait_ready(deadline).await?;
-    let ready_after = started.elapsed();
-    fleet.wait_synced(deadline).await?;
+    let (mut fleet, ready_after) = Fleet::start_synced(&options.fleet).await?;
     tokio::time::sleep(options.settle).await;
     fleet.check_running()?;
     let mut envoys = Vec::new();

@@ -212,7 +212,7 @@ impl AdsServer {
                     self.limits.first_request
                 ))
             })?
-            .map_err(|e| self.read_failed(e))?
+            .map_err(|e| read_failed(e, &self.refusals))?
             .ok_or_else(|| Status::invalid_argument("stream closed before its first request"))?;
         let node = M::node(&first)
             .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
@@ -251,15 +251,15 @@ impl AdsServer {
             remote,
         }))
     }
+}
 
-    /// The status a request that could not be read ends its stream with; a message cut off
-    /// by its deadline is counted.
-    fn read_failed(&self, e: grpc::ReadError) -> Status {
-        if matches!(e, grpc::ReadError::Stalled(_)) {
-            self.refusals.count(Refusal::PartialMessage);
-        }
-        e.into()
+/// The status a request that could not be read ends its stream with; a message cut off by
+/// its deadline is counted.
+fn read_failed(e: grpc::ReadError, refusals: &Refusals) -> Status {
+    if matches!(e, grpc::ReadError::Stalled(_)) {
+        refusals.count(Refusal::PartialMessage);
     }
+    e.into()
 }
 
 /// A stream's place among its connection's; given back when dropped.

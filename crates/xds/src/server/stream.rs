@@ -94,10 +94,8 @@ async fn next_request<R: prost::Message + Default>(
 ) -> Result<Option<R>, Status> {
     match incoming.message().await {
         Ok(request) => Ok(request),
-        Err(ReadError::Malformed(status) | ReadError::Stalled(status)) => {
-            if status.code() == tonic::Code::DeadlineExceeded {
-                refusals.count(Refusal::PartialMessage);
-            }
+        Err(e @ (ReadError::Malformed(_) | ReadError::Stalled(_))) => {
+            let status = super::read_failed(e, refusals);
             warn!(code = ?status.code(), reason = status.message(), "a request could not be read; closing the stream");
             Err(status)
         }
