@@ -9,8 +9,11 @@
 //! they go on to build from the newest one.
 //!
 //! A proxy that stops reading would keep its share forever, as its frames are never written;
-//! so each stream keeps a [`Ledger`] of its frames not yet written, and a stream none of
-//! whose frames is written for a while ([`Ledger::stalled`]) is ended and its share revoked.
+//! so each stream keeps a [`Ledger`] of its frames not yet written, and a stream whose
+//! frames make no progress for a while ([`Ledger::stalled`]) is cut off: the frames still
+//! queued are dropped, which gives their share back. Each stream also holds at most one
+//! answer: it waits until its frames are written ([`Ledger::drained`]) before it reserves
+//! for the next, so a proxy that stops reading holds no more than what it was last sent.
 
 use std::{
     collections::HashMap,
@@ -105,7 +108,7 @@ impl Reservation {
 
     /// Frames `message`, moving its size (or what is left of this reservation) into the
     /// frame, which `ledger` counts as unwritten: those bytes come back once the frame's last
-    /// reference is dropped, or when the ledger is revoked.
+    /// reference is dropped.
     pub fn frame(&mut self, message: &impl Message, ledger: &Arc<Ledger>) -> Result<Bytes, Status> {
         let frame = grpc::frame(message)?;
         let share = frame.len().min(self.bytes());
@@ -177,15 +180,27 @@ impl Ledger {
         }
     }
 
-    /// Gives the budget of every frame not yet written back, though the frames stay where
-    /// they are until their connection drops them; returns the bytes given back.
-    pub fn revoke(&self) -> usize {
-        let mut u = self.lock();
-        u.frames
-            .values_mut()
-            .filter_map(|(_, permit)| permit.take())
-            .map(|p| p.num_permits())
-            .sum()
+    /// Resolves once every frame is written; at once when none waits.
+    pub async fn drained(&self) {
+        loop {
+            let written = self.written.notified();
+            if self.lock().frames.is_empty() {
+                return;
+            }
+            written.await;
+        }
+    }
+
+    /// Tells that a piece of a frame went to the connection: the stream is read, though no
+    /// whole frame is written yet.
+    pub fn progressed(&self) {
+        {
+            let mut u = self.lock();
+            if u.since.is_some() {
+                u.since = Some(Instant::now());
+            }
+        }
+        self.written.notify_waiters();
     }
 }
 
@@ -355,24 +370,48 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn revoking_a_stalled_stream_gives_its_budget_back_once() {
+    async fn a_stream_is_drained_once_its_last_frame_is_written() {
         let budget = ResponseBudget::new(10_000);
         let ledger = Arc::new(Ledger::default());
+        {
+            let drained = ledger.drained();
+            let mut drained = std::pin::pin!(drained);
+            assert!(futures_ready(&mut drained), "nothing queued");
+        }
         let mut reservation = budget.reserve(4_000).await.expect("open");
-        let frame = reservation
+        let first = reservation
+            .frame(&response(1_000), &ledger)
+            .expect("frames");
+        let second = reservation
             .frame(&response(1_000), &ledger)
             .expect("frames");
         drop(reservation);
-        assert_eq!(budget.available(), 10_000 - frame.len());
-        assert_eq!(ledger.revoke(), frame.len());
-        assert_eq!(
-            budget.available(),
-            10_000,
-            "back while the frame still exists"
-        );
-        assert_eq!(ledger.revoke(), 0);
+        let drained = ledger.drained();
+        let mut drained = std::pin::pin!(drained);
+        assert!(!futures_ready(&mut drained));
+        drop(first);
+        assert!(!futures_ready(&mut drained), "one frame still waits");
+        drop(second);
+        assert!(futures_ready(&mut drained));
+        assert_eq!(budget.available(), 10_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_piece_of_a_frame_handed_on_counts_as_progress() {
+        let budget = ResponseBudget::new(100_000);
+        let ledger = Arc::new(Ledger::default());
+        let timeout = Duration::from_secs(30);
+        let mut reservation = budget.reserve(50_000).await.expect("open");
+        let frame = reservation
+            .frame(&response(20_000), &ledger)
+            .expect("frames");
+        drop(reservation);
+        let stalled = ledger.stalled(timeout);
+        let mut stalled = std::pin::pin!(stalled);
+        assert!(!done_after(&mut stalled, Duration::from_secs(25)).await);
+        ledger.progressed();
+        assert!(!done_after(&mut stalled, Duration::from_secs(25)).await);
+        assert!(done_after(&mut stalled, Duration::from_secs(5)).await);
         drop(frame);
-        assert_eq!(budget.available(), 10_000, "not given back twice");
-        assert_eq!(ledger.unwritten(), 0);
     }
 }

@@ -16,10 +16,9 @@ use std::{
 };
 
 use bytes::{Buf, BufMut, Bytes};
-use http::{HeaderMap, HeaderValue, Response, header::CONTENT_TYPE};
-use http_body::{Body as _, Frame};
+use http_body::Body as _;
 use prost::Message;
-use tokio::{sync::mpsc, time::Sleep};
+use tokio::time::Sleep;
 use tonic::{Status, body::Body};
 
 /// What precedes every gRPC message: a compression flag and the length, big-endian.
@@ -238,52 +237,6 @@ impl<M: Message + Default> Requests<M> {
     }
 }
 
-/// The response of a stream: the framed messages from `rx` in order, then the status, OK
-/// when the sender is gone, or the error it sent.
-pub fn response(rx: mpsc::Receiver<Result<Bytes, Status>>) -> Response<Body> {
-    let mut response = Response::new(Body::new(Responses { rx, ended: false }));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    response
-}
-
-struct Responses {
-    rx: mpsc::Receiver<Result<Bytes, Status>>,
-    ended: bool,
-}
-
-impl http_body::Body for Responses {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        let status = match ready!(self.rx.poll_recv(cx)) {
-            Some(Ok(message)) => return Poll::Ready(Some(Ok(Frame::data(message)))),
-            Some(Err(status)) => status,
-            None => Status::ok(""),
-        };
-        self.ended = true;
-        self.rx.close();
-        let mut trailers = HeaderMap::new();
-        Poll::Ready(Some(
-            status
-                .add_header(&mut trailers)
-                .map(|()| Frame::trailers(trailers)),
-        ))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -369,38 +322,5 @@ mod tests {
         );
         assert_eq!(wire.len(), PREFIX + m.encoded_len());
         assert_eq!(decode(wire.slice(PREFIX..)), m);
-    }
-
-    #[tokio::test]
-    async fn the_response_ends_with_the_status_its_sender_left() {
-        for (last, code) in [
-            (None, tonic::Code::Ok),
-            (
-                Some(Status::unavailable("going away")),
-                tonic::Code::Unavailable,
-            ),
-        ] {
-            let (tx, rx) = mpsc::channel(4);
-            let message = Bytes::from(frame(&request(1)).expect("frames"));
-            tx.send(Ok(message.clone())).await.expect("open");
-            if let Some(status) = last {
-                tx.send(Err(status)).await.expect("open");
-            }
-            drop(tx);
-            let mut body = response(rx).into_body();
-            let mut frames = Vec::new();
-            while let Some(frame) =
-                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-            {
-                frames.push(frame.expect("no transport error"));
-            }
-            assert_eq!(frames.len(), 2);
-            assert_eq!(frames[0].data_ref(), Some(&message));
-            let trailers = frames[1].trailers_ref().expect("trailers last");
-            assert_eq!(
-                Status::from_header_map(trailers).map(|s| s.code()),
-                Some(code)
-            );
-        }
     }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use http::{Request, Response};
 use remora_envoy::node::proxy_of;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tonic::{
     Status,
     body::Body,
@@ -26,7 +26,7 @@ pub use auth::Admission;
 use remora_identity::Peer;
 
 use crate::{
-    budget::{DEFAULT_WRITE_TIMEOUT, ResponseBudget},
+    budget::{DEFAULT_WRITE_TIMEOUT, Ledger, ResponseBudget},
     cache::SnapshotCache,
     delta::DeltaStream,
     grpc::{self, Requests},
@@ -38,6 +38,7 @@ use crate::{
 
 mod age;
 mod auth;
+mod outbox;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -130,9 +131,10 @@ impl AdsServer {
         self
     }
 
-    /// Closes a stream none of whose queued responses is written for `timeout` (default
-    /// [`DEFAULT_WRITE_TIMEOUT`], 30 s), and gives their share of the response budget back:
-    /// a proxy that stops reading would otherwise hold it until its connection ends.
+    /// Cuts off a stream none of whose queued responses makes progress for `timeout`
+    /// (default [`DEFAULT_WRITE_TIMEOUT`], 30 s): what is queued for it is dropped, which
+    /// gives its share of the response budget back. A proxy that stops reading would
+    /// otherwise hold it until its connection ends.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self
@@ -140,7 +142,8 @@ impl AdsServer {
 
     /// Bounds the bytes of responses built or encoded and not yet written by the proxies,
     /// across all streams: a stream waits for room before it builds, so a mass initial sync
-    /// of large configs cannot hold every proxy's config at once. A response larger than
+    /// of large configs cannot hold every proxy's config at once. A stream holds at most one
+    /// answer: it takes room for the next once the last is written. A response larger than
     /// the budget waits for all of it and goes out alone.
     pub fn response_budget(mut self, bytes: usize) -> Self {
         self.budget = ResponseBudget::new(bytes);
@@ -218,17 +221,16 @@ impl AdsServer {
             .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = proxy_of(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.admission.admit(peer.as_ref(), &proxy)?;
-        let (tx, rx): (stream::Outbox, _) = mpsc::channel(OUTBOX);
+        let ledger = Arc::new(Ledger::default());
+        // The slot goes with the response body: a stream hyper still holds counts.
+        let (tx, response) = outbox::outbox(OUTBOX, ledger.clone(), slot);
         let span = info_span!("xds", proxy = %proxy, mode = ?M::MODE);
         let server = self.clone();
         tokio::spawn(
-            async move {
-                server.serve::<M>(proxy, first, incoming, tx).await;
-                drop(slot);
-            }
-            .instrument(span),
+            async move { server.serve::<M>(proxy, first, incoming, tx, ledger).await }
+                .instrument(span),
         );
-        Ok(grpc::response(rx))
+        Ok(response)
     }
 
     /// One more stream on the connection from `remote`, within its cap; the slot is given

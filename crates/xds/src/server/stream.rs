@@ -7,14 +7,11 @@ use std::{pin::Pin, sync::Arc};
 use bytes::Bytes;
 use prost::Message as _;
 use remora_model::input::ObjectKey;
-use tokio::{
-    sync::{mpsc, watch},
-    time::Sleep,
-};
+use tokio::{sync::watch, time::Sleep};
 use tonic::Status;
 use tracing::{debug, info, warn};
 
-use super::AdsServer;
+use super::{AdsServer, outbox::Outbox};
 use crate::{
     budget::{Ledger, Reservation},
     grpc::{self, ReadError, Requests},
@@ -23,9 +20,6 @@ use crate::{
     snapshot::Snapshot,
     sync::TypeSync,
 };
-
-/// Where a stream's framed responses, then any error it ends with, wait to be written.
-pub(super) type Outbox = mpsc::Sender<Result<Bytes, Status>>;
 
 /// One ADS stream's state and ends, so its steps share them.
 struct Stream<M: Machine> {
@@ -108,7 +102,7 @@ async fn next_request<R: prost::Message + Default>(
 
 /// Queues `status` to end the stream with, after the responses queued before it.
 async fn end_with(tx: &Outbox, status: Status) {
-    if tx.send(Err(status)).await.is_err() {
+    if !tx.send(Err(status)).await {
         debug!("the proxy left before the stream's status reached it");
     }
 }
@@ -120,6 +114,7 @@ impl AdsServer {
         first: M::Req,
         incoming: Requests<M::Req>,
         tx: Outbox,
+        ledger: Arc<Ledger>,
     ) {
         let stream = self.status.connected(&proxy, M::MODE);
         let lifetime = self.age.lifetime(fastrand::u64(..));
@@ -132,7 +127,7 @@ impl AdsServer {
             expiry: Box::pin(tokio::time::sleep(lifetime)),
             aged: false,
             tx,
-            ledger: Arc::new(Ledger::default()),
+            ledger,
             owed: false,
         };
         // Why the stream ends, when the proxy is to be told.
@@ -146,7 +141,7 @@ impl AdsServer {
                         break;
                     }
                     () = s.ledger.stalled(self.write_timeout) => {
-                        self.stalled(&s.ledger, &s.tx);
+                        self.stalled(&s);
                         break;
                     }
                     req = next_request(&mut s.incoming, &self.refusals) => match req {
@@ -184,6 +179,7 @@ impl AdsServer {
         if let Some(status) = failed {
             end_with(&s.tx, status).await;
         }
+        self.settle(&mut s).await;
         if s.aged {
             // Ended as a stop ends it: the proxy keeps its config and reconnects, over a new
             // connection since this one was told to go away at the maximum age.
@@ -281,9 +277,9 @@ impl AdsServer {
         for framed in frames {
             let failed = framed.is_err();
             let sent = tokio::select! {
-                sent = s.tx.send(framed) => sent.is_ok(),
+                sent = s.tx.send(framed) => sent,
                 () = s.ledger.stalled(self.write_timeout) => {
-                    self.stalled(&s.ledger, &s.tx);
+                    self.stalled(s);
                     false
                 }
             };
@@ -300,7 +296,12 @@ impl AdsServer {
     /// waiting for room would hold thousands of requests, each of which may name every
     /// cluster.
     async fn reserve<M: Machine>(&self, bytes: usize, s: &mut Stream<M>) -> Option<Reservation> {
-        let reserve = self.budget.reserve(bytes);
+        // One answer at a time: the last one written before room for the next is taken.
+        let ledger = s.ledger.clone();
+        let reserve = async {
+            ledger.drained().await;
+            self.budget.reserve(bytes).await
+        };
         tokio::pin!(reserve);
         let reserved = loop {
             let request = tokio::select! {
@@ -310,7 +311,7 @@ impl AdsServer {
                 }
                 _ = s.tx.closed() => return None,
                 () = s.ledger.stalled(self.write_timeout) => {
-                    self.stalled(&s.ledger, &s.tx);
+                    self.stalled(s);
                     return None;
                 }
                 req = next_request(&mut s.incoming, &self.refusals) => match req {
@@ -346,23 +347,31 @@ impl AdsServer {
             })
     }
 
-    /// Ends a stream whose proxy stopped reading: its budget comes back now, and the proxy,
-    /// should it read again, gets the reason after what was queued.
-    fn stalled(&self, ledger: &Ledger, tx: &Outbox) {
+    /// Waits, before the stream's task ends, until what it queued is written, so that a
+    /// proxy that stops reading as its stream ends is still cut off and its frames dropped.
+    /// Not when the server stops or the stream reached its age: the connection goes then.
+    async fn settle<M: Machine>(&self, s: &mut Stream<M>) {
+        if s.tx.is_cut() {
+            return;
+        }
+        tokio::select! {
+            _ = told_to_end(&mut s.shutdown, s.expiry.as_mut()) => {}
+            () = s.ledger.drained() => {}
+            () = s.ledger.stalled(self.write_timeout) => self.stalled(s),
+        }
+    }
+
+    /// Cuts off a stream whose proxy stopped reading: what is queued for it is dropped,
+    /// which gives its budget back now, and the stream is reset if hyper polls it again.
+    fn stalled<M: Machine>(&self, s: &Stream<M>) {
         self.refusals.count(Refusal::SlowReader);
-        let unwritten = ledger.unwritten();
-        let returned = ledger.revoke();
+        let unwritten = s.ledger.unwritten();
+        let dropped = s.tx.cut();
         warn!(
             unwritten_bytes = unwritten,
-            budget_returned = returned,
+            dropped_bytes = dropped,
             timeout = ?self.write_timeout,
-            "the proxy read none of its responses in time; closing its stream"
+            "the proxy read none of its responses in time; cutting its stream off"
         );
-        let reason =
-            Status::deadline_exceeded(format!("no response read for {:?}", self.write_timeout));
-        // Not waited for: the proxy reads nothing, so a full outbox stays full.
-        if tx.try_send(Err(reason)).is_err() {
-            debug!("the outbox is full: the stream ends without its reason");
-        }
     }
 }

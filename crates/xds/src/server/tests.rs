@@ -11,10 +11,13 @@ use envoy_types::pb::envoy::{
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use prost::Message as _;
+use tokio::sync::mpsc;
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 use tonic::Code;
 
 use super::*;
+use remora_model::input::ObjectKey;
+
 use crate::snapshot::CLUSTER;
 
 fn service() -> (AdsService, watch::Sender<bool>) {
@@ -312,15 +315,16 @@ async fn a_connection_holds_at_most_its_streams_and_gets_a_slot_back_when_one_en
     let here = SocketAddr::from(([127, 0, 0, 1], 40000));
     let there = SocketAddr::from(([127, 0, 0, 1], 40001));
     let (first, mut first_body) = open_on(&mut service, here).await.expect("accepted");
-    let (_second, _) = open_on(&mut service, here).await.expect("accepted");
+    let (_second, _second_body) = open_on(&mut service, here).await.expect("accepted");
     let status = open_on(&mut service, here).await.expect_err("refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(refusals.get(Refusal::Stream), 1);
     // Another connection has its own.
     open_on(&mut service, there).await.expect("accepted");
-    // Once a stream ends, its connection may open another.
+    // Once a stream ends and its response is dropped, its connection may open another.
     drop(first);
     while next(&mut first_body).await.is_ok() {}
+    drop(first_body);
     let mut reopened = None;
     for _ in 0..100 {
         match open_on(&mut service, here).await {
@@ -347,4 +351,33 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
         .expect("done within a minute")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_proxy_that_reads_nothing_is_cut_off_its_frames_dropped_and_counted() {
+    let (_stop, shutdown) = watch::channel(false);
+    let refusals = Refusals::default();
+    let cache = SnapshotCache::new();
+    cache.set(
+        &ObjectKey::new("shop", "cart-1"),
+        Arc::new(crate::snapshot::tests::mesh_v1()),
+    );
+    let server = AdsServer::new(cache, SyncRegistry::new(), shutdown)
+        .refusals(refusals.clone())
+        .write_timeout(Duration::from_secs(30));
+    let budget = server.budget.clone();
+    let full = budget.available();
+    let mut service = server.into_service();
+    let (_requests, mut body) = open(&mut service, SOTW_PATH, framed(&first_request()))
+        .await
+        .expect("accepted");
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert!(budget.available() < full, "the clusters wait to be read");
+    assert_eq!(refusals.get(Refusal::SlowReader), 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(refusals.get(Refusal::SlowReader), 1);
+    assert_eq!(budget.available(), full, "its frames were dropped");
+    // Polled again, the body fails, which makes hyper reset the stream.
+    let reset = body.frame().await.expect("a frame").expect_err("reset");
+    assert_eq!(reset.code(), Code::DeadlineExceeded);
 }
