@@ -66,6 +66,9 @@ pub struct Args {
     /// ADS streams one connection may hold at once.
     #[arg(long, default_value_t = remora_xds::limits::DEFAULT_STREAMS_PER_CONNECTION)]
     xds_max_streams_per_connection: usize,
+    /// ADS streams one proxy may hold at once, over all its connections.
+    #[arg(long, default_value_t = remora_xds::limits::DEFAULT_STREAMS_PER_PROXY)]
+    xds_max_streams_per_proxy: usize,
     /// Seconds a new ADS stream has for its first request, and a started request has to
     /// arrive in full.
     #[arg(long, default_value_t = remora_xds::limits::DEFAULT_REQUEST_DEADLINE.as_secs())]
@@ -250,6 +253,7 @@ fn config(args: &Args) -> Config {
         xds_limits: remora_xds::Limits {
             connections: args.xds_max_connections.max(1),
             streams_per_connection: args.xds_max_streams_per_connection.max(1),
+            streams_per_proxy: args.xds_max_streams_per_proxy.max(1),
             first_request: Duration::from_secs(args.xds_request_deadline_secs.max(1)),
             partial_message: Duration::from_secs(args.xds_request_deadline_secs.max(1)),
             subscriptions: args.xds_max_subscriptions,

@@ -20,6 +20,8 @@ pub struct Limits {
     pub connections: usize,
     /// ADS streams one connection may hold at once.
     pub streams_per_connection: usize,
+    /// ADS streams one proxy may hold at once, over all its connections.
+    pub streams_per_proxy: usize,
     /// How long a new stream may take to send its first request.
     pub first_request: Duration,
     /// How long a message may take to arrive in full once its first bytes did.
@@ -33,6 +35,9 @@ pub struct Limits {
 pub const DEFAULT_CONNECTIONS: usize = 30_000;
 /// The default [`Limits::streams_per_connection`].
 pub const DEFAULT_STREAMS_PER_CONNECTION: usize = 8;
+/// The default [`Limits::streams_per_proxy`]: Envoy holds one, and a second while it
+/// reconnects before the server has noticed the first one gone.
+pub const DEFAULT_STREAMS_PER_PROXY: usize = 2;
 /// The default [`Limits::first_request`] and [`Limits::partial_message`].
 pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// The default [`Limits::subscriptions`]: ten times the endpoint sets of the reference
@@ -44,6 +49,7 @@ impl Default for Limits {
         Limits {
             connections: DEFAULT_CONNECTIONS,
             streams_per_connection: DEFAULT_STREAMS_PER_CONNECTION,
+            streams_per_proxy: DEFAULT_STREAMS_PER_PROXY,
             first_request: DEFAULT_REQUEST_DEADLINE,
             partial_message: DEFAULT_REQUEST_DEADLINE,
             subscriptions: DEFAULT_SUBSCRIPTIONS,
@@ -58,6 +64,8 @@ pub enum Refusal {
     Connection,
     /// A stream beyond its connection's cap.
     Stream,
+    /// A stream beyond its proxy's cap.
+    ProxyStreams,
     /// No first request within [`Limits::first_request`].
     FirstRequest,
     /// A message not complete within [`Limits::partial_message`].
@@ -70,9 +78,10 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in the order of their counters.
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 7] = [
         Refusal::Connection,
         Refusal::Stream,
+        Refusal::ProxyStreams,
         Refusal::FirstRequest,
         Refusal::PartialMessage,
         Refusal::Subscriptions,
@@ -84,6 +93,7 @@ impl Refusal {
         match self {
             Refusal::Connection => "connection",
             Refusal::Stream => "stream",
+            Refusal::ProxyStreams => "proxy_streams",
             Refusal::FirstRequest => "first_request",
             Refusal::PartialMessage => "partial_message",
             Refusal::Subscriptions => "subscriptions",
@@ -132,6 +142,7 @@ mod tests {
             [
                 ("connection", 0),
                 ("stream", 2),
+                ("proxy_streams", 0),
                 ("first_request", 0),
                 ("partial_message", 0),
                 ("subscriptions", 0),

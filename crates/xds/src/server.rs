@@ -2,16 +2,16 @@
 //! a state machine and writes out what it returns. Nothing here knows about Kubernetes.
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use http::{Request, Response};
 use remora_envoy::node::proxy_of;
+use remora_model::input::ObjectKey;
 use tokio::sync::watch;
 use tonic::{
     Status,
@@ -24,6 +24,7 @@ use tracing::{Instrument, info_span, warn};
 pub use age::{DEFAULT_MAX_STREAM_AGE, StreamAge};
 pub use auth::Admission;
 use remora_identity::Peer;
+use slots::{Slot, Slots};
 
 use crate::{
     budget::{DEFAULT_WRITE_TIMEOUT, Ledger, ResponseBudget},
@@ -39,6 +40,7 @@ use crate::{
 mod age;
 mod auth;
 mod outbox;
+mod slots;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -78,7 +80,9 @@ pub struct AdsServer {
     /// Every client cut off, by why.
     refusals: Refusals,
     /// Open ADS streams per connection, by the client's address.
-    streams: Arc<Mutex<HashMap<SocketAddr, usize>>>,
+    streams: Slots<SocketAddr>,
+    /// Open ADS streams per proxy.
+    proxies: Slots<ObjectKey>,
 }
 
 impl AdsServer {
@@ -99,7 +103,8 @@ impl AdsServer {
             age: StreamAge::default(),
             limits: Limits::default(),
             refusals: Refusals::default(),
-            streams: Arc::default(),
+            streams: Slots::default(),
+            proxies: Slots::default(),
         }
     }
 
@@ -221,9 +226,10 @@ impl AdsServer {
             .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = proxy_of(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.admission.admit(peer.as_ref(), &proxy)?;
+        let proxy_slot = self.claim_proxy(&proxy)?;
         let ledger = Arc::new(Ledger::default());
-        // The slot goes with the response body: a stream hyper still holds counts.
-        let (tx, response) = outbox::outbox(OUTBOX, ledger.clone(), slot);
+        // The slots go with the response body: a stream hyper still holds counts.
+        let (tx, response) = outbox::outbox(OUTBOX, ledger.clone(), (slot, proxy_slot));
         let span = info_span!("xds", proxy = %proxy, mode = ?M::MODE);
         let server = self.clone();
         tokio::spawn(
@@ -235,23 +241,32 @@ impl AdsServer {
 
     /// One more stream on the connection from `remote`, within its cap; the slot is given
     /// back when dropped. A client with no address (none in tests) is not counted.
-    fn claim_stream(&self, remote: Option<SocketAddr>) -> Result<Option<StreamSlot>, Status> {
+    fn claim_stream(&self, remote: Option<SocketAddr>) -> Result<Option<Slot<SocketAddr>>, Status> {
         let Some(remote) = remote else {
             return Ok(None);
         };
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let open = streams.entry(remote).or_default();
-        if *open >= self.limits.streams_per_connection {
-            self.refusals.count(Refusal::Stream);
-            return Err(Status::resource_exhausted(format!(
-                "this connection holds {open} ADS streams, the most it may"
-            )));
-        }
-        *open += 1;
-        Ok(Some(StreamSlot {
-            streams: self.streams.clone(),
-            remote,
-        }))
+        self.streams
+            .claim(&remote, self.limits.streams_per_connection)
+            .map(Some)
+            .map_err(|open| {
+                self.refusals.count(Refusal::Stream);
+                Status::resource_exhausted(format!(
+                    "this connection holds {open} ADS streams, the most it may"
+                ))
+            })
+    }
+
+    /// One more stream of `proxy`, within its cap: Envoy holds one, and one more while it
+    /// reconnects, so a proxy that opens more gains nothing but what they hold of the server.
+    fn claim_proxy(&self, proxy: &ObjectKey) -> Result<Slot<ObjectKey>, Status> {
+        self.proxies
+            .claim(proxy, self.limits.streams_per_proxy)
+            .map_err(|open| {
+                self.refusals.count(Refusal::ProxyStreams);
+                Status::resource_exhausted(format!(
+                    "proxy {proxy} holds {open} ADS streams, the most it may; a proxy needs one"
+                ))
+            })
     }
 }
 
@@ -262,22 +277,4 @@ fn read_failed(e: grpc::ReadError, refusals: &Refusals) -> Status {
         refusals.count(Refusal::PartialMessage);
     }
     e.into()
-}
-
-/// A stream's place among its connection's; given back when dropped.
-struct StreamSlot {
-    streams: Arc<Mutex<HashMap<SocketAddr, usize>>>,
-    remote: SocketAddr,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = streams.get_mut(&self.remote) {
-            *open -= 1;
-            if *open == 0 {
-                streams.remove(&self.remote);
-            }
-        }
-    }
 }

@@ -18,7 +18,7 @@ use tonic::Code;
 use super::*;
 use remora_model::input::ObjectKey;
 
-use crate::snapshot::CLUSTER;
+use crate::{limits::DEFAULT_STREAMS_PER_PROXY, snapshot::CLUSTER};
 
 fn service() -> (AdsService, watch::Sender<bool>) {
     aging(StreamAge::default())
@@ -309,6 +309,7 @@ async fn a_stream_that_subscribes_to_more_names_than_the_limit_is_ended_and_coun
 async fn a_connection_holds_at_most_its_streams_and_gets_a_slot_back_when_one_ends() {
     let limits = Limits {
         streams_per_connection: 2,
+        streams_per_proxy: 10,
         ..Limits::default()
     };
     let (mut service, refusals, _stop) = limited(limits);
@@ -336,6 +337,30 @@ async fn a_connection_holds_at_most_its_streams_and_gets_a_slot_back_when_one_en
         }
     }
     assert!(reopened.is_some(), "the slot came back");
+}
+
+#[tokio::test]
+async fn a_proxy_holds_at_most_its_streams_over_all_its_connections() {
+    let (mut service, refusals, _stop) = limited(Limits::default());
+    let mut held = Vec::new();
+    for port in 0..DEFAULT_STREAMS_PER_PROXY as u16 {
+        let remote = SocketAddr::from(([127, 0, 0, 1], 41000 + port));
+        held.push(open_on(&mut service, remote).await.expect("accepted"));
+    }
+    let elsewhere = SocketAddr::from(([127, 0, 0, 1], 42000));
+    let status = open_on(&mut service, elsewhere).await.expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("shop/cart-1"), "{status:?}");
+    assert_eq!(refusals.get(Refusal::ProxyStreams), 1);
+    // Another proxy on that connection is served.
+    let mut other = first_request();
+    other.node.as_mut().expect("a node").id = "shop/cart-2".into();
+    open_from(&mut service, SOTW_PATH, framed(&other), Some(elsewhere))
+        .await
+        .expect("accepted");
+    // Once one of its streams is gone, the proxy may open another.
+    held.pop();
+    open_on(&mut service, elsewhere).await.expect("accepted");
 }
 
 /// A state-of-the-world stream on the connection from `remote`.
