@@ -58,6 +58,9 @@ impl Server {
         if args.egress {
             command.arg("--egress");
         }
+        if args.hostile {
+            command.arg("--hostile");
+        }
         let mut child = command.spawn().map_err(Error::Spawn)?;
         let pid = child.id().ok_or(Error::ServerExited("started"))?;
         let stdin = child.stdin.take().ok_or(Error::ServerExited("started"))?;
@@ -88,6 +91,16 @@ impl Server {
         match line.parse().map_err(Error::Protocol)? {
             Line::Heap(kib, peak) => Ok((kib, peak)),
             other => Err(Error::Protocol(format!("expected the heap, got {other}"))),
+        }
+    }
+
+    /// The clients the server refused so far, by reason.
+    pub async fn refused(&mut self) -> Result<Vec<(String, u64)>, Error> {
+        self.command(protocol::REFUSED).await?;
+        let line = next_line(&mut self.lines, "reported its refusals").await?;
+        match line.parse().map_err(Error::Protocol)? {
+            Line::Refused(counts) => Ok(counts),
+            other => Err(Error::Protocol(format!("expected refusals, got {other}"))),
         }
     }
 

@@ -14,6 +14,7 @@ use remora_model::input::ObjectKey;
 use remora_xds::snapshot::served_type;
 use remora_xds_load::{
     fleet::{Expected, Mode, Outcome, Round, Want},
+    hostile::{Hostile, Plan},
     procfs,
     running::{FleetSpec, Running, STOP_TIMEOUT},
     shape_for,
@@ -30,7 +31,7 @@ use crate::{
     child::{Server, next_line},
     diagnose::diagnose,
     protocol::{self, Changed, Line, Ready},
-    report::{ChangeResult, Report, Sample},
+    report::{ChangeResult, HostileResult, Report, Sample},
     scenario::{AddressingFlag, ChangeKind},
 };
 
@@ -40,6 +41,9 @@ const GRACE: Duration = Duration::from_secs(1);
 /// After the last proxy synced, how long to wait before sampling the server, so what it
 /// still had to do for the last ACKs is done.
 const SETTLE: Duration = Duration::from_secs(1);
+/// How long the server may take, after the changes, to count every refusal of the hostile
+/// clients: the write timeout (30 s) of those that never read, and a margin.
+const REFUSALS_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Clone, Debug)]
 pub struct RunArgs {
@@ -55,6 +59,7 @@ pub struct RunArgs {
     pub change_timeout: Duration,
     pub max_server_rss_kib: u64,
     pub response_budget_mib: usize,
+    pub hostile: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<String, Error> {
@@ -85,7 +90,8 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         .map(|(i, p)| (p.to_string(), i))
         .collect();
 
-    let mut running = connect(&args, &ready, &proxies)?;
+    let endpoint = endpoint(&ready)?;
+    let mut running = connect(&args, &endpoint, &proxies);
     let started = Instant::now();
     let synced = watch
         .bounded(
@@ -114,6 +120,12 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         .bounded("the server's heap", STOP_TIMEOUT, server.heap_kib())
         .await?;
 
+    let hostile = if args.hostile {
+        Some(hostile_set_up(&mut server, &endpoint, &ready, &proxies).await?)
+    } else {
+        None
+    };
+
     let mut changes = Vec::new();
     let mut affected_by_round = Vec::new();
     for number in 1..=args.changes {
@@ -125,6 +137,14 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
             Err(e) => return Err(diagnose(e, running, &proxies).await),
         }
     }
+    let hostile = match hostile {
+        Some((clients, plan, held)) => {
+            let result = hostile_refused(&mut server, plan, held, &args).await;
+            clients.stop().await;
+            Some(result?)
+        }
+        None => None,
+    };
     let end = server.sample();
     let (_, end_heap_peak_kib) = watch
         .bounded("the server's heap", STOP_TIMEOUT, server.heap_kib())
@@ -155,6 +175,86 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
             memory: procfs::memory(me).unwrap_or_default(),
         },
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        hostile,
+    })
+}
+
+/// Starts the hostile clients and waits until each is set up; returns them, their plan, and
+/// the server's sample then.
+async fn hostile_set_up(
+    server: &mut Server,
+    endpoint: &Endpoint,
+    ready: &Ready,
+    proxies: &[ObjectKey],
+) -> Result<(Hostile, Plan, Sample), Error> {
+    let plan = Plan::for_fleet(proxies.len());
+    let mut clients = Hostile::start(endpoint, proxies, plan);
+    let address = format!("127.0.0.1:{}", ready.port);
+    server
+        .watch
+        .bounded("the hostile clients to set up", STOP_TIMEOUT * 4, async {
+            Ok(clients.set_up(&address, plan.extra_connections).await?)
+        })
+        .await?;
+    eprintln!("xds-load: hostile clients set up: {plan:?}");
+    Ok((clients, plan, server.sample()))
+}
+
+/// Waits until the server counted every refusal the hostile clients cause (those that never
+/// read meet the write timeout last), and samples it then.
+async fn hostile_refused(
+    server: &mut Server,
+    plan: Plan,
+    held: Sample,
+    args: &RunArgs,
+) -> Result<HostileResult, Error> {
+    let expected = plan.expected();
+    let watch = server.watch;
+    let counted = watch
+        .bounded(
+            "the server to count every refusal",
+            REFUSALS_TIMEOUT,
+            async {
+                loop {
+                    let counted = server.refused().await?;
+                    let count = |reason: &str| {
+                        counted
+                            .iter()
+                            .find(|(r, _)| r == reason)
+                            .map_or(0, |(_, n)| *n)
+                    };
+                    if expected.iter().all(|(r, n)| count(r.as_str()) >= *n) {
+                        return Ok(expected
+                            .iter()
+                            .map(|(r, n)| (r.as_str(), *n, count(r.as_str())))
+                            .collect::<Vec<_>>());
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        )
+        .await;
+    let counts = match counted {
+        Ok(counts) => counts,
+        Err(Error::Timeout { .. }) => {
+            return Err(Error::Uncounted(format!(
+                "expected {expected:?}, counted {:?}",
+                server.refused().await?
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some((reason, expected, counted)) = counts.iter().find(|(_, e, c)| c != e) {
+        return Err(Error::Uncounted(format!(
+            "{counted} refusals of {reason}, where the hostile clients cause {expected}"
+        )));
+    }
+    Ok(HostileResult {
+        plan,
+        held,
+        refused: server.sample(),
+        counts,
+        max_rss_kib: args.max_server_rss_kib,
     })
 }
 
@@ -202,19 +302,25 @@ async fn read_ready(
     }
 }
 
+/// The server's address, as every client connects to it.
+fn endpoint(ready: &Ready) -> Result<Endpoint, Error> {
+    Ok(
+        Endpoint::from_shared(format!("http://127.0.0.1:{}", ready.port))
+            .map_err(Error::Endpoint)?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true),
+    )
+}
+
 /// Starts the fleet against the server; the proxies connect at most `connect_concurrency`
 /// at a time.
-fn connect(args: &RunArgs, ready: &Ready, proxies: &[ObjectKey]) -> Result<Running, Error> {
-    let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{}", ready.port))
-        .map_err(Error::Endpoint)?
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true);
+fn connect(args: &RunArgs, endpoint: &Endpoint, proxies: &[ObjectKey]) -> Running {
     let spec = FleetSpec {
-        endpoints: vec![endpoint],
+        endpoints: vec![endpoint.clone()],
         mode: args.mode,
         connect_concurrency: args.connect_concurrency,
     };
-    Ok(Running::start(spec, proxies))
+    Running::start(spec, proxies)
 }
 
 type Expectations = Arc<HashMap<usize, Vec<Expected>>>;

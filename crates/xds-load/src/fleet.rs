@@ -383,7 +383,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// The identity a sidecar's bootstrap gives it (see `remora bootstrap`).
-fn node(proxy: &ObjectKey) -> Node {
+pub(crate) fn node(proxy: &ObjectKey) -> Node {
     let text = |s: &str| Value {
         kind: Some(Kind::StringValue(s.to_owned())),
     };

@@ -11,6 +11,7 @@ mod catalog;
 mod flavour;
 pub mod fleet;
 mod held;
+pub mod hostile;
 pub mod pending;
 pub mod procfs;
 pub mod running;

@@ -113,6 +113,11 @@ struct MeshArgs {
     /// The server's budget of responses not yet written, all streams together.
     #[arg(long, default_value_t = DEFAULT_BUDGET_MIB)]
     response_budget_mib: usize,
+    /// Hostile clients join the fleet once it is synced and stay through the changes
+    /// (`remora_xds_load::hostile`); the run fails unless the server counts every refusal
+    /// they cause.
+    #[arg(long)]
+    hostile: bool,
 }
 
 const DEFAULT_BUDGET_MIB: usize = remora_xds::DEFAULT_RESPONSE_BUDGET / (1024 * 1024);
@@ -151,6 +156,10 @@ pub enum Error {
         rss_mib: u64,
         limit_mib: u64,
     },
+    #[error("the hostile clients: {0}")]
+    Hostile(#[from] remora_xds_load::hostile::HostileError),
+    #[error("the server did not count every refusal: {0}")]
+    Uncounted(String),
     #[error("{error}\n{count} proxies were not done, for example:\n  {examples}")]
     Diagnosed {
         error: Box<Error>,
@@ -183,6 +192,7 @@ fn main() -> ExitCode {
             change_timeout: Duration::from_secs(change_timeout),
             max_server_rss_kib: max_server_rss_mib.saturating_mul(1024),
             response_budget_mib: mesh.response_budget_mib,
+            hostile: mesh.hostile,
         })
         .map(|report| print!("{report}")),
         Command::Serve { mesh } => server::serve(ServeArgs {
@@ -194,6 +204,7 @@ fn main() -> ExitCode {
                 ..MeshSettings::default()
             },
             change_kind: mesh.change_kind,
+            hostile: mesh.hostile,
         }),
     };
     match result {

@@ -1,6 +1,6 @@
 //! The lines the server role writes to its standard output for the driver, one message per
 //! line, fields separated by tabs (no name in the mesh holds a tab). The driver writes plain
-//! commands to the server's standard input: [`CHANGE`], [`HEAP`] and [`QUIT`].
+//! commands to the server's standard input: [`CHANGE`], [`HEAP`], [`REFUSED`] and [`QUIT`].
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -10,6 +10,8 @@ pub const CHANGE: &str = "change";
 pub const QUIT: &str = "quit";
 /// Asks for the server's heap in use and its peak, answered with [`Line::Heap`].
 pub const HEAP: &str = "heap";
+/// Asks for the clients the server refused, answered with [`Line::Refused`].
+pub const REFUSED: &str = "refused";
 
 /// What the server had done by the time it accepted connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +66,8 @@ pub enum Line {
     Done,
     /// The server's heap in use, and the most it ever had in use, in KiB.
     Heap(u64, u64),
+    /// The clients the server refused so far, by reason (as its metric names them).
+    Refused(Vec<(String, u64)>),
 }
 
 impl fmt::Display for Line {
@@ -101,6 +105,12 @@ impl fmt::Display for Line {
             ),
             Line::Done => write!(f, "done"),
             Line::Heap(kib, peak) => write!(f, "heap\t{kib}\t{peak}"),
+            Line::Refused(counts) => {
+                write!(f, "refused")?;
+                counts
+                    .iter()
+                    .try_for_each(|(reason, n)| write!(f, "\t{reason}={n}"))
+            }
         }
     }
 }
@@ -150,6 +160,14 @@ impl FromStr for Line {
             })),
             ["done"] => Ok(Line::Done),
             ["heap", kib, peak] => Ok(Line::Heap(num(kib)?, num(peak)?)),
+            ["refused", ref counts @ ..] => counts
+                .iter()
+                .map(|c| {
+                    let (reason, n) = c.split_once('=').ok_or_else(bad)?;
+                    Ok((reason.to_owned(), num(n)?))
+                })
+                .collect::<Result<_, String>>()
+                .map(Line::Refused),
             _ => Err(bad()),
         }
     }
@@ -195,6 +213,7 @@ mod tests {
             }),
             Line::Done,
             Line::Heap(12_345, 23_456),
+            Line::Refused(vec![("stream".into(), 3), ("slow_reader".into(), 0)]),
         ];
         for line in lines {
             assert_eq!(line.to_string().parse::<Line>(), Ok(line));

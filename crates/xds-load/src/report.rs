@@ -7,6 +7,7 @@ use remora_synthetic::Shape;
 
 use remora_xds_load::{
     fleet::Mode,
+    hostile::Plan,
     procfs::Memory,
     stats::{Spread, percentile},
 };
@@ -84,6 +85,23 @@ pub struct Report {
     /// apart from what the allocator holds on to after the sync.
     pub driver_synced_heap_kib: u64,
     pub cores: usize,
+    /// What the hostile clients cost and caused, when the run had them.
+    pub hostile: Option<HostileResult>,
+}
+
+/// The hostile clients of a run ([`remora_xds_load::hostile`]): how many of each, the
+/// server's memory while they were held and once they were cut off, and the refusals.
+#[derive(Clone, Debug)]
+pub struct HostileResult {
+    pub plan: Plan,
+    /// Server samples once every hostile client was set up, and once every refusal they
+    /// cause was counted.
+    pub held: Sample,
+    pub refused: Sample,
+    /// By reason: what the plan causes, and what the server counted.
+    pub counts: Vec<(&'static str, u64, u64)>,
+    /// The server's RSS limit of the run, which it stayed under throughout.
+    pub max_rss_kib: u64,
 }
 
 /// One row of the measures table: what, the value, and the target if there is one.
@@ -95,7 +113,7 @@ impl Report {
     pub fn render(&self) -> String {
         let mut s = self.title();
         s.push_str("\n| measure | value | target |\n|---|---|---|\n");
-        let rows = [self.sync_rows(), self.change_rows()].concat();
+        let rows = [self.sync_rows(), self.change_rows(), self.hostile_rows()].concat();
         for (label, value, target) in rows {
             let _ = writeln!(s, "| {label} | {value} | {target} |");
         }
@@ -376,6 +394,61 @@ fn bytes(b: u64) -> String {
     }
 }
 
+impl Report {
+    fn hostile_rows(&self) -> Vec<Row> {
+        let Some(h) = &self.hostile else {
+            return Vec::new();
+        };
+        let p = &h.plan;
+        let counts = h
+            .counts
+            .iter()
+            .map(|(reason, expected, counted)| format!("{reason} {counted} ({expected})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        vec![
+            (
+                "hostile clients: never reading / flooding connections × streams / one proxy's \
+                 extra streams / silent / half a message / subscription floods / connections \
+                 past the cap"
+                    .into(),
+                format!(
+                    "{} / {} × {} / {} / {} / {} / {} / {}",
+                    p.never_read,
+                    p.flood_connections,
+                    p.flood_streams,
+                    p.proxy_flood,
+                    p.silent,
+                    p.partial,
+                    p.subscription_floods,
+                    p.extra_connections
+                ),
+                "",
+            ),
+            (
+                "refusals counted by reason (expected)".into(),
+                counts,
+                "every one",
+            ),
+            (
+                "server RSS: synced / hostile clients held / all of them refused".into(),
+                format!(
+                    "{} / {} / {}",
+                    mib(self.synced.memory.rss_kib),
+                    mib(h.held.memory.rss_kib),
+                    mib(h.refused.memory.rss_kib)
+                ),
+                "",
+            ),
+            (
+                "server RSS limit, never reached".into(),
+                mib(h.max_rss_kib),
+                "",
+            ),
+        ]
+    }
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.0} MiB", kib as f64 / 1024.0)
 }
@@ -392,12 +465,15 @@ mod tests {
         Duration::from_millis(v)
     }
 
-    /// A report with every field set, the change convergence times included.
-    fn sample_report() -> Report {
-        let sample = |cpu_ms, rss_kib, peak_kib| Sample {
+    fn sample(cpu_ms: u64, rss_kib: u64, peak_kib: u64) -> Sample {
+        Sample {
             cpu: ms(cpu_ms),
             memory: Memory { rss_kib, peak_kib },
-        };
+        }
+    }
+
+    /// A report with every field set, the change convergence times included.
+    fn sample_report() -> Report {
         let change = |k: u64| ChangeResult {
             what: format!("route ns-0/route-{k}"),
             apply: ms(k),
@@ -446,6 +522,27 @@ mod tests {
             driver: sample(20_000, 300_000, 350_000),
             driver_synced_heap_kib: 250_000,
             cores: 2,
+            hostile: None,
+        }
+    }
+
+    #[test]
+    fn a_run_with_hostile_clients_reports_them_and_each_refusal() {
+        let mut report = sample_report();
+        report.hostile = Some(HostileResult {
+            plan: Plan::for_fleet(1000),
+            held: sample(9600, 650_000, 720_000),
+            refused: sample(9700, 620_000, 720_000),
+            counts: vec![("stream", 64, 64), ("slow_reader", 133, 133)],
+            max_rss_kib: 1_048_576,
+        });
+        let text = report.render();
+        for row in [
+            "| refusals counted by reason (expected) | stream 64 (64), slow_reader 133 (133) | every one |",
+            "| server RSS: synced / hostile clients held / all of them refused | 586 MiB / 635 MiB / 605 MiB |  |",
+            "| server RSS limit, never reached | 1024 MiB |  |",
+        ] {
+            assert!(text.lines().any(|l| l == row), "{row} in\n{text}");
         }
     }
 

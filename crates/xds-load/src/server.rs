@@ -18,7 +18,8 @@ use remora_envoy::Options;
 use remora_model::input::{Event, MeshSettings};
 use remora_runtime::{Pipeline, Serving, drain};
 use remora_synthetic::Synthetic;
-use remora_xds_load::{procfs, shape_for};
+use remora_xds::{Refusal, Refusals};
+use remora_xds_load::{hostile::Plan, procfs, shape_for};
 use tokio::{net::TcpSocket, sync::watch};
 
 use crate::{
@@ -39,6 +40,9 @@ pub struct ServeArgs {
     pub response_budget_mib: usize,
     pub settings: MeshSettings,
     pub change_kind: ChangeKind,
+    /// Whether hostile clients join the fleet: the server then holds exactly the fleet's
+    /// connections and theirs.
+    pub hostile: bool,
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), Error> {
@@ -61,6 +65,12 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
     };
     ready.port = listener.local_addr().map_err(Error::Listen)?.port();
     let (stop, stopped) = watch::channel(false);
+    // Simulated proxies present no certificates: the benchmark measures distribution.
+    let mut serving = Serving::insecure();
+    if args.hostile {
+        serving.limits.connections = args.proxies + Plan::for_fleet(args.proxies).connections();
+    }
+    let refusals = serving.refusals.clone();
     let server = {
         // `serve` starts its accept loop as it is called, so within the runtime.
         let _entered = runtime.enter();
@@ -68,8 +78,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
             listener,
             stopped,
             args.response_budget_mib.saturating_mul(1024 * 1024),
-            // Simulated proxies present no certificates: the benchmark measures distribution.
-            Serving::insecure(),
+            serving,
         ))
     };
 
@@ -81,7 +90,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
     writeln!(out, "{}", Line::Ready(ready)).map_err(Error::Pipe)?;
     out.flush().map_err(Error::Pipe)?;
     let changes = Changes::new(&synthetic, args.change_kind);
-    let answered = answer(&mut pipeline, changes, &mut out);
+    let answered = answer(&mut pipeline, changes, &refusals, &mut out);
 
     stop.send_replace(true);
     runtime.block_on(async {
@@ -155,6 +164,7 @@ fn publish(synthetic: &Synthetic, settings: MeshSettings) -> (Pipeline, Ready) {
 fn answer(
     pipeline: &mut Pipeline,
     mut changes: Changes<'_>,
+    refusals: &Refusals,
     out: &mut impl Write,
 ) -> Result<(), Error> {
     for command in io::stdin().lock().lines() {
@@ -164,6 +174,13 @@ fn answer(
             protocol::HEAP => {
                 let heap = Line::Heap(crate::heap_kib(), crate::heap_peak_kib());
                 writeln!(out, "{heap}").map_err(Error::Pipe)?;
+            }
+            protocol::REFUSED => {
+                let counts = Refusal::ALL
+                    .iter()
+                    .map(|r| (r.as_str().to_owned(), refusals.get(*r)))
+                    .collect();
+                writeln!(out, "{}", Line::Refused(counts)).map_err(Error::Pipe)?;
             }
             protocol::QUIT => break,
             other => eprintln!("xds-load serve: unknown command {other:?}"),
