@@ -91,3 +91,51 @@ pub(crate) trait Machine: Default + Send + 'static {
         (out, estimate)
     }
 }
+
+/// The steps of [`Machine`] as inherent methods of a flavour's stream, so code outside this
+/// crate (the fuzz targets of `remora-fuzz`) drives a state machine the way the stream loop
+/// does; the trait itself stays this crate's.
+macro_rules! public_steps {
+    ($stream:ty, $req:ty, $resp:ty) => {
+        impl $stream {
+            /// Takes in one request; true when it may need an answer, which
+            /// [`Self::respond`] then builds.
+            pub fn take_request(&mut self, req: &$req, snapshot: &Snapshot) -> bool {
+                Machine::take_request(self, req, snapshot)
+            }
+
+            /// The responses owed after a new snapshot or a request taken in.
+            pub fn respond(&mut self, snapshot: &Snapshot) -> Vec<$resp> {
+                Machine::respond(self, snapshot)
+            }
+
+            /// About the most bytes [`Self::respond`] sends for `snapshot`, which the stream
+            /// reserves of the response budget before building.
+            pub fn answer_bytes(&self, snapshot: &Snapshot) -> usize {
+                Machine::answer_bytes(self, snapshot)
+            }
+
+            /// The most resource names subscribed to of any one type, which the stream holds
+            /// to its limit.
+            pub fn most_subscribed(&self) -> usize {
+                Machine::most_subscribed(self)
+            }
+
+            /// The status of every type the proxy asked for.
+            pub fn status(&self) -> Vec<(&'static str, TypeSync)> {
+                Machine::status(self)
+            }
+        }
+    };
+}
+
+public_steps!(
+    crate::sotw::SotwStream,
+    envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest,
+    envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse
+);
+public_steps!(
+    crate::delta::DeltaStream,
+    envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest,
+    envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse
+);
