@@ -84,6 +84,32 @@ pub(crate) struct TypeState {
     /// The version the proxy said it holds when it (re)connected.
     held: Option<String>,
     answers: Answers,
+    /// The proxy dropped names from its subscription since the last response: the next
+    /// answer goes out even if the set it brings is the one last sent, so that the version
+    /// the proxy ACKs is again that of what it holds.
+    resend: bool,
+}
+
+impl TypeState {
+    /// Forgets what the proxy no longer asks for: Envoy drops a route config or an endpoint
+    /// set when it unsubscribes, so a name asked for again must be sent again, even when it
+    /// is asked for again before the server answered the request that dropped it.
+    fn forget_unsubscribed(&mut self) {
+        let (Some(Interest::Names(names)), Some(sent)) = (&self.interest, &mut self.sent) else {
+            return;
+        };
+        if sent.resources.iter().all(|(n, _)| names.contains(n)) {
+            return;
+        }
+        let kept = sent
+            .resources
+            .iter()
+            .filter(|(n, _)| names.contains(n))
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        sent.resources = Resources::from_map(kept);
+        self.resend = true;
+    }
 }
 
 impl PerType for TypeState {
@@ -150,6 +176,18 @@ impl Machine for SotwStream {
         let Some(type_url) = served_type(&request.type_url) else {
             return false;
         };
+        // Answers a response that a newer one has replaced, or one never sent: the protocol
+        // says ignore. Checked before the type gets a state, which would otherwise stay
+        // without a subscription and be counted in every answer's estimate.
+        if !request.response_nonce.is_empty()
+            && self
+                .types
+                .get(type_url)
+                .and_then(|s| s.sent.as_ref())
+                .is_none_or(|s| s.nonce != request.response_nonce)
+        {
+            return false;
+        }
         let state = self.types.entry(type_url);
         if request.response_nonce.is_empty() {
             if state.sent.is_none() && !request.version_info.is_empty() {
@@ -157,15 +195,7 @@ impl Machine for SotwStream {
                 state.held = Some(request.version_info.clone());
                 state.answers.acked = Some(request.version_info.clone());
             }
-        } else {
-            let Some(sent) = state
-                .sent
-                .as_ref()
-                .filter(|s| s.nonce == request.response_nonce)
-            else {
-                // Answers a response that a newer one has replaced: the protocol says ignore.
-                return false;
-            };
+        } else if let Some(sent) = &state.sent {
             state.answers.answer(
                 request.error_detail.as_ref(),
                 sent.resources.version(),
@@ -179,6 +209,7 @@ impl Machine for SotwStream {
             &snapshot.resources(type_url),
         ) {
             state.wanted.clear();
+            state.forget_unsubscribed();
         }
         true
     }
@@ -208,7 +239,7 @@ impl Machine for SotwStream {
                 .as_ref()
                 .map(|s| s.resources.version())
                 .or(state.held.as_deref());
-            if last == Some(target.version()) {
+            if last == Some(target.version()) && !state.resend {
                 if state.sent.is_none() {
                     state.sent = Some(Sent {
                         nonce: String::new(),
@@ -240,6 +271,7 @@ impl Machine for SotwStream {
                 nonce,
                 resources: target,
             });
+            state.resend = false;
         }
         out
     }
@@ -418,6 +450,45 @@ mod tests {
             .find(|(t, _)| *t == ROUTE)
             .expect("route status");
         assert_eq!(st.state(), SyncState::Synced);
+    }
+
+    #[test]
+    fn a_request_answering_nothing_sent_leaves_no_state() {
+        // Found by fuzzing (crates/fuzz/regressions/sotw): the type got a state without a
+        // subscription, which every later answer reserved a response's worth of budget for.
+        let snap = mesh_v1();
+        let mut s = SotwStream::default();
+        assert!(!s.take_request(&request(ROUTE, &["r"], "", "7"), &snap));
+        assert!(s.status().is_empty());
+        assert_eq!(s.answer_bytes(&snap), 0);
+        let cds = s.on_request(&request(CLUSTER, &[], "", ""), &snap);
+        assert!(s.on_request(&ack(&cds[0], &[]), &snap).is_empty());
+        assert_eq!(s.answer_bytes(&snap), 0, "nothing owed once answered");
+    }
+
+    #[test]
+    fn a_name_dropped_and_asked_for_again_before_an_answer_is_sent_again() {
+        // Found by fuzzing (crates/fuzz/regressions/sotw): Envoy drops the endpoints of a
+        // cluster it removes; when the cluster comes back before the server answered, the
+        // server took the subscription for unchanged and never sent them again.
+        let snap = mesh_v1();
+        let mut s = connected(&snap);
+        assert!(s.take_request(&request(ENDPOINT, &["b"], "", ""), &snap));
+        assert!(s.take_request(&request(ENDPOINT, &["a", "b"], "", ""), &snap));
+        let out = s.respond(&snap);
+        assert_eq!(out.len(), 1);
+        assert_eq!(names(&out[0]), ["a@1"]);
+        assert!(s.on_request(&ack(&out[0], &["a", "b"]), &snap).is_empty());
+        // Dropping a name alone moves the version the proxy ACKs, with nothing to send.
+        assert!(s.take_request(&request(ENDPOINT, &["a"], "", ""), &snap));
+        let out = s.respond(&snap);
+        assert!(out[0].resources.is_empty());
+        assert!(s.on_request(&ack(&out[0], &["a"]), &snap).is_empty());
+        assert!(
+            s.status()
+                .iter()
+                .all(|(_, st)| st.state() == SyncState::Synced)
+        );
     }
 
     #[test]
