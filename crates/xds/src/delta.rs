@@ -168,7 +168,10 @@ impl TypeState {
     }
 
     /// Forgets what the proxy dropped from its subscription, so a later subscription sends
-    /// it afresh.
+    /// it afresh. What it holds is then another set, whose version it has never ACKed: a
+    /// reply is owed, even with nothing in it, or the version it last ACKed would never be
+    /// that of its listeners or routes again, and removed clusters would wait for them
+    /// ([`per_type::Removals`]) until some other change.
     fn forget_unsubscribed(&mut self) {
         if self.wildcard || self.known.iter().all(|(n, _)| self.names.contains(n)) {
             return;
@@ -180,6 +183,7 @@ impl TypeState {
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
         self.known = Resources::from_map(kept);
+        self.owes_reply = true;
     }
 
     /// The response that brings the proxy from what it holds to `target`, if it needs one;
@@ -542,8 +546,65 @@ mod tests {
         let mut s = connected(&snap);
         let mut req = subscribe(ENDPOINT, &[]);
         req.resource_names_unsubscribe = vec!["b".into()];
-        assert!(s.on_request(&req, &snap).is_empty());
+        let out = s.on_request(&req, &snap);
+        assert_eq!(
+            out.len(),
+            1,
+            "a reply moves the version to the set without b"
+        );
+        assert!(out[0].resources.is_empty() && out[0].removed_resources.is_empty());
         let out = s.on_request(&subscribe(ENDPOINT, &["b"]), &snap);
         assert_eq!(sent(&out[0]), ["b@1"]);
+    }
+
+    #[test]
+    fn a_route_config_unsubscribed_does_not_hold_back_cluster_removals() {
+        // Found by fuzzing (crates/fuzz/regressions/delta): the proxy's set of routes shrank
+        // with no reply, so the version it had ACKed was never that of its routes again, and
+        // a removed cluster waited for that until some other route changed.
+        let two_routes = |with_b: bool| {
+            let mut entries = vec![
+                (CLUSTER, "a", "1"),
+                (ENDPOINT, "a", "1"),
+                (LISTENER, "l", "1"),
+                (ROUTE, "r", "1"),
+                (ROUTE, "r2", "1"),
+            ];
+            if with_b {
+                entries.extend([(CLUSTER, "b", "1"), (ENDPOINT, "b", "1")]);
+            }
+            snapshot(&entries)
+        };
+        let snap = two_routes(true);
+        let mut s = DeltaStream::default();
+        for (t, names) in [
+            (CLUSTER, &[][..]),
+            (ENDPOINT, &["a", "b"][..]),
+            (LISTENER, &[][..]),
+            (ROUTE, &["r", "r2"][..]),
+        ] {
+            let out = s.on_request(&subscribe(t, names), &snap);
+            assert!(s.on_request(&ack(&out[0]), &snap).is_empty());
+        }
+        // The listener naming r2 goes, and with it cluster b: Envoy drops r2 first.
+        let without_b = two_routes(false);
+        let mut drop_r2 = subscribe(ROUTE, &[]);
+        drop_r2.resource_names_unsubscribe = vec!["r2".into()];
+        assert!(s.take_request(&drop_r2, &without_b));
+        let out = s.respond(&without_b);
+        let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(types, [ROUTE], "cluster b waits for the routes");
+        let out = s.on_request(&ack(&out[0]), &without_b);
+        let removed: Vec<_> = out
+            .iter()
+            .map(|r| (r.type_url.as_str(), r.removed_resources.clone()))
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                (CLUSTER, vec!["b".to_owned()]),
+                (ENDPOINT, vec!["b".to_owned()])
+            ]
+        );
     }
 }
