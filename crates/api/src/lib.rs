@@ -10,6 +10,7 @@
 
 pub mod conditions;
 mod duration;
+mod regex;
 mod schema;
 pub mod sidecar_policy;
 pub mod spiffe;
@@ -19,7 +20,7 @@ mod validation;
 pub use duration::Duration;
 pub use sidecar_policy::{SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus};
 pub use traffic_route::{TrafficRoute, TrafficRouteSpec, TrafficRouteStatus};
-pub use validation::{FieldError, Validate, ValidationErrors, decode};
+pub use validation::{FieldError, Validate, ValidationErrors, ValidationSettings, decode};
 
 /// The API group of every Remora resource.
 pub const GROUP: &str = "remora.dev";

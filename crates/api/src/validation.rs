@@ -1,7 +1,8 @@
 //! What the schema cannot say. The API server checks types, enums, ranges and CEL rules; this
-//! module checks the rest (regexes compile, names are unique, values fit together) and repeats
-//! the cross-field rules so objects that never met the API server (local mode, a webhook that
-//! was down) get the same answer. Every problem is collected, each with its field path.
+//! module checks the rest (regexes compile as the proxies' RE2 compiles them, names are
+//! unique, values fit together) and repeats the cross-field rules so objects that never met
+//! the API server (local mode, a webhook that was down) get the same answer. Every problem is
+//! collected, each with its field path.
 
 use std::{collections::BTreeSet, fmt};
 
@@ -40,10 +41,33 @@ impl fmt::Display for ValidationErrors {
     }
 }
 
+/// What validation takes from the control plane rather than from the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidationSettings {
+    /// The largest RE2 program a regex may compile to. Every proxy's bootstrap sets the
+    /// same number as Envoy's limit (`re2.max_program_size.error_level`), above which it
+    /// refuses the whole resource.
+    pub max_regex_program_size: u32,
+}
+
+impl Default for ValidationSettings {
+    /// Envoy's own limit.
+    fn default() -> Self {
+        ValidationSettings {
+            max_regex_program_size: remora_re2::DEFAULT_MAX_PROGRAM_SIZE,
+        }
+    }
+}
+
 /// Checks an object for everything a user can get wrong in it.
 pub trait Validate {
+    /// Returns every problem, not just the first, under the default settings.
+    fn validate(&self) -> Result<(), ValidationErrors> {
+        self.validate_with(&ValidationSettings::default())
+    }
+
     /// Returns every problem, not just the first.
-    fn validate(&self) -> Result<(), ValidationErrors>;
+    fn validate_with(&self, settings: &ValidationSettings) -> Result<(), ValidationErrors>;
 }
 
 /// Decodes an object, naming the field that does not fit its type (an unknown enum value, a
@@ -60,21 +84,31 @@ pub fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Resul
 
 /// Collects problems while a validator walks an object.
 #[derive(Default)]
-pub(crate) struct Problems(Vec<FieldError>);
+pub(crate) struct Problems {
+    found: Vec<FieldError>,
+    settings: ValidationSettings,
+}
 
 impl Problems {
+    pub(crate) fn new(settings: &ValidationSettings) -> Problems {
+        Problems {
+            found: Vec::new(),
+            settings: *settings,
+        }
+    }
+
     pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
+        self.found.push(FieldError {
             path: path.into(),
             message: message.into(),
         });
     }
 
     pub(crate) fn finish(self) -> Result<(), ValidationErrors> {
-        if self.0.is_empty() {
+        if self.found.is_empty() {
             Ok(())
         } else {
-            Err(ValidationErrors(self.0))
+            Err(ValidationErrors(self.found))
         }
     }
 
@@ -105,21 +139,11 @@ impl Problems {
         }
     }
 
+    /// A regex the proxies' RE2 takes, within the program size they accept.
     pub(crate) fn regex(&mut self, path: &str, pattern: &str) {
-        // Envoy evaluates these with RE2; the regex crate accepts the same syntax (no
-        // look-around, no back-references), so a pattern that compiles here compiles there.
-        if let Err(e) = regex::Regex::new(pattern) {
-            let reason = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
-            self.add(
-                path,
-                format!("{pattern:?} is not a valid RE2 regular expression ({reason}); fix the pattern or use an Exact/PathPrefix match"),
-            );
+        let limit = self.settings.max_regex_program_size;
+        if let Some(problem) = crate::regex::problem(pattern, limit) {
+            self.add(path, problem);
         }
     }
 

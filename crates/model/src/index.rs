@@ -232,7 +232,7 @@ impl Index {
     fn upsert_policy(&mut self, policy: SidecarPolicy) -> Option<Touched> {
         let key = ObjectKey::from_meta(&policy.metadata);
         let previous = self.policies.get(&key).and_then(|p| p.accepted.clone());
-        let (accepted, problems) = match policy.spec.validate() {
+        let (accepted, problems) = match policy.spec.validate_with(&self.settings.validation) {
             Ok(()) => (Some(policy.spec), Vec::new()),
             // A broken edit never replaces a working policy: the last valid spec stays.
             Err(e) => (previous.clone(), e.0),
@@ -254,7 +254,7 @@ impl Index {
     fn upsert_route(&mut self, route: TrafficRoute) -> Option<Touched> {
         let key = ObjectKey::from_meta(&route.metadata);
         let previous = self.routes.get(&key).and_then(|r| r.accepted.clone());
-        let (accepted, problems) = match route.spec.validate() {
+        let (accepted, problems) = match route.spec.validate_with(&self.settings.validation) {
             Ok(()) => (
                 Some(AcceptedRoute::new(&key.namespace, &route.spec)),
                 Vec::new(),

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use remora_api::{SidecarPolicy, TrafficRoute};
+use remora_api::{SidecarPolicy, TrafficRoute, ValidationSettings};
 
 use crate::config::Addressing;
 
@@ -205,6 +205,9 @@ pub struct MeshSettings {
     /// sidecars speak mutual TLS to each other as their policies' `mtls.mode` says. Only
     /// captured addressing uses it; explicit addressing (local mode) stays plaintext.
     pub identity: Option<IdentitySettings>,
+    /// What validating routes and policies takes from the control plane: the largest RE2
+    /// program a regex may compile to, the limit every proxy's bootstrap sets too.
+    pub validation: ValidationSettings,
 }
 
 impl Default for MeshSettings {
@@ -215,6 +218,7 @@ impl Default for MeshSettings {
             cluster_domain: "cluster.local".into(),
             addressing: Addressing::Explicit,
             identity: None,
+            validation: ValidationSettings::default(),
         }
     }
 }

@@ -3,10 +3,11 @@
 
 mod support;
 
+use remora_api::ValidationSettings;
 use remora_model::{
     Mesh,
     config::{ResourceType, RouteAction, Target},
-    input::{Event, Kind},
+    input::{Event, Kind, MeshSettings},
     routing::Problem,
 };
 use support::*;
@@ -266,6 +267,51 @@ fn a_broken_route_never_replaces_a_working_one() {
     ))]);
     assert_eq!(weights(&m, "frontend", "/split")[0].1, 70);
     assert_eq!(m.route_validation(&key("shop", "reviews")), Some(&[][..]));
+}
+
+/// A route whose beta rule matches its header by a regex.
+fn route_with_header_regex(pattern: &str) -> remora_api::TrafficRouteSpec {
+    let mut route = split_route("reviews", 70, 30);
+    route.http[0].matches[0].headers[0].kind =
+        remora_api::traffic_route::StringMatchType::RegularExpression;
+    route.http[0].matches[0].headers[0].value = pattern.into();
+    route
+}
+
+#[test]
+fn a_regex_beyond_the_meshs_program_size_limit_is_refused_unless_the_limit_is_raised() {
+    // `x{300}` compiles to an RE2 program of 304 instructions: beyond Envoy's default 100.
+    let route = up(mk_route(
+        "shop",
+        "reviews",
+        10,
+        route_with_header_regex("x{300}"),
+    ));
+    let mut m = mesh(shop());
+    m.apply([route.clone()]);
+    let problems = m
+        .route_validation(&key("shop", "reviews"))
+        .expect("known route");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.path == "spec.http[0].matches[0].headers[0].value"
+                && p.message.contains("exceeds the limit 100")),
+        "{problems:?}"
+    );
+
+    let mut raised = Mesh::new(MeshSettings {
+        validation: ValidationSettings {
+            max_regex_program_size: 1000,
+        },
+        ..MeshSettings::default()
+    });
+    raised.apply(shop());
+    raised.apply([route]);
+    assert_eq!(
+        raised.route_validation(&key("shop", "reviews")),
+        Some(&[][..])
+    );
 }
 
 #[test]

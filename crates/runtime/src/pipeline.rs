@@ -12,7 +12,7 @@ use remora_envoy::Options;
 use remora_fleet::Fleet;
 use remora_model::{
     Changes, Mesh,
-    input::{Event, MeshSettings, ObjectKey},
+    input::{Event, MeshSettings, Object, ObjectKey},
 };
 use remora_xds::{SnapshotCache, SyncRegistry};
 use tokio::sync::mpsc;
@@ -115,8 +115,16 @@ impl Pipeline {
     }
 
     /// Applies a batch to the model; once the pipeline is open, publishes what it changed.
+    /// The routes' regexes are compiled first, outside the model's lock (which the
+    /// injection webhook takes too), so validating them under it only looks them up.
     #[tracing::instrument(level = "debug", skip_all)]
     pub fn apply(&mut self, batch: impl IntoIterator<Item = Event>) -> Step {
+        let batch: Vec<Event> = batch.into_iter().collect();
+        for event in &batch {
+            if let Event::Upsert(Object::TrafficRoute(route)) = event {
+                route.spec.compile_regexes();
+            }
+        }
         let mut mesh = self.state.mesh.lock();
         let started = Instant::now();
         let changes = mesh.apply(batch);
@@ -168,7 +176,6 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
-    use remora_model::input::Object;
     use remora_synthetic::{Shape, Synthetic};
 
     use super::*;

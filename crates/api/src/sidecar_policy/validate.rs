@@ -11,11 +11,12 @@ use super::{
 };
 use crate::{
     traffic_route::validate_retry,
-    validation::{Problems, Validate, ValidationErrors},
+    validation::{Problems, Validate, ValidationErrors, ValidationSettings},
 };
 
 impl Validate for SidecarPolicySpec {
-    fn validate(&self) -> Result<(), ValidationErrors> {
+    /// A policy has no setting to respect: it names no regexes.
+    fn validate_with(&self, _: &ValidationSettings) -> Result<(), ValidationErrors> {
         let mut p = Problems::default();
         if let Some(s) = &self.selector {
             p.label_selector("spec.selector", s);
@@ -36,8 +37,8 @@ impl Validate for SidecarPolicySpec {
 }
 
 impl Validate for SidecarPolicy {
-    fn validate(&self) -> Result<(), ValidationErrors> {
-        self.spec.validate()
+    fn validate_with(&self, settings: &ValidationSettings) -> Result<(), ValidationErrors> {
+        self.spec.validate_with(settings)
     }
 }
 

@@ -6,13 +6,13 @@ use super::{
     BackendRef, Fault, HeaderModifier, HttpMatch, HttpRule, PathMatchType, PathModifier, Redirect,
     Retry, StringMatchType, Timeouts, TrafficRoute, TrafficRouteSpec, UrlRewrite,
 };
-use crate::validation::{Problems, Validate, ValidationErrors};
+use crate::validation::{Problems, Validate, ValidationErrors, ValidationSettings};
 
 const REDIRECT_CODES: [i32; 5] = [301, 302, 303, 307, 308];
 
 impl Validate for TrafficRouteSpec {
-    fn validate(&self) -> Result<(), ValidationErrors> {
-        let mut p = Problems::default();
+    fn validate_with(&self, settings: &ValidationSettings) -> Result<(), ValidationErrors> {
+        let mut p = Problems::new(settings);
         if self.parent_refs.is_empty() {
             p.add(
                 "spec.parentRefs",
@@ -52,8 +52,8 @@ impl Validate for TrafficRouteSpec {
 }
 
 impl Validate for TrafficRoute {
-    fn validate(&self) -> Result<(), ValidationErrors> {
-        self.spec.validate()
+    fn validate_with(&self, settings: &ValidationSettings) -> Result<(), ValidationErrors> {
+        self.spec.validate_with(settings)
     }
 }
 
@@ -393,5 +393,77 @@ fn path_modifier(p: &mut Problems, path: &str, m: &PathModifier) {
                 p.add(path, format!("the new path {v:?} must start with '/'"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The pattern of issue 15: Rust's `regex` takes it, every proxy refused it.
+    const ISSUE_PATTERN: &str = "/(a{1,50}b{1,50}c{1,50}d{1,50}){1,20}";
+
+    fn route(matches: serde_json::Value) -> TrafficRouteSpec {
+        serde_json::from_value(json!({
+            "parentRefs": [{"name": "web"}],
+            "http": [{"matches": matches, "backendRefs": [{"name": "web"}]}],
+        }))
+        .expect("a route")
+    }
+
+    fn problems(spec: &TrafficRouteSpec, limit: u32) -> Vec<(String, String)> {
+        let settings = ValidationSettings {
+            max_regex_program_size: limit,
+        };
+        spec.validate_with(&settings)
+            .err()
+            .map(|e| e.0.into_iter().map(|f| (f.path, f.message)).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_issues_regex_is_refused_with_its_field_path_and_the_fix() {
+        let spec = route(json!([{"path": {"type": "RegularExpression", "value": ISSUE_PATTERN}}]));
+        let found = problems(&spec, remora_re2::DEFAULT_MAX_PROGRAM_SIZE);
+        let [(path, message)] = &found[..] else {
+            panic!("one problem expected: {found:?}");
+        };
+        assert_eq!(path, "spec.http[0].matches[0].path.value");
+        assert!(message.contains("RE2 program size"), "{message}");
+        assert!(message.contains("exceeds the limit 100"), "{message}");
+        assert!(message.contains("--max-regex-program-size"), "{message}");
+    }
+
+    #[test]
+    fn a_raised_limit_takes_a_larger_program() {
+        let spec = route(json!([{"path": {"type": "RegularExpression", "value": "/x{300}"}}]));
+        assert_eq!(problems(&spec, 100).len(), 1);
+        assert_eq!(problems(&spec, 1000), []);
+    }
+
+    /// Patterns Rust's `regex` takes and RE2 refuses: a rune beyond Latin-1 (Envoy's RE2
+    /// reads patterns byte by byte), the `x` flag, the `\u` escape.
+    #[test]
+    fn header_and_query_regexes_answer_to_re2_too() {
+        let spec = route(json!([{
+            "headers": [{"type": "RegularExpression", "name": "x-a", "value": "\\x{100}"}],
+            "queryParams": [
+                {"type": "RegularExpression", "name": "q", "value": "(?x) a"},
+                {"type": "RegularExpression", "name": "r", "value": "\\u0041+"},
+            ],
+        }]));
+        let found = problems(&spec, 100);
+        let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.http[0].matches[0].headers[0].value",
+                "spec.http[0].matches[0].queryParams[0].value",
+                "spec.http[0].matches[0].queryParams[1].value"
+            ]
+        );
+        assert!(found[2].1.contains("invalid escape sequence: \\u"), "{found:?}");
     }
 }
