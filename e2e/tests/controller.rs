@@ -456,8 +456,13 @@ async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
     running_client(client, &sc.ns, "client", "127.1.201.2").await;
 
     let controller = start(client, None).await;
-    let envoy =
-        support::Envoy::start(ObjectKey::new(&sc.ns, "client"), controller.xds_addr, false).await;
+    let envoy = support::Envoy::start_with_regex_limit(
+        ObjectKey::new(&sc.ns, "client"),
+        controller.xds_addr,
+        false,
+        support::LOWER_REGEX_LIMIT,
+    )
+    .await;
     let rules = |path: &str| {
         serde_json::json!([{"name": "only", "matches": [{"path": {"type": "RegularExpression", "value": path}}],
                             "backendRefs": [{"name": "api", "port": 28_081}]}])
@@ -477,9 +482,9 @@ async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
     let counts = counts.expect("proxy counts");
     assert_eq!((counts.affected, counts.acked, counts.nacked), (1, 1, 0));
 
-    // Valid for validate(), beyond the RE2 program size Envoy accepts: Envoy NACKs, and
-    // the route says so in Envoy's words.
-    set_rules(routes, "api", rules("/x{300}")).await;
+    // Valid for validate(), beyond the RE2 program size this proxy accepts (it started with a
+    // lower limit than the controller's): Envoy NACKs, and the route says so in its words.
+    set_rules(routes, "api", rules(support::BEYOND_LOWER_LIMIT)).await;
     let r = route_status(routes, "api", 2, "Programmed=False", |r| {
         is(r, conditions::PROGRAMMED, "False", "RejectedByProxy")
     })
@@ -723,8 +728,12 @@ async fn two_replicas_judge_the_whole_fleet_and_forget_a_dead_one() {
     };
     // client-a's proxy on the follower (it sorts first: the NACK the route names is its own).
     let key = |pod: &str| ObjectKey::new(&sc.ns, pod);
-    let on_follower = support::Envoy::start(key("client-a"), follower.xds_addr, false).await;
-    let _on_leader = support::Envoy::start(key("client-b"), leader.xds_addr, true).await;
+    let lower = support::LOWER_REGEX_LIMIT;
+    let on_follower =
+        support::Envoy::start_with_regex_limit(key("client-a"), follower.xds_addr, false, lower)
+            .await;
+    let _on_leader =
+        support::Envoy::start_with_regex_limit(key("client-b"), leader.xds_addr, true, lower).await;
     let rules = |path: &str| {
         serde_json::json!([{"name": "only", "matches": [{"path": {"type": "RegularExpression", "value": path}}],
                             "backendRefs": [{"name": "api", "port": 28_082}]}])
@@ -743,8 +752,9 @@ async fn two_replicas_judge_the_whole_fleet_and_forget_a_dead_one() {
     })
     .await;
 
-    // Beyond Envoy's RE2 program size: the follower's proxy NACKs, and the leader says so.
-    set_rules(routes, "api", rules("/x{300}")).await;
+    // Beyond the RE2 program size these proxies accept: the follower's proxy NACKs, and the
+    // leader says so.
+    set_rules(routes, "api", rules(support::BEYOND_LOWER_LIMIT)).await;
     let r = route_status(routes, "api", 2, "both proxies' NACKs", |r| {
         is(r, conditions::PROGRAMMED, "False", "RejectedByProxy") && proxy_counts(r).2 == 2
     })

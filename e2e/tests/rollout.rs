@@ -814,12 +814,13 @@ async fn a_nack_on_another_replica_fails_the_gate() {
         .create(&PostParams::default(), &service)
         .await
         .expect("the Service");
-    // Valid for validate(), beyond the RE2 program size Envoy accepts.
+    // Valid for validate(), beyond the RE2 program size the canary's proxy accepts (it starts
+    // with a lower limit than the controller's).
     let route: remora_api::TrafficRoute = serde_json::from_value(json!({
         "apiVersion": "remora.dev/v1alpha1", "kind": "TrafficRoute",
         "metadata": {"name": "api"},
         "spec": {"parentRefs": [{"name": "api", "port": 8080}],
-                 "http": [{"matches": [{"path": {"type": "RegularExpression", "value": "/x{300}"}}],
+                 "http": [{"matches": [{"path": {"type": "RegularExpression", "value": support::BEYOND_LOWER_LIMIT}}],
                            "backendRefs": [{"name": "api", "port": 8080}]}]}
     }))
     .expect("a TrafficRoute");
@@ -842,7 +843,13 @@ async fn a_nack_on_another_replica_fails_the_gate() {
     })
     .await;
     let key = remora_model::input::ObjectKey::new(&scene.ns, &canary);
-    let _envoy = support::Envoy::start(key, follower.xds_addr, true).await;
+    let _envoy = support::Envoy::start_with_regex_limit(
+        key,
+        follower.xds_addr,
+        true,
+        support::LOWER_REGEX_LIMIT,
+    )
+    .await;
     let rolled_back = eventually(60, "the canary rolled back", async || {
         let r = scene.rollout().await?;
         (r.phase == RolloutPhase::RolledBack).then_some(r)

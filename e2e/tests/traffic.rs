@@ -84,11 +84,24 @@ struct Scene {
 }
 
 async fn scene(s: u8, delta: bool, route: String, v1: Behaviour, v2: Behaviour) -> Scene {
+    let limit = remora_api::ValidationSettings::default().max_regex_program_size;
+    scene_with_regex_limit(s, delta, route, v1, v2, limit).await
+}
+
+/// A scene whose proxy refuses regexes with an RE2 program larger than `limit`.
+async fn scene_with_regex_limit(
+    s: u8,
+    delta: bool,
+    route: String,
+    v1: Behaviour,
+    v2: Behaviour,
+    limit: u32,
+) -> Scene {
     let v1 = Upstream::start("v1", SocketAddr::new(ip(s, 12, 1), 9080), v1).await;
     let v2 = Upstream::start("v2", SocketAddr::new(ip(s, 12, 2), 9080), v2).await;
     let cp = ControlPlane::start(&[("mesh.yaml", mesh(s)), ("route.yaml", route)]).await;
     let proxy = ObjectKey::new("demo", "client");
-    let envoy = Envoy::start(proxy.clone(), cp.addr, delta).await;
+    let envoy = Envoy::start_with_regex_limit(proxy.clone(), cp.addr, delta, limit).await;
     cp.synced(&proxy).await;
     let entry = SocketAddr::new(ip(s, 11, 1), 9080);
     eventually(20, "the outbound listener to answer", async || {
@@ -276,20 +289,22 @@ async fn resilience_delta() {
 }
 
 async fn rejected_config_keeps_the_previous_one(s: u8, delta: bool) {
-    let sc = scene(
+    let sc = scene_with_regex_limit(
         s,
         delta,
         split(100, 0),
         Behaviour::default(),
         Behaviour::default(),
+        LOWER_REGEX_LIMIT,
     )
     .await;
-    // Valid for the schema and for validate(), but beyond the RE2 program size Envoy accepts.
-    let too_big = route(
-        "    - name: huge\n      matches: [{path: {type: RegularExpression, value: \"/x{300}\"}}]\n\
-         \x20     backendRefs: [{name: reviews, subset: {version: v2}}]\n\
-         \x20   - name: split\n      backendRefs: [{name: reviews, subset: {version: v2}}]\n",
-    );
+    // Valid for the schema and for validate(), but beyond the RE2 program size this proxy
+    // accepts: it started with a lower limit than the control plane's.
+    let too_big = route(&format!(
+        "    - name: huge\n      matches: [{{path: {{type: RegularExpression, value: \"{BEYOND_LOWER_LIMIT}\"}}}}]\n\
+         \x20     backendRefs: [{{name: reviews, subset: {{version: v2}}}}]\n\
+         \x20   - name: split\n      backendRefs: [{{name: reviews, subset: {{version: v2}}}}]\n",
+    ));
     sc.cp.write("route.yaml", &too_big);
     let status = sc.cp.running().status.clone();
     let proxy = sc.proxy.clone();

@@ -130,6 +130,7 @@ async fn refuses_invalid_routes(
         certificates: Certificates::Generated {
             ca_secret: ca_secret.to_owned(),
         },
+        validation: Default::default(),
     };
     let webhook = tokio::spawn(remora_webhook::run(runner, config, async {
         let _ = stopped.await;

@@ -5,6 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use remora_envoy::bootstrap::Bootstrap;
 use remora_model::input::ObjectKey;
 
+use crate::regex_limit::RegexLimit;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The pod's namespace.
@@ -27,6 +29,8 @@ pub struct Args {
     /// Write here instead of standard output.
     #[arg(long)]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    regex: RegexLimit,
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -48,6 +52,7 @@ pub fn run(args: &Args) -> ExitCode {
         xds_port: port,
         admin: args.admin_address,
         delta: args.delta,
+        max_regex_program_size: args.regex.max_regex_program_size,
     };
     let text = format!("{:#}\n", bootstrap.to_json());
     match &args.output {

@@ -2,6 +2,7 @@
 
 use std::{fmt::Write as _, path::Path, process::ExitCode};
 
+use remora_api::ValidationSettings;
 use remora_inputs::load_dir;
 use remora_model::{
     Mesh,
@@ -12,8 +13,8 @@ use remora_model::{
     input::{Event, MeshSettings, Object, ObjectKey},
 };
 
-pub fn run(dir: &Path, proxy: Option<&str>) -> ExitCode {
-    match report(dir, proxy) {
+pub fn run(dir: &Path, proxy: Option<&str>, validation: ValidationSettings) -> ExitCode {
+    match report(dir, proxy, validation) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -26,7 +27,11 @@ pub fn run(dir: &Path, proxy: Option<&str>) -> ExitCode {
 }
 
 /// Loads the folder, computes the mesh and renders it: proxies first, then every problem.
-fn report(dir: &Path, proxy: Option<&str>) -> Result<String, String> {
+fn report(
+    dir: &Path,
+    proxy: Option<&str>,
+    validation: ValidationSettings,
+) -> Result<String, String> {
     let loaded = load_dir(dir).map_err(|e| e.to_string())?;
     let custom: Vec<(bool, ObjectKey)> = loaded
         .objects
@@ -37,7 +42,10 @@ fn report(dir: &Path, proxy: Option<&str>) -> Result<String, String> {
             _ => None,
         })
         .collect();
-    let mut mesh = Mesh::new(MeshSettings::default());
+    let mut mesh = Mesh::new(MeshSettings {
+        validation,
+        ..MeshSettings::default()
+    });
     mesh.apply(loaded.objects.into_iter().map(Event::Upsert));
 
     let wanted = match proxy {

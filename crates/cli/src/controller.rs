@@ -20,6 +20,8 @@ use remora_model::{
 use remora_runtime::Debounce;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::regex_limit::RegexLimit;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Where ADS and the remora.v1 API listen.
@@ -76,6 +78,8 @@ pub struct Args {
     /// Resource names an ADS stream may subscribe to, per type.
     #[arg(long, default_value_t = remora_xds::limits::DEFAULT_SUBSCRIPTIONS)]
     xds_max_subscriptions: usize,
+    #[command(flatten)]
+    regex: RegexLimit,
     /// Quiet time that closes a batch of cluster events, in milliseconds.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
@@ -208,6 +212,7 @@ fn config(args: &Args) -> Config {
         identity: Some(IdentitySettings {
             trust_domain: args.trust_domain.clone(),
         }),
+        validation: args.regex.validation(),
         ..MeshSettings::default()
     };
     let inject = args
@@ -285,6 +290,8 @@ fn config(args: &Args) -> Config {
                     ca_secret: args.webhook_ca_secret.clone(),
                 },
             },
+            // The controller sets it from `settings`.
+            validation: Default::default(),
         }),
         inject,
     }

@@ -6,6 +6,8 @@ use remora_local::{DEFAULT_DEBOUNCE, DEFAULT_POLL, LocalConfig, start};
 use remora_model::config::Addressing;
 use remora_runtime::Debounce;
 
+use crate::regex_limit::RegexLimit;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The folder of manifests that stands for the cluster; edits are picked up live.
@@ -34,6 +36,8 @@ pub struct Args {
     /// every proxy and caller).
     #[arg(long)]
     insecure: bool,
+    #[command(flatten)]
+    regex: RegexLimit,
 }
 
 /// Why `remora local` will not start without `--insecure`.
@@ -93,6 +97,7 @@ fn config(args: &Args) -> LocalConfig {
         } else {
             Addressing::Explicit
         },
+        validation: args.regex.validation(),
     }
 }
 

@@ -7,6 +7,7 @@ mod compute;
 mod controller;
 mod init_network;
 mod local;
+mod regex_limit;
 mod status;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -42,6 +43,8 @@ enum Command {
         /// Show only this proxy (NAMESPACE/POD).
         #[arg(long)]
         proxy: Option<String>,
+        #[command(flatten)]
+        regex: regex_limit::RegexLimit,
     },
     /// Write the Envoy bootstrap a sidecar starts with: its identity, where the control
     /// plane is, and its admin port.
@@ -66,7 +69,9 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Compute { dir, proxy } => compute::run(&dir, proxy.as_deref()),
+        Command::Compute { dir, proxy, regex } => {
+            compute::run(&dir, proxy.as_deref(), regex.validation())
+        }
         Command::Bootstrap(args) => bootstrap::run(&args),
         Command::Local(args) => {
             init_logs();

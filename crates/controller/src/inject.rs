@@ -11,12 +11,12 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 use remora_api::{
-    SidecarPolicy,
+    SidecarPolicy, ValidationSettings,
     sidecar_policy::{SidecarPolicySpec, WorkloadRef},
 };
 use remora_inject::{
     ControlPlane, Decision, InjectError, Injection, JsonPatchOp, Layout, MeshIdentity, PodSecurity,
-    ServerVersion, Settings, SkipReason, decide, patch,
+    ServerVersion, Settings, SkipReason, decide, patch_with,
 };
 use remora_runtime::SharedMesh;
 use remora_webhook::{InjectFailure, PodInjector};
@@ -95,6 +95,8 @@ pub struct MeshInjector {
     pub layout: Layout,
     /// Where the injected proxies find the control plane.
     pub control_plane: ControlPlane,
+    /// What the mesh validates against, which the injected proxies' bootstraps follow.
+    pub validation: ValidationSettings,
     /// The mesh's identities as they are now (the trust bundle follows the CA's Secret), or
     /// `None` when the mesh has none.
     pub identity: Option<watch::Receiver<MeshIdentity>>,
@@ -114,6 +116,7 @@ impl fmt::Debug for MeshInjector {
             .field("settings", &self.settings)
             .field("layout", &self.layout)
             .field("control_plane", &self.control_plane)
+            .field("validation", &self.validation)
             .finish_non_exhaustive()
     }
 }
@@ -252,7 +255,7 @@ impl MeshInjector {
             control_plane: &control_plane,
             pod_security: PodSecurity::enforced(Some(&namespace_labels)),
         };
-        match patch(pod, &injection) {
+        match patch_with(pod, &injection, &self.validation) {
             Ok(ops) => Answer::Injected {
                 ops,
                 policy: format!("{}/{}", key.namespace, key.name),
@@ -326,6 +329,7 @@ mod tests {
                 image: "ghcr.io/remora-mesh/remora:test".into(),
                 identity: None,
             },
+            validation: ValidationSettings::default(),
             identity: None,
             mesh: Arc::new(SharedMesh::new(mesh)),
             policies: store,

@@ -427,8 +427,9 @@ async fn run_model(
         .await;
 }
 
-/// The webhook's config, with the sidecar injector attached when injection is configured.
-/// Injection answers from the same model and policy store as everything else.
+/// The webhook's config, validating under the mesh's settings, with the sidecar injector
+/// attached when injection is configured. Injection answers from the same model and policy
+/// store as everything else.
 async fn with_injector(
     client: &Client,
     config: &Config,
@@ -439,11 +440,15 @@ async fn with_injector(
     identity: Option<watch::Receiver<remora_inject::MeshIdentity>>,
 ) -> Result<Option<remora_webhook::Config>, Error> {
     let mut webhook = config.webhook.clone();
+    if let Some(webhook) = &mut webhook {
+        webhook.validation = config.settings.validation;
+    }
     if let (Some(webhook), Some(inject)) = (&mut webhook, &config.inject) {
         let injector = inject::MeshInjector {
             settings: inject.settings.clone(),
             layout: inject::layout(client, inject.layout).await?,
             control_plane: inject.control_plane.clone(),
+            validation: config.settings.validation,
             identity,
             mesh: state.mesh.clone(),
             policies: policies.clone(),

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use remora_api::ValidationSettings;
 use remora_envoy::bootstrap::Bootstrap;
 use remora_model::input::ObjectKey;
 use tokio::time::Instant;
@@ -97,6 +98,7 @@ impl Envoy {
             // Port 0: Envoy picks one and writes it to the admin address path.
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             delta: options.delta,
+            max_regex_program_size: ValidationSettings::default().max_regex_program_size,
         };
         let config = dir.join("bootstrap.json");
         fs::write(&config, bootstrap.to_json().to_string())

@@ -9,6 +9,7 @@ use std::{
 };
 
 use http::StatusCode;
+use remora_api::ValidationSettings;
 use remora_envoy::type_url::ROUTE;
 use remora_local::{LocalConfig, Running};
 use remora_model::{config::Addressing, input::ObjectKey};
@@ -119,6 +120,7 @@ impl Fleet {
             poll: options.poll,
             debounce: remora_local::DEFAULT_DEBOUNCE,
             addressing: Addressing::Explicit,
+            validation: ValidationSettings::default(),
         })
         .await?;
         let envoys = (0..options.envoys)

@@ -15,6 +15,9 @@ use crate::sds::{SDS_CLUSTER, SDS_SOCKET, TRUST_BUNDLE_SECRET, WORKLOAD_SECRET};
 /// The name of the static cluster that points at the control plane.
 pub const XDS_CLUSTER: &str = "remora-xds";
 
+/// The runtime key of Envoy's limit on a regex's RE2 program size.
+pub const RE2_MAX_PROGRAM_SIZE_KEY: &str = "re2.max_program_size.error_level";
+
 /// TLS to the control plane, for a mesh with workload identity: the proxy presents its
 /// workload certificate and checks the control plane's against the trust bundle, both from
 /// the identity agent over SDS ([`SDS_CLUSTER`]).
@@ -40,11 +43,15 @@ pub struct Bootstrap {
     pub admin: SocketAddr,
     /// Incremental xDS instead of state of the world.
     pub delta: bool,
+    /// The largest RE2 program a regex may compile to: Envoy refuses a resource with a
+    /// larger one. The control plane validates against the same number.
+    pub max_regex_program_size: u32,
 }
 
 impl Bootstrap {
     /// The bootstrap as Envoy's JSON config: node identity, admin address, ADS for clusters
-    /// and listeners, and one static cluster ([`XDS_CLUSTER`]) reaching the control plane.
+    /// and listeners, one static cluster ([`XDS_CLUSTER`]) reaching the control plane, and
+    /// the regex limit as a runtime layer.
     pub fn to_json(&self) -> Value {
         self.to_json_with(None)
     }
@@ -100,6 +107,7 @@ impl Bootstrap {
                 "cds_config": ads,
                 "lds_config": ads,
             },
+            "layered_runtime": self.runtime(),
             "static_resources": {
                 "clusters": [{
                     "name": XDS_CLUSTER,
@@ -116,6 +124,18 @@ impl Bootstrap {
                 }],
             },
         })
+    }
+
+    /// Envoy's runtime: a static layer with the regex limit (Envoy reads
+    /// `re2.max_program_size.error_level` whenever it compiles a regex, 100 when unset), and
+    /// the admin layer Envoy has when a bootstrap names no layers.
+    fn runtime(&self) -> Value {
+        json!({"layers": [
+            {"name": "remora", "static_layer": {
+                RE2_MAX_PROGRAM_SIZE_KEY: self.max_regex_program_size,
+            }},
+            {"name": "admin", "admin_layer": {}},
+        ]})
     }
 
     /// TLS to the control plane: the workload's certificate, the control plane's checked
@@ -196,6 +216,7 @@ mod tests {
             xds_port: 15010,
             admin: "127.0.0.1:15000".parse().expect("addr"),
             delta,
+            max_regex_program_size: 250,
         }
     }
 
@@ -270,6 +291,17 @@ mod tests {
                 "matcher": {"exact": "spiffe://cluster.local/ns/remora-system/sa/remora"},
             }])
         );
+    }
+
+    #[test]
+    fn the_regex_limit_is_a_static_runtime_layer_below_the_admin_layer() {
+        let b = sample("127.0.0.1", false);
+        let layers = &b["layered_runtime"]["layers"];
+        assert_eq!(
+            layers[0]["static_layer"][RE2_MAX_PROGRAM_SIZE_KEY],
+            json!(250)
+        );
+        assert_eq!(layers[1], json!({"name": "admin", "admin_layer": {}}));
     }
 
     #[test]

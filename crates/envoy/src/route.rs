@@ -490,6 +490,30 @@ mod tests {
         assert_eq!(regex_escape("/a.b(c)_d-e"), r"/a\.b\(c\)_d-e");
     }
 
+    /// The regexes translation writes itself are compiled by every proxy too: they must stay
+    /// within Envoy's default limit whatever prefix a route gives (RE2 matches a leading
+    /// literal without compiling it).
+    #[test]
+    fn generated_rewrite_regexes_stay_within_envoys_default_limit() {
+        let long = format!("/{}", "a.b(c)[d]{e}|f*g+h?^$\\é".repeat(40));
+        for old in ["/api", "/a.b", long.as_str()] {
+            let Some(NewPath::Regex(r)) =
+                path_rewrite(&PathRewrite::Prefix("/".into()), &prefix(old))
+            else {
+                panic!("a regex rewrite for {old}");
+            };
+            let pattern = r.pattern.expect("a pattern").regex;
+            let size = remora_re2::program_size(&pattern, remora_re2::DEFAULT_MAX_PROGRAM_SIZE);
+            assert!(matches!(size, Ok(s) if s <= 10), "{pattern}: {size:?}");
+        }
+        let full = path_rewrite(&PathRewrite::Full("/x".into()), &prefix("/api"));
+        let Some(NewPath::Regex(r)) = full else {
+            panic!("a regex rewrite");
+        };
+        let pattern = r.pattern.expect("a pattern").regex;
+        assert!(remora_re2::program_size(&pattern, remora_re2::DEFAULT_MAX_PROGRAM_SIZE).is_ok());
+    }
+
     #[test]
     fn host_header_changes_become_a_host_rewrite() {
         let changes = HeaderChanges {

@@ -306,6 +306,7 @@ fn envoy_accepts_a_bootstrap_with_tls_to_the_control_plane() {
             xds_port: 15012,
             admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 15000)),
             delta: true,
+            max_regex_program_size: remora_re2::DEFAULT_MAX_PROGRAM_SIZE,
         };
         let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("remora-envoy-bootstrap-tls-{label}.json"));

@@ -8,6 +8,7 @@
 //! `--service-node` alone could not set), with no init step, no shared volume and no file.
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
+use remora_api::ValidationSettings;
 use remora_api::sidecar_policy::{ADMIN_PORT, READINESS_PORT};
 use remora_api::spiffe::SpiffeId;
 use remora_envoy::bootstrap::{Bootstrap, XdsTls};
@@ -55,13 +56,14 @@ pub struct MeshIdentity {
 }
 
 /// The bootstrap of the proxy `proxy` running as `service_account` at `pod_ip`, answering
-/// the app's `probes` on its readiness port.
+/// the app's `probes` on its readiness port, refusing the regexes `validation` refuses.
 pub fn bootstrap(
     proxy: ObjectKey,
     service_account: &str,
     pod_ip: &str,
     control_plane: &ControlPlane,
     probes: &[AppProbe],
+    validation: &ValidationSettings,
 ) -> Value {
     let tls = control_plane.identity.as_ref().map(|i| XdsTls {
         control_plane: i.control_plane_id.clone(),
@@ -73,6 +75,7 @@ pub fn bootstrap(
         xds_port: control_plane.xds_port,
         admin: ([127, 0, 0, 1], ADMIN_PORT).into(),
         delta: control_plane.delta,
+        max_regex_program_size: validation.max_regex_program_size,
     }
     .to_json_with(tls.as_ref());
     let statics = &mut config["static_resources"];
@@ -88,7 +91,11 @@ pub fn bootstrap(
 /// running pod knows. The values from elsewhere (the control plane's host, the probes' paths)
 /// have their `$` doubled so the kubelet leaves them as they are; the bootstrap's fixed text
 /// has none.
-pub(crate) fn config_arg(control_plane: &ControlPlane, probes: &[AppProbe]) -> String {
+pub(crate) fn config_arg(
+    control_plane: &ControlPlane,
+    probes: &[AppProbe],
+    validation: &ValidationSettings,
+) -> String {
     let [name, namespace, account, ip] =
         [POD_NAME, POD_NAMESPACE, SERVICE_ACCOUNT, POD_IP].map(reference);
     let literal = ControlPlane {
@@ -104,7 +111,7 @@ pub(crate) fn config_arg(control_plane: &ControlPlane, probes: &[AppProbe]) -> S
         })
         .collect();
     let proxy = ObjectKey::new(namespace, name);
-    bootstrap(proxy, &account, &ip, &literal, &probes).to_string()
+    bootstrap(proxy, &account, &ip, &literal, &probes, validation).to_string()
 }
 
 fn reference(var: &str) -> String {
@@ -250,7 +257,10 @@ pub(crate) mod tests {
             port: 8080,
             target: "/healthz?$x".into(),
         }];
-        let text = expand(&config_arg(&control_plane(), &probes), &vars);
+        let text = expand(
+            &config_arg(&control_plane(), &probes, &ValidationSettings::default()),
+            &vars,
+        );
         let got: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(
             got,
@@ -259,7 +269,8 @@ pub(crate) mod tests {
                 "web",
                 "10.0.0.7",
                 &control_plane(),
-                &probes
+                &probes,
+                &ValidationSettings::default()
             )
         );
         assert_eq!(got["node"]["id"], "shop/web-7d9f-x2x");
@@ -282,7 +293,11 @@ pub(crate) mod tests {
             (POD_NAMESPACE, "n"),
             (SERVICE_ACCOUNT, "s"),
         ]);
-        let got: Value = serde_json::from_str(&expand(&config_arg(&cp, &[]), &vars)).expect("json");
+        let got: Value = serde_json::from_str(&expand(
+            &config_arg(&cp, &[], &ValidationSettings::default()),
+            &vars,
+        ))
+        .expect("json");
         let host = &got["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
             [0]["endpoint"]["address"]["socket_address"]["address"];
         assert_eq!(host, "x$(REMORA_POD_NAME)$y");
@@ -298,9 +313,13 @@ pub(crate) mod tests {
             xds_port: 15010,
             admin: ([127, 0, 0, 1], ADMIN_PORT).into(),
             delta: true,
+            max_regex_program_size: 250,
         }
         .to_json();
-        let mut ours = bootstrap(id, "web", "10.0.0.7", &control_plane(), &[]);
+        let validation = ValidationSettings {
+            max_regex_program_size: 250,
+        };
+        let mut ours = bootstrap(id, "web", "10.0.0.7", &control_plane(), &[], &validation);
         let statics = ours["static_resources"].as_object_mut().expect("statics");
         assert_eq!(
             statics.remove("listeners"),
@@ -346,6 +365,7 @@ pub(crate) mod tests {
             "10.0.0.7",
             &control_plane(),
             &probes,
+            &ValidationSettings::default(),
         );
         let routes = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
             ["route_config"]["virtual_hosts"][0]["routes"];
@@ -378,7 +398,14 @@ pub(crate) mod tests {
             }),
             ..control_plane()
         };
-        let b = bootstrap(ObjectKey::new("shop", "web-0"), "web", "10.0.0.7", &cp, &[]);
+        let b = bootstrap(
+            ObjectKey::new("shop", "web-0"),
+            "web",
+            "10.0.0.7",
+            &cp,
+            &[],
+            &ValidationSettings::default(),
+        );
         let clusters = b["static_resources"]["clusters"]
             .as_array()
             .expect("clusters");
@@ -398,6 +425,7 @@ pub(crate) mod tests {
             "10.0.0.7",
             &control_plane(),
             &[],
+            &ValidationSettings::default(),
         );
         assert!(plain["static_resources"]["clusters"][0]["transport_socket"].is_null());
     }

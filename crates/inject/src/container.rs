@@ -7,7 +7,10 @@ use k8s_openapi::{
     },
     apimachinery::pkg::util::intstr::IntOrString,
 };
-use remora_api::sidecar_policy::{PROXY_CONTAINER, PROXY_GID, PROXY_UID, READINESS_PORT};
+use remora_api::{
+    ValidationSettings,
+    sidecar_policy::{PROXY_CONTAINER, PROXY_GID, PROXY_UID, READINESS_PORT},
+};
 
 use crate::{
     Injection, Layout,
@@ -19,13 +22,17 @@ use crate::{
 /// The identity agent (when the mesh has identities) and the proxy first, then the policy's
 /// extra containers, shaped for the layout. In the native layout the extras are sidecars too,
 /// so a log shipper outlives the app it ships for.
-pub(crate) fn sidecars(injection: &Injection, probes: &[AppProbe]) -> Vec<Container> {
+pub(crate) fn sidecars(
+    injection: &Injection,
+    probes: &[AppProbe],
+    validation: &ValidationSettings,
+) -> Vec<Container> {
     let identity = injection.control_plane.identity.as_ref();
     let mut all: Vec<Container> = identity
         .map(|id| agent_container(injection, id))
         .into_iter()
         .collect();
-    all.push(proxy(injection, probes));
+    all.push(proxy(injection, probes, validation));
     all.extend(injection.policy.spec.extra_containers.iter().cloned());
     if injection.layout == Layout::Native {
         for c in &mut all {
@@ -36,11 +43,11 @@ pub(crate) fn sidecars(injection: &Injection, probes: &[AppProbe]) -> Vec<Contai
 }
 
 /// The proxy, answering the app's moved `probes` on its readiness port.
-fn proxy(injection: &Injection, probes: &[AppProbe]) -> Container {
+fn proxy(injection: &Injection, probes: &[AppProbe], validation: &ValidationSettings) -> Container {
     let spec = &injection.policy.spec.proxy;
     let args = vec![
         "--config-yaml".to_string(),
-        config_arg(injection.control_plane, probes),
+        config_arg(injection.control_plane, probes, validation),
         "--log-level".into(),
         spec.log_level.as_str().into(),
         "--concurrency".into(),

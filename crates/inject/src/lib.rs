@@ -77,7 +77,7 @@ pub use bootstrap::{ControlPlane, MeshIdentity, READINESS_PATH, bootstrap};
 pub use decide::{Decision, Settings, SkipReason, decide};
 pub use init::INIT_CONTAINER;
 pub use layout::{Layout, ServerVersion};
-pub use patch::{JsonPatchOp, patch, pointer_token};
+pub use patch::{JsonPatchOp, patch, patch_with, pointer_token};
 pub use pod_security::{ENFORCE_LABEL, PodSecurity};
 pub use probes::{APP_HEALTH_PREFIX, AppProbe};
 

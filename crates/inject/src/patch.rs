@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
-use remora_api::sidecar_policy::SharedVolume;
+use remora_api::{ValidationSettings, sidecar_policy::SharedVolume};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -41,12 +41,22 @@ pub fn pointer_token(key: &str) -> String {
 /// containers in both layouts: before the native sidecars (so the proxy starts behind the
 /// redirect) or before the app's own init containers and the app.
 pub fn patch(pod: &Pod, injection: &Injection) -> Result<Vec<JsonPatchOp>, InjectError> {
+    patch_with(pod, injection, &ValidationSettings::default())
+}
+
+/// As [`patch`], with a proxy that refuses what the control plane's `validation` refuses:
+/// its bootstrap sets the same regex limit.
+pub fn patch_with(
+    pod: &Pod,
+    injection: &Injection,
+    validation: &ValidationSettings,
+) -> Result<Vec<JsonPatchOp>, InjectError> {
     if is_injected(pod) {
         return Ok(Vec::new());
     }
     let moved = probes::app_probes(pod, injection);
     let probes: Vec<_> = moved.iter().map(|m| m.probe.clone()).collect();
-    let sidecars = sidecars(injection, &probes);
+    let sidecars = sidecars(injection, &probes, validation);
     let init = init_container(injection);
     let mut volumes: Vec<Volume> = injection
         .policy

@@ -296,8 +296,31 @@ fn the_proxy_gets_its_pods_bootstrap() {
             "web",
             "10.0.0.7",
             &control_plane(),
-            &[]
+            &[],
+            &remora_api::ValidationSettings::default()
         )
+    );
+}
+
+#[test]
+fn the_proxy_refuses_the_regexes_the_control_plane_refuses() {
+    let validation = remora_api::ValidationSettings {
+        max_regex_program_size: 1000,
+    };
+    let injection = Injection {
+        policy: &policy(),
+        version: "1.39.2",
+        revision: "0123456789",
+        layout: Layout::Native,
+        control_plane: &control_plane(),
+        pod_security: PodSecurity::Privileged,
+    };
+    let ops = crate::patch_with(&pod(), &injection, &validation).expect("patch");
+    let text = serde_json::to_string(&ops).expect("ops");
+    let key = remora_envoy::bootstrap::RE2_MAX_PROGRAM_SIZE_KEY;
+    assert!(
+        text.contains(&format!(r#"\"{key}\":1000"#)),
+        "the bootstrap carries the limit: {text}"
     );
 }
 

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use remora_api::ValidationSettings;
 use remora_envoy::Options;
 use remora_model::{
     config::Addressing,
@@ -55,6 +56,9 @@ pub struct LocalConfig {
     /// addresses. Captured serves pods whose traffic `remora init-network` redirects, as in
     /// a cluster.
     pub addressing: Addressing,
+    /// What validating routes takes from the control plane: the regex limit proxies
+    /// enforce (their bootstraps must say the same, e.g. `remora bootstrap`'s).
+    pub validation: ValidationSettings,
 }
 
 /// Why local mode could not start.
@@ -122,6 +126,7 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
     let ips = addresses.clone();
     let settings = MeshSettings {
         addressing: config.addressing,
+        validation: config.validation,
         ..MeshSettings::default()
     };
     let mut pipeline = Pipeline::new(settings, Options::default(), move |proxy| {
@@ -232,6 +237,7 @@ mod tests {
             poll: Duration::from_secs(3600),
             debounce: Debounce::default(),
             addressing,
+            validation: ValidationSettings::default(),
         };
         let running = start(config).await.expect("local mode starts");
         let snapshot = running

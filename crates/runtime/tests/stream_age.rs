@@ -156,6 +156,8 @@ impl Envoy {
             xds_port: servers[0].port(),
             admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             delta,
+            max_regex_program_size: remora_api::ValidationSettings::default()
+                .max_regex_program_size,
         }
         .to_json();
         let endpoints: Vec<_> = servers

@@ -7,14 +7,22 @@ use kube::core::{
     admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
     response::{StatusCause, StatusDetails},
 };
-use remora_api::{FieldError, GROUP, SidecarPolicy, TrafficRoute, Validate, decode};
+use remora_api::{
+    FieldError, GROUP, SidecarPolicy, TrafficRoute, Validate, ValidationSettings, decode,
+};
 use serde::de::DeserializeOwned;
 
-/// Answers one AdmissionReview request body. A body that is not a review gets a denial with
-/// no uid, which the API server reports as a webhook failure (and `failurePolicy` decides).
+/// Answers one AdmissionReview request body under the default settings.
 pub fn review(body: &[u8]) -> AdmissionReview<DynamicObject> {
+    review_with(body, &ValidationSettings::default())
+}
+
+/// Answers one AdmissionReview request body, validating under `settings`. A body that is not
+/// a review gets a denial with no uid, which the API server reports as a webhook failure (and
+/// `failurePolicy` decides).
+pub fn review_with(body: &[u8], settings: &ValidationSettings) -> AdmissionReview<DynamicObject> {
     match parse_request(body) {
-        Ok(request) => decide(&request).into_review(),
+        Ok(request) => decide(&request, settings).into_review(),
         Err(reason) => {
             tracing::warn!(%reason, "malformed admission review");
             AdmissionResponse::invalid(reason).into_review()
@@ -51,7 +59,10 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObjec
 }
 
 /// Allows or denies one request.
-fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+fn decide(
+    request: &AdmissionRequest<DynamicObject>,
+    settings: &ValidationSettings,
+) -> AdmissionResponse {
     let response = AdmissionResponse::from(request);
     // Deleting an object can never make the mesh invalid, and refusing a delete would keep
     // a broken object around.
@@ -79,8 +90,8 @@ fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
         }
     };
     let problems = match (kind.group.as_str(), kind.kind.as_str()) {
-        (GROUP, "TrafficRoute") => problems::<TrafficRoute>(value),
-        (GROUP, "SidecarPolicy") => problems::<SidecarPolicy>(value),
+        (GROUP, "TrafficRoute") => problems::<TrafficRoute>(value, settings),
+        (GROUP, "SidecarPolicy") => problems::<SidecarPolicy>(value, settings),
         _ => {
             // The webhook configuration's rules sent something this webhook has no opinion
             // on; refusing it would block that kind cluster-wide.
@@ -118,9 +129,16 @@ fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
 
 /// Every problem with the object: the field that does not fit its type, or everything
 /// `validate()` finds.
-fn problems<T: DeserializeOwned + Validate>(value: serde_json::Value) -> Vec<FieldError> {
+fn problems<T: DeserializeOwned + Validate>(
+    value: serde_json::Value,
+    settings: &ValidationSettings,
+) -> Vec<FieldError> {
     match decode::<T>(value) {
-        Ok(object) => object.validate().err().map(|e| e.0).unwrap_or_default(),
+        Ok(object) => object
+            .validate_with(settings)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default(),
         Err(e) => vec![FieldError {
             path: if e.path.is_empty() {
                 "(object)".into()

@@ -8,6 +8,7 @@ use k8s_openapi::api::{
     core::v1::Secret,
 };
 use kube::{Api, Client};
+use remora_api::ValidationSettings;
 use remora_identity::CurrentCert;
 use tokio::{net::TcpListener, time::Instant};
 
@@ -45,6 +46,9 @@ pub struct Config {
     pub extra_sans: Vec<String>,
     /// Where the serving certificate comes from.
     pub certificates: Certificates,
+    /// What validating takes from the control plane (the controller sets it from its mesh
+    /// settings, which the proxies' bootstraps follow too).
+    pub validation: ValidationSettings,
 }
 
 /// Where the webhook's serving certificate comes from.
@@ -92,8 +96,12 @@ pub async fn run(
         "admission webhook listening"
     );
     let upkeep = upkeep(&secrets, &configs, &config, &cert, loaded);
+    let limits = Limits {
+        validation: config.validation,
+        ..Limits::default()
+    };
     tokio::select! {
-        served = serve(listener, cert.clone(), config.injector.clone(), Limits::default(), shutdown) => Ok(served?),
+        served = serve(listener, cert.clone(), config.injector.clone(), limits, shutdown) => Ok(served?),
         never = upkeep => match never {},
     }
 }

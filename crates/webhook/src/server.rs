@@ -15,6 +15,7 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
+use remora_api::ValidationSettings;
 use remora_identity::CurrentCert;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
@@ -44,14 +45,19 @@ pub struct Limits {
     pub review_deadline: Duration,
     /// Connections served at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// What validation takes from the control plane: the largest RE2 program a regex may
+    /// compile to, as the proxies' bootstraps say.
+    pub validation: ValidationSettings,
 }
 
 impl Default for Limits {
-    /// Half the API server's default webhook timeout (10 s), and 256 connections.
+    /// Half the API server's default webhook timeout (10 s), 256 connections, Envoy's own
+    /// regex limit.
     fn default() -> Self {
         Limits {
             review_deadline: Duration::from_secs(5),
             max_connections: 256,
+            validation: ValidationSettings::default(),
         }
     }
 }
@@ -185,7 +191,8 @@ async fn handle(
         Route::Validate => {
             let review = off_runtime(deadline, {
                 let body = body.clone();
-                move || crate::review::review(&body)
+                let validation = limits.validation;
+                move || crate::review::review_with(&body, &validation)
             });
             let review = review.await;
             serde_json::to_vec(&review.unwrap_or_else(|| crate::review::too_slow(&body, deadline)))

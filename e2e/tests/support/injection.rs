@@ -74,6 +74,7 @@ pub fn controller_config(namespace: &str, name: &str, port: u16) -> Config {
             certificates: Certificates::Generated {
                 ca_secret: "remora-webhook-ca".into(),
             },
+            validation: Default::default(),
         }),
         // No layout given: it comes from the API server's version (1.20: classic).
         inject: Some(InjectConfig {

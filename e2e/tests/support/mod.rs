@@ -23,6 +23,7 @@ use std::{
     time::Duration,
 };
 
+use remora_api::ValidationSettings;
 use remora_envoy::bootstrap::Bootstrap;
 use remora_local::{LocalConfig, Running, start};
 use remora_model::input::ObjectKey;
@@ -79,6 +80,7 @@ impl ControlPlane {
                 window: Duration::from_millis(20),
                 max_delay: Duration::from_millis(200),
             },
+            validation: ValidationSettings::default(),
         })
         .await
         .expect("local mode starts")
@@ -137,8 +139,31 @@ pub struct Envoy {
     dir: tempfile::TempDir,
 }
 
+/// A regex lower than the control plane's limit allows (its RE2 program is 65
+/// instructions; the limit is 100), but beyond [`LOWER_REGEX_LIMIT`]: a proxy started with
+/// that limit refuses the route that carries it, which no validation can foresee.
+pub const BEYOND_LOWER_LIMIT: &str = "/x{60}";
+
+/// A regex limit below the control plane's.
+pub const LOWER_REGEX_LIMIT: u32 = 50;
+
 impl Envoy {
+    /// An Envoy whose bootstrap says what the control planes of these tests validate
+    /// against.
     pub async fn start(proxy: ObjectKey, xds: SocketAddr, delta: bool) -> Envoy {
+        let limit = ValidationSettings::default().max_regex_program_size;
+        Self::start_with_regex_limit(proxy, xds, delta, limit).await
+    }
+
+    /// An Envoy that refuses regexes whose RE2 program is larger than `limit`: below the
+    /// control plane's, it refuses routes the control plane sends (as a proxy started before
+    /// the limit was raised would).
+    pub async fn start_with_regex_limit(
+        proxy: ObjectKey,
+        xds: SocketAddr,
+        delta: bool,
+        limit: u32,
+    ) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
         let bootstrap = Bootstrap {
             proxy,
@@ -147,6 +172,7 @@ impl Envoy {
             xds_port: xds.port(),
             admin: "127.0.0.1:0".parse().expect("addr"),
             delta,
+            max_regex_program_size: limit,
         };
         let config = dir.path().join("bootstrap.json");
         fs::write(&config, bootstrap.to_json().to_string()).expect("write bootstrap");
