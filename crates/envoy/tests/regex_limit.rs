@@ -46,7 +46,14 @@ fn validate(label: &str, config: &Value) -> Result<(), String> {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("regex-limit-{label}.json"));
     std::fs::write(&path, config.to_string()).expect("write the config");
     let out = Command::new(envoy_bin())
-        .args(["--mode", "validate", "--disable-hot-restart", "-l", "warning", "-c"])
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+            "-c",
+        ])
         .arg(&path)
         .output()
         .expect("run envoy");
@@ -64,7 +71,9 @@ fn envoy_enforces_the_regex_limit_the_bootstrap_sets() {
     let default = remora_re2::DEFAULT_MAX_PROGRAM_SIZE;
     let refused = validate("default", &config(default)).expect_err("above the default limit");
     assert!(
-        refused.contains(&format!("RE2 program size of {size} > max program size of {default}")),
+        refused.contains(&format!(
+            "RE2 program size of {size} > max program size of {default}"
+        )),
         "{refused}"
     );
     let just_below = validate("just-below", &config(size - 1)).expect_err("one below its size");

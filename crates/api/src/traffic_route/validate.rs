@@ -464,6 +464,9 @@ mod tests {
                 "spec.http[0].matches[0].queryParams[1].value"
             ]
         );
-        assert!(found[2].1.contains("invalid escape sequence: \\u"), "{found:?}");
+        assert!(
+            found[2].1.contains("invalid escape sequence: \\u"),
+            "{found:?}"
+        );
     }
 }
