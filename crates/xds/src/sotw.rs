@@ -95,6 +95,12 @@ impl TypeState {
     /// set when it unsubscribes, so a name asked for again must be sent again, even when it
     /// is asked for again before the server answered the request that dropped it.
     fn forget_unsubscribed(&mut self) {
+        if self.sent.is_none() {
+            // Back from another connection, the proxy changed its subscription before it
+            // was answered: the version it said it holds no longer tells what it holds.
+            self.held = None;
+            return;
+        }
         let (Some(Interest::Names(names)), Some(sent)) = (&self.interest, &mut self.sent) else {
             return;
         };
@@ -202,6 +208,7 @@ impl Machine for SotwStream {
                 &request.version_info,
             );
         }
+        let subscribed_before = state.interest.is_some();
         if Interest::update(
             &mut state.interest,
             type_url,
@@ -209,7 +216,9 @@ impl Machine for SotwStream {
             &snapshot.resources(type_url),
         ) {
             state.wanted.clear();
-            state.forget_unsubscribed();
+            if subscribed_before {
+                state.forget_unsubscribed();
+            }
         }
         true
     }
@@ -488,6 +497,28 @@ mod tests {
             s.status()
                 .iter()
                 .all(|(_, st)| st.state() == SyncState::Synced)
+        );
+    }
+
+    #[test]
+    fn a_proxy_back_that_resubscribes_before_an_answer_is_sent_the_set() {
+        // Found by fuzzing (crates/fuzz/regressions/sotw): back from another connection with
+        // the current version, the proxy dropped its route configs and asked for them again
+        // before the server answered; the server still took the version for what it held.
+        let snap = mesh_v1();
+        let version = snap.resources(ROUTE).version().to_owned();
+        let mut s = SotwStream::default();
+        assert!(s.take_request(&request(ROUTE, &["r"], &version, ""), &snap));
+        assert!(s.take_request(&request(ROUTE, &[], &version, ""), &snap));
+        assert!(s.take_request(&request(ROUTE, &["r"], &version, ""), &snap));
+        let out = s.respond(&snap);
+        assert_eq!(names(&out[0]), ["r@1"]);
+        // Without the detour, what it holds is not sent again.
+        let mut again = SotwStream::default();
+        assert!(
+            again
+                .on_request(&request(ROUTE, &["r"], &version, ""), &snap)
+                .is_empty()
         );
     }
 
