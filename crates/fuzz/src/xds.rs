@@ -251,6 +251,9 @@ struct SotwType {
     latest_nonce: Option<String>,
     pending: Vec<DiscoveryResponse>,
     diverged: bool,
+    /// The subscription changed since the last ACK: the version no longer says what the
+    /// proxy holds (it dropped what it unsubscribed from), so it is not resumed from.
+    resubscribed: bool,
 }
 
 #[derive(Default)]
@@ -297,6 +300,13 @@ impl Sotw {
                 || (request.resource_names.is_empty() && is_wildcard(t));
             if !all && !is_wildcard(t) {
                 state.held.retain(|n, _| request.resource_names.contains(n));
+            }
+            if state
+                .sub
+                .as_ref()
+                .is_some_and(|s| s.names != request.resource_names)
+            {
+                state.resubscribed = true;
             }
             state.sub = Some(SotwSub {
                 names: request.resource_names.clone(),
@@ -388,6 +398,7 @@ impl Sotw {
             state.diverged = true;
         } else {
             state.version = r.version_info;
+            state.resubscribed = false;
         }
         self.send(t, request, world);
     }
@@ -453,10 +464,12 @@ impl Sotw {
                 continue;
             };
             // What it holds is the set of its last ACKed version only when it rejected
-            // nothing and answered everything; otherwise it asks afresh.
-            if state.diverged || !state.pending.is_empty() {
+            // nothing, answered everything and kept its subscription since; otherwise it
+            // asks afresh (SotW cannot say more: see FUZZING.md).
+            if state.diverged || state.resubscribed || !state.pending.is_empty() {
                 state.version.clear();
             }
+            state.resubscribed = false;
             state.pending.clear();
             state.latest_nonce = None;
             state.diverged = false;
