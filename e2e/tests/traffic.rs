@@ -480,3 +480,134 @@ async fn a_change_to_one_service_leaves_the_others_sotw() {
 async fn a_change_to_one_service_leaves_the_others_delta() {
     a_change_to_one_service_leaves_the_others(32, true).await;
 }
+
+/// `ratings` with a pod per version and a route that sends everything to `to`.
+fn ratings_routed(s: u8, to: &str) -> String {
+    let (r1, r2, svc) = (ip(s, 12, 3), ip(s, 12, 4), ip(s, 10, 3));
+    let pods: String = [("r1", r1), ("r2", r2)]
+        .iter()
+        .map(|(v, a)| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\n\
+                 metadata: {{name: ratings-{v}, namespace: demo, labels: {{app: ratings, version: {v}}}}}\n\
+                 spec: {{containers: [{{name: app}}]}}\nstatus: {{podIP: \"{a}\"}}\n"
+            )
+        })
+        .collect();
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: ratings, namespace: demo}}
+spec: {{clusterIP: {svc}, ports: [{{name: http, port: 9081}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: ratings-1, namespace: demo, labels: {{kubernetes.io/service-name: ratings}}}}
+addressType: IPv4
+ports: [{{name: http, port: 9081}}]
+endpoints:
+  - {{addresses: ["{r1}"], targetRef: {{kind: Pod, name: ratings-r1}}}}
+  - {{addresses: ["{r2}"], targetRef: {{kind: Pod, name: ratings-r2}}}}
+{pods}---
+apiVersion: remora.dev/v1alpha1
+kind: TrafficRoute
+metadata: {{name: ratings, namespace: demo}}
+spec:
+  parentRefs: [{{name: ratings, port: 9081}}]
+  http:
+    - name: all
+      backendRefs: [{{name: ratings, subset: {{version: {to}}}}}]
+"#
+    )
+}
+
+/// A route config the proxy rejects stays its own problem: another Service's route config
+/// changes and reaches the proxy, the rejected one is not sent again with it, and the
+/// rejected Service keeps routing by the config the proxy had (README, "A config a proxy
+/// rejects").
+async fn a_rejected_route_config_blocks_no_other_service(s: u8, delta: bool) {
+    let sc = scene_with_regex_limit(
+        s,
+        delta,
+        split(100, 0),
+        Behaviour::default(),
+        Behaviour::default(),
+        LOWER_REGEX_LIMIT,
+    )
+    .await;
+    let (r1, r2) = (ip(s, 12, 3), ip(s, 12, 4));
+    let _ratings_1 = Upstream::start("r1", SocketAddr::new(r1, 9081), Behaviour::default()).await;
+    let _ratings_2 = Upstream::start("r2", SocketAddr::new(r2, 9081), Behaviour::default()).await;
+    sc.cp.write("ratings.yaml", &ratings_routed(s, "r1"));
+    let ratings_entry = SocketAddr::new(ip(s, 11, 1), 9081);
+    eventually(20, "ratings to answer from r1", async || {
+        get(ratings_entry, "ratings", "/", &[])
+            .await
+            .ok()
+            .filter(|r| r.status == 200 && r.body.starts_with("r1"))
+    })
+    .await;
+    sc.cp.synced(&sc.proxy).await;
+
+    // Reviews' route config grows a regex beyond what this proxy takes: NACKed.
+    let too_big = route(&format!(
+        "    - name: huge\n      matches: [{{path: {{type: RegularExpression, value: \"{BEYOND_LOWER_LIMIT}\"}}}}]\n\
+         \x20     backendRefs: [{{name: reviews, subset: {{version: v2}}}}]\n\
+         \x20   - name: split\n      backendRefs: [{{name: reviews, subset: {{version: v2}}}}]\n",
+    ));
+    sc.cp.write("route.yaml", &too_big);
+    let status = sc.cp.running().status.clone();
+    let proxy = sc.proxy.clone();
+    eventually(20, "Envoy to reject reviews' route config", async || {
+        let t = status.get(&proxy)?.types.get(ROUTE)?.clone();
+        (t.state() == remora_xds::sync::SyncState::Nacked).then_some(())
+    })
+    .await;
+    let routes_before = sc.cp.resources_sent(&proxy, ROUTE);
+
+    // Ratings' route changes: it alone is sent and taken, reviews' stays as the proxy had it.
+    sc.cp.write("ratings.yaml", &ratings_routed(s, "r2"));
+    eventually(20, "ratings to move to r2", async || {
+        get(ratings_entry, "ratings", "/", &[])
+            .await
+            .ok()
+            .filter(|r| r.body.starts_with("r2"))
+    })
+    .await;
+    assert_eq!(
+        sc.cp.resources_sent(&proxy, ROUTE),
+        routes_before + 1,
+        "ratings' route config alone, not the rejected one with it"
+    );
+    let counts = tally(ratings_entry, "ratings", "/", &[], 50).await;
+    assert_eq!(counts.get("r2"), Some(&50), "{counts:?}");
+    let counts = tally(sc.entry, "reviews", "/", &[], 50).await;
+    assert_eq!(counts.get("v1"), Some(&50), "{counts:?}");
+    // Ratings' version ACKed, the proxy still shows reviews' refusal in Envoy's words.
+    let refused = eventually(20, "ratings' route config to be ACKed", async || {
+        let t = status.get(&proxy)?.types.get(ROUTE)?.clone();
+        (t.acked.is_some() && t.acked == t.sent).then_some(t)
+    })
+    .await;
+    assert_eq!(refused.state(), remora_xds::sync::SyncState::Nacked);
+    let message = refused.nack.map(|n| n.message).unwrap_or_default();
+    assert!(message.contains("program size"), "{message}");
+
+    // Fixed, reviews' route goes through as well.
+    sc.change_route(&split(0, 100)).await;
+    let counts = tally(sc.entry, "reviews", "/", &[], 50).await;
+    assert_eq!(counts.get("v2"), Some(&50), "{counts:?}");
+    let counts = tally(ratings_entry, "ratings", "/", &[], 50).await;
+    assert_eq!(counts.get("r2"), Some(&50), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_route_config_blocks_no_other_service_sotw() {
+    a_rejected_route_config_blocks_no_other_service(33, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_route_config_blocks_no_other_service_delta() {
+    a_rejected_route_config_blocks_no_other_service(34, true).await;
+}

@@ -19,7 +19,7 @@ use crate::{
     by_type::ByType,
     machine::Machine,
     names::Names,
-    per_type::{self, Answers, PerType, Wanted},
+    per_type::{self, Answers, Carried, PerType, Wanted},
     snapshot::{PUSH_ORDER, Resources, Snapshot, is_wildcard_type, served_type},
     sync::Mode,
 };
@@ -38,9 +38,9 @@ pub(crate) struct TypeState {
     wanted: Wanted,
     /// The first request of a type is always answered, even when nothing is new.
     owes_reply: bool,
-    /// Nonce and the version the response brought the proxy to, oldest first. A vector:
-    /// it is nearly always empty, and an emptied `BTreeMap` keeps its node.
-    in_flight: Vec<(u64, String)>,
+    /// Responses not answered yet, oldest first. A vector: it is nearly always empty, and
+    /// an emptied `BTreeMap` keeps its node.
+    in_flight: Vec<InFlight>,
     sent: Option<String>,
     answers: Answers,
 }
@@ -130,14 +130,19 @@ impl TypeState {
         let Ok(nonce) = request.response_nonce.parse::<u64>() else {
             return;
         };
-        let Some(i) = self.in_flight.iter().position(|(n, _)| *n == nonce) else {
+        let Some(i) = self.in_flight.iter().position(|r| r.nonce == nonce) else {
             return;
         };
-        let (_, version) = self.in_flight.remove(i);
-        self.answers
-            .answer(request.error_detail.as_ref(), &version, &version);
+        let r = self.in_flight.remove(i);
+        self.answers.answer(
+            request.error_detail.as_ref(),
+            &r.version,
+            r.carried,
+            &self.known,
+            &r.version,
+        );
         // Anything older than an answered response will not be answered usefully.
-        self.in_flight.retain(|(n, _)| *n > nonce);
+        self.in_flight.retain(|r| r.nonce > nonce);
     }
 
     /// Applies the subscription changes a request names; true when there were any.
@@ -221,16 +226,34 @@ impl TypeState {
     }
 
     /// Records a response sent under `nonce`; only the last [`IN_FLIGHT`] are remembered.
-    fn record_sent(&mut self, nonce: u64, resources: usize) -> String {
+    fn record_sent(&mut self, nonce: u64, resources: &[DeltaResource]) -> String {
         let version = self.known.version().to_owned();
-        self.in_flight.push((nonce, version.clone()));
+        self.in_flight.push(InFlight {
+            nonce,
+            version: version.clone(),
+            // The whole set, as a first response carries it, is not spelled out name by name.
+            carried: if resources.len() == self.known.len() {
+                Carried::All
+            } else {
+                Carried::Names(resources.iter().map(|r| r.name.clone()).collect())
+            },
+        });
         if self.in_flight.len() > IN_FLIGHT {
             self.in_flight.remove(0);
         }
         self.sent = Some(version.clone());
-        self.answers.resources_sent += resources as u64;
+        self.answers.resources_sent += resources.len() as u64;
         version
     }
+}
+
+/// A response not answered yet.
+#[derive(Debug)]
+struct InFlight {
+    nonce: u64,
+    /// The version it brought the proxy to.
+    version: String,
+    carried: Carried,
 }
 
 /// What one response brings: the resources new or changed, and the names gone.
@@ -299,7 +322,7 @@ impl Machine for DeltaStream {
             };
             self.nonces += 1;
             out.push(DeltaDiscoveryResponse {
-                system_version_info: state.record_sent(self.nonces, resources.len()),
+                system_version_info: state.record_sent(self.nonces, &resources),
                 resources,
                 type_url: type_url.to_owned(),
                 removed_resources: removed,
@@ -360,6 +383,75 @@ mod tests {
             assert!(s.on_request(&ack(&out[0]), snap).is_empty());
         }
         s
+    }
+
+    #[test]
+    fn a_refused_route_config_keeps_its_clusters_and_its_nack_over_another_ones_ack() {
+        // r1 routes to cluster b; its new version routes elsewhere and is refused, so the
+        // proxy keeps the old r1, which still needs b.
+        let mesh = |r1: &str, r2: &str, b: bool| {
+            let mut entries = vec![
+                (CLUSTER, "a", "1"),
+                (ENDPOINT, "a", "1"),
+                (LISTENER, "l", "1"),
+                (ROUTE, "r1", r1),
+                (ROUTE, "r2", r2),
+            ];
+            if b {
+                entries.extend([(CLUSTER, "b", "1"), (ENDPOINT, "b", "1")]);
+            }
+            snapshot(&entries)
+        };
+        let route_status = |s: &DeltaStream| {
+            s.status()
+                .into_iter()
+                .find_map(|(t, st)| (t == ROUTE).then_some(st))
+                .expect("route status")
+        };
+        let v1 = mesh("1", "1", true);
+        let mut s = DeltaStream::default();
+        for (t, names) in [
+            (CLUSTER, &[][..]),
+            (ENDPOINT, &["a", "b"][..]),
+            (LISTENER, &[][..]),
+            (ROUTE, &["r1", "r2"][..]),
+        ] {
+            let out = s.on_request(&subscribe(t, names), &v1);
+            assert!(s.on_request(&ack(&out[0]), &v1).is_empty());
+        }
+        let bad = mesh("bad", "1", false);
+        let out = s.respond(&bad);
+        assert_eq!(sent(&out[0]), ["r1@bad"]);
+        let mut nack = ack(&out[0]);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "invalid regex".into(),
+            details: vec![],
+        });
+        assert!(s.on_request(&nack, &bad).is_empty());
+
+        // r2 changes: it alone is sent and ACKed; b stays, and so does the NACK.
+        let next = mesh("bad", "2", false);
+        let out = s.respond(&next);
+        assert_eq!(out.len(), 1);
+        assert_eq!(sent(&out[0]), ["r2@2"]);
+        assert!(
+            s.on_request(&ack(&out[0]), &next).is_empty(),
+            "cluster b is not removed while the proxy runs the old r1"
+        );
+        let st = route_status(&s);
+        assert_eq!(st.state(), SyncState::Nacked);
+        assert_eq!(st.nack.map(|n| n.message), Some("invalid regex".to_owned()));
+
+        // r1 fixed: taken, the NACK is over and b goes.
+        let fixed = mesh("3", "2", false);
+        let out = s.respond(&fixed);
+        assert_eq!(sent(&out[0]), ["r1@3"]);
+        let out = s.on_request(&ack(&out[0]), &fixed);
+        let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(types, [CLUSTER, ENDPOINT]);
+        assert_eq!(out[0].removed_resources, ["b"]);
+        assert_eq!(route_status(&s).state(), SyncState::Synced);
     }
 
     #[test]

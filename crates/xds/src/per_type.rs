@@ -2,6 +2,8 @@
 //! the part of the snapshot the proxy wants, how the proxy answered what it was sent, and
 //! whether removals must wait.
 
+use std::collections::BTreeSet;
+
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
 use crate::{
@@ -52,6 +54,15 @@ impl Wanted {
     }
 }
 
+/// The resources a response carried, kept only until the proxy answers it.
+#[derive(Debug)]
+pub(crate) enum Carried {
+    /// The whole set of its version.
+    All,
+    /// These, the others of the set unchanged since the response before.
+    Names(Vec<String>),
+}
+
 /// What the proxy made of the responses of one type.
 #[derive(Debug, Default)]
 pub(crate) struct Answers {
@@ -59,24 +70,62 @@ pub(crate) struct Answers {
     pub(crate) nack: Option<Nack>,
     /// Resources sent on this stream so far.
     pub(crate) resources_sent: u64,
+    /// Resources of a refused response not taken since: the proxy still runs what it had
+    /// of them. A later response that leaves them out (they did not change again) is ACKed
+    /// all the same, so an ACKed version does not say the proxy runs all of its set.
+    refused: BTreeSet<String>,
 }
 
 impl Answers {
-    /// Takes in the proxy's answer to the response that brought version `sent`: a NACK when
-    /// it carries `error`, else an ACK of version `acked`.
-    pub(crate) fn answer(&mut self, error: Option<&RpcStatus>, sent: &str, acked: &str) {
+    /// Takes in the proxy's answer to the response that brought version `sent`, carrying
+    /// `carried`: a NACK when it carries `error`, else an ACK of version `acked`. `set` is
+    /// what the proxy was last sent. A NACK stays in force over later ACKs while a resource
+    /// it refused is still in the set and not taken since, with the version the proxy then
+    /// runs in part.
+    pub(crate) fn answer(
+        &mut self,
+        error: Option<&RpcStatus>,
+        sent: &str,
+        carried: Carried,
+        set: &Resources,
+        acked: &str,
+    ) {
         match error {
             Some(error) => {
                 self.nack = Some(Nack {
                     version: sent.to_owned(),
                     message: error.message.clone(),
                 });
+                match carried {
+                    Carried::All => self.refused.extend(set.iter().map(|(n, _)| n.clone())),
+                    Carried::Names(names) => self.refused.extend(names),
+                }
             }
             None => {
                 self.acked = Some(acked.to_owned());
-                self.nack = None;
+                match carried {
+                    Carried::All => self.refused.clear(),
+                    Carried::Names(names) => {
+                        for name in &names {
+                            self.refused.remove(name);
+                        }
+                    }
+                }
+                self.refused.retain(|n| set.contains(n));
+                self.nack = match self.nack.take() {
+                    Some(nack) if !self.refused.is_empty() => Some(Nack {
+                        version: acked.to_owned(),
+                        ..nack
+                    }),
+                    _ => None,
+                };
             }
         }
+    }
+
+    /// Whether the proxy runs all of the version it last ACKed.
+    fn runs_all_acked(&self) -> bool {
+        self.refused.is_empty()
     }
 
     /// The status of the type, with the version last sent.
@@ -98,9 +147,11 @@ pub(crate) fn refresh<S: PerType>(types: &mut ByType<S>, snapshot: &Snapshot) ->
     Removals {
         routes_settled: [LISTENER, ROUTE].iter().all(|t| {
             types.get(t).is_none_or(|s| {
-                s.wanted()
-                    .get()
-                    .is_none_or(|w| s.answers().acked.as_deref() == Some(w.version()))
+                let answers = s.answers();
+                answers.runs_all_acked()
+                    && s.wanted()
+                        .get()
+                        .is_none_or(|w| answers.acked.as_deref() == Some(w.version()))
             })
         }),
     }
@@ -108,7 +159,8 @@ pub(crate) fn refresh<S: PerType>(types: &mut ByType<S>, snapshot: &Snapshot) ->
 
 /// Whether a cluster (and its endpoints) that left the snapshot is kept for now: until the
 /// proxy has ACKed the listeners and routes of that snapshot, its old routes may still send
-/// traffic there, and removing it first would turn that traffic into errors.
+/// traffic there, and removing it first would turn that traffic into errors. A listener or
+/// route config it refused keeps its old routes for as long, however later ACKs went.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Removals {
     routes_settled: bool,

@@ -16,7 +16,7 @@ use crate::{
     by_type::ByType,
     machine::Machine,
     names::Names,
-    per_type::{self, Answers, PerType, Wanted},
+    per_type::{self, Answers, Carried, PerType, Wanted},
     snapshot::{PUSH_ORDER, Resources, Snapshot, is_wildcard_type, served_type},
     sync::Mode,
 };
@@ -74,6 +74,8 @@ struct Sent {
     /// Empty when the proxy came back holding this version and nothing was sent.
     nonce: String,
     resources: Resources,
+    /// What the response carried, until the proxy answers it.
+    carried: Option<Carried>,
 }
 
 #[derive(Debug, Default)]
@@ -201,10 +203,12 @@ impl Machine for SotwStream {
                 state.held = Some(request.version_info.clone());
                 state.answers.acked = Some(request.version_info.clone());
             }
-        } else if let Some(sent) = &state.sent {
+        } else if let Some(sent) = &mut state.sent {
             state.answers.answer(
                 request.error_detail.as_ref(),
                 sent.resources.version(),
+                sent.carried.take().unwrap_or(Carried::Names(Vec::new())),
+                &sent.resources,
                 &request.version_info,
             );
         }
@@ -253,18 +257,22 @@ impl Machine for SotwStream {
                     state.sent = Some(Sent {
                         nonce: String::new(),
                         resources: target,
+                        carried: None,
                     });
                 }
                 continue;
             }
-            let resources: Vec<_> = match &state.sent {
-                Some(sent) if !is_wildcard_type(type_url) => target
-                    .diff(&sent.resources)
-                    .updated
-                    .into_iter()
-                    .map(|(_, r)| r.any.clone())
-                    .collect(),
-                _ => target.iter().map(|(_, r)| r.any.clone()).collect(),
+            let (resources, carried): (Vec<_>, _) = match &state.sent {
+                Some(sent) if !is_wildcard_type(type_url) => {
+                    let updated = target.diff(&sent.resources).updated;
+                    let names = updated.iter().map(|(n, _)| (*n).clone()).collect();
+                    let resources = updated.into_iter().map(|(_, r)| r.any.clone()).collect();
+                    (resources, Carried::Names(names))
+                }
+                _ => (
+                    target.iter().map(|(_, r)| r.any.clone()).collect(),
+                    Carried::All,
+                ),
             };
             self.nonces += 1;
             let nonce = self.nonces.to_string();
@@ -279,6 +287,7 @@ impl Machine for SotwStream {
             state.sent = Some(Sent {
                 nonce,
                 resources: target,
+                carried: Some(carried),
             });
             state.resend = false;
         }
@@ -296,7 +305,7 @@ mod tests {
             CLUSTER, ENDPOINT, LISTENER, ROUTE,
             tests::{mesh_v1, snapshot},
         },
-        sync::SyncState,
+        sync::{SyncState, TypeSync},
     };
 
     fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
@@ -603,6 +612,85 @@ mod tests {
         // says the proxy holds the set without them.
         assert!(names(&out[1]).is_empty());
         assert_eq!(out[1].version_info, without_b.resources(ENDPOINT).version());
+    }
+
+    fn refusal(r: &DiscoveryResponse, names: &[&str], held: &str) -> DiscoveryRequest {
+        let mut nack = request(&r.type_url, names, held, &r.nonce);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "invalid regex".into(),
+            details: vec![],
+        });
+        nack
+    }
+
+    fn route_status(s: &SotwStream) -> TypeSync {
+        s.status()
+            .into_iter()
+            .find_map(|(t, st)| (t == ROUTE).then_some(st))
+            .expect("route status")
+    }
+
+    #[test]
+    fn a_refused_route_config_keeps_its_clusters_and_its_nack_over_another_ones_ack() {
+        // r1 routes to cluster b; its new version routes elsewhere and is refused, so the
+        // proxy keeps the old r1, which still needs b.
+        let mesh = |r1: &str, r2: &str, b: bool| {
+            let mut entries = vec![
+                (CLUSTER, "a", "1"),
+                (ENDPOINT, "a", "1"),
+                (LISTENER, "l", "1"),
+                (ROUTE, "r1", r1),
+                (ROUTE, "r2", r2),
+            ];
+            if b {
+                entries.extend([(CLUSTER, "b", "1"), (ENDPOINT, "b", "1")]);
+            }
+            snapshot(&entries)
+        };
+        let v1 = mesh("1", "1", true);
+        let mut s = SotwStream::default();
+        for (t, subscribed) in [
+            (CLUSTER, &[][..]),
+            (ENDPOINT, &["a", "b"][..]),
+            (LISTENER, &[][..]),
+            (ROUTE, &["r1", "r2"][..]),
+        ] {
+            let out = s.on_request(&request(t, subscribed, "", ""), &v1);
+            assert!(s.on_request(&ack(&out[0], subscribed), &v1).is_empty());
+        }
+        let held = v1.resources(ROUTE).version().to_owned();
+        let bad = mesh("bad", "1", false);
+        let out = s.respond(&bad);
+        assert_eq!(names(&out[0]), ["r1@bad"]);
+        assert!(
+            s.on_request(&refusal(&out[0], &["r1", "r2"], &held), &bad)
+                .is_empty()
+        );
+
+        // r2 changes: it alone is sent and ACKed; b stays, and so does the NACK.
+        let next = mesh("bad", "2", false);
+        let out = s.respond(&next);
+        assert_eq!(out.len(), 1);
+        assert_eq!(names(&out[0]), ["r2@2"]);
+        assert!(
+            s.on_request(&ack(&out[0], &["r1", "r2"]), &next).is_empty(),
+            "cluster b is not removed while the proxy runs the old r1"
+        );
+        let st = route_status(&s);
+        assert_eq!(st.acked.as_deref(), Some(next.resources(ROUTE).version()));
+        assert_eq!(st.state(), SyncState::Nacked);
+        assert_eq!(st.nack.map(|n| n.message), Some("invalid regex".to_owned()));
+
+        // r1 fixed: taken, the NACK is over and b goes.
+        let fixed = mesh("3", "2", false);
+        let out = s.respond(&fixed);
+        assert_eq!(names(&out[0]), ["r1@3"]);
+        let out = s.on_request(&ack(&out[0], &["r1", "r2"]), &fixed);
+        let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(types, [CLUSTER, ENDPOINT]);
+        assert_eq!(names(&out[0]), ["a@1"]);
+        assert_eq!(route_status(&s).state(), SyncState::Synced);
     }
 
     #[test]

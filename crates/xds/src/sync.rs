@@ -26,7 +26,9 @@ pub struct TypeSync {
     pub sent: Option<String>,
     /// The version the proxy last ACKed.
     pub acked: Option<String>,
-    /// Set while the latest response is NACKed; cleared by the next ACK.
+    /// Set while the latest response is NACKed, and after it while a resource it refused is
+    /// not taken since (the version is then the one ACKed, which the proxy runs only in
+    /// part); cleared by the ACK that takes the last of them.
     pub nack: Option<Nack>,
     /// Resources sent on this stream so far: after a reconnect, what was re-sent.
     pub resources_sent: u64,

@@ -200,7 +200,10 @@ impl AdsServer {
                 .status
                 .get(proxy)
                 .and_then(|p| p.types.get(type_url).cloned());
+            // A NACK still in force over a later ACK carries the ACKed version: it was
+            // logged when it came.
             if let Some(n) = &st.nack
+                && st.acked.as_ref() != Some(&n.version)
                 && before.and_then(|b| b.nack).as_ref() != Some(n)
             {
                 warn!(type_url, version = %n.version, message = %n.message, "proxy rejected config");
