@@ -249,10 +249,13 @@ struct SotwType {
     /// The version of the last response ACKed.
     version: String,
     latest_nonce: Option<String>,
-    pending: Vec<DiscoveryResponse>,
+    /// Responses taken in and not answered yet, each with whether the subscription changed
+    /// since it came: its version then no longer says what the proxy holds.
+    pending: Vec<(DiscoveryResponse, bool)>,
     diverged: bool,
-    /// The subscription changed since the last ACK: the version no longer says what the
-    /// proxy holds (it dropped what it unsubscribed from), so it is not resumed from.
+    /// The subscription changed since the response last ACKed came: the version no longer
+    /// says what the proxy holds (it dropped what it unsubscribed from), so it is not
+    /// resumed from.
     resubscribed: bool,
 }
 
@@ -307,6 +310,9 @@ impl Sotw {
                 .is_some_and(|s| s.names != request.resource_names)
             {
                 state.resubscribed = true;
+                for (_, changed) in &mut state.pending {
+                    *changed = true;
+                }
             }
             state.sub = Some(SotwSub {
                 names: request.resource_names.clone(),
@@ -367,7 +373,7 @@ impl Sotw {
             state.held.extend(names);
         }
         state.latest_nonce = Some(r.nonce.clone());
-        state.pending.push(r);
+        state.pending.push((r, false));
     }
 
     /// Answers the oldest response of `t` not answered yet.
@@ -375,7 +381,7 @@ impl Sotw {
         if self.types[t].pending.is_empty() {
             return;
         }
-        let r = self.types[t].pending.remove(0);
+        let (r, changed) = self.types[t].pending.remove(0);
         let state = &mut self.types[t];
         let names = state
             .sub
@@ -398,7 +404,7 @@ impl Sotw {
             state.diverged = true;
         } else {
             state.version = r.version_info;
-            state.resubscribed = false;
+            state.resubscribed = changed;
         }
         self.send(t, request, world);
     }
