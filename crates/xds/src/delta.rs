@@ -342,7 +342,7 @@ mod tests {
     use crate::{
         snapshot::{
             CLUSTER, ENDPOINT, LISTENER, ROUTE,
-            tests::{mesh_v1, snapshot},
+            tests::{mesh_v1, snapshot, two_routes},
         },
         sync::SyncState,
     };
@@ -389,26 +389,13 @@ mod tests {
     fn a_refused_route_config_keeps_its_clusters_and_its_nack_over_another_ones_ack() {
         // r1 routes to cluster b; its new version routes elsewhere and is refused, so the
         // proxy keeps the old r1, which still needs b.
-        let mesh = |r1: &str, r2: &str, b: bool| {
-            let mut entries = vec![
-                (CLUSTER, "a", "1"),
-                (ENDPOINT, "a", "1"),
-                (LISTENER, "l", "1"),
-                (ROUTE, "r1", r1),
-                (ROUTE, "r2", r2),
-            ];
-            if b {
-                entries.extend([(CLUSTER, "b", "1"), (ENDPOINT, "b", "1")]);
-            }
-            snapshot(&entries)
-        };
         let route_status = |s: &DeltaStream| {
             s.status()
                 .into_iter()
                 .find_map(|(t, st)| (t == ROUTE).then_some(st))
                 .expect("route status")
         };
-        let v1 = mesh("1", "1", true);
+        let v1 = two_routes("1", "1", true);
         let mut s = DeltaStream::default();
         for (t, names) in [
             (CLUSTER, &[][..]),
@@ -419,7 +406,7 @@ mod tests {
             let out = s.on_request(&subscribe(t, names), &v1);
             assert!(s.on_request(&ack(&out[0]), &v1).is_empty());
         }
-        let bad = mesh("bad", "1", false);
+        let bad = two_routes("bad", "1", false);
         let out = s.respond(&bad);
         assert_eq!(sent(&out[0]), ["r1@bad"]);
         let mut nack = ack(&out[0]);
@@ -431,7 +418,7 @@ mod tests {
         assert!(s.on_request(&nack, &bad).is_empty());
 
         // r2 changes: it alone is sent and ACKed; b stays, and so does the NACK.
-        let next = mesh("bad", "2", false);
+        let next = two_routes("bad", "2", false);
         let out = s.respond(&next);
         assert_eq!(out.len(), 1);
         assert_eq!(sent(&out[0]), ["r2@2"]);
@@ -444,7 +431,7 @@ mod tests {
         assert_eq!(st.nack.map(|n| n.message), Some("invalid regex".to_owned()));
 
         // r1 fixed: taken, the NACK is over and b goes.
-        let fixed = mesh("3", "2", false);
+        let fixed = two_routes("3", "2", false);
         let out = s.respond(&fixed);
         assert_eq!(sent(&out[0]), ["r1@3"]);
         let out = s.on_request(&ack(&out[0]), &fixed);

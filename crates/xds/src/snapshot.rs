@@ -583,6 +583,22 @@ pub(crate) mod tests {
         )
     }
 
+    /// Two route configs at the versions given, over cluster a and, with `b`, cluster b:
+    /// the state machines' tests of a route config refused while another one changes.
+    pub fn two_routes(r1: &str, r2: &str, b: bool) -> Snapshot {
+        let mut entries = vec![
+            (CLUSTER, "a", "1"),
+            (ENDPOINT, "a", "1"),
+            (LISTENER, "l", "1"),
+            (ROUTE, "r1", r1),
+            (ROUTE, "r2", r2),
+        ];
+        if b {
+            entries.extend([(CLUSTER, "b", "1"), (ENDPOINT, "b", "1")]);
+        }
+        snapshot(&entries)
+    }
+
     /// A small mesh of every type, as the state machines' tests start from.
     pub fn mesh_v1() -> Snapshot {
         snapshot(&[
