@@ -143,6 +143,25 @@ impl Scene {
         .await;
         self.cp.synced(&self.proxy).await;
     }
+
+    /// Writes a route that is valid for the schema and for validate(), but beyond the RE2
+    /// program size a proxy of [`scene_with_regex_limit`] at [`LOWER_REGEX_LIMIT`] accepts, and
+    /// waits for that proxy's NACK.
+    async fn refuse_an_oversized_route(&self) -> remora_xds::sync::Nack {
+        let too_big = route(&format!(
+            "    - name: huge\n      matches: [{{path: {{type: RegularExpression, value: \"{BEYOND_LOWER_LIMIT}\"}}}}]\n\
+             \x20     backendRefs: [{{name: reviews, subset: {{version: v2}}}}]\n\
+             \x20   - name: split\n      backendRefs: [{{name: reviews, subset: {{version: v2}}}}]\n",
+        ));
+        self.cp.write("route.yaml", &too_big);
+        let status = self.cp.running().status.clone();
+        eventually(20, "Envoy to reject the route", async || {
+            let s = status.get(&self.proxy)?;
+            let t = s.types.get(ROUTE)?;
+            (t.state() == remora_xds::sync::SyncState::Nacked).then(|| t.nack.clone())?
+        })
+        .await
+    }
 }
 
 /// 1,000 draws at p = 0.1 have a standard deviation of about 9.5: 5 of them is a bound a
@@ -298,22 +317,8 @@ async fn rejected_config_keeps_the_previous_one(s: u8, delta: bool) {
         LOWER_REGEX_LIMIT,
     )
     .await;
-    // Valid for the schema and for validate(), but beyond the RE2 program size this proxy
-    // accepts: it started with a lower limit than the control plane's.
-    let too_big = route(&format!(
-        "    - name: huge\n      matches: [{{path: {{type: RegularExpression, value: \"{BEYOND_LOWER_LIMIT}\"}}}}]\n\
-         \x20     backendRefs: [{{name: reviews, subset: {{version: v2}}}}]\n\
-         \x20   - name: split\n      backendRefs: [{{name: reviews, subset: {{version: v2}}}}]\n",
-    ));
-    sc.cp.write("route.yaml", &too_big);
-    let status = sc.cp.running().status.clone();
+    let nack = sc.refuse_an_oversized_route().await;
     let proxy = sc.proxy.clone();
-    let nack = eventually(20, "Envoy to reject the route", async || {
-        let s = status.get(&proxy)?;
-        let t = s.types.get(ROUTE)?;
-        (t.state() == remora_xds::sync::SyncState::Nacked).then(|| t.nack.clone())?
-    })
-    .await;
     assert!(
         nack.message.contains("program size"),
         "Envoy's own words: {}",
@@ -386,12 +391,17 @@ async fn control_plane_restart_delta() {
 }
 
 /// A second Service, `ratings`, on another port: its own outbound listener and route config
-/// on the client's sidecar.
-fn ratings(s: u8, endpoints: &[IpAddr]) -> String {
+/// on the client's sidecar. Each endpoint may name the pod it is.
+fn ratings(s: u8, endpoints: &[(IpAddr, Option<&str>)]) -> String {
     let svc = ip(s, 10, 3);
     let listed: String = endpoints
         .iter()
-        .map(|a| format!("\n  - {{addresses: [\"{a}\"]}}"))
+        .map(|(a, pod)| match pod {
+            Some(pod) => {
+                format!("\n  - {{addresses: [\"{a}\"], targetRef: {{kind: Pod, name: {pod}}}}}")
+            }
+            None => format!("\n  - {{addresses: [\"{a}\"]}}"),
+        })
         .collect();
     format!(
         r#"
@@ -424,7 +434,7 @@ async fn a_change_to_one_service_leaves_the_others(s: u8, delta: bool) {
     let (r1, r2) = (ip(s, 12, 3), ip(s, 12, 4));
     let _ratings_1 = Upstream::start("r1", SocketAddr::new(r1, 9081), Behaviour::default()).await;
     let _ratings_2 = Upstream::start("r2", SocketAddr::new(r2, 9081), Behaviour::default()).await;
-    sc.cp.write("ratings.yaml", &ratings(s, &[r1]));
+    sc.cp.write("ratings.yaml", &ratings(s, &[(r1, None)]));
     let ratings_entry = SocketAddr::new(ip(s, 11, 1), 9081);
     eventually(20, "ratings to answer", async || {
         get(ratings_entry, "ratings", "/", &[])
@@ -451,7 +461,7 @@ async fn a_change_to_one_service_leaves_the_others(s: u8, delta: bool) {
 
     // Ratings' endpoints change: only they are sent, and reviews keeps its endpoints.
     let endpoints_before = sent(ENDPOINT);
-    sc.cp.write("ratings.yaml", &ratings(s, &[r2]));
+    sc.cp.write("ratings.yaml", &ratings(s, &[(r2, None)]));
     eventually(20, "ratings to move to r2", async || {
         get(ratings_entry, "ratings", "/", &[])
             .await
@@ -483,8 +493,8 @@ async fn a_change_to_one_service_leaves_the_others_delta() {
 
 /// `ratings` with a pod per version and a route that sends everything to `to`.
 fn ratings_routed(s: u8, to: &str) -> String {
-    let (r1, r2, svc) = (ip(s, 12, 3), ip(s, 12, 4), ip(s, 10, 3));
-    let pods: String = [("r1", r1), ("r2", r2)]
+    let versions = [("r1", ip(s, 12, 3)), ("r2", ip(s, 12, 4))];
+    let pods: String = versions
         .iter()
         .map(|(v, a)| {
             format!(
@@ -494,22 +504,14 @@ fn ratings_routed(s: u8, to: &str) -> String {
             )
         })
         .collect();
+    let names = versions.map(|(v, _)| format!("ratings-{v}"));
+    let endpoints: Vec<_> = versions
+        .iter()
+        .zip(&names)
+        .map(|((_, a), name)| (*a, Some(name.as_str())))
+        .collect();
     format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: ratings, namespace: demo}}
-spec: {{clusterIP: {svc}, ports: [{{name: http, port: 9081}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: ratings-1, namespace: demo, labels: {{kubernetes.io/service-name: ratings}}}}
-addressType: IPv4
-ports: [{{name: http, port: 9081}}]
-endpoints:
-  - {{addresses: ["{r1}"], targetRef: {{kind: Pod, name: ratings-r1}}}}
-  - {{addresses: ["{r2}"], targetRef: {{kind: Pod, name: ratings-r2}}}}
-{pods}---
+        r#"{service}{pods}---
 apiVersion: remora.dev/v1alpha1
 kind: TrafficRoute
 metadata: {{name: ratings, namespace: demo}}
@@ -518,7 +520,8 @@ spec:
   http:
     - name: all
       backendRefs: [{{name: ratings, subset: {{version: {to}}}}}]
-"#
+"#,
+        service = ratings(s, &endpoints)
     )
 }
 
@@ -551,19 +554,9 @@ async fn a_rejected_route_config_blocks_no_other_service(s: u8, delta: bool) {
     sc.cp.synced(&sc.proxy).await;
 
     // Reviews' route config grows a regex beyond what this proxy takes: NACKed.
-    let too_big = route(&format!(
-        "    - name: huge\n      matches: [{{path: {{type: RegularExpression, value: \"{BEYOND_LOWER_LIMIT}\"}}}}]\n\
-         \x20     backendRefs: [{{name: reviews, subset: {{version: v2}}}}]\n\
-         \x20   - name: split\n      backendRefs: [{{name: reviews, subset: {{version: v2}}}}]\n",
-    ));
-    sc.cp.write("route.yaml", &too_big);
+    sc.refuse_an_oversized_route().await;
     let status = sc.cp.running().status.clone();
     let proxy = sc.proxy.clone();
-    eventually(20, "Envoy to reject reviews' route config", async || {
-        let t = status.get(&proxy)?.types.get(ROUTE)?.clone();
-        (t.state() == remora_xds::sync::SyncState::Nacked).then_some(())
-    })
-    .await;
     let routes_before = sc.cp.resources_sent(&proxy, ROUTE);
 
     // Ratings' route changes: it alone is sent and taken, reviews' stays as the proxy had it.
