@@ -493,22 +493,21 @@ async fn a_change_to_one_service_leaves_the_others_delta() {
 
 /// `ratings` with a pod per version and a route that sends everything to `to`.
 fn ratings_routed(s: u8, to: &str) -> String {
-    let versions = [("r1", ip(s, 12, 3)), ("r2", ip(s, 12, 4))];
+    let versions =
+        [("r1", ip(s, 12, 3)), ("r2", ip(s, 12, 4))].map(|(v, a)| (v, a, format!("ratings-{v}")));
     let pods: String = versions
         .iter()
-        .map(|(v, a)| {
+        .map(|(v, a, name)| {
             format!(
                 "---\napiVersion: v1\nkind: Pod\n\
-                 metadata: {{name: ratings-{v}, namespace: demo, labels: {{app: ratings, version: {v}}}}}\n\
+                 metadata: {{name: {name}, namespace: demo, labels: {{app: ratings, version: {v}}}}}\n\
                  spec: {{containers: [{{name: app}}]}}\nstatus: {{podIP: \"{a}\"}}\n"
             )
         })
         .collect();
-    let names = versions.map(|(v, _)| format!("ratings-{v}"));
     let endpoints: Vec<_> = versions
         .iter()
-        .zip(&names)
-        .map(|((_, a), name)| (*a, Some(name.as_str())))
+        .map(|(_, a, name)| (*a, Some(name.as_str())))
         .collect();
     format!(
         r#"{service}{pods}---

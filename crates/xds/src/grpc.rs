@@ -119,7 +119,7 @@ impl Framer {
     /// Makes room for `take` more bytes of a message of `len`: doubling as the bytes come, so
     /// a client that announces 4 MiB and sends one byte holds a few, but never past `len`, so
     /// a message ends in an allocation of its own size (a Vec's doubling left a SotW ACK of
-    /// 70 KB in 128 KiB while it waited to be decoded, thousands of them at once after a
+    /// 70 KB in 128 KiB while it waited to be decoded, many of them at once after a
     /// change).
     fn grow(&mut self, take: usize, len: usize) {
         let needed = self.partial.len() + take;
