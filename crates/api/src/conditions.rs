@@ -21,7 +21,7 @@ pub mod reason {
     pub const INVALID: &str = "Invalid";
     /// `ResolvedRefs` is True: every reference resolves.
     pub const RESOLVED: &str = "Resolved";
-    /// Another route already claims the same Service port.
+    /// An older route from the same namespace already claims the same Service port.
     pub const CONFLICTED: &str = "Conflicted";
     /// A Service, or a port of one, that the route names does not exist.
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";

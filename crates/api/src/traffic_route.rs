@@ -99,7 +99,10 @@ pub struct TrafficRouteSpec {
     pub tcp: Vec<TcpRule>,
 }
 
-/// A Service whose traffic a route governs.
+/// A Service whose traffic a route governs. As in Gateway API's mesh binding, a Service in
+/// the route's own namespace takes the route for every client (a producer route); a Service
+/// in another namespace takes it only for the clients in the route's namespace (a consumer
+/// route), for whom it replaces the Service's producer route on the ports it names.
 #[derive(
     Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
@@ -108,7 +111,8 @@ pub struct ParentRef {
     /// The Service's name.
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
-    /// The Service's namespace; defaults to the route's own namespace.
+    /// The Service's namespace; defaults to the route's own namespace. Another namespace
+    /// makes this a consumer route: it applies to the callers in the route's namespace only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// One port of the Service; without it the route applies to all of its ports.
@@ -194,7 +198,8 @@ pub struct BackendRef {
     /// The Service's name.
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
-    /// The Service's namespace; defaults to the route's own namespace.
+    /// The Service's namespace; defaults to the route's own namespace. Another namespace
+    /// makes this a consumer route: it applies to the callers in the route's namespace only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The Service port to send to; defaults to the port the request arrived on.

@@ -22,7 +22,7 @@ use crate::{
         Object, ObjectKey, Pod, Protocol, Service,
     },
     policy::{self, Defaults, InboundPorts, PolicyState},
-    routing::{self, AcceptedRoute, ClusterKey, RouteState, ServiceRouting},
+    routing::{self, AcceptedRoute, ClusterKey, RouteState, ServiceRoutings},
     selector,
     store::{LabelSets, Links},
 };
@@ -373,8 +373,9 @@ impl Index {
             .map(|p| p.protocol)
     }
 
-    /// A Service's routing, from the accepted routes naming it (`None`: it does not exist).
-    pub fn resolve_routing(&mut self, service: &ObjectKey) -> Option<ServiceRouting> {
+    /// A Service's routing for every client namespace, from the accepted routes naming it
+    /// (`None`: it does not exist).
+    pub fn resolve_routing(&mut self, service: &ObjectKey) -> Option<ServiceRoutings> {
         let svc = self.services.get(service)?;
         let routes: Vec<&RouteState> = self
             .routes_of
@@ -386,7 +387,7 @@ impl Index {
             Some(ip) => vec![ip],
             None => self.endpoint_addresses(service),
         };
-        Some(routing::resolve(
+        Some(routing::resolve_all(
             &self.settings,
             svc,
             &routes,

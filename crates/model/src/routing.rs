@@ -1,6 +1,10 @@
 //! How traffic to one Service is routed, resolved from the `TrafficRoute` that governs each of
-//! its ports. This part does not depend on who sends the traffic; policy defaults are applied
-//! later, per class of proxies.
+//! its ports. As in Gateway API's mesh binding (GAMMA), a route in the Service's own
+//! namespace (a producer route) applies to every client, and a route in another namespace (a
+//! consumer route) only to the clients in that namespace, for whom it replaces the producer
+//! route on the ports it names. So one Service has a routing per namespace with consumer
+//! routes for it, and one for everybody else. Policy defaults are applied later, per class of
+//! proxies.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -312,11 +316,100 @@ pub struct ServiceRouting {
     pub hash: u64,
 }
 
-/// Resolves a Service's routing. `routes` are the accepted routes naming it as a parent.
-pub(crate) fn resolve(
+/// A Service's routing as each namespace's clients see it.
+#[derive(Clone, Debug)]
+pub struct ServiceRoutings {
+    /// The producer routes' routing: for every namespace without consumer routes.
+    pub producer: Arc<ServiceRouting>,
+    /// The routing of each namespace with consumer routes for the Service, sorted by
+    /// namespace. Usually none, which costs no allocation.
+    pub consumers: Vec<(String, Arc<ServiceRouting>)>,
+}
+
+impl ServiceRoutings {
+    /// The routing the clients in `namespace` use.
+    pub fn for_clients_in(&self, namespace: &str) -> &Arc<ServiceRouting> {
+        self.consumers
+            .binary_search_by(|(ns, _)| ns.as_str().cmp(namespace))
+            .map_or(&self.producer, |i| &self.consumers[i].1)
+    }
+
+    /// Every routing, the producer's first.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<ServiceRouting>> {
+        std::iter::once(&self.producer).chain(self.consumers.iter().map(|(_, r)| r))
+    }
+
+    /// Whether `other` routes every client alike.
+    pub fn same(&self, other: &ServiceRoutings) -> bool {
+        self.producer.hash == other.producer.hash
+            && self.consumers.len() == other.consumers.len()
+            && self
+                .consumers
+                .iter()
+                .zip(&other.consumers)
+                .all(|((a, ra), (b, rb))| a == b && ra.hash == rb.hash)
+    }
+
+    /// Keeps the routings of `old` that did not change, so the classes holding them see
+    /// the same `Arc` and skip them.
+    pub fn reuse(&mut self, old: &ServiceRoutings) {
+        if old.producer.hash == self.producer.hash {
+            self.producer = old.producer.clone();
+        }
+        for (ns, r) in &mut self.consumers {
+            if let Some((_, o)) = old.consumers.iter().find(|(o, _)| o == ns)
+                && o.hash == r.hash
+            {
+                *r = o.clone();
+            }
+        }
+    }
+}
+
+/// Resolves a Service's routing for every client namespace. `routes` are the accepted
+/// routes naming it as a parent.
+pub(crate) fn resolve_all(
     settings: &MeshSettings,
     service: &Service,
     routes: &[&RouteState],
+    services: &BTreeMap<ObjectKey, Service>,
+    addresses: Vec<std::net::IpAddr>,
+    label_sets: &mut LabelSets,
+) -> ServiceRoutings {
+    let mut routes: Vec<&RouteState> = routes.to_vec();
+    routes.sort_by(|a, b| a.order().cmp(&b.order()));
+    let consumers: BTreeSet<&str> = routes
+        .iter()
+        .map(|r| r.key.namespace.as_str())
+        .filter(|ns| *ns != service.namespace)
+        .collect();
+    let mut resolve = |clients: Option<&str>| {
+        Arc::new(resolve(
+            settings,
+            service,
+            &routes,
+            clients,
+            services,
+            addresses.clone(),
+            label_sets,
+        ))
+    };
+    ServiceRoutings {
+        producer: resolve(None),
+        consumers: consumers
+            .into_iter()
+            .map(|ns| (ns.to_owned(), resolve(Some(ns))))
+            .collect(),
+    }
+}
+
+/// Resolves the routing of the clients in `consumers` (`None`: of every namespace without
+/// consumer routes). `routes` are sorted oldest first.
+fn resolve(
+    settings: &MeshSettings,
+    service: &Service,
+    routes: &[&RouteState],
+    consumers: Option<&str>,
     services: &BTreeMap<ObjectKey, Service>,
     addresses: Vec<std::net::IpAddr>,
     label_sets: &mut LabelSets,
@@ -333,10 +426,17 @@ pub(crate) fn resolve(
         problems: Vec::new(),
         hash: 0,
     };
-    let mut routes: Vec<&RouteState> = routes.to_vec();
-    routes.sort_by(|a, b| a.order().cmp(&b.order()));
+    let in_namespace = |ns: &str| -> Vec<&RouteState> {
+        routes
+            .iter()
+            .copied()
+            .filter(|r| r.key.namespace == ns)
+            .collect()
+    };
+    let producers = in_namespace(&service.namespace);
+    let consumers = consumers.map(in_namespace).unwrap_or_default();
 
-    for route in &routes {
+    for route in producers.iter().chain(&consumers) {
         for (parent, port) in route.parents().filter(|(p, _)| *p == key) {
             if let Some(port) = port
                 && service.port(port).is_none()
@@ -360,7 +460,9 @@ pub(crate) fn resolve(
             label_sets.intern(&Labels::new()),
         );
         out.clusters.insert(own.clone());
-        let winner = governing(&routes, &key, sp.port, &mut out.problems);
+        // The clients' own routes for the port replace the producer's.
+        let winner = governing(&consumers, &key, sp.port, &mut out.problems)
+            .or_else(|| governing(&producers, &key, sp.port, &mut out.problems));
         let spec = winner
             .and_then(|w| w.accepted.as_ref())
             .map(AcceptedRoute::spec);

@@ -135,6 +135,11 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
                 });
                 spec.parent_refs.dedup();
             }
+            if bit(10) {
+                // A consumer route: its parent is in the other namespace.
+                spec.parent_refs[0].namespace =
+                    Some(NAMESPACES[usize::from(idx.is_multiple_of(2))].into());
+            }
             if bit(9) {
                 spec.http.push(HttpRule {
                     name: Some("catch".into()),

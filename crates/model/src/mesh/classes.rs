@@ -204,12 +204,12 @@ impl Classes {
                 class.reset(&env, &mut self.cache, defaults, &mut update);
             }
             if new || rebuild {
-                for (svc, r) in routing.iter() {
+                for (svc, r) in routing.iter_for_clients_in(&key.namespace) {
                     class.set_service(&env, &mut self.cache, svc, Some(r), &mut update);
                 }
             } else {
                 for svc in &services.routing {
-                    let r = routing.get(svc);
+                    let r = routing.for_clients_in(svc, &key.namespace);
                     class.set_service(&env, &mut self.cache, svc, r, &mut update);
                 }
                 class.refresh_clusters(&env, &mut self.cache, &services.peers, &mut update);

@@ -12,7 +12,7 @@ use super::Mesh;
 use crate::{
     config::{ProxyConfig, Resource, ResourceKey, ResourceType},
     input::{Labels, MeshSettings, ObjectKey},
-    routing::{ClusterKey, Problem},
+    routing::{ClusterKey, Problem, ServiceRouting},
 };
 
 impl Mesh {
@@ -169,39 +169,53 @@ impl Mesh {
         };
         let mut out = BTreeSet::new();
         for (parent, _) in state.parents() {
-            let Some(r) = self.routing.get(&parent) else {
+            let Some(routings) = self.routing.get(&parent) else {
                 out.insert(Problem::BackendNotFound {
                     path: "spec.parentRefs".into(),
                     service: parent,
                 });
                 continue;
             };
-            out.extend(
-                r.problems
-                    .iter()
-                    .filter(|(k, _)| k == route)
-                    .map(|(_, p)| p.clone()),
-            );
-            for (port, governing) in &r.governed_by {
-                if governing != route {
-                    continue;
-                }
-                let own = ClusterKey::new(self.settings(), parent.clone(), *port, Arc::default());
-                for key in r
-                    .clusters
-                    .iter()
-                    .filter(|k| !k.subset.is_empty() && **k != own)
-                {
-                    if self.cluster_is_empty(key) {
-                        out.insert(Problem::SubsetEmpty {
-                            service: key.service.clone(),
-                            subset: (*key.subset).clone(),
-                        });
+            // A consumer route is resolved in its namespace's routing only; a producer
+            // route in every routing whose clients have no route of their own for a port.
+            for r in routings.all() {
+                out.extend(
+                    r.problems
+                        .iter()
+                        .filter(|(k, _)| k == route)
+                        .map(|(_, p)| p.clone()),
+                );
+                for (port, governing) in &r.governed_by {
+                    if governing == route {
+                        self.empty_subsets(&parent, *port, r, &mut out);
                     }
                 }
             }
         }
         out.into_iter().collect()
+    }
+
+    /// The subsets of a routing's port that select no ready endpoint.
+    fn empty_subsets(
+        &self,
+        parent: &ObjectKey,
+        port: u16,
+        routing: &ServiceRouting,
+        out: &mut BTreeSet<Problem>,
+    ) {
+        let own = ClusterKey::new(self.settings(), parent.clone(), port, Arc::default());
+        for key in routing
+            .clusters
+            .iter()
+            .filter(|k| !k.subset.is_empty() && **k != own)
+        {
+            if self.cluster_is_empty(key) {
+                out.insert(Problem::SubsetEmpty {
+                    service: key.service.clone(),
+                    subset: (*key.subset).clone(),
+                });
+            }
+        }
     }
 
     /// Whether a cluster has no ready endpoint.
@@ -218,14 +232,15 @@ impl Mesh {
         }
     }
 
-    /// Proxies whose config a route shapes (those that reach one of its parent Services),
-    /// as the member sets of their classes: proxies of one class share their config, so a
-    /// caller can count a class once for every route that reaches it. Each proxy is in one
-    /// class; a set is replaced, not changed in place, while the caller holds it.
-    pub fn route_proxies(
-        &self,
-        route: &ObjectKey,
-    ) -> impl Iterator<Item = &Arc<BTreeSet<ObjectKey>>> {
+    /// Proxies whose config a route shapes (those that reach one of its parent Services,
+    /// and for a consumer route only those in its namespace), as the member sets of their
+    /// classes: proxies of one class share their config, so a caller can count a class once
+    /// for every route that reaches it. Each proxy is in one class; a set is replaced, not
+    /// changed in place, while the caller holds it.
+    pub fn route_proxies<'a>(
+        &'a self,
+        route: &'a ObjectKey,
+    ) -> impl Iterator<Item = &'a Arc<BTreeSet<ObjectKey>>> {
         let parents: Vec<ObjectKey> = self
             .index
             .routes
@@ -236,9 +251,11 @@ impl Mesh {
             .by_key
             .values()
             .filter(move |c| {
-                parents
-                    .iter()
-                    .any(|p| c.reaches(p) && self.routing.contains(p))
+                parents.iter().any(|p| {
+                    let clients =
+                        p.namespace == route.namespace || c.key.namespace == route.namespace;
+                    clients && c.reaches(p) && self.routing.contains(p)
+                })
             })
             .map(|c| &c.members)
     }

@@ -6,26 +6,46 @@ use std::{
     sync::Arc,
 };
 
-use crate::{index::Index, input::ObjectKey, routing::ServiceRouting, store::Links};
+use crate::{
+    index::Index,
+    input::ObjectKey,
+    routing::{ServiceRouting, ServiceRoutings},
+    store::Links,
+};
 
 #[derive(Default)]
 pub(super) struct RoutingTable {
-    by_service: BTreeMap<ObjectKey, Arc<ServiceRouting>>,
+    by_service: BTreeMap<ObjectKey, ServiceRoutings>,
     /// Service → the Services whose routing names it as a backend or mirror.
     referenced_by: Links<ObjectKey>,
 }
 
 impl RoutingTable {
-    pub fn get(&self, service: &ObjectKey) -> Option<&Arc<ServiceRouting>> {
+    pub fn get(&self, service: &ObjectKey) -> Option<&ServiceRoutings> {
         self.by_service.get(service)
+    }
+
+    /// The routing of `service` for the clients in `namespace`.
+    pub fn for_clients_in(
+        &self,
+        service: &ObjectKey,
+        namespace: &str,
+    ) -> Option<&Arc<ServiceRouting>> {
+        Some(self.by_service.get(service)?.for_clients_in(namespace))
     }
 
     pub fn contains(&self, service: &ObjectKey) -> bool {
         self.by_service.contains_key(service)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&ObjectKey, &Arc<ServiceRouting>)> {
-        self.by_service.iter()
+    /// Every Service's routing for the clients in `namespace`.
+    pub fn iter_for_clients_in<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a Arc<ServiceRouting>)> {
+        self.by_service
+            .iter()
+            .map(move |(k, r)| (k, r.for_clients_in(namespace)))
     }
 
     /// The Services whose routing names `service` as a backend or mirror.
@@ -45,25 +65,32 @@ impl RoutingTable {
     ) -> BTreeSet<ObjectKey> {
         let mut changed = BTreeSet::new();
         for svc in services {
-            let new = index.resolve_routing(svc);
+            let mut new = index.resolve_routing(svc);
             let old = self.by_service.get(svc);
-            if old.map(|o| o.hash) == new.as_ref().map(|n| n.hash) && old.is_some() == new.is_some()
-            {
-                continue;
+            match (old, &mut new) {
+                (Some(old), Some(new)) if old.same(new) => continue,
+                (None, None) => continue,
+                (Some(old), Some(new)) => new.reuse(old),
+                _ => {}
             }
             if let Some(old) = self.by_service.remove(svc) {
-                for b in &old.references {
+                for b in references(&old) {
                     self.referenced_by.remove(b, svc);
                 }
             }
             if let Some(new) = new {
-                for b in &new.references {
+                for b in references(&new) {
                     self.referenced_by.insert(b.clone(), svc.clone());
                 }
-                self.by_service.insert(svc.clone(), Arc::new(new));
+                self.by_service.insert(svc.clone(), new);
             }
             changed.insert(svc.clone());
         }
         changed
     }
+}
+
+/// The Services that any client's routing of a Service names, each once.
+fn references(routings: &ServiceRoutings) -> BTreeSet<&ObjectKey> {
+    routings.all().flat_map(|r| &r.references).collect()
 }
