@@ -54,6 +54,7 @@ fn config(lease: Option<LeaseConfig>) -> Config {
             max_delay: Duration::from_millis(200),
         },
         status_interval: Duration::from_millis(300),
+        discovery_interval: Duration::from_secs(1),
         max_stream_age: remora_xds::DEFAULT_MAX_STREAM_AGE,
         xds_limits: remora_xds::Limits::default(),
         webhook: None,

@@ -23,6 +23,9 @@ pub mod reason {
     pub const RESOLVED: &str = "Resolved";
     /// An older route from the same namespace already claims the same Service port.
     pub const CONFLICTED: &str = "Conflicted";
+    /// A backend in another namespace that no `ReferenceGrant` there opens to the route
+    /// (Gateway API's reason).
+    pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
     /// A Service, or a port of one, that the route names does not exist.
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
     /// A subset the route names selects no endpoint.

@@ -273,6 +273,7 @@ fn config(args: &Args) -> Config {
             max_delay: Duration::from_millis(args.max_delay_ms.max(args.debounce_ms)),
         },
         status_interval: Duration::from_secs(2),
+        discovery_interval: Duration::from_secs(30),
         webhook: args.webhook_addr.map(|addr| remora_webhook::Config {
             addr,
             namespace: args.namespace.clone(),

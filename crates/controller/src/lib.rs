@@ -11,6 +11,7 @@ pub mod access;
 mod admission;
 pub mod endpoints;
 pub mod fleet;
+pub mod gateway;
 pub mod health;
 pub mod identity;
 pub mod inject;
@@ -89,6 +90,8 @@ pub struct Config {
     /// How often status is recomputed when nothing in the cluster changed, to pick up
     /// proxies' ACKs and NACKs.
     pub status_interval: Duration,
+    /// How often API discovery is asked again for a Gateway API kind that was not installed.
+    pub discovery_interval: Duration,
     /// The validating admission webhook every replica serves (`None`: not served).
     pub webhook: Option<remora_webhook::Config>,
     /// Sidecar injection, served by that webhook on its pod path (`None`: not served).
@@ -227,7 +230,7 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
     };
 
     let (tx, rx) = mpsc::channel::<Vec<Event>>(64);
-    let cluster = Cluster::watch(client.clone(), tx).await;
+    let cluster = Cluster::watch(client.clone(), tx, config.discovery_interval).await;
     let ready = Arc::new(Readiness {
         watches: cluster.listed,
         published: AtomicBool::new(false),
@@ -357,9 +360,13 @@ struct Cluster {
 
 impl Cluster {
     /// Starts one watch per kind, each feeding `model`.
-    async fn watch(client: Client, model: mpsc::Sender<Vec<Event>>) -> Cluster {
+    async fn watch(
+        client: Client,
+        model: mpsc::Sender<Vec<Event>>,
+        discovery_interval: Duration,
+    ) -> Cluster {
         let endpoint_api = EndpointApi::discover(&client).await;
-        let mut w = Watches::new(client, model);
+        let mut w = Watches::new(client, model.clone());
         w.watch(|n: &Namespace| convert::namespace(n).map(one));
         w.watch(|s: &Service| convert::service(s).map(one));
         // Pod facts follow the pod watch's own events: the model's come a debounce later.
@@ -377,6 +384,7 @@ impl Cluster {
             w.watch_stored(|r: &TrafficRoute| Ok(vec![Object::TrafficRoute(Box::new(r.clone()))]));
         let policies = w
             .watch_stored(|p: &SidecarPolicy| Ok(vec![Object::SidecarPolicy(Box::new(p.clone()))]));
+        gateway::watch(&mut w, &model, discovery_interval).await;
         let workloads = rollout::Workloads {
             deployments: w.store::<Deployment>(),
             statefulsets: w.store::<StatefulSet>(),

@@ -266,6 +266,11 @@ impl Watches {
         store
     }
 
+    /// Keeps a task that may start a watch later, so it stops with the others.
+    pub fn spawn(&mut self, task: JoinHandle<()>) {
+        self.tasks.push(task);
+    }
+
     /// The readiness flags (by kind) and the tasks of every watch started.
     pub fn finish(self) -> (Listed, Vec<JoinHandle<()>>) {
         (self.listed, self.tasks)

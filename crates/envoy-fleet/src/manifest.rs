@@ -2,7 +2,7 @@
 //! `remora_inputs::convert` for what the synthetic mesh holds.
 
 use remora_model::input::{
-    ContainerPort, EndpointSlice, Namespace, Object, Pod, Protocol, Service,
+    ContainerPort, EndpointSlice, Namespace, Object, Pod, Protocol, ReferenceGrant, Service,
 };
 use serde_json::{Value, json};
 
@@ -43,6 +43,7 @@ fn kind(o: &Object) -> &'static str {
         Object::Pod(_) => "Pod",
         Object::SidecarPolicy(_) => "SidecarPolicy",
         Object::TrafficRoute(_) => "TrafficRoute",
+        Object::ReferenceGrant(_) => "ReferenceGrant",
     }
 }
 
@@ -56,7 +57,26 @@ fn document(o: &Object) -> Result<String, serde_yaml_ng::Error> {
         // The custom resources are the API's own types, which serialize as their manifests.
         Object::SidecarPolicy(p) => serde_yaml_ng::to_string(p),
         Object::TrafficRoute(r) => serde_yaml_ng::to_string(r),
+        Object::ReferenceGrant(g) => serde_yaml_ng::to_string(&reference_grant(g)),
     }
+}
+
+fn reference_grant(g: &ReferenceGrant) -> Value {
+    let from: Vec<Value> = g
+        .from
+        .iter()
+        .map(|(group, kind, namespace)| json!({"group": group, "kind": kind, "namespace": namespace}))
+        .collect();
+    let to: Vec<Value> =
+        g.to.iter()
+            .map(|name| json!({"group": "", "kind": "Service", "name": name}))
+            .collect();
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"namespace": g.namespace, "name": g.name},
+        "spec": {"from": from, "to": to},
+    })
 }
 
 fn endpoint_slice(s: &EndpointSlice) -> Value {

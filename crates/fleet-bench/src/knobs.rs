@@ -116,6 +116,7 @@ impl Knobs {
                 max_delay: Duration::from_millis(self.max_delay_ms.max(self.debounce_ms)),
             },
             status_interval: Duration::from_millis(self.status_interval_ms),
+            discovery_interval: Duration::from_secs(30),
             webhook: None,
             inject: None,
             identity: None,

@@ -106,6 +106,10 @@ impl ApiMesh {
                     r.metadata = fresh(&r.metadata, r.metadata.namespace.clone());
                     mesh.routes.push(*r);
                 }
+                // Not created: the bench's API server has no Gateway API CRDs, so its routes'
+                // backends in the shared namespaces resolve as RefNotPermitted (their share
+                // fails, and proxies get those clusters no more).
+                Object::ReferenceGrant(_) => {}
             }
         }
         mesh.service_accounts = accounts

@@ -17,7 +17,7 @@ use k8s_openapi::{
 use remora_api::sidecar_policy::{PROXY_CONTAINER, proxy_container};
 use remora_model::input::{
     ContainerPort, Endpoint, EndpointPort, EndpointSlice, Namespace, Object, Pod, Protocol,
-    Service, ServicePort,
+    ReferenceGrant, Service, ServicePort,
 };
 
 /// The label Kubernetes puts on an EndpointSlice to name its Service.
@@ -195,6 +195,61 @@ pub fn endpoint_slice(slice: &KEndpointSlice) -> Result<Object, Unusable> {
 /// The zone label a `discovery.k8s.io/v1beta1` endpoint carries in its `topology`.
 const ZONE_TOPOLOGY_KEY: &str = "topology.kubernetes.io/zone";
 
+/// A Gateway API `ReferenceGrant` (`v1beta1` or `v1`, which have one schema), as JSON. Its
+/// `to` entries other than core Services are left out: routes reference nothing else.
+pub fn reference_grant(grant: &serde_json::Value) -> Result<Object, Unusable> {
+    #[derive(serde::Deserialize)]
+    struct Grant {
+        metadata: ObjectMeta,
+        spec: GrantSpec,
+    }
+    #[derive(serde::Deserialize)]
+    struct GrantSpec {
+        from: Vec<From>,
+        to: Vec<To>,
+    }
+    #[derive(serde::Deserialize)]
+    struct From {
+        group: String,
+        kind: String,
+        namespace: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct To {
+        group: String,
+        kind: String,
+        name: Option<String>,
+    }
+    let g: Grant = serde_json::from_value(grant.clone()).map_err(|e| {
+        let meta = grant.get("metadata");
+        let field = |f: &str| meta.and_then(|m| m.get(f)).and_then(|v| v.as_str());
+        unusable(
+            "ReferenceGrant",
+            field("namespace"),
+            field("name"),
+            &format!("spec: {e}"),
+        )
+    })?;
+    let (namespace, name, _) = named("ReferenceGrant", &g.metadata)?;
+    Ok(Object::ReferenceGrant(ReferenceGrant {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        from: g
+            .spec
+            .from
+            .into_iter()
+            .map(|f| (f.group, f.kind, f.namespace))
+            .collect(),
+        to: g
+            .spec
+            .to
+            .into_iter()
+            .filter(|t| t.group.is_empty() && t.kind == "Service")
+            .map(|t| t.name.filter(|n| !n.is_empty()))
+            .collect(),
+    }))
+}
+
 /// An EndpointSlice of `discovery.k8s.io/v1beta1` (Kubernetes 1.17-1.20, where `v1` is not
 /// served), as JSON: the same shape as `v1` except that an endpoint's zone sits in its
 /// `topology` map.
@@ -326,6 +381,39 @@ mod tests {
 
     fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
         serde_json::from_value(v).expect("valid object")
+    }
+
+    #[test]
+    fn a_reference_grant_keeps_its_service_targets() {
+        let grant = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": {"namespace": "team-b", "name": "routes"},
+            "spec": {
+                "from": [{"group": "remora.dev", "kind": "TrafficRoute", "namespace": "team-a"}],
+                "to": [
+                    {"group": "", "kind": "Service", "name": "api"},
+                    {"group": "", "kind": "Service"},
+                    {"group": "", "kind": "Secret", "name": "tls"}
+                ]
+            }
+        });
+        let Ok(Object::ReferenceGrant(g)) = reference_grant(&grant) else {
+            panic!("converts")
+        };
+        assert_eq!(
+            g.from,
+            [("remora.dev".into(), "TrafficRoute".into(), "team-a".into())]
+        );
+        assert_eq!(g.to, [Some("api".to_owned()), None]);
+        assert!(g.admits(("remora.dev", "TrafficRoute"), "team-a", "web"));
+        assert!(!g.admits(("remora.dev", "TrafficRoute"), "team-c", "web"));
+
+        let broken =
+            json!({"metadata": {"namespace": "team-b", "name": "g"}, "spec": {"from": []}});
+        let e = reference_grant(&broken).expect_err("no spec.to");
+        assert_eq!(e.name, "team-b/g");
+        assert!(e.reason.contains("missing field `to`"), "{e}");
     }
 
     #[test]

@@ -181,6 +181,10 @@ fn object(value: Value, position: usize) -> Result<Option<Object>, String> {
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             convert::endpoint_slice(&serde_json::from_value(value).map_err(typed)?)
         }
+        (
+            "gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1",
+            "ReferenceGrant",
+        ) => convert::reference_grant(&value),
         ("remora.dev/v1alpha1", "SidecarPolicy") => {
             let mut p: SidecarPolicy = decode(value).map_err(|e| format!("SidecarPolicy: {e}"))?;
             fill_metadata(&mut p.metadata, position);

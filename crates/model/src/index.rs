@@ -19,7 +19,7 @@ use crate::{
     config::{ClusterEndpoints, Endpoint, Versioned},
     input::{
         ContainerPort, Endpoint as SliceEndpoint, EndpointSlice, Event, Kind, Labels, MeshSettings,
-        Object, ObjectKey, Pod, Protocol, Service,
+        Object, ObjectKey, Pod, Protocol, ReferenceGrant, Service,
     },
     policy::{self, Defaults, InboundPorts, PolicyState},
     routing::{self, AcceptedRoute, ClusterKey, RouteState, ServiceRoutings},
@@ -50,6 +50,9 @@ pub(crate) enum Touched {
     Policy(ObjectKey),
     /// The routing of these Services (the parents of a route, before and after).
     Routing(Vec<ObjectKey>),
+    /// The grants of a namespace, which decide whether routes elsewhere may send to its
+    /// Services.
+    Grants(String),
 }
 
 /// A pod as the index keeps it: what the model reads of it, its labels shared with every
@@ -101,6 +104,7 @@ pub(crate) struct Index {
     pub routes: BTreeMap<ObjectKey, RouteState>,
     /// Service → the routes naming it as a parent.
     routes_of: Links<ObjectKey>,
+    pub grants: BTreeMap<ObjectKey, ReferenceGrant>,
 }
 
 impl Index {
@@ -140,6 +144,15 @@ impl Index {
             Object::Pod(pod) => self.upsert_pod(pod),
             Object::SidecarPolicy(policy) => self.upsert_policy(*policy),
             Object::TrafficRoute(route) => self.upsert_route(*route),
+            Object::ReferenceGrant(grant) => {
+                let key = ObjectKey::new(&grant.namespace, &grant.name);
+                if self.grants.get(&key) == Some(&grant) {
+                    return None;
+                }
+                let namespace = key.namespace.clone();
+                self.grants.insert(key, grant);
+                Some(Touched::Grants(namespace))
+            }
         }
     }
 
@@ -170,6 +183,10 @@ impl Index {
                 let old = self.routes.remove(key)?;
                 self.unlink_route(&old);
                 Some(Touched::Routing(old.parents().map(|(p, _)| p).collect()))
+            }
+            Kind::ReferenceGrant => {
+                self.grants.remove(key)?;
+                Some(Touched::Grants(key.namespace.clone()))
             }
         }
     }
@@ -387,10 +404,18 @@ impl Index {
             Some(ip) => vec![ip],
             None => self.endpoint_addresses(service),
         };
+        let grants = &self.grants;
+        let permitted = |route: &ObjectKey, backend: &ObjectKey| {
+            grants
+                .range(ObjectKey::new(&backend.namespace, "")..)
+                .take_while(|(k, _)| k.namespace == backend.namespace)
+                .any(|(_, g)| g.admits(routing::TRAFFIC_ROUTE, &route.namespace, &backend.name))
+        };
         Some(routing::resolve_all(
             &self.settings,
             svc,
             &routes,
+            &permitted,
             &self.services,
             addresses,
             &mut self.label_sets,

@@ -53,6 +53,35 @@ pub struct Namespace {
     pub labels: Labels,
 }
 
+/// A Gateway API `ReferenceGrant`: which routes in other namespaces may send traffic to
+/// Services in its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferenceGrant {
+    /// Its namespace: the namespace of the Services it opens.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The referring kinds it admits: (group, kind, namespace).
+    pub from: Vec<(String, String, String)>,
+    /// The Services it opens: `None` for every Service of the namespace, else by name.
+    /// Entries for kinds other than core Services are left out: routes reference nothing else.
+    pub to: Vec<Option<String>>,
+}
+
+impl ReferenceGrant {
+    /// Whether a route of `kind` (`group`, `kind`) in namespace `from` may send to the
+    /// Service named `service` in this grant's namespace.
+    pub fn admits(&self, (group, kind): (&str, &str), from: &str, service: &str) -> bool {
+        self.from
+            .iter()
+            .any(|(g, k, ns)| g == group && k == kind && ns == from)
+            && self
+                .to
+                .iter()
+                .any(|n| n.as_deref().is_none_or(|n| n == service))
+    }
+}
+
 /// The protocol of a Service port, from its `appProtocol` or its name (`http`, `http-web`,
 /// `grpc`, `h2c`, `tcp-db`, ...). A port that says neither is treated as TCP: that always
 /// works, while treating a TCP port as HTTP breaks it.
@@ -256,6 +285,8 @@ pub enum Object {
     SidecarPolicy(Box<SidecarPolicy>),
     /// A route as the API server holds it, validated when applied.
     TrafficRoute(Box<TrafficRoute>),
+    /// A grant for cross-namespace references.
+    ReferenceGrant(ReferenceGrant),
 }
 
 /// The kinds of [`Object`], for deletes.
@@ -273,6 +304,8 @@ pub enum Kind {
     SidecarPolicy,
     /// [`Object::TrafficRoute`].
     TrafficRoute,
+    /// [`Object::ReferenceGrant`].
+    ReferenceGrant,
 }
 
 /// A change as a watch delivers it.
@@ -294,6 +327,7 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::SidecarPolicy(_) => Kind::SidecarPolicy,
             Object::TrafficRoute(_) => Kind::TrafficRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -306,6 +340,7 @@ impl Object {
             Object::Pod(p) => ObjectKey::new(&p.namespace, &p.name),
             Object::SidecarPolicy(p) => ObjectKey::from_meta(&p.metadata),
             Object::TrafficRoute(r) => ObjectKey::from_meta(&r.metadata),
+            Object::ReferenceGrant(g) => ObjectKey::new(&g.namespace, &g.name),
         }
     }
 }

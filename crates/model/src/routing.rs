@@ -23,6 +23,13 @@ use crate::{
 
 mod rules;
 
+/// How a `ReferenceGrant` names the kind of a `TrafficRoute`: (group, kind).
+pub const TRAFFIC_ROUTE: (&str, &str) = ("remora.dev", "TrafficRoute");
+
+/// Whether the route (first key) may send traffic to the Service (second key) in another
+/// namespace: a `ReferenceGrant` there admits it.
+pub(crate) type Permitted<'a> = &'a dyn Fn(&ObjectKey, &ObjectKey) -> bool;
+
 /// A route as the model keeps it: the last spec that passed validation stays in effect
 /// while a newer, broken one is reported.
 #[derive(Clone, Debug)]
@@ -189,6 +196,16 @@ pub enum Problem {
         /// The Service named.
         service: ObjectKey,
     },
+    /// A backend or mirror names a Service in another namespace that no `ReferenceGrant`
+    /// there opens to the route's namespace.
+    RefNotPermitted {
+        /// Where in the route's spec.
+        path: String,
+        /// The Service named.
+        service: ObjectKey,
+        /// The route's namespace, which a grant must admit.
+        from: String,
+    },
     /// A backend names a port its Service does not have.
     BackendPortNotFound {
         /// Where in the route's spec.
@@ -244,6 +261,17 @@ impl std::fmt::Display for Problem {
             Problem::BackendNotFound { path, service } => {
                 write!(f, "{path}: Service {service} does not exist")
             }
+            Problem::RefNotPermitted {
+                path,
+                service,
+                from,
+            } => write!(
+                f,
+                "{path}: Service {service} is in another namespace and no ReferenceGrant in {} \
+                 admits TrafficRoutes from {from}; add one there (from: group remora.dev, kind \
+                 TrafficRoute, namespace {from}; to: kind Service)",
+                service.namespace
+            ),
             Problem::BackendPortNotFound {
                 path,
                 service,
@@ -372,6 +400,7 @@ pub(crate) fn resolve_all(
     settings: &MeshSettings,
     service: &Service,
     routes: &[&RouteState],
+    permitted: Permitted<'_>,
     services: &BTreeMap<ObjectKey, Service>,
     addresses: Vec<std::net::IpAddr>,
     label_sets: &mut LabelSets,
@@ -388,6 +417,7 @@ pub(crate) fn resolve_all(
             settings,
             service,
             &routes,
+            permitted,
             clients,
             services,
             addresses.clone(),
@@ -405,10 +435,12 @@ pub(crate) fn resolve_all(
 
 /// Resolves the routing of the clients in `consumers` (`None`: of every namespace without
 /// consumer routes). `routes` are sorted oldest first.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn resolve(
     settings: &MeshSettings,
     service: &Service,
     routes: &[&RouteState],
+    permitted: Permitted<'_>,
     consumers: Option<&str>,
     services: &BTreeMap<ObjectKey, Service>,
     addresses: Vec<std::net::IpAddr>,
@@ -469,6 +501,8 @@ fn resolve(
         let mut ctx = Ctx {
             settings,
             route: winner.map(|w| &w.key),
+            parent: &key,
+            permitted,
             services,
             port: sp.port,
             clusters: &mut out.clusters,

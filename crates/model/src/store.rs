@@ -61,6 +61,14 @@ impl<V: Ord + Default + Clone> Links<V> {
             .take_while(move |(k, _)| k == from)
             .map(|(_, v)| v)
     }
+
+    /// The values of every object in `namespace`.
+    pub fn in_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a V> + 'a {
+        self.0
+            .range((ObjectKey::new(namespace, ""), V::default())..)
+            .take_while(move |(k, _)| k.namespace == namespace)
+            .map(|(_, v)| v)
+    }
 }
 
 #[cfg(test)]
@@ -80,6 +88,8 @@ mod tests {
         assert_eq!(links.of(&a).collect::<Vec<_>>(), ["y"]);
         assert_eq!(links.of(&ab).collect::<Vec<_>>(), ["z"]);
         assert_eq!(links.of(&ObjectKey::new("ns", "")).count(), 0);
+        links.insert(ObjectKey::new("other", "c"), "w".to_string());
+        assert_eq!(links.in_namespace("ns").collect::<Vec<_>>(), ["y", "z"]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
     let ns = NAMESPACES[usize::from(idx % 2)];
     let bit = |n: u32| seed >> n & 1 == 1;
     let svc_name = |i: u32| format!("s{}", i % 3);
-    match kind % 6 {
+    match kind % 7 {
         0 => {
             let mut o = mk_ns(ns);
             if let Object::Namespace(n) = &mut o
@@ -118,6 +118,20 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
                 mk_policy(ns, "local", i64::from(seed % 5), spec)
             }
         }
+        6 => {
+            // A grant in `ns` for routes from either namespace, to one Service or all.
+            let (group, kind) = remora_model::routing::TRAFFIC_ROUTE;
+            Object::ReferenceGrant(remora_model::input::ReferenceGrant {
+                namespace: ns.into(),
+                name: format!("g{}", idx / 2 % 2),
+                from: vec![(
+                    group.into(),
+                    kind.into(),
+                    NAMESPACES[usize::from(bit(0))].into(),
+                )],
+                to: vec![bit(1).then(|| svc_name(seed >> 2))],
+            })
+        }
         _ => {
             let parent = svc_name(seed);
             let mut spec = split_route(&parent, i32::from(bit(3)) + 1, i32::from(bit(4)));
@@ -164,8 +178,8 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0u8..6, any::<u8>(), any::<u32>()).prop_map(|(k, i, s)| Step::Upsert(k, i, s)),
-        1 => (0u8..6, any::<u8>(), any::<u32>()).prop_map(|(k, i, s)| Step::Delete(k, i, s)),
+        4 => (0u8..7, any::<u8>(), any::<u32>()).prop_map(|(k, i, s)| Step::Upsert(k, i, s)),
+        1 => (0u8..7, any::<u8>(), any::<u32>()).prop_map(|(k, i, s)| Step::Delete(k, i, s)),
     ]
 }
 

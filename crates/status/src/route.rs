@@ -60,7 +60,7 @@ fn resolved_refs(c: &Conditions<'_>, problems: &[Problem]) -> Condition {
             conditions::RESOLVED_REFS,
             true,
             reason::RESOLVED,
-            "Every Service, port and subset the route names exists.".into(),
+            "Every Service, port and subset the route names exists and may be sent to.".into(),
         );
     };
     let items: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -80,6 +80,7 @@ fn resolved_refs(c: &Conditions<'_>, problems: &[Problem]) -> Condition {
 fn rank(problem: &Problem) -> u8 {
     match problem {
         Problem::Conflicted { .. } => 0,
+        Problem::RefNotPermitted { .. } => 1,
         Problem::BackendNotFound { .. }
         | Problem::BackendPortNotFound { .. }
         | Problem::ParentPortNotFound { .. } => 1,
@@ -91,6 +92,7 @@ fn rank(problem: &Problem) -> u8 {
 fn reason_of(problem: &Problem) -> &'static str {
     match problem {
         Problem::Conflicted { .. } => reason::CONFLICTED,
+        Problem::RefNotPermitted { .. } => reason::REF_NOT_PERMITTED,
         Problem::BackendNotFound { .. }
         | Problem::BackendPortNotFound { .. }
         | Problem::ParentPortNotFound { .. } => reason::BACKEND_NOT_FOUND,
@@ -299,6 +301,23 @@ mod tests {
             },
         ];
         assert_eq!(refs_condition(&conflicted).reason, "Conflicted");
+
+        let refused = [
+            empty_subset(),
+            Problem::RefNotPermitted {
+                path: "spec.http[0].backendRefs[0]".into(),
+                service: ObjectKey::new("team-b", "reviews"),
+                from: "team-a".into(),
+            },
+        ];
+        let r = refs_condition(&refused);
+        assert_eq!(r.reason, "RefNotPermitted");
+        assert!(
+            r.message
+                .contains("no ReferenceGrant in team-b admits TrafficRoutes from team-a"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use remora_model::input::{
     ContainerPort, Endpoint, EndpointPort, EndpointSlice, Labels, MeshSettings, Namespace, Object,
-    ObjectKey, Pod, Protocol, Service, ServicePort,
+    ObjectKey, Pod, Protocol, ReferenceGrant, Service, ServicePort,
 };
 use remora_test_support::labels;
 
@@ -219,6 +219,20 @@ impl Synthetic {
         for j in 0..s.services {
             out.push(self.service(j));
             out.push(self.endpoint_slice(j));
+        }
+        // The shared namespaces open their Services to every namespace's routes.
+        for k in 0..s.shared_namespaces.min(s.namespaces) {
+            out.push(Object::ReferenceGrant(ReferenceGrant {
+                namespace: namespace_name(s, k),
+                name: "mesh-routes".into(),
+                from: (0..s.namespaces)
+                    .map(|n| {
+                        let (group, kind) = remora_model::routing::TRAFFIC_ROUTE;
+                        (group.into(), kind.into(), namespace_name(s, n))
+                    })
+                    .collect(),
+                to: vec![None],
+            }));
         }
         for k in 0..s.pods {
             out.push(Object::Pod(self.pod(k)));

@@ -66,6 +66,9 @@ impl Dirty {
                 self.policies.insert(key);
             }
             Touched::Routing(services) => self.routing.extend(services),
+            Touched::Grants(ns) => self
+                .routing
+                .extend(routing.referencing_namespace(&ns).cloned()),
         }
     }
 

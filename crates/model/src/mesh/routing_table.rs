@@ -56,6 +56,14 @@ impl RoutingTable {
         self.referenced_by.of(service)
     }
 
+    /// The Services whose routing names a Service of `namespace` as a backend or mirror.
+    pub fn referencing_namespace<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a ObjectKey> {
+        self.referenced_by.in_namespace(namespace)
+    }
+
     /// Resolves the routing of `services` again and returns those whose routing changed
     /// (appeared, went, or differs).
     pub fn update(

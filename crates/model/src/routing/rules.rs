@@ -8,7 +8,7 @@ use remora_api::{
     traffic_route::{self as api, BackendRef, HttpRule, PathMatchType, StringMatchType},
 };
 
-use super::{ClusterKey, PortRouting, Problem};
+use super::{ClusterKey, Permitted, PortRouting, Problem};
 use crate::{
     config::{
         Fault, Forward, HeaderChanges, Mirror, PathMatch, PathRewrite, Redirect, Rewrite, Route,
@@ -44,6 +44,9 @@ pub(super) struct Ctx<'a> {
     pub settings: &'a MeshSettings,
     /// The route governing the port, if any.
     pub route: Option<&'a ObjectKey>,
+    /// The Service being routed.
+    pub parent: &'a ObjectKey,
+    pub permitted: Permitted<'a>,
     pub services: &'a BTreeMap<ObjectKey, Service>,
     pub port: u16,
     pub clusters: &'a mut BTreeSet<ClusterKey>,
@@ -105,6 +108,17 @@ impl Ctx<'_> {
         self.route.map(|r| r.namespace.as_str()).unwrap_or_default()
     }
 
+    /// Whether the governing route may send to `service`: one in its own namespace, or the
+    /// Service it routes (whose clients reach it already), or one a grant opens to it.
+    fn may_send_to(&self, service: &ObjectKey) -> bool {
+        let Some(route) = self.route else {
+            return true;
+        };
+        service.namespace == route.namespace
+            || service == self.parent
+            || (self.permitted)(route, service)
+    }
+
     /// Resolves a backend to a cluster, or records why it cannot be.
     fn cluster(
         &mut self,
@@ -119,6 +133,15 @@ impl Ctx<'_> {
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(self.port);
         self.references.push(service.clone());
+        if !self.may_send_to(&service) {
+            let from = self.route_ns().to_owned();
+            self.problem(Problem::RefNotPermitted {
+                path,
+                service,
+                from,
+            });
+            return None;
+        }
         let Some(svc) = self.services.get(&service) else {
             self.problem(Problem::BackendNotFound { path, service });
             return None;

@@ -1,0 +1,139 @@
+//! Gateway API kinds (`gateway.networking.k8s.io`) belong to the user or their platform,
+//! who may install them before Remora, after it, or never. Each is watched once API
+//! discovery shows it: found at start, its first list counts for readiness (a route's
+//! cross-namespace backends must not be refused for a moment at start); found later, by
+//! asking discovery again every interval, its watch starts then, without a restart.
+
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, GroupVersionKind},
+    runtime::{WatchStreamExt, watcher},
+};
+use remora_inputs::convert;
+use remora_model::input::Event;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::{info, warn};
+
+use crate::watches::{self, Convert, Watches, one};
+
+/// The API group of Gateway API.
+pub const GROUP: &str = "gateway.networking.k8s.io";
+
+/// The versions Remora reads, newest first; both have the same schema for what it reads.
+const VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+
+/// A Gateway API kind the model reads.
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayKind {
+    /// Its kind, as manifests and logs name it.
+    pub kind: &'static str,
+    /// Its resource name (plural).
+    pub plural: &'static str,
+    /// What becomes of one object.
+    convert: Convert<DynamicObject>,
+}
+
+/// The kinds watched: `ReferenceGrant` opens a namespace's Services to routes elsewhere.
+pub const KINDS: [GatewayKind; 1] = [GatewayKind {
+    kind: "ReferenceGrant",
+    plural: "referencegrants",
+    convert: |o| convert::reference_grant(&json(o)).map(one),
+}];
+
+/// An object as the JSON it came as (which it always encodes to).
+fn json(o: &DynamicObject) -> serde_json::Value {
+    serde_json::to_value(o).unwrap_or_default()
+}
+
+impl GatewayKind {
+    /// The newest version of this kind the server serves, if any. A discovery error other
+    /// than "not served" is logged and counts as not served now; the next look tries again.
+    async fn served(&self, client: &Client) -> Option<&'static str> {
+        for version in VERSIONS {
+            match client
+                .list_api_group_resources(&format!("{GROUP}/{version}"))
+                .await
+            {
+                Ok(list) if list.resources.iter().any(|r| r.name == self.plural) => {
+                    return Some(version);
+                }
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    warn!(kind = self.kind, %version, error = %e, "API discovery failed");
+                }
+            }
+        }
+        None
+    }
+
+    /// Every object of this kind in the cluster, at `version`.
+    fn stream(
+        &self,
+        client: &Client,
+        version: &str,
+    ) -> impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + use<>
+    {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(GROUP, version, self.kind),
+            self.plural,
+        );
+        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        watcher(api, watcher::Config::default()).default_backoff()
+    }
+}
+
+/// Starts the watch of each kind served now; for the others, a task that asks discovery
+/// again every `interval` and starts the watch once the kind appears.
+pub async fn watch(watches: &mut Watches, model: &mpsc::Sender<Vec<Event>>, interval: Duration) {
+    for kind in KINDS {
+        let client = watches.client().clone();
+        match kind.served(&client).await {
+            Some(version) => {
+                info!(kind = kind.kind, %version, "watching Gateway API kind");
+                let stream = kind.stream(&client, version);
+                watches.watch_stream(kind.kind, stream, kind.convert);
+            }
+            None => {
+                info!(
+                    kind = kind.kind,
+                    every = ?interval,
+                    "Gateway API kind not installed: routes' backends in other namespaces are \
+                     refused until it is; looking for it again periodically"
+                );
+                let task = watch_when_installed(kind, client, model.clone(), interval);
+                watches.spawn(task);
+            }
+        }
+    }
+}
+
+/// Waits for `kind` to be served, then watches it until the model goes.
+fn watch_when_installed(
+    kind: GatewayKind,
+    client: Client,
+    model: mpsc::Sender<Vec<Event>>,
+    interval: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let version = loop {
+            tokio::time::sleep(interval).await;
+            if model.is_closed() {
+                return;
+            }
+            if let Some(version) = kind.served(&client).await {
+                break version;
+            }
+        };
+        info!(kind = kind.kind, %version, "Gateway API kind installed: watching it");
+        // Readiness passed long ago: this flag is for the watch's own use only.
+        let listed = Arc::new(AtomicBool::new(false));
+        let stream = kind.stream(&client, version);
+        watches::run(kind.kind.into(), stream, kind.convert, model, listed).await;
+    })
+}
