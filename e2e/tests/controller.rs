@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::{core::v1::Service, events::v1::Event};
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams, PostParams},
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
 };
 use remora_api::{SidecarPolicy, TrafficRoute, conditions};
 use remora_controller::{
@@ -825,4 +825,104 @@ async fn two_replicas_judge_the_whole_fleet_and_forget_a_dead_one() {
         0,
         "a replica that stops withdraws its reports"
     );
+}
+
+/// A ReferenceGrant in `namespace` for the TrafficRoutes of `from`, to every Service.
+fn grant(namespace: &str, from: &str) -> DynamicObject {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "ReferenceGrant",
+        "metadata": {"name": "routes", "namespace": namespace},
+        "spec": {"from": [{"group": "remora.dev", "kind": "TrafficRoute", "namespace": from}],
+                 "to": [{"group": "", "kind": "Service"}]}
+    }))
+    .expect("a ReferenceGrant")
+}
+
+/// Gateway API installed after the controller started: it finds ReferenceGrants without a
+/// restart, with the chart's RBAC. A route's backend in another namespace is refused until
+/// a grant there admits it, and again once the grant goes; a consumer route and the
+/// producer route on one Service both stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_grants_are_found_once_gateway_api_is_installed() {
+    let Some(sc) = scene("team-a").await else {
+        return;
+    };
+    let (client, routes) = (&sc.client, &sc.routes);
+    let pp = PostParams::default();
+    let absent_at_start = cluster::remove_grant_stand_in(client).await;
+    assert!(
+        absent_at_start || !cluster::is_stub(),
+        "the stub cluster has no Gateway API of its own"
+    );
+    let other = cluster::test_namespace(client, "team-b").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &other);
+    services
+        .create(&pp, &service("api", 80))
+        .await
+        .expect("api");
+    let release = format!("r-{}", sc.ns);
+    let as_chart = cluster::client_with_chart_rbac(client, &release, &sc.ns).await;
+    let controller = start(&as_chart, None).await;
+
+    let mut cross = route("web-to-api", "web", &[]);
+    cross.spec.http[0].backend_refs =
+        serde_json::from_value(serde_json::json!([{"name": "api", "namespace": other}]))
+            .expect("a backend");
+    routes.create(&pp, &cross).await.expect("the route");
+    let refused = |r: &TrafficRoute| is(r, conditions::RESOLVED_REFS, "False", "RefNotPermitted");
+    let r = route_status(routes, "web-to-api", 1, "RefNotPermitted", refused).await;
+    let (_, _, message, _) = condition(&r, conditions::RESOLVED_REFS).expect("ResolvedRefs");
+    assert!(
+        message.contains(&format!(
+            "no ReferenceGrant in {other} admits TrafficRoutes from {}",
+            sc.ns
+        )),
+        "{message}"
+    );
+
+    if absent_at_start {
+        cluster::install_grant_stand_in(client).await;
+    }
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "ReferenceGrant"),
+        "referencegrants",
+    );
+    let grants: Api<DynamicObject> = Api::namespaced_with(client.clone(), &other, &resource);
+    grants
+        .create(&pp, &grant(&other, &sc.ns))
+        .await
+        .expect("the grant");
+    let resolved = |r: &TrafficRoute| is(r, conditions::RESOLVED_REFS, "True", "Resolved");
+    route_status(routes, "web-to-api", 1, "the grant found", resolved).await;
+
+    // A producer route in team-b and team-a's consumer route on the same Service: neither
+    // conflicts with the other.
+    let team_b: Api<TrafficRoute> = Api::namespaced(client.clone(), &other);
+    team_b
+        .create(&pp, &route("api", "api", &[("api", 1)]))
+        .await
+        .expect("the producer route");
+    let mut consumer = route("my-api", "api", &[]);
+    consumer.spec.parent_refs[0].namespace = Some(other.clone());
+    consumer.spec.http[0].backend_refs =
+        serde_json::from_value(serde_json::json!([{"name": "api", "namespace": other}]))
+            .expect("a backend");
+    routes
+        .create(&pp, &consumer)
+        .await
+        .expect("the consumer route");
+    for (api, name) in [(&team_b, "api"), (routes, "my-api")] {
+        route_status(api, name, 1, "both routes resolved", resolved).await;
+    }
+
+    grants
+        .delete("routes", &Default::default())
+        .await
+        .expect("the grant deleted");
+    route_status(routes, "web-to-api", 1, "the grant revoked", refused).await;
+
+    controller.stop().await;
+    if absent_at_start {
+        cluster::remove_grant_stand_in(client).await;
+    }
 }
