@@ -10,6 +10,7 @@
 
 pub mod conditions;
 mod duration;
+pub mod gateway;
 mod regex;
 mod schema;
 pub mod sidecar_policy;
