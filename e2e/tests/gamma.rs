@@ -9,13 +9,25 @@ use std::{collections::BTreeMap, net::SocketAddr};
 use remora_model::input::ObjectKey;
 use support::*;
 
-/// `reviews` in team-b with two plain pods, v1 and v2; `web` in team-a with no pods of its
-/// own; a client pod with a sidecar in team-a and in team-c.
+/// `reviews` in team-b with two plain pods, v1 and v2, which also have a Service each;
+/// `web` in team-a with no pods of its own; a client pod with a sidecar in team-a and in
+/// team-c.
 fn mesh(s: u8) -> String {
     let (v1, v2) = (ip(s, 12, 1), ip(s, 12, 2));
     let (client_a, client_c) = (ip(s, 11, 1), ip(s, 11, 2));
     let (reviews, web) = (ip(s, 10, 2), ip(s, 10, 3));
     let mut out = String::new();
+    for (version, (cluster_ip, pod_ip)) in [("v1", (ip(s, 10, 4), v1)), ("v2", (ip(s, 10, 5), v2))]
+    {
+        out += &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews-{version}, namespace: team-b}}\n\
+             spec: {{clusterIP: {cluster_ip}, ports: [{{name: http, port: 9080}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: reviews-{version}-1, namespace: team-b, labels: {{kubernetes.io/service-name: reviews-{version}}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: 9080}}]\n\
+             endpoints: [{{addresses: [\"{pod_ip}\"], targetRef: {{kind: Pod, name: reviews-{version}}}}}]\n---\n"
+        );
+    }
     for ns in ["team-a", "team-b", "team-c"] {
         out += &format!(
             "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{remora.dev/mesh: enabled}}}}\n---\n"
@@ -207,4 +219,95 @@ async fn a_cross_namespace_backend_needs_a_grant_sotw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_namespace_backend_needs_a_grant_delta() {
     a_cross_namespace_backend_needs_a_grant(44, true).await;
+}
+
+/// A producer HTTPRoute in team-b on `reviews`: paths and a header pick the version,
+/// anything else gets a 404.
+const PRODUCER_HTTP_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: team-b}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /v1}}]
+      backendRefs: [{name: reviews-v1, port: 9080}]
+    - matches: [{path: {type: PathPrefix, value: /}, headers: [{name: x-canary, value: "yes"}]}]
+      backendRefs: [{name: reviews-v2, port: 9080}]
+    - matches: [{path: {type: Exact, value: /v2}}]
+      backendRefs: [{name: reviews-v2, port: 9080}]
+"#;
+
+/// A consumer HTTPRoute in team-a on team-b's `reviews`: no backends (so the parent), a
+/// response header that tells its calls apart.
+const CONSUMER_HTTP_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: my-reviews, namespace: team-a}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, namespace: team-b, port: 9080}]
+  rules:
+    - filters:
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {set: [{name: x-consumer, value: team-a}]}
+"#;
+
+async fn http_routes_match_and_bind_to_their_consumers(s: u8, delta: bool) {
+    let sc = scene(s, delta, &[("producer.yaml", PRODUCER_HTTP_ROUTE.into())]).await;
+    let host = "reviews.team-b";
+    sc.lands("team-c", host, "404").await;
+    for (path, headers, expected) in [
+        ("/v1/books", &[][..], "v1"),
+        ("/v2", &[][..], "v2"),
+        ("/v2/books", &[][..], "404"),
+        ("/", &[("x-canary", "yes")][..], "v2"),
+        ("/v1", &[("x-canary", "yes")][..], "v1"),
+    ] {
+        let counts = tally(sc.entries["team-c"], host, path, headers, 10).await;
+        assert_eq!(
+            counts,
+            BTreeMap::from([(expected.to_owned(), 10)]),
+            "{path} {headers:?}"
+        );
+    }
+
+    sc.cp.write("consumer.yaml", CONSUMER_HTTP_ROUTE);
+    let consumer_header = async |ns: &str| {
+        let reply = get(sc.entries[ns], host, "/v1", &[]).await.ok()?;
+        Some((reply.status, reply.header("x-consumer").map(str::to_owned)))
+    };
+    eventually(
+        20,
+        "team-a's calls to carry the consumer route's header",
+        async || {
+            let reply = consumer_header("team-a").await?;
+            (reply == (200, Some("team-a".to_owned()))).then_some(())
+        },
+    )
+    .await;
+    // For team-a the consumer route replaces the producer's: no rule of it refuses /v2/books.
+    let counts = tally(sc.entries["team-a"], host, "/v2/books", &[], 10).await;
+    assert_eq!(counts.values().sum::<usize>(), 10);
+    assert!(!counts.contains_key("404"), "{counts:?}");
+    assert_eq!(
+        consumer_header("team-c").await,
+        Some((200, None)),
+        "team-c's calls do not take team-a's route"
+    );
+    let counts = tally(sc.entries["team-c"], host, "/v2/books", &[], 10).await;
+    assert_eq!(
+        counts,
+        BTreeMap::from([("404".to_owned(), 10)]),
+        "the producer's still"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_match_and_bind_to_their_consumers_sotw() {
+    http_routes_match_and_bind_to_their_consumers(45, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_match_and_bind_to_their_consumers_delta() {
+    http_routes_match_and_bind_to_their_consumers(46, true).await;
 }

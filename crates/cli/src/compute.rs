@@ -11,6 +11,7 @@ use remora_model::{
         Resource, Route, RouteAction, Target, Unmatched, ValueMatch, WeightedCluster,
     },
     input::{Event, MeshSettings, Object, ObjectKey},
+    routing::{RouteKey, RouteKind},
 };
 
 pub fn run(dir: &Path, proxy: Option<&str>, validation: ValidationSettings) -> ExitCode {
@@ -33,13 +34,24 @@ fn report(
     validation: ValidationSettings,
 ) -> Result<String, String> {
     let loaded = load_dir(dir).map_err(|e| e.to_string())?;
-    let custom: Vec<(bool, ObjectKey)> = loaded
+    // Routes by kind (for messages) and key; policies with `None`.
+    let custom: Vec<(&str, Option<RouteKey>, ObjectKey)> = loaded
         .objects
         .iter()
-        .filter_map(|o| match o {
-            Object::TrafficRoute(_) => Some((true, o.key())),
-            Object::SidecarPolicy(_) => Some((false, o.key())),
-            _ => None,
+        .filter_map(|o| {
+            let route = |kind| RouteKey { kind, key: o.key() };
+            match o {
+                Object::TrafficRoute(_) => Some((
+                    "TrafficRoute",
+                    Some(route(RouteKind::TrafficRoute)),
+                    o.key(),
+                )),
+                Object::HttpRoute(_) => {
+                    Some(("HTTPRoute", Some(route(RouteKind::HttpRoute)), o.key()))
+                }
+                Object::SidecarPolicy(_) => Some(("SidecarPolicy", None, o.key())),
+                _ => None,
+            }
         })
         .collect();
     let mut mesh = Mesh::new(MeshSettings {
@@ -87,24 +99,16 @@ fn report(
     for p in &loaded.problems {
         problems.push(p.to_string());
     }
-    for (is_route, key) in &custom {
-        let invalid = if *is_route {
-            mesh.route_validation(key)
-        } else {
-            mesh.policy_validation(key)
-        };
-        let kind = if *is_route {
-            "TrafficRoute"
-        } else {
-            "SidecarPolicy"
+    for (kind, route, key) in &custom {
+        let invalid = match route {
+            Some(r) => mesh.route_validation(r),
+            None => mesh.policy_validation(key),
         };
         for e in invalid.unwrap_or_default() {
             problems.push(format!("{kind} {key}: {e}"));
         }
-        if *is_route {
-            for p in mesh.route_problems(key) {
-                problems.push(format!("TrafficRoute {key}: {p}"));
-            }
+        for p in route.iter().flat_map(|r| mesh.route_problems(r)) {
+            problems.push(format!("{kind} {key}: {p}"));
         }
     }
     if problems.is_empty() {

@@ -44,6 +44,7 @@ fn kind(o: &Object) -> &'static str {
         Object::SidecarPolicy(_) => "SidecarPolicy",
         Object::TrafficRoute(_) => "TrafficRoute",
         Object::ReferenceGrant(_) => "ReferenceGrant",
+        Object::HttpRoute(_) => "HTTPRoute",
     }
 }
 
@@ -58,6 +59,12 @@ fn document(o: &Object) -> Result<String, serde_yaml_ng::Error> {
         Object::SidecarPolicy(p) => serde_yaml_ng::to_string(p),
         Object::TrafficRoute(r) => serde_yaml_ng::to_string(r),
         Object::ReferenceGrant(g) => serde_yaml_ng::to_string(&reference_grant(g)),
+        Object::HttpRoute(r) => serde_yaml_ng::to_string(&json!({
+            "apiVersion": format!("{}/v1", remora_api::gateway::GROUP),
+            "kind": "HTTPRoute",
+            "metadata": r.metadata,
+            "spec": r.spec,
+        })),
     }
 }
 

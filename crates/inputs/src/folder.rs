@@ -190,6 +190,12 @@ fn object(value: Value, position: usize) -> Result<Option<Object>, String> {
             fill_metadata(&mut p.metadata, position);
             return Ok(Some(Object::SidecarPolicy(Box::new(p))));
         }
+        ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
+            let mut r: remora_api::gateway::HttpRoute =
+                decode(value).map_err(|e| format!("HTTPRoute: {e}"))?;
+            fill_metadata(&mut r.metadata, position);
+            return Ok(Some(Object::HttpRoute(Box::new(r))));
+        }
         ("remora.dev/v1alpha1", "TrafficRoute") => {
             let mut r: TrafficRoute = decode(value).map_err(|e| format!("TrafficRoute: {e}"))?;
             fill_metadata(&mut r.metadata, position);

@@ -8,11 +8,11 @@ use std::{
     sync::Arc,
 };
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use remora_api::{
-    Validate,
+    TrafficRouteSpec, Validate,
     sidecar_policy::{MtlsMode, SidecarPolicy},
     spiffe::SpiffeId,
-    traffic_route::TrafficRoute,
 };
 
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
         Object, ObjectKey, Pod, Protocol, ReferenceGrant, Service,
     },
     policy::{self, Defaults, InboundPorts, PolicyState},
-    routing::{self, AcceptedRoute, ClusterKey, RouteState, ServiceRoutings},
+    routing::{self, AcceptedRoute, ClusterKey, RouteKey, RouteKind, RouteState, ServiceRoutings},
     selector,
     store::{LabelSets, Links},
 };
@@ -101,9 +101,9 @@ pub(crate) struct Index {
     pub pods: BTreeMap<ObjectKey, StoredPod>,
     label_sets: LabelSets,
     pub policies: BTreeMap<ObjectKey, PolicyState>,
-    pub routes: BTreeMap<ObjectKey, RouteState>,
+    pub routes: BTreeMap<RouteKey, RouteState>,
     /// Service → the routes naming it as a parent.
-    routes_of: Links<ObjectKey>,
+    routes_of: Links<RouteKey>,
     pub grants: BTreeMap<ObjectKey, ReferenceGrant>,
 }
 
@@ -143,7 +143,26 @@ impl Index {
             Object::EndpointSlice(slice) => self.upsert_slice(slice),
             Object::Pod(pod) => self.upsert_pod(pod),
             Object::SidecarPolicy(policy) => self.upsert_policy(*policy),
-            Object::TrafficRoute(route) => self.upsert_route(*route),
+            Object::TrafficRoute(route) => {
+                let route = *route;
+                let key = RouteKey::traffic(ObjectKey::from_meta(&route.metadata));
+                let checked = route.spec.validate_with(&self.settings.validation);
+                let checked = checked.map(|()| route.spec).map_err(|e| e.0);
+                self.upsert_route(key, &route.metadata, checked)
+            }
+            Object::HttpRoute(route) => {
+                let key = RouteKey {
+                    kind: RouteKind::HttpRoute,
+                    key: ObjectKey::from_meta(&route.metadata),
+                };
+                // A route for Gateways only is another controller's.
+                if !route.spec.has_service_parent() {
+                    return self.delete_route(&key);
+                }
+                let checked = route.spec.to_internal(&self.settings.validation);
+                let checked = checked.map(|c| c.spec).map_err(|e| e.0);
+                self.upsert_route(key, &route.metadata, checked)
+            }
             Object::ReferenceGrant(grant) => {
                 let key = ObjectKey::new(&grant.namespace, &grant.name);
                 if self.grants.get(&key) == Some(&grant) {
@@ -179,11 +198,11 @@ impl Index {
                 self.policies.remove(key)?;
                 Some(Touched::Policy(key.clone()))
             }
-            Kind::TrafficRoute => {
-                let old = self.routes.remove(key)?;
-                self.unlink_route(&old);
-                Some(Touched::Routing(old.parents().map(|(p, _)| p).collect()))
-            }
+            Kind::TrafficRoute => self.delete_route(&RouteKey::traffic(key.clone())),
+            Kind::HttpRoute => self.delete_route(&RouteKey {
+                kind: RouteKind::HttpRoute,
+                key: key.clone(),
+            }),
             Kind::ReferenceGrant => {
                 self.grants.remove(key)?;
                 Some(Touched::Grants(key.namespace.clone()))
@@ -268,21 +287,30 @@ impl Index {
         changed.then_some(Touched::Policy(key))
     }
 
-    fn upsert_route(&mut self, route: TrafficRoute) -> Option<Touched> {
-        let key = ObjectKey::from_meta(&route.metadata);
+    fn delete_route(&mut self, key: &RouteKey) -> Option<Touched> {
+        let old = self.routes.remove(key)?;
+        self.unlink_route(&old);
+        Some(Touched::Routing(old.parents().map(|(p, _)| p).collect()))
+    }
+
+    /// Stores a route of any kind, `checked` being its spec in the internal form if it
+    /// passed validation.
+    fn upsert_route(
+        &mut self,
+        key: RouteKey,
+        meta: &ObjectMeta,
+        checked: Result<TrafficRouteSpec, Vec<remora_api::FieldError>>,
+    ) -> Option<Touched> {
         let previous = self.routes.get(&key).and_then(|r| r.accepted.clone());
-        let (accepted, problems) = match route.spec.validate_with(&self.settings.validation) {
-            Ok(()) => (
-                Some(AcceptedRoute::new(&key.namespace, &route.spec)),
-                Vec::new(),
-            ),
+        let (accepted, problems) = match checked {
+            Ok(spec) => (Some(AcceptedRoute::new(key.namespace(), &spec)), Vec::new()),
             // A broken edit never replaces a working route: the last valid spec stays.
-            Err(e) => (previous.clone(), e.0),
+            Err(e) => (previous.clone(), e),
         };
         let state = RouteState {
             key: key.clone(),
-            created: route.metadata.creation_timestamp,
-            generation: route.metadata.generation,
+            created: meta.creation_timestamp.clone(),
+            generation: meta.generation,
             accepted,
             problems,
         };
@@ -405,11 +433,11 @@ impl Index {
             None => self.endpoint_addresses(service),
         };
         let grants = &self.grants;
-        let permitted = |route: &ObjectKey, backend: &ObjectKey| {
+        let permitted = |route: &RouteKey, backend: &ObjectKey| {
             grants
                 .range(ObjectKey::new(&backend.namespace, "")..)
                 .take_while(|(k, _)| k.namespace == backend.namespace)
-                .any(|(_, g)| g.admits(routing::TRAFFIC_ROUTE, &route.namespace, &backend.name))
+                .any(|(_, g)| g.admits(route.kind.group_kind(), route.namespace(), &backend.name))
         };
         Some(routing::resolve_all(
             &self.settings,

@@ -287,6 +287,9 @@ pub enum Object {
     TrafficRoute(Box<TrafficRoute>),
     /// A grant for cross-namespace references.
     ReferenceGrant(ReferenceGrant),
+    /// A Gateway API `HTTPRoute`, validated when applied; only one with a Service parent
+    /// is the mesh's.
+    HttpRoute(Box<remora_api::gateway::HttpRoute>),
 }
 
 /// The kinds of [`Object`], for deletes.
@@ -306,6 +309,8 @@ pub enum Kind {
     TrafficRoute,
     /// [`Object::ReferenceGrant`].
     ReferenceGrant,
+    /// [`Object::HttpRoute`].
+    HttpRoute,
 }
 
 /// A change as a watch delivers it.
@@ -328,6 +333,7 @@ impl Object {
             Object::SidecarPolicy(_) => Kind::SidecarPolicy,
             Object::TrafficRoute(_) => Kind::TrafficRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::HttpRoute(_) => Kind::HttpRoute,
         }
     }
 
@@ -341,6 +347,7 @@ impl Object {
             Object::SidecarPolicy(p) => ObjectKey::from_meta(&p.metadata),
             Object::TrafficRoute(r) => ObjectKey::from_meta(&r.metadata),
             Object::ReferenceGrant(g) => ObjectKey::new(&g.namespace, &g.name),
+            Object::HttpRoute(r) => ObjectKey::from_meta(&r.metadata),
         }
     }
 }

@@ -26,16 +26,85 @@ mod rules;
 /// How a `ReferenceGrant` names the kind of a `TrafficRoute`: (group, kind).
 pub const TRAFFIC_ROUTE: (&str, &str) = ("remora.dev", "TrafficRoute");
 
+/// The kinds of route that feed the one internal route form.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouteKind {
+    /// Remora's `TrafficRoute`: a request no rule matches goes to the Service.
+    #[default]
+    TrafficRoute,
+    /// Gateway API's `HTTPRoute`: a request no rule matches gets a 404.
+    HttpRoute,
+}
+
+impl RouteKind {
+    /// How a `ReferenceGrant` names this kind: (group, kind).
+    pub fn group_kind(self) -> (&'static str, &'static str) {
+        match self {
+            RouteKind::TrafficRoute => TRAFFIC_ROUTE,
+            RouteKind::HttpRoute => (remora_api::gateway::GROUP, "HTTPRoute"),
+        }
+    }
+}
+
+/// A route: its kind and its namespace and name (an `HTTPRoute` and a `TrafficRoute` may
+/// share those).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey {
+    /// Its kind.
+    pub kind: RouteKind,
+    /// Its namespace and name.
+    pub key: ObjectKey,
+}
+
+impl RouteKey {
+    /// A `TrafficRoute`'s key.
+    pub fn traffic(key: ObjectKey) -> RouteKey {
+        RouteKey {
+            kind: RouteKind::TrafficRoute,
+            key,
+        }
+    }
+
+    /// Its namespace.
+    pub fn namespace(&self) -> &str {
+        &self.key.namespace
+    }
+}
+
+// A TrafficRoute by its namespace and name alone, as before other kinds fed the model.
+impl From<&ObjectKey> for RouteKey {
+    fn from(key: &ObjectKey) -> RouteKey {
+        RouteKey::traffic(key.clone())
+    }
+}
+
+impl From<&RouteKey> for RouteKey {
+    fn from(key: &RouteKey) -> RouteKey {
+        key.clone()
+    }
+}
+
+/// `namespace/name` for a `TrafficRoute`, `httproute:namespace/name` for the others: it
+/// names Envoy routes too, so it has no spaces.
+impl std::fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            RouteKind::TrafficRoute => write!(f, "{}", self.key),
+            RouteKind::HttpRoute => write!(f, "httproute:{}", self.key),
+        }
+    }
+}
+
 /// Whether the route (first key) may send traffic to the Service (second key) in another
 /// namespace: a `ReferenceGrant` there admits it.
-pub(crate) type Permitted<'a> = &'a dyn Fn(&ObjectKey, &ObjectKey) -> bool;
+pub(crate) type Permitted<'a> = &'a dyn Fn(&RouteKey, &ObjectKey) -> bool;
 
 /// A route as the model keeps it: the last spec that passed validation stays in effect
 /// while a newer, broken one is reported.
 #[derive(Clone, Debug)]
 pub struct RouteState {
     /// The route's key.
-    pub key: ObjectKey,
+    pub key: RouteKey,
     /// Its creation time: of two routes governing one Service port, the older wins.
     pub created: Option<Time>,
     /// The `metadata.generation` of the latest spec seen, valid or not.
@@ -91,7 +160,7 @@ impl RouteState {
 
     /// Oldest first, then by namespace and name; objects without a timestamp (never stored
     /// by an API server) last.
-    fn order(&self) -> (bool, Option<k8s_openapi::jiff::Timestamp>, &ObjectKey) {
+    fn order(&self) -> (bool, Option<k8s_openapi::jiff::Timestamp>, &RouteKey) {
         (
             self.created.is_none(),
             self.created.as_ref().map(|t| t.0),
@@ -222,7 +291,7 @@ pub enum Problem {
         /// Its port both routes claim.
         port: u16,
         /// The older route, which governs the port.
-        winner: ObjectKey,
+        winner: RouteKey,
     },
     /// A parent names a port the Service does not have.
     ParentPortNotFound {
@@ -334,12 +403,12 @@ pub struct ServiceRouting {
     /// Every cluster the routing sends to (for its own ports, backends and mirrors).
     pub clusters: BTreeSet<ClusterKey>,
     /// The route governing each port, if any, by port.
-    pub governed_by: Vec<(u16, ObjectKey)>,
+    pub governed_by: Vec<(u16, RouteKey)>,
     /// Every Service named as a backend or mirror, found or not, sorted: when one of them
     /// appears, changes or goes, this routing is resolved again.
     pub references: Vec<ObjectKey>,
     /// What went wrong resolving it, by the route at fault; sorted.
-    pub problems: Vec<(ObjectKey, Problem)>,
+    pub problems: Vec<(RouteKey, Problem)>,
     /// A hash of everything above but `references`: equal hashes, equal routing.
     pub hash: u64,
 }
@@ -409,7 +478,7 @@ pub(crate) fn resolve_all(
     routes.sort_by(|a, b| a.order().cmp(&b.order()));
     let consumers: BTreeSet<&str> = routes
         .iter()
-        .map(|r| r.key.namespace.as_str())
+        .map(|r| r.key.namespace())
         .filter(|ns| *ns != service.namespace)
         .collect();
     let mut resolve = |clients: Option<&str>| {
@@ -462,7 +531,7 @@ fn resolve(
         routes
             .iter()
             .copied()
-            .filter(|r| r.key.namespace == ns)
+            .filter(|r| r.key.namespace() == ns)
             .collect()
     };
     let producers = in_namespace(&service.namespace);
@@ -526,7 +595,7 @@ fn governing<'r>(
     routes: &[&'r RouteState],
     service: &ObjectKey,
     port: u16,
-    problems: &mut Vec<(ObjectKey, Problem)>,
+    problems: &mut Vec<(RouteKey, Problem)>,
 ) -> Option<&'r RouteState> {
     let mut governing = routes.iter().copied().filter(|r| {
         r.parents()
@@ -609,7 +678,7 @@ mod tests {
         assert_eq!(accepted.spec(), spec);
         assert_eq!(accepted, AcceptedRoute::new("a", &spec.clone()));
         let state = RouteState {
-            key: ObjectKey::new("a", "r"),
+            key: RouteKey::traffic(ObjectKey::new("a", "r")),
             created: None,
             generation: None,
             accepted: Some(accepted),

@@ -192,7 +192,7 @@ fn consumer_routes_of_one_namespace_conflict_oldest_first() {
     let problems = m.route_problems(&key("team-a", "late"));
     assert!(
         problems.iter().any(
-            |p| matches!(p, Problem::Conflicted { winner, .. } if *winner == key("team-a", "early"))
+            |p| matches!(p, Problem::Conflicted { winner, .. } if winner.key == key("team-a", "early"))
         ),
         "{problems:?}"
     );

@@ -396,9 +396,9 @@ fn the_older_route_wins_a_conflict() {
     );
     let problems = m.route_problems(&key("shop", "reviews-late"));
     assert!(
-        problems
-            .iter()
-            .any(|p| matches!(p, Problem::Conflicted { winner, .. } if winner.name == "reviews")),
+        problems.iter().any(
+            |p| matches!(p, Problem::Conflicted { winner, .. } if winner.key.name == "reviews")
+        ),
         "{problems:?}"
     );
     // Once the older one is deleted the other takes over.

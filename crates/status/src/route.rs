@@ -297,7 +297,7 @@ mod tests {
             Problem::Conflicted {
                 service: ObjectKey::new("demo", "reviews"),
                 port: 9080,
-                winner: ObjectKey::new("demo", "older"),
+                winner: (&ObjectKey::new("demo", "older")).into(),
             },
         ];
         assert_eq!(refs_condition(&conflicted).reason, "Conflicted");

@@ -12,7 +12,7 @@ use super::Mesh;
 use crate::{
     config::{ProxyConfig, Resource, ResourceKey, ResourceType},
     input::{Labels, MeshSettings, ObjectKey},
-    routing::{ClusterKey, Problem, ServiceRouting},
+    routing::{ClusterKey, Problem, RouteKey, ServiceRouting},
 };
 
 impl Mesh {
@@ -119,8 +119,8 @@ impl Mesh {
 
     /// The `metadata.generation` of the route the model holds: what a status computed
     /// from the model describes.
-    pub fn route_generation(&self, route: &ObjectKey) -> Option<i64> {
-        self.index.routes.get(route)?.generation
+    pub fn route_generation(&self, route: impl Into<RouteKey>) -> Option<i64> {
+        self.index.routes.get(&route.into())?.generation
     }
 
     /// The `metadata.generation` of the policy the model holds.
@@ -129,8 +129,8 @@ impl Mesh {
     }
 
     /// Whether the model holds this route at all (status waits until it does).
-    pub fn has_route(&self, route: &ObjectKey) -> bool {
-        self.index.routes.contains_key(route)
+    pub fn has_route(&self, route: impl Into<RouteKey>) -> bool {
+        self.index.routes.contains_key(&route.into())
     }
 
     /// Whether the model holds this policy at all (status waits until it does).
@@ -149,8 +149,9 @@ impl Mesh {
     }
 
     /// Validation problems of a route's latest spec (the previous valid spec stays in effect).
-    pub fn route_validation(&self, route: &ObjectKey) -> Option<&[FieldError]> {
-        self.index.routes.get(route).map(|r| r.problems.as_slice())
+    pub fn route_validation(&self, route: impl Into<RouteKey>) -> Option<&[FieldError]> {
+        let route = route.into();
+        self.index.routes.get(&route).map(|r| r.problems.as_slice())
     }
 
     /// Validation problems of a policy's latest spec (the previous valid spec stays in effect).
@@ -163,7 +164,8 @@ impl Mesh {
 
     /// Resolution problems of a route: missing backends, conflicts, and subsets that select
     /// no ready endpoint.
-    pub fn route_problems(&self, route: &ObjectKey) -> Vec<Problem> {
+    pub fn route_problems(&self, route: impl Into<RouteKey>) -> Vec<Problem> {
+        let route = &route.into();
         let Some(state) = self.index.routes.get(route) else {
             return Vec::new();
         };
@@ -237,14 +239,15 @@ impl Mesh {
     /// classes: proxies of one class share their config, so a caller can count a class once
     /// for every route that reaches it. Each proxy is in one class; a set is replaced, not
     /// changed in place, while the caller holds it.
-    pub fn route_proxies<'a>(
-        &'a self,
-        route: &'a ObjectKey,
-    ) -> impl Iterator<Item = &'a Arc<BTreeSet<ObjectKey>>> {
+    pub fn route_proxies(
+        &self,
+        route: impl Into<RouteKey>,
+    ) -> impl Iterator<Item = &Arc<BTreeSet<ObjectKey>>> {
+        let route = route.into();
         let parents: Vec<ObjectKey> = self
             .index
             .routes
-            .get(route)
+            .get(&route)
             .map(|state| state.parents().map(|(p, _)| p).collect())
             .unwrap_or_default();
         self.classes
@@ -253,7 +256,7 @@ impl Mesh {
             .filter(move |c| {
                 parents.iter().any(|p| {
                     let clients =
-                        p.namespace == route.namespace || c.key.namespace == route.namespace;
+                        p.namespace == route.namespace() || c.key.namespace == route.namespace();
                     clients && c.reaches(p) && self.routing.contains(p)
                 })
             })

@@ -8,7 +8,7 @@ use remora_api::{
     traffic_route::{self as api, BackendRef, HttpRule, PathMatchType, StringMatchType},
 };
 
-use super::{ClusterKey, Permitted, PortRouting, Problem};
+use super::{ClusterKey, Permitted, PortRouting, Problem, RouteKey, RouteKind};
 use crate::{
     config::{
         Fault, Forward, HeaderChanges, Mirror, PathMatch, PathRewrite, Redirect, Rewrite, Route,
@@ -43,7 +43,7 @@ fn default_route(own: &ClusterKey) -> Route {
 pub(super) struct Ctx<'a> {
     pub settings: &'a MeshSettings,
     /// The route governing the port, if any.
-    pub route: Option<&'a ObjectKey>,
+    pub route: Option<&'a RouteKey>,
     /// The Service being routed.
     pub parent: &'a ObjectKey,
     pub permitted: Permitted<'a>,
@@ -51,7 +51,7 @@ pub(super) struct Ctx<'a> {
     pub port: u16,
     pub clusters: &'a mut BTreeSet<ClusterKey>,
     pub references: &'a mut Vec<ObjectKey>,
-    pub problems: &'a mut Vec<(ObjectKey, Problem)>,
+    pub problems: &'a mut Vec<(RouteKey, Problem)>,
     pub label_sets: &'a mut LabelSets,
 }
 
@@ -79,7 +79,10 @@ impl Ctx<'_> {
                     routes.push(self.http_rule(i, rule));
                 }
             }
-            routes.push(default_route(own));
+            // A Gateway API route answers 404 to what no rule matches.
+            if self.route.is_none_or(|r| r.kind == RouteKind::TrafficRoute) {
+                routes.push(default_route(own));
+            }
             PortRouting::Http { routes }
         } else {
             let rule = spec.and_then(|s| s.tcp.first());
@@ -105,7 +108,7 @@ impl Ctx<'_> {
     }
 
     fn route_ns(&self) -> &str {
-        self.route.map(|r| r.namespace.as_str()).unwrap_or_default()
+        self.route.map(RouteKey::namespace).unwrap_or_default()
     }
 
     /// Whether the governing route may send to `service`: one in its own namespace, or the
@@ -114,7 +117,7 @@ impl Ctx<'_> {
         let Some(route) = self.route else {
             return true;
         };
-        service.namespace == route.namespace
+        service.namespace == route.namespace()
             || service == self.parent
             || (self.permitted)(route, service)
     }
