@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use remora_api::{
+    TrafficRouteSpec,
     sidecar_policy::MtlsMode,
     traffic_route::{HttpRule, ParentRef},
 };
@@ -17,6 +18,7 @@ use remora_model::{
     Mesh,
     config::Addressing,
     input::{Event, IdentitySettings, Kind, MeshSettings, Object, ObjectKey},
+    routing::RouteKind,
 };
 use support::*;
 
@@ -119,8 +121,10 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
             }
         }
         6 => {
-            // A grant in `ns` for routes from either namespace, to one Service or all.
-            let (group, kind) = remora_model::routing::TRAFFIC_ROUTE;
+            // A grant in `ns` for routes of either kind from either namespace, to one
+            // Service or all.
+            let kind = [RouteKind::TrafficRoute, RouteKind::HttpRoute][usize::from(bit(2))];
+            let (group, kind) = kind.group_kind();
             Object::ReferenceGrant(remora_model::input::ReferenceGrant {
                 namespace: ns.into(),
                 name: format!("g{}", idx / 2 % 2),
@@ -154,6 +158,9 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
                 spec.parent_refs[0].namespace =
                     Some(NAMESPACES[usize::from(idx.is_multiple_of(2))].into());
             }
+            if bit(11) {
+                return http_route(ns, idx, seed, &spec);
+            }
             if bit(9) {
                 spec.http.push(HttpRule {
                     name: Some("catch".into()),
@@ -164,6 +171,38 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
             mk_route(ns, &format!("r{}", idx / 2 % 2), i64::from(seed % 7), spec)
         }
     }
+}
+
+/// An HTTPRoute with the parents of `spec` and the backends of its split rule (without
+/// subsets, which HTTPRoutes do not have), a header rule ahead when `seed` says so. Always
+/// valid: a broken edit keeps the last valid spec, which a full recompute cannot know.
+fn http_route(ns: &str, idx: u8, seed: u32, spec: &TrafficRouteSpec) -> Object {
+    let parents: Vec<_> = spec
+        .parent_refs
+        .iter()
+        .map(|p| serde_json::json!({"kind": "Service", "name": p.name, "namespace": p.namespace, "port": p.port}))
+        .collect();
+    let backends: Vec<_> = spec.http[1]
+        .backend_refs
+        .iter()
+        .map(|b| serde_json::json!({"name": b.name, "namespace": b.namespace, "weight": b.weight}))
+        .collect();
+    let mut rules = vec![serde_json::json!({"name": "split", "backendRefs": backends})];
+    if seed >> 12 & 1 == 1 {
+        rules.insert(0, serde_json::json!({
+            "matches": [{"headers": [{"name": "x-beta", "value": "1"}]}],
+            "backendRefs": [{"name": spec.parent_refs[0].name, "namespace": spec.parent_refs[0].namespace}],
+            "filters": [{"type": "ResponseHeaderModifier",
+                         "responseHeaderModifier": {"set": [{"name": "x", "value": "y"}]}}]
+        }));
+    }
+    let mut route: remora_api::gateway::HttpRoute = serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": ns, "name": format!("h{}", idx / 2 % 2), "generation": 1},
+        "spec": {"parentRefs": parents, "rules": rules},
+    }))
+    .expect("an HTTPRoute");
+    route.metadata.creation_timestamp = Some(time(i64::from(seed % 7)));
+    Object::HttpRoute(Box::new(route))
 }
 
 fn kind_of(o: &Object) -> Kind {
