@@ -849,7 +849,7 @@ async fn reference_grants_are_found_once_gateway_api_is_installed() {
     };
     let (client, routes) = (&sc.client, &sc.routes);
     let pp = PostParams::default();
-    let absent_at_start = cluster::remove_grant_stand_in(client).await;
+    let absent_at_start = cluster::remove_gateway_stand_ins(client).await;
     assert!(
         absent_at_start || !cluster::is_stub(),
         "the stub cluster has no Gateway API of its own"
@@ -881,7 +881,7 @@ async fn reference_grants_are_found_once_gateway_api_is_installed() {
     );
 
     if absent_at_start {
-        cluster::install_grant_stand_in(client).await;
+        cluster::install_gateway_stand_ins(client).await;
     }
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "ReferenceGrant"),
@@ -923,6 +923,171 @@ async fn reference_grants_are_found_once_gateway_api_is_installed() {
 
     controller.stop().await;
     if absent_at_start {
-        cluster::remove_grant_stand_in(client).await;
+        cluster::remove_gateway_stand_ins(client).await;
+    }
+}
+
+/// Our entry for `parent` (a Service name) in an HTTPRoute's `status.parents`, once its
+/// conditions describe generation `generation` and `check` holds for it.
+async fn http_parent(
+    api: &Api<DynamicObject>,
+    name: &str,
+    parent: &str,
+    generation: i64,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> DynamicObject {
+    eventually(30, what, async || {
+        let route = api.get(name).await.ok()?;
+        let parents = route.data.pointer("/status/parents")?.as_array()?;
+        let ours = parents.iter().find(|p| {
+            p["controllerName"] == "remora.dev/mesh" && p["parentRef"]["name"] == parent
+        })?;
+        let conditions = ours["conditions"].as_array()?;
+        let current = conditions
+            .iter()
+            .all(|c| c["observedGeneration"] == generation);
+        (current && check(ours)).then_some(route.clone())
+    })
+    .await
+}
+
+/// A condition of a `status.parents` entry, as (status, reason).
+fn parent_condition(entry: &serde_json::Value, type_: &str) -> (String, String) {
+    let c = entry["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .cloned()
+        .unwrap_or_default();
+    let text = |f: &str| c[f].as_str().unwrap_or_default().to_owned();
+    (text("status"), text("reason"))
+}
+
+/// An HTTPRoute and a TrafficRoute on one Service port: the older governs, the HTTPRoute's
+/// `status.parents` entry says `Conflicted` and names it, and another controller's entry
+/// stays. Once the TrafficRoute goes, the HTTPRoute is accepted; a backend in another
+/// namespace without a grant is `RefNotPermitted` there. Written with the chart's RBAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_route_status_is_in_gateway_apis_shape() {
+    let Some(sc) = scene("httproute").await else {
+        return;
+    };
+    let (client, routes) = (&sc.client, &sc.routes);
+    let pp = PostParams::default();
+    let absent_at_start = cluster::remove_gateway_stand_ins(client).await;
+    if absent_at_start {
+        cluster::install_gateway_stand_ins(client).await;
+    }
+    let release = format!("r-{}", sc.ns);
+    let as_chart = cluster::client_with_chart_rbac(client, &release, &sc.ns).await;
+    let controller = start(&as_chart, None).await;
+
+    routes
+        .create(&pp, &route("split", "web", &[("web", 1)]))
+        .await
+        .expect("the TrafficRoute");
+    route_status(routes, "split", 1, "the TrafficRoute resolved", |r| {
+        is(r, conditions::RESOLVED_REFS, "True", "Resolved")
+    })
+    .await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    );
+    let http: Api<DynamicObject> = Api::namespaced_with(client.clone(), &sc.ns, &resource);
+    let web: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"},
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80},
+                                {"name": "edge"}],
+                 "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}
+    }))
+    .expect("an HTTPRoute");
+    http.create(&pp, &web).await.expect("the HTTPRoute");
+    let foreign = serde_json::json!({
+        "parentRef": {"name": "edge"}, "controllerName": "example.com/gateway",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    });
+    http.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {"parents": [foreign]}})),
+    )
+    .await
+    .expect("another controller's entry");
+
+    let conflicted = |p: &serde_json::Value| {
+        parent_condition(p, "Accepted") == ("False".into(), "Conflicted".into())
+            && p.to_string()
+                .contains(&format!("older route {}/split", sc.ns))
+    };
+    let written = http_parent(
+        &http,
+        "web",
+        "web",
+        1,
+        "Conflicted in status.parents",
+        conflicted,
+    )
+    .await;
+    let parents = written.data["status"]["parents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        parents
+            .iter()
+            .any(|p| p["controllerName"] == "example.com/gateway"),
+        "another controller's entry stays: {parents:#?}"
+    );
+    assert_eq!(
+        parents.len(),
+        2,
+        "one entry of ours, for the Service parent: {parents:#?}"
+    );
+    route_status(routes, "split", 1, "the TrafficRoute still governs", |r| {
+        is(r, conditions::RESOLVED_REFS, "True", "Resolved")
+    })
+    .await;
+
+    routes
+        .delete("split", &Default::default())
+        .await
+        .expect("the TrafficRoute deleted");
+    http_parent(&http, "web", "web", 1, "the HTTPRoute accepted", |p| {
+        parent_condition(p, "Accepted") == ("True".into(), "Accepted".into())
+            && parent_condition(p, "ResolvedRefs") == ("True".into(), "ResolvedRefs".into())
+    })
+    .await;
+
+    let other = cluster::test_namespace(client, "elsewhere").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &other);
+    services
+        .create(&pp, &service("api", 80))
+        .await
+        .expect("api");
+    http.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"rules": [
+            {"backendRefs": [{"name": "api", "namespace": other, "port": 80}]}
+        ]}})),
+    )
+    .await
+    .expect("the HTTPRoute edited");
+    http_parent(
+        &http,
+        "web",
+        "web",
+        2,
+        "RefNotPermitted in status.parents",
+        |p| parent_condition(p, "ResolvedRefs") == ("False".into(), "RefNotPermitted".into()),
+    )
+    .await;
+
+    controller.stop().await;
+    if absent_at_start {
+        cluster::remove_gateway_stand_ins(client).await;
     }
 }

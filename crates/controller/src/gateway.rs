@@ -12,20 +12,19 @@ use std::{
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind},
-    runtime::{WatchStreamExt, watcher},
+    runtime::{
+        WatchStreamExt, reflector,
+        reflector::{Store, store::Writer},
+        watcher,
+    },
 };
+use remora_api::gateway::GROUP;
 use remora_inputs::convert;
 use remora_model::input::Event;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
 use crate::watches::{self, Convert, Watches, one};
-
-/// The API group of Gateway API.
-pub const GROUP: &str = "gateway.networking.k8s.io";
-
-/// The versions Remora reads, newest first; both have the same schema for what it reads.
-const VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 
 /// A Gateway API kind the model reads.
 #[derive(Clone, Copy, Debug)]
@@ -34,16 +33,28 @@ pub struct GatewayKind {
     pub kind: &'static str,
     /// Its resource name (plural).
     pub plural: &'static str,
+    /// The versions read, newest first, all with the same schema for what Remora reads.
+    versions: &'static [&'static str],
     /// What becomes of one object.
     convert: Convert<DynamicObject>,
 }
 
-/// The kinds watched: `ReferenceGrant` opens a namespace's Services to routes elsewhere.
-pub const KINDS: [GatewayKind; 1] = [GatewayKind {
+/// Opens a namespace's Services to routes elsewhere.
+pub const REFERENCE_GRANT: GatewayKind = GatewayKind {
     kind: "ReferenceGrant",
     plural: "referencegrants",
+    versions: &["v1", "v1beta1"],
     convert: |o| convert::reference_grant(&json(o)).map(one),
-}];
+};
+
+/// Routes HTTP; its status is written in `v1`, which every bundle from Gateway API 1.0
+/// serves.
+pub const HTTP_ROUTE: GatewayKind = GatewayKind {
+    kind: "HTTPRoute",
+    plural: "httproutes",
+    versions: &["v1"],
+    convert: |o| convert::http_route(&json(o)).map(one),
+};
 
 /// An object as the JSON it came as (which it always encodes to).
 fn json(o: &DynamicObject) -> serde_json::Value {
@@ -51,10 +62,18 @@ fn json(o: &DynamicObject) -> serde_json::Value {
 }
 
 impl GatewayKind {
+    /// The API resource of this kind at `version`.
+    pub fn resource(&self, version: &str) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(GROUP, version, self.kind),
+            self.plural,
+        )
+    }
+
     /// The newest version of this kind the server serves, if any. A discovery error other
     /// than "not served" is logged and counts as not served now; the next look tries again.
     async fn served(&self, client: &Client) -> Option<&'static str> {
-        for version in VERSIONS {
+        for version in self.versions {
             match client
                 .list_api_group_resources(&format!("{GROUP}/{version}"))
                 .await
@@ -72,51 +91,64 @@ impl GatewayKind {
         None
     }
 
-    /// Every object of this kind in the cluster, at `version`.
+    /// Every object of this kind in the cluster, at `version`, kept in `store` as well.
     fn stream(
         &self,
         client: &Client,
         version: &str,
+        store: Writer<DynamicObject>,
     ) -> impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + use<>
     {
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(GROUP, version, self.kind),
-            self.plural,
-        );
-        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-        watcher(api, watcher::Config::default()).default_backoff()
+        let api = Api::<DynamicObject>::all_with(client.clone(), &self.resource(version));
+        reflector(
+            store,
+            watcher(api, watcher::Config::default()).default_backoff(),
+        )
     }
 }
 
+/// The HTTPRoutes in the cluster, for their status (empty while the kind is not installed).
+pub type HttpRoutes = Store<DynamicObject>;
+
 /// Starts the watch of each kind served now; for the others, a task that asks discovery
 /// again every `interval` and starts the watch once the kind appears.
-pub async fn watch(watches: &mut Watches, model: &mpsc::Sender<Vec<Event>>, interval: Duration) {
-    for kind in KINDS {
+pub async fn watch(
+    watches: &mut Watches,
+    model: &mpsc::Sender<Vec<Event>>,
+    interval: Duration,
+) -> HttpRoutes {
+    let mut http_routes = None;
+    for kind in [REFERENCE_GRANT, HTTP_ROUTE] {
+        let writer = Writer::new(kind.resource(kind.versions[0]));
+        if kind.kind == HTTP_ROUTE.kind {
+            http_routes = Some(writer.as_reader());
+        }
         let client = watches.client().clone();
         match kind.served(&client).await {
             Some(version) => {
                 info!(kind = kind.kind, %version, "watching Gateway API kind");
-                let stream = kind.stream(&client, version);
+                let stream = kind.stream(&client, version, writer);
                 watches.watch_stream(kind.kind, stream, kind.convert);
             }
             None => {
                 info!(
                     kind = kind.kind,
                     every = ?interval,
-                    "Gateway API kind not installed: routes' backends in other namespaces are \
-                     refused until it is; looking for it again periodically"
+                    "Gateway API kind not installed; looking for it again periodically"
                 );
-                let task = watch_when_installed(kind, client, model.clone(), interval);
+                let task = watch_when_installed(kind, client, writer, model.clone(), interval);
                 watches.spawn(task);
             }
         }
     }
+    http_routes.expect("HTTP_ROUTE is among the kinds")
 }
 
 /// Waits for `kind` to be served, then watches it until the model goes.
 fn watch_when_installed(
     kind: GatewayKind,
     client: Client,
+    store: Writer<DynamicObject>,
     model: mpsc::Sender<Vec<Event>>,
     interval: Duration,
 ) -> JoinHandle<()> {
@@ -133,7 +165,7 @@ fn watch_when_installed(
         info!(kind = kind.kind, %version, "Gateway API kind installed: watching it");
         // Readiness passed long ago: this flag is for the watch's own use only.
         let listed = Arc::new(AtomicBool::new(false));
-        let stream = kind.stream(&client, version);
+        let stream = kind.stream(&client, version, store);
         watches::run(kind.kind.into(), stream, kind.convert, model, listed).await;
     })
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use remora_fleet::{Fleet, FleetProxy};
-use remora_model::{Mesh, input::ObjectKey};
+use remora_model::{Mesh, input::ObjectKey, routing::RouteKey};
 use remora_rollout::ProxyHealth;
 use remora_status::ProxyTally;
 use remora_xds::{Snapshot, SnapshotCache, sync::ProxySync};
@@ -50,7 +50,7 @@ fn judge(snapshot: Option<&Snapshot>, status: &ProxySync) -> ProxyHealth {
 #[derive(Default)]
 pub(crate) struct Seen {
     pass: u64,
-    routes: HashMap<ObjectKey, (Option<i64>, u64)>,
+    routes: HashMap<RouteKey, (Option<i64>, u64)>,
     snapshots: HashMap<ObjectKey, (Arc<Snapshot>, u64)>,
     /// Per proxy, the pass that first saw the newest snapshot it was judged to run in full.
     synced: HashMap<ObjectKey, u64>,
@@ -58,7 +58,7 @@ pub(crate) struct Seen {
 
 impl Seen {
     /// Starts a pass with the generations the model holds now of `routes`.
-    pub(crate) fn routes(&mut self, mesh: &Mesh, routes: impl IntoIterator<Item = ObjectKey>) {
+    pub(crate) fn routes(&mut self, mesh: &Mesh, routes: impl IntoIterator<Item = RouteKey>) {
         self.pass += 1;
         let pass = self.pass;
         let mut next = HashMap::new();
@@ -74,7 +74,7 @@ impl Seen {
     }
 
     /// The pass that first saw the route's current generation.
-    pub(crate) fn route(&self, route: &ObjectKey) -> u64 {
+    pub(crate) fn route(&self, route: &RouteKey) -> u64 {
         self.routes
             .get(route)
             .map_or(self.pass, |(_, first)| *first)
@@ -304,7 +304,10 @@ mod tests {
             Arc::new(keys[2..].iter().cloned().collect::<BTreeSet<_>>()),
         ];
         for _ in 0..2 {
-            let by_class = judged.tally_route(&classes, seen.route(&ObjectKey::new("shop", "r")));
+            let by_class = judged.tally_route(
+                &classes,
+                seen.route(&RouteKey::traffic(ObjectKey::new("shop", "r"))),
+            );
             assert_eq!(by_class, tally);
         }
         // Once the follower stops renewing its report, its proxies are unknown: a rollout
@@ -360,12 +363,12 @@ mod tests {
             )
         };
         let pass = |seen: &mut Seen| {
-            seen.routes(&mesh, [old.clone(), edited.clone()]);
+            seen.routes(&mesh, [(&old).into(), (&edited).into()]);
             Judged::at(&cache, &fleet, SystemTime::now(), seen)
         };
         let class = Arc::new(BTreeSet::from([proxy.clone()]));
         let counts = |judged: &Judged, seen: &Seen, route: &ObjectKey| {
-            let t = judged.tally_route([&class], seen.route(route));
+            let t = judged.tally_route([&class], seen.route(&route.into()));
             (t.acked, judged.tally([&proxy]).acked)
         };
 
@@ -388,7 +391,7 @@ mod tests {
         // `edited` gets a new generation (here: it leaves the model for a pass and comes
         // back) and v3 is published with it. While the proxy is behind on v3 it still runs
         // `old` as it is, but not `edited`.
-        seen.routes(&mesh, [old.clone()]);
+        seen.routes(&mesh, [(&old).into()]);
         let v3 = Arc::new(snapshot("3"));
         cache.set(&proxy, v3.clone());
         let judged = pass(&mut seen);

@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod fleet;
 pub mod gateway;
 pub mod health;
+mod http_status;
 pub mod identity;
 pub mod inject;
 mod judged;
@@ -289,6 +290,7 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         cache: state.cache.clone(),
         fleet: state.fleet.clone(),
         routes: cluster.routes,
+        http_routes: cluster.http_routes,
         policies: cluster.policies,
         proxy_pods: cluster.proxy_pods,
         workloads: cluster.workloads,
@@ -353,6 +355,7 @@ struct Cluster {
     tasks: Vec<JoinHandle<()>>,
     endpoint_api: EndpointApi,
     routes: Store<TrafficRoute>,
+    http_routes: gateway::HttpRoutes,
     policies: Store<SidecarPolicy>,
     workloads: rollout::Workloads,
     proxy_pods: ProxyPods,
@@ -384,7 +387,7 @@ impl Cluster {
             w.watch_stored(|r: &TrafficRoute| Ok(vec![Object::TrafficRoute(Box::new(r.clone()))]));
         let policies = w
             .watch_stored(|p: &SidecarPolicy| Ok(vec![Object::SidecarPolicy(Box::new(p.clone()))]));
-        gateway::watch(&mut w, &model, discovery_interval).await;
+        let http_routes = gateway::watch(&mut w, &model, discovery_interval).await;
         let workloads = rollout::Workloads {
             deployments: w.store::<Deployment>(),
             statefulsets: w.store::<StatefulSet>(),
@@ -396,6 +399,7 @@ impl Cluster {
             tasks,
             endpoint_api,
             routes,
+            http_routes,
             policies,
             workloads,
             proxy_pods,

@@ -20,7 +20,7 @@ use remora_api::{
     sidecar_policy::{RolloutPhase, RolloutStatus},
 };
 use remora_fleet::Fleet;
-use remora_model::input::ObjectKey;
+use remora_model::{Mesh, input::ObjectKey, routing::RouteKey};
 use remora_rollout::{Step, Workload};
 use remora_runtime::SharedMesh;
 use remora_status::{PolicyFacts, RouteFacts, StatusWriter, policy_status, route_status};
@@ -48,6 +48,8 @@ pub struct Reconciler {
     pub fleet: Arc<Fleet>,
     /// The TrafficRoutes whose status is written.
     pub routes: Store<TrafficRoute>,
+    /// The HTTPRoutes whose status is written (their Service parents' entries).
+    pub http_routes: crate::gateway::HttpRoutes,
     /// The SidecarPolicies whose status is written and whose rollouts are stepped.
     pub policies: Store<SidecarPolicy>,
     /// What each pod with a sidecar or a workload looks like now.
@@ -72,9 +74,14 @@ impl Reconciler {
     /// snapshots (see [`Seen`] for why in this order).
     fn judge(&self, seen: &mut Seen) -> Judged {
         let routes = self.routes.state();
+        let http_routes = self.http_routes.state();
         {
             let mesh = self.mesh.lock();
-            seen.routes(&mesh, routes.iter().map(|r| ObjectKey::from_meta(r.meta())));
+            let traffic = routes
+                .iter()
+                .map(|r| RouteKey::traffic(ObjectKey::from_meta(r.meta())));
+            let http = http_routes.iter().map(|r| crate::http_status::key(r));
+            seen.routes(&mesh, traffic.chain(http));
         }
         Judged::at(&self.cache, &self.fleet, SystemTime::now(), seen)
     }
@@ -111,17 +118,13 @@ impl Reconciler {
         let started = Instant::now();
         let key = ObjectKey::from_meta(route.meta());
         let mesh = self.mesh.lock();
-        if !mesh.has_route(&key) {
-            return None;
-        }
-        let problems = mesh.route_problems(&key);
-        let facts = RouteFacts {
-            generation: mesh.route_generation(&key),
-            validation: mesh.route_validation(&key).unwrap_or_default(),
-            problems: &problems,
-            proxies: judged.tally_route(mesh.route_proxies(&key), seen.route(&key)),
-        };
-        let desired = route_status(&facts, route.status.as_ref(), Time(now()));
+        let desired = with_route_facts(
+            &mesh,
+            &RouteKey::traffic(key.clone()),
+            judged,
+            seen,
+            |facts| route_status(facts, route.status.as_ref(), Time(now())),
+        )?;
         Some((route, key, desired, started.elapsed()))
     }
 
@@ -280,6 +283,28 @@ impl Reconciler {
     }
 }
 
+/// The facts of a route's status, handed to `status` (they borrow the model); `None` when
+/// the model does not hold the route.
+pub(crate) fn with_route_facts<T>(
+    mesh: &Mesh,
+    key: &RouteKey,
+    judged: &Judged,
+    seen: &Seen,
+    status: impl FnOnce(&RouteFacts<'_>) -> T,
+) -> Option<T> {
+    if !mesh.has_route(key) {
+        return None;
+    }
+    let problems = mesh.route_problems(key);
+    let facts = RouteFacts {
+        generation: mesh.route_generation(key),
+        validation: mesh.route_validation(key).unwrap_or_default(),
+        problems: &problems,
+        proxies: judged.tally_route(mesh.route_proxies(key), seen.route(key)),
+    };
+    Some(status(&facts))
+}
+
 /// Whether the route's status says its generation reached every proxy it affects.
 fn settled(route: &TrafficRoute) -> bool {
     route.status.as_ref().is_some_and(|s| {
@@ -352,6 +377,7 @@ pub async fn run(
         let before = writer.writes();
         let judged = reconciler.judge(&mut seen);
         reconciler.routes(&writer, &judged, &seen).await;
+        reconciler.http_routes(&judged, &seen).await;
         reconciler.policies(&writer, &judged).await;
         let written = writer.writes() - before;
         if written > 0 {

@@ -195,6 +195,27 @@ pub fn endpoint_slice(slice: &KEndpointSlice) -> Result<Object, Unusable> {
 /// The zone label a `discovery.k8s.io/v1beta1` endpoint carries in its `topology`.
 const ZONE_TOPOLOGY_KEY: &str = "topology.kubernetes.io/zone";
 
+/// A Gateway API `HTTPRoute` (`v1`), as JSON.
+pub fn http_route(route: &serde_json::Value) -> Result<Object, Unusable> {
+    let field = |f: &str| {
+        route
+            .get("metadata")
+            .and_then(|m| m.get(f))
+            .and_then(|v| v.as_str())
+    };
+    let r: remora_api::gateway::HttpRoute = remora_api::decode(route.clone()).map_err(|e| {
+        unusable(
+            "HTTPRoute",
+            field("namespace"),
+            field("name"),
+            &e.to_string(),
+        )
+    })?;
+    // The model keys it by namespace and name, which it must have.
+    named("HTTPRoute", &r.metadata).map(drop)?;
+    Ok(Object::HttpRoute(Box::new(r)))
+}
+
 /// A Gateway API `ReferenceGrant` (`v1beta1` or `v1`, which have one schema), as JSON. Its
 /// `to` entries other than core Services are left out: routes reference nothing else.
 pub fn reference_grant(grant: &serde_json::Value) -> Result<Object, Unusable> {

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod condition;
+pub mod gateway;
 mod message;
 mod policy;
 pub mod reason;

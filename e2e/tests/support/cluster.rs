@@ -292,19 +292,27 @@ pub async fn client_with_chart_rbac(client: &Client, release: &str, namespace: &
     Client::try_from(config).expect("a client as the ServiceAccount")
 }
 
-/// The stand-in for Gateway API's ReferenceGrant CRD (see the file for why it is not the
-/// upstream one).
-const GRANT_CRD: &str = include_str!("../../cluster/gateway-api/referencegrants.yaml");
-const GRANT_CRD_NAME: &str = "referencegrants.gateway.networking.k8s.io";
+/// Stand-ins for Gateway API's CRDs (see the files for why they are not the upstream ones),
+/// with the plural each serves.
+const GATEWAY_CRDS: [(&str, &str); 2] = [
+    (
+        "referencegrants",
+        include_str!("../../cluster/gateway-api/referencegrants.yaml"),
+    ),
+    (
+        "httproutes",
+        include_str!("../../cluster/gateway-api/httproutes.yaml"),
+    ),
+];
 const STAND_IN_LABEL: &str = "remora.dev/e2e-stand-in";
 
-/// Whether the cluster serves ReferenceGrants (in either version).
-async fn grants_served(client: &Client) -> bool {
+/// Whether the cluster serves the Gateway API resource `plural` (in either version).
+async fn gateway_served(client: &Client, plural: &str) -> bool {
     for version in ["v1", "v1beta1"] {
         if let Ok(list) = client
             .list_api_group_resources(&format!("gateway.networking.k8s.io/{version}"))
             .await
-            && list.resources.iter().any(|r| r.name == "referencegrants")
+            && list.resources.iter().any(|r| r.name == plural)
         {
             return true;
         }
@@ -312,40 +320,47 @@ async fn grants_served(client: &Client) -> bool {
     false
 }
 
-/// Removes the stand-in ReferenceGrant CRD, if a test left it, and waits until discovery no
-/// longer lists it. Returns `false` (and removes nothing) when the cluster has a real
+/// Removes the stand-in Gateway API CRDs, if a test left them, and waits until discovery no
+/// longer lists them. Returns `false` (and removes nothing) when the cluster has a real
 /// Gateway API installation, which a test must never touch.
-pub async fn remove_grant_stand_in(client: &Client) -> bool {
+pub async fn remove_gateway_stand_ins(client: &Client) -> bool {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    if let Ok(crd) = api.get(GRANT_CRD_NAME).await {
-        let ours = crd.metadata.labels.as_ref();
-        if !ours.is_some_and(|l| l.contains_key(STAND_IN_LABEL)) {
-            return false;
+    for (plural, _) in GATEWAY_CRDS {
+        let name = format!("{plural}.gateway.networking.k8s.io");
+        if let Ok(crd) = api.get(&name).await {
+            let ours = crd.metadata.labels.as_ref();
+            if !ours.is_some_and(|l| l.contains_key(STAND_IN_LABEL)) {
+                return false;
+            }
+            match api.delete(&name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => panic!("cannot delete the stand-in CRD {name}: {e}"),
+            }
         }
-        match api.delete(GRANT_CRD_NAME, &Default::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => panic!("cannot delete the stand-in ReferenceGrant CRD: {e}"),
-        }
+        eventually(
+            30,
+            &format!("{plural} to be no longer served"),
+            async || (!gateway_served(client, plural).await).then_some(()),
+        )
+        .await;
     }
-    eventually(30, "ReferenceGrants to be no longer served", async || {
-        (!grants_served(client).await).then_some(())
-    })
-    .await;
     true
 }
 
-/// Installs the stand-in ReferenceGrant CRD and waits until discovery lists it.
-pub async fn install_grant_stand_in(client: &Client) {
+/// Installs the stand-in Gateway API CRDs and waits until discovery lists them.
+pub async fn install_gateway_stand_ins(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(GRANT_CRD).expect("the CRD");
-    match api.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("cannot create the stand-in ReferenceGrant CRD: {e}"),
+    for (plural, text) in GATEWAY_CRDS {
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(text).expect("the CRD");
+        match api.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("cannot create the stand-in CRD for {plural}: {e}"),
+        }
+        eventually(30, &format!("{plural} to be served"), async || {
+            gateway_served(client, plural).await.then_some(())
+        })
+        .await;
     }
-    eventually(30, "ReferenceGrants to be served", async || {
-        grants_served(client).await.then_some(())
-    })
-    .await;
 }
