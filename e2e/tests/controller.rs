@@ -1046,9 +1046,21 @@ async fn http_route_status_is_in_gateway_apis_shape() {
         2,
         "one entry of ours, for the Service parent: {parents:#?}"
     );
-    route_status(routes, "split", 1, "the TrafficRoute still governs", |r| {
-        is(r, conditions::RESOLVED_REFS, "True", "Resolved")
-    })
+    let governing = format!(
+        "route httproute:{}/web on Service {}/web port 80",
+        sc.ns, sc.ns
+    );
+    route_status(
+        routes,
+        "split",
+        1,
+        "the TrafficRoute to say it governs",
+        |r| {
+            is(r, conditions::RESOLVED_REFS, "True", "Resolved")
+                && condition(r, conditions::ACCEPTED)
+                    .is_some_and(|(_, _, m, _)| m.contains(&governing))
+        },
+    )
     .await;
 
     routes

@@ -296,10 +296,12 @@ pub(crate) fn with_route_facts<T>(
         return None;
     }
     let problems = mesh.route_problems(key);
+    let outranks = mesh.route_outranks(key);
     let facts = RouteFacts {
         generation: mesh.route_generation(key),
         validation: mesh.route_validation(key).unwrap_or_default(),
         problems: &problems,
+        outranks: &outranks,
         proxies: judged.tally_route(mesh.route_proxies(key), seen.route(key)),
     };
     Some(status(&facts))

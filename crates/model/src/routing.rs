@@ -371,6 +371,27 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// A route that claims a Service port another route governs, as the governing route sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Outranked {
+    /// The route that does not govern the port.
+    pub route: RouteKey,
+    /// The Service.
+    pub service: ObjectKey,
+    /// Its port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Outranked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "route {} on Service {} port {}",
+            self.route, self.service, self.port
+        )
+    }
+}
+
 /// What one Service port does with traffic.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PortRouting {

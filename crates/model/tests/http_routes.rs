@@ -8,7 +8,7 @@ use remora_model::{
     Mesh,
     config::{RouteAction, Target},
     input::{Event, Kind, Object},
-    routing::{Problem, RouteKey, RouteKind},
+    routing::{Outranked, Problem, RouteKey, RouteKind},
 };
 use support::*;
 
@@ -151,6 +151,16 @@ fn an_http_route_and_a_traffic_route_of_one_name_are_two_routes() {
         "{}",
         problems[0]
     );
+    // The winner knows it too.
+    assert_eq!(
+        m.route_outranks(http_key("shop", "reviews")),
+        [Outranked {
+            route: RouteKey::traffic(key("shop", "reviews")),
+            service: key("shop", "reviews"),
+            port: 9080
+        }]
+    );
+    assert_eq!(m.route_outranks(&key("shop", "reviews")), []);
     m.apply([Event::Delete(Kind::HttpRoute, key("shop", "reviews"))]);
     assert!(
         routes(&m)[0].0.starts_with("shop/reviews/"),

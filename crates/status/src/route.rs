@@ -7,7 +7,7 @@ use remora_api::{
     conditions::{self, reason},
     traffic_route::ProxyCounts,
 };
-use remora_model::routing::Problem;
+use remora_model::routing::{Outranked, Problem};
 
 use crate::{
     ProxyTally,
@@ -25,6 +25,8 @@ pub struct RouteFacts<'a> {
     pub validation: &'a [FieldError],
     /// Problems resolving the spec in effect (`Mesh::route_problems`).
     pub problems: &'a [Problem],
+    /// The routes that claim a Service port this one governs (`Mesh::route_outranks`).
+    pub outranks: &'a [Outranked],
     /// The proxies the route shapes (`Mesh::route_proxies`) and how they took their config.
     pub proxies: ProxyTally,
 }
@@ -42,7 +44,7 @@ pub fn route_status(
     TrafficRouteStatus {
         observed_generation: facts.generation,
         conditions: vec![
-            c.accepted(facts.validation, "route"),
+            accepted(&c, facts),
             resolved_refs(&c, facts.problems),
             programmed(&c, tally),
         ],
@@ -52,6 +54,25 @@ pub fn route_status(
             nacked: tally.nacked,
         }),
     }
+}
+
+/// `Accepted`, which also names the routes this one governs a Service port over: both
+/// sides of a conflict say who governs.
+fn accepted(c: &Conditions<'_>, facts: &RouteFacts<'_>) -> Condition {
+    let mut accepted = c.accepted(facts.validation, "route");
+    if accepted.status == "True" && !facts.outranks.is_empty() {
+        let items: Vec<String> = facts.outranks.iter().map(ToString::to_string).collect();
+        accepted.message = problem_list(
+            &format!(
+                "The route is valid and in effect; it governs over {} claiming its Service ports",
+                count(items.len(), "other route")
+            ),
+            &items,
+            "Those report Conflicted.",
+            CONDITION_LIMIT,
+        );
+    }
+    accepted
 }
 
 fn resolved_refs(c: &Conditions<'_>, problems: &[Problem]) -> Condition {
@@ -317,6 +338,30 @@ mod tests {
                 .contains("no ReferenceGrant in team-b admits TrafficRoutes from team-a"),
             "{}",
             r.message
+        );
+    }
+
+    #[test]
+    fn the_governing_route_names_the_routes_it_governs_over() {
+        let outranked = [Outranked {
+            route: remora_model::routing::RouteKey {
+                kind: remora_model::routing::RouteKind::HttpRoute,
+                key: ObjectKey::new("demo", "web"),
+            },
+            service: ObjectKey::new("demo", "web"),
+            port: 80,
+        }];
+        let facts = RouteFacts {
+            outranks: &outranked,
+            ..Default::default()
+        };
+        let a = get(&status(&facts), conditions::ACCEPTED).clone();
+        assert_eq!((a.status.as_str(), a.reason.as_str()), ("True", "Accepted"));
+        assert!(
+            a.message
+                .contains("route httproute:demo/web on Service demo/web port 80"),
+            "{}",
+            a.message
         );
     }
 

@@ -12,7 +12,7 @@ use super::Mesh;
 use crate::{
     config::{ProxyConfig, Resource, ResourceKey, ResourceType},
     input::{Labels, MeshSettings, ObjectKey},
-    routing::{ClusterKey, Problem, RouteKey, ServiceRouting},
+    routing::{ClusterKey, Outranked, Problem, RouteKey, ServiceRouting},
 };
 
 impl Mesh {
@@ -190,6 +190,36 @@ impl Mesh {
                 for (port, governing) in &r.governed_by {
                     if governing == route {
                         self.empty_subsets(&parent, *port, r, &mut out);
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The routes that claim a Service port this route governs, sorted: they report
+    /// `Conflicted`, and this route's status says it governs over them.
+    pub fn route_outranks(&self, route: impl Into<RouteKey>) -> Vec<Outranked> {
+        let route = &route.into();
+        let Some(state) = self.index.routes.get(route) else {
+            return Vec::new();
+        };
+        let mut out = BTreeSet::new();
+        for (parent, _) in state.parents() {
+            for r in self.routing.get(&parent).iter().flat_map(|r| r.all()) {
+                for (loser, p) in &r.problems {
+                    if let Problem::Conflicted {
+                        service,
+                        port,
+                        winner,
+                    } = p
+                        && winner == route
+                    {
+                        out.insert(Outranked {
+                            route: loser.clone(),
+                            service: service.clone(),
+                            port: *port,
+                        });
                     }
                 }
             }
