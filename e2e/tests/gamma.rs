@@ -311,3 +311,66 @@ async fn http_routes_match_and_bind_to_their_consumers_sotw() {
 async fn http_routes_match_and_bind_to_their_consumers_delta() {
     http_routes_match_and_bind_to_their_consumers(46, true).await;
 }
+
+/// A producer HTTPRoute with a redirect, a rewrite with a response header, and a 70/30
+/// split.
+const FILTERS_HTTP_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: team-b}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /old}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: {hostname: reviews.example, statusCode: 301}
+    - matches: [{path: {type: PathPrefix, value: /api}}]
+      filters:
+        - type: URLRewrite
+          urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {add: [{name: x-rewritten, value: "yes"}]}
+      backendRefs: [{name: reviews-v1, port: 9080}]
+    - backendRefs:
+        - {name: reviews-v1, port: 9080, weight: 70}
+        - {name: reviews-v2, port: 9080, weight: 30}
+"#;
+
+async fn http_route_filters_and_weights(s: u8, delta: bool) {
+    let sc = scene(s, delta, &[("producer.yaml", FILTERS_HTTP_ROUTE.into())]).await;
+    let (entry, host) = (sc.entries["team-c"], "reviews.team-b");
+    eventually(20, "the route's redirect", async || {
+        let reply = get(entry, host, "/old/books", &[]).await.ok()?;
+        (reply.status == 301).then_some(reply)
+    })
+    .await;
+    let reply = get(entry, host, "/old/books", &[]).await.expect("a reply");
+    assert_eq!(
+        reply.header("location"),
+        Some("http://reviews.example/old/books"),
+        "{}",
+        reply.head
+    );
+
+    let reply = get(entry, host, "/api/books", &[]).await.expect("a reply");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "v1 /books"));
+    assert_eq!(reply.header("x-rewritten"), Some("yes"), "{}", reply.head);
+
+    // 1,000 draws at p = 0.3: a standard deviation of about 14.5; 75 is over five of them,
+    // which a correct split breaks about once in five million runs.
+    let counts = tally(entry, host, "/split", &[], 1000).await;
+    let v2 = counts.get("v2").copied().unwrap_or(0);
+    assert_eq!(counts.values().sum::<usize>(), 1000, "{counts:?}");
+    assert!(v2.abs_diff(300) <= 75, "v2 got {v2} of 1000: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_route_filters_and_weights_sotw() {
+    http_route_filters_and_weights(47, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_route_filters_and_weights_delta() {
+    http_route_filters_and_weights(48, true).await;
+}
