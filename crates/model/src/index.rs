@@ -11,6 +11,7 @@ use std::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use remora_api::{
     TrafficRouteSpec, Validate,
+    gateway::PathMap,
     sidecar_policy::{MtlsMode, SidecarPolicy},
     spiffe::SpiffeId,
 };
@@ -147,7 +148,7 @@ impl Index {
                 let route = *route;
                 let key = RouteKey::traffic(ObjectKey::from_meta(&route.metadata));
                 let checked = route.spec.validate_with(&self.settings.validation);
-                let checked = checked.map(|()| route.spec).map_err(|e| e.0);
+                let checked = checked.map(|()| (route.spec, None)).map_err(|e| e.0);
                 self.upsert_route(key, &route.metadata, checked)
             }
             Object::HttpRoute(route) => {
@@ -160,7 +161,7 @@ impl Index {
                     return self.delete_route(&key);
                 }
                 let checked = route.spec.to_internal(&self.settings.validation);
-                let checked = checked.map(|c| c.spec).map_err(|e| e.0);
+                let checked = checked.map(|c| (c.spec, Some(c.paths))).map_err(|e| e.0);
                 self.upsert_route(key, &route.metadata, checked)
             }
             Object::ReferenceGrant(grant) => {
@@ -299,11 +300,14 @@ impl Index {
         &mut self,
         key: RouteKey,
         meta: &ObjectMeta,
-        checked: Result<TrafficRouteSpec, Vec<remora_api::FieldError>>,
+        checked: Result<(TrafficRouteSpec, Option<PathMap>), Vec<remora_api::FieldError>>,
     ) -> Option<Touched> {
         let previous = self.routes.get(&key).and_then(|r| r.accepted.clone());
         let (accepted, problems) = match checked {
-            Ok(spec) => (Some(AcceptedRoute::new(key.namespace(), &spec)), Vec::new()),
+            Ok((spec, paths)) => (
+                Some(AcceptedRoute::new(key.namespace(), &spec).with_paths(paths)),
+                Vec::new(),
+            ),
             // A broken edit never replaces a working route: the last valid spec stays.
             Err(e) => (previous.clone(), e),
         };

@@ -12,7 +12,7 @@ use std::{
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use remora_api::TrafficRouteSpec;
+use remora_api::{TrafficRouteSpec, gateway::PathMap};
 
 use self::rules::Ctx;
 use crate::{
@@ -125,6 +125,9 @@ pub struct AcceptedRoute {
     /// Equal specs encode alike (fields in declaration order, maps sorted), so comparing
     /// encodings compares specs.
     json: Box<str>,
+    /// For a route converted from another API, where the paths of the spec came from, so
+    /// problems name the user's own fields.
+    paths: Option<Box<PathMap>>,
 }
 
 impl AcceptedRoute {
@@ -143,7 +146,27 @@ impl AcceptedRoute {
         let json = k8s_openapi::serde_json::to_string(spec)
             .expect("a route spec encodes as JSON")
             .into();
-        AcceptedRoute { parents, json }
+        AcceptedRoute {
+            parents,
+            json,
+            paths: None,
+        }
+    }
+
+    /// The same, converted from another API with `paths` to the user's fields.
+    pub fn with_paths(self, paths: Option<PathMap>) -> AcceptedRoute {
+        AcceptedRoute {
+            paths: paths.map(Box::new),
+            ..self
+        }
+    }
+
+    /// A problem found resolving this spec, naming the user's own fields.
+    pub fn user_problem(&self, problem: Problem) -> Problem {
+        match &self.paths {
+            Some(paths) => problem.map_path(|p| paths.user_path(p)),
+            None => problem,
+        }
     }
 
     /// The accepted spec, decoded again.
@@ -274,6 +297,8 @@ pub enum Problem {
         service: ObjectKey,
         /// The route's namespace, which a grant must admit.
         from: String,
+        /// The route's kind, which a grant must name.
+        kind: RouteKind,
     },
     /// A backend names a port its Service does not have.
     BackendPortNotFound {
@@ -334,13 +359,17 @@ impl std::fmt::Display for Problem {
                 path,
                 service,
                 from,
-            } => write!(
-                f,
-                "{path}: Service {service} is in another namespace and no ReferenceGrant in {} \
-                 admits TrafficRoutes from {from}; add one there (from: group remora.dev, kind \
-                 TrafficRoute, namespace {from}; to: kind Service)",
-                service.namespace
-            ),
+                kind,
+            } => {
+                let (group, kind) = kind.group_kind();
+                write!(
+                    f,
+                    "{path}: Service {service} is in another namespace and no ReferenceGrant \
+                     in {} admits {kind}s from {from}; add one there (from: group {group}, \
+                     kind {kind}, namespace {from}; to: kind Service)",
+                    service.namespace
+                )
+            }
             Problem::BackendPortNotFound {
                 path,
                 service,
@@ -389,6 +418,39 @@ impl std::fmt::Display for Outranked {
             "route {} on Service {} port {}",
             self.route, self.service, self.port
         )
+    }
+}
+
+impl Problem {
+    /// The same problem, its spec path (if it has one) mapped by `map`.
+    fn map_path(self, map: impl Fn(&str) -> String) -> Problem {
+        match self {
+            Problem::BackendNotFound { path, service } => Problem::BackendNotFound {
+                path: map(&path),
+                service,
+            },
+            Problem::RefNotPermitted {
+                path,
+                service,
+                from,
+                kind,
+            } => Problem::RefNotPermitted {
+                path: map(&path),
+                service,
+                from,
+                kind,
+            },
+            Problem::BackendPortNotFound {
+                path,
+                service,
+                port,
+            } => Problem::BackendPortNotFound {
+                path: map(&path),
+                service,
+                port,
+            },
+            other => other,
+        }
     }
 }
 

@@ -189,3 +189,41 @@ fn a_broken_edit_keeps_the_last_valid_http_route_and_names_the_users_field() {
         "the last valid spec stays"
     );
 }
+
+#[test]
+fn resolution_problems_name_the_http_routes_own_fields_and_kind() {
+    let mut m = mesh(scene());
+    m.apply([
+        up(mk_ns("other")),
+        up(mk_svc("other", "api", "10.96.1.1", &[9080], false)),
+        http_route(
+            "shop",
+            "reviews",
+            10,
+            serde_json::json!({
+                "parentRefs": [{"kind": "Service", "name": "reviews", "port": 9080}],
+                "rules": [
+                    {"matches": [{"path": {"type": "Exact", "value": "/a"}}],
+                     "backendRefs": [{"name": "missing", "port": 9080}]},
+                    {"backendRefs": [{"name": "api", "namespace": "other", "port": 9080}]}
+                ]
+            }),
+        ),
+    ]);
+    let problems: Vec<String> = m
+        .route_problems(http_key("shop", "reviews"))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("spec.rules[0].backendRefs[0]: Service shop/missing"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[1].starts_with("spec.rules[1].backendRefs[0]: Service other/api")
+            && problems[1].contains("admits HTTPRoutes from shop")
+            && problems[1].contains("group gateway.networking.k8s.io, kind HTTPRoute"),
+        "{problems:#?}"
+    );
+}

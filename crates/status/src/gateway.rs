@@ -165,6 +165,7 @@ mod tests {
             path: "spec.http[0].backendRefs[0]".into(),
             service: ObjectKey::new("team-b", "reviews-v2"),
             from: "team-a".into(),
+            kind: remora_model::routing::RouteKind::HttpRoute,
         }];
         let facts = RouteFacts {
             generation: Some(3),

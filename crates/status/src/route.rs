@@ -329,6 +329,7 @@ mod tests {
                 path: "spec.http[0].backendRefs[0]".into(),
                 service: ObjectKey::new("team-b", "reviews"),
                 from: "team-a".into(),
+                kind: remora_model::routing::RouteKind::TrafficRoute,
             },
         ];
         let r = refs_condition(&refused);

@@ -181,12 +181,13 @@ impl Mesh {
             // A consumer route is resolved in its namespace's routing only; a producer
             // route in every routing whose clients have no route of their own for a port.
             for r in routings.all() {
-                out.extend(
-                    r.problems
-                        .iter()
-                        .filter(|(k, _)| k == route)
-                        .map(|(_, p)| p.clone()),
-                );
+                let accepted = state.accepted.as_ref();
+                out.extend(r.problems.iter().filter(|(k, _)| k == route).map(
+                    |(_, p)| match accepted {
+                        Some(a) => a.user_problem(p.clone()),
+                        None => p.clone(),
+                    },
+                ));
                 for (port, governing) in &r.governed_by {
                     if governing == route {
                         self.empty_subsets(&parent, *port, r, &mut out);

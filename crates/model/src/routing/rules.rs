@@ -138,10 +138,12 @@ impl Ctx<'_> {
         self.references.push(service.clone());
         if !self.may_send_to(&service) {
             let from = self.route_ns().to_owned();
+            let kind = self.route.map(|r| r.kind).unwrap_or_default();
             self.problem(Problem::RefNotPermitted {
                 path,
                 service,
                 from,
+                kind,
             });
             return None;
         }
