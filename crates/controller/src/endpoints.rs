@@ -11,7 +11,7 @@ use kube::{
 use remora_inputs::convert;
 use tracing::{info, warn};
 
-use crate::watches::{Watches, one};
+use crate::watches::{Watches, json, one};
 
 /// The API a Service's endpoints are read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,8 +53,7 @@ impl EndpointApi {
                 let api = Api::<DynamicObject>::all_with(watches.client().clone(), &resource);
                 let stream = watcher(api, watcher::Config::default()).default_backoff();
                 watches.watch_stream("EndpointSlice", stream, |s: &DynamicObject| {
-                    let json = serde_json::to_value(s).unwrap_or_default();
-                    convert::endpoint_slice_v1beta1(&json).map(one)
+                    convert::endpoint_slice_v1beta1(&json(s)).map(one)
                 });
             }
             EndpointApi::Endpoints => watches.watch(convert::endpoints),

@@ -24,7 +24,7 @@ use remora_model::input::Event;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
-use crate::watches::{self, Convert, Watches, one};
+use crate::watches::{self, Convert, Watches, json, one};
 
 /// A Gateway API kind the model reads.
 #[derive(Clone, Copy, Debug)]
@@ -55,11 +55,6 @@ pub const HTTP_ROUTE: GatewayKind = GatewayKind {
     versions: &["v1"],
     convert: |o| convert::http_route(&json(o)).map(one),
 };
-
-/// An object as the JSON it came as (which it always encodes to).
-fn json(o: &DynamicObject) -> serde_json::Value {
-    serde_json::to_value(o).unwrap_or_default()
-}
 
 impl GatewayKind {
     /// The API resource of this kind at `version`.

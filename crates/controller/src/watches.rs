@@ -306,6 +306,12 @@ fn kind<K: Watched>() -> KindName {
     K::kind(&())
 }
 
+/// An object watched without a static type, as the JSON it came as (which it always
+/// encodes to), for the converters that read JSON.
+pub fn json(o: &kube::api::DynamicObject) -> serde_json::Value {
+    serde_json::to_value(o).unwrap_or_default()
+}
+
 /// One object as the one model object it becomes.
 pub fn one(object: Object) -> Vec<Object> {
     vec![object]

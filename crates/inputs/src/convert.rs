@@ -43,6 +43,17 @@ fn unusable(kind: &'static str, ns: Option<&str>, name: Option<&str>, reason: &s
     }
 }
 
+/// An object that arrived as JSON and does not decode, reported with the namespace and name
+/// its metadata gives, as far as it gives them.
+fn unusable_json(kind: &'static str, object: &serde_json::Value, reason: &str) -> Unusable {
+    let field = |f: &str| {
+        object
+            .pointer(&format!("/metadata/{f}"))
+            .and_then(serde_json::Value::as_str)
+    };
+    unusable(kind, field("namespace"), field("name"), reason)
+}
+
 /// The namespace and name that every namespaced object the model takes must have, and how to
 /// report the object as unusable.
 fn named<'a>(
@@ -197,20 +208,8 @@ const ZONE_TOPOLOGY_KEY: &str = "topology.kubernetes.io/zone";
 
 /// A Gateway API `HTTPRoute` (`v1`), as JSON.
 pub fn http_route(route: &serde_json::Value) -> Result<Object, Unusable> {
-    let field = |f: &str| {
-        route
-            .get("metadata")
-            .and_then(|m| m.get(f))
-            .and_then(|v| v.as_str())
-    };
-    let r: remora_api::gateway::HttpRoute = remora_api::decode(route.clone()).map_err(|e| {
-        unusable(
-            "HTTPRoute",
-            field("namespace"),
-            field("name"),
-            &e.to_string(),
-        )
-    })?;
+    let r: remora_api::gateway::HttpRoute = remora_api::decode(route.clone())
+        .map_err(|e| unusable_json("HTTPRoute", route, &e.to_string()))?;
     // The model keys it by namespace and name, which it must have.
     named("HTTPRoute", &r.metadata).map(drop)?;
     Ok(Object::HttpRoute(Box::new(r)))
@@ -241,16 +240,8 @@ pub fn reference_grant(grant: &serde_json::Value) -> Result<Object, Unusable> {
         kind: String,
         name: Option<String>,
     }
-    let g: Grant = serde_json::from_value(grant.clone()).map_err(|e| {
-        let meta = grant.get("metadata");
-        let field = |f: &str| meta.and_then(|m| m.get(f)).and_then(|v| v.as_str());
-        unusable(
-            "ReferenceGrant",
-            field("namespace"),
-            field("name"),
-            &format!("spec: {e}"),
-        )
-    })?;
+    let g: Grant = serde_json::from_value(grant.clone())
+        .map_err(|e| unusable_json("ReferenceGrant", grant, &format!("spec: {e}")))?;
     let (namespace, name, _) = named("ReferenceGrant", &g.metadata)?;
     Ok(Object::ReferenceGrant(ReferenceGrant {
         namespace: namespace.clone(),
@@ -300,19 +291,8 @@ pub fn endpoint_slice_v1beta1(slice: &serde_json::Value) -> Result<Object, Unusa
         o.insert("apiVersion".into(), "discovery.k8s.io/v1".into());
         o.insert("kind".into(), "EndpointSlice".into());
     }
-    let name = |v: &serde_json::Value, field: &str| {
-        v.pointer(&format!("/metadata/{field}"))
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-    };
-    let typed: KEndpointSlice = serde_json::from_value(v1).map_err(|e| {
-        unusable(
-            "EndpointSlice",
-            name(slice, "namespace").as_deref(),
-            name(slice, "name").as_deref(),
-            &e.to_string(),
-        )
-    })?;
+    let typed: KEndpointSlice = serde_json::from_value(v1)
+        .map_err(|e| unusable_json("EndpointSlice", slice, &e.to_string()))?;
     endpoint_slice(&typed)
 }
 

@@ -24,7 +24,7 @@ use crate::{
 mod rules;
 
 /// How a `ReferenceGrant` names the kind of a `TrafficRoute`: (group, kind).
-pub const TRAFFIC_ROUTE: (&str, &str) = ("remora.dev", "TrafficRoute");
+pub const TRAFFIC_ROUTE: (&str, &str) = (remora_api::GROUP, "TrafficRoute");
 
 /// The kinds of route that feed the one internal route form.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
