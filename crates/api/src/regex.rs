@@ -5,7 +5,7 @@
 //! the newer fills.
 //!
 //! Whoever validates under a lock compiles the patterns first, outside it
-//! ([`TrafficRouteSpec::compile_regexes`]): the model validates every route under the
+//! ([`TrafficRouteSpec::compile_regexes`], and the same for Gateway API routes): the model validates every route under the
 //! mesh's lock, which the injection webhook takes too.
 
 use std::{
@@ -15,7 +15,8 @@ use std::{
 
 use crate::{
     TrafficRouteSpec,
-    traffic_route::{PathMatchType, StringMatchType},
+    gateway::{GrpcRouteSpec, HttpRouteSpec},
+    traffic_route::{HttpMatch, PathMatchType, StringMatchType},
 };
 
 /// Pattern text remembered per generation.
@@ -93,28 +94,61 @@ fn shown(pattern: &str) -> String {
     }
 }
 
+impl HttpMatch {
+    /// Compiles the match's regexes into the process's memory.
+    fn compile_regexes(&self) {
+        let path = self
+            .path
+            .iter()
+            .filter(|p| p.kind == PathMatchType::RegularExpression)
+            .map(|p| p.value.as_str());
+        let headers = self
+            .headers
+            .iter()
+            .filter(|h| h.kind == StringMatchType::RegularExpression)
+            .map(|h| h.value.as_str());
+        let query = self
+            .query_params
+            .iter()
+            .filter(|q| q.kind == StringMatchType::RegularExpression)
+            .map(|q| q.value.as_str());
+        for pattern in path.chain(headers).chain(query) {
+            let _ = compiled(pattern);
+        }
+    }
+}
+
 impl TrafficRouteSpec {
     /// Compiles the route's regexes into the process's memory, so that validating it later
     /// only looks them up. Call it before taking a lock under which the route is validated.
     pub fn compile_regexes(&self) {
         for m in self.http.iter().flat_map(|rule| &rule.matches) {
-            let path = m
-                .path
-                .iter()
-                .filter(|p| p.kind == PathMatchType::RegularExpression)
-                .map(|p| p.value.as_str());
+            m.compile_regexes();
+        }
+    }
+}
+
+impl HttpRouteSpec {
+    /// As [`TrafficRouteSpec::compile_regexes`].
+    pub fn compile_regexes(&self) {
+        for m in self.rules.iter().flat_map(|rule| &rule.matches) {
+            m.compile_regexes();
+        }
+    }
+}
+
+impl GrpcRouteSpec {
+    /// As [`TrafficRouteSpec::compile_regexes`], for the paths its method matches become.
+    pub fn compile_regexes(&self) {
+        for m in self.rules.iter().flat_map(|rule| &rule.matches) {
+            let method = m.method.as_ref().and_then(|m| m.regex_path());
             let headers = m
                 .headers
                 .iter()
                 .filter(|h| h.kind == StringMatchType::RegularExpression)
-                .map(|h| h.value.as_str());
-            let query = m
-                .query_params
-                .iter()
-                .filter(|q| q.kind == StringMatchType::RegularExpression)
-                .map(|q| q.value.as_str());
-            for pattern in path.chain(headers).chain(query) {
-                let _ = compiled(pattern);
+                .map(|h| h.value.clone());
+            for pattern in method.into_iter().chain(headers) {
+                let _ = compiled(&pattern);
             }
         }
     }
@@ -155,5 +189,32 @@ mod tests {
             message.starts_with(&format!("\"/{}…\"", "a".repeat(63))),
             "{message}"
         );
+    }
+
+    fn remembered(pattern: &str) -> bool {
+        let memo = memo();
+        memo.current.contains_key(pattern) || memo.previous.contains_key(pattern)
+    }
+
+    #[test]
+    fn gateway_routes_compile_the_patterns_their_validation_reads() {
+        let grpc: GrpcRouteSpec =
+            serde_json::from_value(serde_json::json!({"rules": [{"matches": [
+                {"method": {"type": "RegularExpression", "service": "compiled\\.v[0-9]+\\.Ahead"}}
+            ]}]}))
+            .expect("a GRPCRoute spec");
+        let http: HttpRouteSpec = serde_json::from_value(serde_json::json!({"rules": [{"matches": [
+            {"headers": [{"type": "RegularExpression", "name": "x", "value": "compiled-ahead-[0-9]+"}]}
+        ]}]}))
+        .expect("an HTTPRoute spec");
+        let (grpc_path, header) = (
+            "/(?:compiled\\.v[0-9]+\\.Ahead)/(?:[^/]+)",
+            "compiled-ahead-[0-9]+",
+        );
+        assert!(!remembered(grpc_path) && !remembered(header));
+        grpc.compile_regexes();
+        http.compile_regexes();
+        assert!(remembered(grpc_path), "the path the method match becomes");
+        assert!(remembered(header));
     }
 }
