@@ -1020,7 +1020,7 @@ async fn http_route_status_is_in_gateway_apis_shape() {
     let conflicted = |p: &serde_json::Value| {
         parent_condition(p, "Accepted") == ("False".into(), "Conflicted".into())
             && p.to_string()
-                .contains(&format!("older route {}/split", sc.ns))
+                .contains(&format!("routed by {}/split (older)", sc.ns))
     };
     let written = http_parent(
         &http,

@@ -21,7 +21,7 @@ pub mod reason {
     pub const INVALID: &str = "Invalid";
     /// `ResolvedRefs` is True: every reference resolves.
     pub const RESOLVED: &str = "Resolved";
-    /// An older route from the same namespace already claims the same Service port.
+    /// A route that goes first (a GRPCRoute, else the older) already claims the Service port.
     pub const CONFLICTED: &str = "Conflicted";
     /// A backend in another namespace that no `ReferenceGrant` there opens to the route
     /// (Gateway API's reason).

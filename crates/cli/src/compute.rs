@@ -39,19 +39,15 @@ fn report(
         .objects
         .iter()
         .filter_map(|o| {
-            let route = |kind| RouteKey { kind, key: o.key() };
-            match o {
-                Object::TrafficRoute(_) => Some((
-                    "TrafficRoute",
-                    Some(route(RouteKind::TrafficRoute)),
-                    o.key(),
-                )),
-                Object::HttpRoute(_) => {
-                    Some(("HTTPRoute", Some(route(RouteKind::HttpRoute)), o.key()))
-                }
-                Object::SidecarPolicy(_) => Some(("SidecarPolicy", None, o.key())),
-                _ => None,
-            }
+            let kind = match o {
+                Object::TrafficRoute(_) => RouteKind::TrafficRoute,
+                Object::HttpRoute(_) => RouteKind::HttpRoute,
+                Object::GrpcRoute(_) => RouteKind::GrpcRoute,
+                Object::SidecarPolicy(_) => return Some(("SidecarPolicy", None, o.key())),
+                _ => return None,
+            };
+            let route = RouteKey { kind, key: o.key() };
+            Some((kind.group_kind().1, Some(route), o.key()))
         })
         .collect();
     let mut mesh = Mesh::new(MeshSettings {

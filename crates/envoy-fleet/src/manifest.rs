@@ -45,6 +45,7 @@ fn kind(o: &Object) -> &'static str {
         Object::TrafficRoute(_) => "TrafficRoute",
         Object::ReferenceGrant(_) => "ReferenceGrant",
         Object::HttpRoute(_) => "HTTPRoute",
+        Object::GrpcRoute(_) => "GRPCRoute",
     }
 }
 
@@ -59,13 +60,23 @@ fn document(o: &Object) -> Result<String, serde_yaml_ng::Error> {
         Object::SidecarPolicy(p) => serde_yaml_ng::to_string(p),
         Object::TrafficRoute(r) => serde_yaml_ng::to_string(r),
         Object::ReferenceGrant(g) => serde_yaml_ng::to_string(&reference_grant(g)),
-        Object::HttpRoute(r) => serde_yaml_ng::to_string(&json!({
-            "apiVersion": format!("{}/v1", remora_api::gateway::GROUP),
-            "kind": "HTTPRoute",
-            "metadata": r.metadata,
-            "spec": r.spec,
-        })),
+        Object::HttpRoute(r) => {
+            serde_yaml_ng::to_string(&gateway(o, json!(r.metadata), json!(r.spec)))
+        }
+        Object::GrpcRoute(r) => {
+            serde_yaml_ng::to_string(&gateway(o, json!(r.metadata), json!(r.spec)))
+        }
     }
+}
+
+/// A Gateway API route's manifest (the types leave out `apiVersion` and `kind`).
+fn gateway(o: &Object, metadata: Value, spec: Value) -> Value {
+    json!({
+        "apiVersion": format!("{}/v1", remora_api::gateway::GROUP),
+        "kind": kind(o),
+        "metadata": metadata,
+        "spec": spec,
+    })
 }
 
 fn reference_grant(g: &ReferenceGrant) -> Value {

@@ -208,11 +208,23 @@ const ZONE_TOPOLOGY_KEY: &str = "topology.kubernetes.io/zone";
 
 /// A Gateway API `HTTPRoute` (`v1`), as JSON.
 pub fn http_route(route: &serde_json::Value) -> Result<Object, Unusable> {
-    let r: remora_api::gateway::HttpRoute = remora_api::decode(route.clone())
-        .map_err(|e| unusable_json("HTTPRoute", route, &e.to_string()))?;
+    gateway_route("HTTPRoute", route).map(|r| Object::HttpRoute(Box::new(r)))
+}
+
+/// A Gateway API `GRPCRoute` (`v1`), as JSON.
+pub fn grpc_route(route: &serde_json::Value) -> Result<Object, Unusable> {
+    gateway_route("GRPCRoute", route).map(|r| Object::GrpcRoute(Box::new(r)))
+}
+
+fn gateway_route<S: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    route: &serde_json::Value,
+) -> Result<remora_api::gateway::Object<S>, Unusable> {
+    let r: remora_api::gateway::Object<S> = remora_api::decode(route.clone())
+        .map_err(|e| unusable_json(kind, route, &e.to_string()))?;
     // The model keys it by namespace and name, which it must have.
-    named("HTTPRoute", &r.metadata).map(drop)?;
-    Ok(Object::HttpRoute(Box::new(r)))
+    named(kind, &r.metadata).map(drop)?;
+    Ok(r)
 }
 
 /// A Gateway API `ReferenceGrant` (`v1beta1` or `v1`, which have one schema), as JSON. Its

@@ -196,6 +196,12 @@ fn object(value: Value, position: usize) -> Result<Option<Object>, String> {
             fill_metadata(&mut r.metadata, position);
             return Ok(Some(Object::HttpRoute(Box::new(r))));
         }
+        ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
+            let mut r: remora_api::gateway::GrpcRoute =
+                decode(value).map_err(|e| format!("GRPCRoute: {e}"))?;
+            fill_metadata(&mut r.metadata, position);
+            return Ok(Some(Object::GrpcRoute(Box::new(r))));
+        }
         ("remora.dev/v1alpha1", "TrafficRoute") => {
             let mut r: TrafficRoute = decode(value).map_err(|e| format!("TrafficRoute: {e}"))?;
             fill_metadata(&mut r.metadata, position);

@@ -11,7 +11,7 @@ use std::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use remora_api::{
     TrafficRouteSpec, Validate,
-    gateway::PathMap,
+    gateway::{Converted, PathMap},
     sidecar_policy::{MtlsMode, SidecarPolicy},
     spiffe::SpiffeId,
 };
@@ -152,17 +152,18 @@ impl Index {
                 self.upsert_route(key, &route.metadata, checked)
             }
             Object::HttpRoute(route) => {
-                let key = RouteKey {
-                    kind: RouteKind::HttpRoute,
-                    key: ObjectKey::from_meta(&route.metadata),
-                };
-                // A route for Gateways only is another controller's.
-                if !route.spec.has_service_parent() {
-                    return self.delete_route(&key);
-                }
-                let checked = route.spec.to_internal(&self.settings.validation);
-                let checked = checked.map(|c| (c.spec, Some(c.paths))).map_err(|e| e.0);
-                self.upsert_route(key, &route.metadata, checked)
+                let (meta, spec) = (&route.metadata, &route.spec);
+                let checked = spec
+                    .has_service_parent()
+                    .then(|| spec.to_internal(self.validation()));
+                self.upsert_gateway_route(RouteKind::HttpRoute, meta, checked)
+            }
+            Object::GrpcRoute(route) => {
+                let (meta, spec) = (&route.metadata, &route.spec);
+                let checked = spec
+                    .has_service_parent()
+                    .then(|| spec.to_internal(self.validation()));
+                self.upsert_gateway_route(RouteKind::GrpcRoute, meta, checked)
             }
             Object::ReferenceGrant(grant) => {
                 let key = ObjectKey::new(&grant.namespace, &grant.name);
@@ -200,8 +201,12 @@ impl Index {
                 Some(Touched::Policy(key.clone()))
             }
             Kind::TrafficRoute => self.delete_route(&RouteKey::traffic(key.clone())),
-            Kind::HttpRoute => self.delete_route(&RouteKey {
-                kind: RouteKind::HttpRoute,
+            Kind::HttpRoute | Kind::GrpcRoute => self.delete_route(&RouteKey {
+                kind: if kind == Kind::HttpRoute {
+                    RouteKind::HttpRoute
+                } else {
+                    RouteKind::GrpcRoute
+                },
                 key: key.clone(),
             }),
             Kind::ReferenceGrant => {
@@ -292,6 +297,31 @@ impl Index {
         let old = self.routes.remove(key)?;
         self.unlink_route(&old);
         Some(Touched::Routing(old.parents().map(|(p, _)| p).collect()))
+    }
+
+    /// Stores a Gateway API route, `checked` being its conversion, or `None` when it has no
+    /// Service parent: a route for Gateways only is another controller's.
+    fn upsert_gateway_route(
+        &mut self,
+        kind: RouteKind,
+        meta: &ObjectMeta,
+        checked: Option<Result<Converted, remora_api::ValidationErrors>>,
+    ) -> Option<Touched> {
+        let key = RouteKey {
+            kind,
+            key: ObjectKey::from_meta(meta),
+        };
+        match checked {
+            None => self.delete_route(&key),
+            Some(c) => {
+                let checked = c.map(|c| (c.spec, Some(c.paths))).map_err(|e| e.0);
+                self.upsert_route(key, meta, checked)
+            }
+        }
+    }
+
+    fn validation(&self) -> &remora_api::ValidationSettings {
+        &self.settings.validation
     }
 
     /// Stores a route of any kind, `checked` being its spec in the internal form if it

@@ -290,6 +290,8 @@ pub enum Object {
     /// A Gateway API `HTTPRoute`, validated when applied; only one with a Service parent
     /// is the mesh's.
     HttpRoute(Box<remora_api::gateway::HttpRoute>),
+    /// A Gateway API `GRPCRoute`, likewise.
+    GrpcRoute(Box<remora_api::gateway::GrpcRoute>),
 }
 
 /// The kinds of [`Object`], for deletes.
@@ -311,6 +313,8 @@ pub enum Kind {
     ReferenceGrant,
     /// [`Object::HttpRoute`].
     HttpRoute,
+    /// [`Object::GrpcRoute`].
+    GrpcRoute,
 }
 
 /// A change as a watch delivers it.
@@ -334,6 +338,7 @@ impl Object {
             Object::TrafficRoute(_) => Kind::TrafficRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
         }
     }
 
@@ -348,6 +353,7 @@ impl Object {
             Object::TrafficRoute(r) => ObjectKey::from_meta(&r.metadata),
             Object::ReferenceGrant(g) => ObjectKey::new(&g.namespace, &g.name),
             Object::HttpRoute(r) => ObjectKey::from_meta(&r.metadata),
+            Object::GrpcRoute(r) => ObjectKey::from_meta(&r.metadata),
         }
     }
 }

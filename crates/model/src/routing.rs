@@ -34,6 +34,9 @@ pub enum RouteKind {
     TrafficRoute,
     /// Gateway API's `HTTPRoute`: a request no rule matches gets a 404.
     HttpRoute,
+    /// Gateway API's `GRPCRoute`: likewise (gRPC reads a 404 as `UNIMPLEMENTED`); it
+    /// governs a port before routes of the other kinds.
+    GrpcRoute,
 }
 
 impl RouteKind {
@@ -42,7 +45,13 @@ impl RouteKind {
         match self {
             RouteKind::TrafficRoute => TRAFFIC_ROUTE,
             RouteKind::HttpRoute => (remora_api::gateway::GROUP, "HTTPRoute"),
+            RouteKind::GrpcRoute => (remora_api::gateway::GROUP, "GRPCRoute"),
         }
+    }
+
+    /// Whether a request no rule matches goes to the Service (else it gets a 404).
+    pub fn falls_through(self) -> bool {
+        self == RouteKind::TrafficRoute
     }
 }
 
@@ -84,13 +93,14 @@ impl From<&RouteKey> for RouteKey {
     }
 }
 
-/// `namespace/name` for a `TrafficRoute`, `httproute:namespace/name` for the others: it
-/// names Envoy routes too, so it has no spaces.
+/// `namespace/name` for a `TrafficRoute`, `httproute:namespace/name` and
+/// `grpcroute:namespace/name` for the others: it names Envoy routes too, so it has no spaces.
 impl std::fmt::Display for RouteKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.kind {
             RouteKind::TrafficRoute => write!(f, "{}", self.key),
             RouteKind::HttpRoute => write!(f, "httproute:{}", self.key),
+            RouteKind::GrpcRoute => write!(f, "grpcroute:{}", self.key),
         }
     }
 }
@@ -181,10 +191,12 @@ impl RouteState {
         self.accepted.iter().flat_map(|a| a.parents.iter().cloned())
     }
 
-    /// Oldest first, then by namespace and name; objects without a timestamp (never stored
-    /// by an API server) last.
-    fn order(&self) -> (bool, Option<k8s_openapi::jiff::Timestamp>, &RouteKey) {
+    /// `GRPCRoute`s first (Gateway API: an `HTTPRoute` on a `GRPCRoute`'s parent is
+    /// `Conflicted`), then oldest first, then by namespace and name; objects without a
+    /// timestamp (never stored by an API server) last.
+    fn order(&self) -> (bool, bool, Option<k8s_openapi::jiff::Timestamp>, &RouteKey) {
         (
+            self.key.kind != RouteKind::GrpcRoute,
             self.created.is_none(),
             self.created.as_ref().map(|t| t.0),
             &self.key,
@@ -315,7 +327,7 @@ pub enum Problem {
         service: ObjectKey,
         /// Its port both routes claim.
         port: u16,
-        /// The older route, which governs the port.
+        /// The route that governs the port: a GRPCRoute, else the older one.
         winner: RouteKey,
     },
     /// A parent names a port the Service does not have.
@@ -379,10 +391,17 @@ impl std::fmt::Display for Problem {
                 service,
                 port,
                 winner,
-            } => write!(
-                f,
-                "Service {service} port {port} is already routed by the older route {winner}"
-            ),
+            } => {
+                let why = if winner.kind == RouteKind::GrpcRoute {
+                    "a GRPCRoute, which goes before other kinds"
+                } else {
+                    "older"
+                };
+                write!(
+                    f,
+                    "Service {service} port {port} is already routed by {winner} ({why})"
+                )
+            }
             Problem::ParentPortNotFound { service, port } => {
                 write!(f, "spec.parentRefs: Service {service} has no port {port}")
             }

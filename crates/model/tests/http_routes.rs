@@ -147,7 +147,7 @@ fn an_http_route_and_a_traffic_route_of_one_name_are_two_routes() {
     assert!(
         problems[0]
             .to_string()
-            .contains("older route httproute:shop/reviews"),
+            .contains("routed by httproute:shop/reviews (older)"),
         "{}",
         problems[0]
     );

@@ -123,7 +123,11 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
         6 => {
             // A grant in `ns` for routes of either kind from either namespace, to one
             // Service or all.
-            let kind = [RouteKind::TrafficRoute, RouteKind::HttpRoute][usize::from(bit(2))];
+            let kind = [
+                RouteKind::TrafficRoute,
+                RouteKind::HttpRoute,
+                RouteKind::GrpcRoute,
+            ][usize::try_from((seed >> 2) % 3).expect("small")];
             let (group, kind) = kind.group_kind();
             Object::ReferenceGrant(remora_model::input::ReferenceGrant {
                 namespace: ns.into(),
@@ -173,7 +177,7 @@ fn object(kind: u8, idx: u8, seed: u32) -> Object {
     }
 }
 
-/// An HTTPRoute with the parents of `spec` and the backends of its split rule (without
+/// An HTTPRoute (a GRPCRoute when `seed` says so) with the parents of `spec` and the backends of its split rule (without
 /// subsets, which HTTPRoutes do not have), a header rule ahead when `seed` says so. Always
 /// valid: a broken edit keeps the last valid spec, which a full recompute cannot know.
 fn http_route(ns: &str, idx: u8, seed: u32, spec: &TrafficRouteSpec) -> Object {
@@ -187,22 +191,35 @@ fn http_route(ns: &str, idx: u8, seed: u32, spec: &TrafficRouteSpec) -> Object {
         .iter()
         .map(|b| serde_json::json!({"name": b.name, "namespace": b.namespace, "weight": b.weight}))
         .collect();
+    let grpc = seed >> 13 & 1 == 1;
     let mut rules = vec![serde_json::json!({"name": "split", "backendRefs": backends})];
     if seed >> 12 & 1 == 1 {
+        let mut m = serde_json::json!({"headers": [{"name": "x-beta", "value": "1"}]});
+        if grpc {
+            m["method"] = serde_json::json!({"service": "shop.v1.Orders"});
+        }
         rules.insert(0, serde_json::json!({
-            "matches": [{"headers": [{"name": "x-beta", "value": "1"}]}],
+            "matches": [m],
             "backendRefs": [{"name": spec.parent_refs[0].name, "namespace": spec.parent_refs[0].namespace}],
             "filters": [{"type": "ResponseHeaderModifier",
                          "responseHeaderModifier": {"set": [{"name": "x", "value": "y"}]}}]
         }));
     }
-    let mut route: remora_api::gateway::HttpRoute = serde_json::from_value(serde_json::json!({
-        "metadata": {"namespace": ns, "name": format!("h{}", idx / 2 % 2), "generation": 1},
+    let route = serde_json::json!({
+        "metadata": {"namespace": ns, "name": format!("h{}", idx / 2 % 2), "generation": 1,
+                     "creationTimestamp": time(i64::from(seed % 7))},
         "spec": {"parentRefs": parents, "rules": rules},
-    }))
-    .expect("an HTTPRoute");
-    route.metadata.creation_timestamp = Some(time(i64::from(seed % 7)));
-    Object::HttpRoute(Box::new(route))
+    });
+    // On these HTTP/1 ports a GRPCRoute governs (and reports a ProtocolMismatch).
+    if grpc {
+        Object::GrpcRoute(Box::new(
+            serde_json::from_value(route).expect("a GRPCRoute"),
+        ))
+    } else {
+        Object::HttpRoute(Box::new(
+            serde_json::from_value(route).expect("an HTTPRoute"),
+        ))
+    }
 }
 
 fn kind_of(o: &Object) -> Kind {

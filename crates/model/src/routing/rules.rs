@@ -68,6 +68,17 @@ impl Ctx<'_> {
         if protocol.is_http() {
             let mut routes = Vec::with_capacity(spec.map_or(0, |s| s.http.len()) + 1);
             if let Some(spec) = spec {
+                if protocol != Protocol::Http2
+                    && self.route.is_some_and(|r| r.kind == RouteKind::GrpcRoute)
+                {
+                    self.problem(Problem::ProtocolMismatch {
+                        service: service.clone(),
+                        port: self.port,
+                        detail: "a GRPCRoute needs an HTTP/2 port: set appProtocol \
+                                 kubernetes.io/h2c or grpc, or name the port grpc-*"
+                            .into(),
+                    });
+                }
                 if !spec.tcp.is_empty() {
                     self.problem(Problem::ProtocolMismatch {
                         service: service.clone(),
@@ -80,7 +91,7 @@ impl Ctx<'_> {
                 }
             }
             // A Gateway API route answers 404 to what no rule matches.
-            if self.route.is_none_or(|r| r.kind == RouteKind::TrafficRoute) {
+            if self.route.is_none_or(|r| r.kind.falls_through()) {
                 routes.push(default_route(own));
             }
             PortRouting::Http { routes }
