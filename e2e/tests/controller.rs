@@ -966,7 +966,8 @@ fn parent_condition(entry: &serde_json::Value, type_: &str) -> (String, String) 
 /// An HTTPRoute and a TrafficRoute on one Service port: the older governs, the HTTPRoute's
 /// `status.parents` entry says `Conflicted` and names it, and another controller's entry
 /// stays. Once the TrafficRoute goes, the HTTPRoute is accepted; a backend in another
-/// namespace without a grant is `RefNotPermitted` there. Written with the chart's RBAC.
+/// namespace without a grant is `RefNotPermitted` there. A GRPCRoute on the same port then
+/// governs it, and both say so. Written with the chart's RBAC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_route_status_is_in_gateway_apis_shape() {
     let Some(sc) = scene("httproute").await else {
@@ -1096,6 +1097,41 @@ async fn http_route_status_is_in_gateway_apis_shape() {
         "RefNotPermitted in status.parents",
         |p| parent_condition(p, "ResolvedRefs") == ("False".into(), "RefNotPermitted".into()),
     )
+    .await;
+
+    // A GRPCRoute on the same parent goes first, however new; on this HTTP/1 port it says
+    // how to fix the port.
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "GRPCRoute"),
+        "grpcroutes",
+    );
+    let grpc: Api<DynamicObject> = Api::namespaced_with(client.clone(), &sc.ns, &resource);
+    let rpc: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+        "metadata": {"name": "web"},
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
+                 "rules": [{"matches": [{"method": {"service": "shop.v1.Orders"}}]}]}
+    }))
+    .expect("a GRPCRoute");
+    grpc.create(&pp, &rpc).await.expect("the GRPCRoute");
+    http_parent(
+        &grpc,
+        "web",
+        "web",
+        1,
+        "the GRPCRoute's status.parents",
+        |p| {
+            parent_condition(p, "Accepted") == ("True".into(), "Accepted".into())
+                && parent_condition(p, "ResolvedRefs")
+                    == ("False".into(), "UnsupportedProtocol".into())
+        },
+    )
+    .await;
+    let outranked = format!("routed by grpcroute:{}/web (a GRPCRoute", sc.ns);
+    http_parent(&http, "web", "web", 2, "the HTTPRoute Conflicted", |p| {
+        parent_condition(p, "Accepted") == ("False".into(), "Conflicted".into())
+            && p.to_string().contains(&outranked)
+    })
     .await;
 
     controller.stop().await;

@@ -20,7 +20,7 @@ use kube::{
 };
 use remora_api::gateway::GROUP;
 use remora_inputs::convert;
-use remora_model::input::Event;
+use remora_model::{input::Event, routing::RouteKind};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
@@ -34,9 +34,11 @@ pub struct GatewayKind {
     /// Its resource name (plural).
     pub plural: &'static str,
     /// The versions read, newest first, all with the same schema for what Remora reads.
-    versions: &'static [&'static str],
+    pub(crate) versions: &'static [&'static str],
     /// What becomes of one object.
     convert: Convert<DynamicObject>,
+    /// For a route kind, how the model keys it; its status is written.
+    pub route: Option<RouteKind>,
 }
 
 /// Opens a namespace's Services to routes elsewhere.
@@ -45,6 +47,7 @@ pub const REFERENCE_GRANT: GatewayKind = GatewayKind {
     plural: "referencegrants",
     versions: &["v1", "v1beta1"],
     convert: |o| convert::reference_grant(&json(o)).map(one),
+    route: None,
 };
 
 /// Routes HTTP; its status is written in `v1`, which every bundle from Gateway API 1.0
@@ -54,6 +57,16 @@ pub const HTTP_ROUTE: GatewayKind = GatewayKind {
     plural: "httproutes",
     versions: &["v1"],
     convert: |o| convert::http_route(&json(o)).map(one),
+    route: Some(RouteKind::HttpRoute),
+};
+
+/// Routes gRPC; `v1` since Gateway API 1.1.
+pub const GRPC_ROUTE: GatewayKind = GatewayKind {
+    kind: "GRPCRoute",
+    plural: "grpcroutes",
+    versions: &["v1"],
+    convert: |o| convert::grpc_route(&json(o)).map(one),
+    route: Some(RouteKind::GrpcRoute),
 };
 
 impl GatewayKind {
@@ -102,8 +115,17 @@ impl GatewayKind {
     }
 }
 
-/// The HTTPRoutes in the cluster, for their status (empty while the kind is not installed).
-pub type HttpRoutes = Store<DynamicObject>;
+/// The routes of one Gateway API kind in the cluster, for their status (empty while the
+/// kind is not installed).
+#[derive(Clone)]
+pub struct RouteStore {
+    /// Their kind.
+    pub kind: GatewayKind,
+    /// How the model keys them.
+    pub route: RouteKind,
+    /// The routes as last listed or watched.
+    pub store: Store<DynamicObject>,
+}
 
 /// Starts the watch of each kind served now; for the others, a task that asks discovery
 /// again every `interval` and starts the watch once the kind appears.
@@ -111,12 +133,16 @@ pub async fn watch(
     watches: &mut Watches,
     model: &mpsc::Sender<Vec<Event>>,
     interval: Duration,
-) -> HttpRoutes {
-    let mut http_routes = None;
-    for kind in [REFERENCE_GRANT, HTTP_ROUTE] {
+) -> Vec<RouteStore> {
+    let mut routes = Vec::new();
+    for kind in [REFERENCE_GRANT, HTTP_ROUTE, GRPC_ROUTE] {
         let writer = Writer::new(kind.resource(kind.versions[0]));
-        if kind.kind == HTTP_ROUTE.kind {
-            http_routes = Some(writer.as_reader());
+        if let Some(route) = kind.route {
+            routes.push(RouteStore {
+                kind,
+                route,
+                store: writer.as_reader(),
+            });
         }
         let client = watches.client().clone();
         match kind.served(&client).await {
@@ -136,7 +162,7 @@ pub async fn watch(
             }
         }
     }
-    http_routes.expect("HTTP_ROUTE is among the kinds")
+    routes
 }
 
 /// Waits for `kind` to be served, then watches it until the model goes.

@@ -12,8 +12,8 @@ mod admission;
 pub mod endpoints;
 pub mod fleet;
 pub mod gateway;
+mod gateway_status;
 pub mod health;
-mod http_status;
 pub mod identity;
 pub mod inject;
 mod judged;
@@ -290,7 +290,7 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         cache: state.cache.clone(),
         fleet: state.fleet.clone(),
         routes: cluster.routes,
-        http_routes: cluster.http_routes,
+        gateway_routes: cluster.gateway_routes,
         policies: cluster.policies,
         proxy_pods: cluster.proxy_pods,
         workloads: cluster.workloads,
@@ -355,7 +355,7 @@ struct Cluster {
     tasks: Vec<JoinHandle<()>>,
     endpoint_api: EndpointApi,
     routes: Store<TrafficRoute>,
-    http_routes: gateway::HttpRoutes,
+    gateway_routes: Vec<gateway::RouteStore>,
     policies: Store<SidecarPolicy>,
     workloads: rollout::Workloads,
     proxy_pods: ProxyPods,
@@ -387,7 +387,7 @@ impl Cluster {
             w.watch_stored(|r: &TrafficRoute| Ok(vec![Object::TrafficRoute(Box::new(r.clone()))]));
         let policies = w
             .watch_stored(|p: &SidecarPolicy| Ok(vec![Object::SidecarPolicy(Box::new(p.clone()))]));
-        let http_routes = gateway::watch(&mut w, &model, discovery_interval).await;
+        let gateway_routes = gateway::watch(&mut w, &model, discovery_interval).await;
         let workloads = rollout::Workloads {
             deployments: w.store::<Deployment>(),
             statefulsets: w.store::<StatefulSet>(),
@@ -399,7 +399,7 @@ impl Cluster {
             tasks,
             endpoint_api,
             routes,
-            http_routes,
+            gateway_routes,
             policies,
             workloads,
             proxy_pods,

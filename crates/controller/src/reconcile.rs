@@ -49,7 +49,7 @@ pub struct Reconciler {
     /// The TrafficRoutes whose status is written.
     pub routes: Store<TrafficRoute>,
     /// The HTTPRoutes whose status is written (their Service parents' entries).
-    pub http_routes: crate::gateway::HttpRoutes,
+    pub gateway_routes: Vec<crate::gateway::RouteStore>,
     /// The SidecarPolicies whose status is written and whose rollouts are stepped.
     pub policies: Store<SidecarPolicy>,
     /// What each pod with a sidecar or a workload looks like now.
@@ -74,14 +74,17 @@ impl Reconciler {
     /// snapshots (see [`Seen`] for why in this order).
     fn judge(&self, seen: &mut Seen) -> Judged {
         let routes = self.routes.state();
-        let http_routes = self.http_routes.state();
+        let gateway: Vec<RouteKey> = self
+            .gateway_routes
+            .iter()
+            .flat_map(|s| s.store.state().iter().map(|r| s.key(r)).collect::<Vec<_>>())
+            .collect();
         {
             let mesh = self.mesh.lock();
             let traffic = routes
                 .iter()
                 .map(|r| RouteKey::traffic(ObjectKey::from_meta(r.meta())));
-            let http = http_routes.iter().map(|r| crate::http_status::key(r));
-            seen.routes(&mesh, traffic.chain(http));
+            seen.routes(&mesh, traffic.chain(gateway));
         }
         Judged::at(&self.cache, &self.fleet, SystemTime::now(), seen)
     }
@@ -379,7 +382,7 @@ pub async fn run(
         let before = writer.writes();
         let judged = reconciler.judge(&mut seen);
         reconciler.routes(&writer, &judged, &seen).await;
-        reconciler.http_routes(&judged, &seen).await;
+        reconciler.gateway_routes(&judged, &seen).await;
         reconciler.policies(&writer, &judged).await;
         let written = writer.writes() - before;
         if written > 0 {

@@ -7,7 +7,7 @@
 //! message when one rejected it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use remora_api::{conditions, gateway::HttpRouteSpec};
+use remora_api::{conditions, gateway::ParentReference};
 use remora_model::{input::ObjectKey, routing::Problem};
 use serde_json::Value;
 
@@ -23,11 +23,11 @@ pub const CONTROLLER_NAME: &str = "remora.dev/mesh";
 pub const PROGRAMMED: &str = "remora.dev/Programmed";
 
 /// `status.parents` as it should be: `current`'s entries of other controllers, then one of
-/// ours for each Service parent of `spec` (a route in `namespace`). Conditions whose status
-/// did not change keep their `lastTransitionTime`.
-pub fn http_route_parents(
+/// ours for each Service parent in `parents` (of a route in `namespace`). Conditions whose
+/// status did not change keep their `lastTransitionTime`.
+pub fn route_parents(
     namespace: &str,
-    spec: &HttpRouteSpec,
+    parents: &[ParentReference],
     facts: &RouteFacts<'_>,
     current: &[Value],
     now: Time,
@@ -36,7 +36,7 @@ pub fn http_route_parents(
         |v: &&Value| v.get("controllerName").and_then(Value::as_str) == Some(CONTROLLER_NAME);
     let mut out: Vec<Value> = current.iter().filter(|v| !ours(v)).cloned().collect();
     let whole = route_status(facts, None, now);
-    for parent in spec.parent_refs.iter().filter(|p| p.is_service()) {
+    for parent in parents.iter().filter(|p| p.is_service()) {
         let written = serde_json::to_value(parent).unwrap_or_default();
         let previous: Vec<Condition> = current
             .iter()
@@ -136,15 +136,12 @@ mod tests {
     use super::*;
     use crate::{ProxyTally, condition::tests::at};
 
-    fn spec() -> HttpRouteSpec {
-        serde_json::from_value(serde_json::json!({
-            "parentRefs": [
-                {"group": "", "kind": "Service", "name": "reviews", "port": 9080},
-                {"name": "edge"}
-            ],
-            "rules": [{"backendRefs": [{"name": "reviews-v2", "namespace": "team-b", "port": 9080}]}]
-        }))
-        .expect("a spec")
+    fn parent_refs() -> Vec<ParentReference> {
+        serde_json::from_value(serde_json::json!([
+            {"group": "", "kind": "Service", "name": "reviews", "port": 9080},
+            {"name": "edge"}
+        ]))
+        .expect("parents")
     }
 
     fn condition<'v>(entry: &'v Value, type_: &str) -> &'v Value {
@@ -173,9 +170,9 @@ mod tests {
             proxies: ProxyTally::default(),
             ..Default::default()
         };
-        let parents = http_route_parents(
+        let parents = route_parents(
             "team-a",
-            &spec(),
+            &parent_refs(),
             &facts,
             std::slice::from_ref(&foreign),
             at(100),
@@ -201,7 +198,7 @@ mod tests {
         assert!(condition(ours, PROGRAMMED)["reason"].is_string());
 
         // Recomputed later with the same facts: the same, times included.
-        let again = http_route_parents("team-a", &spec(), &facts, &parents, at(500));
+        let again = route_parents("team-a", &parent_refs(), &facts, &parents, at(500));
         assert!(same_parents(&again, &parents), "{again:#?}");
     }
 
@@ -216,7 +213,7 @@ mod tests {
             problems: &conflicted,
             ..Default::default()
         };
-        let parents = http_route_parents("team-a", &spec(), &facts, &[], at(100));
+        let parents = route_parents("team-a", &parent_refs(), &facts, &[], at(100));
         let accepted = condition(&parents[0], "Accepted");
         assert_eq!(
             (&accepted["status"], &accepted["reason"]),

@@ -294,7 +294,7 @@ pub async fn client_with_chart_rbac(client: &Client, release: &str, namespace: &
 
 /// Stand-ins for Gateway API's CRDs (see the files for why they are not the upstream ones),
 /// with the plural each serves.
-const GATEWAY_CRDS: [(&str, &str); 2] = [
+const GATEWAY_CRDS: [(&str, &str); 3] = [
     (
         "referencegrants",
         include_str!("../../cluster/gateway-api/referencegrants.yaml"),
@@ -302,6 +302,10 @@ const GATEWAY_CRDS: [(&str, &str); 2] = [
     (
         "httproutes",
         include_str!("../../cluster/gateway-api/httproutes.yaml"),
+    ),
+    (
+        "grpcroutes",
+        include_str!("../../cluster/gateway-api/grpcroutes.yaml"),
     ),
 ];
 const STAND_IN_LABEL: &str = "remora.dev/e2e-stand-in";
