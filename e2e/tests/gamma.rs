@@ -7,7 +7,7 @@ mod support;
 use std::{collections::BTreeMap, net::SocketAddr};
 
 use remora_model::input::ObjectKey;
-use support::*;
+use support::{grpc::*, *};
 
 /// `reviews` in team-b with two plain pods, v1 and v2, which also have a Service each;
 /// `web` in team-a with no pods of its own; a client pod with a sidecar in team-a and in
@@ -373,4 +373,158 @@ async fn http_route_filters_and_weights_sotw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_route_filters_and_weights_delta() {
     http_route_filters_and_weights(48, true).await;
+}
+
+/// `orders` in team-b, gRPC on 9090, with two plain pods that each have a Service too.
+fn orders(s: u8) -> String {
+    let mut out = String::new();
+    let pods = [("v1", ip(s, 13, 1)), ("v2", ip(s, 13, 2))];
+    for (name, cluster_ip, ips) in [
+        ("orders", ip(s, 10, 6), &pods[..]),
+        ("orders-v1", ip(s, 10, 7), &pods[..1]),
+        ("orders-v2", ip(s, 10, 8), &pods[1..]),
+    ] {
+        let endpoints: Vec<String> = ips
+            .iter()
+            .map(|(v, ip)| {
+                format!("{{addresses: [\"{ip}\"], targetRef: {{kind: Pod, name: orders-{v}}}}}")
+            })
+            .collect();
+        out += &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: team-b}}\n\
+             spec: {{clusterIP: {cluster_ip}, ports: [{{name: grpc, port: 9090}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}-1, namespace: team-b, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: grpc, port: 9090}}]\nendpoints: [{}]\n---\n",
+            endpoints.join(", ")
+        );
+    }
+    for (v, ip) in pods {
+        out += &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: orders-{v}, namespace: team-b, labels: {{app: orders}}}}\n\
+             spec: {{containers: [{{name: app}}]}}\nstatus: {{podIP: \"{ip}\"}}\n---\n"
+        );
+    }
+    out
+}
+
+/// A producer GRPCRoute on `orders`: `Place` to v2 with a request header, canaries to v2,
+/// the rest of the service split 80/20; other services get no route.
+const PRODUCER_GRPC_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: orders, namespace: team-b}
+spec:
+  parentRefs: [{group: "", kind: Service, name: orders, port: 9090}]
+  rules:
+    - matches: [{method: {service: shop.v1.Orders}}]
+      backendRefs:
+        - {name: orders-v1, port: 9090, weight: 80}
+        - {name: orders-v2, port: 9090, weight: 20}
+    - matches: [{method: {service: shop.v1.Orders}, headers: [{name: x-canary, value: "yes"}]}]
+      backendRefs: [{name: orders-v2, port: 9090}]
+    - matches: [{method: {service: shop.v1.Orders, method: Place}}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {set: [{name: x-route, value: place}]}
+      backendRefs: [{name: orders-v2, port: 9090}]
+"#;
+
+/// A consumer GRPCRoute in team-a: every call of team-a's clients to v1.
+const CONSUMER_GRPC_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: my-orders, namespace: team-a}
+spec:
+  parentRefs: [{group: "", kind: Service, name: orders, namespace: team-b, port: 9090}]
+  rules:
+    - backendRefs: [{name: orders-v1, namespace: team-b, port: 9090}]
+"#;
+
+/// A grant in team-b for team-a's GRPCRoutes to `orders-v1`.
+const GRPC_GRANT: &str = "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
+    metadata: {name: team-a-grpc, namespace: team-b}\n\
+    spec:\n  from: [{group: gateway.networking.k8s.io, kind: GRPCRoute, namespace: team-a}]\n\
+    \x20 to: [{group: \"\", kind: Service, name: orders-v1}]\n";
+
+async fn grpc_routes_match_methods_over_h2c(s: u8, delta: bool) {
+    let _upstreams = [
+        GrpcUpstream::start("v1", SocketAddr::new(ip(s, 13, 1), 9090)).await,
+        GrpcUpstream::start("v2", SocketAddr::new(ip(s, 13, 2), 9090)).await,
+    ];
+    let files = [
+        ("orders.yaml", orders(s)),
+        ("producer.yaml", PRODUCER_GRPC_ROUTE.into()),
+    ];
+    let sc = scene(s, delta, &files).await;
+    let entry = |ns: &str| SocketAddr::new(sc.entries[ns].ip(), 9090);
+    let host = "orders.team-b";
+    let place = "/shop.v1.Orders/Place";
+    eventually(20, "Place to reach v2", async || {
+        let reply = grpc_call(entry("team-c"), host, place, &[]).await.ok()?;
+        (reply.message == format!("v2 {place}")).then_some(())
+    })
+    .await;
+    let reply = grpc_call(entry("team-c"), host, place, &[])
+        .await
+        .expect("a reply");
+    assert_eq!(reply.grpc_status.as_deref(), Some("0"));
+    assert_eq!(reply.header("echo-x-route"), Some("place"), "{reply:?}");
+
+    let list = "/shop.v1.Orders/List";
+    let canary = [("x-canary", "yes")];
+    for (path, headers, expected) in [
+        (place, &[][..], "v2"),
+        (list, &canary[..], "v2"),
+        // Not routed: Envoy's 404, which gRPC reads as UNIMPLEMENTED.
+        ("/shop.v1.Payments/Charge", &[][..], "grpc-12"),
+        ("/shop.v1.OrdersX/List", &[][..], "grpc-12"),
+    ] {
+        let counts = grpc_tally(entry("team-c"), host, path, headers, 10).await;
+        assert_eq!(
+            counts,
+            BTreeMap::from([(expected.to_owned(), 10)]),
+            "{path} {headers:?}"
+        );
+    }
+    // 500 draws at p = 0.2: a standard deviation of about 8.9; 45 is over five of them.
+    let counts = grpc_tally(entry("team-c"), host, list, &[], 500).await;
+    let v2 = counts.get("v2").copied().unwrap_or(0);
+    assert_eq!(counts.values().sum::<usize>(), 500, "{counts:?}");
+    assert!(v2.abs_diff(100) <= 45, "v2 got {v2} of 500: {counts:?}");
+
+    // A consumer route in team-a: a backend in team-b needs a grant for GRPCRoutes.
+    sc.cp.write("consumer.yaml", CONSUMER_GRPC_ROUTE);
+    // Refused, it answers Envoy's 503, which gRPC reads as UNAVAILABLE.
+    eventually(
+        20,
+        "team-a's refused backend to answer UNAVAILABLE",
+        async || {
+            let counts = grpc_tally(entry("team-a"), host, place, &[], 5).await;
+            (counts == BTreeMap::from([("grpc-14".to_owned(), 5)])).then_some(())
+        },
+    )
+    .await;
+    sc.cp.write("grant.yaml", GRPC_GRANT);
+    eventually(20, "team-a's calls to land on v1", async || {
+        let counts = grpc_tally(entry("team-a"), host, place, &[], 10).await;
+        (counts == BTreeMap::from([("v1".to_owned(), 10)])).then_some(())
+    })
+    .await;
+    let counts = grpc_tally(entry("team-c"), host, place, &[], 10).await;
+    assert_eq!(
+        counts,
+        BTreeMap::from([("v2".to_owned(), 10)]),
+        "team-c's calls keep the producer's route"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_routes_match_methods_over_h2c_sotw() {
+    grpc_routes_match_methods_over_h2c(49, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_routes_match_methods_over_h2c_delta() {
+    grpc_routes_match_methods_over_h2c(50, true).await;
 }

@@ -5,6 +5,7 @@
 
 pub mod apps;
 pub mod cluster;
+pub mod grpc;
 pub mod injection;
 pub mod kubelet;
 pub mod meshed;
