@@ -1139,3 +1139,86 @@ async fn http_route_status_is_in_gateway_apis_shape() {
         cluster::remove_gateway_stand_ins(client).await;
     }
 }
+
+/// A real Envoy NACKs an HTTPRoute's config (a regex beyond the program size it accepts):
+/// the route's `status.parents` entry says so in `remora.dev/Programmed`, in Envoy's words,
+/// naming the proxy; fixed, it is programmed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_routes_nack_shows_in_its_parent_status() {
+    let Some(sc) = scene("httpnack").await else {
+        return;
+    };
+    if !cluster::is_stub() {
+        eprintln!("skipped: pods are made ready by hand only on the stub cluster");
+        return;
+    }
+    let client = &sc.client;
+    let absent_at_start = cluster::remove_gateway_stand_ins(client).await;
+    if absent_at_start {
+        cluster::install_gateway_stand_ins(client).await;
+    }
+    running_client(client, &sc.ns, "client", "127.1.203.2").await;
+    let controller = start(client, None).await;
+    let envoy = support::Envoy::start_with_regex_limit(
+        ObjectKey::new(&sc.ns, "client"),
+        controller.xds_addr,
+        true,
+        support::LOWER_REGEX_LIMIT,
+    )
+    .await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    );
+    let http: Api<DynamicObject> = Api::namespaced_with(client.clone(), &sc.ns, &resource);
+    let route = |path: &str| -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "web"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
+                     "rules": [{"matches": [{"path": {"type": "RegularExpression", "value": path}}]}]}
+        }))
+        .expect("an HTTPRoute")
+    };
+    let programmed = |p: &serde_json::Value| {
+        parent_condition(p, "remora.dev/Programmed") == ("True".into(), "Programmed".into())
+    };
+    http.create(&PostParams::default(), &route("/v1/.*"))
+        .await
+        .expect("the HTTPRoute");
+    http_parent(&http, "web", "web", 1, "Programmed", programmed).await;
+
+    let broken = route(support::BEYOND_LOWER_LIMIT);
+    http.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": broken.data["spec"]})),
+    )
+    .await
+    .expect("the HTTPRoute edited");
+    let nacked = http_parent(&http, "web", "web", 2, "the proxy's NACK", |p| {
+        parent_condition(p, "remora.dev/Programmed") == ("False".into(), "RejectedByProxy".into())
+    })
+    .await;
+    let entry = nacked.data["status"]["parents"].to_string();
+    assert!(entry.contains("program size"), "Envoy's words: {entry}");
+    assert!(
+        entry.contains(&format!("{}/client", sc.ns)),
+        "the proxy: {entry}"
+    );
+
+    http.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": route("/v2/.*").data["spec"]})),
+    )
+    .await
+    .expect("the HTTPRoute fixed");
+    http_parent(&http, "web", "web", 3, "Programmed again", programmed).await;
+
+    drop(envoy);
+    controller.stop().await;
+    if absent_at_start {
+        cluster::remove_gateway_stand_ins(client).await;
+    }
+}
