@@ -528,3 +528,126 @@ async fn grpc_routes_match_methods_over_h2c_sotw() {
 async fn grpc_routes_match_methods_over_h2c_delta() {
     grpc_routes_match_methods_over_h2c(50, true).await;
 }
+
+/// `reviews` with a second port (9081) that only v1 serves, for a route bound to one port.
+/// Written to `ports.yaml`, which local mode reads after `mesh.yaml`: this `reviews`
+/// replaces the scene's.
+fn second_port(s: u8) -> String {
+    let (reviews, v1) = (ip(s, 10, 2), ip(s, 12, 1));
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: team-b}}\n\
+         spec: {{clusterIP: {reviews}, ports: [{{name: http, port: 9080}}, {{name: http-admin, port: 9081}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: reviews-admin, namespace: team-b, labels: {{kubernetes.io/service-name: reviews}}}}\n\
+         addressType: IPv4\nports: [{{name: http-admin, port: 9081}}]\n\
+         endpoints: [{{addresses: [\"{v1}\"], targetRef: {{kind: Pod, name: reviews-v1}}}}]\n"
+    )
+}
+
+/// A producer HTTPRoute on `reviews` port 9080 only: request headers set, added and
+/// removed; a query match; redirects that change the port, the scheme and the path; the
+/// rest to v2.
+const CONFORMANCE_HTTP_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: team-b}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /headers}}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier:
+            set: [{name: x-set, value: new}]
+            add: [{name: x-add, value: added}]
+            remove: [x-remove]
+      backendRefs: [{name: reviews-v1, port: 9080}]
+    - matches: [{queryParams: [{name: version, value: "1"}]}]
+      backendRefs: [{name: reviews-v1, port: 9080}]
+    - matches: [{path: {type: PathPrefix, value: /port}}]
+      filters: [{type: RequestRedirect, requestRedirect: {port: 8443}}]
+    - matches: [{path: {type: PathPrefix, value: /scheme}}]
+      filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]
+    - matches: [{path: {type: PathPrefix, value: /full}}]
+      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /elsewhere}}}]
+    - matches: [{path: {type: PathPrefix, value: /prefix}}]
+      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /moved}}}]
+    - backendRefs: [{name: reviews-v2, port: 9080}]
+"#;
+
+/// The rows of the GAMMA table the other scenarios leave: request header modifiers and query
+/// matches with traffic, redirects of port, scheme and path, a route bound to one port of
+/// its Service (mesh-ports) and a route that binds to its frontend Service only, not to the
+/// backends it sends to (mesh-frontend).
+async fn http_route_conformance_rows(s: u8, delta: bool) {
+    let _admin = Upstream::start(
+        "v1",
+        SocketAddr::new(ip(s, 12, 1), 9081),
+        Behaviour::default(),
+    )
+    .await;
+    let files = [
+        ("ports.yaml", second_port(s)),
+        ("producer.yaml", CONFORMANCE_HTTP_ROUTE.into()),
+    ];
+    let sc = scene(s, delta, &files).await;
+    let (entry, host) = (sc.entries["team-c"], "reviews.team-b");
+    sc.lands("team-c", host, "v2").await;
+
+    let sent = [("x-set", "old"), ("x-add", "mine"), ("x-remove", "gone")];
+    let reply = get(entry, host, "/headers", &sent).await.expect("a reply");
+    assert_eq!(reply.body, "v1 /headers", "{}", reply.head);
+    assert_eq!(reply.header("echo-x-set"), Some("new"), "{}", reply.head);
+    assert!(
+        reply.head.contains("echo-x-add: mine") && reply.head.contains("echo-x-add: added"),
+        "{}",
+        reply.head
+    );
+    assert_eq!(reply.header("echo-x-remove"), None, "{}", reply.head);
+
+    for (path, expected) in [("/q?version=1", "v1"), ("/q?version=2", "v2"), ("/q", "v2")] {
+        let counts = tally(entry, host, path, &[], 10).await;
+        assert_eq!(
+            counts,
+            BTreeMap::from([(expected.to_owned(), 10)]),
+            "{path}"
+        );
+    }
+
+    for (path, location) in [
+        ("/port/a", "http://reviews.team-b:8443/port/a"),
+        ("/scheme/a", "https://reviews.team-b/scheme/a"),
+        ("/full/a", "http://reviews.team-b/elsewhere"),
+        ("/prefix/a", "http://reviews.team-b/moved/a"),
+    ] {
+        let reply = get(entry, host, path, &[]).await.expect("a reply");
+        assert_eq!(
+            (reply.status, reply.header("location")),
+            (302, Some(location)),
+            "{path}: {}",
+            reply.head
+        );
+    }
+
+    // mesh-ports: the route is bound to 9080; 9081 keeps the Service's own routing (v1 only).
+    let admin = SocketAddr::new(entry.ip(), 9081);
+    let counts = tally(admin, host, "/", &[], 10).await;
+    assert_eq!(counts, BTreeMap::from([("v1".to_owned(), 10)]), "port 9081");
+    // mesh-frontend: calling the backend Service directly does not take its frontend's route.
+    let counts = tally(entry, "reviews-v1.team-b", "/port/a", &[], 10).await;
+    assert_eq!(
+        counts,
+        BTreeMap::from([("v1".to_owned(), 10)]),
+        "reviews-v1 itself"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_route_conformance_rows_sotw() {
+    http_route_conformance_rows(51, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_route_conformance_rows_delta() {
+    http_route_conformance_rows(52, true).await;
+}

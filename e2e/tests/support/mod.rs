@@ -237,7 +237,8 @@ pub struct Behaviour {
     pub delay: Option<Duration>,
 }
 
-/// An HTTP/1.1 upstream that answers `<name> <path>` and counts what it served.
+/// An HTTP/1.1 upstream that answers `<name> <path>`, echoes the request's `x-` headers
+/// (`echo-x-...`) and counts what it served.
 pub struct Upstream {
     pub name: String,
     pub served: Arc<AtomicU64>,
@@ -300,13 +301,28 @@ async fn serve(mut conn: TcpStream, name: String, count: Arc<AtomicU64>, b: Beha
         };
         let body = format!("{name} {path}");
         let response = format!(
-            "HTTP/1.1 {status}\r\ncontent-length: {}\r\nx-served-by: {name}\r\n\r\n{body}",
-            body.len()
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\nx-served-by: {name}\r\n{}\r\n{body}",
+            body.len(),
+            echoed(&head)
         );
         if conn.write_all(response.as_bytes()).await.is_err() {
             return;
         }
     }
+}
+
+/// The request's `x-` headers as `echo-x-...` response header lines, so a test sees what a
+/// proxy did to the request's headers.
+fn echoed(head: &str) -> String {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            let k = k.trim().to_ascii_lowercase();
+            k.starts_with("x-")
+                .then(|| format!("echo-{k}: {}\r\n", v.trim()))
+        })
+        .collect()
 }
 
 /// Reads until the end of a request or response head; returns its length.
