@@ -10,7 +10,10 @@ use remora_identity::{TrustBundle, dial, tls::client_config};
 
 use std::time::Duration;
 
-use k8s_openapi::api::{core::v1::Service, events::v1::Event};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Service},
+    events::v1::Event,
+};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
@@ -1100,7 +1103,24 @@ async fn http_route_status_is_in_gateway_apis_shape() {
     .await;
 
     // A GRPCRoute on the same parent goes first, however new; on this HTTP/1 port it says
-    // how to fix the port.
+    // how to fix the port. Its second parent is in a namespace not in the mesh (another
+    // mesh's, say): that entry is not ours to write.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let outside = namespaces
+        .create(
+            &pp,
+            &serde_json::from_value(serde_json::json!({"metadata": {"generateName": "outside-"}}))
+                .expect("a Namespace"),
+        )
+        .await
+        .expect("a namespace outside the mesh")
+        .metadata
+        .name
+        .expect("the server names it");
+    Api::<Service>::namespaced(client.clone(), &outside)
+        .create(&pp, &service("api", 80))
+        .await
+        .expect("api outside");
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "GRPCRoute"),
         "grpcroutes",
@@ -1109,12 +1129,14 @@ async fn http_route_status_is_in_gateway_apis_shape() {
     let rpc: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
         "metadata": {"name": "web"},
-        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
-                 "rules": [{"matches": [{"method": {"service": "shop.v1.Orders"}}]}]}
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80},
+                                {"group": "", "kind": "Service", "name": "api", "namespace": outside, "port": 80}],
+                 "rules": [{"matches": [{"method": {"service": "shop.v1.Orders"}}],
+                            "backendRefs": [{"name": "web", "port": 80}]}]}
     }))
     .expect("a GRPCRoute");
     grpc.create(&pp, &rpc).await.expect("the GRPCRoute");
-    http_parent(
+    let written = http_parent(
         &grpc,
         "web",
         "web",
@@ -1127,6 +1149,12 @@ async fn http_route_status_is_in_gateway_apis_shape() {
         },
     )
     .await;
+    let parents = written.data["status"]["parents"].as_array().cloned();
+    assert_eq!(
+        parents.as_ref().map(Vec::len),
+        Some(1),
+        "no entry for the Service outside the mesh: {parents:#?}"
+    );
     let outranked = format!("routed by grpcroute:{}/web (a GRPCRoute", sc.ns);
     http_parent(&http, "web", "web", 2, "the HTTPRoute Conflicted", |p| {
         parent_condition(p, "Accepted") == ("False".into(), "Conflicted".into())
@@ -1135,6 +1163,10 @@ async fn http_route_status_is_in_gateway_apis_shape() {
     .await;
 
     controller.stop().await;
+    namespaces
+        .delete(&outside, &Default::default())
+        .await
+        .expect("the namespace outside the mesh deleted");
     if absent_at_start {
         cluster::remove_gateway_stand_ins(client).await;
     }

@@ -66,7 +66,8 @@ impl Reconciler {
     }
 
     /// `status.parents` as it should be and as it is; `None` when the model does not hold
-    /// the route (not yet, or it has no Service parent).
+    /// the route (not yet, or it has no Service parent). Entries are ours only for Services
+    /// in namespaces that opted in to the mesh: another mesh may own the others.
     fn parents_status(
         &self,
         key: &RouteKey,
@@ -86,6 +87,10 @@ impl Reconciler {
             .unwrap_or_default();
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let mesh = self.mesh.lock();
+        let parents: Vec<ParentReference> = parents
+            .into_iter()
+            .filter(|p| mesh.namespace_in_mesh(p.namespace.as_deref().unwrap_or(key.namespace())))
+            .collect();
         let desired = with_route_facts(&mesh, key, judged, seen, |facts| {
             route_parents(key.namespace(), &parents, facts, &current, now)
         })?;

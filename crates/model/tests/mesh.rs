@@ -516,6 +516,16 @@ fn policy_for_labels_before_any_pod_exists() {
             .map(String::as_str),
         Some("enabled")
     );
+    assert!(m.namespace_in_mesh("shop"));
+    assert!(!m.namespace_in_mesh("elsewhere"), "never seen");
+    m.apply([up(remora_model::input::Object::Namespace(
+        remora_model::input::Namespace {
+            name: "shop".into(),
+            labels: labels(&[("remora.dev/mesh", "disabled")]),
+        },
+    ))]);
+    assert!(!m.namespace_in_mesh("shop"), "opted out");
+    m.apply([up(mk_ns("shop"))]);
     let mut local = with_egress(policy_spec(), &["./*"]);
     local.selector = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {

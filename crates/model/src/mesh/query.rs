@@ -117,6 +117,14 @@ impl Mesh {
         self.index.namespaces.get(namespace)
     }
 
+    /// Whether a namespace opted in to this mesh (its mesh label set to `enabled`): its
+    /// Services are the mesh's, and Gateway API routes on them get a status entry from it.
+    pub fn namespace_in_mesh(&self, namespace: &str) -> bool {
+        self.namespace_labels(namespace)
+            .and_then(|l| l.get(&self.settings().mesh_label))
+            .is_some_and(|v| v == "enabled")
+    }
+
     /// The `metadata.generation` of the route the model holds: what a status computed
     /// from the model describes.
     pub fn route_generation(&self, route: impl Into<RouteKey>) -> Option<i64> {
