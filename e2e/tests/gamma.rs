@@ -572,11 +572,16 @@ spec:
       filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /elsewhere}}}]
     - matches: [{path: {type: PathPrefix, value: /prefix}}]
       filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /moved}}}]
+    - matches: [{path: {type: PathPrefix, value: /invalid}}]
+      backendRefs: [{name: web, namespace: team-a, port: 9080}]
+    - matches: [{path: {type: PathPrefix, value: /half}}]
+      backendRefs: [{name: reviews-v1, port: 9080}, {name: missing, port: 9080}]
     - backendRefs: [{name: reviews-v2, port: 9080}]
 "#;
 
 /// The rows of the GAMMA table the other scenarios leave: request header modifiers and query
-/// matches with traffic, redirects of port, scheme and path, a route bound to one port of
+/// matches with traffic, redirects of port, scheme and path, 500 for what invalid backends
+/// would have taken, a route bound to one port of
 /// its Service (mesh-ports) and a route that binds to its frontend Service only, not to the
 /// backends it sends to (mesh-frontend).
 async fn http_route_conformance_rows(s: u8, delta: bool) {
@@ -628,6 +633,22 @@ async fn http_route_conformance_rows(s: u8, delta: bool) {
             reply.head
         );
     }
+
+    // Invalid backends (not granted, missing) answer 500 for their share alone.
+    let counts = tally(entry, host, "/invalid", &[], 10).await;
+    assert_eq!(counts, BTreeMap::from([("500".to_owned(), 10)]), "/invalid");
+    // 400 draws at p = 0.5: a standard deviation of 10; 50 is five of them.
+    let counts = tally(entry, host, "/half", &[], 400).await;
+    let failed = counts.get("500").copied().unwrap_or(0);
+    assert_eq!(
+        counts.get("v1").copied().unwrap_or(0) + failed,
+        400,
+        "{counts:?}"
+    );
+    assert!(
+        failed.abs_diff(200) <= 50,
+        "500 for {failed} of 400: {counts:?}"
+    );
 
     // mesh-ports: the route is bound to 9080; 9081 keeps the Service's own routing (v1 only).
     let admin = SocketAddr::new(entry.ip(), 9081);

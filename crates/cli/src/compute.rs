@@ -287,6 +287,7 @@ fn target(t: &Target) -> &str {
     match t {
         Target::Cluster(name) => name,
         Target::Unresolved => "(missing Service: 503)",
+        Target::Invalid => "(invalid backend: 500)",
     }
 }
 

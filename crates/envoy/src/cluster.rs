@@ -29,6 +29,12 @@ use crate::{EnvoyResource, endpoint, mtls, proto, type_url};
 /// one mechanism serves both cases.
 pub const UNRESOLVED_CLUSTER: &str = "remora-unresolved";
 
+/// The cluster an `HTTPRoute`'s invalid backend's share goes to. It is never defined: route
+/// configs come over RDS, which does not check the clusters they name, and a request sent to
+/// a cluster Envoy does not have gets the route's `cluster_not_found_response_code`, 500 as
+/// Gateway API requires, for that share alone.
+pub const INVALID_BACKEND_CLUSTER: &str = "remora-invalid-backend";
+
 /// The [`UNRESOLVED_CLUSTER`] resource. The model does not list it among a proxy's clusters;
 /// the xDS server should serve it to every proxy beside the model's clusters. It is a few
 /// bytes, never changes, and a cluster no route names costs Envoy nothing, whereas a route

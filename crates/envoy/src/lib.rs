@@ -7,8 +7,8 @@
 //!
 //! Every resource that names another (a listener its route config, an EDS cluster its
 //! endpoints, a route its clusters) names it by the model's own name, so a proxy's config is
-//! consistent exactly when the model's is. The one name the model does not provide is
-//! [`UNRESOLVED_CLUSTER`]: see [`unresolved_cluster`].
+//! consistent exactly when the model's is. The names the model does not provide are
+//! [`UNRESOLVED_CLUSTER`] (see [`unresolved_cluster`]) and [`INVALID_BACKEND_CLUSTER`].
 //!
 //! Listeners come in the model's two layouts. With explicit addressing each listener binds one
 //! address and port and has one filter chain. With captured addressing, where iptables
@@ -67,7 +67,7 @@ pub use envoy_types::pb::google::protobuf::Any;
 use remora_model::config::{Resource, ResourceType, Target, WeightedCluster};
 
 pub use capture::{ChainKey, FilterChainCache, MTLS_PASSTHROUGH_CHAIN};
-pub use cluster::{UNRESOLVED_CLUSTER, unresolved_cluster};
+pub use cluster::{INVALID_BACKEND_CLUSTER, UNRESOLVED_CLUSTER, unresolved_cluster};
 pub use encoded::Encoded;
 pub use mtls::{MESH_ALPN, MTLS_MATCH, MTLS_METADATA_KEY, TRANSPORT_SOCKET_MATCH};
 pub use route::VirtualHostCache;
@@ -191,6 +191,7 @@ pub(crate) fn cluster_name(target: &Target) -> &str {
     match target {
         Target::Cluster(name) => name,
         Target::Unresolved => UNRESOLVED_CLUSTER,
+        Target::Invalid => INVALID_BACKEND_CLUSTER,
     }
 }
 

@@ -237,12 +237,18 @@ fn route_action(f: &Forward, matched: &PathMatch, host_header: Option<&str>) -> 
         regex_rewrite,
         host_rewrite_specifier: host
             .map(|h| route_action::HostRewriteSpecifier::HostRewriteLiteral(h.to_owned())),
+        // A share sent to an invalid backend of an HTTPRoute.
+        cluster_not_found_response_code: if f.clusters.iter().any(|c| c.target == Target::Invalid) {
+            route_action::ClusterNotFoundResponseCode::InternalServerError as i32
+        } else {
+            route_action::ClusterNotFoundResponseCode::ServiceUnavailable as i32
+        },
         // A mirror of a backend that does not exist would copy requests to nowhere; leaving
         // it out does the same with less work.
         request_mirror_policies: f
             .mirrors
             .iter()
-            .filter(|m| m.cluster != Target::Unresolved)
+            .filter(|m| matches!(m.cluster, Target::Cluster(_)))
             .map(|m| route_action::RequestMirrorPolicy {
                 cluster: cluster_name(&m.cluster).to_owned(),
                 runtime_fraction: Some(RuntimeFractionalPercent {
@@ -442,6 +448,43 @@ mod tests {
             pattern: Some(regex(pattern)),
             substitution: substitution.into(),
         }))
+    }
+
+    #[test]
+    fn an_invalid_backends_share_answers_500_from_a_cluster_envoy_lacks() {
+        let share = |target, weight| config::WeightedCluster { target, weight };
+        let forward = |clusters| Forward {
+            clusters,
+            timeout: None,
+            retry: None,
+            rewrite: None,
+            mirrors: Vec::new(),
+        };
+        let split = forward(vec![
+            share(Target::Cluster("v1".into()), 1),
+            share(Target::Invalid, 1),
+        ]);
+        let action = route_action(&split, &prefix("/"), None);
+        let Some(route_action::ClusterSpecifier::WeightedClusters(w)) = &action.cluster_specifier
+        else {
+            panic!("a split: {action:?}");
+        };
+        let names: Vec<&str> = w.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["v1", crate::INVALID_BACKEND_CLUSTER]);
+        assert_eq!(
+            action.cluster_not_found_response_code,
+            route_action::ClusterNotFoundResponseCode::InternalServerError as i32
+        );
+        let missing = route_action(
+            &forward(vec![share(Target::Unresolved, 1)]),
+            &prefix("/"),
+            None,
+        );
+        assert_eq!(
+            missing.cluster_not_found_response_code,
+            route_action::ClusterNotFoundResponseCode::ServiceUnavailable as i32,
+            "a TrafficRoute's missing backend: the empty cluster's 503"
+        );
     }
 
     #[test]

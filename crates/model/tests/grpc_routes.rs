@@ -92,6 +92,7 @@ fn routes(m: &Mesh) -> Vec<(String, Option<PathMatch>, Vec<String>)> {
                     .map(|c| match &c.target {
                         Target::Cluster(n) => n.to_string(),
                         Target::Unresolved => "<unresolved>".into(),
+                        Target::Invalid => "<invalid>".into(),
                     })
                     .collect(),
                 RouteAction::Redirect(_) => vec!["<redirect>".into()],

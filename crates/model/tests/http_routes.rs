@@ -77,6 +77,7 @@ fn routes(m: &Mesh) -> Vec<(String, Vec<String>)> {
                     .map(|c| match &c.target {
                         Target::Cluster(n) => n.to_string(),
                         Target::Unresolved => "<unresolved>".into(),
+                        Target::Invalid => "<invalid>".into(),
                     })
                     .collect(),
                 RouteAction::Redirect(_) => vec!["<redirect>".into()],
@@ -226,4 +227,7 @@ fn resolution_problems_name_the_http_routes_own_fields_and_kind() {
             && problems[1].contains("group gateway.networking.k8s.io, kind HTTPRoute"),
         "{problems:#?}"
     );
+    // Gateway API answers 500 for what an invalid backend would have taken.
+    let targets: Vec<Vec<String>> = routes(&m).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(targets, [["<invalid>"], ["<invalid>"]]);
 }

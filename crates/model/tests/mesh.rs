@@ -123,6 +123,7 @@ fn weights(m: &Mesh, proxy: &str, route: &str) -> Vec<(String, u32)> {
         .map(|c| match &c.target {
             Target::Cluster(n) => (n.to_string(), c.weight),
             Target::Unresolved => ("<unresolved>".into(), c.weight),
+            Target::Invalid => ("<invalid>".into(), c.weight),
         })
         .collect()
 }
@@ -376,6 +377,7 @@ fn weights_of(m: &Mesh, svc: &str) -> Vec<(String, u32)> {
         .map(|c| match &c.target {
             Target::Cluster(n) => (n.to_string(), c.weight),
             Target::Unresolved => ("<unresolved>".into(), c.weight),
+            Target::Invalid => ("<invalid>".into(), c.weight),
         })
         .collect()
 }

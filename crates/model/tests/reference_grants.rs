@@ -76,6 +76,7 @@ fn targets(m: &Mesh, ns: &str, service: &str) -> Vec<String> {
         .map(|c| match &c.target {
             Target::Cluster(n) => n.to_string(),
             Target::Unresolved => "<unresolved>".into(),
+            Target::Invalid => "<invalid>".into(),
         })
         .collect()
 }

@@ -141,6 +141,9 @@ pub enum Target {
     Cluster(Arc<str>),
     /// The backend does not exist (see the route's problems); requests get 503.
     Unresolved,
+    /// The backend of an `HTTPRoute` that does not exist or may not be used (see the
+    /// route's problems); requests get 500, as Gateway API requires.
+    Invalid,
 }
 
 /// When and how often a failed request is tried again.

@@ -177,6 +177,17 @@ impl Ctx<'_> {
         Some(key)
     }
 
+    /// Where a backend resolved to (or did not) sends traffic. Gateway API answers 500 for
+    /// an `HTTPRoute`'s invalid backend; a `GRPCRoute`'s gets `UNAVAILABLE`, which is what
+    /// gRPC reads in the 503 of a `TrafficRoute`'s.
+    fn target(&self, cluster: Option<ClusterKey>) -> Target {
+        match cluster {
+            Some(k) => Target::Cluster(k.name.clone()),
+            None if self.route.is_some_and(|r| r.kind == RouteKind::HttpRoute) => Target::Invalid,
+            None => Target::Unresolved,
+        }
+    }
+
     fn backends(&mut self, path: &str, refs: &[BackendRef]) -> Vec<(Target, u32)> {
         refs.iter()
             .enumerate()
@@ -189,7 +200,7 @@ impl Ctx<'_> {
                     b.port,
                     &b.subset,
                 );
-                (target(key), b.weight.unsigned_abs())
+                (self.target(key), b.weight.unsigned_abs())
             })
             .collect()
     }
@@ -243,15 +254,18 @@ impl Ctx<'_> {
         let mirrors = rule
             .mirror
             .iter()
-            .map(|m| Mirror {
-                cluster: target(self.cluster(
+            .map(|m| {
+                let key = self.cluster(
                     format!("{path}.mirror.backendRef"),
                     &m.backend_ref.name,
                     m.backend_ref.namespace.as_ref(),
                     m.backend_ref.port,
                     &Labels::new(),
-                )),
-                percent: m.percent.clamp(0, 100).unsigned_abs(),
+                );
+                Mirror {
+                    cluster: self.target(key),
+                    percent: m.percent.clamp(0, 100).unsigned_abs(),
+                }
             })
             .collect();
         let dur = |d: Option<&remora_api::Duration>| d.and_then(|d| d.parse().ok());
@@ -308,11 +322,6 @@ fn fault(f: &api::Fault) -> Fault {
             )
         }),
     }
-}
-
-/// Where a backend resolved to (or did not) sends traffic.
-fn target(cluster: Option<ClusterKey>) -> Target {
-    cluster.map_or(Target::Unresolved, |k| Target::Cluster(k.name.clone()))
 }
 
 fn path_rewrite(m: &api::PathModifier) -> Option<PathRewrite> {
