@@ -1254,3 +1254,115 @@ async fn an_http_routes_nack_shows_in_its_parent_status() {
         cluster::remove_gateway_stand_ins(client).await;
     }
 }
+
+/// GAMMA's producer and consumer routes on the real API server, seen in real Envoys' config:
+/// a route in one namespace on another namespace's Service is a consumer route, programmed
+/// into its own namespace's proxies only, and the Service's own namespace's proxies keep the
+/// Service's routing; the same route in the Service's namespace is a producer route, which
+/// every proxy takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_route_reaches_only_its_namespaces_proxies() {
+    let Some(sc) = scene("consumer").await else {
+        return;
+    };
+    if !cluster::is_stub() {
+        eprintln!("skipped: pods are made ready by hand only on the stub cluster");
+        return;
+    }
+    let (client, pp) = (&sc.client, PostParams::default());
+    let owner = cluster::test_namespace(client, "owner").await;
+    Api::<Service>::namespaced(client.clone(), &owner)
+        .create(&pp, &service("api", 80))
+        .await
+        .expect("api");
+    running_client(client, &sc.ns, "client", "127.1.204.2").await;
+    running_client(client, &owner, "client", "127.1.204.3").await;
+    let controller = start(client, None).await;
+    let mut envoys = Vec::new();
+    for ns in [&sc.ns, &owner] {
+        let proxy = ObjectKey::new(ns, "client");
+        envoys.push(support::Envoy::start(proxy, controller.xds_addr, true).await);
+    }
+    let consumer: TrafficRoute = serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "TrafficRoute",
+        "metadata": {"name": "mine"},
+        "spec": {"parentRefs": [{"name": "api", "namespace": owner, "port": 80}],
+                 "http": [{"name": "all", "backendRefs": [{"name": "api", "namespace": owner}]}]}
+    }))
+    .expect("a TrafficRoute");
+    sc.routes
+        .create(&pp, &consumer)
+        .await
+        .expect("the consumer route");
+    route_status(
+        &sc.routes,
+        "mine",
+        1,
+        "the consumer route programmed",
+        |r| is(r, conditions::PROGRAMMED, "True", "Programmed"),
+    )
+    .await;
+
+    let rule = format!("{}/mine/all", sc.ns);
+    let routes_of = async |envoy: &support::Envoy| {
+        let dump = "/config_dump?resource=dynamic_route_configs";
+        support::get(envoy.admin, "localhost", dump, &[])
+            .await
+            .map(|r| r.body)
+            .unwrap_or_default()
+    };
+    eventually(
+        20,
+        "the consumer's proxy to route by its rule",
+        async || routes_of(&envoys[0]).await.contains(&rule).then_some(()),
+    )
+    .await;
+    let owners = routes_of(&envoys[1]).await;
+    assert!(
+        owners.contains(&format!("outbound|80||api.{owner}.svc.cluster.local"))
+            && !owners.contains(&rule),
+        "the Service's own namespace keeps the Service's routing: {owners}"
+    );
+    let counts = sc
+        .routes
+        .get_status("mine")
+        .await
+        .expect("the route")
+        .status
+        .and_then(|s| s.proxies)
+        .expect("proxy counts");
+    assert_eq!(counts.affected, 1, "only the consumer's namespace's proxy");
+
+    let producer: TrafficRoute = serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "TrafficRoute",
+        "metadata": {"name": "theirs"},
+        "spec": {"parentRefs": [{"name": "api", "port": 80}],
+                 "http": [{"name": "all", "backendRefs": [{"name": "api"}]}]}
+    }))
+    .expect("a TrafficRoute");
+    sc.routes
+        .delete("mine", &Default::default())
+        .await
+        .expect("the consumer route deleted");
+    Api::<TrafficRoute>::namespaced(client.clone(), &owner)
+        .create(&pp, &producer)
+        .await
+        .expect("the producer route");
+    let rule = format!("{owner}/theirs/all");
+    eventually(
+        20,
+        "both proxies to route by the producer's rule",
+        async || {
+            for envoy in &envoys {
+                if !routes_of(envoy).await.contains(&rule) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+
+    drop(envoys);
+    controller.stop().await;
+}
