@@ -428,6 +428,37 @@ async fn a_subset_resolves_when_a_matching_pod_becomes_ready() {
     controller.stop().await;
 }
 
+/// Scopes the egress of `ns`'s client proxies to their own namespace: the shared cluster
+/// holds other tests' routes, which a proxy with a lower regex limit would NACK too.
+async fn own_namespace_only(client: &Client, ns: &str) {
+    let policy: SidecarPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
+        "metadata": {"name": "clients"},
+        "spec": {"selector": {"matchLabels": {"app": "client"}},
+                 "proxy": {"image": "example.invalid/remora-proxy", "version": "1.40.0"},
+                 "egress": {"hosts": ["./*"]}}
+    }))
+    .expect("a SidecarPolicy");
+    Api::<SidecarPolicy>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("the policy");
+}
+
+/// Deletes a client pod at once (no kubelet confirms a graceful delete here): a running pod
+/// whose proxy is gone would count, in every later test of this file, as a proxy that never
+/// takes the config of the Services it reaches.
+async fn remove_client(client: &Client, ns: &str, name: &str) {
+    let now = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .delete(name, &now)
+        .await
+        .expect("the client pod deleted");
+}
+
 /// A pod `app=client` with a sidecar, made running at `ip` (its proxy is started by the test).
 async fn running_client(client: &Client, ns: &str, name: &str, ip: &str) {
     let pod = serde_json::from_value(serde_json::json!({
@@ -543,6 +574,7 @@ async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
         metrics.body
     );
     drop(envoy);
+    remove_client(client, &sc.ns, "client").await;
     controller.stop().await;
 }
 
@@ -679,18 +711,7 @@ async fn two_replicas_judge_the_whole_fleet_and_forget_a_dead_one() {
     for (name, ip) in [("client-a", "127.1.202.2"), ("client-b", "127.1.202.3")] {
         running_client(client, &sc.ns, name, ip).await;
     }
-    // Only this namespace: the shared cluster holds other tests' routes, which the proxies
-    // would NACK too.
-    let policy: SidecarPolicy = serde_json::from_value(serde_json::json!({
-        "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
-        "metadata": {"name": "clients"},
-        "spec": {"selector": {"matchLabels": {"app": "client"}},
-                 "proxy": {"image": "example.invalid/remora-proxy", "version": "1.40.0"},
-                 "egress": {"hosts": ["./*"]}}
-    }))
-    .expect("a SidecarPolicy");
-    let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), &sc.ns);
-    policies.create(&pp, &policy).await.expect("the policy");
+    own_namespace_only(client, &sc.ns).await;
     let lease = |identity: &str| LeaseConfig {
         namespace: sc.ns.clone(),
         name: "remora-controller".into(),
@@ -1189,6 +1210,7 @@ async fn an_http_routes_nack_shows_in_its_parent_status() {
     if absent_at_start {
         cluster::install_gateway_stand_ins(client).await;
     }
+    own_namespace_only(client, &sc.ns).await;
     running_client(client, &sc.ns, "client", "127.1.203.2").await;
     let controller = start(client, None).await;
     let envoy = support::Envoy::start_with_regex_limit(
@@ -1249,6 +1271,7 @@ async fn an_http_routes_nack_shows_in_its_parent_status() {
     http_parent(&http, "web", "web", 3, "Programmed again", programmed).await;
 
     drop(envoy);
+    remove_client(client, &sc.ns, "client").await;
     controller.stop().await;
     if absent_at_start {
         cluster::remove_gateway_stand_ins(client).await;
@@ -1364,5 +1387,7 @@ async fn a_consumer_route_reaches_only_its_namespaces_proxies() {
     .await;
 
     drop(envoys);
+    remove_client(client, &sc.ns, "client").await;
+    remove_client(client, &owner, "client").await;
     controller.stop().await;
 }

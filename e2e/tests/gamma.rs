@@ -105,7 +105,8 @@ struct Scene {
     cp: ControlPlane,
     // Held so the processes and servers live as long as the scene.
     _envoys: Vec<Envoy>,
-    _upstreams: Vec<Upstream>,
+    /// v1 and v2, in that order.
+    upstreams: Vec<Upstream>,
     /// Each namespace's client sidecar, where it sends its traffic.
     entries: BTreeMap<&'static str, SocketAddr>,
 }
@@ -130,7 +131,7 @@ async fn scene(s: u8, delta: bool, files: &[(&str, String)]) -> Scene {
     Scene {
         cp,
         _envoys: envoys,
-        _upstreams: upstreams,
+        upstreams,
         entries,
     }
 }
@@ -572,6 +573,9 @@ spec:
       filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /elsewhere}}}]
     - matches: [{path: {type: PathPrefix, value: /prefix}}]
       filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /moved}}}]
+    - matches: [{path: {type: PathPrefix, value: /mirror}}]
+      filters: [{type: RequestMirror, requestMirror: {backendRef: {name: reviews-v2, port: 9080}}}]
+      backendRefs: [{name: reviews-v1, port: 9080}]
     - matches: [{path: {type: PathPrefix, value: /invalid}}]
       backendRefs: [{name: web, namespace: team-a, port: 9080}]
     - matches: [{path: {type: PathPrefix, value: /half}}]
@@ -580,7 +584,7 @@ spec:
 "#;
 
 /// The rows of the GAMMA table the other scenarios leave: request header modifiers and query
-/// matches with traffic, redirects of port, scheme and path, 500 for what invalid backends
+/// matches with traffic, a mirror, redirects of port, scheme and path, 500 for what invalid backends
 /// would have taken, a route bound to one port of
 /// its Service (mesh-ports) and a route that binds to its frontend Service only, not to the
 /// backends it sends to (mesh-frontend).
@@ -633,6 +637,20 @@ async fn http_route_conformance_rows(s: u8, delta: bool) {
             reply.head
         );
     }
+
+    // A mirror: v1 answers, v2 gets a copy of each request.
+    let mirrored = || {
+        sc.upstreams[1]
+            .served
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let before = mirrored();
+    let counts = tally(entry, host, "/mirror", &[], 10).await;
+    assert_eq!(counts, BTreeMap::from([("v1".to_owned(), 10)]), "/mirror");
+    eventually(10, "v2 to get the ten copies", async || {
+        (mirrored() == before + 10).then_some(())
+    })
+    .await;
 
     // Invalid backends (not granted, missing) answer 500 for their share alone.
     let counts = tally(entry, host, "/invalid", &[], 10).await;

@@ -218,6 +218,38 @@ mod tests {
     }
 
     #[test]
+    fn a_mirror_filter_becomes_the_rules_mirror() {
+        let internal = convert(serde_json::json!({
+            "parentRefs": [{"kind": "Service", "name": "echo"}],
+            "rules": [
+                {"filters": [{"type": "RequestMirror",
+                              "requestMirror": {"backendRef": {"name": "shadow", "port": 8080}}}]},
+                {"filters": [{"type": "RequestMirror",
+                              "requestMirror": {"backendRef": {"name": "shadow", "namespace": "qa"},
+                                                "percent": 25}}]}
+            ]
+        }))
+        .expect("converts");
+        let mirrors: Vec<_> = internal
+            .http
+            .iter()
+            .map(|r| {
+                let m = r.mirror.as_ref().expect("a mirror");
+                let b = &m.backend_ref;
+                (b.name.as_str(), b.namespace.as_deref(), b.port, m.percent)
+            })
+            .collect();
+        assert_eq!(
+            mirrors,
+            [
+                ("shadow", None, Some(8080), 100),
+                ("shadow", Some("qa"), None, 25)
+            ],
+            "all requests when no percent is given"
+        );
+    }
+
+    #[test]
     fn a_rule_without_backends_sends_to_its_parent() {
         let internal = convert(serde_json::json!({
             "parentRefs": [{"kind": "Service", "name": "echo", "namespace": "mesh"}],
