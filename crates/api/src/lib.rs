@@ -8,6 +8,7 @@
 // this lint mistakes for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod access_policy;
 pub mod conditions;
 mod duration;
 pub mod gateway;
@@ -18,6 +19,7 @@ pub mod spiffe;
 pub mod traffic_route;
 mod validation;
 
+pub use access_policy::{AccessPolicy, AccessPolicySpec, AccessPolicyStatus};
 pub use duration::Duration;
 pub use sidecar_policy::{SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus};
 pub use traffic_route::{TrafficRoute, TrafficRouteSpec, TrafficRouteStatus};

@@ -5,7 +5,7 @@
 use std::{fs, path::PathBuf};
 
 use kube::CustomResourceExt;
-use remora_api::{SidecarPolicy, TrafficRoute, Validate, decode};
+use remora_api::{AccessPolicy, SidecarPolicy, TrafficRoute, Validate, decode};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -37,6 +37,7 @@ fn our_errors(doc: &Value) -> Vec<String> {
     match doc["kind"].as_str() {
         Some("TrafficRoute") => errors_of(decode::<TrafficRoute>(doc.clone())),
         Some("SidecarPolicy") => errors_of(decode::<SidecarPolicy>(doc.clone())),
+        Some("AccessPolicy") => errors_of(decode::<AccessPolicy>(doc.clone())),
         other => panic!("unexpected kind {other:?}"),
     }
 }
@@ -62,6 +63,10 @@ fn server_errors(doc: &Value) -> Vec<String> {
         Some("SidecarPolicy") => (
             openapi_schema::<SidecarPolicy>(),
             decode::<SidecarPolicy>(doc.clone()).map(|o| kube::core::cel::validate_cel(&o)),
+        ),
+        Some("AccessPolicy") => (
+            openapi_schema::<AccessPolicy>(),
+            decode::<AccessPolicy>(doc.clone()).map(|o| kube::core::cel::validate_cel(&o)),
         ),
         other => panic!("unexpected kind {other:?}"),
     };

@@ -4,7 +4,7 @@
 use std::{fs, path::Path, process::ExitCode};
 
 use kube::CustomResourceExt;
-use remora_api::{SidecarPolicy, TrafficRoute};
+use remora_api::{AccessPolicy, SidecarPolicy, TrafficRoute};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,13 +41,17 @@ fn main() -> ExitCode {
 
 /// One file per CRD, named `<group>_<plural>.yaml` as controller-gen does.
 fn render() -> Result<Vec<(String, String)>, serde_yaml_ng::Error> {
-    [SidecarPolicy::crd(), TrafficRoute::crd()]
-        .into_iter()
-        .map(|crd| {
-            let name = format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural);
-            Ok((name, serde_yaml_ng::to_string(&crd)?))
-        })
-        .collect()
+    [
+        SidecarPolicy::crd(),
+        TrafficRoute::crd(),
+        AccessPolicy::crd(),
+    ]
+    .into_iter()
+    .map(|crd| {
+        let name = format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural);
+        Ok((name, serde_yaml_ng::to_string(&crd)?))
+    })
+    .collect()
 }
 
 fn write_all(dirs: &[&str], files: &[(String, String)]) -> ExitCode {

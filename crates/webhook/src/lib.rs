@@ -1,4 +1,4 @@
-//! Remora's admission webhooks. The validating one checks `TrafficRoute` and `SidecarPolicy`
+//! Remora's admission webhooks. The validating one checks `TrafficRoute`, `SidecarPolicy` and `AccessPolicy`
 //! with the same `validate()` the reconcilers run, answered before an object is stored, so
 //! `kubectl apply` and a GitOps sync fail at once with every field path and its fix. The
 //! mutating one ([`MUTATE_PODS_PATH`]) adds the sidecar to Pods as a [`PodInjector`] says.

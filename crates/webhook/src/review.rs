@@ -8,7 +8,8 @@ use kube::core::{
     response::{StatusCause, StatusDetails},
 };
 use remora_api::{
-    FieldError, GROUP, SidecarPolicy, TrafficRoute, Validate, ValidationSettings, decode,
+    AccessPolicy, FieldError, GROUP, SidecarPolicy, TrafficRoute, Validate, ValidationSettings,
+    decode,
 };
 use serde::de::DeserializeOwned;
 
@@ -92,6 +93,7 @@ fn decide(
     let problems = match (kind.group.as_str(), kind.kind.as_str()) {
         (GROUP, "TrafficRoute") => problems::<TrafficRoute>(value, settings),
         (GROUP, "SidecarPolicy") => problems::<SidecarPolicy>(value, settings),
+        (GROUP, "AccessPolicy") => problems::<AccessPolicy>(value, settings),
         _ => {
             // The webhook configuration's rules sent something this webhook has no opinion
             // on; refusing it would block that kind cluster-wide.
@@ -235,6 +237,28 @@ mod tests {
         assert_eq!(a["kind"], "AdmissionReview");
         assert_eq!(a["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
         assert_eq!(a["response"]["allowed"], true, "{a}");
+    }
+
+    #[test]
+    fn an_access_policy_is_checked_by_the_same_validation() {
+        let policy = |rules: Value| {
+            json!({
+                "apiVersion": "remora.dev/v1alpha1", "kind": "AccessPolicy",
+                "metadata": {"name": "r", "namespace": "demo"},
+                "spec": {"rules": rules}
+            })
+        };
+        let good = json!([{"name": "orders", "from": [{"serviceAccounts": ["orders"]}]}]);
+        let a = answer(&request("CREATE", "AccessPolicy", policy(good)));
+        assert_eq!(a["response"]["allowed"], true, "{a}");
+        let bad = json!([{"name": "orders", "from": [{"identities": ["spiffe://x/orders"]}]}]);
+        let a = answer(&request("CREATE", "AccessPolicy", policy(bad)));
+        assert_eq!(a["response"]["allowed"], false, "{a}");
+        let message = a["response"]["status"]["message"].as_str().expect("a message");
+        assert!(
+            message.contains("spec.rules[0].from[0].identities[0]"),
+            "{message}"
+        );
     }
 
     #[test]
