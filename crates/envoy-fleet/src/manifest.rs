@@ -46,6 +46,7 @@ fn kind(o: &Object) -> &'static str {
         Object::ReferenceGrant(_) => "ReferenceGrant",
         Object::HttpRoute(_) => "HTTPRoute",
         Object::GrpcRoute(_) => "GRPCRoute",
+        Object::AccessPolicy(_) => "AccessPolicy",
     }
 }
 
@@ -59,6 +60,7 @@ fn document(o: &Object) -> Result<String, serde_yaml_ng::Error> {
         // The custom resources are the API's own types, which serialize as their manifests.
         Object::SidecarPolicy(p) => serde_yaml_ng::to_string(p),
         Object::TrafficRoute(r) => serde_yaml_ng::to_string(r),
+        Object::AccessPolicy(p) => serde_yaml_ng::to_string(p),
         Object::ReferenceGrant(g) => serde_yaml_ng::to_string(&reference_grant(g)),
         Object::HttpRoute(r) => {
             serde_yaml_ng::to_string(&gateway(o, json!(r.metadata), json!(r.spec)))

@@ -110,8 +110,8 @@ impl ApiMesh {
                 // backends in the shared namespaces resolve as RefNotPermitted (their share
                 // fails, and proxies get those clusters no more).
                 Object::ReferenceGrant(_) => {}
-                Object::HttpRoute(_) | Object::GrpcRoute(_) => {
-                    unreachable!("synthetic meshes route with TrafficRoutes")
+                Object::HttpRoute(_) | Object::GrpcRoute(_) | Object::AccessPolicy(_) => {
+                    unreachable!("synthetic meshes route with TrafficRoutes and allow every call")
                 }
             }
         }

@@ -12,7 +12,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::{SignedDuration, Timestamp},
 };
-use remora_api::{SidecarPolicy, TrafficRoute, decode};
+use remora_api::{AccessPolicy, SidecarPolicy, TrafficRoute, decode};
 use remora_model::input::Object;
 use serde_json::Value;
 
@@ -201,6 +201,11 @@ fn object(value: Value, position: usize) -> Result<Option<Object>, String> {
                 decode(value).map_err(|e| format!("GRPCRoute: {e}"))?;
             fill_metadata(&mut r.metadata, position);
             return Ok(Some(Object::GrpcRoute(Box::new(r))));
+        }
+        ("remora.dev/v1alpha1", "AccessPolicy") => {
+            let mut p: AccessPolicy = decode(value).map_err(|e| format!("AccessPolicy: {e}"))?;
+            fill_metadata(&mut p.metadata, position);
+            return Ok(Some(Object::AccessPolicy(Box::new(p))));
         }
         ("remora.dev/v1alpha1", "TrafficRoute") => {
             let mut r: TrafficRoute = decode(value).map_err(|e| format!("TrafficRoute: {e}"))?;

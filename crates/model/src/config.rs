@@ -13,10 +13,12 @@ use std::{
 use remora_api::sidecar_policy::AccessLogFormat;
 use serde::{Serialize, ser::SerializeSeq};
 
+mod authz;
 mod mtls;
 mod named;
 mod route;
 
+pub use authz::{AccessRule, Authorization, Caller, HttpConditions, IdentityMatch};
 pub use mtls::{CaptureMtls, InboundMtls, MtlsPassthrough, OutboundMtls};
 pub use named::{Named, NamedSet};
 pub use route::*;
@@ -236,6 +238,9 @@ pub enum Accepts {
         address: BindAddress,
         /// How it handles them.
         protocol: ListenerProtocol,
+        /// Who may connect, for an inbound listener of a workload access policies protect.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        authz: Option<Arc<Authorization>>,
     },
     /// Those redirected to its capture port, each handled by the filter chain of its original
     /// destination (captured addressing). It binds every address of the pod.
@@ -249,6 +254,10 @@ pub enum Accepts {
         /// TLS from plaintext, and may pass mutual TLS to undeclared ports through.
         #[serde(skip_serializing_if = "Option::is_none")]
         mtls: Option<CaptureMtls>,
+        /// Who may connect through the passthrough to ports no chain takes, for the inbound
+        /// listener of a workload access policies protect.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        authz: Option<Arc<Authorization>>,
     },
 }
 
@@ -270,6 +279,10 @@ pub struct FilterChain {
     /// chain `inbound|<port>|mtls` beside the plaintext `inbound|<port>`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtls: Option<InboundMtls>,
+    /// Who may connect (and, for HTTP, send what): an inbound chain of a workload access
+    /// policies protect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz: Option<Arc<Authorization>>,
 }
 
 impl Named for FilterChain {

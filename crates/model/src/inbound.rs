@@ -15,10 +15,10 @@ use remora_api::sidecar_policy::{INBOUND_CAPTURE_PORT, MtlsMode};
 
 use crate::{
     config::{
-        Accepts, Addressing, BindAddress, CaptureMtls, Cluster, Direction, Discovery, FilterChain,
-        FilterChains, Forward, InboundMtls, Listener, ListenerProtocol, MtlsPassthrough, Resource,
-        ResourceKey, ResourceType, Route, RouteAction, RouteConfig, Target, Unmatched, Versioned,
-        VirtualHost, WeightedCluster,
+        Accepts, Addressing, Authorization, BindAddress, CaptureMtls, Cluster, Direction,
+        Discovery, FilterChain, FilterChains, Forward, InboundMtls, Listener, ListenerProtocol,
+        MtlsPassthrough, Resource, ResourceKey, ResourceType, Route, RouteAction, RouteConfig,
+        Target, Unmatched, Versioned, VirtualHost, WeightedCluster,
     },
     input::{ContainerPort, MeshSettings, Protocol},
     policy::Defaults,
@@ -80,12 +80,15 @@ impl Accepted {
     }
 }
 
-/// The inbound resources of a pod at `ip` (none without an address yet) declaring `ports`.
+/// The inbound resources of a pod at `ip` (none without an address yet) declaring `ports`,
+/// each of its chains (and its passthrough) enforcing `authz`, the rules of the access
+/// policies that protect it.
 pub(crate) fn inbound_resources(
     settings: &MeshSettings,
     ip: Option<IpAddr>,
     ports: &[ContainerPort],
     defaults: &Defaults,
+    authz: Option<&Arc<Authorization>>,
 ) -> BTreeMap<ResourceKey, Resource> {
     let addressing = settings.addressing;
     let accepted = Accepted::new(settings, defaults.mtls);
@@ -111,16 +114,19 @@ pub(crate) fn inbound_resources(
             target: Target::Cluster(name.clone()),
             weight: 1,
         }];
-        let protocol = if p.protocol.is_http() {
+        // HTTP takes its rules in the route config; only TCP needs them in the listener.
+        let (protocol, chain_authz) = if p.protocol.is_http() {
+            let config = route_config(name.clone(), target, authz.cloned());
             out.insert(
                 key(ResourceType::RouteConfig, &name),
-                Resource::RouteConfig(Versioned::new(route_config(name.clone(), target))),
+                Resource::RouteConfig(Versioned::new(config)),
             );
-            ListenerProtocol::Http {
+            let http = ListenerProtocol::Http {
                 route_config: name.clone(),
-            }
+            };
+            (http, None)
         } else {
-            ListenerProtocol::Tcp { clusters: target }
+            (ListenerProtocol::Tcp { clusters: target }, authz)
         };
         out.insert(
             key(ResourceType::Cluster, &name),
@@ -135,6 +141,7 @@ pub(crate) fn inbound_resources(
                     accepts: Accepts::Bound {
                         address: BindAddress::Ip(ip),
                         protocol,
+                        authz: chain_authz.cloned(),
                     },
                     access_log: defaults.access_log,
                 };
@@ -143,31 +150,43 @@ pub(crate) fn inbound_resources(
                     Resource::Listener(Versioned::new(listener)),
                 );
             }
-            Addressing::Captured => insert_chains(&mut chains, &name, p.port, protocol, &accepted),
+            Addressing::Captured => {
+                let chain = Chain {
+                    name: &name,
+                    port: p.port,
+                    protocol,
+                    authz: chain_authz,
+                };
+                insert_chains(&mut chains, chain, &accepted);
+            }
         }
     }
     if addressing == Addressing::Captured {
-        insert_capture_listener(&mut out, chains, &accepted, defaults);
+        insert_capture_listener(&mut out, chains, &accepted, defaults, authz);
     }
     out
 }
 
-/// The chains of one port: `inbound|<port>` for plaintext, `inbound|<port>|mtls` for mutual
-/// TLS, each as the proxy accepts them, both handled alike once the TLS is terminated.
-fn insert_chains(
-    chains: &mut FilterChains,
-    name: &Arc<str>,
+/// One port's chain before it is told plaintext from mutual TLS.
+struct Chain<'a> {
+    name: &'a Arc<str>,
     port: u16,
     protocol: ListenerProtocol,
-    accepted: &Accepted,
-) {
+    authz: Option<&'a Arc<Authorization>>,
+}
+
+/// The chains of one port: `inbound|<port>` for plaintext, `inbound|<port>|mtls` for mutual
+/// TLS, each as the proxy accepts them, both handled alike once the TLS is terminated.
+fn insert_chains(chains: &mut FilterChains, c: Chain<'_>, accepted: &Accepted) {
+    let name = c.name;
     let chain = |name: Arc<str>, mtls: Option<&InboundMtls>| {
         Versioned::new(FilterChain {
             name,
             addresses: Vec::new(),
-            port,
-            protocol: protocol.clone(),
+            port: c.port,
+            protocol: c.protocol.clone(),
             mtls: mtls.cloned(),
+            authz: c.authz.cloned(),
         })
     };
     if accepted.plaintext {
@@ -192,6 +211,7 @@ fn insert_capture_listener(
     chains: FilterChains,
     accepted: &Accepted,
     defaults: &Defaults,
+    authz: Option<&Arc<Authorization>>,
 ) {
     let passthrough: Arc<str> = INBOUND_PASSTHROUGH.into();
     let listener = Listener {
@@ -202,6 +222,7 @@ fn insert_capture_listener(
             chains,
             unmatched: accepted.unmatched(),
             mtls: accepted.capture_mtls(),
+            authz: authz.cloned(),
         },
         access_log: defaults.access_log,
     };
@@ -224,7 +245,11 @@ fn key(kind: ResourceType, name: &Arc<str>) -> ResourceKey {
 }
 
 /// Every request to the application, whatever its host or path.
-fn route_config(name: Arc<str>, clusters: Vec<WeightedCluster>) -> RouteConfig {
+fn route_config(
+    name: Arc<str>,
+    clusters: Vec<WeightedCluster>,
+    authz: Option<Arc<Authorization>>,
+) -> RouteConfig {
     RouteConfig {
         name,
         virtual_hosts: [Versioned::new(VirtualHost {
@@ -244,6 +269,7 @@ fn route_config(name: Arc<str>, clusters: Vec<WeightedCluster>) -> RouteConfig {
                 response_headers: Default::default(),
                 fault: None,
             }],
+            authz,
         })]
         .into_iter()
         .collect(),

@@ -17,6 +17,8 @@ use remora_api::{
 };
 
 use crate::{
+    access::{self, AccessPolicyState},
+    config::Authorization,
     config::{ClusterEndpoints, Endpoint, Versioned},
     input::{
         ContainerPort, Endpoint as SliceEndpoint, EndpointSlice, Event, Kind, Labels, MeshSettings,
@@ -54,6 +56,8 @@ pub(crate) enum Touched {
     /// The grants of a namespace, which decide whether routes elsewhere may send to its
     /// Services.
     Grants(String),
+    /// An access policy's accepted spec, or whether it exists.
+    Access(ObjectKey),
 }
 
 /// A pod as the index keeps it: what the model reads of it, its labels shared with every
@@ -106,6 +110,7 @@ pub(crate) struct Index {
     /// Service → the routes naming it as a parent.
     routes_of: Links<RouteKey>,
     pub grants: BTreeMap<ObjectKey, ReferenceGrant>,
+    pub access: BTreeMap<ObjectKey, AccessPolicyState>,
 }
 
 impl Index {
@@ -144,6 +149,7 @@ impl Index {
             Object::EndpointSlice(slice) => self.upsert_slice(slice),
             Object::Pod(pod) => self.upsert_pod(pod),
             Object::SidecarPolicy(policy) => self.upsert_policy(*policy),
+            Object::AccessPolicy(policy) => self.upsert_access(*policy),
             Object::TrafficRoute(route) => {
                 let route = *route;
                 let key = RouteKey::traffic(ObjectKey::from_meta(&route.metadata));
@@ -209,6 +215,10 @@ impl Index {
                 },
                 key: key.clone(),
             }),
+            Kind::AccessPolicy => {
+                self.access.remove(key)?;
+                Some(Touched::Access(key.clone()))
+            }
             Kind::ReferenceGrant => {
                 self.grants.remove(key)?;
                 Some(Touched::Grants(key.namespace.clone()))
@@ -291,6 +301,48 @@ impl Index {
             },
         );
         changed.then_some(Touched::Policy(key))
+    }
+
+    fn upsert_access(&mut self, policy: remora_api::AccessPolicy) -> Option<Touched> {
+        let key = ObjectKey::from_meta(&policy.metadata);
+        let previous = self.access.get(&key).and_then(|p| p.accepted.clone());
+        let (accepted, problems) = match policy.spec.validate_with(&self.settings.validation) {
+            Ok(()) => (Some(policy.spec), Vec::new()),
+            // A broken edit never replaces working rules: the last valid spec stays.
+            Err(e) => (previous.clone(), e.0),
+        };
+        let changed = accepted != previous || !self.access.contains_key(&key);
+        self.access.insert(
+            key.clone(),
+            AccessPolicyState {
+                key: key.clone(),
+                created: policy.metadata.creation_timestamp,
+                generation: policy.metadata.generation,
+                accepted,
+                problems,
+            },
+        );
+        changed.then_some(Touched::Access(key))
+    }
+
+    /// The rules that protect a workload in `namespace` with `labels`.
+    pub fn authorization_for<'a>(
+        &'a self,
+        namespace: &'a str,
+        labels: &Labels,
+    ) -> Option<Arc<Authorization>> {
+        let root = &self.settings.root_namespace;
+        let in_namespace = |ns: &'a str| {
+            self.access
+                .range(ObjectKey::new(ns, "")..)
+                .take_while(move |(k, _)| k.namespace == ns)
+                .map(|(_, p)| p)
+        };
+        let local = (namespace != root.as_str()).then(|| in_namespace(namespace));
+        let policies = in_namespace(root)
+            .chain(local.into_iter().flatten())
+            .filter(|p| p.protects(&self.settings, namespace, labels));
+        access::authorization(&self.settings, policies)
     }
 
     fn delete_route(&mut self, key: &RouteKey) -> Option<Touched> {

@@ -292,6 +292,8 @@ pub enum Object {
     HttpRoute(Box<remora_api::gateway::HttpRoute>),
     /// A Gateway API `GRPCRoute`, likewise.
     GrpcRoute(Box<remora_api::gateway::GrpcRoute>),
+    /// An access policy as the API server holds it, validated when applied.
+    AccessPolicy(Box<remora_api::AccessPolicy>),
 }
 
 /// The kinds of [`Object`], for deletes.
@@ -315,6 +317,8 @@ pub enum Kind {
     HttpRoute,
     /// [`Object::GrpcRoute`].
     GrpcRoute,
+    /// [`Object::AccessPolicy`].
+    AccessPolicy,
 }
 
 /// A change as a watch delivers it.
@@ -339,6 +343,7 @@ impl Object {
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::AccessPolicy(_) => Kind::AccessPolicy,
         }
     }
 
@@ -354,6 +359,7 @@ impl Object {
             Object::ReferenceGrant(g) => ObjectKey::new(&g.namespace, &g.name),
             Object::HttpRoute(r) => ObjectKey::from_meta(&r.metadata),
             Object::GrpcRoute(r) => ObjectKey::from_meta(&r.metadata),
+            Object::AccessPolicy(p) => ObjectKey::from_meta(&p.metadata),
         }
     }
 }

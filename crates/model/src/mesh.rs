@@ -2,6 +2,7 @@
 //! mark what they may affect; [`Mesh::apply`] then recomputes only that, in dependency
 //! order, and reports which proxies and which of their resources changed.
 
+mod access_query;
 mod changes;
 mod classes;
 mod dirty;

@@ -125,6 +125,7 @@ fn inbound(config: &ProxyConfig) -> (Vec<FilterChain>, Unmatched, Option<Capture
                 chains,
                 unmatched,
                 mtls,
+                ..
             },
         ..
     } = &l.value

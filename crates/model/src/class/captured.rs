@@ -75,6 +75,7 @@ impl Class {
                     port: *port,
                     protocol,
                     mtls: None,
+                    authz: None,
                 });
                 // A routing change that leaves the chain as it was (most route edits change
                 // only the route config) leaves the listener alone.
@@ -114,6 +115,7 @@ impl Class {
                 chains: without_overlaps(&self.chains),
                 unmatched,
                 mtls: None,
+                authz: None,
             },
             access_log: self.defaults.access_log,
         };
@@ -195,6 +197,7 @@ mod tests {
             port,
             protocol: ListenerProtocol::Tcp { clusters: vec![] },
             mtls: None,
+            authz: None,
         })
     }
 

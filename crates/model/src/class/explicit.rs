@@ -83,6 +83,7 @@ impl Class {
                 protocol: ListenerProtocol::Tcp {
                     clusters: super::weighted(clusters),
                 },
+                authz: None,
             },
             access_log: self.defaults.access_log,
         }
@@ -112,6 +113,7 @@ impl Class {
                 protocol: ListenerProtocol::Http {
                     route_config: route_name.clone(),
                 },
+                authz: None,
             },
             access_log: self.defaults.access_log,
         };

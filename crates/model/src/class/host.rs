@@ -61,6 +61,7 @@ pub(crate) fn virtual_host(
         name: vhost_name(settings, service, port),
         domains,
         routes,
+        authz: None,
     }
 }
 

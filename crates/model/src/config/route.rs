@@ -36,6 +36,12 @@ pub struct VirtualHost {
     pub domains: Vec<String>,
     /// Tried in order; the last one catches every request no rule took.
     pub routes: Vec<Route>,
+    /// Who may send which requests: an inbound host of a workload access policies protect.
+    /// The rules ride with the routes, not the listener, so that an edit reaches the
+    /// connections already open (a changed listener chain would keep serving them with the
+    /// old rules until they drain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz: Option<Arc<super::Authorization>>,
 }
 
 /// Which requests a route takes, and what it does with them.

@@ -151,7 +151,14 @@ impl Classes {
             else {
                 continue;
             };
-            state.inbound = inbound_resources(&index.settings, pod.ip, &pod.ports, &class.defaults);
+            let authz = index.authorization_for(&key.namespace, &pod.labels);
+            state.inbound = inbound_resources(
+                &index.settings,
+                pod.ip,
+                &pod.ports,
+                &class.defaults,
+                authz.as_ref(),
+            );
         }
     }
 

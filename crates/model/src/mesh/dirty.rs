@@ -54,6 +54,15 @@ impl Dirty {
                     self.pods.insert(key);
                 }
             }
+            Touched::Access(key) => {
+                if key.namespace == index.settings.root_namespace {
+                    for ns in index.pod_namespaces() {
+                        self.mark_namespace(&ns, index, classes);
+                    }
+                } else {
+                    self.mark_namespace(&key.namespace, index, classes);
+                }
+            }
             Touched::Policy(key) => {
                 // A root policy may govern pods in every namespace.
                 if key.namespace == index.settings.root_namespace {
