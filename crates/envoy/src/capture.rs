@@ -31,13 +31,15 @@ use envoy_types::pb::envoy::{
         listener::original_dst::v3::OriginalDst, network::direct_response::v3::Config,
     },
 };
-use remora_model::config::{self, CaptureMtls, FilterChains, Unmatched, Versioned};
+use remora_model::config::{
+    self, Authorization, CaptureMtls, Direction, FilterChains, Unmatched, Versioned,
+};
 
 pub use cache::{ChainKey, FilterChainCache};
 
 use crate::{
     Options,
-    listener::{access_logs, network_filter, tcp_proxy, tcp_proxy_filter, traffic_direction},
+    listener::{Chain, access_logs, network_filters, tcp_filters, tcp_proxy, traffic_direction},
     mtls, proto,
 };
 
@@ -49,39 +51,43 @@ pub(crate) const PASSTHROUGH_CHAIN: &str = "passthrough";
 /// it through (its stat prefix is `passthrough_mtls`).
 pub const MTLS_PASSTHROUGH_CHAIN: &str = "passthrough|mtls";
 
-/// A listener on every address at the capture port, with a chain per destination.
+/// A listener on every address at the capture port, with a chain per destination; its
+/// passthrough chains enforce `authz`.
 pub(crate) fn listener(
     l: &config::Listener,
     chains: &FilterChains,
     unmatched: &Unmatched,
     mtls: Option<&CaptureMtls>,
+    authz: Option<&Authorization>,
     options: &Options,
 ) -> Listener {
-    let (mut listener, access_log) = shell(l, unmatched, mtls, options);
+    let (mut listener, access_log) = shell(l, unmatched, mtls, authz, options);
     let guarded = !listener.filter_chains.is_empty();
-    listener
-        .filter_chains
-        .extend(served(chains, l.port, guarded).map(|c| filter_chain(&c.value, &access_log)));
+    listener.filter_chains.extend(
+        served(chains, l.port, guarded).map(|c| filter_chain(&c.value, &access_log, l.direction)),
+    );
     listener
 }
 
 /// The listener without the model's chains (the guard and the mutual TLS passthrough, if
-/// any, are its chains), and the access log those chains carry.
+/// any, are its chains), and the access log those chains carry. Both passthrough chains
+/// enforce `authz`: a port no chain takes is still the workload's.
 pub(crate) fn shell(
     l: &config::Listener,
     unmatched: &Unmatched,
     mtls: Option<&CaptureMtls>,
+    authz: Option<&Authorization>,
     options: &Options,
 ) -> (Listener, Vec<AccessLog>) {
     let access_log = access_logs(l.access_log, options);
     let default_filter_chain = match unmatched {
-        Unmatched::Passthrough { cluster } => Some(passthrough(cluster, access_log.clone())),
+        Unmatched::Passthrough { cluster } => Some(passthrough(cluster, access_log.clone(), authz)),
         // Envoy closes what no chain takes and counts it in `no_filter_chain_match`.
         Unmatched::Refuse => None,
     };
     let mtls_passthrough = mtls
         .and_then(|m| m.passthrough.as_ref())
-        .map(|p| mtls_passthrough(p, access_log.clone()));
+        .map(|p| mtls_passthrough(p, access_log.clone(), authz));
     // Whatever passes through must not reach the capture port itself.
     let guard = (default_filter_chain.is_some() || mtls_passthrough.is_some())
         .then(|| capture_port_guard(l.port));
@@ -138,7 +144,11 @@ pub(crate) fn served(
 /// The chain of one destination: its port and, when it names any, its addresses; for a
 /// chain of mutual TLS, only TLS with the mesh's ALPN, terminated, its HTTP requests
 /// carrying the caller's identity to the application.
-pub(crate) fn filter_chain(c: &config::FilterChain, access_log: &[AccessLog]) -> FilterChain {
+pub(crate) fn filter_chain(
+    c: &config::FilterChain,
+    access_log: &[AccessLog],
+    direction: Direction,
+) -> FilterChain {
     let filter_chain_match = FilterChainMatch {
         destination_port: Some(proto::u32_value(u32::from(c.port))),
         prefix_ranges: c.addresses.iter().map(|ip| host_range(*ip)).collect(),
@@ -150,12 +160,16 @@ pub(crate) fn filter_chain(c: &config::FilterChain, access_log: &[AccessLog]) ->
             Some(_) => mtls::match_mtls(filter_chain_match),
             None => filter_chain_match,
         }),
-        filters: vec![network_filter(
+        filters: network_filters(
             proto::stat_prefix(&c.name),
             &c.protocol,
             access_log.to_vec(),
-            c.mtls.is_some(),
-        )],
+            Chain {
+                direction,
+                mtls: c.mtls.is_some(),
+                authz: c.authz.as_deref(),
+            },
+        ),
         transport_socket: c.mtls.as_ref().map(mtls::downstream),
         ..Default::default()
     }
@@ -195,28 +209,31 @@ fn capture_port_guard(port: u16) -> FilterChain {
 }
 
 /// Sends a connection no chain takes on to where it was going.
-fn passthrough(cluster: &str, access_log: Vec<AccessLog>) -> FilterChain {
+fn passthrough(
+    cluster: &str,
+    access_log: Vec<AccessLog>,
+    authz: Option<&Authorization>,
+) -> FilterChain {
+    let proxy = tcp_proxy(PASSTHROUGH_CHAIN.to_owned(), &[(cluster, 1)], access_log);
     FilterChain {
         name: PASSTHROUGH_CHAIN.to_owned(),
-        filters: vec![tcp_proxy_filter(tcp_proxy(
-            PASSTHROUGH_CHAIN.to_owned(),
-            &[(cluster, 1)],
-            access_log,
-        ))],
+        filters: tcp_filters(proxy, authz),
         ..Default::default()
     }
 }
 
 /// Terminates mutual TLS to a port no chain takes and sends it on to where it was going.
-fn mtls_passthrough(p: &config::MtlsPassthrough, access_log: Vec<AccessLog>) -> FilterChain {
+fn mtls_passthrough(
+    p: &config::MtlsPassthrough,
+    access_log: Vec<AccessLog>,
+    authz: Option<&Authorization>,
+) -> FilterChain {
+    let stat_prefix = proto::stat_prefix(MTLS_PASSTHROUGH_CHAIN);
+    let proxy = tcp_proxy(stat_prefix, &[(&p.cluster, 1)], access_log);
     FilterChain {
         name: MTLS_PASSTHROUGH_CHAIN.to_owned(),
         filter_chain_match: Some(mtls::match_mtls(FilterChainMatch::default())),
-        filters: vec![tcp_proxy_filter(tcp_proxy(
-            proto::stat_prefix(MTLS_PASSTHROUGH_CHAIN),
-            &[(&p.cluster, 1)],
-            access_log,
-        ))],
+        filters: tcp_filters(proxy, authz),
         transport_socket: Some(mtls::downstream(&p.mtls)),
         ..Default::default()
     }
@@ -285,6 +302,7 @@ mod tests {
             port,
             protocol,
             mtls: None,
+            authz: None,
         })
     }
 
@@ -302,10 +320,11 @@ mod tests {
                 chains: chains.clone(),
                 unmatched: unmatched.clone(),
                 mtls: None,
+                authz: None,
             },
             access_log,
         };
-        listener(&l, &chains, &unmatched, None, &Options::default())
+        listener(&l, &chains, &unmatched, None, None, &Options::default())
     }
 
     fn passthrough_to(cluster: &str) -> Unmatched {
@@ -503,25 +522,35 @@ mod tests {
         unmatched: Unmatched,
         passthrough: bool,
     ) -> Listener {
-        let chains: FilterChains = chains.into_iter().collect();
+        let l = inbound_model(chains, unmatched, passthrough, None);
+        crate::listener::listener(&l, &Options::default())
+    }
+
+    /// The model of [`inbound`], its passthrough chains enforcing `authz`.
+    fn inbound_model(
+        chains: impl IntoIterator<Item = Arc<Versioned<config::FilterChain>>>,
+        unmatched: Unmatched,
+        passthrough: bool,
+        authz: Option<Arc<Authorization>>,
+    ) -> config::Listener {
         let mtls = CaptureMtls {
             passthrough: passthrough.then(|| config::MtlsPassthrough {
                 cluster: "inbound|passthrough".into(),
                 mtls: trust_domain(),
             }),
         };
-        let l = config::Listener {
+        config::Listener {
             name: "inbound".into(),
             direction: Direction::Inbound,
             port: INBOUND_CAPTURE_PORT,
             accepts: Accepts::Captured {
-                chains: chains.clone(),
-                unmatched: unmatched.clone(),
-                mtls: Some(mtls.clone()),
+                chains: chains.into_iter().collect(),
+                unmatched,
+                mtls: Some(mtls),
+                authz,
             },
             access_log: None,
-        };
-        listener(&l, &chains, &unmatched, Some(&mtls), &Options::default())
+        }
     }
 
     fn trust_domain() -> config::InboundMtls {
@@ -672,5 +701,55 @@ mod tests {
             assert_ne!(other.encode_to_vec(), reference.encode_to_vec());
             assert_eq!(outside_chains(other), outside_chains(reference.clone()));
         }
+    }
+
+    /// Connections to ports no chain takes reach the workload too: both passthrough chains
+    /// enforce the listener's rules, in front of their TCP proxy, and the chains encoded
+    /// once each give the same bytes.
+    #[test]
+    fn passthrough_chains_enforce_the_workload_authorization() {
+        let deny = config::AccessRule {
+            name: "shop/guard/plaintext".into(),
+            from: vec![config::Caller {
+                identities: Vec::new(),
+                authenticated: Some(false),
+            }],
+            ports: Vec::new(),
+            http: None,
+        };
+        let authz = Arc::new(Authorization {
+            deny: vec![deny],
+            ..Default::default()
+        });
+        let web = Versioned::new(config::FilterChain {
+            authz: Some(authz.clone()),
+            ..http("inbound|8080", &[], 8080).value.clone()
+        });
+        let l = inbound_model(
+            [web.clone(), with_mtls(web)],
+            passthrough_to("inbound|passthrough"),
+            true,
+            Some(authz),
+        );
+        let envoy = crate::listener::listener(&l, &Options::default());
+        let filters =
+            |c: &FilterChain| -> Vec<String> { c.filters.iter().map(|f| f.name.clone()).collect() };
+        let guarded = [crate::rbac::DENY_FILTER, "envoy.filters.network.tcp_proxy"];
+        let default = envoy
+            .default_filter_chain
+            .as_ref()
+            .expect("a default chain");
+        assert_eq!(filters(default), guarded);
+        let [guard, passthrough, ..] = envoy.filter_chains.as_slice() else {
+            panic!("the guard and the mutual TLS passthrough expected");
+        };
+        assert_eq!(passthrough.name, MTLS_PASSTHROUGH_CHAIN);
+        assert_eq!(filters(passthrough), guarded);
+        assert_eq!(filters(guard), ["envoy.filters.network.direct_response"]);
+        let mut cache = FilterChainCache::default();
+        assert_eq!(
+            cache.listener(&l, &Options::default()),
+            envoy.encode_to_vec()
+        );
     }
 }

@@ -38,6 +38,12 @@
 //! the Service's identities, and plaintext to the others. [`bootstrap`] adds TLS to the
 //! control plane.
 //!
+//! A workload that access policies protect has its rules on its inbound listener (or, when
+//! captured, on each inbound chain and on the listener for its passthrough chains). [`rbac`]
+//! puts them in front of whatever handles the connection: RBAC HTTP filters before the
+//! connection manager's others, RBAC network filters before the TCP proxy, one filter for
+//! the deny step and one for the allow step, each with its audited rules as shadow rules.
+//!
 //! Equal inputs give byte-identical encodings, so the version (a hash of the bytes) changes
 //! only when the content does. Prost encodes protobuf map fields from a `HashMap`, whose order
 //! is not stable; the translation therefore never puts more than one entry into such a map,
@@ -48,6 +54,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod bootstrap;
 mod capture;
 mod cluster;
@@ -57,6 +64,7 @@ mod listener;
 mod mtls;
 pub mod node;
 mod proto;
+pub mod rbac;
 mod route;
 pub mod sds;
 pub mod type_url;

@@ -31,25 +31,39 @@ use envoy_types::pb::{
             },
         },
     },
-    google::protobuf::{Any, Value, value},
+    google::protobuf::{Any, BoolValue, Value, value},
 };
 use prost::{Message, Name};
 use remora_api::sidecar_policy::AccessLogFormat;
-use remora_model::config::{self, Accepts, BindAddress, Direction, ListenerProtocol};
+use remora_model::config::{
+    self, Accepts, Authorization, BindAddress, Direction, ListenerProtocol,
+};
 
-use crate::{AccessLogSink, Options, capture, proto, split};
+use crate::{AccessLogSink, Options, audit, capture, proto, rbac, split};
 
 /// The name routes use to configure the fault filter per route.
 pub(crate) const FAULT_FILTER: &str = "envoy.filters.http.fault";
 
 pub(crate) fn listener(l: &config::Listener, options: &Options) -> Listener {
     match &l.accepts {
-        Accepts::Bound { address, protocol } => bound(l, address, protocol, options),
+        Accepts::Bound {
+            address,
+            protocol,
+            authz,
+        } => bound(l, address, protocol, authz.as_deref(), options),
         Accepts::Captured {
             chains,
             unmatched,
             mtls,
-        } => capture::listener(l, chains, unmatched, mtls.as_ref(), options),
+            authz,
+        } => capture::listener(
+            l,
+            chains,
+            unmatched,
+            mtls.as_ref(),
+            authz.as_deref(),
+            options,
+        ),
     }
 }
 
@@ -58,6 +72,7 @@ fn bound(
     l: &config::Listener,
     address: &BindAddress,
     protocol: &ListenerProtocol,
+    authz: Option<&Authorization>,
     options: &Options,
 ) -> Listener {
     let ip = match (address, l.direction, options.bind_outbound_to) {
@@ -70,12 +85,16 @@ fn bound(
         name: l.name.to_string(),
         address: Some(proto::socket_address(ip, l.port)),
         filter_chains: vec![FilterChain {
-            filters: vec![network_filter(
+            filters: network_filters(
                 proto::stat_prefix(&l.name),
                 protocol,
                 access_log,
-                false,
-            )],
+                Chain {
+                    direction: l.direction,
+                    mtls: false,
+                    authz,
+                },
+            ),
             ..Default::default()
         }],
         traffic_direction: traffic_direction(l.direction),
@@ -83,33 +102,55 @@ fn bound(
     }
 }
 
-/// The one network filter that handles a listener's (or a filter chain's) connections;
-/// `mtls`: they are mutual TLS, whose peer's identity HTTP requests carry on.
-pub(crate) fn network_filter(
+/// What a listener's (or a filter chain's) connections are, besides their protocol.
+#[derive(Clone, Copy)]
+pub(crate) struct Chain<'a> {
+    /// An inbound HTTP connection manager carries the RBAC filters whose rules come with
+    /// its routes.
+    pub direction: Direction,
+    /// They are mutual TLS, whose peer's identity HTTP requests carry on.
+    pub mtls: bool,
+    /// The rules a TCP proxy enforces.
+    pub authz: Option<&'a Authorization>,
+}
+
+/// The network filters that handle a listener's (or a filter chain's) connections: those
+/// that enforce its rules, if any, then the one that serves them.
+pub(crate) fn network_filters(
     stat_prefix: String,
     protocol: &ListenerProtocol,
     access_log: Vec<AccessLog>,
-    mtls: bool,
-) -> Filter {
+    chain: Chain<'_>,
+) -> Vec<Filter> {
     match protocol {
         ListenerProtocol::Http { route_config } => {
-            let mut hcm = http_connection_manager(stat_prefix, route_config, access_log);
-            if mtls {
+            let inbound = chain.direction == Direction::Inbound;
+            let mut hcm = http_connection_manager(stat_prefix, route_config, access_log, inbound);
+            if chain.mtls {
                 forward_peer_identity(&mut hcm);
             }
-            Filter {
+            vec![Filter {
                 name: "envoy.filters.network.http_connection_manager".to_owned(),
                 config_type: Some(filter::ConfigType::TypedConfig(proto::any(&hcm))),
-            }
+            }]
         }
         ListenerProtocol::Tcp { clusters } => {
-            tcp_proxy_filter(tcp_proxy(stat_prefix, &split(clusters), access_log))
+            let proxy = tcp_proxy(stat_prefix, &split(clusters), access_log);
+            tcp_filters(proxy, chain.authz)
         }
     }
 }
 
+/// A TCP proxy, behind the filters that enforce `authz`, if any.
+pub(crate) fn tcp_filters(mut proxy: TcpProxy, authz: Option<&Authorization>) -> Vec<Filter> {
+    proxy.access_log.extend(authz.and_then(audit::tcp_log));
+    let mut filters = authz.map_or_else(Vec::new, |a| rbac::network_filters(a, &proxy.stat_prefix));
+    filters.push(tcp_proxy_filter(proxy));
+    filters
+}
+
 /// The network filter of a TCP proxy.
-pub(crate) fn tcp_proxy_filter(config: TcpProxy) -> Filter {
+fn tcp_proxy_filter(config: TcpProxy) -> Filter {
     Filter {
         name: "envoy.filters.network.tcp_proxy".to_owned(),
         config_type: Some(filter::ConfigType::TypedConfig(proto::any(&config))),
@@ -137,10 +178,19 @@ pub(crate) fn access_logs(format: Option<AccessLogFormat>, options: &Options) ->
 /// doing nothing unless a route configures it: the listener cannot know which routes of a
 /// separately delivered route config inject faults, and a route naming a filter the chain
 /// lacks is ignored. The router comes last, as Envoy requires.
+///
+/// `inbound`: the RBAC filters come first, so a refused request goes no further, with the
+/// rules of the workload's access policies from its routes (none: they enforce nothing),
+/// and the audit log reports what audit rules would have denied. Paths are normalized (dot
+/// segments resolved, slashes merged) before the rules see them, so `/public/../admin` or
+/// `//admin` cannot pass for anything but `/admin`; the application receives the
+/// normalized path. All of it is there whether policies protect the workload or not, so
+/// that adding, editing or removing one changes the routes alone.
 fn http_connection_manager(
     stat_prefix: String,
     route_config: &str,
     access_log: Vec<AccessLog>,
+    inbound: bool,
 ) -> HttpConnectionManager {
     let http_filter = |name: &str, config: Any| HttpFilter {
         name: name.to_owned(),
@@ -154,11 +204,21 @@ fn http_connection_manager(
             config_source: Some(proto::ads()),
             route_config_name: route_config.to_owned(),
         })),
-        http_filters: vec![
-            http_filter(FAULT_FILTER, proto::any(&HttpFault::default())),
-            http_filter("envoy.filters.http.router", proto::any(&Router::default())),
-        ],
-        access_log,
+        http_filters: inbound
+            .then(rbac::http_filters)
+            .unwrap_or_default()
+            .into_iter()
+            .chain([
+                http_filter(FAULT_FILTER, proto::any(&HttpFault::default())),
+                http_filter("envoy.filters.http.router", proto::any(&Router::default())),
+            ])
+            .collect(),
+        normalize_path: inbound.then_some(BoolValue { value: true }),
+        merge_slashes: inbound,
+        access_log: access_log
+            .into_iter()
+            .chain(inbound.then(audit::http_log))
+            .collect(),
         ..Default::default()
     }
 }

@@ -28,11 +28,11 @@ use envoy_types::pb::envoy::{
 };
 use prost::{Message, encoding};
 use remora_model::config::{
-    self, Fault, Forward, HeaderChanges, PathMatch, PathRewrite, Redirect, RouteMatch, StringMatch,
-    Target, ValueMatch,
+    self, Authorization, Fault, Forward, HeaderChanges, PathMatch, PathRewrite, Redirect,
+    RouteMatch, StringMatch, Target, ValueMatch,
 };
 
-use crate::{cluster_name, encoded::Encoded, listener::FAULT_FILTER, proto, split};
+use crate::{cluster_name, encoded::Encoded, listener::FAULT_FILTER, proto, rbac, split};
 
 pub(crate) fn route_configuration(rc: &config::RouteConfig) -> RouteConfiguration {
     RouteConfiguration {
@@ -47,11 +47,32 @@ pub(crate) fn route_configuration(rc: &config::RouteConfig) -> RouteConfiguratio
 }
 
 fn virtual_host(vh: &config::VirtualHost) -> pb::VirtualHost {
-    pb::VirtualHost {
+    let mut host = pb::VirtualHost {
         name: vh.name.to_string(),
         domains: vh.domains.clone(),
         routes: vh.routes.iter().flat_map(routes).collect(),
         ..Default::default()
+    };
+    if let Some(authz) = &vh.authz {
+        with_access_rules(&mut host, authz);
+    }
+    host
+}
+
+/// The access rules of an inbound host, as the per-route configs of the RBAC filters: the
+/// deny step's on the host, the allow step's on each route (inbound routes inject no
+/// faults). One entry per map, because prost writes a map in hash order and a resource's
+/// bytes must be the same every time.
+fn with_access_rules(host: &mut pb::VirtualHost, authz: &Authorization) {
+    let [(deny_filter, deny), (allow_filter, allow)] = rbac::per_route(authz);
+    host.typed_per_filter_config = deny
+        .map(|c| (deny_filter.to_owned(), c))
+        .into_iter()
+        .collect();
+    if let Some(allow) = allow {
+        for r in &mut host.routes {
+            r.typed_per_filter_config = [(allow_filter.to_owned(), allow.clone())].into();
+        }
     }
 }
 
@@ -176,14 +197,14 @@ fn route_match(m: &RouteMatch) -> pb::RouteMatch {
 }
 
 /// RE2 is Envoy's default (and only) engine, so only the expression is set.
-fn regex(r: &str) -> RegexMatcher {
+pub(crate) fn regex(r: &str) -> RegexMatcher {
     RegexMatcher {
         regex: r.to_owned(),
         engine_type: None,
     }
 }
 
-fn string_matcher(v: &ValueMatch) -> StringMatcher {
+pub(crate) fn string_matcher(v: &ValueMatch) -> StringMatcher {
     StringMatcher {
         match_pattern: Some(match v {
             ValueMatch::Exact(s) => MatchPattern::Exact(s.clone()),

@@ -40,6 +40,7 @@ use remora_api::{
 use remora_envoy::{
     AccessLogSink, Options,
     bootstrap::{self as sidecar, XdsTls},
+    rbac,
     sds::{SDS_CLUSTER, SDS_SOCKET},
     translate,
 };
@@ -291,6 +292,103 @@ fn envoy_accepts_every_captured_proxy_of_the_shop_with_mutual_tls_in_every_mode(
     }
 }
 
+/// Every kind of access rule: deny and allow, enforced and audited, by identity, service
+/// account, namespace and certificate, by port, path, method, host and header.
+fn every_access_rule() -> serde_json::Value {
+    serde_json::json!({
+        "rules": [
+            {"name": "no-plaintext-admin", "action": "Deny", "from": [{"authenticated": false}],
+             "to": {"http": {"paths": [{"type": "PathPrefix", "value": "/admin"}]}}},
+            {"name": "no-ops", "action": "Deny", "from": [{"namespaces": ["ops"]}],
+             "to": {"ports": [8080, 5432]}},
+            {"name": "frontend",
+             "from": [{"serviceAccounts": ["default"], "namespaces": ["shop"]}],
+             "to": {"ports": [8080, 50051], "http": {
+                 "paths": [{"type": "Exact", "value": "/reviews"},
+                           {"type": "PathPrefix", "value": "/api/"}],
+                 "methods": ["GET", "POST"],
+                 "hosts": ["reviews", "*.shop.svc.cluster.local"],
+                 "headers": [{"name": "x-env", "value": "prod"},
+                             {"type": "RegularExpression", "name": "x-id", "value": "[0-9]+"}]}}},
+            {"name": "by-identity",
+             "from": [{"identities": ["spiffe://cluster.local/ns/shop/sa/default"]}]},
+            {"name": "any-certificate", "from": [{"authenticated": true}],
+             "to": {"ports": [5432]}},
+            {"name": "trial-no-delete", "action": "Deny", "mode": "Audit",
+             "to": {"http": {"methods": ["DELETE"]}}},
+            {"name": "trial-shop", "mode": "Audit", "from": [{"namespaces": ["shop"]}]},
+        ]
+    })
+}
+
+/// The RBAC filters of every chain of a listener (the default chain's included): network
+/// filters, and HTTP filters of its connection managers.
+fn rbac_filters(l: &Listener) -> usize {
+    let is_rbac = |name: &str| name == rbac::DENY_FILTER || name == rbac::ALLOW_FILTER;
+    let filters = l
+        .filter_chains
+        .iter()
+        .chain(&l.default_filter_chain)
+        .flat_map(|c| &c.filters);
+    let mut count = 0;
+    for f in filters {
+        count += usize::from(is_rbac(&f.name));
+        if let Some(ConfigType::TypedConfig(any)) = &f.config_type
+            && any.type_url == HttpConnectionManager::type_url()
+        {
+            let hcm = HttpConnectionManager::decode(any.value.as_slice()).expect("hcm");
+            count += hcm.http_filters.iter().filter(|h| is_rbac(&h.name)).count();
+        }
+    }
+    count
+}
+
+/// Proxies that access policies protect: captured with mutual TLS (each port's chains and
+/// both passthroughs enforce the rules, as network filters or HTTP ones), and explicit.
+#[test]
+fn envoy_accepts_proxies_protected_by_every_kind_of_access_rule() {
+    let envoy = envoy_bin();
+    for mode in [MtlsMode::Permissive, MtlsMode::Strict] {
+        let mut m = meshed_shop(mode);
+        drop(m.apply([access_policy("every-rule", every_access_rule())]));
+        for pod in ["reviews-v1", "catalog-0", "db-v1"] {
+            let d = decode(&config(&m, pod), &Options::default());
+            // Deny and allow at least, on each chain: the port's one or two, and the
+            // passthroughs (a TCP chain has a deny filter per enforced deny rule).
+            let chains = d.listeners["inbound"].filter_chains.len() - 1;
+            let rbac = rbac_filters(&d.listeners["inbound"]);
+            assert!(
+                rbac >= 2 * (chains + usize::from(mode == MtlsMode::Permissive)),
+                "{pod} {mode:?}: {rbac} RBAC filters on {chains} chains"
+            );
+            let label = format!("{pod}-access-{mode:?}");
+            validate(&envoy, &with_sds_cluster(bootstrap(d, pod)), &label);
+        }
+    }
+    let mut events = shop_events(REVIEWS_ROUTE);
+    events.push(access_policy("every-rule", every_access_rule()));
+    let m = mesh(events);
+    for pod in ["reviews-v1", "db-v1"] {
+        let d = decode(&config(&m, pod), &Options::default());
+        let protected: Vec<&str> = d
+            .listeners
+            .values()
+            .filter(|l| rbac_filters(l) >= 2)
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(
+            protected.len(),
+            1,
+            "{pod}: its inbound listener alone, {protected:?}"
+        );
+        validate(
+            &envoy,
+            &bootstrap(d, pod),
+            &format!("{pod}-access-explicit"),
+        );
+    }
+}
+
 /// The sidecar's own bootstrap, with TLS to the control plane by name and by address.
 #[test]
 fn envoy_accepts_a_bootstrap_with_tls_to_the_control_plane() {
@@ -391,4 +489,24 @@ fn envoy_refuses_a_route_to_a_missing_cluster() {
         stderr.contains(remora_envoy::UNRESOLVED_CLUSTER),
         "unexpected failure: {stderr}"
     );
+}
+
+/// A workload whose only audited rule denies: its audit log carries no tag of audited allow
+/// rules, which Envoy would refuse empty.
+#[test]
+fn envoy_accepts_a_proxy_whose_only_audit_rule_denies() {
+    let envoy = envoy_bin();
+    let mut m = meshed_shop(MtlsMode::Permissive);
+    let spec = serde_json::json!({"rules": [
+        {"name": "legacy", "action": "Deny", "mode": "Audit", "from": [{"serviceAccounts": ["legacy"]}]}
+    ]});
+    drop(m.apply([access_policy("audit-deny", spec)]));
+    for pod in ["reviews-v1", "db-v1"] {
+        let d = decode(&config(&m, pod), &Options::default());
+        validate(
+            &envoy,
+            &with_sds_cluster(bootstrap(d, pod)),
+            &format!("{pod}-audit-deny"),
+        );
+    }
 }

@@ -3,7 +3,7 @@
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use prost::{Message, encoding::message};
 use remora_api::sidecar_policy::AccessLogFormat;
-use remora_model::config::{self, Accepts};
+use remora_model::config::{self, Accepts, Direction};
 
 use crate::{AccessLogSink, Options, encoded::Encoded, listener, proto};
 
@@ -16,10 +16,12 @@ const FILTER_CHAINS: u32 = 3;
 /// the changed chain and a concatenation, not a translation of every chain.
 pub type FilterChainCache = Encoded<ChainKey>;
 
-/// What a chain's encoding depends on: its content and the access log of its listener.
+/// What a chain's encoding depends on: its content, and the direction and access log of its
+/// listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ChainKey {
     chain: u64,
+    direction: Direction,
     access_log: Option<AccessLogFormat>,
     sink: AccessLogSink,
 }
@@ -34,11 +36,13 @@ impl FilterChainCache {
             chains,
             unmatched,
             mtls,
+            authz,
         } = &l.accepts
         else {
             return listener::listener(l, options).encode_to_vec();
         };
-        let (mut rest, access_log) = super::shell(l, unmatched, mtls.as_ref(), options);
+        let (mut rest, access_log) =
+            super::shell(l, unmatched, mtls.as_ref(), authz.as_deref(), options);
         let head = Listener {
             name: std::mem::take(&mut rest.name),
             address: rest.address.take(),
@@ -47,6 +51,7 @@ impl FilterChainCache {
         let guards = std::mem::take(&mut rest.filter_chains);
         let key = |hash| ChainKey {
             chain: hash,
+            direction: l.direction,
             access_log: l.access_log,
             sink: options.access_log,
         };
@@ -59,7 +64,7 @@ impl FilterChainCache {
             + rest.encoded_len();
         for c in super::served(chains, l.port, !guards.is_empty()) {
             let bytes = self.get_or_encode(key(c.hash), || {
-                super::filter_chain(&c.value, &access_log).encode_to_vec()
+                super::filter_chain(&c.value, &access_log, l.direction).encode_to_vec()
             });
             len += proto::field_len(FILTER_CHAINS, bytes.len());
         }

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::config::{
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use prost::{Message, Name};
 use remora_api::{
-    SidecarPolicy, TrafficRoute,
+    AccessPolicy, SidecarPolicy, TrafficRoute,
     sidecar_policy::{MtlsMode, UnknownDestinations},
 };
 use remora_envoy::{EnvoyResource, Options, translate, type_url, unresolved_cluster};
@@ -178,6 +178,17 @@ pub fn policy(yaml: &str) -> Event {
     p.metadata.creation_timestamp = Some(time(1));
     p.metadata.generation = Some(1);
     Event::Upsert(Object::SidecarPolicy(Box::new(p)))
+}
+
+/// An access policy of the shop, its spec as JSON.
+pub fn access_policy(name: &str, spec: serde_json::Value) -> Event {
+    let mut p: AccessPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "shop", "name": name, "generation": 1},
+        "spec": spec,
+    }))
+    .expect("an access policy");
+    p.metadata.creation_timestamp = Some(time(3));
+    Event::Upsert(Object::AccessPolicy(Box::new(p)))
 }
 
 pub fn route(name: &str, yaml: &str) -> Event {

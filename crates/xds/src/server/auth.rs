@@ -18,7 +18,7 @@ pub enum Admission {
 
 impl Admission {
     /// `Ok` when a stream from `peer` may be served as `proxy`.
-    pub(super) fn admit(self, peer: Option<&Peer>, proxy: &ObjectKey) -> Result<(), Status> {
+    pub fn admit(self, peer: Option<&Peer>, proxy: &ObjectKey) -> Result<(), Status> {
         if self == Admission::Open {
             return Ok(());
         }
