@@ -146,6 +146,7 @@ pub async fn start(
         stream_age: Default::default(),
         limits: Default::default(),
         refusals: Default::default(),
+        audit: Default::default(),
     };
     Ok(Identities {
         serving,

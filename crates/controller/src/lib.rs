@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+mod access_status;
 mod admission;
 pub mod endpoints;
 pub mod fleet;
@@ -40,7 +41,7 @@ use k8s_openapi::api::{
     core::v1::{Namespace, Pod, Service},
 };
 use kube::{Client, runtime::reflector::Store};
-use remora_api::{SidecarPolicy, TrafficRoute};
+use remora_api::{AccessPolicy, SidecarPolicy, TrafficRoute};
 use remora_envoy::Options;
 use remora_fleet::Fleet;
 use remora_inputs::convert;
@@ -274,6 +275,7 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
     serving.limits = config.xds_limits.clone();
     metrics.track_stream_age(serving.stream_age.clone());
     metrics.track_refusals(serving.refusals.clone());
+    let audit = serving.audit.clone();
     let webhook = with_injector(
         &client,
         &config,
@@ -292,6 +294,8 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         routes: cluster.routes,
         gateway_routes: cluster.gateway_routes,
         policies: cluster.policies,
+        access_policies: cluster.access_policies,
+        audit,
         proxy_pods: cluster.proxy_pods,
         workloads: cluster.workloads,
         executor: rollout::Executor::new(client.clone(), eviction_version(&client).await),
@@ -357,6 +361,7 @@ struct Cluster {
     routes: Store<TrafficRoute>,
     gateway_routes: Vec<gateway::RouteStore>,
     policies: Store<SidecarPolicy>,
+    access_policies: Store<AccessPolicy>,
     workloads: rollout::Workloads,
     proxy_pods: ProxyPods,
 }
@@ -387,6 +392,8 @@ impl Cluster {
             w.watch_stored(|r: &TrafficRoute| Ok(vec![Object::TrafficRoute(Box::new(r.clone()))]));
         let policies = w
             .watch_stored(|p: &SidecarPolicy| Ok(vec![Object::SidecarPolicy(Box::new(p.clone()))]));
+        let access_policies =
+            w.watch_stored(|p: &AccessPolicy| Ok(vec![Object::AccessPolicy(Box::new(p.clone()))]));
         let gateway_routes = gateway::watch(&mut w, &model, discovery_interval).await;
         let workloads = rollout::Workloads {
             deployments: w.store::<Deployment>(),
@@ -401,6 +408,7 @@ impl Cluster {
             routes,
             gateway_routes,
             policies,
+            access_policies,
             workloads,
             proxy_pods,
         }

@@ -52,6 +52,10 @@ pub struct Reconciler {
     pub gateway_routes: Vec<crate::gateway::RouteStore>,
     /// The SidecarPolicies whose status is written and whose rollouts are stepped.
     pub policies: Store<SidecarPolicy>,
+    /// The AccessPolicies whose status is written.
+    pub access_policies: Store<remora_api::AccessPolicy>,
+    /// What the proxies of this replica report their audit rules would have denied.
+    pub audit: Arc<remora_audit::AuditLog>,
     /// What each pod with a sidecar or a workload looks like now.
     pub proxy_pods: ProxyPods,
     /// The workloads rollouts restart.
@@ -263,7 +267,7 @@ impl Reconciler {
         warn!(policy = %reference, "the policy store lags its status write; acting anyway");
     }
 
-    fn record(
+    pub(crate) fn record(
         &self,
         kind: &'static str,
         key: &ObjectKey,
@@ -384,6 +388,7 @@ pub async fn run(
         reconciler.routes(&writer, &judged, &seen).await;
         reconciler.gateway_routes(&judged, &seen).await;
         reconciler.policies(&writer, &judged).await;
+        reconciler.access_policies(&writer, &judged).await;
         let written = writer.writes() - before;
         if written > 0 {
             debug!(written, "status written");

@@ -1,9 +1,10 @@
-//! The control plane's gRPC port (ADS and the `remora.v1` API) and the shutdown of the tasks
-//! that serve it.
+//! The control plane's gRPC port (ADS, the proxies' audit log and the `remora.v1` API) and
+//! the shutdown of the tasks that serve it.
 
 use std::{fmt::Display, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use remora_admin::{Access, Certificates, Open, ProxiesService};
+use remora_audit::{AuditLog, AuditService, AuditedAllow};
 use remora_xds::{Admission, AdsServer, Limits, Refusal, Refusals, StreamAge};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::service::Routes;
@@ -35,6 +36,9 @@ pub struct Serving {
     pub limits: Limits,
     /// Every client cut off, counted by why; the caller keeps a clone to read.
     pub refusals: Refusals,
+    /// Where the proxies' reports of what audit rules would have denied are counted; the
+    /// caller keeps a clone to read.
+    pub audit: Arc<AuditLog>,
 }
 
 /// How often an idle connection is pinged, and how long the answer may take.
@@ -55,6 +59,7 @@ impl Serving {
             stream_age: StreamAge::default(),
             limits: Limits::default(),
             refusals: Refusals::default(),
+            audit: Arc::default(),
         }
     }
 }
@@ -72,6 +77,17 @@ impl PipelineState {
         serving: Serving,
     ) -> impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static {
         let mut stopped = stop.clone();
+        let mesh = self.mesh.clone();
+        let audited_allow: AuditedAllow = Arc::new(move |proxy| {
+            let authz = mesh.lock().proxy_authorization(proxy);
+            authz.map(|a| a.audited_allow_rules()).unwrap_or_default()
+        });
+        let audit = AuditService::new(
+            serving.audit.clone(),
+            serving.admission,
+            audited_allow,
+            stop.clone(),
+        );
         let ads = AdsServer::new(self.cache.clone(), self.status.clone(), stop)
             .response_budget(response_budget)
             .admission(serving.admission)
@@ -90,7 +106,10 @@ impl PipelineState {
             proxies = proxies.with_certificates(certificates);
         }
         let mut routes = serving.more.unwrap_or_default();
-        routes = routes.add_service(ads).add_service(proxies.into_service());
+        routes = routes
+            .add_service(ads)
+            .add_service(proxies.into_service())
+            .add_service(audit);
         tonic::transport::Server::builder()
             // GOAWAY at the maximum age, before the stream ends at its age plus jitter: the
             // proxy then reconnects over a new connection (see `remora_xds::StreamAge`).

@@ -1,4 +1,4 @@
-//! The status of `TrafficRoute` and `SidecarPolicy`.
+//! The status of `TrafficRoute`, `SidecarPolicy` and `AccessPolicy`.
 //!
 //! Everything that decides what a status says is a pure function of plain facts the
 //! controller gathers from the model and the xDS server: [`route_status`], [`policy_status`]
@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod access;
 mod condition;
 pub mod gateway;
 mod message;
@@ -20,6 +21,7 @@ mod transition;
 mod version;
 mod writer;
 
+pub use access::{AccessFacts, access_policy_status};
 pub use policy::{PolicyFacts, policy_status};
 pub use route::{RouteFacts, route_status};
 pub use tally::ProxyTally;

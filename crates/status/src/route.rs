@@ -46,7 +46,11 @@ pub fn route_status(
         conditions: vec![
             accepted(&c, facts),
             resolved_refs(&c, facts.problems),
-            programmed(&c, tally),
+            programmed(
+                &c,
+                tally,
+                "No proxy sends traffic to this route's Services, so there is nothing to program.",
+            ),
         ],
         proxies: Some(ProxyCounts {
             affected: tally.affected,
@@ -122,16 +126,13 @@ fn reason_of(problem: &Problem) -> &'static str {
     }
 }
 
-fn programmed(c: &Conditions<'_>, tally: &ProxyTally) -> Condition {
+/// `Programmed` from how the affected proxies took their config; `nothing` says why there
+/// is nothing to program when no proxy is affected.
+pub(crate) fn programmed(c: &Conditions<'_>, tally: &ProxyTally, nothing: &str) -> Condition {
     let (status, why, message) = if tally.nacked > 0 {
         (false, reason::REJECTED_BY_PROXY, tally.rejection())
     } else if tally.affected == 0 {
-        (
-            true,
-            reason::PROGRAMMED,
-            "No proxy sends traffic to this route's Services, so there is nothing to program."
-                .into(),
-        )
+        (true, reason::PROGRAMMED, nothing.to_owned())
     } else if tally.acked >= tally.affected {
         (
             true,

@@ -19,7 +19,10 @@ use kube::{
     core::object::HasStatus,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
-use remora_api::{SidecarPolicy, SidecarPolicyStatus, TrafficRoute, TrafficRouteStatus};
+use remora_api::{
+    AccessPolicy, AccessPolicyStatus, SidecarPolicy, SidecarPolicyStatus, TrafficRoute,
+    TrafficRouteStatus,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -63,6 +66,7 @@ pub struct StatusWriter {
     writes: AtomicU64,
     routes: Mutex<HashMap<String, Applied<TrafficRouteStatus>>>,
     policies: Mutex<HashMap<String, Applied<SidecarPolicyStatus>>>,
+    access_policies: Mutex<HashMap<String, Applied<AccessPolicyStatus>>>,
 }
 
 impl StatusWriter {
@@ -74,6 +78,7 @@ impl StatusWriter {
             writes: AtomicU64::new(0),
             routes: Mutex::default(),
             policies: Mutex::default(),
+            access_policies: Mutex::default(),
         }
     }
 
@@ -95,6 +100,16 @@ impl StatusWriter {
         desired: SidecarPolicyStatus,
     ) -> Result<bool, Error> {
         self.write(policy, desired, &self.policies).await
+    }
+
+    /// Writes `desired` (from [`crate::access_policy_status`]) to `policy` when it differs
+    /// from the policy's status. `Ok(true)` when it wrote.
+    pub async fn access_policy(
+        &self,
+        policy: &AccessPolicy,
+        desired: AccessPolicyStatus,
+    ) -> Result<bool, Error> {
+        self.write(policy, desired, &self.access_policies).await
     }
 
     /// The policy's status as it stands: what this writer last wrote to it when `policy`
@@ -257,6 +272,16 @@ trait Owned: Serialize + Clone + PartialEq + Debug {
 }
 
 impl Owned for TrafficRouteStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+
+    fn conditions_mut(&mut self) -> &mut [Condition] {
+        &mut self.conditions
+    }
+}
+
+impl Owned for AccessPolicyStatus {
     fn conditions(&self) -> &[Condition] {
         &self.conditions
     }
