@@ -18,7 +18,7 @@ use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
 };
-use remora_api::{SidecarPolicy, TrafficRoute, conditions};
+use remora_api::{AccessPolicy, SidecarPolicy, TrafficRoute, conditions};
 use remora_controller::{
     Config, Controller,
     fleet::{FleetConfig, REPORT_LABEL},
@@ -1389,5 +1389,148 @@ async fn a_consumer_route_reaches_only_its_namespaces_proxies() {
     drop(envoys);
     remove_client(client, &sc.ns, "client").await;
     remove_client(client, &owner, "client").await;
+    controller.stop().await;
+}
+
+/// A meshed pod `name` at `ip` serving HTTP on a declared port (8080), so its proxy has an
+/// inbound listener for access policies to protect.
+async fn running_server(client: &Client, ns: &str, name: &str, ip: &str) {
+    let pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "client"}},
+        "spec": {"containers": [
+            {"name": "app", "image": "example.invalid/server:1",
+             "ports": [{"name": "http", "containerPort": 8080}]},
+            {"name": "remora-proxy", "image": "example.invalid/remora-proxy:1.40.0"}]}
+    }))
+    .expect("a Pod");
+    cluster::create_pod(client, ns, &pod).await;
+    cluster::run_pod(client, ns, name, ip).await;
+}
+
+/// An access policy whose rules a real Envoy refuses (a header regex beyond its lower limit)
+/// says so in `Programmed`, in Envoy's words, while the proxy keeps the last good rules; the
+/// fix is programmed again. `Accepted`, `ResolvedRefs` and the workload count come from the
+/// model on the real API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_policys_nack_keeps_the_last_good_rules_and_shows_in_status() {
+    let Some(sc) = scene("accessnack").await else {
+        return;
+    };
+    if !cluster::is_stub() {
+        eprintln!("skipped: pods are made ready by hand only on the stub cluster");
+        return;
+    }
+    let client = &sc.client;
+    own_namespace_only(client, &sc.ns).await;
+    running_server(client, &sc.ns, "server", "127.1.205.2").await;
+    let controller = start(client, None).await;
+    let envoy = support::Envoy::start_with_regex_limit(
+        ObjectKey::new(&sc.ns, "server"),
+        controller.xds_addr,
+        true,
+        support::LOWER_REGEX_LIMIT,
+    )
+    .await;
+    let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &sc.ns);
+    let spec = |tenant: &str| {
+        serde_json::json!({"selector": {"matchLabels": {"app": "client"}},
+            "rules": [{"name": "tenants", "action": "Deny",
+                       "from": [{"serviceAccounts": ["nobody"]}],
+                       "to": {"http": {"headers": [{"name": "x-tenant", "type": "RegularExpression", "value": tenant}]}}}]})
+    };
+    let policy: AccessPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "AccessPolicy",
+        "metadata": {"name": "server"}, "spec": spec("a|b"),
+    }))
+    .expect("an AccessPolicy");
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("the AccessPolicy");
+    let condition = |p: &AccessPolicy, type_: &str| {
+        let c = p
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)?;
+        Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let at = async |generation: i64, what: &str, check: &dyn Fn(&AccessPolicy) -> bool| {
+        eventually(30, what, async || {
+            let p = policies.get("server").await.ok()?;
+            let observed = p.status.as_ref()?.observed_generation;
+            (observed == Some(generation) && check(&p)).then_some(p)
+        })
+        .await
+    };
+    let programmed = |p: &AccessPolicy| {
+        condition(p, "Programmed").is_some_and(|(s, r, _)| s == "True" && r == "Programmed")
+    };
+    let first = at(1, "Programmed", &programmed).await;
+    assert_eq!(first.status.as_ref().and_then(|s| s.workloads), Some(1));
+    let (status, reason, message) = condition(&first, "ResolvedRefs").expect("ResolvedRefs");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "UnknownServiceAccounts")
+    );
+    assert!(message.contains("nobody"), "{message}");
+    // HTTP rules ride with the routes, so that an edit reaches open connections.
+    let routes = async || {
+        let dump = "/config_dump?resource=dynamic_route_configs";
+        support::get(envoy.admin, "localhost", dump, &[])
+            .await
+            .map(|r| r.body)
+            .unwrap_or_default()
+    };
+    eventually(20, "the rules in the proxy's inbound routes", async || {
+        routes().await.contains("a|b").then_some(())
+    })
+    .await;
+
+    let edit = |tenant: &str| serde_json::json!({"spec": spec(tenant)});
+    policies
+        .patch(
+            "server",
+            &PatchParams::default(),
+            &Patch::Merge(edit(support::BEYOND_LOWER_LIMIT)),
+        )
+        .await
+        .expect("the policy edited");
+    let nacked = at(2, "the proxy's NACK", &|p| {
+        condition(p, "Programmed").is_some_and(|(s, r, _)| s == "False" && r == "RejectedByProxy")
+    })
+    .await;
+    let (_, _, message) = condition(&nacked, "Programmed").expect("Programmed");
+    assert!(message.contains("program size"), "Envoy's words: {message}");
+    assert!(
+        message.contains(&format!("{}/server", sc.ns)),
+        "the proxy: {message}"
+    );
+    let running = routes().await;
+    assert!(
+        running.contains("a|b"),
+        "the last good rules stay: {running}"
+    );
+
+    policies
+        .patch(
+            "server",
+            &PatchParams::default(),
+            &Patch::Merge(edit("c|d")),
+        )
+        .await
+        .expect("the policy fixed");
+    at(3, "Programmed again", &programmed).await;
+    eventually(
+        20,
+        "the fixed rules in the proxy's inbound routes",
+        async || routes().await.contains("c|d").then_some(()),
+    )
+    .await;
+
+    drop(envoy);
+    remove_client(client, &sc.ns, "server").await;
     controller.stop().await;
 }

@@ -486,6 +486,7 @@ async fn captured_traffic(prefix: &str, delta: bool) {
         services: services().into(),
         routes: routes().into(),
         deployments: deployments(),
+        ..Objects::default()
     })
     .await
     else {

@@ -1,5 +1,7 @@
 //! `remora compute`: the model run once over a folder, printed for people.
 
+mod access;
+
 use std::{fmt::Write as _, path::Path, process::ExitCode};
 
 use remora_api::ValidationSettings;
@@ -44,6 +46,7 @@ fn report(
                 Object::HttpRoute(_) => RouteKind::HttpRoute,
                 Object::GrpcRoute(_) => RouteKind::GrpcRoute,
                 Object::SidecarPolicy(_) => return Some(("SidecarPolicy", None, o.key())),
+                Object::AccessPolicy(_) => return Some(("AccessPolicy", None, o.key())),
                 _ => return None,
             };
             let route = RouteKey { kind, key: o.key() };
@@ -80,6 +83,9 @@ fn report(
             });
         let _ = writeln!(out, "proxy {key} ({policy})");
         render(&config, &mut out);
+        if let Some(authz) = mesh.proxy_authorization(key) {
+            access::render(&authz, &mut out);
+        }
         out.push('\n');
     }
     if wanted.is_empty() {
@@ -98,6 +104,7 @@ fn report(
     for (kind, route, key) in &custom {
         let invalid = match route {
             Some(r) => mesh.route_validation(r),
+            None if *kind == "AccessPolicy" => mesh.access_policy_validation(key),
             None => mesh.policy_validation(key),
         };
         for e in invalid.unwrap_or_default() {
@@ -158,7 +165,9 @@ fn render(config: &ProxyConfig, out: &mut String) {
 
 fn listener(l: &Listener, out: &mut String) {
     match &l.accepts {
-        Accepts::Bound { address, protocol } => {
+        Accepts::Bound {
+            address, protocol, ..
+        } => {
             let addr = match address {
                 BindAddress::Any => "0.0.0.0".to_owned(),
                 BindAddress::Ip(ip) => ip.to_string(),

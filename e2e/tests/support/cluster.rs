@@ -18,7 +18,7 @@ use kube::{
         ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
     },
 };
-use remora_api::{SidecarPolicy, TrafficRoute};
+use remora_api::{AccessPolicy, SidecarPolicy, TrafficRoute};
 use serde::Deserialize;
 
 use super::eventually;
@@ -44,12 +44,16 @@ pub fn is_stub() -> bool {
     std::env::var("REMORA_E2E_CLUSTER").as_deref() == Ok("stub")
 }
 
-/// Installs both CRDs (as the code generates them) once per cluster and waits until they
+/// Installs the CRDs (as the code generates them) once per cluster and waits until they
 /// are served. Older servers drop the schema parts they do not know, as `kubectl apply
 /// --validate=false` would.
 pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [TrafficRoute::crd(), SidecarPolicy::crd()] {
+    for crd in [
+        TrafficRoute::crd(),
+        SidecarPolicy::crd(),
+        AccessPolicy::crd(),
+    ] {
         let name = crd.metadata.name.clone().expect("CRDs are named");
         match api.create(&PostParams::default(), &crd).await {
             Ok(_) => {}

@@ -4,7 +4,10 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Service, ServiceAccount},
+};
 use kube::Client;
 use remora_api::{SidecarPolicy, TrafficRoute};
 use serde_json::Value;
@@ -21,6 +24,8 @@ pub struct Objects {
     pub policies: Vec<Value>,
     pub services: Vec<Value>,
     pub routes: Vec<Value>,
+    /// The service accounts the Deployments' pods run as (besides `default`).
+    pub service_accounts: Vec<Value>,
     pub deployments: Vec<Value>,
 }
 
@@ -72,6 +77,7 @@ impl Scene {
         let runner = Runner::start(&client, &ns, &bridge, Images::standard());
         create::<Service>(&client, &ns, objects.services).await;
         create::<TrafficRoute>(&client, &ns, objects.routes).await;
+        create::<ServiceAccount>(&client, &ns, objects.service_accounts).await;
         let count = objects.deployments.len();
         create::<Deployment>(&client, &ns, objects.deployments).await;
         let pods = ready_pods(&client, &ns, count).await;

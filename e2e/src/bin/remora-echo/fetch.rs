@@ -1,4 +1,4 @@
-//! `remora-echo fetch <url> [--count N] [--header 'name: value']...`: an application that knows
+//! `remora-echo fetch <url> [--count N] [--method M] [--header 'name: value']...`: an application that knows
 //! nothing of the mesh. It resolves the host through the system resolver (`/etc/hosts` in a
 //! test pod) and connects to whatever it resolves to, one connection per attempt. For each
 //! attempt it prints one line: for `http://host:port/path`, `<status> <x-served-by> <x-peer>
@@ -25,6 +25,7 @@ struct Fetch {
     authority: String,
     path: String,
     count: usize,
+    method: String,
     headers: Vec<String>,
     body: bool,
     hold: bool,
@@ -48,6 +49,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Fetch, String> {
         authority: authority.to_owned(),
         path: path.to_owned(),
         count: 1,
+        method: "GET".to_owned(),
         headers: Vec::new(),
         body: false,
         hold: false,
@@ -58,6 +60,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Fetch, String> {
                 let n = args.next().ok_or("--count needs a number")?;
                 fetch.count = n.parse().map_err(|e| format!("--count {n}: {e}"))?;
             }
+            "--method" => fetch.method = args.next().ok_or("--method needs a method")?,
             "--header" => fetch
                 .headers
                 .push(args.next().ok_or("--header needs a value")?),
@@ -102,8 +105,8 @@ async fn attempt(fetch: &Fetch) -> Result<String, String> {
         return Ok(line.trim_end().to_owned());
     }
     let mut request = format!(
-        "GET {} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n",
-        fetch.path, fetch.authority
+        "{} {} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-length: 0\r\n",
+        fetch.method, fetch.path, fetch.authority
     );
     for h in &fetch.headers {
         request.push_str(h);
