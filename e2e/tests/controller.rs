@@ -67,6 +67,18 @@ fn config(lease: Option<LeaseConfig>) -> Config {
     }
 }
 
+/// A lease in `ns` for `identity` that changes hands within seconds, as the election tests
+/// need.
+fn short_lease(ns: &str, identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        namespace: ns.to_owned(),
+        name: "remora-controller".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(4),
+        grace: Duration::from_secs(1),
+    }
+}
+
 async fn start(client: &Client, lease: Option<LeaseConfig>) -> Controller {
     remora_controller::start(client.clone(), config(lease))
         .await
@@ -287,13 +299,7 @@ async fn one_of_two_replicas_leads_and_the_other_takes_over_when_it_dies() {
     };
     let (client, routes) = (&sc.client, &sc.routes);
     let pp = PostParams::default();
-    let lease = |identity: &str| LeaseConfig {
-        namespace: sc.ns.clone(),
-        name: "remora-controller".into(),
-        identity: identity.into(),
-        duration: Duration::from_secs(4),
-        grace: Duration::from_secs(1),
-    };
+    let lease = |identity: &str| short_lease(&sc.ns, identity);
     routes
         .create(&pp, &route("split", "web", &[("web", 1)]))
         .await
@@ -712,13 +718,7 @@ async fn two_replicas_judge_the_whole_fleet_and_forget_a_dead_one() {
         running_client(client, &sc.ns, name, ip).await;
     }
     own_namespace_only(client, &sc.ns).await;
-    let lease = |identity: &str| LeaseConfig {
-        namespace: sc.ns.clone(),
-        name: "remora-controller".into(),
-        identity: identity.into(),
-        duration: Duration::from_secs(4),
-        grace: Duration::from_secs(1),
-    };
+    let lease = |identity: &str| short_lease(&sc.ns, identity);
     // What a previous run of replica-a left: a shard beyond what it writes now, for a proxy
     // long gone. The new run deletes it rather than let it speak for replica-a.
     let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &sc.ns);
@@ -1533,4 +1533,114 @@ async fn an_access_policys_nack_keeps_the_last_good_rules_and_shows_in_status() 
     drop(envoy);
     remove_client(client, &sc.ns, "server").await;
     controller.stop().await;
+}
+
+/// What audit rules would have denied reaches the leader's status whichever replica the
+/// proxy reports to: a proxy's access log stream to the follower (sent here as Envoy sends
+/// it) is counted there, shared through the follower's audit report, and written by the
+/// leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_counts_reported_to_a_follower_reach_the_leaders_status() {
+    use envoy_types::pb::{
+        envoy::{
+            config::core::v3::{Metadata, Node},
+            data::accesslog::v3::{AccessLogCommon, HttpAccessLogEntry},
+            service::accesslog::v3::{
+                StreamAccessLogsMessage,
+                access_log_service_client::AccessLogServiceClient,
+                stream_access_logs_message::{HttpAccessLogEntries, Identifier, LogEntries},
+            },
+        },
+        google::protobuf::{Struct, Value, value::Kind},
+    };
+    use remora_envoy::audit::{DENIED, RBAC_METADATA, SHADOW_DENY_POLICY, SHADOW_DENY_RESULT};
+
+    let Some(sc) = scene("auditha").await else {
+        return;
+    };
+    let client = &sc.client;
+    let lease = |identity: &str| short_lease(&sc.ns, identity);
+    let a = start(client, Some(lease("replica-a"))).await;
+    let b = start(client, Some(lease("replica-b"))).await;
+    eventually(20, "one leader", async || {
+        (a.is_leader() != b.is_leader()).then_some(())
+    })
+    .await;
+    let follower = if a.is_leader() { &b } else { &a };
+    let policies: Api<AccessPolicy> = Api::namespaced(client.clone(), &sc.ns);
+    let policy: AccessPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "AccessPolicy",
+        "metadata": {"name": "trial"},
+        "spec": {"mode": "Audit", "rules": [{"name": "everyone", "action": "Deny"}]}
+    }))
+    .expect("an AccessPolicy");
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("the AccessPolicy");
+
+    const SENT: usize = 5;
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    let rule = format!("{}/trial/everyone", sc.ns);
+    let entry = HttpAccessLogEntry {
+        common_properties: Some(AccessLogCommon {
+            metadata: Some(Metadata {
+                filter_metadata: [(
+                    RBAC_METADATA[0].to_owned(),
+                    Struct {
+                        fields: [
+                            (SHADOW_DENY_RESULT.to_owned(), string(DENIED)),
+                            (SHADOW_DENY_POLICY.to_owned(), string(&rule)),
+                        ]
+                        .into(),
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let message = StreamAccessLogsMessage {
+        identifier: Some(Identifier {
+            node: Some(Node {
+                id: format!("{}/server", sc.ns),
+                ..Default::default()
+            }),
+            log_name: remora_envoy::audit::LOG_NAME.into(),
+        }),
+        log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
+            log_entry: vec![entry; SENT],
+        })),
+    };
+    let mut als = AccessLogServiceClient::connect(format!("http://{}", follower.xds_addr))
+        .await
+        .expect("the follower's port");
+    als.stream_access_logs(tokio_stream::iter([message]))
+        .await
+        .expect("the entries taken");
+
+    let audit = eventually(
+        30,
+        "the follower's counts in the leader's status",
+        async || {
+            let status = policies.get("trial").await.ok()?.status?;
+            (!status.audit.is_empty()).then_some(status.audit)
+        },
+    )
+    .await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (
+            audit[0].rule.as_str(),
+            audit[0].source.as_str(),
+            audit[0].requests
+        ),
+        ("everyone", "unauthenticated", SENT as i64)
+    );
+    a.stop().await;
+    b.stop().await;
 }

@@ -11,4 +11,4 @@ mod window;
 
 pub use entry::{RULE_SEPARATOR, UNAUTHENTICATED, denials};
 pub use service::{AuditLog, AuditService, AuditedAllow};
-pub use window::{AuditWindow, Denial, MAX_ENTRIES, MAX_LISTED, WINDOW};
+pub use window::{AuditWindow, Counted, Denial, MAX_ENTRIES, MAX_LISTED, WINDOW};

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info_span};
 
-use crate::{AuditWindow, Denial, entry::denials};
+use crate::{AuditWindow, Counted, Denial, entry::denials};
 
 /// The would-be denials of every proxy this replica serves, shared with the status pass.
 #[derive(Debug, Default)]
@@ -42,6 +42,20 @@ impl AuditLog {
     /// What `policy`'s audit rules would have denied in the window ending `now`.
     pub fn denials(&self, policy: &ObjectKey, now: SystemTime) -> Vec<AuditedDenial> {
         self.window().denials(policy, now)
+    }
+
+    /// What this replica counted, to report to the others.
+    pub fn snapshot(&self) -> Vec<Counted> {
+        self.window().snapshot()
+    }
+
+    /// This replica's counts with the other replicas' `reports` added: the whole fleet's.
+    pub fn with<'a>(&self, reports: impl IntoIterator<Item = &'a [Counted]>) -> AuditWindow {
+        let mut all = self.window().clone();
+        for counted in reports {
+            all.add(counted);
+        }
+        all
     }
 
     /// Forgets what fell out of the window, and says how many entries were refused because

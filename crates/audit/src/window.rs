@@ -9,6 +9,7 @@ use std::{
 
 use remora_api::access_policy::AuditedDenial;
 use remora_model::input::ObjectKey;
+use serde::{Deserialize, Serialize};
 
 /// How far back the counts reach.
 pub const WINDOW: Duration = Duration::from_secs(600);
@@ -31,8 +32,22 @@ pub struct Denial {
     pub source: String,
 }
 
+/// One denial's counts as a replica reports them to the others: the policy as
+/// `<namespace>/<name>`, and (minute since the epoch, count) pairs, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counted {
+    /// `<namespace>/<name>`.
+    pub policy: String,
+    /// The rule (or allow rules) it counts for.
+    pub rule: String,
+    /// The caller.
+    pub source: String,
+    /// (minute since the epoch, count), oldest first.
+    pub buckets: Vec<(u64, i64)>,
+}
+
 /// The counts, by denial, each a queue of (bucket, count), oldest first.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct AuditWindow {
     counts: BTreeMap<Denial, VecDeque<(u64, i64)>>,
     dropped: u64,
@@ -52,16 +67,21 @@ impl AuditWindow {
     pub fn record(&mut self, at: SystemTime, denial: Denial, n: i64) {
         if !self.counts.contains_key(&denial) && self.counts.len() >= MAX_ENTRIES {
             self.prune(at);
-            if self.counts.len() >= MAX_ENTRIES {
-                self.dropped += 1;
-                return;
-            }
         }
-        let b = bucket(at);
+        self.record_in(bucket(at), denial, n);
+    }
+
+    /// Counts `n` denials in bucket `b`, kept in order.
+    fn record_in(&mut self, b: u64, denial: Denial, n: i64) {
+        if !self.counts.contains_key(&denial) && self.counts.len() >= MAX_ENTRIES {
+            self.dropped += 1;
+            return;
+        }
         let buckets = self.counts.entry(denial).or_default();
-        match buckets.back_mut() {
-            Some((last, count)) if *last == b => *count += n,
-            _ => buckets.push_back((b, n)),
+        match buckets.iter().position(|(at, _)| *at >= b) {
+            Some(i) if buckets[i].0 == b => buckets[i].1 += n,
+            Some(i) => buckets.insert(i, (b, n)),
+            None => buckets.push_back((b, n)),
         }
     }
 
@@ -74,6 +94,36 @@ impl AuditWindow {
             }
             !buckets.is_empty()
         });
+    }
+
+    /// Everything counted, to report to the other replicas.
+    pub fn snapshot(&self) -> Vec<Counted> {
+        self.counts
+            .iter()
+            .map(|(d, buckets)| Counted {
+                policy: d.policy.to_string(),
+                rule: d.rule.clone(),
+                source: d.source.clone(),
+                buckets: buckets.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    /// Adds another replica's counts (entries beyond the cap are dropped as new ones are).
+    pub fn add(&mut self, counted: &[Counted]) {
+        for c in counted {
+            let Some((ns, name)) = c.policy.split_once('/') else {
+                continue;
+            };
+            let denial = Denial {
+                policy: ObjectKey::new(ns, name),
+                rule: c.rule.clone(),
+                source: c.source.clone(),
+            };
+            for &(bucket, n) in &c.buckets {
+                self.record_in(bucket, denial.clone(), n);
+            }
+        }
     }
 
     /// Entries refused because the window was full.
@@ -172,6 +222,24 @@ mod tests {
         );
         w.prune(at(7_000));
         assert!(w.counts.is_empty());
+    }
+
+    #[test]
+    fn another_replicas_counts_add_up_with_ours() {
+        let legacy = "spiffe://cluster.local/ns/shop/sa/legacy";
+        let mut ours = AuditWindow::default();
+        ours.record(at(6_000), denial("payments", "no-legacy", legacy), 3);
+        let mut theirs = AuditWindow::default();
+        theirs.record(at(5_940), denial("payments", "no-legacy", legacy), 2);
+        theirs.record(at(6_010), denial("payments", "no-legacy", legacy), 4);
+        let report = serde_json::to_string(&theirs.snapshot()).expect("JSON");
+        let counted: Vec<Counted> = serde_json::from_str(&report).expect("read back");
+        ours.add(&counted);
+        let listed = ours.denials(&ObjectKey::new("shop", "payments"), at(6_050));
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].requests, 9);
+        // Buckets stay in order, whatever order they came in.
+        assert_eq!(ours.snapshot()[0].buckets, [(99, 2), (100, 7)]);
     }
 
     #[test]

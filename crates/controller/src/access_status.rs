@@ -5,6 +5,7 @@ use std::time::{Instant, SystemTime};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use remora_api::{AccessPolicy, AccessPolicyStatus};
+use remora_audit::AuditWindow;
 use remora_model::input::ObjectKey;
 use remora_status::{AccessFacts, StatusWriter, access_policy_status};
 use tracing::warn;
@@ -12,7 +13,8 @@ use tracing::warn;
 use crate::{judged::Judged, reconcile::Reconciler};
 
 impl Reconciler {
-    /// Writes each access policy's status when it changed.
+    /// Writes each access policy's status when it changed, with the audit counts of every
+    /// replica's proxies.
     pub(crate) async fn access_policies(&self, writer: &StatusWriter, judged: &Judged) {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let dropped = self.audit.prune(SystemTime::now());
@@ -22,10 +24,16 @@ impl Reconciler {
                 "audit entries not counted: the window holds too many callers"
             );
         }
+        let others = self
+            .audit_fleet
+            .as_ref()
+            .map(|f| f.others(SystemTime::now()))
+            .unwrap_or_default();
+        let audits = self.audit.with(others.iter().map(Vec::as_slice));
         for policy in self.access_policies.state() {
             let started = Instant::now();
             let key = ObjectKey::from_meta(policy.meta());
-            let Some(desired) = self.access_status(&policy, &key, judged, &now) else {
+            let Some(desired) = self.access_status(&policy, &key, judged, &now, &audits) else {
                 continue;
             };
             let result = writer.access_policy(&policy, desired).await;
@@ -40,6 +48,7 @@ impl Reconciler {
         key: &ObjectKey,
         judged: &Judged,
         now: &Time,
+        audits: &AuditWindow,
     ) -> Option<AccessPolicyStatus> {
         let mesh = self.mesh.lock();
         if !mesh.has_access_policy(key) {
@@ -52,7 +61,7 @@ impl Reconciler {
             validation: mesh.access_policy_validation(key).unwrap_or_default(),
             unknown_accounts: &unknown,
             proxies: judged.tally(&proxies),
-            audit: self.audit.denials(key, SystemTime::now()),
+            audit: audits.denials(key, SystemTime::now()),
         };
         Some(access_policy_status(
             &facts,

@@ -10,6 +10,7 @@
 pub mod access;
 mod access_status;
 mod admission;
+pub mod audit_report;
 pub mod endpoints;
 pub mod fleet;
 pub mod gateway;
@@ -276,6 +277,19 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
     metrics.track_stream_age(serving.stream_age.clone());
     metrics.track_refusals(serving.refusals.clone());
     let audit = serving.audit.clone();
+    let audit_fleet = config.fleet.as_ref().map(|f| audit_report::AuditFleet {
+        remote: Arc::default(),
+        replica: f.replica.clone(),
+        expiry: f.expiry,
+    });
+    if let (Some(f), Some(a)) = (&config.fleet, &audit_fleet) {
+        tasks.extend(audit_report::start(
+            &client,
+            f,
+            audit.clone(),
+            a.remote.clone(),
+        ));
+    }
     let webhook = with_injector(
         &client,
         &config,
@@ -296,6 +310,7 @@ pub async fn start(client: Client, config: Config) -> Result<Controller, Error> 
         policies: cluster.policies,
         access_policies: cluster.access_policies,
         audit,
+        audit_fleet,
         proxy_pods: cluster.proxy_pods,
         workloads: cluster.workloads,
         executor: rollout::Executor::new(client.clone(), eviction_version(&client).await),

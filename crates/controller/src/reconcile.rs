@@ -56,6 +56,8 @@ pub struct Reconciler {
     pub access_policies: Store<remora_api::AccessPolicy>,
     /// What the proxies of this replica report their audit rules would have denied.
     pub audit: Arc<remora_audit::AuditLog>,
+    /// With several replicas, what the others' proxies reported.
+    pub audit_fleet: Option<crate::audit_report::AuditFleet>,
     /// What each pod with a sidecar or a workload looks like now.
     pub proxy_pods: ProxyPods,
     /// The workloads rollouts restart.

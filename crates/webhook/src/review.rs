@@ -254,7 +254,9 @@ mod tests {
         let bad = json!([{"name": "orders", "from": [{"identities": ["spiffe://x/orders"]}]}]);
         let a = answer(&request("CREATE", "AccessPolicy", policy(bad)));
         assert_eq!(a["response"]["allowed"], false, "{a}");
-        let message = a["response"]["status"]["message"].as_str().expect("a message");
+        let message = a["response"]["status"]["message"]
+            .as_str()
+            .expect("a message");
         assert!(
             message.contains("spec.rules[0].from[0].identities[0]"),
             "{message}"
