@@ -328,7 +328,8 @@ async fn authorization() {
     assert_status(&sc).await;
     assert_audit_counts(&sc).await;
 
-    // An edit reaches the running proxy: other may charge now.
+    // An edit reaches the running proxy: other may charge now, and nothing restarted.
+    let uptime = counter(&sc, "payments", "^server.uptime$").await;
     let policies: Api<AccessPolicy> = Api::namespaced(sc.client.clone(), &sc.ns);
     policies
         .patch(
@@ -339,6 +340,11 @@ async fn authorization() {
         .await
         .expect("edit the policy");
     until_code(&sc, "other", "POST", "http://payments:8080/charge", "200").await;
+    let later = counter(&sc, "payments", "^server.uptime$").await;
+    assert!(
+        later >= uptime,
+        "the proxy kept running: uptime {uptime} s, then {later} s"
+    );
     assert_eq!(sc.runner.failures(), Vec::<String>::new());
     sc.stop().await;
 }

@@ -140,3 +140,61 @@ fn local_mode_will_not_serve_plaintext_unless_told_it_is_insecure() {
     assert!(!ok);
     assert!(err.contains("pass --insecure"), "{err}");
 }
+
+/// `compute` prints each protected proxy's access rules in the order its sidecar evaluates
+/// them, and an invalid access policy's problems with their fields.
+#[test]
+fn access_rules_are_printed_in_evaluation_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local");
+    for entry in fs::read_dir(&example).expect("examples/local") {
+        let path = entry.expect("an entry").path();
+        fs::copy(&path, dir.path().join(path.file_name().expect("a name"))).expect("copied");
+    }
+    fs::write(
+        dir.path().join("50-access.yaml"),
+        r#"apiVersion: remora.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: web, namespace: demo}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules:
+    - name: no-admin
+      action: Deny
+      to: {http: {paths: [{value: /admin}]}}
+    - name: reviews
+      from: [{serviceAccounts: [reviews]}]
+      to: {ports: [8080], http: {methods: [GET]}}
+    - name: trial
+      mode: Audit
+      from: [{namespaces: [ops]}]
+---
+apiVersion: remora.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: bad, namespace: demo}
+spec:
+  rules:
+    - name: everyone
+      from: [{}]
+"#,
+    )
+    .expect("written");
+    let dir_arg = dir.path().to_str().expect("utf-8 path");
+    let (ok, out, err) = remora(&["compute", "--dir", dir_arg, "--proxy", "demo/web-0"]);
+    assert!(ok, "{err}");
+    let rules = [
+        "  access rules, in the order they are evaluated",
+        "    deny demo/web/no-admin: from anyone; path under /admin",
+        "    allow demo/web/reviews: from spiffe://cluster.local/ns/demo/sa/reviews; port 8080; GET",
+        "    otherwise deny: the workload has allow rules",
+        "    audit: count what none of demo/web/reviews, demo/web/trial allows",
+    ]
+    .join("\n");
+    assert!(out.contains(&rules), "{out}");
+    assert!(
+        out.contains(
+            "AccessPolicy demo/bad: spec.rules[0].from[0]: an empty entry matches every caller"
+        ),
+        "{out}"
+    );
+}
