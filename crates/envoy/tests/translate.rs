@@ -183,10 +183,18 @@ fn every_reference_resolves_within_each_proxy() {
                     rds.route_config_name
                 );
                 let filters: Vec<_> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
-                assert_eq!(
-                    filters,
-                    ["envoy.filters.http.fault", "envoy.filters.http.router"]
-                );
+                // Inbound: the RBAC filters whose rules come with the routes, before them.
+                let rbac: &[&str] = if l.name.starts_with("inbound") {
+                    &["remora.rbac.deny", "remora.rbac.allow"]
+                } else {
+                    &[]
+                };
+                let expected: Vec<&str> = rbac
+                    .iter()
+                    .copied()
+                    .chain(["envoy.filters.http.fault", "envoy.filters.http.router"])
+                    .collect();
+                assert_eq!(filters, expected, "{pod}/{}", l.name);
             }
         }
         for rc in d.routes.values() {
@@ -675,7 +683,17 @@ fn access_logs_follow_the_policy() {
         } else {
             network_filter::<HttpConnectionManager>(l, HCM).access_log
         };
-        assert!(logs.is_empty(), "{}: no access log asked for", l.name);
+        // Inbound HTTP keeps only the audit log, which logs nothing until a shadow rule denies.
+        let asked: Vec<&str> = logs
+            .iter()
+            .map(|l| l.name.as_str())
+            .filter(|n| *n != "envoy.access_loggers.http_grpc" || !l.name.starts_with("inbound"))
+            .collect();
+        assert!(
+            asked.is_empty(),
+            "{}: no access log asked for: {asked:?}",
+            l.name
+        );
     }
 }
 
