@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use mtls::{Mtls, MtlsMode};
 pub use proxy::{
     ADMIN_PORT, INBOUND_CAPTURE_PORT, Interception, LogLevel, OUTBOUND_CAPTURE_PORT, PROXY_GID,
-    PROXY_UID, ProxySpec, READINESS_PORT, SharedVolume, UnknownDestinations, proxy_port_role,
+    PROXY_UID, ProxySpec, READINESS_PORT, STATS_PORT, SharedVolume, UnknownDestinations,
+    proxy_port_role,
 };
 pub use rollout::{FailureAction, HealthGate, RestartMethod, RolloutStrategy, Wave};
 pub use status::{

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use remora_api::sidecar_policy::{
     ADMIN_PORT, INBOUND_CAPTURE_PORT, Interception, OUTBOUND_CAPTURE_PORT, READINESS_PORT,
+    STATS_PORT,
 };
 
 use crate::{Cidr, Family};
@@ -40,7 +41,7 @@ impl Default for CapturePorts {
 impl CapturePorts {
     /// Two distinct ports, neither 0 nor one the proxy already uses.
     fn check(self) -> Result<(), CaptureError> {
-        let taken = |p: u16| p == 0 || p == ADMIN_PORT || p == READINESS_PORT;
+        let taken = |p: u16| p == 0 || SERVING_PORTS.contains(&p);
         if self.outbound == self.inbound || taken(self.outbound) || taken(self.inbound) {
             return Err(CaptureError::CapturePorts {
                 outbound: self.outbound,
@@ -55,12 +56,17 @@ impl CapturePorts {
         match port {
             p if p == ADMIN_PORT => Some("admin"),
             p if p == READINESS_PORT => Some("readiness"),
+            p if p == STATS_PORT => Some("stats"),
             p if p == self.outbound => Some("outbound capture"),
             p if p == self.inbound => Some("inbound capture"),
             _ => None,
         }
     }
 }
+
+/// The ports the proxy itself serves on (admin, readiness, stats): never redirected inbound,
+/// never capture ports.
+const SERVING_PORTS: [u16; 3] = [ADMIN_PORT, READINESS_PORT, STATS_PORT];
 
 /// Which inbound destination ports are redirected to the proxy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,7 +125,8 @@ pub enum CaptureError {
     /// Capture ports that are not two distinct ports of their own.
     #[error(
         "capture ports: outbound {outbound} and inbound {inbound} must be two different \
-         ports, neither 0 nor the proxy's admin ({ADMIN_PORT}) or readiness ({READINESS_PORT}) port"
+         ports, neither 0 nor the proxy's admin ({ADMIN_PORT}), readiness ({READINESS_PORT}) or \
+         stats ({STATS_PORT}) port"
     )]
     CapturePorts {
         /// The outbound capture port.
@@ -136,7 +143,7 @@ const FIELD: &str = "spec.proxy.interception";
 
 impl Capture {
     /// The capture for a proxy running as `proxy`, listening on `ports`, under a policy's
-    /// `interception`. The proxy's admin and readiness ports are always excluded inbound.
+    /// `interception`. The proxy's admin, readiness and stats ports are always excluded inbound.
     /// Errors name the field: a port out of range, a malformed CIDR, a proxy port listed
     /// among `inboundPorts`, a capture port among `excludeInboundPorts`.
     pub fn new(
@@ -176,7 +183,7 @@ impl Capture {
                 _ => Ok(()),
             },
         )?;
-        exclude_inbound_ports.extend([ADMIN_PORT, READINESS_PORT]);
+        exclude_inbound_ports.extend(SERVING_PORTS);
         let exclude_outbound_ports = port_set(
             "excludeOutboundPorts",
             &interception.exclude_outbound_ports,
@@ -286,7 +293,7 @@ mod tests {
         assert_eq!(c.inbound(), &InboundPorts::All);
         assert_eq!(
             c.exclude_inbound_ports(),
-            &BTreeSet::from([ADMIN_PORT, READINESS_PORT])
+            &BTreeSet::from([ADMIN_PORT, READINESS_PORT, STATS_PORT])
         );
         assert!(c.exclude_outbound_ports().is_empty());
         assert_eq!(c.exclude_outbound_cidrs(Family::Ipv4).count(), 0);
@@ -310,7 +317,7 @@ mod tests {
         );
         assert_eq!(
             c.exclude_inbound_ports(),
-            &BTreeSet::from([22, ADMIN_PORT, READINESS_PORT])
+            &BTreeSet::from([22, ADMIN_PORT, READINESS_PORT, STATS_PORT])
         );
         assert_eq!(c.exclude_outbound_ports(), &BTreeSet::from([3306, 5432]));
         let v4: Vec<_> = c

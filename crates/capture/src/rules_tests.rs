@@ -52,6 +52,7 @@ fn a_default_policy_renders_the_whole_ipv4_nat_table() {
 -A OUTPUT -p tcp -j REMORA_OUTPUT
 -A REMORA_INBOUND -p tcp --dport 15000 -m comment --comment "remora: excluded inbound port" -j RETURN
 -A REMORA_INBOUND -p tcp --dport 15021 -m comment --comment "remora: excluded inbound port" -j RETURN
+-A REMORA_INBOUND -p tcp --dport 15090 -m comment --comment "remora: excluded inbound port" -j RETURN
 -A REMORA_INBOUND -p tcp -m comment --comment "remora: every other inbound port" -j REMORA_IN_REDIRECT
 -A REMORA_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
 -A REMORA_OUTPUT -m owner --uid-owner 1337 --gid-owner 1338 -m comment --comment "remora: the proxy own connections" -j RETURN
@@ -172,7 +173,7 @@ fn inbound_exclusions_come_before_the_redirect_of_every_other_port() {
     let inbound = chain(&text, INBOUND_CHAIN);
     let redirect = position(&inbound, "every other inbound port");
     assert_eq!(redirect, inbound.len() - 1, "{inbound:#?}");
-    for port in [22, 15000, 15021] {
+    for port in [22, 15000, 15021, 15090] {
         let at = position(&inbound, &format!("--dport {port} "));
         assert!(
             at < redirect && inbound[at].ends_with("-j RETURN"),

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub const ADMIN_PORT: u16 = 15000;
 /// The port the kubelet probes for the proxy's readiness.
 pub const READINESS_PORT: u16 = 15021;
+/// The port Prometheus scrapes the proxy's stats on: it serves only `/stats/prometheus`, passed
+/// to the admin interface, which stays on loopback.
+pub const STATS_PORT: u16 = 15090;
 /// The port of the proxy's outbound capture listener: the pod's outgoing TCP connections are
 /// redirected to it.
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
@@ -23,12 +26,13 @@ pub const PROXY_UID: u32 = 1337;
 /// The GID the injected proxy runs as; the init step matches it together with [`PROXY_UID`].
 pub const PROXY_GID: u32 = 1337;
 
-/// Which of the proxy's own ports `port` is (`admin`, `readiness`, `outbound capture`,
+/// Which of the proxy's own ports `port` is (`admin`, `readiness`, `stats`, `outbound capture`,
 /// `inbound capture`), if any: no application may use them in an injected pod.
 pub fn proxy_port_role(port: i32) -> Option<&'static str> {
     [
         (ADMIN_PORT, "admin"),
         (READINESS_PORT, "readiness"),
+        (STATS_PORT, "stats"),
         (OUTBOUND_CAPTURE_PORT, "outbound capture"),
         (INBOUND_CAPTURE_PORT, "inbound capture"),
     ]
@@ -45,7 +49,8 @@ pub struct ProxySpec {
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
 
-    /// The proxy version, used as the image tag, e.g. `1.40.0`. Changing it starts a rollout.
+    /// The proxy version, used as the image tag, e.g. `v1.40.0` (Envoy's official image tags
+    /// its releases with a leading `v`). Changing it starts a rollout.
     #[schemars(
         length(min = 1, max = 128),
         pattern(r"^v?[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$")
