@@ -37,7 +37,7 @@ fn sidecar_policy() -> Value {
         "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
         "metadata": {"name": "mesh"},
         "spec": {"selector": {"matchLabels": {"meshed": "yes"}},
-                 "proxy": {"image": "envoyproxy/envoy", "version": "1.40.0"},
+                 "proxy": {"image": "envoyproxy/envoy", "version": "v1.40.0"},
                  // Only this namespace: the shared cluster holds other tests' objects.
                  "egress": {"hosts": ["./*"]}}
     })

@@ -103,7 +103,7 @@ async fn pods_get_the_sidecar_exactly_where_the_mesh_wants_it() {
     let policy: SidecarPolicy = serde_json::from_value(json!({
         "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
         "metadata": {"name": "mesh"},
-        "spec": {"proxy": {"image": "envoyproxy/envoy", "version": "1.40.0"}}
+        "spec": {"proxy": {"image": "envoyproxy/envoy", "version": "v1.40.0"}}
     }))
     .expect("a SidecarPolicy");
     Api::<SidecarPolicy>::namespaced(client.clone(), &meshed)
@@ -179,7 +179,8 @@ async fn pods_get_the_sidecar_exactly_where_the_mesh_wants_it() {
         assert_eq!(spec.containers[0].name, PROXY, "classic: the proxy first");
         assert_eq!(
             spec.containers[0].image.as_deref(),
-            Some("envoyproxy/envoy:1.40.0")
+            Some("envoyproxy/envoy:v1.40.0"),
+            "the image reference Envoy publishes: repository, then the v-prefixed version"
         );
         assert!(
             spec.containers[0]
@@ -195,7 +196,7 @@ async fn pods_get_the_sidecar_exactly_where_the_mesh_wants_it() {
                 .flatten()
                 .all(|c| c.name != PROXY)
         );
-        assert_eq!(annotation(&p, "sidecar.remora.dev/version"), Some("1.40.0"));
+        assert_eq!(annotation(&p, "sidecar.remora.dev/version"), Some("v1.40.0"));
         let governing = format!("{meshed}/mesh");
         assert_eq!(
             annotation(&p, "sidecar.remora.dev/policy"),

@@ -41,7 +41,7 @@ fn policies(gateway: &str) -> [Value; 2] {
             "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
             "metadata": {"name": name},
             "spec": {"selector": {"matchLabels": {"tier": tier}},
-                     "proxy": {"image": "envoyproxy/envoy", "version": "1.40.0",
+                     "proxy": {"image": "envoyproxy/envoy", "version": "v1.40.0",
                                "interception": interception},
                      // Only this namespace: the shared cluster holds other tests' routes.
                      "egress": {"hosts": ["./*"]},

@@ -81,7 +81,7 @@ async fn meshed_namespace(client: &Client) -> String {
         "metadata": {"name": "mesh"},
         // The cluster is shared with the other tests, some of whose routes Envoy rejects on
         // purpose: the pod's proxy reaches only its own namespace, so it syncs on its own.
-        "spec": {"proxy": {"image": "envoyproxy/envoy", "version": "1.40.0"},
+        "spec": {"proxy": {"image": "envoyproxy/envoy", "version": "v1.40.0"},
                  "egress": {"hosts": ["./*"]}}
     }))
     .expect("a SidecarPolicy");

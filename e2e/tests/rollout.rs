@@ -37,8 +37,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// Puts a test's namespace, and only it, under that test's webhook.
 const TEST_LABEL: &str = "remora.dev/rollout-test";
 const VERSION_ANNOTATION: &str = "sidecar.remora.dev/version";
-const OLD: &str = "1.39.0";
-const NEW: &str = "1.40.0";
+const OLD: &str = "v1.39.0";
+const NEW: &str = "v1.40.0";
 
 /// One test's share of the cluster: its turn, an opted-in namespace, and the webhook the
 /// API server calls for that namespace's pods.

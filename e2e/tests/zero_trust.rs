@@ -60,7 +60,7 @@ fn policies() -> [Value; 3] {
             "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
             "metadata": {"name": name},
             "spec": {"selector": {"matchLabels": {"tier": tier}},
-                     "proxy": {"image": "envoyproxy/envoy", "version": "1.40.0"},
+                     "proxy": {"image": "envoyproxy/envoy", "version": "v1.40.0"},
                      "mtls": mtls,
                      // Only this namespace: the shared cluster holds other tests' objects.
                      "egress": {"hosts": ["./*"]},

@@ -68,6 +68,13 @@ pub trait Validate {
 
     /// Returns every problem, not just the first.
     fn validate_with(&self, settings: &ValidationSettings) -> Result<(), ValidationErrors>;
+
+    /// What is valid but almost surely not meant, such as an image tag its registry does not
+    /// publish. Warnings never refuse an object: the webhook returns them to `kubectl`, and
+    /// local mode and `compute` print them.
+    fn warnings(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
 }
 
 /// Decodes an object, naming the field that does not fit its type (an unknown enum value, a

@@ -131,7 +131,7 @@ mod tests {
         let policy: SidecarPolicy = serde_json::from_value(json!({
             "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
             "metadata": {"name": "mesh", "namespace": "shop"},
-            "spec": {"proxy": {"image": "envoyproxy/envoy", "version": "1.40.0", "interception": {
+            "spec": {"proxy": {"image": "envoyproxy/envoy", "version": "v1.40.0", "interception": {
                 "inboundPorts": [8080, 9090],
                 "excludeInboundPorts": [22],
                 "excludeOutboundPorts": [5432],

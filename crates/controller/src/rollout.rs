@@ -370,7 +370,7 @@ mod tests {
             "metadata": {"namespace": ns, "name": name,
                 "creationTimestamp": "2026-11-29T05:00:00Z"},
             "spec": {"selector": selector,
-                "proxy": {"image": "envoyproxy/envoy", "version": "1.40.0"}}
+                "proxy": {"image": "envoyproxy/envoy", "version": "v1.40.0"}}
         }))
         .expect("a policy");
         Object::SidecarPolicy(Box::new(p))

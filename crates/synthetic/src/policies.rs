@@ -20,7 +20,7 @@ pub fn policy_spec() -> SidecarPolicySpec {
         namespace_selector: None,
         proxy: ProxySpec {
             image: "envoyproxy/envoy".into(),
-            version: "1.40.0".into(),
+            version: "v1.40.0".into(),
             resources: None,
             log_level: Default::default(),
             concurrency: None,

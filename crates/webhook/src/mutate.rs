@@ -202,11 +202,11 @@ mod tests {
         let ops = vec![
             add(
                 "/spec/containers/0",
-                json!({"name": "remora-proxy", "image": "envoyproxy/envoy:1.40.0"}),
+                json!({"name": "remora-proxy", "image": "envoyproxy/envoy:v1.40.0"}),
             ),
             add(
                 "/metadata/annotations",
-                json!({"sidecar.remora.dev/version": "1.40.0"}),
+                json!({"sidecar.remora.dev/version": "v1.40.0"}),
             ),
         ];
         let fake = Fake::new(Ok(ops));
@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(patched["spec"]["containers"][1]["name"], "web");
         assert_eq!(
             patched["metadata"]["annotations"]["sidecar.remora.dev/version"],
-            "1.40.0"
+            "v1.40.0"
         );
     }
 

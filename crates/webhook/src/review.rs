@@ -90,10 +90,10 @@ fn decide(
             );
         }
     };
-    let problems = match (kind.group.as_str(), kind.kind.as_str()) {
-        (GROUP, "TrafficRoute") => problems::<TrafficRoute>(value, settings),
-        (GROUP, "SidecarPolicy") => problems::<SidecarPolicy>(value, settings),
-        (GROUP, "AccessPolicy") => problems::<AccessPolicy>(value, settings),
+    let Findings { problems, warnings } = match (kind.group.as_str(), kind.kind.as_str()) {
+        (GROUP, "TrafficRoute") => check::<TrafficRoute>(value, settings),
+        (GROUP, "SidecarPolicy") => check::<SidecarPolicy>(value, settings),
+        (GROUP, "AccessPolicy") => check::<AccessPolicy>(value, settings),
         _ => {
             // The webhook configuration's rules sent something this webhook has no opinion
             // on; refusing it would block that kind cluster-wide.
@@ -106,6 +106,10 @@ fn decide(
             return response;
         }
     };
+    let mut response = response;
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings.iter().map(ToString::to_string).collect());
+    }
     if problems.is_empty() {
         return response;
     }
@@ -129,29 +133,46 @@ fn decide(
     deny(response, message, &problems, request)
 }
 
-/// Every problem with the object: the field that does not fit its type, or everything
-/// `validate()` finds.
-fn problems<T: DeserializeOwned + Validate>(
+/// What checking an object found: problems refuse it, warnings only inform.
+struct Findings {
+    problems: Vec<FieldError>,
+    warnings: Vec<FieldError>,
+}
+
+/// Every problem with the object (the field that does not fit its type, or everything
+/// `validate()` finds) and its warnings.
+fn check<T: DeserializeOwned + Validate>(
     value: serde_json::Value,
     settings: &ValidationSettings,
-) -> Vec<FieldError> {
+) -> Findings {
     match decode::<T>(value) {
-        Ok(object) => object
-            .validate_with(settings)
-            .err()
-            .map(|e| e.0)
-            .unwrap_or_default(),
-        Err(e) => vec![FieldError {
-            path: if e.path.is_empty() {
-                "(object)".into()
-            } else {
-                e.path
-            },
-            message: format!(
-                "{}; give the field the type `kubectl explain` shows for it",
-                e.message
-            ),
-        }],
+        Ok(object) => Findings {
+            problems: object
+                .validate_with(settings)
+                .err()
+                .map(|e| e.0)
+                .unwrap_or_default(),
+            warnings: object.warnings(),
+        },
+        Err(e) => Findings {
+            problems: vec![undecodable(e)],
+            warnings: Vec::new(),
+        },
+    }
+}
+
+/// The field that does not fit its type, with how to find the type it takes.
+fn undecodable(e: FieldError) -> FieldError {
+    FieldError {
+        path: if e.path.is_empty() {
+            "(object)".into()
+        } else {
+            e.path
+        },
+        message: format!(
+            "{}; give the field the type `kubectl explain` shows for it",
+            e.message
+        ),
     }
 }
 
@@ -324,7 +345,7 @@ mod tests {
             "metadata": {"name": "p", "namespace": "demo"},
             "spec": {
                 "selector": {"matchLabels": {"app": "not a value!"}},
-                "proxy": {"image": "envoyproxy/envoy", "version": "1.40.0"}
+                "proxy": {"image": "envoyproxy/envoy", "version": "v1.40.0"}
             }
         });
         let a = answer(&request("CREATE", "SidecarPolicy", policy));
@@ -336,6 +357,28 @@ mod tests {
             message.contains("spec.selector.matchLabels.app"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn an_envoy_tag_without_its_v_is_allowed_with_a_warning_naming_the_tag_to_write() {
+        let policy = |version: &str| {
+            json!({
+                "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
+                "metadata": {"name": "p", "namespace": "demo"},
+                "spec": {"proxy": {"image": "envoyproxy/envoy", "version": version}}
+            })
+        };
+        let a = answer(&request("CREATE", "SidecarPolicy", policy("1.40.0")));
+        assert_eq!(a["response"]["allowed"], true, "{a}");
+        let warning = a["response"]["warnings"][0].as_str().expect("a warning");
+        assert!(
+            warning.starts_with("spec.proxy.version: ") && warning.contains("write v1.40.0"),
+            "{warning}"
+        );
+
+        let a = answer(&request("CREATE", "SidecarPolicy", policy("v1.40.0")));
+        assert_eq!(a["response"]["allowed"], true, "{a}");
+        assert!(a["response"].get("warnings").is_none(), "{a}");
     }
 
     #[test]

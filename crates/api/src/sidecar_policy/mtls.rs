@@ -59,7 +59,7 @@ mod tests {
     use crate::{SidecarPolicy, SidecarPolicySpec, decode};
 
     fn spec(extra: serde_json::Value) -> serde_json::Value {
-        let mut spec = json!({"proxy": {"image": "envoyproxy/envoy", "version": "1.40.0"}});
+        let mut spec = json!({"proxy": {"image": "envoyproxy/envoy", "version": "v1.40.0"}});
         if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
             spec.extend(extra.clone());
         }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     traffic_route::validate_retry,
-    validation::{Problems, Validate, ValidationErrors, ValidationSettings},
+    validation::{FieldError, Problems, Validate, ValidationErrors, ValidationSettings},
 };
 
 impl Validate for SidecarPolicySpec {
@@ -40,6 +40,37 @@ impl Validate for SidecarPolicy {
     fn validate_with(&self, settings: &ValidationSettings) -> Result<(), ValidationErrors> {
         self.spec.validate_with(settings)
     }
+
+    fn warnings(&self) -> Vec<FieldError> {
+        proxy_tag_warnings(&self.spec.proxy)
+    }
+}
+
+/// Envoy's official image repository, as Docker Hub names it with and without its registry.
+const ENVOY_IMAGE: [&str; 3] = [
+    "envoyproxy/envoy",
+    "docker.io/envoyproxy/envoy",
+    "index.docker.io/envoyproxy/envoy",
+];
+
+/// Envoy tags its releases `v1.40.0` (and `distroless-v1.40.0`), never `1.40.0`: without the
+/// `v` every injected pod would fail to pull its sidecar image.
+fn proxy_tag_warnings(proxy: &ProxySpec) -> Vec<FieldError> {
+    let version = proxy.version.as_str();
+    if !ENVOY_IMAGE.contains(&proxy.image.as_str())
+        || version.starts_with('v')
+        || !is_version(version)
+    {
+        return Vec::new();
+    }
+    vec![FieldError {
+        path: "spec.proxy.version".into(),
+        message: format!(
+            "{image} publishes no tag {version:?}: its release tags start with v; \
+             write v{version} or injected pods will fail to pull {image}:{version}",
+            image = proxy.image
+        ),
+    }]
 }
 
 fn validate_proxy(p: &mut Problems, proxy: &ProxySpec) {
@@ -64,7 +95,7 @@ fn validate_proxy(p: &mut Problems, proxy: &ProxySpec) {
         p.add(
             "spec.proxy.version",
             format!(
-                "{:?} is not a version: use MAJOR.MINOR.PATCH such as 1.40.0",
+                "{:?} is not a version: use MAJOR.MINOR.PATCH such as v1.40.0",
                 proxy.version
             ),
         );
@@ -304,20 +335,42 @@ mod tests {
     #[test]
     fn validate_refuses_versions_outside_the_window() {
         let mut p = Problems::default();
-        validate_proxy(
-            &mut p,
-            &ProxySpec {
-                image: "envoyproxy/envoy".into(),
-                version: "1.37.0".into(),
-                resources: None,
-                log_level: LogLevel::Info,
-                concurrency: None,
-                interception: Interception::default(),
-            },
-        );
+        validate_proxy(&mut p, &proxy("envoyproxy/envoy", "v1.37.0"));
         let errors = p.finish().expect_err("1.37 is refused").to_string();
         assert!(errors.contains("spec.proxy.version"), "{errors}");
         assert!(errors.contains("1.38 through 1.40"), "{errors}");
+    }
+
+    fn proxy(image: &str, version: &str) -> ProxySpec {
+        ProxySpec {
+            image: image.into(),
+            version: version.into(),
+            resources: None,
+            log_level: LogLevel::Info,
+            concurrency: None,
+            interception: Interception::default(),
+        }
+    }
+
+    #[test]
+    fn envoys_official_image_without_a_v_tag_is_a_warning_naming_the_tag_to_write() {
+        for image in ["envoyproxy/envoy", "docker.io/envoyproxy/envoy"] {
+            let warnings = proxy_tag_warnings(&proxy(image, "1.40.0"));
+            assert_eq!(warnings.len(), 1, "{image}: {warnings:?}");
+            assert_eq!(warnings[0].path, "spec.proxy.version");
+            assert!(
+                warnings[0].message.contains("write v1.40.0"),
+                "{warnings:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_v_tag_or_another_image_has_no_warning() {
+        assert!(proxy_tag_warnings(&proxy("envoyproxy/envoy", "v1.40.0")).is_empty());
+        assert!(proxy_tag_warnings(&proxy("registry.example/envoy", "1.40.0")).is_empty());
+        // An invalid version is an error already; a warning would only repeat it.
+        assert!(proxy_tag_warnings(&proxy("envoyproxy/envoy", "latest")).is_empty());
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub enum ProxyVersionError {
     /// Not of the form MAJOR.MINOR.PATCH with an optional suffix.
     #[error(
         "{version:?} is not a version: set spec.proxy.version to MAJOR.MINOR.PATCH within \
-         {SUPPORTED_PROXY_VERSIONS}, e.g. {major}.{minor}.0",
+         {SUPPORTED_PROXY_VERSIONS}, e.g. v{major}.{minor}.0",
         major = SUPPORTED_PROXY_VERSIONS.major,
         minor = SUPPORTED_PROXY_VERSIONS.newest_minor
     )]
@@ -58,7 +58,7 @@ pub enum ProxyVersionError {
     #[error(
         "{version:?} is outside the Envoy versions this control plane supports \
          ({SUPPORTED_PROXY_VERSIONS}, any patch): set spec.proxy.version to one of them, \
-         e.g. {major}.{minor}.0, or upgrade the control plane first",
+         e.g. v{major}.{minor}.0, or upgrade the control plane first",
         major = SUPPORTED_PROXY_VERSIONS.major,
         minor = SUPPORTED_PROXY_VERSIONS.newest_minor
     )]

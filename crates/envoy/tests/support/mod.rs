@@ -28,7 +28,7 @@ use remora_model::{
 use remora_test_support::labels;
 
 pub const FLEET_POLICY: &str = r#"
-proxy: {image: envoyproxy/envoy, version: 1.40.0}
+proxy: {image: envoyproxy/envoy, version: v1.40.0}
 traffic:
   connectTimeout: 2s
   outlierDetection: {consecutiveErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}
@@ -314,8 +314,8 @@ pub fn shop() -> Mesh {
 /// The fleet policy, with the proxies handling unknown destinations as `unknown` says.
 pub fn fleet_policy(unknown: UnknownDestinations) -> Event {
     let fleet = FLEET_POLICY.replace(
-        "version: 1.40.0}",
-        &format!("version: 1.40.0, interception: {{unknownDestinations: {unknown:?}}}}}"),
+        "version: v1.40.0}",
+        &format!("version: v1.40.0, interception: {{unknownDestinations: {unknown:?}}}}}"),
     );
     assert_ne!(fleet, FLEET_POLICY);
     policy(&fleet)
