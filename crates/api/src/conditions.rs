@@ -12,9 +12,14 @@ pub const PROGRESSING: &str = "Progressing";
 pub const ROLLED_OUT: &str = "RolledOut";
 /// Something needs a person: a failed health gate, a rollback, NACKing proxies (policies only).
 pub const DEGRADED: &str = "Degraded";
+/// The summary Flux and kstatus read: True when the object's latest generation is accepted
+/// and in effect with nothing under way; False names the condition that holds it back.
+pub const READY: &str = "Ready";
 
 /// Reasons, in the `CamelCase` form Kubernetes conditions use.
 pub mod reason {
+    /// `Ready` is True: nothing holds the object back.
+    pub const READY: &str = "Ready";
     /// `Accepted` is True: the spec passed validation.
     pub const ACCEPTED: &str = "Accepted";
     /// `Accepted` is False: the spec failed validation; the message lists each field.

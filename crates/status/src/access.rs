@@ -14,6 +14,7 @@ use crate::{
     ProxyTally,
     condition::Conditions,
     message::{CONDITION_LIMIT, count, problem_list},
+    ready::with_ready,
     reason::{NOTHING_SELECTED, UNKNOWN_SERVICE_ACCOUNTS},
     route::programmed,
 };
@@ -47,15 +48,19 @@ pub fn access_policy_status(
     let tally = &facts.proxies;
     AccessPolicyStatus {
         observed_generation: facts.generation,
-        conditions: vec![
-            c.accepted(facts.validation, "policy"),
-            resolved_refs(&c, facts),
-            programmed(
-                &c,
-                tally,
-                "The policy protects no meshed workload, so there is nothing to program.",
-            ),
-        ],
+        conditions: with_ready(
+            &c,
+            vec![
+                c.accepted(facts.validation, "policy"),
+                resolved_refs(&c, facts),
+                programmed(
+                    &c,
+                    tally,
+                    "The policy protects no meshed workload, so there is nothing to program.",
+                ),
+            ],
+            "policy",
+        ),
         workloads: Some(tally.affected),
         proxies: Some(ProxyCounts {
             affected: tally.affected,
@@ -130,7 +135,7 @@ mod tests {
         let s = access_policy_status(&facts, None, at(10));
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.workloads, Some(2));
-        for t in ["Accepted", "ResolvedRefs", "Programmed"] {
+        for t in ["Accepted", "ResolvedRefs", "Programmed", "Ready"] {
             assert_eq!(get(&s, t).status, "True", "{t}: {:?}", get(&s, t));
             assert_eq!(get(&s, t).observed_generation, Some(3));
         }
@@ -171,5 +176,14 @@ mod tests {
         let s = access_policy_status(&none, None, at(10));
         assert_eq!(get(&s, "ResolvedRefs").reason, "NothingSelected");
         assert_eq!(get(&s, "Programmed").status, "True");
+        let ready = get(&s, "Ready");
+        assert_eq!(ready.status, "True", "a warning holds nothing back");
+        assert!(
+            ready
+                .message
+                .ends_with("ResolvedRefs is False (NothingSelected)."),
+            "{}",
+            ready.message
+        );
     }
 }

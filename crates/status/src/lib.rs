@@ -14,6 +14,7 @@ mod condition;
 pub mod gateway;
 mod message;
 mod policy;
+mod ready;
 pub mod reason;
 mod route;
 mod tally;

@@ -11,7 +11,10 @@ use remora_api::{
     sidecar_policy::{MtlsCount, MtlsMode, RolloutPhase, RolloutStatus, VersionCount},
 };
 
-use crate::{ProxyTally, condition::Conditions, reason::AS_EXPECTED, version::newest_first};
+use crate::{
+    ProxyTally, condition::Conditions, ready::with_ready, reason::AS_EXPECTED,
+    version::newest_first,
+};
 
 /// What the controller knows about one policy, from the model, the proxy pods and the
 /// rollout engine.
@@ -49,12 +52,16 @@ pub fn policy_status(
     let fleet = Fleet::of(facts);
     SidecarPolicyStatus {
         observed_generation: facts.generation,
-        conditions: vec![
-            c.accepted(facts.validation, "policy"),
-            fleet.progressing(&c),
-            fleet.rolled_out(&c),
-            degraded(&c, &facts.proxies, &facts.rollout),
-        ],
+        conditions: with_ready(
+            &c,
+            vec![
+                c.accepted(facts.validation, "policy"),
+                fleet.progressing(&c),
+                fleet.rolled_out(&c),
+                degraded(&c, &facts.proxies, &facts.rollout),
+            ],
+            "policy",
+        ),
         matched_workloads: facts.matched_workloads,
         matched_proxies: facts.matched_proxies,
         versions: histogram(&facts.versions),
@@ -294,6 +301,14 @@ mod tests {
         assert_eq!(get(&s, conditions::PROGRESSING).0, "False");
         assert_eq!(get(&s, conditions::DEGRADED).0, "False");
         assert_eq!(
+            get(&s, conditions::READY),
+            (
+                "True",
+                "Ready",
+                "The policy is accepted and in effect, with nothing under way."
+            )
+        );
+        assert_eq!(
             s.rollout.map(|r| (r.phase, r.target_version)),
             Some((RolloutPhase::Complete, "1.40.0".into()))
         );
@@ -326,6 +341,12 @@ mod tests {
             )
         );
         assert_eq!(get(&s, conditions::DEGRADED).0, "False");
+        let (ready, why, message) = get(&s, conditions::READY);
+        assert_eq!((ready, why), ("False", "RollingOut"));
+        assert!(
+            message.starts_with("Progressing is True: Wave 1 of 3"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -337,6 +358,12 @@ mod tests {
         assert_eq!(get(&s, conditions::PROGRESSING).1, "Paused");
         assert_eq!(get(&s, conditions::ROLLED_OUT).1, "Paused");
         assert_eq!(get(&s, conditions::DEGRADED).0, "False");
+        let (ready, _, message) = get(&s, conditions::READY);
+        assert_eq!(ready, "True", "a pause by spec holds nothing back");
+        assert!(
+            message.ends_with("RolledOut is False (Paused)."),
+            "{message}"
+        );
 
         f.rollout.failed_workloads = vec![remora_api::sidecar_policy::FailedWorkload {
             kind: "Deployment".into(),
@@ -370,6 +397,14 @@ mod tests {
             ("True", "RolledBack", "Rolled back shop/web to 1.40.0.")
         );
         assert_eq!(get(&s, conditions::ROLLED_OUT).1, "RolledBack");
+        assert_eq!(
+            get(&s, conditions::READY),
+            (
+                "False",
+                "RolledBack",
+                "Degraded is True: Rolled back shop/web to 1.40.0."
+            )
+        );
         f.rollout.phase = RolloutPhase::Failed;
         let s = policy_status(&f, None, at(0));
         assert_eq!(get(&s, conditions::DEGRADED).1, "UnsupportedVersion");
@@ -438,6 +473,7 @@ mod tests {
         let s = policy_status(&f, None, at(0));
         let (status, why, message) = get(&s, conditions::ACCEPTED);
         assert_eq!((status, why), ("False", "Invalid"));
+        assert_eq!(get(&s, conditions::READY).1, "Invalid");
         assert!(
             message
                 .contains("spec.proxy.version: must not be empty; spec.rollout.waves[1].percent")

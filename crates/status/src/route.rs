@@ -13,6 +13,7 @@ use crate::{
     ProxyTally,
     condition::Conditions,
     message::{CONDITION_LIMIT, count, problem_list},
+    ready::with_ready,
     reason::PROTOCOL_MISMATCH,
 };
 
@@ -43,15 +44,19 @@ pub fn route_status(
     let tally = &facts.proxies;
     TrafficRouteStatus {
         observed_generation: facts.generation,
-        conditions: vec![
-            accepted(&c, facts),
-            resolved_refs(&c, facts.problems),
-            programmed(
-                &c,
-                tally,
-                "No proxy sends traffic to this route's Services, so there is nothing to program.",
-            ),
-        ],
+        conditions: with_ready(
+            &c,
+            vec![
+                accepted(&c, facts),
+                resolved_refs(&c, facts.problems),
+                programmed(
+                    &c,
+                    tally,
+                    "No proxy sends traffic to this route's Services, so there is nothing to program.",
+                ),
+            ],
+            "route",
+        ),
         proxies: Some(ProxyCounts {
             affected: tally.affected,
             acked: tally.acked,
@@ -218,7 +223,7 @@ mod tests {
         };
         let s = status(&facts);
         assert_eq!(s.observed_generation, Some(3));
-        assert_eq!(s.conditions.len(), 3);
+        assert_eq!(s.conditions.len(), 4);
         for c in &s.conditions {
             assert_eq!(c.observed_generation, Some(3), "{}", c.type_);
             assert_eq!(c.status, "True", "{}", c.type_);
@@ -226,6 +231,7 @@ mod tests {
         }
         assert_eq!(get(&s, conditions::ACCEPTED).reason, "Accepted");
         assert_eq!(get(&s, conditions::RESOLVED_REFS).reason, "Resolved");
+        assert_eq!(get(&s, conditions::READY).reason, "Ready");
         let p = get(&s, conditions::PROGRAMMED);
         assert_eq!(p.reason, "Programmed");
         assert_eq!(
@@ -407,6 +413,12 @@ mod tests {
             "1 of 3 proxies rejected their config and keep running the previous one; \
              demo/web-0 said: Proto constraint validation failed: route: value length must be at least 1"
         );
+        let r = get(&s, conditions::READY);
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "RejectedByProxy")
+        );
+        assert_eq!(r.message, format!("Programmed is False: {}", p.message));
         assert_eq!(s.proxies.map(|c| c.nacked), Some(1));
     }
 
