@@ -1,5 +1,5 @@
-//! The bootstrap a sidecar starts with: who it is, where the control plane is, and an admin
-//! port on loopback. Everything else it learns over ADS. With workload identity it also
+//! The bootstrap a sidecar starts with: who it is, where the control plane is, an admin
+//! port on loopback, and the labels of its stats (`stats.rs`). Everything else it learns over ADS. With workload identity it also
 //! reaches its pod's identity agent, and speaks TLS to the control plane with the
 //! certificate the agent gives it.
 
@@ -108,6 +108,7 @@ impl Bootstrap {
                 "lds_config": ads,
             },
             "layered_runtime": self.runtime(),
+            "stats_config": crate::stats::stats_config(&self.proxy.namespace, &self.service_account),
             "static_resources": {
                 "clusters": [{
                     "name": XDS_CLUSTER,

@@ -67,6 +67,7 @@ mod proto;
 pub mod rbac;
 mod route;
 pub mod sds;
+pub mod stats;
 pub mod type_url;
 
 use std::net::IpAddr;

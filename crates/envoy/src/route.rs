@@ -131,6 +131,9 @@ fn route(r: &config::Route, m: &RouteMatch) -> pb::Route {
     };
     pb::Route {
         name: r.name.clone(),
+        // Route-level stats (`vhost.<host>.route.<name>.upstream_rq_*`), which the bootstrap's
+        // tag extractors turn into per-destination, per-rule labels (`stats.rs`).
+        stat_prefix: r.name.clone(),
         r#match: Some(route_match(m)),
         action: Some(action),
         request_headers_to_add: headers_to_add(&r.request_headers),
