@@ -9,7 +9,7 @@
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
 use remora_api::ValidationSettings;
-use remora_api::sidecar_policy::{ADMIN_PORT, READINESS_PORT};
+use remora_api::sidecar_policy::{ADMIN_PORT, READINESS_PORT, STATS_PORT};
 use remora_api::spiffe::SpiffeId;
 use remora_envoy::bootstrap::{Bootstrap, XdsTls};
 use remora_model::input::ObjectKey;
@@ -20,6 +20,9 @@ use crate::probes::AppProbe;
 /// The path the kubelet probes on [`READINESS_PORT`], which serves only `GET /ready` (passed to
 /// the admin's `/ready`, the admin interface itself being on loopback only).
 pub const READINESS_PATH: &str = "/ready";
+/// The path Prometheus scrapes on [`STATS_PORT`], which serves only it (passed to the admin's
+/// own `/stats/prometheus`).
+pub const STATS_PATH: &str = "/stats/prometheus";
 
 const POD_NAME: &str = "REMORA_POD_NAME";
 const POD_NAMESPACE: &str = "REMORA_POD_NAMESPACE";
@@ -83,7 +86,7 @@ pub fn bootstrap(
         clusters.push(admin_cluster());
         clusters.extend(app_clusters(pod_ip, probes));
     }
-    statics["listeners"] = json!([readiness_listener(probes)]);
+    statics["listeners"] = json!([readiness_listener(probes), stats_listener()]);
     config
 }
 
@@ -204,16 +207,35 @@ fn readiness_listener(probes: &[AppProbe]) -> Value {
         "match": {"path": READINESS_PATH},
         "route": {"cluster": ADMIN_CLUSTER},
     }));
+    admin_gate("remora-readiness", READINESS_PORT, routes)
+}
+
+// Prometheus scrapes the pod's address; the admin interface, which can change the proxy,
+// stays on loopback, and only its stats page is passed on.
+fn stats_listener() -> Value {
+    admin_gate(
+        "remora-stats",
+        STATS_PORT,
+        vec![json!({
+            "match": {"path": STATS_PATH},
+            "route": {"cluster": ADMIN_CLUSTER},
+        })],
+    )
+}
+
+/// A listener on every address of the pod at `port` serving only `routes`; any other path
+/// is a 404.
+fn admin_gate(name: &str, port: u16, routes: Vec<Value>) -> Value {
     json!({
-        "name": "remora-readiness",
-        "address": {"socket_address": {"address": "0.0.0.0", "port_value": READINESS_PORT}},
+        "name": name,
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "remora_readiness",
+                "stat_prefix": name.replace('-', "_"),
                 "route_config": {"virtual_hosts": [{
-                    "name": "readiness",
+                    "name": name.trim_start_matches("remora-"),
                     "domains": ["*"],
                     "routes": routes,
                 }]},
@@ -304,7 +326,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn keeps_the_xds_bootstrap_and_adds_only_readiness() {
+    fn keeps_the_xds_bootstrap_and_adds_only_readiness_and_stats() {
         let id = ObjectKey::new("shop", "web-0");
         let plain = Bootstrap {
             proxy: id.clone(),
@@ -323,7 +345,7 @@ pub(crate) mod tests {
         let statics = ours["static_resources"].as_object_mut().expect("statics");
         assert_eq!(
             statics.remove("listeners"),
-            Some(json!([readiness_listener(&[])]))
+            Some(json!([readiness_listener(&[]), stats_listener()]))
         );
         statics["clusters"].as_array_mut().expect("clusters").pop();
         assert_eq!(ours, plain);
@@ -385,6 +407,33 @@ pub(crate) mod tests {
         assert_eq!(
             (&address["address"], &address["port_value"]),
             (&json!("10.0.0.7"), &json!(8080))
+        );
+    }
+
+    #[test]
+    fn the_stats_port_passes_only_the_prometheus_page_to_the_loopback_admin() {
+        let b = bootstrap(
+            ObjectKey::new("shop", "web-0"),
+            "web",
+            "10.0.0.7",
+            &control_plane(),
+            &[],
+            &ValidationSettings::default(),
+        );
+        let stats = &b["static_resources"]["listeners"][1];
+        assert_eq!(
+            stats["address"]["socket_address"]["port_value"],
+            json!(STATS_PORT)
+        );
+        let routes = &stats["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+            [0]["routes"];
+        assert_eq!(
+            routes,
+            &json!([{"match": {"path": "/stats/prometheus"}, "route": {"cluster": ADMIN_CLUSTER}}])
+        );
+        assert_eq!(
+            b["admin"]["address"]["socket_address"]["address"],
+            "127.0.0.1"
         );
     }
 

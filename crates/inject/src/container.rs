@@ -2,14 +2,14 @@
 
 use k8s_openapi::{
     api::core::v1::{
-        Capabilities, Container, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, Probe,
-        SecurityContext,
+        Capabilities, Container, ContainerPort, ExecAction, HTTPGetAction, Lifecycle,
+        LifecycleHandler, Probe, SecurityContext,
     },
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use remora_api::{
     ValidationSettings,
-    sidecar_policy::{PROXY_CONTAINER, PROXY_GID, PROXY_UID, READINESS_PORT},
+    sidecar_policy::{PROXY_CONTAINER, PROXY_GID, PROXY_UID, READINESS_PORT, STATS_PORT},
 };
 
 use crate::{
@@ -68,6 +68,13 @@ fn proxy(injection: &Injection, probes: &[AppProbe], validation: &ValidationSett
         command: Some(vec!["envoy".into()]),
         args: Some(args),
         env: Some(env()),
+        // Declared for a PodMonitor, which selects the port by name.
+        ports: Some(vec![ContainerPort {
+            name: Some(STATS_PORT_NAME.into()),
+            container_port: STATS_PORT.into(),
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
         resources: spec.resources.clone(),
         readiness_probe: Some(ready),
         startup_probe,
@@ -82,6 +89,9 @@ fn proxy(injection: &Injection, probes: &[AppProbe], validation: &ValidationSett
         ..Container::default()
     }
 }
+
+/// The name of the proxy's stats port in its container.
+pub const STATS_PORT_NAME: &str = "remora-stats";
 
 /// How many of [`sidecars`] go before the app: the agent, when there is one, and the proxy.
 pub(crate) fn leading(injection: &Injection) -> usize {

@@ -26,12 +26,14 @@
 //!   `PROXY_GID` (`remora_api::sidecar_policy`): the capture rules never redirect the
 //!   connections of that user, so its upstream and xDS connections are not captured again.
 //! - The policy's extra containers and volumes, and annotations for rollouts.
+//! - Prometheus' scrape annotations for the proxy's stats port, which serves only
+//!   [`STATS_PATH`], unless the pod has its own.
 //!
 //! # What makes a pod refused
 //!
 //! An [`InjectError`] names the field and the fix: a container or volume name the injection
-//! adds, a container port that is one of the proxy's four (admin, readiness, outbound and
-//! inbound capture), and a container that runs as the proxy's UID (its own securityContext,
+//! adds, a container port that is one of the proxy's five (admin, readiness, stats, outbound
+//! and inbound capture), and a container that runs as the proxy's UID (its own securityContext,
 //! or the pod's): its traffic would bypass the proxy unseen.
 //!
 //! # Kubelet probes
@@ -73,7 +75,8 @@ use remora_api::{
 };
 
 pub use agent::{AGENT_CONTAINER, SDS_VOLUME, TOKEN_DIR, TOKEN_VOLUME};
-pub use bootstrap::{ControlPlane, MeshIdentity, READINESS_PATH, bootstrap};
+pub use bootstrap::{ControlPlane, MeshIdentity, READINESS_PATH, STATS_PATH, bootstrap};
+pub use container::STATS_PORT_NAME;
 pub use decide::{Decision, Settings, SkipReason, decide};
 pub use init::INIT_CONTAINER;
 pub use layout::{Layout, ServerVersion};
@@ -90,6 +93,13 @@ pub const VERSION_ANNOTATION: &str = "sidecar.remora.dev/version";
 pub const REVISION_ANNOTATION: &str = "sidecar.remora.dev/revision";
 /// Written on injection: `namespace/name` of the policy that governed the pod then.
 pub const POLICY_ANNOTATION: &str = "sidecar.remora.dev/policy";
+/// Written on injection unless the pod sets it (or the other two): `"true"`, so that a
+/// Prometheus configured by the common annotations scrapes the proxy.
+pub const SCRAPE_ANNOTATION: &str = "prometheus.io/scrape";
+/// Written with [`SCRAPE_ANNOTATION`]: the proxy's stats port.
+pub const SCRAPE_PORT_ANNOTATION: &str = "prometheus.io/port";
+/// Written with [`SCRAPE_ANNOTATION`]: [`STATS_PATH`].
+pub const SCRAPE_PATH_ANNOTATION: &str = "prometheus.io/path";
 
 /// What to inject into one pod.
 #[derive(Clone, Copy, Debug)]
@@ -135,7 +145,8 @@ pub enum InjectError {
         field: String,
         /// The port number.
         port: i32,
-        /// Which of the proxy's ports it is: admin, readiness, outbound or inbound capture.
+        /// Which of the proxy's ports it is: admin, readiness, stats, outbound or inbound
+        /// capture.
         role: &'static str,
     },
     /// A container of the pod runs as the proxy's user, whose connections the capture rules

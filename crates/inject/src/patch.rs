@@ -3,13 +3,18 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
-use remora_api::{ValidationSettings, sidecar_policy::SharedVolume};
+use remora_api::{
+    ValidationSettings,
+    sidecar_policy::{STATS_PORT, SharedVolume},
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    InjectError, Injection, Layout, POLICY_ANNOTATION, REVISION_ANNOTATION, VERSION_ANNOTATION,
-    agent, conflicts,
+    InjectError, Injection, Layout, POLICY_ANNOTATION, REVISION_ANNOTATION, SCRAPE_ANNOTATION,
+    SCRAPE_PATH_ANNOTATION, SCRAPE_PORT_ANNOTATION, VERSION_ANNOTATION, agent,
+    bootstrap::STATS_PATH,
+    conflicts,
     container::{leading, sidecars},
     init::{INIT_CONTAINER, init_container},
     is_injected, pod_security, probes,
@@ -103,26 +108,29 @@ fn add_volumes(pod: &Pod, volumes: &[Volume]) -> Vec<JsonPatchOp> {
     }
 }
 
-/// The operations that write the version, revision and policy annotations.
+/// The operations that write the version, revision and policy annotations, and the scrape
+/// annotations.
 fn annotations(pod: &Pod, injection: &Injection) -> Vec<JsonPatchOp> {
-    let annotations = [
+    let mut annotations = vec![
         (VERSION_ANNOTATION, injection.version.to_string()),
         (REVISION_ANNOTATION, injection.revision.to_string()),
         (POLICY_ANNOTATION, policy_key(injection)),
     ];
+    annotations.extend(scrape_annotations(pod));
     match &pod.metadata.annotations {
         None => vec![add(
             "/metadata/annotations".into(),
-            json!(BTreeMap::from(annotations)),
+            json!(BTreeMap::from_iter(annotations)),
         )],
         Some(_) => annotations
+            .into_iter()
             .map(|(k, v)| {
                 add(
                     format!("/metadata/annotations/{}", pointer_token(k)),
                     json!(v),
                 )
             })
-            .into(),
+            .collect(),
     }
 }
 
@@ -155,6 +163,21 @@ fn containers(
             ops
         }
     }
+}
+
+/// `prometheus.io/scrape`, `port` and `path` for the proxy's stats, unless the pod sets any
+/// of them: they are then the app's, and a mix of the two would scrape neither.
+fn scrape_annotations(pod: &Pod) -> Vec<(&'static str, String)> {
+    let ours = [
+        (SCRAPE_ANNOTATION, "true".to_string()),
+        (SCRAPE_PORT_ANNOTATION, STATS_PORT.to_string()),
+        (SCRAPE_PATH_ANNOTATION, STATS_PATH.to_string()),
+    ];
+    let set = pod.metadata.annotations.as_ref();
+    if set.is_some_and(|a| ours.iter().any(|(k, _)| a.contains_key(*k))) {
+        return Vec::new();
+    }
+    ours.into()
 }
 
 fn policy_key(injection: &Injection) -> String {

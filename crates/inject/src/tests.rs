@@ -207,6 +207,12 @@ fn annotations_are_added_whole_or_one_by_one_with_escaped_keys() {
             "sidecar.remora.dev/revision".to_string(),
             "0123456789".to_string(),
         ),
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), "15090".to_string()),
+        (
+            "prometheus.io/path".to_string(),
+            "/stats/prometheus".to_string(),
+        ),
     ]);
     assert_eq!(after.metadata.annotations.as_ref(), Some(&want));
 
@@ -229,6 +235,9 @@ fn annotations_are_added_whole_or_one_by_one_with_escaped_keys() {
             "/metadata/annotations/sidecar.remora.dev~1version",
             "/metadata/annotations/sidecar.remora.dev~1revision",
             "/metadata/annotations/sidecar.remora.dev~1policy",
+            "/metadata/annotations/prometheus.io~1scrape",
+            "/metadata/annotations/prometheus.io~1port",
+            "/metadata/annotations/prometheus.io~1path",
         ]
     );
     let after = apply(&before, Layout::Native);
@@ -262,6 +271,33 @@ fn reinjection_is_a_no_op() {
             "{layout:?}"
         );
     }
+}
+
+#[test]
+fn a_pod_that_sets_any_scrape_annotation_keeps_its_own() {
+    let mut before = pod();
+    let app = BTreeMap::from([("prometheus.io/port".to_string(), "9090".to_string())]);
+    before.metadata.annotations = Some(app);
+    let after = apply(&before, Layout::Native);
+    let got = after.metadata.annotations.expect("annotations");
+    assert_eq!(
+        got.get("prometheus.io/port").map(String::as_str),
+        Some("9090")
+    );
+    assert_eq!(got.get("prometheus.io/scrape"), None);
+    assert_eq!(got.get("prometheus.io/path"), None);
+}
+
+#[test]
+fn the_proxy_declares_its_stats_port_by_name() {
+    let after = apply(&pod(), Layout::Native);
+    let proxy = &spec(&after).init_containers.as_deref().expect("init")[1];
+    let ports = proxy.ports.as_deref().expect("ports");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].container_port),
+        (Some(crate::STATS_PORT_NAME), 15090)
+    );
 }
 
 #[test]
