@@ -22,6 +22,7 @@ mod judged;
 pub mod leader;
 pub mod metrics;
 pub mod pods;
+mod process;
 pub mod reconcile;
 pub mod rollout;
 pub mod watches;

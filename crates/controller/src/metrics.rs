@@ -5,12 +5,17 @@
 use std::time::Duration;
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{
+        EncodeLabelSet,
+        text::{encode_eof, encode_registry},
+    },
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 use remora_ca::{CaMetrics, Issuances};
 use remora_xds::{Refusal, Refusals, StreamAge, SyncRegistry, sync::SyncState};
+
+use crate::process::ProcessCollector;
 
 /// The labels of `injections`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,9 +68,18 @@ pub struct ReportWriteLabels {
     pub outcome: &'static str,
 }
 
-/// The controller's metrics, registered under the `remora` prefix.
+/// The labels of `build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The controller's version, e.g. `0.1.0`.
+    pub version: &'static str,
+}
+
+/// The controller's metrics, registered under the `remora` prefix, and the process metrics
+/// (`process_*`) without it.
 pub struct Metrics {
     registry: Registry,
+    process: Registry,
     /// Workload restarts and pod evictions a rollout asked for.
     pub rollout_actions: Family<ActionLabels, Counter>,
     /// Rollout transitions: waves started and passed, gates failed, rollbacks.
@@ -203,8 +217,22 @@ impl Metrics {
              (their agent renews at half): a renewal is failing",
             expiring.clone(),
         );
+        let build = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "1, labelled with the controller's version",
+            build.clone(),
+        );
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
+            process,
             certificates,
             issuances: Issuances::default(),
             expiring,
@@ -297,7 +325,9 @@ impl Metrics {
             .set(i64::try_from(expiring).unwrap_or(i64::MAX));
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
     }
 
@@ -337,6 +367,26 @@ mod tests {
         assert!(text.contains("remora_connected_proxies 0"));
         assert!(text.contains("remora_certificates_expiring 0"));
         assert!(text.contains("remora_reconcile_duration_seconds_count{kind=\"TrafficRoute\"} 2"));
+    }
+
+    #[test]
+    fn build_info_and_process_metrics_come_before_one_end_marker() {
+        let text = Metrics::new().render(&SyncRegistry::new());
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("remora_build_info{{version=\"{version}\"}} 1\n")),
+            "{text}"
+        );
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(text.contains(&format!("\n{name}")), "{name}: {text}");
+        }
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.ends_with("# EOF\n"));
     }
 
     #[test]
