@@ -285,6 +285,13 @@ async fn route_status_follows_the_cluster_and_is_written_only_when_it_changes() 
     .await;
     let (_, _, message, _) = condition(&r, conditions::ACCEPTED).expect("Accepted");
     assert!(message.contains("spec.http[1].name"), "{message}");
+    // Flux and kstatus read Ready, which names what holds the route back.
+    let (ready, why, summary, observed) = condition(&r, conditions::READY).expect("Ready");
+    assert_eq!(
+        (ready.as_str(), why.as_str(), observed),
+        ("False", "Invalid", Some(3))
+    );
+    assert!(summary.starts_with("Accepted is False: "), "{summary}");
     // A person sees the rejection as an Event on the route.
     let note = warning_event(client, &sc.ns, "split", "Invalid").await;
     assert!(note.contains("spec.http[1].name"), "{note}");
@@ -533,6 +540,8 @@ async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
     let (_, _, message, _) = condition(&r, conditions::PROGRAMMED).expect("Programmed");
     assert!(message.contains("program size"), "{message}");
     assert!(message.contains(&format!("{}/client", sc.ns)), "{message}");
+    let (ready, why, _, _) = condition(&r, conditions::READY).expect("Ready");
+    assert_eq!((ready.as_str(), why.as_str()), ("False", "RejectedByProxy"));
     warning_event(client, &sc.ns, "api", "RejectedByProxy").await;
 
     // The policy governing the proxy reports it, with the version its sidecar runs.
