@@ -17,12 +17,14 @@ mod schema;
 pub mod sidecar_policy;
 pub mod spiffe;
 pub mod traffic_route;
+mod unknown_fields;
 mod validation;
 
 pub use access_policy::{AccessPolicy, AccessPolicySpec, AccessPolicyStatus};
 pub use duration::Duration;
 pub use sidecar_policy::{SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus};
 pub use traffic_route::{TrafficRoute, TrafficRouteSpec, TrafficRouteStatus};
+pub use unknown_fields::{crd_schema, unknown_fields};
 pub use validation::{FieldError, Validate, ValidationErrors, ValidationSettings, decode};
 
 /// The API group of every Remora resource.

@@ -12,8 +12,7 @@ use remora_model::{
         Accepts, BindAddress, Discovery, Listener, ListenerProtocol, PathMatch, ProxyConfig,
         Resource, Route, RouteAction, Target, Unmatched, ValueMatch, WeightedCluster,
     },
-    input::{Event, MeshSettings, Object, ObjectKey},
-    routing::{RouteKey, RouteKind},
+    input::{Event, MeshSettings, ObjectKey},
 };
 
 pub fn run(dir: &Path, proxy: Option<&str>, validation: ValidationSettings) -> ExitCode {
@@ -36,23 +35,6 @@ fn report(
     validation: ValidationSettings,
 ) -> Result<String, String> {
     let loaded = load_dir(dir).map_err(|e| e.to_string())?;
-    // Routes by kind (for messages) and key; policies with `None`.
-    let custom: Vec<(&str, Option<RouteKey>, ObjectKey)> = loaded
-        .objects
-        .iter()
-        .filter_map(|o| {
-            let kind = match o {
-                Object::TrafficRoute(_) => RouteKind::TrafficRoute,
-                Object::HttpRoute(_) => RouteKind::HttpRoute,
-                Object::GrpcRoute(_) => RouteKind::GrpcRoute,
-                Object::SidecarPolicy(_) => return Some(("SidecarPolicy", None, o.key())),
-                Object::AccessPolicy(_) => return Some(("AccessPolicy", None, o.key())),
-                _ => return None,
-            };
-            let route = RouteKey { kind, key: o.key() };
-            Some((kind.group_kind().1, Some(route), o.key()))
-        })
-        .collect();
     let mut mesh = Mesh::new(MeshSettings {
         validation,
         ..MeshSettings::default()
@@ -97,21 +79,12 @@ fn report(
         );
     }
 
-    let mut problems = Vec::new();
-    for p in &loaded.problems {
-        problems.push(p.to_string());
-    }
-    for (kind, route, key) in &custom {
-        let invalid = match route {
-            Some(r) => mesh.route_validation(r),
-            None if *kind == "AccessPolicy" => mesh.access_policy_validation(key),
-            None => mesh.policy_validation(key),
-        };
-        for e in invalid.unwrap_or_default() {
-            problems.push(format!("{kind} {key}: {e}"));
-        }
-        for p in route.iter().flat_map(|r| mesh.route_problems(r)) {
-            problems.push(format!("{kind} {key}: {p}"));
+    let mut problems: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
+    problems.extend(mesh.problems().iter().map(ToString::to_string));
+    if !loaded.warnings.is_empty() {
+        let _ = writeln!(out, "warnings ({})", loaded.warnings.len());
+        for w in &loaded.warnings {
+            let _ = writeln!(out, "  {w}");
         }
     }
     if problems.is_empty() {

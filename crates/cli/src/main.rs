@@ -91,7 +91,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to standard error; `RUST_LOG` picks what (default: info). A `RUST_LOG` that is no
+/// Logs go to standard error, coloured only on a terminal; `RUST_LOG` picks what (default:
+/// info). A `RUST_LOG` that is no
 /// filter is said, not silently replaced.
 fn init_logs() {
     use tracing_subscriber::EnvFilter;
@@ -102,8 +103,11 @@ fn init_logs() {
             EnvFilter::new("info")
         }),
     };
+    // Colours only for a person at a terminal: in a file or a pipe the escapes are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
 }

@@ -73,7 +73,11 @@ fn problems_name_the_object_and_the_field() {
          apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: ghost, namespace: demo}\n\
          spec: {parentRefs: [{name: api}], http: [{backendRefs: [{name: nowhere, port: 80}]}]}\n---\n\
          apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: bad, namespace: demo}\n\
-         spec: {parentRefs: [{name: api}], http: [{matches: [{path: {value: api}}], backendRefs: [{name: api}]}]}\n",
+         spec: {parentRefs: [{name: api}], http: [{matches: [{path: {value: api}}], backendRefs: [{name: api}]}]}\n---\n\
+         apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: typo, namespace: demo}\n\
+         spec: {parentRefs: [{name: api}], http: [{timeout: {request: 1s}, backendRefs: [{name: api}]}]}\n---\n\
+         apiVersion: remora.dev/v1alpha1\nkind: SidecarPolicy\nmetadata: {name: mesh, namespace: demo}\n\
+         spec: {proxy: {image: envoyproxy/envoy, version: 1.40.0}}\n",
     )
     .expect("write");
     let dir_arg = dir.path().to_str().expect("utf-8 path");
@@ -86,6 +90,16 @@ fn problems_name_the_object_and_the_field() {
     );
     assert!(
         out.contains("TrafficRoute demo/bad: spec.http[0].matches[0].path.value"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(document 4): TrafficRoute: spec.http[0].timeout: unknown field `timeout`")
+            && out.contains("did you mean `timeouts`?"),
+        "a misspelt field is an error with its path: {out}"
+    );
+    assert!(
+        out.contains("warnings (1)\n")
+            && out.contains("(document 5): SidecarPolicy demo/mesh: spec.proxy.version:"),
         "{out}"
     );
 }
@@ -197,4 +211,109 @@ spec:
         ),
         "{out}"
     );
+}
+
+/// `remora local` run as a child process, killed when the test ends however it ends, with
+/// its standard error read line by line.
+struct LocalMode {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Lines read but not yet waited for: two tasks log, so the order between them varies.
+    unclaimed: std::cell::RefCell<Vec<String>>,
+}
+
+impl LocalMode {
+    fn start(dir: &Path) -> LocalMode {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_remora"))
+            .args(["local", "--insecure", "--xds-addr", "127.0.0.1:0"])
+            .args(["--poll-ms", "50", "--debounce-ms", "20", "--dir"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("remora local runs");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        LocalMode {
+            child,
+            lines,
+            unclaimed: std::cell::RefCell::default(),
+        }
+    }
+
+    /// The first log line not waited for yet with every one of `words`, waiting at most
+    /// 20 s for it.
+    fn wait_for(&self, words: &[&str]) -> String {
+        let matches = |line: &String| words.iter().all(|w| line.contains(w));
+        let mut unclaimed = self.unclaimed.borrow_mut();
+        if let Some(i) = unclaimed.iter().position(matches) {
+            return unclaimed.remove(i);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if matches(&line) => return line,
+                Ok(line) => unclaimed.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("no log line with {words:?}; saw:\n{}", unclaimed.join("\n"));
+    }
+}
+
+impl Drop for LocalMode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Local mode logs each problem as a warning when it appears (an invalid route, a misspelt
+/// field, a tag Envoy does not publish) and once more when it clears.
+#[test]
+fn local_mode_warns_of_each_problem_as_it_appears_and_says_when_it_clears() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local");
+    for entry in fs::read_dir(&example).expect("examples/local") {
+        let path = entry.expect("an entry").path();
+        fs::copy(&path, dir.path().join(path.file_name().expect("a name"))).expect("copied");
+    }
+    let route = |path: &str, field: &str| {
+        format!(
+            "apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {{name: api, namespace: demo}}\n\
+             spec: {{parentRefs: [{{name: reviews}}], http: [{{matches: [{{path: {{value: {path}}}}}], \
+             {field}: {{request: 1s}}, backendRefs: [{{name: reviews, port: 9080}}]}}]}}\n"
+        )
+    };
+    let file = dir.path().join("60-route.yaml");
+    fs::write(&file, route("api", "timeouts")).expect("written");
+    let local = LocalMode::start(dir.path());
+    let invalid = local.wait_for(&[
+        "WARN",
+        "TrafficRoute demo/api: spec.http[0].matches[0].path.value",
+    ]);
+    assert!(invalid.contains("source=\"mesh\""), "{invalid}");
+    local.wait_for(&["local mode serving"]);
+
+    fs::write(&file, route("/api", "timeout")).expect("written");
+    local.wait_for(&[
+        "INFO",
+        "problem cleared",
+        "spec.http[0].matches[0].path.value",
+    ]);
+    local.wait_for(&["WARN", "spec.http[0].timeout: unknown field `timeout`"]);
+
+    fs::write(&file, route("/api", "timeouts")).expect("written");
+    local.wait_for(&["problem cleared", "unknown field `timeout`"]);
 }

@@ -6,13 +6,18 @@
 use std::{
     fs,
     path::{Path, PathBuf},
+    sync::LazyLock,
 };
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::{SignedDuration, Timestamp},
 };
-use remora_api::{AccessPolicy, SidecarPolicy, TrafficRoute, decode};
+use remora_api::{
+    AccessPolicy, FieldError, SidecarPolicy, TrafficRoute, Validate, crd_schema, decode,
+    unknown_fields,
+};
 use remora_model::input::Object;
 use serde_json::Value;
 
@@ -61,6 +66,9 @@ pub struct Loaded {
     pub objects: Vec<Object>,
     /// The documents that were passed over, and why.
     pub problems: Vec<Problem>,
+    /// What loaded objects set that is valid but almost surely not meant (see
+    /// [`remora_api::Validate::warnings`]).
+    pub warnings: Vec<Problem>,
     /// The files read, in order, so a caller can watch them for changes.
     pub files: Vec<PathBuf>,
 }
@@ -145,7 +153,16 @@ pub fn load_text(file: &Path, text: &str, first: usize, loaded: &mut Loaded) {
         };
         for item in items {
             match object(item, first + loaded.objects.len()) {
-                Ok(Some(o)) => loaded.objects.push(o),
+                Ok(Some(o)) => {
+                    loaded
+                        .warnings
+                        .extend(warnings(&o).into_iter().map(|w| Problem {
+                            file: file.to_owned(),
+                            document: i + 1,
+                            message: format!("{:?} {}: {w}", o.kind(), o.key()),
+                        }));
+                    loaded.objects.push(o);
+                }
                 Ok(None) => {}
                 Err(message) => problem(message),
             }
@@ -186,6 +203,7 @@ fn object(value: Value, position: usize) -> Result<Option<Object>, String> {
             "ReferenceGrant",
         ) => convert::reference_grant(&value),
         ("remora.dev/v1alpha1", "SidecarPolicy") => {
+            known_fields(&value, &SIDECAR_POLICY, "SidecarPolicy")?;
             let mut p: SidecarPolicy = decode(value).map_err(|e| format!("SidecarPolicy: {e}"))?;
             fill_metadata(&mut p.metadata, position);
             return Ok(Some(Object::SidecarPolicy(Box::new(p))));
@@ -203,11 +221,13 @@ fn object(value: Value, position: usize) -> Result<Option<Object>, String> {
             return Ok(Some(Object::GrpcRoute(Box::new(r))));
         }
         ("remora.dev/v1alpha1", "AccessPolicy") => {
+            known_fields(&value, &ACCESS_POLICY, "AccessPolicy")?;
             let mut p: AccessPolicy = decode(value).map_err(|e| format!("AccessPolicy: {e}"))?;
             fill_metadata(&mut p.metadata, position);
             return Ok(Some(Object::AccessPolicy(Box::new(p))));
         }
         ("remora.dev/v1alpha1", "TrafficRoute") => {
+            known_fields(&value, &TRAFFIC_ROUTE, "TrafficRoute")?;
             let mut r: TrafficRoute = decode(value).map_err(|e| format!("TrafficRoute: {e}"))?;
             fill_metadata(&mut r.metadata, position);
             return Ok(Some(Object::TrafficRoute(Box::new(r))));
@@ -215,6 +235,32 @@ fn object(value: Value, position: usize) -> Result<Option<Object>, String> {
         _ => return Ok(None),
     };
     object.map(Some).map_err(|e| e.to_string())
+}
+
+// The schemas of Remora's kinds, generated once: the API server would prune what they do not
+// declare, so local mode refuses it.
+static SIDECAR_POLICY: LazyLock<JSONSchemaProps> = LazyLock::new(crd_schema::<SidecarPolicy>);
+static TRAFFIC_ROUTE: LazyLock<JSONSchemaProps> = LazyLock::new(crd_schema::<TrafficRoute>);
+static ACCESS_POLICY: LazyLock<JSONSchemaProps> = LazyLock::new(crd_schema::<AccessPolicy>);
+
+/// Refuses a manifest that sets fields its kind does not have, naming every one.
+fn known_fields(value: &Value, schema: &JSONSchemaProps, kind: &str) -> Result<(), String> {
+    let unknown = unknown_fields(value, schema);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+    Err(format!("{kind}: {}", list.join("; ")))
+}
+
+/// What an object sets that is valid but almost surely not meant.
+fn warnings(object: &Object) -> Vec<FieldError> {
+    match object {
+        Object::SidecarPolicy(p) => p.warnings(),
+        Object::TrafficRoute(r) => r.warnings(),
+        Object::AccessPolicy(a) => a.warnings(),
+        _ => Vec::new(),
+    }
 }
 
 /// Gives a custom resource what the API server would: a namespace, a generation and a
@@ -267,6 +313,40 @@ mod tests {
         let p = &loaded.problems[0];
         assert_eq!(p.document, 1);
         assert!(p.message.contains("spec.parentRefs[0].port"), "{p}");
+    }
+
+    #[test]
+    fn a_misspelt_field_refuses_its_document_with_the_path_and_the_field_meant() {
+        let loaded = load(
+            "apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {name: r, namespace: shop}\n\
+             spec: {parentRefs: [{name: cart}], http: [{name: a, timeout: {request: 1s}}]}\n",
+        );
+        assert_eq!(loaded.objects.len(), 0);
+        let messages: Vec<_> = loaded.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0].starts_with(
+                "mesh.yaml (document 1): TrafficRoute: spec.http[0].timeout: unknown field `timeout`"
+            ) && messages[0].contains("did you mean `timeouts`?"),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn an_envoy_version_without_its_v_loads_with_a_warning() {
+        let loaded = load(
+            "apiVersion: remora.dev/v1alpha1\nkind: SidecarPolicy\nmetadata: {name: p, namespace: shop}\n\
+             spec: {proxy: {image: envoyproxy/envoy, version: 1.40.0}}\n",
+        );
+        assert_eq!((loaded.objects.len(), loaded.problems.len()), (1, 0));
+        let warnings: Vec<_> = loaded.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0]
+                .starts_with("mesh.yaml (document 1): SidecarPolicy shop/p: spec.proxy.version: ")
+                && warnings[0].contains("write v1.40.0"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

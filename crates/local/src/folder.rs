@@ -11,7 +11,6 @@ use std::{
 
 use remora_inputs::{LoadError, Loaded, load_text, yaml_files};
 use remora_model::input::{Event, Kind, Object, ObjectKey};
-use tracing::warn;
 
 /// A file's modification time and size.
 type Stamp = (SystemTime, u64);
@@ -37,6 +36,8 @@ struct File {
     /// by their place in the folder, so a file now at another place is read again.
     first: usize,
     objects: Objects,
+    /// Its documents that could not be used, and the warnings of those that could.
+    problems: Vec<String>,
 }
 
 impl Folder {
@@ -86,6 +87,12 @@ impl Folder {
         Ok(objects)
     }
 
+    /// What is wrong with the documents last read: those passed over, and the warnings of
+    /// the others.
+    pub(crate) fn problems(&self) -> impl Iterator<Item = String> + '_ {
+        self.files.values().flat_map(|f| f.problems.iter().cloned())
+    }
+
     /// The events that turn the previous state into `objects`.
     pub(crate) fn events(&mut self, objects: Objects) -> Vec<Event> {
         let mut next = BTreeMap::new();
@@ -128,9 +135,9 @@ fn read(path: &Path, stamp: Stamp, first: usize) -> Result<File, LoadError> {
     })?;
     let mut loaded = Loaded::default();
     load_text(path, &text, first, &mut loaded);
-    for p in loaded.problems {
-        warn!(problem = %p, "skipped a document");
-    }
+    let skipped = loaded.problems.iter().map(|p| format!("skipped {p}"));
+    let warnings = loaded.warnings.iter().map(|w| format!("warning {w}"));
+    let problems = skipped.chain(warnings).collect();
     let objects = loaded
         .objects
         .into_iter()
@@ -145,6 +152,7 @@ fn read(path: &Path, stamp: Stamp, first: usize) -> Result<File, LoadError> {
         stamp,
         first,
         objects,
+        problems,
     })
 }
 

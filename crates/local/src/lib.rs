@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 mod folder;
+mod problems;
 
 use std::{
     collections::HashMap,
@@ -14,13 +15,14 @@ use std::{
     time::Duration,
 };
 
+use problems::ProblemLog;
 use remora_api::ValidationSettings;
 use remora_envoy::Options;
 use remora_model::{
     config::Addressing,
     input::{Event, MeshSettings, Object, ObjectKey},
 };
-use remora_runtime::{Debounce, Pipeline, Serving, cancel, drain, spawn_server};
+use remora_runtime::{Debounce, Pipeline, Serving, SharedMesh, cancel, drain, spawn_server};
 use remora_xds::{DEFAULT_RESPONSE_BUDGET, SnapshotCache, SyncRegistry};
 use tokio::{
     sync::{mpsc, watch},
@@ -138,6 +140,11 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
     pipeline.apply(folder.events(first));
     let proxies = pipeline.open().proxies();
     info!(proxies, "initial config computed");
+    let mut documents = ProblemLog::new("folder");
+    documents.update(folder.problems());
+    let mesh = pipeline.state().mesh.clone();
+    let mut objects = ProblemLog::new("mesh");
+    objects.update(mesh_problems(&mesh));
 
     let (listener, xds_addr) = remora_runtime::bind(config.xds_addr)
         .await
@@ -161,17 +168,18 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
     info!(%xds_addr, dir = %config.dir.display(), addressing = ?config.addressing, "local mode serving");
 
     let (tx, rx) = mpsc::channel::<Vec<Event>>(16);
-    let poller = tokio::spawn(poll(folder, config.poll, addresses, tx));
+    let poller = tokio::spawn(poll(folder, documents, config.poll, addresses, tx));
     let model = tokio::spawn(pipeline.run(
         rx,
         config.debounce,
         || true,
-        |step| {
+        move |step| {
             info!(
                 proxies = step.changes.proxies().len(),
                 gone = step.changes.gone.len(),
                 "config changed"
             );
+            objects.update(mesh_problems(&mesh));
         },
     ));
     Ok(Running {
@@ -184,9 +192,19 @@ pub async fn start(config: LocalConfig) -> Result<Running, LocalError> {
     })
 }
 
+/// Every problem of the mesh's objects (invalid fields, conflicts, unresolved references).
+fn mesh_problems(mesh: &SharedMesh) -> Vec<String> {
+    mesh.lock()
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// Checks the folder every `every` and sends what changed, until the pipeline is gone.
 async fn poll(
     mut folder: Folder,
+    mut documents: ProblemLog,
     every: Duration,
     addresses: Addresses,
     tx: mpsc::Sender<Vec<Event>>,
@@ -199,6 +217,7 @@ async fn poll(
         }
         match folder.load() {
             Ok(loaded) => {
+                documents.update(folder.problems());
                 *addresses.write().unwrap_or_else(|e| e.into_inner()) = pod_ips(&loaded);
                 let events = folder.events(loaded);
                 if !events.is_empty() && tx.send(events).await.is_err() {

@@ -15,4 +15,4 @@ pub mod routing;
 mod selector;
 mod store;
 
-pub use mesh::{Changes, Mesh};
+pub use mesh::{Changes, Mesh, ObjectProblem};

@@ -8,6 +8,7 @@ mod classes;
 mod dirty;
 mod endpoints;
 mod peers;
+mod problems;
 mod query;
 mod routing_table;
 
@@ -15,6 +16,7 @@ use std::mem;
 
 pub use changes::Changes;
 pub(crate) use peers::Peers;
+pub use problems::ObjectProblem;
 
 use self::{
     changes::Snapshot,
