@@ -239,6 +239,10 @@ fn matches_map_to_one_route_each() {
     let rc = &d.routes["9080"];
     let api = rule(rc, "api");
     assert_eq!(api.len(), 2, "one Envoy route per match");
+    assert!(
+        api.iter().all(|r| r.stat_prefix == "shop/reviews-rules/api"),
+        "each route keeps its own stats under its rule's name"
+    );
 
     let m = api[0].r#match.as_ref().expect("match");
     assert_eq!(
