@@ -13,7 +13,7 @@ use envoy_types::pb::{
 use remora_envoy::audit::{
     DENIED, RBAC_METADATA, SHADOW_ALLOW_RESULT, SHADOW_DENY_POLICY, SHADOW_DENY_RESULT,
 };
-use remora_model::input::ObjectKey;
+use remora_model::config::parse_rule_name;
 
 use crate::Denial;
 
@@ -78,10 +78,9 @@ fn string<'a>(fields: &'a Struct, key: &str) -> Option<&'a str> {
 
 /// A rule named `<namespace>/<policy>/<rule>`.
 fn denial(rule: &str, source: &str) -> Option<Denial> {
-    let mut parts = rule.splitn(3, '/');
-    let (ns, policy, rule) = (parts.next()?, parts.next()?, parts.next()?);
+    let (policy, rule) = parse_rule_name(rule)?;
     Some(Denial {
-        policy: ObjectKey::new(ns, policy),
+        policy,
         rule: rule.to_owned(),
         source: source.to_owned(),
     })
@@ -117,6 +116,8 @@ mod tests {
         },
         google::protobuf::Value,
     };
+
+    use remora_model::input::ObjectKey;
 
     use super::*;
 

@@ -13,7 +13,7 @@ use remora_api::{
 use crate::{
     config::{
         AccessRule, Authorization, Caller, HttpConditions, IdentityMatch, PathMatch, StringMatch,
-        ValueMatch,
+        ValueMatch, rule_name,
     },
     input::{Labels, MeshSettings, ObjectKey},
     selector,
@@ -106,7 +106,7 @@ fn compile(trust_domain: &str, policy: &ObjectKey, rule: &ApiRule) -> Option<Acc
     }
     let to = rule.to.as_ref();
     Some(AccessRule {
-        name: format!("{}/{}/{}", policy.namespace, policy.name, rule.name).into(),
+        name: rule_name(policy, &rule.name),
         from,
         ports: to
             .map(|t| {

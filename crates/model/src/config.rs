@@ -18,7 +18,9 @@ mod mtls;
 mod named;
 mod route;
 
-pub use authz::{AccessRule, Authorization, Caller, HttpConditions, IdentityMatch};
+pub use authz::{
+    AccessRule, Authorization, Caller, HttpConditions, IdentityMatch, parse_rule_name, rule_name,
+};
 pub use mtls::{CaptureMtls, InboundMtls, MtlsPassthrough, OutboundMtls};
 pub use named::{Named, NamedSet};
 pub use route::*;

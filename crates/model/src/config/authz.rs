@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{PathMatch, StringMatch};
+use crate::input::ObjectKey;
 
 /// The effective rules of one workload, by the step that evaluates them (see
 /// `remora_api::AccessPolicy`): enforced denies, then enforced allows; beside them, on the
@@ -50,11 +51,22 @@ impl Authorization {
     }
 }
 
+/// A rule's name as proxies, metrics and status carry it: `<namespace>/<policy>/<rule>`.
+pub fn rule_name(policy: &ObjectKey, rule: &str) -> Arc<str> {
+    format!("{}/{}/{rule}", policy.namespace, policy.name).into()
+}
+
+/// The policy and rule a [`rule_name`] names; `None` for a name it did not make.
+pub fn parse_rule_name(name: &str) -> Option<(ObjectKey, &str)> {
+    let mut parts = name.splitn(3, '/');
+    let (namespace, policy, rule) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((ObjectKey::new(namespace, policy), rule))
+}
+
 /// One rule, as a proxy matches it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct AccessRule {
-    /// `<namespace>/<policy>/<rule>`: unique in a workload's rules, and what metrics and
-    /// status call it.
+    /// Its [`rule_name`]: unique in a workload's rules, and what metrics and status call it.
     pub name: Arc<str>,
     /// The callers it applies to, any one; empty: every caller.
     #[serde(skip_serializing_if = "Vec::is_empty")]
