@@ -240,7 +240,8 @@ fn matches_map_to_one_route_each() {
     let api = rule(rc, "api");
     assert_eq!(api.len(), 2, "one Envoy route per match");
     assert!(
-        api.iter().all(|r| r.stat_prefix == "shop/reviews-rules/api"),
+        api.iter()
+            .all(|r| r.stat_prefix == "shop/reviews-rules/api"),
         "each route keeps its own stats under its rule's name"
     );
 
