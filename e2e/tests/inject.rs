@@ -196,7 +196,10 @@ async fn pods_get_the_sidecar_exactly_where_the_mesh_wants_it() {
                 .flatten()
                 .all(|c| c.name != PROXY)
         );
-        assert_eq!(annotation(&p, "sidecar.remora.dev/version"), Some("v1.40.0"));
+        assert_eq!(
+            annotation(&p, "sidecar.remora.dev/version"),
+            Some("v1.40.0")
+        );
         let governing = format!("{meshed}/mesh");
         assert_eq!(
             annotation(&p, "sidecar.remora.dev/policy"),
