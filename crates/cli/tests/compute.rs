@@ -148,6 +148,17 @@ fn bootstrap_is_accepted_by_real_envoy() {
     );
 }
 
+/// A temporary copy of `examples/local`, for a test to add to.
+fn local_example() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local");
+    for entry in fs::read_dir(&example).expect("examples/local") {
+        let path = entry.expect("an entry").path();
+        fs::copy(&path, dir.path().join(path.file_name().expect("a name"))).expect("copied");
+    }
+    dir
+}
+
 #[test]
 fn local_mode_will_not_serve_plaintext_unless_told_it_is_insecure() {
     let (ok, _, err) = remora(&["local", "--xds-addr", "127.0.0.1:0"]);
@@ -159,12 +170,7 @@ fn local_mode_will_not_serve_plaintext_unless_told_it_is_insecure() {
 /// them, and an invalid access policy's problems with their fields.
 #[test]
 fn access_rules_are_printed_in_evaluation_order() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local");
-    for entry in fs::read_dir(&example).expect("examples/local") {
-        let path = entry.expect("an entry").path();
-        fs::copy(&path, dir.path().join(path.file_name().expect("a name"))).expect("copied");
-    }
+    let dir = local_example();
     fs::write(
         dir.path().join("50-access.yaml"),
         r#"apiVersion: remora.dev/v1alpha1
@@ -283,12 +289,7 @@ impl Drop for LocalMode {
 /// field, a tag Envoy does not publish) and once more when it clears.
 #[test]
 fn local_mode_warns_of_each_problem_as_it_appears_and_says_when_it_clears() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local");
-    for entry in fs::read_dir(&example).expect("examples/local") {
-        let path = entry.expect("an entry").path();
-        fs::copy(&path, dir.path().join(path.file_name().expect("a name"))).expect("copied");
-    }
+    let dir = local_example();
     let route = |path: &str, field: &str| {
         format!(
             "apiVersion: remora.dev/v1alpha1\nkind: TrafficRoute\nmetadata: {{name: api, namespace: demo}}\n\
