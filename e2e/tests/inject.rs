@@ -205,6 +205,11 @@ async fn pods_get_the_sidecar_exactly_where_the_mesh_wants_it() {
             annotation(&p, "sidecar.remora.dev/policy"),
             Some(governing.as_str())
         );
+        assert_eq!(
+            annotation(&p, "sidecar.remora.dev/workload"),
+            Some("Deployment/web"),
+            "the source the proxy's stats name, from the pod's owner at admission"
+        );
     }
     assert_eq!(containers(&opted_out), ["web"]);
     for p in pods_of(&client, &plain, "web", 2).await {

@@ -16,7 +16,7 @@ use remora_controller::{
     health::{Readiness, router, serve},
     metrics::{Metrics, ReasonLabel},
 };
-use remora_inject::{ControlPlane as Injected, STATS_PATH, bootstrap};
+use remora_inject::{ControlPlane as Injected, ProxyPod, STATS_PATH, bootstrap};
 use remora_model::input::ObjectKey;
 use remora_xds::SyncRegistry;
 use serde_json::Value;
@@ -218,14 +218,13 @@ async fn injected_envoy(
         image: String::new(),
         identity: None,
     };
-    let mut config = bootstrap(
-        ObjectKey::new("demo", "client"),
-        "client",
-        pod_ip,
-        &control_plane,
-        &[],
-        &ValidationSettings::default(),
-    );
+    let pod = ProxyPod {
+        proxy: ObjectKey::new("demo", "client"),
+        service_account: "client",
+        workload: "Deployment/client",
+        ip: pod_ip,
+    };
+    let mut config = bootstrap(&pod, &control_plane, &[], &ValidationSettings::default());
     let admin_port = free_port().await;
     config["admin"]["address"]["socket_address"]["port_value"] = admin_port.into();
     for cluster in config["static_resources"]["clusters"]
@@ -366,6 +365,7 @@ async fn envoy_exposition() -> BTreeMap<String, BTreeSet<String>> {
         let flushed = r.body.lines().any(|l| {
             l.starts_with("envoy_vhost_route_upstream_rq_time_count{")
                 && l.contains("remora_route=\"demo/reviews/api\"")
+                && l.contains("remora_source_workload=\"Deployment/client\"")
                 && !l.ends_with(" 0")
         });
         flushed.then_some(r.body)

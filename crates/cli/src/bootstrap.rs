@@ -17,6 +17,10 @@ pub struct Args {
     pod: String,
     #[arg(long, default_value = "default")]
     service_account: String,
+    /// The pod's workload, the source its stats name, e.g. `Deployment/web`; without it
+    /// `Pod/<pod>`.
+    #[arg(long)]
+    workload: Option<String>,
     /// The control plane's xDS address, HOST:PORT (an IP or a DNS name).
     #[arg(long, default_value = "127.0.0.1:15010")]
     xds_address: String,
@@ -48,6 +52,10 @@ pub fn run(args: &Args) -> ExitCode {
     let bootstrap = Bootstrap {
         proxy: ObjectKey::new(&args.namespace, &args.pod),
         service_account: args.service_account.clone(),
+        workload: args
+            .workload
+            .clone()
+            .unwrap_or_else(|| format!("Pod/{}", args.pod)),
         xds_host: host.to_owned(),
         xds_port: port,
         admin: args.admin_address,

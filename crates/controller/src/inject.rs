@@ -22,7 +22,7 @@ use remora_runtime::SharedMesh;
 use remora_webhook::{InjectFailure, PodInjector};
 use tokio::sync::watch;
 
-use crate::{health::Readiness, metrics::Metrics, pods};
+use crate::{health::Readiness, metrics::Metrics};
 
 /// What injection needs beyond the model.
 #[derive(Clone, Debug)]
@@ -82,7 +82,7 @@ pub fn sidecar_version(
 /// The workload the pod being created belongs to, in `namespace`; `None` for a pod no
 /// controller owns.
 pub fn workload_ref(namespace: &str, pod: &Pod) -> Option<WorkloadRef> {
-    let workload = pods::workload(pod)?;
+    let workload = remora_inject::workload(pod)?;
     let (kind, name) = workload.split_once('/')?;
     Some(WorkloadRef::new(kind, namespace, name))
 }

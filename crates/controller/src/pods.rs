@@ -42,7 +42,7 @@ pub fn pod_facts(pod: &Pod) -> Option<PodFacts> {
             .to_owned()
     });
     let revision = proxy.and(annotation(REVISION_ANNOTATION)).cloned();
-    let workload = workload(pod);
+    let workload = remora_inject::workload(pod);
     if sidecar.is_none() && workload.is_none() {
         return None;
     }
@@ -95,28 +95,6 @@ impl FactsTracker {
             }
         }
     }
-}
-
-/// `Kind/name` of the pod's controlling workload (see [`PodFacts::workload`]).
-pub fn workload(pod: &Pod) -> Option<String> {
-    let owner = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))?;
-    let hash = pod
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get("pod-template-hash"));
-    Some(match (owner.kind.as_str(), hash) {
-        ("ReplicaSet", Some(h)) => match owner.name.strip_suffix(&format!("-{h}")) {
-            Some(deployment) => format!("Deployment/{deployment}"),
-            None => format!("ReplicaSet/{}", owner.name),
-        },
-        (kind, _) => format!("{kind}/{}", owner.name),
-    })
 }
 
 fn ready_since(pod: &Pod) -> Option<Time> {

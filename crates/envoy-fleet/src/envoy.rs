@@ -93,6 +93,7 @@ impl Envoy {
         let bootstrap = Bootstrap {
             proxy: proxy.clone(),
             service_account: "fleet-proxy".into(),
+            workload: "Deployment/fleet".into(),
             xds_host: xds.ip().to_string(),
             xds_port: xds.port(),
             // Port 0: Envoy picks one and writes it to the admin address path.

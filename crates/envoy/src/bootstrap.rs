@@ -35,6 +35,8 @@ pub struct Bootstrap {
     pub proxy: ObjectKey,
     /// The pod's service account, sent in the node metadata.
     pub service_account: String,
+    /// The pod's workload, e.g. `Deployment/web`: the source its stats name.
+    pub workload: String,
     /// Host (an IP or a DNS name) of the control plane's xDS server.
     pub xds_host: String,
     /// Port of the control plane's xDS server.
@@ -108,7 +110,7 @@ impl Bootstrap {
                 "lds_config": ads,
             },
             "layered_runtime": self.runtime(),
-            "stats_config": crate::stats::stats_config(&self.proxy.namespace, &self.service_account),
+            "stats_config": crate::stats::stats_config(&self.proxy.namespace, &self.workload, &self.service_account),
             "static_resources": {
                 "clusters": [{
                     "name": XDS_CLUSTER,
@@ -213,6 +215,7 @@ mod tests {
         Bootstrap {
             proxy: ObjectKey::new("demo", "web-0"),
             service_account: "web".into(),
+            workload: "Deployment/web".into(),
             xds_host: host.into(),
             xds_port: 15010,
             admin: "127.0.0.1:15000".parse().expect("addr"),

@@ -1,5 +1,5 @@
-//! Labels on the proxy's Prometheus stats: who sends (the proxy's own namespace and service
-//! account, fixed at start), to which Service and through which route rule (cut out of the
+//! Labels on the proxy's Prometheus stats: who sends (the proxy's own namespace, workload and
+//! service account, fixed at start), to which Service and through which route rule (cut out of the
 //! route-level stat names by regex).
 //!
 //! Every route carries its name as its `stat_prefix` (`route.rs`), so Envoy keeps
@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 /// The namespace of the proxy's pod (a fixed value).
 pub const SOURCE_NAMESPACE: &str = "remora_source_namespace";
+/// The workload of the proxy's pod (a fixed value), e.g. `Deployment/web`.
+pub const SOURCE_WORKLOAD: &str = "remora_source_workload";
 /// The service account of the proxy's pod (a fixed value): the workload's mesh identity.
 pub const SOURCE_SERVICE_ACCOUNT: &str = "remora_source_service_account";
 /// The destination Service's name, from an outbound virtual host.
@@ -37,13 +39,14 @@ const PORT: &str = r"^vhost\.[^.:]+\.[^.:]+\.svc\.[^:]*:((\d+)\.)";
 // inbound host is plain `inbound`.
 const ROUTE_NAME: &str = r"^vhost\.(?:[^.:]+|[^:]+:\d+)\.route\.((.+?)\.)upstream_rq";
 
-/// Envoy's `stats_config` for a proxy of `namespace` running as `service_account`. Envoy's
-/// default tags stay: they name the response code class (`envoy_response_code_class`) the
-/// error ratio needs.
-pub fn stats_config(namespace: &str, service_account: &str) -> Value {
+/// Envoy's `stats_config` for a proxy of `workload` in `namespace` running as
+/// `service_account`. Envoy's default tags stay: they name the response code class
+/// (`envoy_response_code_class`) the error ratio needs.
+pub fn stats_config(namespace: &str, workload: &str, service_account: &str) -> Value {
     json!({
         "stats_tags": [
             {"tag_name": SOURCE_NAMESPACE, "fixed_value": namespace},
+            {"tag_name": SOURCE_WORKLOAD, "fixed_value": workload},
             {"tag_name": SOURCE_SERVICE_ACCOUNT, "fixed_value": service_account},
             {"tag_name": DESTINATION_SERVICE, "regex": SERVICE},
             {"tag_name": DESTINATION_NAMESPACE, "regex": NAMESPACE},
@@ -59,18 +62,20 @@ mod tests {
 
     #[test]
     fn the_source_is_fixed_and_the_destination_extracted() {
-        let c = stats_config("shop", "web");
+        let c = stats_config("shop", "Deployment/web", "web-sa");
         let tags = c["stats_tags"].as_array().expect("tags");
         assert_eq!(
             tags[0],
             json!({"tag_name": SOURCE_NAMESPACE, "fixed_value": "shop"})
         );
-        assert_eq!(tags[1]["fixed_value"], "web");
+        assert_eq!(tags[1]["fixed_value"], "Deployment/web");
+        assert_eq!(tags[2]["fixed_value"], "web-sa");
         let names: Vec<_> = tags.iter().map(|t| &t["tag_name"]).collect();
         assert_eq!(
             names,
             [
                 SOURCE_NAMESPACE,
+                SOURCE_WORKLOAD,
                 SOURCE_SERVICE_ACCOUNT,
                 DESTINATION_SERVICE,
                 DESTINATION_NAMESPACE,

@@ -400,6 +400,7 @@ fn envoy_accepts_a_bootstrap_with_tls_to_the_control_plane() {
         let b = sidecar::Bootstrap {
             proxy: ObjectKey::new("shop", "frontend"),
             service_account: "frontend".into(),
+            workload: "Deployment/frontend".into(),
             xds_host: host.into(),
             xds_port: 15012,
             admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 15000)),

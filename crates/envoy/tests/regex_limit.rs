@@ -17,6 +17,7 @@ fn config(limit: u32) -> Value {
     let mut config = Bootstrap {
         proxy: ObjectKey::new("shop", "frontend"),
         service_account: "frontend".into(),
+        workload: "Deployment/web".into(),
         xds_host: "127.0.0.1".into(),
         xds_port: 15010,
         admin: SocketAddr::from(([127, 0, 0, 1], 15000)),

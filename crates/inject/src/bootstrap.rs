@@ -15,7 +15,7 @@ use remora_envoy::bootstrap::{Bootstrap, XdsTls};
 use remora_model::input::ObjectKey;
 use serde_json::{Value, json};
 
-use crate::probes::AppProbe;
+use crate::{WORKLOAD_ANNOTATION, probes::AppProbe};
 
 /// The path the kubelet probes on [`READINESS_PORT`], which serves only `GET /ready` (passed to
 /// the admin's `/ready`, the admin interface itself being on loopback only).
@@ -27,6 +27,7 @@ pub const STATS_PATH: &str = "/stats/prometheus";
 const POD_NAME: &str = "REMORA_POD_NAME";
 const POD_NAMESPACE: &str = "REMORA_POD_NAMESPACE";
 const SERVICE_ACCOUNT: &str = "REMORA_SERVICE_ACCOUNT";
+const WORKLOAD: &str = "REMORA_WORKLOAD";
 const POD_IP: &str = "REMORA_POD_IP";
 
 /// The control plane as injected pods see it: where their proxies find it, and its image.
@@ -58,12 +59,23 @@ pub struct MeshIdentity {
     pub control_plane_id: SpiffeId,
 }
 
-/// The bootstrap of the proxy `proxy` running as `service_account` at `pod_ip`, answering
-/// the app's `probes` on its readiness port, refusing the regexes `validation` refuses.
+/// What a proxy's bootstrap says of its pod.
+#[derive(Clone, Debug)]
+pub struct ProxyPod<'a> {
+    /// The pod.
+    pub proxy: ObjectKey,
+    /// The service account it runs as.
+    pub service_account: &'a str,
+    /// Its workload, e.g. `Deployment/web` (see [`crate::source_workload`]).
+    pub workload: &'a str,
+    /// Its IP.
+    pub ip: &'a str,
+}
+
+/// The bootstrap of the proxy of `pod`, answering the app's `probes` on its readiness port,
+/// refusing the regexes `validation` refuses.
 pub fn bootstrap(
-    proxy: ObjectKey,
-    service_account: &str,
-    pod_ip: &str,
+    pod: &ProxyPod,
     control_plane: &ControlPlane,
     probes: &[AppProbe],
     validation: &ValidationSettings,
@@ -72,8 +84,9 @@ pub fn bootstrap(
         control_plane: i.control_plane_id.clone(),
     });
     let mut config = Bootstrap {
-        proxy,
-        service_account: service_account.into(),
+        proxy: pod.proxy.clone(),
+        service_account: pod.service_account.into(),
+        workload: pod.workload.into(),
         xds_host: control_plane.xds_host.clone(),
         xds_port: control_plane.xds_port,
         admin: ([127, 0, 0, 1], ADMIN_PORT).into(),
@@ -84,7 +97,7 @@ pub fn bootstrap(
     let statics = &mut config["static_resources"];
     if let Some(clusters) = statics["clusters"].as_array_mut() {
         clusters.push(admin_cluster());
-        clusters.extend(app_clusters(pod_ip, probes));
+        clusters.extend(app_clusters(pod.ip, probes));
     }
     statics["listeners"] = json!([readiness_listener(probes), stats_listener()]);
     config
@@ -99,8 +112,8 @@ pub(crate) fn config_arg(
     probes: &[AppProbe],
     validation: &ValidationSettings,
 ) -> String {
-    let [name, namespace, account, ip] =
-        [POD_NAME, POD_NAMESPACE, SERVICE_ACCOUNT, POD_IP].map(reference);
+    let [name, namespace, account, workload, ip] =
+        [POD_NAME, POD_NAMESPACE, SERVICE_ACCOUNT, WORKLOAD, POD_IP].map(reference);
     let literal = ControlPlane {
         xds_host: control_plane.xds_host.replace('$', "$$"),
         ..control_plane.clone()
@@ -114,7 +127,13 @@ pub(crate) fn config_arg(
         })
         .collect();
     let proxy = ObjectKey::new(namespace, name);
-    bootstrap(proxy, &account, &ip, &literal, &probes, validation).to_string()
+    let pod = ProxyPod {
+        proxy,
+        service_account: &account,
+        workload: &workload,
+        ip: &ip,
+    };
+    bootstrap(&pod, &literal, &probes, validation).to_string()
 }
 
 fn reference(var: &str) -> String {
@@ -124,10 +143,12 @@ fn reference(var: &str) -> String {
 /// The downward-API variables `config_arg` refers to; the kubelet resolves them once the pod
 /// has its name.
 pub(crate) fn env() -> Vec<EnvVar> {
+    let workload = format!("metadata.annotations['{WORKLOAD_ANNOTATION}']");
     [
         (POD_NAME, "metadata.name"),
         (POD_NAMESPACE, "metadata.namespace"),
         (SERVICE_ACCOUNT, "spec.serviceAccountName"),
+        (WORKLOAD, workload.as_str()),
         (POD_IP, "status.podIP"),
     ]
     .into_iter()
@@ -266,12 +287,23 @@ pub(crate) mod tests {
         }
     }
 
+    /// The pod the tests' bootstraps are for, `proxy` of `Deployment/web`.
+    fn pod(proxy: ObjectKey) -> ProxyPod<'static> {
+        ProxyPod {
+            proxy,
+            service_account: "web",
+            workload: "Deployment/web",
+            ip: "10.0.0.7",
+        }
+    }
+
     #[test]
     fn kubelet_expansion_yields_the_pods_own_bootstrap() {
         let vars = BTreeMap::from([
             (POD_NAME, "web-7d9f-x2x"),
             (POD_NAMESPACE, "shop"),
             (SERVICE_ACCOUNT, "web"),
+            (WORKLOAD, "Deployment/web"),
             (POD_IP, "10.0.0.7"),
         ]);
         let probes = [AppProbe {
@@ -287,9 +319,7 @@ pub(crate) mod tests {
         assert_eq!(
             got,
             bootstrap(
-                ObjectKey::new("shop", "web-7d9f-x2x"),
-                "web",
-                "10.0.0.7",
+                &pod(ObjectKey::new("shop", "web-7d9f-x2x")),
                 &control_plane(),
                 &probes,
                 &ValidationSettings::default()
@@ -331,6 +361,7 @@ pub(crate) mod tests {
         let plain = Bootstrap {
             proxy: id.clone(),
             service_account: "web".into(),
+            workload: "Deployment/web".into(),
             xds_host: "remora.remora-system.svc".into(),
             xds_port: 15010,
             admin: ([127, 0, 0, 1], ADMIN_PORT).into(),
@@ -341,7 +372,7 @@ pub(crate) mod tests {
         let validation = ValidationSettings {
             max_regex_program_size: 250,
         };
-        let mut ours = bootstrap(id, "web", "10.0.0.7", &control_plane(), &[], &validation);
+        let mut ours = bootstrap(&pod(id), &control_plane(), &[], &validation);
         let statics = ours["static_resources"].as_object_mut().expect("statics");
         assert_eq!(
             statics.remove("listeners"),
@@ -369,6 +400,10 @@ pub(crate) mod tests {
                     SERVICE_ACCOUNT.into(),
                     Some("spec.serviceAccountName".into())
                 ),
+                (
+                    WORKLOAD.into(),
+                    Some("metadata.annotations['sidecar.remora.dev/workload']".into())
+                ),
                 (POD_IP.into(), Some("status.podIP".into())),
             ]
         );
@@ -382,9 +417,7 @@ pub(crate) mod tests {
             target: "/healthz".into(),
         }];
         let b = bootstrap(
-            ObjectKey::new("shop", "web-0"),
-            "web",
-            "10.0.0.7",
+            &pod(ObjectKey::new("shop", "web-0")),
             &control_plane(),
             &probes,
             &ValidationSettings::default(),
@@ -413,9 +446,7 @@ pub(crate) mod tests {
     #[test]
     fn the_stats_port_passes_only_the_prometheus_page_to_the_loopback_admin() {
         let b = bootstrap(
-            ObjectKey::new("shop", "web-0"),
-            "web",
-            "10.0.0.7",
+            &pod(ObjectKey::new("shop", "web-0")),
             &control_plane(),
             &[],
             &ValidationSettings::default(),
@@ -448,9 +479,7 @@ pub(crate) mod tests {
             ..control_plane()
         };
         let b = bootstrap(
-            ObjectKey::new("shop", "web-0"),
-            "web",
-            "10.0.0.7",
+            &pod(ObjectKey::new("shop", "web-0")),
             &cp,
             &[],
             &ValidationSettings::default(),
@@ -469,9 +498,7 @@ pub(crate) mod tests {
                 .any(|c| c["name"] == remora_envoy::sds::SDS_CLUSTER)
         );
         let plain = bootstrap(
-            ObjectKey::new("shop", "web-0"),
-            "web",
-            "10.0.0.7",
+            &pod(ObjectKey::new("shop", "web-0")),
             &control_plane(),
             &[],
             &ValidationSettings::default(),

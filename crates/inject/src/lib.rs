@@ -67,6 +67,7 @@ mod layout;
 mod patch;
 mod pod_security;
 mod probes;
+mod workload;
 
 use k8s_openapi::api::core::v1::Pod;
 use remora_api::{
@@ -75,7 +76,7 @@ use remora_api::{
 };
 
 pub use agent::{AGENT_CONTAINER, SDS_VOLUME, TOKEN_DIR, TOKEN_VOLUME};
-pub use bootstrap::{ControlPlane, MeshIdentity, READINESS_PATH, STATS_PATH, bootstrap};
+pub use bootstrap::{ControlPlane, MeshIdentity, ProxyPod, READINESS_PATH, STATS_PATH, bootstrap};
 pub use container::STATS_PORT_NAME;
 pub use decide::{Decision, Settings, SkipReason, decide};
 pub use init::INIT_CONTAINER;
@@ -83,6 +84,7 @@ pub use layout::{Layout, ServerVersion};
 pub use patch::{JsonPatchOp, patch, patch_with, pointer_token};
 pub use pod_security::{ENFORCE_LABEL, PodSecurity};
 pub use probes::{APP_HEALTH_PREFIX, AppProbe};
+pub use workload::{source_workload, workload};
 
 /// A pod annotation: `"false"` keeps the pod out of the mesh.
 pub const INJECT_ANNOTATION: &str = "sidecar.remora.dev/inject";
@@ -93,6 +95,9 @@ pub const VERSION_ANNOTATION: &str = "sidecar.remora.dev/version";
 pub const REVISION_ANNOTATION: &str = "sidecar.remora.dev/revision";
 /// Written on injection: `namespace/name` of the policy that governed the pod then.
 pub const POLICY_ANNOTATION: &str = "sidecar.remora.dev/policy";
+/// Written on injection: the pod's [`source_workload`], which the proxy's stats carry as
+/// their source (its bootstrap reads it through the downward API).
+pub const WORKLOAD_ANNOTATION: &str = "sidecar.remora.dev/workload";
 /// Written on injection unless the pod sets it (or the other two): `"true"`, so that a
 /// Prometheus configured by the common annotations scrapes the proxy.
 pub const SCRAPE_ANNOTATION: &str = "prometheus.io/scrape";

@@ -12,12 +12,12 @@ use serde_json::{Value, json};
 
 use crate::{
     InjectError, Injection, Layout, POLICY_ANNOTATION, REVISION_ANNOTATION, SCRAPE_ANNOTATION,
-    SCRAPE_PATH_ANNOTATION, SCRAPE_PORT_ANNOTATION, VERSION_ANNOTATION, agent,
+    SCRAPE_PATH_ANNOTATION, SCRAPE_PORT_ANNOTATION, VERSION_ANNOTATION, WORKLOAD_ANNOTATION, agent,
     bootstrap::STATS_PATH,
     conflicts,
     container::{leading, sidecars},
     init::{INIT_CONTAINER, init_container},
-    is_injected, pod_security, probes,
+    is_injected, pod_security, probes, source_workload,
 };
 
 /// One JSON-patch operation; the injector only ever adds.
@@ -108,13 +108,14 @@ fn add_volumes(pod: &Pod, volumes: &[Volume]) -> Vec<JsonPatchOp> {
     }
 }
 
-/// The operations that write the version, revision and policy annotations, and the scrape
-/// annotations.
+/// The operations that write the version, revision, policy and workload annotations, and the
+/// scrape annotations.
 fn annotations(pod: &Pod, injection: &Injection) -> Vec<JsonPatchOp> {
     let mut annotations = vec![
         (VERSION_ANNOTATION, injection.version.to_string()),
         (REVISION_ANNOTATION, injection.revision.to_string()),
         (POLICY_ANNOTATION, policy_key(injection)),
+        (WORKLOAD_ANNOTATION, source_workload(pod)),
     ];
     annotations.extend(scrape_annotations(pod));
     match &pod.metadata.annotations {

@@ -207,6 +207,10 @@ fn annotations_are_added_whole_or_one_by_one_with_escaped_keys() {
             "sidecar.remora.dev/revision".to_string(),
             "0123456789".to_string(),
         ),
+        (
+            "sidecar.remora.dev/workload".to_string(),
+            "Pod/web-7d9f-".to_string(),
+        ),
         ("prometheus.io/scrape".to_string(), "true".to_string()),
         ("prometheus.io/port".to_string(), "15090".to_string()),
         (
@@ -235,6 +239,7 @@ fn annotations_are_added_whole_or_one_by_one_with_escaped_keys() {
             "/metadata/annotations/sidecar.remora.dev~1version",
             "/metadata/annotations/sidecar.remora.dev~1revision",
             "/metadata/annotations/sidecar.remora.dev~1policy",
+            "/metadata/annotations/sidecar.remora.dev~1workload",
             "/metadata/annotations/prometheus.io~1scrape",
             "/metadata/annotations/prometheus.io~1port",
             "/metadata/annotations/prometheus.io~1path",
@@ -311,6 +316,13 @@ fn the_proxy_gets_its_pods_bootstrap() {
         "metadata.namespace" => "shop",
         "spec.serviceAccountName" => "web",
         "status.podIP" => "10.0.0.7",
+        "metadata.annotations['sidecar.remora.dev/workload']" => after
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::WORKLOAD_ANNOTATION))
+            .map(String::as_str)
+            .expect("the workload annotation the bootstrap reads"),
         other => panic!("unexpected field {other}"),
     };
     let vars: BTreeMap<&str, &str> = proxy
@@ -328,9 +340,13 @@ fn the_proxy_gets_its_pods_bootstrap() {
     assert_eq!(
         got,
         crate::bootstrap(
-            ObjectKey::new("shop", "web-7d9f-x2x"),
-            "web",
-            "10.0.0.7",
+            &crate::ProxyPod {
+                proxy: ObjectKey::new("shop", "web-7d9f-x2x"),
+                service_account: "web",
+                // No controller owns the pod, and the API server has not named it yet.
+                workload: "Pod/web-7d9f-",
+                ip: "10.0.0.7",
+            },
             &control_plane(),
             &[],
             &remora_api::ValidationSettings::default()

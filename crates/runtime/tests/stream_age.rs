@@ -152,6 +152,7 @@ impl Envoy {
         let mut config = Bootstrap {
             proxy: proxy(),
             service_account: "default".into(),
+            workload: "Deployment/web".into(),
             xds_host: servers[0].ip().to_string(),
             xds_port: servers[0].port(),
             admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),

@@ -169,6 +169,7 @@ impl Envoy {
         let bootstrap = Bootstrap {
             proxy,
             service_account: "default".into(),
+            workload: "Deployment/web".into(),
             xds_host: xds.ip().to_string(),
             xds_port: xds.port(),
             admin: "127.0.0.1:0".parse().expect("addr"),
