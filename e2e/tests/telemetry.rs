@@ -207,10 +207,7 @@ fn exposition(text: &str) -> BTreeMap<String, BTreeSet<String>> {
 /// A real Envoy with the bootstrap the injector gives `demo/client`, on loopback: its
 /// listeners bind 127.0.0.1 on free ports instead of the pod's fixed ones, so tests run side
 /// by side. Returns the Envoy and its stats listener's address.
-async fn injected_envoy(
-    xds: SocketAddr,
-    pod_ip: &str,
-) -> (tempfile::TempDir, ChildGuard, SocketAddr) {
+async fn injected_envoy(xds: SocketAddr, pod_ip: &str) -> (Envoy, SocketAddr) {
     let control_plane = Injected {
         xds_host: xds.ip().to_string(),
         xds_port: xds.port(),
@@ -250,39 +247,8 @@ async fn injected_envoy(
         *socket = serde_json::json!({"address": "127.0.0.1", "port_value": port});
     }
     assert_ne!(stats_port, 0, "the injected bootstrap has a stats listener");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("bootstrap.json");
-    std::fs::write(&path, config.to_string()).expect("write bootstrap");
-    let log = std::fs::File::create(dir.path().join("envoy.log")).expect("log");
-    let child = std::process::Command::new(envoy_bin())
-        .arg("-c")
-        .arg(&path)
-        .args([
-            "--use-dynamic-base-id",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warning",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("envoy starts");
-    (
-        dir,
-        ChildGuard(child),
-        SocketAddr::from(([127, 0, 0, 1], stats_port)),
-    )
-}
-
-/// Kills and reaps the process on drop, also when the test fails.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let envoy = Envoy::from_config(&config).await;
+    (envoy, SocketAddr::from(([127, 0, 0, 1], stats_port)))
 }
 
 async fn free_port() -> u16 {
@@ -345,7 +311,7 @@ async fn envoy_exposition() -> BTreeMap<String, BTreeSet<String>> {
     };
     let _upstream = Upstream::start("v1", SocketAddr::new(ip(SUBNET, 12, 1), 9080), failing).await;
     let mut cp = ControlPlane::start(&[("mesh.yaml", mesh())]).await;
-    let (_dir, _envoy, stats) = injected_envoy(cp.addr, &ip(SUBNET, 11, 1).to_string()).await;
+    let (_envoy, stats) = injected_envoy(cp.addr, &ip(SUBNET, 11, 1).to_string()).await;
     let entry = SocketAddr::new(ip(SUBNET, 11, 1), 9080);
     eventually(30, "the outbound listener to route", async || {
         get(entry, "reviews", "/api/x", &[])

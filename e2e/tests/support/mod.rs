@@ -165,7 +165,6 @@ impl Envoy {
         delta: bool,
         limit: u32,
     ) -> Envoy {
-        let dir = tempfile::tempdir().expect("temp dir");
         let bootstrap = Bootstrap {
             proxy,
             service_account: "default".into(),
@@ -176,13 +175,19 @@ impl Envoy {
             delta,
             max_regex_program_size: limit,
         };
-        let config = dir.path().join("bootstrap.json");
-        fs::write(&config, bootstrap.to_json().to_string()).expect("write bootstrap");
+        Self::from_config(&bootstrap.to_json()).await
+    }
+
+    /// An Envoy started from the bootstrap `config`, once its admin interface listens.
+    pub async fn from_config(config: &serde_json::Value) -> Envoy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("bootstrap.json");
+        fs::write(&path, config.to_string()).expect("write bootstrap");
         let admin_path = dir.path().join("admin");
         let log = fs::File::create(dir.path().join("envoy.log")).expect("log file");
         let child = Command::new(envoy_bin())
             .arg("-c")
-            .arg(&config)
+            .arg(&path)
             .args([
                 "--use-dynamic-base-id",
                 "--concurrency",
