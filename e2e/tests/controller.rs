@@ -124,6 +124,20 @@ fn condition(r: &TrafficRoute, type_: &str) -> Option<(String, String, String, O
     ))
 }
 
+/// kstatus's pair on the route: `stuck`'s type (`Reconciling` or `Stalled`) True with its
+/// reason, the other False; both False without one.
+fn assert_kstatus(r: &TrafficRoute, stuck: Option<(&str, &str)>) {
+    for type_ in [conditions::RECONCILING, conditions::STALLED] {
+        let (status, why, _, _) = condition(r, type_).expect(type_);
+        match stuck {
+            Some((t, reason)) if t == type_ => {
+                assert_eq!((status.as_str(), why.as_str()), ("True", reason));
+            }
+            _ => assert_eq!(status, "False", "{type_}"),
+        }
+    }
+}
+
 /// Waits until the route's status describes generation `generation` and `check` holds.
 async fn route_status(
     api: &Api<TrafficRoute>,
@@ -285,13 +299,14 @@ async fn route_status_follows_the_cluster_and_is_written_only_when_it_changes() 
     .await;
     let (_, _, message, _) = condition(&r, conditions::ACCEPTED).expect("Accepted");
     assert!(message.contains("spec.http[1].name"), "{message}");
-    // Flux and kstatus read Ready, which names what holds the route back.
+    // Flux reads Ready, which names what holds the route back; kstatus reads Stalled.
     let (ready, why, summary, observed) = condition(&r, conditions::READY).expect("Ready");
     assert_eq!(
         (ready.as_str(), why.as_str(), observed),
         ("False", "Invalid", Some(3))
     );
     assert!(summary.starts_with("Accepted is False: "), "{summary}");
+    assert_kstatus(&r, Some((conditions::STALLED, "Invalid")));
     // A person sees the rejection as an Event on the route.
     let note = warning_event(client, &sc.ns, "split", "Invalid").await;
     assert!(note.contains("spec.http[1].name"), "{note}");
@@ -529,6 +544,7 @@ async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
     let counts = r.status.as_ref().and_then(|s| s.proxies.clone());
     let counts = counts.expect("proxy counts");
     assert_eq!((counts.affected, counts.acked, counts.nacked), (1, 1, 0));
+    assert_kstatus(&r, None);
 
     // Valid for validate(), beyond the RE2 program size this proxy accepts (it started with a
     // lower limit than the controller's): Envoy NACKs, and the route says so in its words.
@@ -542,6 +558,7 @@ async fn a_real_envoy_programs_routes_and_policies_and_its_nack_shows() {
     assert!(message.contains(&format!("{}/client", sc.ns)), "{message}");
     let (ready, why, _, _) = condition(&r, conditions::READY).expect("Ready");
     assert_eq!((ready.as_str(), why.as_str()), ("False", "RejectedByProxy"));
+    assert_kstatus(&r, Some((conditions::STALLED, "RejectedByProxy")));
     warning_event(client, &sc.ns, "api", "RejectedByProxy").await;
 
     // The policy governing the proxy reports it, with the version its sidecar runs.

@@ -12,9 +12,15 @@ pub const PROGRESSING: &str = "Progressing";
 pub const ROLLED_OUT: &str = "RolledOut";
 /// Something needs a person: a failed health gate, a rollback, NACKing proxies (policies only).
 pub const DEGRADED: &str = "Degraded";
-/// The summary Flux and kstatus read: True when the object's latest generation is accepted
-/// and in effect with nothing under way; False names the condition that holds it back.
+/// The summary Flux reads: True when the object's latest generation is accepted and in
+/// effect with nothing under way; False names the condition that holds it back.
 pub const READY: &str = "Ready";
+/// kstatus's "work under way" (its InProgress): True while what holds the object back is a
+/// wait, such as proxies yet to acknowledge or a rollout running.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus's "needs a person" (its Failed): True while what holds the object back will not
+/// pass by itself: an invalid spec, a NACK, a failed rollout.
+pub const STALLED: &str = "Stalled";
 
 /// Reasons, in the `CamelCase` form Kubernetes conditions use.
 pub mod reason {

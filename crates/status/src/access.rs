@@ -139,6 +139,9 @@ mod tests {
             assert_eq!(get(&s, t).status, "True", "{t}: {:?}", get(&s, t));
             assert_eq!(get(&s, t).observed_generation, Some(3));
         }
+        for t in ["Reconciling", "Stalled"] {
+            assert_eq!(get(&s, t).status, "False", "{t}: {:?}", get(&s, t));
+        }
     }
 
     #[test]

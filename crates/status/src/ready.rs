@@ -1,6 +1,6 @@
-//! `Ready`, the one condition Flux and kstatus read (with `observedGeneration`): a summary
-//! of the others, so tools that know nothing of Remora can wait for an object or report
-//! what holds it back.
+//! The summary conditions tools that know nothing of Remora read, with `observedGeneration`:
+//! `Ready` for Flux and `kubectl wait`, and kstatus's pair `Reconciling` and `Stalled`, so
+//! they can wait for an object or report what holds it back.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use remora_api::conditions::{self, reason};
@@ -8,6 +8,7 @@ use remora_api::conditions::{self, reason};
 use crate::{
     condition::{Conditions, find},
     message::{CONDITION_LIMIT, truncate},
+    reason::AS_EXPECTED,
 };
 
 /// The conditions that hold an object back, most telling first, with the status that
@@ -19,37 +20,71 @@ const BLOCKING: [(&str, &str); 4] = [
     (conditions::PROGRESSING, "True"),
 ];
 
-/// `others` followed by the `Ready` they sum up.
+/// `others` followed by the summaries of them: `Ready`, `Reconciling` and `Stalled`.
 pub(crate) fn with_ready(
     c: &Conditions<'_>,
     mut others: Vec<Condition>,
     kind: &str,
 ) -> Vec<Condition> {
-    others.push(ready(c, &others, kind));
+    let blocking = BLOCKING
+        .iter()
+        .find_map(|(type_, status)| find(&others, type_).filter(|o| o.status == *status))
+        .cloned();
+    let ready = ready(c, &others, blocking.as_ref(), kind);
+    others.push(ready);
+    others.extend(kstatus(c, blocking.as_ref()));
     others
 }
 
-/// `Ready` from the object's other conditions: False with the reason and message of the
-/// first blocking one, else True, noting any other condition that is not as it should be
-/// (unresolved references, a paused rollout). `kind` names the object for people.
-fn ready(c: &Conditions<'_>, others: &[Condition], kind: &str) -> Condition {
-    let blocking = BLOCKING
-        .iter()
-        .find_map(|(type_, status)| find(others, type_).filter(|o| o.status == *status));
+/// `Ready`: False with the reason and message of the first `blocking` condition, else True,
+/// noting any other condition that is not as it should be (unresolved references, a paused
+/// rollout). `kind` names the object for people.
+fn ready(
+    c: &Conditions<'_>,
+    others: &[Condition],
+    blocking: Option<&Condition>,
+    kind: &str,
+) -> Condition {
     if let Some(b) = blocking {
-        let message = format!("{} is {}: {}", b.type_, b.status, b.message);
-        return c.set(
-            conditions::READY,
-            false,
-            &b.reason,
-            truncate(&message, CONDITION_LIMIT),
-        );
+        return c.set(conditions::READY, false, &b.reason, held_back(b));
     }
     let mut message = format!("The {kind} is accepted and in effect, with nothing under way.");
     for o in others.iter().filter(|o| !as_expected(o)) {
         message.push_str(&format!(" {} is {} ({}).", o.type_, o.status, o.reason));
     }
     c.set(conditions::READY, true, reason::READY, message)
+}
+
+/// kstatus's `Reconciling` and `Stalled`: the one that fits the `blocking` condition is True
+/// with its reason and message, the other False (both when nothing blocks).
+fn kstatus(c: &Conditions<'_>, blocking: Option<&Condition>) -> [Condition; 2] {
+    let stalled = blocking.is_some_and(needs_a_person);
+    let summary = |type_: &str, true_: bool, idle: &str| match blocking {
+        Some(b) if true_ => c.set(type_, true, &b.reason, held_back(b)),
+        _ => c.set(type_, false, AS_EXPECTED, idle.into()),
+    };
+    [
+        summary(
+            conditions::RECONCILING,
+            blocking.is_some() && !stalled,
+            "No work is under way.",
+        ),
+        summary(conditions::STALLED, stalled, "Nothing needs a person."),
+    ]
+}
+
+/// Whether a blocking condition will not pass by itself: an invalid spec, a rejected config,
+/// a failed rollout, rather than proxies or waves still on their way.
+fn needs_a_person(b: &Condition) -> bool {
+    b.type_ == conditions::ACCEPTED
+        || b.type_ == conditions::DEGRADED
+        || b.reason == reason::REJECTED_BY_PROXY
+}
+
+/// `<Type> is <Status>: <message>` of a blocking condition, bounded.
+fn held_back(b: &Condition) -> String {
+    let message = format!("{} is {}: {}", b.type_, b.status, b.message);
+    truncate(&message, CONDITION_LIMIT)
 }
 
 /// Whether a condition that does not block is in its usual state: `Degraded` and
@@ -73,7 +108,13 @@ mod tests {
             .iter()
             .map(|(t, s, r, m)| c.set(t, *s, r, (*m).into()))
             .collect();
-        ready(&c, &others, "route")
+        summaries(&c, others).remove(0)
+    }
+
+    /// `Ready`, `Reconciling` and `Stalled` for `others`.
+    fn summaries(c: &Conditions<'_>, others: Vec<Condition>) -> Vec<Condition> {
+        let n = others.len();
+        with_ready(c, others, "route").split_off(n)
     }
 
     #[test]
@@ -125,6 +166,56 @@ mod tests {
         assert_eq!(r.reason, "Pending");
     }
 
+    /// `Reconciling` and `Stalled` for `others`, each as `(status, reason)`.
+    fn kstatus_of(others: &[(&str, bool, &str, &str)]) -> [(String, String); 2] {
+        let c = Conditions::new(&[], Some(7), at(100));
+        let others = others
+            .iter()
+            .map(|(t, s, r, m)| c.set(t, *s, r, (*m).into()))
+            .collect();
+        let s = summaries(&c, others);
+        assert_eq!(
+            [s[1].type_.as_str(), s[2].type_.as_str()],
+            ["Reconciling", "Stalled"]
+        );
+        [&s[1], &s[2]].map(|c| (c.status.clone(), c.reason.clone()))
+    }
+
+    fn is(status: &str, reason: &str) -> (String, String) {
+        (status.into(), reason.into())
+    }
+
+    #[test]
+    fn kstatus_sees_a_wait_as_reconciling_and_what_needs_a_person_as_stalled() {
+        let idle = is("False", "AsExpected");
+        let done = [("Accepted", true, "Accepted", "valid")];
+        assert_eq!(kstatus_of(&done), [idle.clone(), idle.clone()]);
+        for waiting in [
+            ("Programmed", false, "Pending", "1 of 2"),
+            ("Progressing", true, "RollingOut", "wave 1"),
+        ] {
+            let reason = waiting.2;
+            assert_eq!(kstatus_of(&[waiting]), [is("True", reason), idle.clone()]);
+        }
+        for stuck in [
+            ("Accepted", false, "Invalid", "spec.x: bad"),
+            ("Programmed", false, "RejectedByProxy", "a said: no"),
+            ("Degraded", true, "RolledBack", "wave 1 failed"),
+        ] {
+            let reason = stuck.2;
+            assert_eq!(kstatus_of(&[stuck]), [idle.clone(), is("True", reason)]);
+        }
+        // The most telling blocking condition decides, as for Ready.
+        let both = [
+            ("Progressing", true, "RollingOut", "wave 1"),
+            ("Degraded", true, "HealthGateFailed", "wave 1 failed"),
+        ];
+        assert_eq!(
+            kstatus_of(&both),
+            [idle.clone(), is("True", "HealthGateFailed")]
+        );
+    }
+
     #[test]
     fn warnings_are_noted_but_do_not_block() {
         let r = with(
@@ -150,13 +241,13 @@ mod tests {
         let first = with(&[], &[("Programmed", false, "Pending", "1 of 2")]);
         let previous = [first];
         let c = Conditions::new(&previous, Some(8), at(200));
-        let same = ready(
+        let same = summaries(
             &c,
-            &[c.set("Programmed", false, "RejectedByProxy", "no".into())],
-            "route",
-        );
+            vec![c.set("Programmed", false, "RejectedByProxy", "no".into())],
+        )
+        .remove(0);
         assert_eq!(same.last_transition_time, at(100));
-        let flipped = ready(&c, &[], "route");
+        let flipped = summaries(&c, vec![]).remove(0);
         assert_eq!(
             (
                 flipped.status.as_str(),

@@ -223,10 +223,13 @@ mod tests {
         };
         let s = status(&facts);
         assert_eq!(s.observed_generation, Some(3));
-        assert_eq!(s.conditions.len(), 4);
+        assert_eq!(s.conditions.len(), 6);
         for c in &s.conditions {
             assert_eq!(c.observed_generation, Some(3), "{}", c.type_);
-            assert_eq!(c.status, "True", "{}", c.type_);
+            let kstatus =
+                [conditions::RECONCILING, conditions::STALLED].contains(&c.type_.as_str());
+            let expected = if kstatus { "False" } else { "True" };
+            assert_eq!(c.status, expected, "{}", c.type_);
             assert_eq!(c.last_transition_time, at(10));
         }
         assert_eq!(get(&s, conditions::ACCEPTED).reason, "Accepted");

@@ -13,7 +13,8 @@ pub struct AccessPolicyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Accepted`, `ResolvedRefs`, `Programmed`, and `Ready` summing them up.
+    /// `Accepted`, `ResolvedRefs`, `Programmed`, and their summaries:
+    /// `Ready`, and kstatus's `Reconciling` and `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Meshed pods the policy protects.

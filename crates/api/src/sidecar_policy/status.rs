@@ -13,7 +13,8 @@ pub struct SidecarPolicyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Accepted`, `Progressing`, `RolledOut`, `Degraded`, and `Ready` summing them up.
+    /// `Accepted`, `Progressing`, `RolledOut`, `Degraded`, and their summaries:
+    /// `Ready`, and kstatus's `Reconciling` and `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Workloads (Deployments, StatefulSets, DaemonSets) this policy governs.
