@@ -8,6 +8,7 @@ mod controller;
 mod init_network;
 mod local;
 mod regex_limit;
+mod rollout;
 mod status;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -59,6 +60,9 @@ enum Command {
     ProxyStatus(status::StatusArgs),
     /// Print the config the control plane computed for one proxy, as JSON.
     ProxyConfig(status::ConfigArgs),
+    /// Follow and steer a SidecarPolicy's sidecar rollout: status (--watch), pause, resume,
+    /// undo.
+    Rollout(rollout::Args),
     /// Redirect this network namespace's TCP traffic through the proxy (the injected init
     /// container runs it; needs NET_ADMIN and NET_RAW): nat rules for IPv4 and IPv6.
     InitNetwork(init_network::Args),
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Controller(args) => controller::run(&args),
         Command::ProxyStatus(args) => status::status(&args),
         Command::ProxyConfig(args) => status::config(&args),
+        Command::Rollout(args) => rollout::run(&args),
         Command::InitNetwork(args) => {
             init_logs();
             init_network::run(&args)
