@@ -25,7 +25,9 @@ pub use duration::Duration;
 pub use sidecar_policy::{SidecarPolicy, SidecarPolicySpec, SidecarPolicyStatus};
 pub use traffic_route::{TrafficRoute, TrafficRouteSpec, TrafficRouteStatus};
 pub use unknown_fields::{crd_schema, unknown_fields};
-pub use validation::{FieldError, Validate, ValidationErrors, ValidationSettings, decode};
+pub use validation::{
+    FieldError, FieldProblem, Validate, ValidationErrors, ValidationSettings, decode,
+};
 
 /// The API group of every Remora resource.
 pub const GROUP: &str = "remora.dev";

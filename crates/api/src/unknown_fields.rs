@@ -89,6 +89,7 @@ fn unknown(path: &str, name: &str, schema: &JSONSchemaProps) -> FieldError {
         message: format!(
             "unknown field `{name}`: the API server would drop it and it would do nothing; {hint}"
         ),
+        ..FieldError::default()
     }
 }
 

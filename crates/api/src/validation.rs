@@ -11,12 +11,25 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::Duration;
 
 /// One problem with one field.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldError {
     /// Where the problem is, e.g. `spec.http[0].matches[1].path.value`.
     pub path: String,
     /// What is wrong and how to fix it.
     pub message: String,
+    /// What sort of problem it is, for tools that tell them apart (`remora analyze`).
+    pub kind: FieldProblem,
+}
+
+/// The sorts of [`FieldError`]: most are a value the field does not take; a regex the
+/// proxies' RE2 would refuse is told apart, being what validation alone stops before a NACK.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FieldProblem {
+    /// A value the field does not take.
+    #[default]
+    Invalid,
+    /// A regex RE2 refuses, or whose program is larger than the proxies accept.
+    Regex,
 }
 
 impl fmt::Display for FieldError {
@@ -85,6 +98,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Resul
         FieldError {
             path: if path == "." { String::new() } else { path },
             message: e.into_inner().to_string(),
+            kind: FieldProblem::Invalid,
         }
     })
 }
@@ -105,9 +119,19 @@ impl Problems {
     }
 
     pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.add_kind(path, message, FieldProblem::Invalid);
+    }
+
+    fn add_kind(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        kind: FieldProblem,
+    ) {
         self.found.push(FieldError {
             path: path.into(),
             message: message.into(),
+            kind,
         });
     }
 
@@ -150,7 +174,7 @@ impl Problems {
     pub(crate) fn regex(&mut self, path: &str, pattern: &str) {
         let limit = self.settings.max_regex_program_size;
         if let Some(problem) = crate::regex::problem(pattern, limit) {
-            self.add(path, problem);
+            self.add_kind(path, problem, FieldProblem::Regex);
         }
     }
 

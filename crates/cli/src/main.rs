@@ -2,11 +2,16 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod analyze;
 mod bootstrap;
+mod cluster;
 mod compute;
 mod controller;
+mod diff;
 mod init_network;
+mod live;
 mod local;
+mod output;
 mod regex_limit;
 mod rollout;
 mod status;
@@ -47,6 +52,12 @@ enum Command {
         #[command(flatten)]
         regex: regex_limit::RegexLimit,
     },
+    /// Report every problem in a folder of manifests or in the live cluster under its rule
+    /// code (docs/analyze.md); exits 1 when one fails the run, for CI.
+    Analyze(analyze::Args),
+    /// Show what applying manifests (a file, a folder, or `-` for stdin) would change in
+    /// every proxy's Envoy config, against the live cluster or a folder; exits 1 on changes.
+    Diff(diff::Args),
     /// Write the Envoy bootstrap a sidecar starts with: its identity, where the control
     /// plane is, and its admin port.
     Bootstrap(bootstrap::Args),
@@ -76,7 +87,9 @@ fn main() -> ExitCode {
         Command::Compute { dir, proxy, regex } => {
             compute::run(&dir, proxy.as_deref(), regex.validation())
         }
+        Command::Analyze(args) => analyze::run(&args),
         Command::Bootstrap(args) => bootstrap::run(&args),
+        Command::Diff(args) => diff::run(&args),
         Command::Local(args) => {
             init_logs();
             local::run(&args)

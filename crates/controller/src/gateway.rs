@@ -19,8 +19,11 @@ use kube::{
     },
 };
 use remora_api::gateway::GROUP;
-use remora_inputs::convert;
-use remora_model::{input::Event, routing::RouteKind};
+use remora_inputs::convert::{self, Unusable};
+use remora_model::{
+    input::{Event, Object},
+    routing::RouteKind,
+};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
@@ -78,9 +81,14 @@ impl GatewayKind {
         )
     }
 
+    /// What the model takes of one object of this kind.
+    pub fn objects(&self, o: &DynamicObject) -> Result<Vec<Object>, Unusable> {
+        (self.convert)(o)
+    }
+
     /// The newest version of this kind the server serves, if any. A discovery error other
     /// than "not served" is logged and counts as not served now; the next look tries again.
-    async fn served(&self, client: &Client) -> Option<&'static str> {
+    pub async fn served(&self, client: &Client) -> Option<&'static str> {
         for version in self.versions {
             match client
                 .list_api_group_resources(&format!("{GROUP}/{version}"))

@@ -36,6 +36,15 @@ pub enum LoadError {
     },
 }
 
+/// Where an object was read: its file and the 1-based position of its document there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based position of the document in the file.
+    pub document: usize,
+}
+
 /// One document that could not be used, and why; the rest of the folder still loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -64,6 +73,8 @@ impl std::fmt::Display for Problem {
 pub struct Loaded {
     /// The model inputs, in the order of the files and of the documents in each.
     pub objects: Vec<Object>,
+    /// Where each of `objects` was read, by the same index.
+    pub origins: Vec<Origin>,
     /// The documents that were passed over, and why.
     pub problems: Vec<Problem>,
     /// What loaded objects set that is valid but almost surely not meant (see
@@ -162,6 +173,10 @@ pub fn load_text(file: &Path, text: &str, first: usize, loaded: &mut Loaded) {
                             message: format!("{:?} {}: {w}", o.kind(), o.key()),
                         }));
                     loaded.objects.push(o);
+                    loaded.origins.push(Origin {
+                        file: file.to_owned(),
+                        document: i + 1,
+                    });
                 }
                 Ok(None) => {}
                 Err(message) => problem(message),
@@ -254,7 +269,7 @@ fn known_fields(value: &Value, schema: &JSONSchemaProps, kind: &str) -> Result<(
 }
 
 /// What an object sets that is valid but almost surely not meant.
-fn warnings(object: &Object) -> Vec<FieldError> {
+pub fn warnings(object: &Object) -> Vec<FieldError> {
     match object {
         Object::SidecarPolicy(p) => p.warnings(),
         Object::TrafficRoute(r) => r.warnings(),

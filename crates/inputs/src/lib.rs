@@ -6,6 +6,6 @@
 pub mod convert;
 pub mod folder;
 
-pub use folder::{LoadError, Loaded, load_dir, load_text, yaml_files};
+pub use folder::{LoadError, Loaded, Origin, load_dir, load_text, warnings, yaml_files};
 // Where the conversions tell a proxy pod from another: defined with the policy that injects it.
 pub use remora_api::sidecar_policy::{PROXY_CONTAINER, proxy_container};

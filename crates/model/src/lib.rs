@@ -15,4 +15,4 @@ pub mod routing;
 mod selector;
 mod store;
 
-pub use mesh::{Changes, Mesh, ObjectProblem};
+pub use mesh::{Cause, Changes, Mesh, ObjectProblem};

@@ -16,7 +16,7 @@ use std::mem;
 
 pub use changes::Changes;
 pub(crate) use peers::Peers;
-pub use problems::ObjectProblem;
+pub use problems::{Cause, ObjectProblem};
 
 use self::{
     changes::Snapshot,

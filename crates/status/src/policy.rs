@@ -460,10 +460,12 @@ mod tests {
             FieldError {
                 path: "spec.proxy.version".into(),
                 message: "must not be empty".into(),
+                ..FieldError::default()
             },
             FieldError {
                 path: "spec.rollout.waves[1].percent".into(),
                 message: "must grow from wave to wave".into(),
+                ..FieldError::default()
             },
         ];
         let f = PolicyFacts {

@@ -171,6 +171,7 @@ mod tests {
         FieldError {
             path: path.into(),
             message: message.into(),
+            ..FieldError::default()
         }
     }
 

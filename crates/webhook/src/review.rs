@@ -173,6 +173,7 @@ fn undecodable(e: FieldError) -> FieldError {
             "{}; give the field the type `kubectl explain` shows for it",
             e.message
         ),
+        kind: e.kind,
     }
 }
 

@@ -58,6 +58,7 @@ impl Conversion {
         self.errors.push(FieldError {
             path,
             message: message.into(),
+            ..FieldError::default()
         });
     }
 
@@ -71,7 +72,7 @@ impl Conversion {
         if let Err(e) = spec.validate_with(settings) {
             errors.extend(e.0.into_iter().map(|f| FieldError {
                 path: self.paths.user_path(&f.path),
-                message: f.message,
+                ..f
             }));
         }
         if errors.is_empty() {

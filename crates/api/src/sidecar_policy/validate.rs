@@ -70,6 +70,7 @@ fn proxy_tag_warnings(proxy: &ProxySpec) -> Vec<FieldError> {
              write v{version} or injected pods will fail to pull {image}:{version}",
             image = proxy.image
         ),
+        ..FieldError::default()
     }]
 }
 

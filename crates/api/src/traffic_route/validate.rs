@@ -434,6 +434,23 @@ mod tests {
         assert!(message.contains("RE2 program size"), "{message}");
         assert!(message.contains("exceeds the limit 100"), "{message}");
         assert!(message.contains("--max-regex-program-size"), "{message}");
+        let kinds: Vec<_> = spec
+            .validate()
+            .err()
+            .map(|e| e.0.into_iter().map(|f| f.kind).collect())
+            .unwrap_or_default();
+        assert_eq!(kinds, [crate::FieldProblem::Regex]);
+        let plain = route(json!([{"path": {"type": "PathPrefix", "value": "api"}}]));
+        let kinds: Vec<_> = plain
+            .validate()
+            .err()
+            .map(|e| e.0.into_iter().map(|f| f.kind).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            kinds,
+            [crate::FieldProblem::Invalid],
+            "a path must start with /"
+        );
     }
 
     #[test]

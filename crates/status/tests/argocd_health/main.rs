@@ -100,6 +100,7 @@ fn invalid() -> Vec<FieldError> {
     vec![FieldError {
         path: "spec.http[0].name".into(),
         message: "must be unique\nacross the route".into(),
+        ..FieldError::default()
     }]
 }
 
