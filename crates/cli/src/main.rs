@@ -12,6 +12,7 @@ mod init_network;
 mod live;
 mod local;
 mod output;
+mod plugin;
 mod regex_limit;
 mod rollout;
 mod status;
@@ -69,7 +70,8 @@ enum Command {
     /// List the connected proxies and whether each holds its latest config (per type:
     /// SYNCED, STALE, NACKED with Envoy's message).
     ProxyStatus(status::StatusArgs),
-    /// Print the config the control plane computed for one proxy, as JSON.
+    /// Print the config the control plane computed for one proxy: its resources, or all of
+    /// it as JSON or YAML.
     ProxyConfig(status::ConfigArgs),
     /// Follow and steer a SidecarPolicy's sidecar rollout: status (--watch), pause, resume,
     /// undo.
@@ -83,7 +85,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    match plugin::parse::<Cli>().command {
         Command::Compute { dir, proxy, regex } => {
             compute::run(&dir, proxy.as_deref(), regex.validation())
         }
