@@ -4,6 +4,7 @@
 mod agent;
 mod analyze;
 mod bootstrap;
+mod check;
 mod cluster;
 mod compute;
 mod controller;
@@ -56,6 +57,9 @@ enum Command {
     /// Report every problem in a folder of manifests or in the live cluster under its rule
     /// code (docs/analyze.md); exits 1 when one fails the run, for CI.
     Analyze(analyze::Args),
+    /// Check the cluster before installing (--pre) and the installed Remora after: the API
+    /// server's version and features, CRDs, webhooks, the controller's pods, proxy versions.
+    Check(check::Args),
     /// Show what applying manifests (a file, a folder, or `-` for stdin) would change in
     /// every proxy's Envoy config, against the live cluster or a folder; exits 1 on changes.
     Diff(diff::Args),
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         }
         Command::Analyze(args) => analyze::run(&args),
         Command::Bootstrap(args) => bootstrap::run(&args),
+        Command::Check(args) => check::run(&args),
         Command::Diff(args) => diff::run(&args),
         Command::Local(args) => {
             init_logs();

@@ -3,7 +3,7 @@
 //! kubeconfig's cluster through its API server, as kubectl reaches a pod (`forward`);
 //! `--server` dials an address instead (local mode, or a port-forward of one's own).
 
-mod forward;
+pub(crate) mod forward;
 mod view;
 
 use std::{error::Error, path::PathBuf, process::ExitCode, time::Duration, time::SystemTime};

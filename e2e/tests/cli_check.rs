@@ -1,0 +1,166 @@
+//! `remora check` against a real Kubernetes API server, run as an operator runs it: the built
+//! binary with `--kubeconfig`. The stub cluster is Kubernetes 1.20, so the checks of what an
+//! old server lacks are seen for real; no controller runs, so the test plays its parts (a
+//! ready controller pod, a webhook registration) and checks each verdict.
+
+mod support;
+
+use std::process::Command;
+
+use k8s_openapi::api::{
+    admissionregistration::v1::ValidatingWebhookConfiguration,
+    core::v1::{Namespace, Pod},
+};
+use kube::{
+    Api,
+    api::{DeleteParams, PostParams},
+};
+use remora_api::SidecarPolicy;
+use serde_json::{Value, json};
+use support::{cluster, pods::container::remora_bin};
+
+/// `remora check ARGS -o json --kubeconfig K`: its exit code and each check's
+/// (name, outcome, message).
+fn check(kubeconfig: &str, args: &[&str]) -> (Option<i32>, Vec<(String, String, String)>) {
+    let out = Command::new(remora_bin())
+        .arg("check")
+        .args(args)
+        .args(["-o", "json", "--kubeconfig", kubeconfig])
+        .output()
+        .expect("remora runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let checks = report["checks"].as_array().cloned().unwrap_or_default();
+    let field = |c: &Value, f: &str| c[f].as_str().unwrap_or_default().to_owned();
+    let checks = checks
+        .iter()
+        .map(|c| (field(c, "check"), field(c, "outcome"), field(c, "message")))
+        .collect();
+    (out.status.code(), checks)
+}
+
+/// The outcomes of the checks named `name`, in order.
+fn outcomes(checks: &[(String, String, String)], name: &str) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| c.0 == name)
+        .map(|c| c.1.clone())
+        .collect()
+}
+
+fn message<'a>(checks: &'a [(String, String, String)], name: &str, outcome: &str) -> &'a str {
+    checks
+        .iter()
+        .find(|c| c.0 == name && c.1 == outcome)
+        .map_or("", |c| c.2.as_str())
+}
+
+#[tokio::test]
+async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix() {
+    let Some(client) = cluster::client().await else {
+        return;
+    };
+    cluster::install_crds(&client).await;
+    let kubeconfig = std::env::var("KUBECONFIG").expect("with-cluster sets KUBECONFIG");
+    let ns = cluster::test_namespace(&client, "cli-check").await;
+
+    // Before installing: what the server can do, and the CRDs (installed and current here).
+    let (code, pre) = check(&kubeconfig, &["--pre"]);
+    assert_eq!(code, Some(0), "{pre:?}");
+    assert_eq!(outcomes(&pre, "api-server"), ["ok"]);
+    assert_eq!(outcomes(&pre, "crds"), ["ok", "ok", "ok"], "{pre:?}");
+    assert!(
+        message(&pre, "crds", "ok").ends_with(": current"),
+        "{pre:?}"
+    );
+    if cluster::is_stub() {
+        for old in ["native-sidecars", "crd-validation-rules", "endpointslices"] {
+            assert_eq!(outcomes(&pre, old), ["warn"], "1.20 lacks {old}: {pre:?}");
+        }
+        assert!(message(&pre, "native-sidecars", "warn").starts_with("Kubernetes 1.20 "));
+    }
+    assert!(
+        outcomes(&pre, "control-plane").is_empty(),
+        "--pre checks no install"
+    );
+
+    // After: no controller and no webhooks in this namespace yet.
+    let post = ["--control-plane-namespace", ns.as_str(), "-n", ns.as_str()];
+    let (code, after) = check(&kubeconfig, &post);
+    assert_eq!(code, Some(1), "{after:?}");
+    assert_eq!(outcomes(&after, "control-plane"), ["fail"]);
+    assert_eq!(outcomes(&after, "webhooks"), ["fail", "fail"]);
+    assert!(
+        message(&after, "webhooks", "fail").contains("not registered"),
+        "{after:?}"
+    );
+    assert_eq!(outcomes(&after, "proxy-versions"), ["ok"]);
+
+    // A ready controller pod; a policy on a proxy version outside the window; the validating
+    // webhook registered with a CA bundle that is no certificate (for this namespace only).
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "remora-0", "labels": {
+            "app.kubernetes.io/name": "remora", "app.kubernetes.io/component": "controller"}},
+        "spec": {"containers": [{"name": "remora", "image": "remora"}]},
+    }))
+    .expect("a pod");
+    cluster::create_pod(&client, &ns, &pod).await;
+    cluster::run_pod(&client, &ns, "remora-0", "10.0.0.9").await;
+    let policy: SidecarPolicy = serde_json::from_value(json!({
+        "apiVersion": "remora.dev/v1alpha1", "kind": "SidecarPolicy",
+        "metadata": {"name": "old"},
+        "spec": {"proxy": {"image": "envoyproxy/envoy", "version": "v1.2.0"}},
+    }))
+    .expect("a policy");
+    let policies: Api<SidecarPolicy> = Api::namespaced(client.clone(), &ns);
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("the policy");
+    let webhook: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-check")},
+        "webhooks": [{
+            "name": "validate.remora.dev", "admissionReviewVersions": ["v1"],
+            "sideEffects": "None", "failurePolicy": "Ignore",
+            "namespaceSelector": {"matchLabels": {"remora-check": &ns}},
+            "clientConfig": {"caBundle": "bm90IGEgY2VydGlmaWNhdGU=",
+                             "service": {"namespace": &ns, "name": "remora", "path": "/validate"}},
+            "rules": [{"apiGroups": ["remora.dev"], "apiVersions": ["v1alpha1"],
+                       "operations": ["CREATE"], "resources": ["trafficroutes"]}],
+        }],
+    }))
+    .expect("a webhook configuration");
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    webhooks
+        .create(&PostParams::default(), &webhook)
+        .await
+        .expect("the webhook");
+
+    let (code, after) = check(&kubeconfig, &post);
+    assert_eq!(code, Some(1), "{after:?}");
+    assert_eq!(outcomes(&after, "control-plane"), ["ok"], "{after:?}");
+    assert!(
+        message(&after, "proxy-versions", "fail").contains(&format!("{ns}/old (v1.2.0)")),
+        "{after:?}"
+    );
+    let bundle = message(&after, "webhooks", "fail");
+    assert!(
+        bundle.starts_with("validate.remora.dev: its caBundle is no CA"),
+        "{after:?}"
+    );
+
+    webhooks
+        .delete(&format!("{ns}-check"), &DeleteParams::default())
+        .await
+        .expect("delete the webhook");
+    let namespaces: Api<Namespace> = Api::all(client);
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .expect("delete the test namespace");
+}
