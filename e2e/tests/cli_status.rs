@@ -147,6 +147,12 @@ async fn status_and_config_print_tables_documents_filters_and_sections() {
     assert!(err.contains("write NAMESPACE/POD or -n NAMESPACE"), "{err}");
     let err = stderr(&cli(&["proxy-config", "demo/nobody"]));
     assert!(err.contains("NotFound"), "{err}");
+    // Pods are what name a proxy's workload, and --server reaches no API server to read them.
+    let err = stderr(&cli(&["proxy-status", "--workload", "Deployment/web"]));
+    assert!(
+        err.contains("--workload reads the pods through the API server"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

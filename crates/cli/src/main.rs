@@ -13,6 +13,7 @@ mod init_network;
 mod live;
 mod local;
 mod output;
+mod overview;
 mod plugin;
 mod regex_limit;
 mod rollout;
@@ -74,6 +75,10 @@ enum Command {
     /// List the connected proxies and whether each holds its latest config (per type:
     /// SYNCED, STALE, NACKED with Envoy's message).
     ProxyStatus(status::StatusArgs),
+    /// The mesh at a glance: every SidecarPolicy, TrafficRoute and AccessPolicy with its
+    /// Ready condition, proxy counts and rollout; exits 1 when one is not Ready or its status
+    /// is stale, 2 when it cannot tell.
+    Status(overview::Args),
     /// Print the config the control plane computed for one proxy: its resources, or all of
     /// it as JSON or YAML.
     ProxyConfig(status::ConfigArgs),
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         }
         Command::Controller(args) => controller::run(&args),
         Command::ProxyStatus(args) => status::status(&args),
+        Command::Status(args) => overview::run(&args),
         Command::ProxyConfig(args) => status::config(&args),
         Command::Rollout(args) => rollout::run(&args),
         Command::InitNetwork(args) => {

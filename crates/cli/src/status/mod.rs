@@ -6,9 +6,17 @@
 pub(crate) mod forward;
 mod view;
 
-use std::{error::Error, path::PathBuf, process::ExitCode, time::Duration, time::SystemTime};
+use std::{
+    collections::HashMap, error::Error, path::PathBuf, process::ExitCode, time::Duration,
+    time::SystemTime,
+};
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api,
+    api::ListParams,
+    config::{KubeConfigOptions, Kubeconfig},
+};
 use remora_admin::pb::{self, proxies_client::ProxiesClient};
 use remora_identity::{TrustBundle, dial, tls::client_config};
 use secrecy::ExposeSecret;
@@ -20,7 +28,8 @@ use tonic::{
 };
 
 use crate::{cluster::ClusterArgs, output::Format};
-use view::{Scope, Section, State};
+pub use view::Scope;
+use view::{Section, State, Workload};
 
 /// How long a call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,6 +76,10 @@ pub struct StatusArgs {
     /// Only proxies in this state: NACKED if a type is, else STALE if a type is, else SYNCED.
     #[arg(long, value_enum)]
     state: Option<State>,
+    /// Only the proxies of this workload's pods, as `Kind/name` (e.g. `Deployment/web`); the
+    /// pods are read through the API server, so not with --server.
+    #[arg(long, value_parser = Workload::parse)]
+    workload: Option<Workload>,
     /// How to print: a table with Envoy's words for every rejection, or JSON or YAML.
     #[arg(long, short, value_enum, default_value_t)]
     output: Format,
@@ -109,6 +122,8 @@ struct Connected {
     client: Client,
     /// The kubeconfig context's namespace, when the cluster was reached through it.
     context_namespace: Option<String>,
+    /// The API server's client, when the cluster was reached through it.
+    cluster: Option<kube::Client>,
     /// Whether calls carry a bearer token (without one, the control plane knows no caller).
     with_token: bool,
 }
@@ -118,7 +133,7 @@ async fn connect(c: &Connection) -> Result<Connected, String> {
         Some(file) => Some(read_token(file)?),
         None => None,
     };
-    let (channel, context_namespace) = match &c.server {
+    let (channel, cluster) = match &c.server {
         Some(server) => (direct(c, server).await?, None),
         None => {
             let cluster = c.cluster.connect().await?;
@@ -126,7 +141,7 @@ async fn connect(c: &Connection) -> Result<Connected, String> {
                 token = kubeconfig_token(&c.cluster).await?;
             }
             let channel = forward::channel(&cluster.client, c).await?;
-            (channel, Some(cluster.namespace))
+            (channel, Some(cluster))
         }
     };
     let header = token
@@ -138,7 +153,8 @@ async fn connect(c: &Connection) -> Result<Connected, String> {
     Ok(Connected {
         with_token: header.is_some(),
         client: ProxiesClient::with_interceptor(channel, Bearer(header)),
-        context_namespace,
+        context_namespace: cluster.as_ref().map(|c| c.namespace.clone()),
+        cluster: cluster.map(|c| c.client),
     })
 }
 
@@ -250,11 +266,42 @@ fn block_on<F: std::future::Future<Output = Result<String, String>>>(f: F) -> Ex
     }
 }
 
+/// Each pod's workload by (namespace, name), for the pods of `scope`.
+async fn workloads(
+    client: kube::Client,
+    scope: &Scope,
+) -> Result<HashMap<(String, String), String>, String> {
+    let api: Api<Pod> = match scope {
+        Scope::All => Api::all(client),
+        Scope::Namespace(ns) => Api::namespaced(client, ns),
+    };
+    let pods = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("--workload: cannot list pods: {e}"))?;
+    Ok(pods
+        .items
+        .iter()
+        .filter_map(|pod| {
+            let meta = &pod.metadata;
+            let key = (meta.namespace.clone()?, meta.name.clone()?);
+            Some((key, remora_inject::workload(pod)?))
+        })
+        .collect())
+}
+
 pub fn status(args: &StatusArgs) -> ExitCode {
     block_on(async {
+        if let (Some(_), Some(server)) = (&args.workload, &args.connection.server) {
+            return Err(format!(
+                "--workload reads the pods through the API server, with the kubeconfig: \
+                 drop --server {server}"
+            ));
+        }
         let Connected {
             mut client,
             context_namespace,
+            cluster,
             with_token,
         } = connect(&args.connection).await?;
         let scope = Scope::of(
@@ -269,10 +316,14 @@ pub fn status(args: &StatusArgs) -> ExitCode {
             .await
             .map_err(|e| call_error(&e, with_token))?
             .into_inner();
-        let proxies = view::filter(&list.proxies, args.state);
+        let mut proxies = view::filter(&list.proxies, args.state);
+        if let (Some(workload), Some(cluster)) = (&args.workload, cluster) {
+            let pods = workloads(cluster, &scope).await?;
+            proxies = view::of_workload(proxies, workload, &pods);
+        }
         let now = SystemTime::now();
         args.output.render(&view::listing(&proxies), || {
-            view::table(&proxies, &scope, args.state, now)
+            view::table(&proxies, &scope, args.state, args.workload.as_ref(), now)
         })
     })
 }
@@ -283,6 +334,7 @@ pub fn config(args: &ConfigArgs) -> ExitCode {
             mut client,
             context_namespace,
             with_token,
+            ..
         } = connect(&args.connection).await?;
         let (namespace, name) = view::proxy_name(
             &args.proxy,

@@ -2,6 +2,7 @@
 //! which proxies and resources, and how they read as a table or as JSON and YAML.
 
 use std::{
+    collections::HashMap,
     fmt::Write as _,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -86,6 +87,56 @@ impl Scope {
     }
 }
 
+/// A workload as a pod's owner names it (`remora_inject::workload`): `Kind/name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    kind: String,
+    name: String,
+}
+
+impl Workload {
+    pub fn parse(s: &str) -> Result<Workload, String> {
+        match s.split_once('/') {
+            Some((kind, name)) if !kind.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Workload {
+                    kind: kind.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(format!("{s:?}: write Kind/name, e.g. Deployment/web")),
+        }
+    }
+
+    /// Whether a pod's workload (`Kind/name`) is this one; the kind in any case, as kubectl
+    /// takes `deployment/web`.
+    fn is(&self, pods: &str) -> bool {
+        pods.split_once('/')
+            .is_some_and(|(k, n)| k.eq_ignore_ascii_case(&self.kind) && n == self.name)
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// The proxies whose pod belongs to `workload`, given the workload of each pod by
+/// (namespace, name); a proxy whose pod is not there (gone since) is left out.
+pub fn of_workload<'a>(
+    proxies: Vec<&'a pb::Proxy>,
+    workload: &Workload,
+    pods: &HashMap<(String, String), String>,
+) -> Vec<&'a pb::Proxy> {
+    proxies
+        .into_iter()
+        .filter(|p| {
+            pods.get(&(p.namespace.clone(), p.name.clone()))
+                .is_some_and(|w| workload.is(w))
+        })
+        .collect()
+}
+
 /// The proxies in `state`, or all of them.
 pub fn filter(proxies: &[pb::Proxy], state: Option<State>) -> Vec<&pb::Proxy> {
     proxies
@@ -164,14 +215,16 @@ pub fn table(
     proxies: &[&pb::Proxy],
     scope: &Scope,
     state: Option<State>,
+    workload: Option<&Workload>,
     now: SystemTime,
 ) -> String {
     if proxies.is_empty() {
         let which = state.map_or(String::new(), |s| format!(" {}", s.label()));
+        let of = workload.map_or(String::new(), |w| format!(" of {w}"));
         return match scope {
-            Scope::All => format!("no{which} proxy is connected\n"),
+            Scope::All => format!("no{which} proxy{of} is connected\n"),
             Scope::Namespace(ns) => {
-                format!("no{which} proxy in namespace {ns} (-A: every namespace)\n")
+                format!("no{which} proxy{of} in namespace {ns} (-A: every namespace)\n")
             }
         };
     }
@@ -382,6 +435,7 @@ mod tests {
             &[&web],
             &Scope::All,
             None,
+            None,
             UNIX_EPOCH + Duration::from_secs(10_000),
         );
         let row = text.lines().nth(1).expect("a row");
@@ -446,13 +500,56 @@ mod tests {
         let now = UNIX_EPOCH;
         let demo = Scope::Namespace("demo".into());
         assert_eq!(
-            table(&[], &demo, Some(State::Nacked), now),
+            table(&[], &demo, Some(State::Nacked), None, now),
             "no NACKED proxy in namespace demo (-A: every namespace)\n"
         );
         assert_eq!(
-            table(&[], &Scope::All, None, now),
+            table(&[], &Scope::All, None, None, now),
             "no proxy is connected\n"
         );
+        let web = Workload::parse("Deployment/web").expect("a workload");
+        assert_eq!(
+            table(&[], &demo, None, Some(&web), now),
+            "no proxy of Deployment/web in namespace demo (-A: every namespace)\n"
+        );
+    }
+
+    #[test]
+    fn a_workload_keeps_the_proxies_of_its_pods() {
+        let proxies = [
+            proxy("web-7d9f-a", vec![]),
+            proxy("web-7d9f-b", vec![]),
+            proxy("db-0", vec![]),
+            proxy("gone", vec![]),
+        ];
+        let pods: HashMap<(String, String), String> = [
+            ("web-7d9f-a", "Deployment/web"),
+            ("web-7d9f-b", "Deployment/web"),
+            ("db-0", "StatefulSet/db"),
+        ]
+        .into_iter()
+        .map(|(pod, w)| (("demo".to_owned(), pod.to_owned()), w.to_owned()))
+        .collect();
+        let names = |w: &str| -> Vec<String> {
+            let w = Workload::parse(w).expect("a workload");
+            of_workload(filter(&proxies, None), &w, &pods)
+                .iter()
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        assert_eq!(names("Deployment/web"), ["web-7d9f-a", "web-7d9f-b"]);
+        assert_eq!(names("deployment/web"), ["web-7d9f-a", "web-7d9f-b"]);
+        assert_eq!(names("StatefulSet/db"), ["db-0"]);
+        assert!(names("Deployment/db").is_empty());
+        assert!(names("StatefulSet/web").is_empty());
+    }
+
+    #[test]
+    fn a_workload_is_written_kind_slash_name() {
+        assert!(Workload::parse("Deployment/web").is_ok());
+        for bad in ["web", "Deployment/", "/web", "Deployment/web/x"] {
+            assert!(Workload::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
