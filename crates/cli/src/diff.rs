@@ -13,10 +13,12 @@ use std::{
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use remora_api::spiffe::DEFAULT_TRUST_DOMAIN;
 use remora_inputs::{Loaded, load_dir, load_text};
 use remora_model::{
     Mesh,
-    input::{Event, MeshSettings, Object},
+    config::Addressing,
+    input::{Event, IdentitySettings, MeshSettings, Object},
 };
 use serde::Serialize;
 
@@ -37,9 +39,47 @@ pub struct Args {
     #[arg(long, short = 'o', value_enum, default_value_t)]
     output: Format,
     #[command(flatten)]
+    mesh: MeshArgs,
+    #[command(flatten)]
     regex: RegexLimit,
+    /// The cluster, for the live state; `-n` shows only that namespace's proxies.
     #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+/// The mesh the proxies run in, as `remora controller` is configured.
+#[derive(clap::Args)]
+struct MeshArgs {
+    /// Compute as local mode serves (applications call their proxy on loopback); by default
+    /// as a cluster runs: traffic captured, sidecars speaking mutual TLS.
+    #[arg(long)]
+    explicit: bool,
+    /// The mesh's root namespace, where mesh-wide policies live.
+    #[arg(long, default_value = "remora-system")]
+    root_namespace: String,
+    /// The trust domain of the workloads' identities.
+    #[arg(long, default_value = DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+}
+
+impl MeshArgs {
+    fn settings(&self, regex: RegexLimit) -> MeshSettings {
+        let (addressing, identity) = if self.explicit {
+            (Addressing::Explicit, None)
+        } else {
+            let identity = IdentitySettings {
+                trust_domain: self.trust_domain.clone(),
+            };
+            (Addressing::Captured, Some(identity))
+        };
+        MeshSettings {
+            root_namespace: self.root_namespace.clone(),
+            addressing,
+            identity,
+            validation: regex.validation(),
+            ..MeshSettings::default()
+        }
+    }
 }
 
 /// What `-o json|yaml` prints.
@@ -80,10 +120,7 @@ fn report(args: &Args) -> Result<Report, String> {
         None => crate::live::read_cluster(&args.cluster)?.0,
     };
     let tried = readable(load_changes(&args.filename, base.len())?)?;
-    let settings = MeshSettings {
-        validation: args.regex.validation(),
-        ..MeshSettings::default()
-    };
+    let settings = args.mesh.settings(args.regex);
     let before = mesh(&settings, base.clone());
     // Applied onto the state before, as the cluster would: an invalid object keeps its
     // last valid spec in effect.
@@ -96,10 +133,11 @@ fn report(args: &Args) -> Result<Report, String> {
         .filter(|p| tried_keys.contains(&p.key))
         .map(|p| p.to_string())
         .collect();
-    Ok(Report {
-        proxies: fleet_changes(&before, &after),
-        problems,
-    })
+    let mut proxies = fleet_changes(&before, &after);
+    if let Some(ns) = &args.cluster.namespace {
+        proxies.retain(|p| p.proxy.split_once('/').is_some_and(|(n, _)| n == ns));
+    }
+    Ok(Report { proxies, problems })
 }
 
 fn mesh(settings: &MeshSettings, objects: Vec<Object>) -> Mesh {

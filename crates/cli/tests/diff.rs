@@ -79,11 +79,17 @@ fn manifests_from_stdin_are_the_same_change() {
     .expect("the fixture");
     let (code, out, _) = diff(&["-f", "-"], &text);
     assert_eq!(code, Some(1));
+    // As a cluster runs it, each Service port has its own route config.
+    let first = "proxy demo/web-0\n  ~ RouteConfig reviews.demo.svc.cluster.local:9080\n";
+    assert!(out.starts_with(first), "{out}");
+    assert!(out.ends_with("1 proxies would change\n"), "{out}");
+    // As local mode serves it, a port's route config holds every Service on it.
+    let (code, out, _) = diff(&["-f", "-", "--explicit"], &text);
+    assert_eq!(code, Some(1));
     assert!(
         out.starts_with("proxy demo/web-0\n  ~ RouteConfig 9080\n"),
         "{out}"
     );
-    assert!(out.ends_with("1 proxies would change\n"), "{out}");
 }
 
 #[test]
