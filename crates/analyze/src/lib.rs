@@ -113,7 +113,7 @@ impl<'a> Places<'a> {
             .objects
             .iter()
             .enumerate()
-            .map(|(i, o)| ((kind_name(o), o.key()), i))
+            .map(|(i, o)| ((o.kind_name(), o.key()), i))
             .collect();
         Places { input, by_key }
     }
@@ -136,7 +136,7 @@ impl<'a> Places<'a> {
         if suppress::ignores(object, &f) {
             return None;
         }
-        f.kind = Some(kind_name(object));
+        f.kind = Some(object.kind_name());
         f.object = Some(object_name(&object.key()));
         if let Some(origin) = self.input.origins.get(i) {
             f.file = Some(origin.file.display().to_string());
@@ -152,21 +152,5 @@ fn object_name(key: &ObjectKey) -> String {
         key.name.clone()
     } else {
         key.to_string()
-    }
-}
-
-/// The kind as its manifest writes it.
-fn kind_name(o: &Object) -> &'static str {
-    match o {
-        Object::Namespace(_) => "Namespace",
-        Object::Service(_) => "Service",
-        Object::EndpointSlice(_) => "EndpointSlice",
-        Object::Pod(_) => "Pod",
-        Object::SidecarPolicy(_) => "SidecarPolicy",
-        Object::TrafficRoute(_) => "TrafficRoute",
-        Object::ReferenceGrant(_) => "ReferenceGrant",
-        Object::HttpRoute(_) => "HTTPRoute",
-        Object::GrpcRoute(_) => "GRPCRoute",
-        Object::AccessPolicy(_) => "AccessPolicy",
     }
 }

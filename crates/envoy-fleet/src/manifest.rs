@@ -25,7 +25,7 @@ pub fn yaml(objects: &[Object]) -> Result<String, RenderError> {
     let mut out = String::new();
     for o in objects {
         let doc = document(o).map_err(|source| RenderError {
-            kind: kind(o),
+            kind: o.kind_name(),
             name: o.key().to_string(),
             source,
         })?;
@@ -33,21 +33,6 @@ pub fn yaml(objects: &[Object]) -> Result<String, RenderError> {
         out.push_str(&doc);
     }
     Ok(out)
-}
-
-fn kind(o: &Object) -> &'static str {
-    match o {
-        Object::Namespace(_) => "Namespace",
-        Object::Service(_) => "Service",
-        Object::EndpointSlice(_) => "EndpointSlice",
-        Object::Pod(_) => "Pod",
-        Object::SidecarPolicy(_) => "SidecarPolicy",
-        Object::TrafficRoute(_) => "TrafficRoute",
-        Object::ReferenceGrant(_) => "ReferenceGrant",
-        Object::HttpRoute(_) => "HTTPRoute",
-        Object::GrpcRoute(_) => "GRPCRoute",
-        Object::AccessPolicy(_) => "AccessPolicy",
-    }
 }
 
 /// One object as a YAML document.
@@ -75,7 +60,7 @@ fn document(o: &Object) -> Result<String, serde_yaml_ng::Error> {
 fn gateway(o: &Object, metadata: Value, spec: Value) -> Value {
     json!({
         "apiVersion": format!("{}/v1", remora_api::gateway::GROUP),
-        "kind": kind(o),
+        "kind": o.kind_name(),
         "metadata": metadata,
         "spec": spec,
     })

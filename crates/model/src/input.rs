@@ -331,6 +331,22 @@ pub enum Event {
 }
 
 impl Object {
+    /// Its kind as manifests write it, e.g. `HTTPRoute`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::Service(_) => "Service",
+            Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Pod(_) => "Pod",
+            Object::SidecarPolicy(_) => "SidecarPolicy",
+            Object::TrafficRoute(_) => "TrafficRoute",
+            Object::ReferenceGrant(_) => "ReferenceGrant",
+            Object::HttpRoute(_) => "HTTPRoute",
+            Object::GrpcRoute(_) => "GRPCRoute",
+            Object::AccessPolicy(_) => "AccessPolicy",
+        }
+    }
+
     /// Its kind.
     pub fn kind(&self) -> Kind {
         match self {
