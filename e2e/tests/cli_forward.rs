@@ -254,6 +254,13 @@ async fn the_kubeconfig_alone_reaches_the_control_plane_through_the_api_server()
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("NotFound"), "{stderr}");
+    let out = cli(args(&["proxy-config", &format!("{ns}/nothing"), "secrets"]))
+        .await
+        .expect("the command ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let missing = format!("no proxy {ns}/nothing is connected");
+    assert!(stderr.contains(&missing), "{stderr}");
 
     controller.stop().await;
     nodes

@@ -341,16 +341,30 @@ pub fn config(args: &ConfigArgs) -> ExitCode {
             args.connection.cluster.namespace.as_deref(),
             context_namespace.as_deref(),
         )?;
-        let r = client
-            .get_config(pb::GetConfigRequest {
-                namespace: namespace.clone(),
-                name: name.clone(),
-            })
-            .await
-            .map_err(|e| call_error(&e, with_token))?
-            .into_inner();
-        let resources = view::section(&r.json, args.section)
-            .map_err(|e| format!("the config of {namespace}/{name}: {e}"))?;
+        let resources = if args.section == Some(Section::Secrets) {
+            // Not in the config: the pod's agent serves them; the listing has what was issued.
+            let list = client
+                .list(pb::ListProxiesRequest {
+                    namespace: namespace.clone(),
+                })
+                .await
+                .map_err(|e| call_error(&e, with_token))?
+                .into_inner();
+            let proxy = list.proxies.iter().find(|p| p.name == name);
+            let proxy = proxy.ok_or_else(|| format!("no proxy {namespace}/{name} is connected"))?;
+            view::secrets(proxy, SystemTime::now())
+        } else {
+            let r = client
+                .get_config(pb::GetConfigRequest {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                })
+                .await
+                .map_err(|e| call_error(&e, with_token))?
+                .into_inner();
+            view::section(&r.json, args.section)
+                .map_err(|e| format!("the config of {namespace}/{name}: {e}"))?
+        };
         args.output
             .render(&resources, || view::config_table(&resources))
     })

@@ -315,25 +315,46 @@ pub fn proxy_name(
     }
 }
 
-/// The resources of one kind in a proxy's config. Secrets are not among them: a sidecar's
-/// agent serves its certificates over SDS in the pod, never the control plane.
+/// The resources of one kind in a proxy's config.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Section {
     Listeners,
     Routes,
     Clusters,
     Endpoints,
+    /// The workload certificate the pod's agent serves its proxy over SDS, as the control
+    /// plane issued it (its SPIFFE ID and expiry; the key never leaves the pod).
+    Secrets,
 }
 
 impl Section {
-    fn kind(self) -> ResourceType {
+    /// The resource type of the section; none for secrets, which are not in the config.
+    fn kind(self) -> Option<ResourceType> {
         match self {
-            Section::Listeners => ResourceType::Listener,
-            Section::Routes => ResourceType::RouteConfig,
-            Section::Clusters => ResourceType::Cluster,
-            Section::Endpoints => ResourceType::Endpoints,
+            Section::Listeners => Some(ResourceType::Listener),
+            Section::Routes => Some(ResourceType::RouteConfig),
+            Section::Clusters => Some(ResourceType::Cluster),
+            Section::Endpoints => Some(ResourceType::Endpoints),
+            Section::Secrets => None,
         }
     }
+}
+
+/// The secrets section of `proxy`: its workload certificate under the SDS name its proxy
+/// asks for, with its SPIFFE ID and expiry; empty without one.
+pub fn secrets(proxy: &pb::Proxy, now: SystemTime) -> Value {
+    if proxy.spiffe_id.is_empty() {
+        return Value::Array(Vec::new());
+    }
+    serde_json::json!([{
+        "kind": "Secret",
+        "name": remora_envoy::sds::WORKLOAD_SECRET,
+        "version": expires_in(proxy.certificate_not_after, now),
+        "config": {
+            "spiffeId": proxy.spiffe_id,
+            "notAfter": proxy.certificate_not_after,
+        },
+    }])
 }
 
 /// The config's resources (GetConfig's JSON: a list of kind, name, version, config), only
@@ -343,7 +364,8 @@ pub fn section(json: &str, section: Option<Section>) -> Result<Value, String> {
         return Err("not a list of resources".into());
     };
     let kind = section
-        .map(|s| serde_json::to_value(s.kind()))
+        .and_then(Section::kind)
+        .map(serde_json::to_value)
         .transpose()
         .map_err(|e| e.to_string())?;
     Ok(Value::Array(
@@ -417,6 +439,25 @@ mod tests {
                 ],
             )
         }
+    }
+
+    #[test]
+    fn the_secrets_section_is_the_issued_workload_certificate() {
+        let now = UNIX_EPOCH + Duration::from_secs(10_000);
+        let found = secrets(&nacked_web(), now);
+        assert_eq!(
+            found,
+            serde_json::json!([{
+                "kind": "Secret", "name": "default", "version": "25h0m",
+                "config": {"spiffeId": "spiffe://cluster.local/ns/demo/sa/web", "notAfter": 100_000},
+            }])
+        );
+        assert_eq!(
+            config_table(&found).lines().nth(1),
+            Some("Secret       default 25h0m")
+        );
+        let plaintext = proxy("web-0", vec![]);
+        assert_eq!(secrets(&plaintext, now), serde_json::json!([]));
     }
 
     #[test]
