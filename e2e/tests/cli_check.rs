@@ -7,15 +7,19 @@ mod support;
 
 use std::process::Command;
 
-use k8s_openapi::api::{
-    admissionregistration::v1::ValidatingWebhookConfiguration,
-    core::v1::{Namespace, Pod},
+use k8s_openapi::{
+    ByteString,
+    api::{
+        admissionregistration::v1::ValidatingWebhookConfiguration,
+        core::v1::{Namespace, Pod, Service},
+    },
 };
 use kube::{
     Api,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use remora_api::SidecarPolicy;
+use remora_identity::MeshCa;
 use serde_json::{Value, json};
 use support::{cluster, pods::container::remora_bin};
 
@@ -153,6 +157,51 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
         bundle.starts_with("validate.remora.dev: its caBundle is no CA"),
         "{after:?}"
     );
+
+    // A CA bundle that is one, and the Service, headless: the API server cannot call the
+    // webhook (it has no address to dial, so nothing leaves the machine) and, failing
+    // closed, refuses the check's dry run; the check says it does not answer.
+    let ca = MeshCa::generate("cluster.local", std::time::SystemTime::now()).expect("a CA");
+    let bundle = ByteString(ca.bundle().to_pem().into_bytes());
+    let fix = json!({"webhooks": [{
+        "name": "validate.remora.dev", "admissionReviewVersions": ["v1"],
+        "sideEffects": "None", "failurePolicy": "Fail", "timeoutSeconds": 2,
+        "namespaceSelector": {"matchLabels": {"remora-check": &ns}},
+        "clientConfig": {"caBundle": bundle,
+                         "service": {"namespace": &ns, "name": "remora", "path": "/validate"}},
+        "rules": [{"apiGroups": ["remora.dev"], "apiVersions": ["v1alpha1"],
+                   "operations": ["CREATE"], "resources": ["trafficroutes"]}],
+    }]});
+    webhooks
+        .patch(
+            &format!("{ns}-check"),
+            &PatchParams::default(),
+            &Patch::Merge(&fix),
+        )
+        .await
+        .expect("a usable CA bundle");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "remora"},
+        "spec": {"clusterIP": "None", "ports": [{"name": "https-webhook", "port": 443}]},
+    }))
+    .expect("a Service");
+    Api::<Service>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("the Service");
+    let label = json!({"metadata": {"labels": {"remora-check": &ns}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("the namespace's label");
+    let (code, after) = check(&kubeconfig, &post);
+    assert_eq!(code, Some(1), "{after:?}");
+    let unanswered = message(&after, "webhooks", "fail");
+    assert!(
+        unanswered.starts_with("validate.remora.dev: does not answer: "),
+        "{after:?}"
+    );
+    assert!(unanswered.contains("failed calling webhook"), "{after:?}");
 
     webhooks
         .delete(&format!("{ns}-check"), &DeleteParams::default())
