@@ -21,7 +21,7 @@ use kube::{
 use remora_api::SidecarPolicy;
 use remora_identity::MeshCa;
 use serde_json::{Value, json};
-use support::{cluster, pods::container::remora_bin};
+use support::{cluster, eventually, injection, pods::container::remora_bin};
 
 /// `remora check ARGS -o json --kubeconfig K`: its exit code and each check's
 /// (name, outcome, message).
@@ -48,6 +48,38 @@ fn check(kubeconfig: &str, args: &[&str]) -> (Option<i32>, Vec<(String, String, 
     (out.status.code(), checks)
 }
 
+/// The test's validating webhook configuration, `<ns>-check`: only for routes created in
+/// `ns` (by its label), at the Service `ns/remora` on `port`.
+fn validating(ns: &str, ca_bundle: &Value, failure_policy: &str, port: u16) -> Value {
+    json!({
+        "metadata": {"name": format!("{ns}-check")},
+        "webhooks": [{
+            "name": "validate.remora.dev", "admissionReviewVersions": ["v1"],
+            "sideEffects": "None", "failurePolicy": failure_policy, "timeoutSeconds": 2,
+            "namespaceSelector": {"matchLabels": {"remora-check": ns}},
+            "clientConfig": {"caBundle": ca_bundle, "service":
+                {"namespace": ns, "name": "remora", "path": "/validate", "port": port}},
+            "rules": [{"apiGroups": ["remora.dev"], "apiVersions": ["v1alpha1"],
+                       "operations": ["CREATE"], "resources": ["trafficroutes"]}],
+        }],
+    })
+}
+
+/// [`check`] off the runtime's threads, which serve the controller meanwhile.
+async fn check_async(
+    kubeconfig: &str,
+    args: &[&str],
+) -> (Option<i32>, Vec<(String, String, String)>) {
+    let kubeconfig = kubeconfig.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        check(&kubeconfig, &args)
+    })
+    .await
+    .expect("the check ends")
+}
+
 /// The outcomes of the checks named `name`, in order.
 fn outcomes(checks: &[(String, String, String)], name: &str) -> Vec<String> {
     checks
@@ -64,7 +96,8 @@ fn message<'a>(checks: &'a [(String, String, String)], name: &str, outcome: &str
         .map_or("", |c| c.2.as_str())
 }
 
-#[tokio::test]
+// The last step waits on the CLI while a controller serves its webhook on another thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix() {
     let Some(client) = cluster::client().await else {
         return;
@@ -126,19 +159,9 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
         .create(&PostParams::default(), &policy)
         .await
         .expect("the policy");
-    let webhook: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": {"name": format!("{ns}-check")},
-        "webhooks": [{
-            "name": "validate.remora.dev", "admissionReviewVersions": ["v1"],
-            "sideEffects": "None", "failurePolicy": "Ignore",
-            "namespaceSelector": {"matchLabels": {"remora-check": &ns}},
-            "clientConfig": {"caBundle": "bm90IGEgY2VydGlmaWNhdGU=",
-                             "service": {"namespace": &ns, "name": "remora", "path": "/validate"}},
-            "rules": [{"apiGroups": ["remora.dev"], "apiVersions": ["v1alpha1"],
-                       "operations": ["CREATE"], "resources": ["trafficroutes"]}],
-        }],
-    }))
-    .expect("a webhook configuration");
+    let garbage = json!("bm90IGEgY2VydGlmaWNhdGU=");
+    let webhook = serde_json::from_value(validating(&ns, &garbage, "Ignore", 443))
+        .expect("a webhook configuration");
     let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     webhooks
         .create(&PostParams::default(), &webhook)
@@ -163,15 +186,8 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
     // closed, refuses the check's dry run; the check says it does not answer.
     let ca = MeshCa::generate("cluster.local", std::time::SystemTime::now()).expect("a CA");
     let bundle = ByteString(ca.bundle().to_pem().into_bytes());
-    let fix = json!({"webhooks": [{
-        "name": "validate.remora.dev", "admissionReviewVersions": ["v1"],
-        "sideEffects": "None", "failurePolicy": "Fail", "timeoutSeconds": 2,
-        "namespaceSelector": {"matchLabels": {"remora-check": &ns}},
-        "clientConfig": {"caBundle": bundle,
-                         "service": {"namespace": &ns, "name": "remora", "path": "/validate"}},
-        "rules": [{"apiGroups": ["remora.dev"], "apiVersions": ["v1alpha1"],
-                   "operations": ["CREATE"], "resources": ["trafficroutes"]}],
-    }]});
+    let bundle = serde_json::to_value(&bundle).expect("base64");
+    let fix = validating(&ns, &bundle, "Fail", 443);
     webhooks
         .patch(
             &format!("{ns}-check"),
@@ -194,7 +210,7 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
         .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
         .await
         .expect("the namespace's label");
-    let (code, after) = check(&kubeconfig, &post);
+    let (code, after) = check_async(&kubeconfig, &post).await;
     assert_eq!(code, Some(1), "{after:?}");
     let unanswered = message(&after, "webhooks", "fail");
     assert!(
@@ -202,6 +218,54 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
         "{after:?}"
     );
     assert!(unanswered.contains("failed calling webhook"), "{after:?}");
+
+    // Served for real: a controller's webhook, which keeps the configuration's CA bundle,
+    // reached by the API server on loopback through an ExternalName Service.
+    let port = injection::free_port();
+    let mut config = injection::controller_config(&ns, "unused", port);
+    config.inject = None;
+    if let Some(webhook) = &mut config.webhook {
+        webhook.webhook_name = format!("{ns}-check");
+        webhook.mutating_webhook_name = None;
+    }
+    let controller = remora_controller::start(client.clone(), config)
+        .await
+        .expect("the controller starts");
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    services
+        .delete("remora", &DeleteParams::default())
+        .await
+        .expect("drop the headless Service");
+    let loopback: Service = serde_json::from_value(json!({
+        "metadata": {"name": "remora"},
+        "spec": {"type": "ExternalName", "externalName": "127.0.0.1", "ports": [{"port": port}]},
+    }))
+    .expect("a Service");
+    services
+        .create(&PostParams::default(), &loopback)
+        .await
+        .expect("the Service");
+    let port_fix = validating(&ns, &bundle, "Fail", port);
+    webhooks
+        .patch(
+            &format!("{ns}-check"),
+            &PatchParams::default(),
+            &Patch::Merge(&port_fix),
+        )
+        .await
+        .expect("the webhook's port");
+    let answered = eventually(
+        30,
+        "the webhook answering the check's dry run",
+        async || {
+            let (_, after) = check_async(&kubeconfig, &post).await;
+            let ok = message(&after, "webhooks", "ok").to_owned();
+            ok.starts_with("validate.remora.dev: answers").then_some(ok)
+        },
+    )
+    .await;
+    assert!(answered.contains("refused an invalid route"), "{answered}");
+    controller.stop().await;
 
     webhooks
         .delete(&format!("{ns}-check"), &DeleteParams::default())
