@@ -22,6 +22,14 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::regex_limit::RegexLimit;
 
+/// Where the chart tells the controller which Service its certificates name; `remora
+/// proxy-status` reads it from the controller pod's spec too.
+pub const WEBHOOK_SERVICE_ENV: &str = "REMORA_WEBHOOK_SERVICE";
+/// The Service's name when nothing says otherwise.
+pub const DEFAULT_SERVICE: &str = "remora";
+/// Where the chart tells the controller the mesh CA's Secret.
+pub const MESH_CA_SECRET_ENV: &str = "REMORA_MESH_CA_SECRET";
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Where ADS and the remora.v1 API listen.
@@ -91,7 +99,7 @@ pub struct Args {
     webhook_addr: Option<SocketAddr>,
     /// The Service the webhook configuration points at (its DNS names go into the
     /// serving certificate).
-    #[arg(long, env = "REMORA_WEBHOOK_SERVICE", default_value = "remora")]
+    #[arg(long, env = WEBHOOK_SERVICE_ENV, default_value = DEFAULT_SERVICE)]
     webhook_service: String,
     /// The ValidatingWebhookConfiguration whose caBundle the controller keeps right.
     #[arg(
@@ -137,7 +145,7 @@ pub struct Args {
     /// The Secret (in this namespace) holding the mesh CA: tls.crt, tls.key and ca.crt. The
     /// first replica that finds none creates a root there; put an intermediate of your own
     /// PKI there (cert-manager writes this shape) to sign with it instead.
-    #[arg(long, env = "REMORA_MESH_CA_SECRET", default_value = DEFAULT_CA_SECRET)]
+    #[arg(long, env = MESH_CA_SECRET_ENV, default_value = DEFAULT_CA_SECRET)]
     mesh_ca_secret: String,
     /// How long a workload's certificate is valid, in seconds; agents renew at half that.
     #[arg(long, env = "REMORA_CERT_TTL_SECONDS", default_value_t = DEFAULT_CERT_TTL.as_secs())]

@@ -30,6 +30,7 @@ use tonic::{
 };
 
 use super::{CALL_TIMEOUT, Connection, bundle_file, causes};
+use crate::controller::{DEFAULT_SERVICE, MESH_CA_SECRET_ENV, WEBHOOK_SERVICE_ENV};
 
 /// The chart's Deployment selects its pods by these of its labels (`remora.selectorLabels`;
 /// the instance label, the release's name, is left out so any release is found).
@@ -37,13 +38,6 @@ pub const CONTROLLER_SELECTOR: &str =
     "app.kubernetes.io/name=remora,app.kubernetes.io/component=controller";
 /// The chart's name for the container port of xDS and the remora.v1 API.
 const GRPC_PORT: &str = "grpc-xds";
-/// The controller's environment the chart sets: the Service its certificate names, and its
-/// CA's Secret.
-const SERVICE_ENV: &str = "REMORA_WEBHOOK_SERVICE";
-const CA_SECRET_ENV: &str = "REMORA_MESH_CA_SECRET";
-/// The Service the controller's certificate names when its environment names none (the
-/// default of `remora controller --webhook-service`).
-const DEFAULT_SERVICE: &str = "remora";
 
 /// The controller pod to forward to, and what its spec says of its certificate.
 #[derive(Debug, PartialEq, Eq)]
@@ -84,8 +78,8 @@ pub fn pick(pods: &[Pod], namespace: &str) -> Result<Target, String> {
     Ok(Target {
         pod: name,
         port,
-        service: env(SERVICE_ENV).unwrap_or_else(|| DEFAULT_SERVICE.into()),
-        ca_secret: env(CA_SECRET_ENV).unwrap_or_else(|| DEFAULT_CA_SECRET.into()),
+        service: env(WEBHOOK_SERVICE_ENV).unwrap_or_else(|| DEFAULT_SERVICE.into()),
+        ca_secret: env(MESH_CA_SECRET_ENV).unwrap_or_else(|| DEFAULT_CA_SECRET.into()),
     })
 }
 
@@ -296,8 +290,8 @@ mod tests {
             "mesh-remora-0",
             true,
             &[
-                (SERVICE_ENV, "mesh-remora"),
-                (CA_SECRET_ENV, "mesh-remora-mesh-ca"),
+                (WEBHOOK_SERVICE_ENV, "mesh-remora"),
+                (MESH_CA_SECRET_ENV, "mesh-remora-mesh-ca"),
             ],
         )];
         let target = pick(&pods, "mesh").expect("a target");
