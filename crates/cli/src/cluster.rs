@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use kube::{
     Client, Config,
-    config::{KubeConfigOptions, Kubeconfig},
+    config::{AuthInfo, KubeConfigOptions, Kubeconfig},
 };
+use secrecy::ExposeSecret;
 
 /// The flags kubectl users know, for every command that talks to a cluster.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -22,10 +23,12 @@ pub struct ClusterArgs {
     pub namespace: Option<String>,
 }
 
-/// A client for the chosen context, and the namespace the command works in.
+/// A client for the chosen context, the namespace the command works in, and the context's
+/// user's bearer token when it has one (a client-certificate or exec-plugin user has none).
 pub struct Cluster {
     pub client: Client,
     pub namespace: String,
+    pub token: Option<String>,
 }
 
 impl ClusterArgs {
@@ -51,7 +54,27 @@ impl ClusterArgs {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
+        let token = user_token(&config.auth_info)?;
         let client = Client::try_from(config).map_err(|e| format!("kubeconfig: {e}"))?;
-        Ok(Cluster { client, namespace })
+        Ok(Cluster {
+            client,
+            namespace,
+            token,
+        })
     }
+}
+
+/// The user's `token`, or the content of its `tokenFile`, trimmed.
+fn user_token(user: &AuthInfo) -> Result<Option<String>, String> {
+    if let Some(token) = &user.token {
+        return Ok(Some(token.expose_secret().trim().to_owned()));
+    }
+    user.token_file
+        .as_ref()
+        .map(|file| {
+            std::fs::read_to_string(file)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| format!("the kubeconfig user's tokenFile {file}: {e}"))
+        })
+        .transpose()
 }

@@ -125,7 +125,9 @@ struct Remote {
 
 impl Remote {
     async fn open(target: &Target) -> Result<Remote, String> {
-        let Cluster { client, namespace } = target.cluster.connect().await?;
+        let Cluster {
+            client, namespace, ..
+        } = target.cluster.connect().await?;
         Ok(Remote {
             shown: format!("sidecarpolicy {namespace}/{}", target.policy),
             api: Api::namespaced(client, &namespace),

@@ -12,14 +12,9 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api,
-    api::ListParams,
-    config::{KubeConfigOptions, Kubeconfig},
-};
+use kube::{Api, api::ListParams};
 use remora_admin::pb::{self, proxies_client::ProxiesClient};
 use remora_identity::{TrustBundle, dial, tls::client_config};
-use secrecy::ExposeSecret;
 use tonic::{
     Code, Request, Status,
     metadata::{Ascii, MetadataValue},
@@ -138,7 +133,7 @@ async fn connect(c: &Connection) -> Result<Connected, String> {
         None => {
             let cluster = c.cluster.connect().await?;
             if token.is_none() {
-                token = kubeconfig_token(&c.cluster).await?;
+                token = cluster.token.clone();
             }
             let channel = forward::channel(&cluster.client, c).await?;
             (channel, Some(cluster))
@@ -189,35 +184,6 @@ fn read_token(file: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(file)
         .map(|t| t.trim().to_owned())
         .map_err(|e| format!("--token-file {}: {e}", file.display()))
-}
-
-/// The kubeconfig user's own bearer token (`token` or `tokenFile`), as kubectl would send
-/// it. A user of client certificates or an exec plugin has none the control plane could
-/// check: such a user passes --token-file.
-async fn kubeconfig_token(args: &ClusterArgs) -> Result<Option<String>, String> {
-    let options = KubeConfigOptions {
-        context: args.context.clone(),
-        ..KubeConfigOptions::default()
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path).map_err(|e| format!("kubeconfig: {e}"))?;
-            kube::Config::from_custom_kubeconfig(file, &options).await
-        }
-        None => kube::Config::from_kubeconfig(&options).await,
-    }
-    .map_err(|e| format!("kubeconfig: {e}"))?;
-    let user = config.auth_info;
-    if let Some(token) = user.token {
-        return Ok(Some(token.expose_secret().trim().to_owned()));
-    }
-    user.token_file
-        .map(|file| {
-            std::fs::read_to_string(&file)
-                .map(|t| t.trim().to_owned())
-                .map_err(|e| format!("the kubeconfig user's tokenFile {file}: {e}"))
-        })
-        .transpose()
 }
 
 /// What a refused or failed call says, with what to do when the caller sent no token.
