@@ -10,11 +10,8 @@ mod support;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures::{SinkExt, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::{
-    Api,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
-};
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::{Api, api::DeleteParams};
 use remora_api::spiffe::DEFAULT_TRUST_DOMAIN;
 use remora_controller::identity::IdentityConfig;
 use remora_model::input::IdentitySettings;
@@ -185,39 +182,8 @@ async fn the_kubeconfig_alone_reaches_the_control_plane_through_the_api_server()
     let kubelet = Kubelet::start(controller.xds_addr).await;
 
     // Its node, whose kubelet is the stand-in, and its pod there as the chart makes it.
-    let node = format!("{ns}-node");
-    let nodes: Api<Node> = Api::all(client.clone());
-    let meta = serde_json::json!({"metadata": {"name": node}});
-    let created = serde_json::from_value(meta).expect("a node");
-    nodes
-        .create(&PostParams::default(), &created)
-        .await
-        .expect("the node");
-    let status = serde_json::json!({"status": {
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}},
-    }});
-    nodes
-        .patch_status(&node, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("the node's address");
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "remora-0", "labels": {
-            "app.kubernetes.io/name": "remora", "app.kubernetes.io/component": "controller"}},
-        "spec": {"nodeName": node, "containers": [{
-            "name": "controller", "image": "example.invalid/remora",
-            "ports": [{"name": "grpc-xds", "containerPort": GRPC_PORT}],
-            "env": [{"name": "REMORA_MESH_CA_SECRET", "value": ca_secret}],
-        }]},
-    }))
-    .expect("a pod");
-    cluster::create_pod(&client, &ns, &pod).await;
-    let ready = serde_json::json!({"status": {"phase": "Running", "conditions": [
-        {"type": "Ready", "status": "True"}]}});
-    Api::<Pod>::namespaced(client.clone(), &ns)
-        .patch_status("remora-0", &PatchParams::default(), &Patch::Merge(&ready))
-        .await
-        .expect("the pod reports ready");
+    let env = serde_json::json!([{"name": "REMORA_MESH_CA_SECRET", "value": ca_secret}]);
+    let node = cluster::stand_in_controller(&client, &ns, kubelet.port, env).await;
 
     // Off the runtime's threads: the controller and the stand-in kubelet serve the command.
     let cli = |args: Vec<String>| {
@@ -263,7 +229,7 @@ async fn the_kubeconfig_alone_reaches_the_control_plane_through_the_api_server()
     assert!(stderr.contains(&missing), "{stderr}");
 
     controller.stop().await;
-    nodes
+    Api::<Node>::all(client.clone())
         .delete(&node, &DeleteParams::default())
         .await
         .expect("delete the node");

@@ -17,11 +17,11 @@ use std::{
 
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{Node, Pod, Secret},
+    api::core::v1::{Node, Secret},
 };
 use kube::{
     Api,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ObjectMeta, PostParams},
 };
 use remora_identity::MeshCa;
 use remora_model::input::ObjectKey;
@@ -228,47 +228,8 @@ async fn through_the_api_server_the_ready_controller_and_its_ca_are_found() {
     // there, by IP (a Hostname address would have it ask DNS), for a port-forward.
     let kubelet = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let kubelet_port = kubelet.local_addr().expect("its address").port();
-    let node = format!("{ns}-node");
-    let nodes: Api<Node> = Api::all(client.clone());
-    let meta = serde_json::json!({"metadata": {"name": node}});
-    nodes
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(meta).expect("a node"),
-        )
-        .await
-        .expect("the node");
-    let status = serde_json::json!({"status": {
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
-    }});
-    nodes
-        .patch_status(&node, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("the node's address");
-
-    // A controller pod as the chart makes it (labels, port, environment), running there.
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "remora-0", "labels": {
-            "app.kubernetes.io/name": "remora",
-            "app.kubernetes.io/instance": "remora",
-            "app.kubernetes.io/component": "controller",
-        }},
-        "spec": {"nodeName": node, "containers": [{
-            "name": "controller", "image": "example.invalid/remora",
-            "ports": [{"name": "grpc-xds", "containerPort": 18000}],
-            "env": [{"name": "REMORA_MESH_CA_SECRET", "value": "mesh-ca"}],
-        }]},
-    }))
-    .expect("a pod");
-    cluster::create_pod(&client, &ns, &pod).await;
-    let ready = serde_json::json!({"status": {"phase": "Running", "conditions": [
-        {"type": "Ready", "status": "True"}
-    ]}});
-    Api::<Pod>::namespaced(client.clone(), &ns)
-        .patch_status("remora-0", &PatchParams::default(), &Patch::Merge(&ready))
-        .await
-        .expect("the pod reports ready");
+    let env = serde_json::json!([{"name": "REMORA_MESH_CA_SECRET", "value": "mesh-ca"}]);
+    let node = cluster::stand_in_controller(&client, &ns, kubelet_port, env).await;
 
     let err = stderr(&cli(&["proxy-status"]));
     assert!(
@@ -309,7 +270,7 @@ async fn through_the_api_server_the_ready_controller_and_its_ca_are_found() {
     );
     let err = stderr(&cli(&["proxy-config", "demo/web-0", "routes"]));
     assert!(err.contains(&forward), "{err}");
-    nodes
+    Api::<Node>::all(client)
         .delete(&node, &DeleteParams::default())
         .await
         .expect("the node goes");

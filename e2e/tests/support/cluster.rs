@@ -372,3 +372,52 @@ pub async fn install_gateway_stand_ins(client: &Client) {
         .await;
     }
 }
+
+/// A node of the stub cluster whose kubelet is the test's listener on `kubelet_port` (the
+/// API server dials a node by its InternalIP, 127.0.0.1), and on it a ready pod `remora-0`
+/// as the chart makes the controller's: its labels, its gRPC port `grpc-xds` (18000) and
+/// `env`. Returns the node's name, which the caller deletes.
+pub async fn stand_in_controller(
+    client: &Client,
+    namespace: &str,
+    kubelet_port: u16,
+    env: serde_json::Value,
+) -> String {
+    let node = format!("{namespace}-node");
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let meta = serde_json::json!({"metadata": {"name": node}});
+    let created = serde_json::from_value(meta).expect("a node");
+    nodes
+        .create(&PostParams::default(), &created)
+        .await
+        .expect("the node");
+    let status = serde_json::json!({"status": {
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
+    }});
+    nodes
+        .patch_status(&node, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("the node's address");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "remora-0", "labels": {
+            "app.kubernetes.io/name": "remora",
+            "app.kubernetes.io/instance": "remora",
+            "app.kubernetes.io/component": "controller",
+        }},
+        "spec": {"nodeName": node, "containers": [{
+            "name": "controller", "image": "example.invalid/remora",
+            "ports": [{"name": "grpc-xds", "containerPort": 18000}],
+            "env": env,
+        }]},
+    }))
+    .expect("a pod");
+    create_pod(client, namespace, &pod).await;
+    let ready = serde_json::json!({"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "True"}]}});
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .patch_status("remora-0", &PatchParams::default(), &Patch::Merge(&ready))
+        .await
+        .expect("the pod reports ready");
+    node
+}
