@@ -219,18 +219,19 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
     );
     assert!(unanswered.contains("failed calling webhook"), "{after:?}");
 
-    // Served for real: a controller's webhook, which keeps the configuration's CA bundle,
-    // reached by the API server on loopback through an ExternalName Service.
+    // Served for real: a controller's webhook, reached by the API server on loopback through
+    // an ExternalName Service. The port goes into the configuration first; the controller
+    // then sets its CA bundle there, and nothing here writes it again.
     let port = injection::free_port();
-    let mut config = injection::controller_config(&ns, "unused", port);
-    config.inject = None;
-    if let Some(webhook) = &mut config.webhook {
-        webhook.webhook_name = format!("{ns}-check");
-        webhook.mutating_webhook_name = None;
-    }
-    let controller = remora_controller::start(client.clone(), config)
+    let port_fix = validating(&ns, &bundle, "Fail", port);
+    webhooks
+        .patch(
+            &format!("{ns}-check"),
+            &PatchParams::default(),
+            &Patch::Merge(&port_fix),
+        )
         .await
-        .expect("the controller starts");
+        .expect("the webhook's port");
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     services
         .delete("remora", &DeleteParams::default())
@@ -245,15 +246,15 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
         .create(&PostParams::default(), &loopback)
         .await
         .expect("the Service");
-    let port_fix = validating(&ns, &bundle, "Fail", port);
-    webhooks
-        .patch(
-            &format!("{ns}-check"),
-            &PatchParams::default(),
-            &Patch::Merge(&port_fix),
-        )
+    let mut config = injection::controller_config(&ns, "unused", port);
+    config.inject = None;
+    if let Some(webhook) = &mut config.webhook {
+        webhook.webhook_name = format!("{ns}-check");
+        webhook.mutating_webhook_name = None;
+    }
+    let controller = remora_controller::start(client.clone(), config)
         .await
-        .expect("the webhook's port");
+        .expect("the controller starts");
     let answered = eventually(
         30,
         "the webhook answering the check's dry run",
