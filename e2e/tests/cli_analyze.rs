@@ -6,10 +6,10 @@ mod support;
 
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::{
     Api,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
 };
 use remora_api::TrafficRoute;
 use serde_json::{Value, json};
@@ -131,9 +131,5 @@ async fn the_live_cluster_is_analyzed_as_the_control_plane_would_see_it() {
     let (code, report) = analyze(&kubeconfig, &ns);
     assert_eq!((code, codes(&report)), (Some(0), vec![]), "{report}");
 
-    let namespaces: Api<Namespace> = Api::all(client);
-    namespaces
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .expect("delete the test namespace");
+    cluster::delete_namespace(&client, &ns).await;
 }

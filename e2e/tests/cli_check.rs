@@ -272,9 +272,5 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
         .delete(&format!("{ns}-check"), &DeleteParams::default())
         .await
         .expect("delete the webhook");
-    let namespaces: Api<Namespace> = Api::all(client);
-    namespaces
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .expect("delete the test namespace");
+    cluster::delete_namespace(&client, &ns).await;
 }

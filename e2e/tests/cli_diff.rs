@@ -9,11 +9,8 @@ use std::{
     process::{Command, Stdio},
 };
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::{
-    Api,
-    api::{DeleteParams, PostParams},
-};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::{Api, api::PostParams};
 use remora_api::TrafficRoute;
 use serde_json::{Value, json};
 use support::{cluster, pods::container::remora_bin};
@@ -136,8 +133,5 @@ async fn a_weight_change_shows_as_the_one_route_config_it_changes_on_the_live_pr
         "{stdout}"
     );
 
-    Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .expect("delete the test namespace");
+    cluster::delete_namespace(&client, &ns).await;
 }

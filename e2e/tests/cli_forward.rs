@@ -10,7 +10,7 @@ mod support;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures::{SinkExt, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::Node;
 use kube::{Api, api::DeleteParams};
 use remora_api::spiffe::DEFAULT_TRUST_DOMAIN;
 use remora_controller::identity::IdentityConfig;
@@ -233,8 +233,5 @@ async fn the_kubeconfig_alone_reaches_the_control_plane_through_the_api_server()
         .delete(&node, &DeleteParams::default())
         .await
         .expect("delete the node");
-    Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .expect("delete the test namespace");
+    cluster::delete_namespace(&client, &ns).await;
 }

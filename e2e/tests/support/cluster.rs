@@ -15,7 +15,8 @@ use k8s_openapi::{
 use kube::{
     Api, Client, CustomResourceExt,
     api::{
-        ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams,
+        PostParams,
     },
 };
 use remora_api::{AccessPolicy, SidecarPolicy, TrafficRoute};
@@ -420,4 +421,23 @@ pub async fn stand_in_controller(
         .await
         .expect("the pod reports ready");
     node
+}
+
+/// Deletes a test namespace, and its pods at once: the stub node has no kubelet to confirm a
+/// graceful delete, so they would linger, their policies gone with the namespace, and count
+/// as proxies other tests' routes reach. The namespace is terminating, so nothing recreates
+/// them.
+pub async fn delete_namespace(client: &Client, ns: &str) {
+    Api::<Namespace>::all(client.clone())
+        .delete(ns, &DeleteParams::default())
+        .await
+        .expect("delete the test namespace");
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .delete_collection(&now, &Default::default())
+        .await
+        .expect("delete the test's pods");
 }

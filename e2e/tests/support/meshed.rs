@@ -136,19 +136,5 @@ pub async fn cleanup(
         .await
         .expect("unregister the webhook");
     controller.stop().await;
-    Api::<Namespace>::all(client.clone())
-        .delete(ns, &DeleteParams::default())
-        .await
-        .expect("delete the test namespace");
-    // The stub node has no kubelet to confirm a graceful delete: the pods would linger,
-    // their policies gone with the namespace, and count as proxies other tests' routes
-    // reach. The namespace is terminating, so nothing recreates them.
-    let now = DeleteParams {
-        grace_period_seconds: Some(0),
-        ..DeleteParams::default()
-    };
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .delete_collection(&now, &Default::default())
-        .await
-        .expect("delete the test's pods");
+    super::cluster::delete_namespace(client, ns).await;
 }
