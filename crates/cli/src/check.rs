@@ -160,35 +160,22 @@ struct Registered {
 /// CA bundle that parses, its Service there, and (for the validating one) answering: a
 /// dry-run of an invalid route must come back refused by it.
 async fn webhooks(client: &Client, namespace: &str) -> Result<Vec<Verdict>, String> {
-    let mut registered = Vec::new();
-    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    for c in validating
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?
-        .items
-    {
-        registered.extend(
-            c.webhooks
-                .into_iter()
-                .flatten()
-                .map(|w| registration(w.name, w.client_config)),
-        );
-    }
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    for c in mutating
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?
-        .items
-    {
-        registered.extend(
-            c.webhooks
-                .into_iter()
-                .flatten()
-                .map(|w| registration(w.name, w.client_config)),
-        );
-    }
+    let mut registered = registrations(client, |c: ValidatingWebhookConfiguration| {
+        let webhooks = c.webhooks.into_iter().flatten();
+        webhooks
+            .map(|w| registration(w.name, w.client_config))
+            .collect()
+    })
+    .await?;
+    registered.extend(
+        registrations(client, |c: MutatingWebhookConfiguration| {
+            let webhooks = c.webhooks.into_iter().flatten();
+            webhooks
+                .map(|w| registration(w.name, w.client_config))
+                .collect()
+        })
+        .await?,
+    );
     let mut out = Vec::new();
     for (name, mutating) in WEBHOOKS {
         let ours = registered
@@ -205,6 +192,21 @@ async fn webhooks(client: &Client, namespace: &str) -> Result<Vec<Verdict>, Stri
         out.push(v);
     }
     Ok(out)
+}
+
+/// Every webhook the configurations of kind `K` register, by `webhooks` of one.
+async fn registrations<K>(
+    client: &Client,
+    webhooks: impl Fn(K) -> Vec<Registered>,
+) -> Result<Vec<Registered>, String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let list = Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list.items.into_iter().flat_map(webhooks).collect())
 }
 
 fn registration(
