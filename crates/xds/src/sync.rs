@@ -151,22 +151,34 @@ impl SyncRegistry {
     }
 
     /// Records types' status on a stream; ignored unless `stream` is the proxy's newest.
+    /// Returns, for each type whose new status holds a NACK, the NACK it held before, so
+    /// that the caller tells a new rejection from one already reported without a second
+    /// look (and a copy of the proxy's status) under the lock. Watchers wake only when
+    /// something changed.
     pub fn update(
         &self,
         proxy: &ObjectKey,
         stream: u64,
         types: impl IntoIterator<Item = (&'static str, TypeSync)>,
-    ) {
-        let updated = match self.write().get_mut(proxy).filter(|s| s.stream == stream) {
-            Some(s) => {
-                s.types.extend(types);
-                true
+    ) -> Vec<(&'static str, Option<Nack>)> {
+        let mut before = Vec::new();
+        let mut changed = false;
+        if let Some(s) = self.write().get_mut(proxy).filter(|s| s.stream == stream) {
+            for (type_url, new) in types {
+                let old = s.types.get(type_url);
+                if new.nack.is_some() {
+                    before.push((type_url, old.and_then(|o| o.nack.clone())));
+                }
+                if old != Some(&new) {
+                    s.types.insert(type_url, new);
+                    changed = true;
+                }
             }
-            None => false,
-        };
-        if updated {
+        }
+        if changed {
             self.changed();
         }
+        before
     }
 
     /// Forgets the proxy when `stream` is its newest; an older stream's end changes nothing.
@@ -261,5 +273,39 @@ mod tests {
         reg.update(&p, new, [(crate::snapshot::CLUSTER, TypeSync::default())]);
         reg.disconnected(&p, new);
         assert_eq!(*changes.borrow(), 4);
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_wakes_nobody_and_the_nack_held_before_is_returned() {
+        let reg = SyncRegistry::default();
+        let changes = reg.changes();
+        let p = ObjectKey::new("ns", "pod");
+        let stream = reg.connected(&p, Mode::Incremental);
+        let sent = TypeSync {
+            sent: Some("1".into()),
+            ..Default::default()
+        };
+        let nacked = TypeSync {
+            nack: Some(Nack {
+                version: "1".into(),
+                message: "bad".into(),
+            }),
+            ..sent.clone()
+        };
+        let cluster = crate::snapshot::CLUSTER;
+        assert!(reg.update(&p, stream, [(cluster, sent.clone())]).is_empty());
+        assert_eq!(*changes.borrow(), 2);
+        reg.update(&p, stream, [(cluster, sent)]);
+        assert_eq!(*changes.borrow(), 2, "the same status again");
+        let before = reg.update(&p, stream, [(cluster, nacked.clone())]);
+        assert_eq!(before, vec![(cluster, None)], "no NACK before");
+        assert_eq!(*changes.borrow(), 3);
+        let before = reg.update(&p, stream, [(cluster, nacked.clone())]);
+        assert_eq!(
+            before,
+            vec![(cluster, nacked.nack)],
+            "the NACK already held"
+        );
+        assert_eq!(*changes.borrow(), 3);
     }
 }

@@ -18,7 +18,7 @@ use crate::{
     limits::{Refusal, Refusals},
     machine::Machine,
     snapshot::Snapshot,
-    sync::TypeSync,
+    sync::{Nack, TypeSync},
 };
 
 /// One ADS stream's state and ends, so its steps share them.
@@ -195,21 +195,24 @@ impl AdsServer {
 
     /// Records the stream's status, and logs each rejection the first time it is seen.
     fn record(&self, proxy: &ObjectKey, stream: u64, status: Vec<(&'static str, TypeSync)>) {
-        for (type_url, st) in &status {
-            let before = self
-                .status
-                .get(proxy)
-                .and_then(|p| p.types.get(type_url).cloned());
-            // A NACK still in force over a later ACK carries the ACKed version: it was
-            // logged when it came.
-            if let Some(n) = &st.nack
-                && st.acked.as_ref() != Some(&n.version)
-                && before.and_then(|b| b.nack).as_ref() != Some(n)
-            {
+        // A NACK still in force over a later ACK carries the ACKed version: it was logged
+        // when it came.
+        let in_force: Vec<(&'static str, Nack)> = status
+            .iter()
+            .filter_map(|(type_url, st)| {
+                let n = st.nack.as_ref()?;
+                (st.acked.as_ref() != Some(&n.version)).then(|| (*type_url, n.clone()))
+            })
+            .collect();
+        let before = self.status.update(proxy, stream, status);
+        for (type_url, n) in in_force {
+            let logged = before
+                .iter()
+                .any(|(t, old)| *t == type_url && old.as_ref() == Some(&n));
+            if !logged {
                 warn!(type_url, version = %n.version, message = %n.message, "proxy rejected config");
             }
         }
-        self.status.update(proxy, stream, status);
     }
 
     /// Builds and queues what the proxy should get now: room in the budget first, then from
