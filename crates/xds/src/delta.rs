@@ -296,7 +296,7 @@ impl Machine for DeltaStream {
             state.open(type_url, request);
         }
         state.answered(request);
-        let resubscribed = state.resubscribe(request, &snapshot.resources(type_url));
+        let resubscribed = state.resubscribe(request, snapshot.set(type_url));
         if first || resubscribed {
             state.forget_unsubscribed();
         }

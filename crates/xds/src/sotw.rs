@@ -219,7 +219,7 @@ impl Machine for SotwStream {
             &mut state.interest,
             type_url,
             &request.resource_names,
-            &snapshot.resources(type_url),
+            snapshot.set(type_url),
         ) {
             state.wanted.clear();
             if subscribed_before {
