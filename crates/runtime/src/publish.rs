@@ -11,7 +11,7 @@ use std::{
 use remora_envoy::{Caches, EnvoyResource, Options, translate_with, unresolved_cluster};
 use remora_model::{
     Changes, Mesh,
-    config::{ProxyConfig, Resource, ResourceType, RouteAction, Target},
+    config::{ProxyConfig, Resource, ResourceKey, ResourceType, RouteAction, Target},
     input::ObjectKey,
 };
 use remora_xds::{
@@ -37,6 +37,9 @@ struct ClassId {
 /// Translated resources by type.
 type Translated = BTreeMap<&'static str, ResourceMap>;
 
+/// New entries of one layer by name (`None`: removed).
+type Patch = Vec<(String, Option<Arc<EnvoyResource>>)>;
+
 /// What every proxy of a class shares, translated.
 #[derive(Default)]
 struct ClassLayers {
@@ -44,9 +47,9 @@ struct ClassLayers {
     /// its `Arc`, every proxy of the class holds one map instead of a copy each, and its
     /// digest is computed once here, not once per proxy.
     layers: BTreeMap<&'static str, Arc<Layer>>,
-    /// Whether some route config has a target that did not resolve, which adds the cluster
-    /// such targets point to.
-    unresolved: bool,
+    /// The route configs with a target that did not resolve: while there is one, the class
+    /// has the cluster such targets point to.
+    unresolved: BTreeSet<String>,
 }
 
 /// Turns the model's changes into new snapshots in the cache, keeping what it translated
@@ -67,9 +70,9 @@ pub struct Publisher {
     unresolved: Arc<EnvoyResource>,
 }
 
-/// The kinds of shared resources each class saw change in one publish; `None`: any kind of
-/// any class may have.
-type ClassChanges = Option<HashMap<ClassId, Vec<ResourceType>>>;
+/// The shared resources each class saw change in one publish; `None`: any of any class may
+/// have.
+type ClassChanges = Option<HashMap<ClassId, BTreeSet<ResourceKey>>>;
 
 impl Publisher {
     /// A publisher into `cache`, translating with `base`; `bind_outbound` picks the address a
@@ -92,7 +95,7 @@ impl Publisher {
     }
 
     /// Publishes a new snapshot for every proxy `changes` names. Only what changed is
-    /// rebuilt: a class's layers of the kinds its proxies saw change, and a proxy's own
+    /// rebuilt: a class's shared resources that its proxies saw change, and a proxy's own
     /// resources when they changed; the rest is taken from what was published before.
     pub fn publish(&mut self, mesh: &Mesh, changes: &Changes) {
         for proxy in &changes.gone {
@@ -100,21 +103,18 @@ impl Publisher {
         }
         // Per class, what any of its proxies saw change: a proxy that just joined a class
         // may have seen other changes than the class's other members.
-        let mut kinds: HashMap<ClassId, BTreeSet<ResourceType>> = HashMap::new();
+        let mut changed: HashMap<ClassId, BTreeSet<ResourceKey>> = HashMap::new();
         for group in &changes.groups {
-            let changed: BTreeSet<ResourceType> = group.resources.iter().map(|k| k.kind).collect();
             for proxy in group.proxies.iter() {
                 if let Some(class) = self.class_of(mesh, proxy) {
-                    kinds.entry(class).or_default().extend(&changed);
+                    changed
+                        .entry(class)
+                        .or_default()
+                        .extend(group.resources.iter().cloned());
                 }
             }
         }
-        let classes: ClassChanges = Some(
-            kinds
-                .into_iter()
-                .map(|(class, kinds)| (class, kinds.into_iter().collect()))
-                .collect(),
-        );
+        let classes: ClassChanges = Some(changed);
         let mut built = HashSet::new();
         for proxy in changes.proxies() {
             let own = changes.own.contains_key(proxy);
@@ -158,151 +158,232 @@ impl Publisher {
             self.cache.remove(&id);
             return;
         };
-        let bind = class.bind;
         if !built.contains(&class) {
-            let kinds = classes
-                .as_ref()
-                .map(|by_class| by_class.get(&class).map_or(&[][..], Vec::as_slice));
-            if !self.update_class(mesh, proxy, &class, kinds) {
+            let changed = classes.as_ref().map(|by_class| {
+                static NONE: BTreeSet<ResourceKey> = BTreeSet::new();
+                by_class.get(&class).unwrap_or(&NONE)
+            });
+            if !self.update_class(mesh, proxy, &class, changed) {
                 self.cache.remove(&id);
                 return;
             }
             built.insert(class.clone());
         }
-        let Some(shared) = self.classes.get(&class).map(|c| c.layers.clone()) else {
-            self.cache.remove(&id);
-            return;
-        };
-        // Own resources that did not change are the ones last published, shared as they are.
-        let kept = (!own)
+        // What was published last stands where it is still current: the proxy's own
+        // resources unless they changed, and each type whose shared layer did not.
+        let last = (!own)
             .then(|| self.cache.get(&id))
             .flatten()
             .filter(|s| !s.is_empty());
-        let mut own: BTreeMap<&'static str, Arc<ResourceMap>> = match kept {
-            Some(last) => PUSH_ORDER
-                .into_iter()
-                .map(|t| (t, last.resources(t).own().clone()))
-                .collect(),
+        let mut fresh_own = match &last {
+            Some(_) => BTreeMap::new(),
             None => {
                 let Some(config) = mesh.own_config(proxy) else {
                     self.cache.remove(&id);
                     return;
                 };
-                self.translate_all(&config, bind)
-                    .0
-                    .into_iter()
-                    .map(|(t, map)| (t, Arc::new(map)))
-                    .collect()
+                self.translate_all(&config, class.bind).0
             }
         };
+        let Some(shared) = self.classes.get(&class) else {
+            self.cache.remove(&id);
+            return;
+        };
         let snapshot = Snapshot::new(PUSH_ORDER.into_iter().map(|type_url| {
-            let shared = shared.get(type_url).cloned().unwrap_or_else(Layer::empty);
-            let own = own.remove(type_url).unwrap_or_default();
-            (type_url, Resources::layered(shared, own))
+            let layer = shared
+                .layers
+                .get(type_url)
+                .cloned()
+                .unwrap_or_else(Layer::empty);
+            let set = match &last {
+                Some(last) if Arc::ptr_eq(last.set(type_url).shared(), &layer) => {
+                    last.set(type_url).clone()
+                }
+                Some(last) => Resources::layered(layer, last.set(type_url).own().clone()),
+                None => Resources::new(layer, fresh_own.remove(type_url).unwrap_or_default()),
+            };
+            (type_url, set)
         }));
         self.cache.set(&id, Arc::new(snapshot));
     }
 
-    /// Brings a class's shared part up to date: the layers of `kinds` (every kind for a
-    /// class not built yet), each kept where its content is unchanged; a changed layer
-    /// remembers what changed, so streams diff only that. False when the mesh has no class
-    /// for the proxy.
+    /// Brings a class's shared part up to date: the resources of `changed` (every resource
+    /// for a class not built yet, or when `None`), each layer kept where its content is
+    /// unchanged; a changed layer remembers what changed, so streams diff only that. False
+    /// when the mesh has no class for the proxy.
     fn update_class(
         &mut self,
         mesh: &Mesh,
         proxy: &ObjectKey,
         class: &ClassId,
-        kinds: Option<&[ResourceType]>,
+        changed: Option<&BTreeSet<ResourceKey>>,
     ) -> bool {
-        let old = self.classes.remove(class);
-        let kinds = match (&old, kinds) {
-            (Some(_), Some(kinds)) => kinds,
-            _ => &ResourceType::ALL[..],
+        let next = match (self.classes.remove(class), changed) {
+            (Some(old), Some(changed)) => self.patch_class(mesh, proxy, class.bind, old, changed),
+            (old, _) => self.build_class(mesh, proxy, class.bind, old),
         };
-        let Some(config) = mesh.class_config_of(proxy, kinds) else {
-            return false;
-        };
-        let mut next = old.unwrap_or_default();
-        let (mut fresh, unresolved) = self.translate_all(&config, class.bind);
-        let routes = kinds.contains(&ResourceType::RouteConfig);
-        let clusters = kinds.contains(&ResourceType::Cluster);
-        // The cluster for unresolved targets follows the route configs: a clusters layer
-        // not rebuilt is patched when that changes.
-        let unresolved = if routes { unresolved } else { next.unresolved };
-        let patch = !clusters && unresolved != next.unresolved;
-        if patch {
-            let mut map = next
-                .layers
-                .get(snapshot::CLUSTER)
-                .map(|l| l.map().clone())
-                .unwrap_or_default();
-            map.remove(&self.unresolved.name);
-            fresh.insert(snapshot::CLUSTER, map);
+        match next {
+            Some(next) => {
+                self.classes.insert(class.clone(), next);
+                true
+            }
+            None => false,
         }
-        if unresolved && (clusters || patch) {
+    }
+
+    /// A class's shared part translated whole, each layer replacing `old`'s.
+    fn build_class(
+        &mut self,
+        mesh: &Mesh,
+        proxy: &ObjectKey,
+        bind: Option<IpAddr>,
+        old: Option<ClassLayers>,
+    ) -> Option<ClassLayers> {
+        let config = mesh.class_config(proxy)?;
+        let mut old = old.unwrap_or_default();
+        let (mut fresh, unresolved) = self.translate_all(&config, bind);
+        if !unresolved.is_empty() {
             fresh
                 .entry(snapshot::CLUSTER)
                 .or_default()
                 .insert(self.unresolved.name.clone(), self.unresolved.clone());
         }
-        next.unresolved = unresolved;
-        let rebuilt = kinds
-            .iter()
-            .map(|k| remora_envoy::type_url(*k))
-            .chain(fresh.keys().copied())
-            .collect::<BTreeSet<_>>();
-        for type_url in rebuilt {
-            let map = fresh.remove(type_url).unwrap_or_default();
-            let layer = match next.layers.get(type_url) {
-                Some(older) => Layer::next(older, map),
-                None => Arc::new(Layer::new(map)),
-            };
-            next.layers.insert(type_url, layer);
-        }
-        self.classes.insert(class.clone(), next);
-        true
+        let layers = PUSH_ORDER
+            .into_iter()
+            .map(|type_url| {
+                let map = fresh.remove(type_url).unwrap_or_default();
+                let layer = match old.layers.remove(type_url) {
+                    Some(older) => Layer::next(&older, map),
+                    None => Arc::new(Layer::new(map)),
+                };
+                (type_url, layer)
+            })
+            .collect();
+        Some(ClassLayers { layers, unresolved })
     }
 
-    /// Translates every resource of `config`; true with them when a route config has a
-    /// target that did not resolve.
-    fn translate_all(&mut self, config: &ProxyConfig, bind: Option<IpAddr>) -> (Translated, bool) {
-        let mut out = Translated::new();
-        let mut unresolved = false;
-        for resource in config.resources.values() {
-            if let Resource::RouteConfig(rc) = resource {
-                unresolved |= rc.value.virtual_hosts.iter().any(|vh| {
-                    vh.value.routes.iter().any(|r| match &r.action {
-                        RouteAction::Forward(f) => {
-                            f.clusters.iter().any(|c| c.target == Target::Unresolved)
-                                || f.mirrors.iter().any(|m| m.cluster == Target::Unresolved)
-                        }
-                        RouteAction::Redirect(_) => false,
-                    })
-                });
+    /// `old` with the resources of `changed` as the class has them now. Endpoints are taken
+    /// by kind (the model keeps them by cluster, not by key), the rest one by one.
+    fn patch_class(
+        &mut self,
+        mesh: &Mesh,
+        proxy: &ObjectKey,
+        bind: Option<IpAddr>,
+        mut old: ClassLayers,
+        changed: &BTreeSet<ResourceKey>,
+    ) -> Option<ClassLayers> {
+        let (endpoints, keyed): (Vec<&ResourceKey>, Vec<&ResourceKey>) = changed
+            .iter()
+            .partition(|k| k.kind == ResourceType::Endpoints);
+        let mut patches: BTreeMap<&'static str, Patch> = BTreeMap::new();
+        for (key, resource) in mesh.class_resources(proxy, keyed)? {
+            let type_url = remora_envoy::type_url(key.kind);
+            if key.kind == ResourceType::RouteConfig {
+                old.unresolved.remove(&*key.name);
             }
-            let kind = resource.kind();
-            let key = (
-                kind,
-                resource.hash(),
-                bind.filter(|_| kind == ResourceType::Listener),
-            );
-            let translated = match self.translated.get(&key) {
-                Some(t) => t.clone(),
-                None => {
-                    let options = Options {
-                        bind_outbound_to: key.2,
-                        ..self.base.clone()
-                    };
-                    let t = Arc::new(translate_with(resource, &options, &mut self.caches));
-                    self.translated.insert(key, t.clone());
-                    t
+            let entry = match resource {
+                Some(resource) => {
+                    let (translated, unresolved) = self.translate(&resource, bind);
+                    if unresolved {
+                        old.unresolved.insert(translated.name.clone());
+                    }
+                    (translated.name.clone(), Some(translated))
                 }
+                None => (key.name.to_string(), None),
             };
-            out.entry(remora_envoy::type_url(kind))
+            patches.entry(type_url).or_default().push(entry);
+        }
+        // The cluster for unresolved targets is there while some route config needs it.
+        let needed = !old.unresolved.is_empty();
+        let held = old
+            .layers
+            .get(snapshot::CLUSTER)
+            .is_some_and(|l| l.map().contains_key(&self.unresolved.name));
+        if needed != held {
+            patches.entry(snapshot::CLUSTER).or_default().push((
+                self.unresolved.name.clone(),
+                needed.then(|| self.unresolved.clone()),
+            ));
+        }
+        for (type_url, patch) in patches {
+            let older = old
+                .layers
+                .get(type_url)
+                .cloned()
+                .unwrap_or_else(Layer::empty);
+            old.layers.insert(type_url, Layer::patched(&older, patch));
+        }
+        if !endpoints.is_empty() {
+            let config = mesh.class_config_of(proxy, &[ResourceType::Endpoints])?;
+            let (mut fresh, _) = self.translate_all(&config, bind);
+            let map = fresh.remove(snapshot::ENDPOINT).unwrap_or_default();
+            let older = old
+                .layers
+                .get(snapshot::ENDPOINT)
+                .cloned()
+                .unwrap_or_else(Layer::empty);
+            old.layers
+                .insert(snapshot::ENDPOINT, Layer::next(&older, map));
+        }
+        Some(old)
+    }
+
+    /// Translates every resource of `config`; with them, the route configs that have a
+    /// target that did not resolve.
+    fn translate_all(
+        &mut self,
+        config: &ProxyConfig,
+        bind: Option<IpAddr>,
+    ) -> (Translated, BTreeSet<String>) {
+        let mut out = Translated::new();
+        let mut unresolved = BTreeSet::new();
+        for resource in config.resources.values() {
+            let (translated, has_unresolved) = self.translate(resource, bind);
+            if has_unresolved {
+                unresolved.insert(translated.name.clone());
+            }
+            out.entry(remora_envoy::type_url(resource.kind()))
                 .or_default()
                 .insert(translated.name.clone(), translated);
         }
         (out, unresolved)
+    }
+
+    /// One resource translated (once per content), and whether it is a route config with a
+    /// target that did not resolve.
+    fn translate(
+        &mut self,
+        resource: &Resource,
+        bind: Option<IpAddr>,
+    ) -> (Arc<EnvoyResource>, bool) {
+        let unresolved = match resource {
+            Resource::RouteConfig(rc) => rc.value.virtual_hosts.iter().any(|vh| {
+                vh.value.routes.iter().any(|r| match &r.action {
+                    RouteAction::Forward(f) => {
+                        f.clusters.iter().any(|c| c.target == Target::Unresolved)
+                            || f.mirrors.iter().any(|m| m.cluster == Target::Unresolved)
+                    }
+                    RouteAction::Redirect(_) => false,
+                })
+            }),
+            _ => false,
+        };
+        let kind = resource.kind();
+        let key = (
+            kind,
+            resource.hash(),
+            bind.filter(|_| kind == ResourceType::Listener),
+        );
+        if let Some(t) = self.translated.get(&key) {
+            return (t.clone(), unresolved);
+        }
+        let options = Options {
+            bind_outbound_to: key.2,
+            ..self.base.clone()
+        };
+        let t = Arc::new(translate_with(resource, &options, &mut self.caches));
+        self.translated.insert(key, t.clone());
+        (t, unresolved)
     }
 
     /// Drops translations and class parts no snapshot holds any more.

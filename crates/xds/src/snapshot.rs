@@ -166,6 +166,51 @@ impl Layer {
         Arc::new(layer)
     }
 
+    /// The layer that replaces `older` with `patch` applied: each name set to its new entry
+    /// (`None`: removed). Takes time in the patch's size and one copy of `older`'s map, not
+    /// a walk comparing every resource; `older` itself when nothing differs.
+    pub fn patched(
+        older: &Arc<Layer>,
+        patch: impl IntoIterator<Item = (String, Option<Arc<EnvoyResource>>)>,
+    ) -> Arc<Layer> {
+        let mut map: Option<ResourceMap> = None;
+        let mut digest = older.digest;
+        let mut changed = Vec::new();
+        for (name, new) in patch {
+            let map = map.get_or_insert_with(|| older.map.clone());
+            let old = match &new {
+                Some(new) if map.get(&name).is_some_and(|old| same_resource(old, new)) => {
+                    continue;
+                }
+                Some(new) => {
+                    digest.add(&name, new);
+                    map.insert(name.clone(), new.clone())
+                }
+                None => map.remove(&name),
+            };
+            if let Some(old) = &old {
+                digest.take(&name, old);
+            }
+            if old.is_some() || new.is_some() {
+                changed.push(name);
+            }
+        }
+        let Some(map) = map.filter(|_| !changed.is_empty()) else {
+            return older.clone();
+        };
+        changed.sort_unstable();
+        changed.dedup();
+        Arc::new(Layer {
+            map,
+            digest,
+            id: LAYER_IDS.fetch_add(1, AtomicOrdering::Relaxed),
+            lineage: Some(Lineage {
+                parent: older.id,
+                changed,
+            }),
+        })
+    }
+
     /// The empty layer, one shared by all.
     pub fn empty() -> Arc<Layer> {
         EMPTY_LAYER.clone()
@@ -292,6 +337,11 @@ impl Resources {
             digest,
             version: digest.version().into(),
         }
+    }
+
+    /// The layer shared with other sets.
+    pub fn shared(&self) -> &Arc<Layer> {
+        &self.shared
     }
 
     /// The proxy's own layer.
@@ -829,6 +879,35 @@ pub(crate) mod tests {
                     flat(&newer).keys().eq(flat(&older).keys())
                 );
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// A layer patched name by name is the layer a whole new map gives: the same
+        /// content, version, lineage and diff.
+        #[test]
+        fn a_patched_layer_is_the_layer_of_its_content(
+            older in small_map(),
+            newer in small_map(),
+            own in small_map(),
+        ) {
+            let older_layer = Arc::new(Layer::new(older.clone()));
+            let names: BTreeSet<String> = older.keys().chain(newer.keys()).cloned().collect();
+            let patch = names.into_iter().map(|n| {
+                let entry = newer.get(&n).cloned();
+                (n, entry)
+            });
+            let patched = Layer::patched(&older_layer, patch);
+            let next = Layer::next(&older_layer, newer.clone());
+            proptest::prop_assert_eq!(Arc::ptr_eq(&patched, &older_layer), Arc::ptr_eq(&next, &older_layer));
+            proptest::prop_assert_eq!(patched.changed_since(&older_layer), next.changed_since(&older_layer));
+            let from_patch = Resources::new(patched, own.clone());
+            let from_map = Resources::new(Arc::new(Layer::new(newer)), own.clone());
+            proptest::prop_assert_eq!(flat(&from_patch), flat(&from_map));
+            proptest::prop_assert_eq!(from_patch.version(), from_map.version());
+            proptest::prop_assert_eq!(from_patch.response_bytes(), from_map.response_bytes());
+            let older_set = Resources::new(older_layer, own);
+            proptest::prop_assert_eq!(seen(&from_patch.diff(&older_set)), reference_diff(&from_patch, &older_set));
         }
     }
 

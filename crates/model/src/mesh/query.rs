@@ -87,6 +87,23 @@ impl Mesh {
         Some(ProxyConfig { resources })
     }
 
+    /// Some of [`Mesh::class_config`]'s resources by key, each as the proxy's class has it
+    /// now (`None`: it no longer has it), so that a change to a few resources is taken in
+    /// by looking up those alone. Endpoints are not kept by key; [`Mesh::class_config_of`]
+    /// gives them by kind.
+    pub fn class_resources<'k>(
+        &self,
+        proxy: &ObjectKey,
+        keys: impl IntoIterator<Item = &'k ResourceKey>,
+    ) -> Option<Vec<(&'k ResourceKey, Option<Resource>)>> {
+        let class = self.classes.of_proxy(proxy)?;
+        Some(
+            keys.into_iter()
+                .map(|key| (key, class.resources.get(key).cloned()))
+                .collect(),
+        )
+    }
+
     /// The part of a proxy's config that is its own: what brings traffic to its application.
     pub fn own_config(&self, proxy: &ObjectKey) -> Option<ProxyConfig> {
         let state = self.classes.proxies.get(proxy)?;
