@@ -84,11 +84,6 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         )
         .await?;
     let at_ready = server.sample();
-    let index: HashMap<String, usize> = proxies
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.to_string(), i))
-        .collect();
 
     let endpoint = endpoint(&ready)?;
     let mut running = connect(&args, &endpoint, &proxies);
@@ -129,7 +124,7 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
     let mut changes = Vec::new();
     let mut affected_by_round = Vec::new();
     for number in 1..=args.changes {
-        match change(&mut server, &mut running, &index, number, &args).await {
+        match change(&mut server, &mut running, proxies.len(), number, &args).await {
             Ok((result, affected)) => {
                 changes.push(result);
                 affected_by_round.push(affected);
@@ -331,7 +326,7 @@ type Expectations = Arc<HashMap<usize, Vec<Expected>>>;
 async fn change(
     server: &mut Server,
     running: &mut Running,
-    index: &HashMap<String, usize>,
+    proxies: usize,
     number: u32,
     args: &RunArgs,
 ) -> Result<(ChangeResult, Expectations), Error> {
@@ -348,7 +343,7 @@ async fn change(
         .bounded(
             "the server to apply and publish the change",
             args.change_timeout,
-            read_change(&mut server.lines, index),
+            read_change(&mut server.lines, proxies),
         )
         .await?;
     let expected: Expectations = Arc::new(expected);
@@ -406,7 +401,7 @@ async fn change(
 /// The server's report of a change: the summary, then what each affected proxy must get.
 async fn read_change(
     lines: &mut Lines<BufReader<ChildStdout>>,
-    index: &HashMap<String, usize>,
+    proxies: usize,
 ) -> Result<(Changed, HashMap<usize, Vec<Expected>>), Error> {
     let mut changed = None;
     let mut expected: HashMap<usize, Vec<Expected>> = HashMap::new();
@@ -415,9 +410,6 @@ async fn read_change(
         match line.parse().map_err(Error::Protocol)? {
             Line::Changed(c) => changed = Some(c),
             Line::Expect(e) => {
-                let proxy = *index
-                    .get(&e.proxy)
-                    .ok_or_else(|| Error::Protocol(format!("unknown proxy {:?}", e.proxy)))?;
                 let type_url = served_type(&e.type_url)
                     .ok_or_else(|| Error::Protocol(format!("unknown type {:?}", e.type_url)))?;
                 let want = match e.version {
@@ -427,12 +419,18 @@ async fn read_change(
                     ),
                     None => Want::Removed,
                 };
-                expected.entry(proxy).or_default().push(Expected {
-                    type_url,
-                    name: e.name.into(),
-                    want,
-                    bytes: e.bytes,
-                });
+                let name: Arc<str> = e.name.into();
+                for proxy in e.proxies {
+                    if proxy >= proxies {
+                        return Err(Error::Protocol(format!("unknown proxy {proxy}")));
+                    }
+                    expected.entry(proxy).or_default().push(Expected {
+                        type_url,
+                        name: name.clone(),
+                        want,
+                        bytes: e.bytes,
+                    });
+                }
             }
             Line::Done => {
                 let changed = changed

@@ -38,15 +38,19 @@ pub struct Changed {
     pub what: String,
     pub apply: Duration,
     pub publish: Duration,
-    /// Proxies whose config changed; as many [`Line::Expect`] lines follow for each
-    /// resource of theirs that changed.
+    /// Proxies whose config changed; [`Line::Expect`] lines follow naming each of them
+    /// with each resource of theirs that changed.
     pub affected: usize,
 }
 
-/// One resource a proxy must end up with, or without.
+/// One resource some proxies must end up with, or without: one line for every proxy that
+/// expects the same, so that the report of a change that reaches ten thousand proxies is a
+/// few lines, not ten thousand, for the server to write and the driver to read while the
+/// proxies converge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expect {
-    pub proxy: String,
+    /// The proxies, by their place among the [`Line::Proxy`] lines.
+    pub proxies: Vec<usize>,
     pub type_url: String,
     pub name: String,
     /// The resource's new version (the hex xxh3 of its encoding); `None`: it was removed.
@@ -94,15 +98,21 @@ impl fmt::Display for Line {
                 c.publish.as_micros(),
                 c.affected
             ),
-            Line::Expect(e) => write!(
-                f,
-                "expect\t{}\t{}\t{}\t{}\t{}",
-                e.proxy,
-                e.type_url,
-                e.name,
-                e.version.as_deref().unwrap_or("-"),
-                e.bytes
-            ),
+            Line::Expect(e) => {
+                write!(f, "expect\t")?;
+                for (i, proxy) in e.proxies.iter().enumerate() {
+                    let comma = if i == 0 { "" } else { "," };
+                    write!(f, "{comma}{proxy}")?;
+                }
+                write!(
+                    f,
+                    "\t{}\t{}\t{}\t{}",
+                    e.type_url,
+                    e.name,
+                    e.version.as_deref().unwrap_or("-"),
+                    e.bytes
+                )
+            }
             Line::Done => write!(f, "done"),
             Line::Heap(kib, peak) => write!(f, "heap\t{kib}\t{peak}"),
             Line::Refused(counts) => {
@@ -151,8 +161,11 @@ impl FromStr for Line {
                 publish: micros(publish)?,
                 affected: affected.parse().map_err(|_| bad())?,
             })),
-            ["expect", proxy, type_url, name, version, bytes] => Ok(Line::Expect(Expect {
-                proxy: proxy.to_owned(),
+            ["expect", proxies, type_url, name, version, bytes] => Ok(Line::Expect(Expect {
+                proxies: proxies
+                    .split(',')
+                    .map(|p| p.parse().map_err(|_| bad()))
+                    .collect::<Result<_, _>>()?,
                 type_url: type_url.to_owned(),
                 name: name.to_owned(),
                 version: (version != "-").then(|| version.to_owned()),
@@ -198,14 +211,14 @@ mod tests {
                 affected: 200,
             }),
             Line::Expect(Expect {
-                proxy: "team-02/auth-50-v1-0".into(),
+                proxies: vec![0, 7, 9999],
                 type_url: remora_xds::snapshot::ROUTE.into(),
                 name: "8080".into(),
                 version: Some("00ff00ff00ff00ff".into()),
                 bytes: 1234,
             }),
             Line::Expect(Expect {
-                proxy: "a/b".into(),
+                proxies: vec![3],
                 type_url: remora_xds::snapshot::CLUSTER.into(),
                 name: "gone".into(),
                 version: None,
@@ -220,5 +233,6 @@ mod tests {
         }
         assert!("ready\t1".parse::<Line>().is_err());
         assert!("proxy".parse::<Line>().is_err());
+        assert!("expect\t1,x\tt\tn\t-\t0".parse::<Line>().is_err());
     }
 }

@@ -9,13 +9,18 @@
 //! control plane.
 
 use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
     io::{self, BufRead, BufWriter, Write},
     net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
     time::Instant,
 };
 
 use remora_envoy::Options;
-use remora_model::input::{Event, MeshSettings};
+use remora_model::{
+    config::ResourceKey,
+    input::{Event, MeshSettings, ObjectKey},
+};
 use remora_runtime::{Pipeline, Serving, drain};
 use remora_synthetic::Synthetic;
 use remora_xds::{Refusal, Refusals};
@@ -90,7 +95,8 @@ pub fn serve(args: ServeArgs) -> Result<(), Error> {
     writeln!(out, "{}", Line::Ready(ready)).map_err(Error::Pipe)?;
     out.flush().map_err(Error::Pipe)?;
     let changes = Changes::new(&synthetic, args.change_kind);
-    let answered = answer(&mut pipeline, changes, &refusals, &mut out);
+    let places: Places = known.into_iter().enumerate().map(|(i, p)| (p, i)).collect();
+    let answered = answer(&mut pipeline, changes, &places, &refusals, &mut out);
 
     stop.send_replace(true);
     runtime.block_on(async {
@@ -164,13 +170,14 @@ fn publish(synthetic: &Synthetic, settings: MeshSettings) -> (Pipeline, Ready) {
 fn answer(
     pipeline: &mut Pipeline,
     mut changes: Changes<'_>,
+    places: &Places,
     refusals: &Refusals,
     out: &mut impl Write,
 ) -> Result<(), Error> {
     for command in io::stdin().lock().lines() {
         let command = command.map_err(Error::Pipe)?;
         match command.trim() {
-            protocol::CHANGE => change(pipeline, changes.next_change(), out)?,
+            protocol::CHANGE => change(pipeline, changes.next_change(), places, out)?,
             protocol::HEAP => {
                 let heap = Line::Heap(crate::heap_kib(), crate::heap_peak_kib());
                 writeln!(out, "{heap}").map_err(Error::Pipe)?;
@@ -190,8 +197,19 @@ fn answer(
     Ok(())
 }
 
+/// Each proxy's place among the `proxy` lines, by which change reports name it.
+type Places = HashMap<ObjectKey, usize>;
+
+/// What a change report says of one resource: type, name, version and length.
+type Wanted = (&'static str, Arc<str>, Option<String>, usize);
+
 /// Applies one change and reports which proxies must receive what.
-fn change(pipeline: &mut Pipeline, change: Change, out: &mut impl Write) -> Result<(), Error> {
+fn change(
+    pipeline: &mut Pipeline,
+    change: Change,
+    places: &Places,
+    out: &mut impl Write,
+) -> Result<(), Error> {
     let step = pipeline.apply(change.events);
     let affected = step.changes.proxies();
     let changed = Changed {
@@ -202,21 +220,45 @@ fn change(pipeline: &mut Pipeline, change: Change, out: &mut impl Write) -> Resu
     };
     writeln!(out, "{}", Line::Changed(changed)).map_err(Error::Pipe)?;
     let cache = &pipeline.state().cache;
+    let groups: HashMap<&ObjectKey, &BTreeSet<ResourceKey>> = step
+        .changes
+        .groups
+        .iter()
+        .flat_map(|g| g.proxies.iter().map(move |p| (p, &*g.resources)))
+        .collect();
+    let mut wanted: BTreeMap<Wanted, Vec<usize>> = BTreeMap::new();
     for proxy in affected {
-        let id = proxy.clone();
-        let snapshot = cache.get(&id).unwrap_or_default();
-        for key in step.changes.resources_of(proxy) {
+        let place = *places
+            .get(proxy)
+            .ok_or_else(|| Error::Protocol(format!("{proxy} is no proxy the driver knows")))?;
+        let snapshot = cache.get(proxy).unwrap_or_default();
+        let keys = groups
+            .get(proxy)
+            .into_iter()
+            .copied()
+            .flatten()
+            .chain(step.changes.own.get(proxy).into_iter().flatten())
+            .collect::<BTreeSet<_>>();
+        for key in keys {
             let type_url = remora_envoy::type_url(key.kind);
             let resource = snapshot.get(type_url, &key.name);
-            let expect = Expect {
-                proxy: id.to_string(),
-                type_url: type_url.into(),
-                name: key.name.to_string(),
-                version: resource.map(|r| r.version.clone()),
-                bytes: resource.map_or(0, |r| r.any.value.len()),
-            };
-            writeln!(out, "{}", Line::Expect(expect)).map_err(Error::Pipe)?;
+            let version = resource.map(|r| r.version.clone());
+            let bytes = resource.map_or(0, |r| r.any.value.len());
+            wanted
+                .entry((type_url, key.name.clone(), version, bytes))
+                .or_default()
+                .push(place);
         }
+    }
+    for ((type_url, name, version, bytes), proxies) in wanted {
+        let expect = Expect {
+            proxies,
+            type_url: type_url.into(),
+            name: name.to_string(),
+            version,
+            bytes,
+        };
+        writeln!(out, "{}", Line::Expect(expect)).map_err(Error::Pipe)?;
     }
     writeln!(out, "{}", Line::Done).map_err(Error::Pipe)
 }
