@@ -61,7 +61,7 @@ impl Default for TypeState {
 }
 
 impl PerType for TypeState {
-    fn refresh(&mut self, set: Resources) {
+    fn refresh(&mut self, set: &Resources) {
         let (wildcard, names) = (self.wildcard, &mut self.names);
         self.wanted.refresh(set, |set| {
             if wildcard {

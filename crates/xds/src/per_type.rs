@@ -15,7 +15,7 @@ use crate::{
 /// A state machine's state of one type, as the shared logic reads it.
 pub(crate) trait PerType {
     /// Brings the part wanted up to `set`, the snapshot's set of this type.
-    fn refresh(&mut self, set: Resources);
+    fn refresh(&mut self, set: &Resources);
     fn wanted(&self) -> &Wanted;
     fn answers(&self) -> &Answers;
     /// The version last sent (or, after a reconnect, the one the proxy said it holds).
@@ -31,10 +31,12 @@ pub(crate) struct Wanted(Option<(Resources, Resources)>);
 
 impl Wanted {
     /// Picks the part of `set` wanted, unless `set` is the one it was picked from.
-    pub(crate) fn refresh(&mut self, set: Resources, pick: impl FnOnce(&Resources) -> Resources) {
-        if self.0.as_ref().is_none_or(|(from, _)| *from != set) {
-            let wanted = pick(&set);
-            self.0 = Some((set, wanted));
+    /// Taken by reference and cloned only when it differs: a clone touches reference
+    /// counts that every stream of a class shares.
+    pub(crate) fn refresh(&mut self, set: &Resources, pick: impl FnOnce(&Resources) -> Resources) {
+        if self.0.as_ref().is_none_or(|(from, _)| from != set) {
+            let wanted = pick(set);
+            self.0 = Some((set.clone(), wanted));
         }
     }
 
@@ -142,7 +144,7 @@ impl Answers {
 /// Brings every type's part wanted up to `snapshot`, and tells whether removals wait.
 pub(crate) fn refresh<S: PerType>(types: &mut ByType<S>, snapshot: &Snapshot) -> Removals {
     for (type_url, state) in types.iter_mut() {
-        state.refresh(snapshot.resources(type_url));
+        state.refresh(snapshot.set(type_url));
     }
     Removals {
         routes_settled: [LISTENER, ROUTE].iter().all(|t| {

@@ -121,7 +121,7 @@ impl TypeState {
 }
 
 impl PerType for TypeState {
-    fn refresh(&mut self, set: Resources) {
+    fn refresh(&mut self, set: &Resources) {
         if let Some(interest) = &mut self.interest {
             self.wanted.refresh(set, |set| interest.pick(set));
         }
