@@ -8,7 +8,7 @@
 
 use std::{cmp::Ordering, collections::BTreeSet, iter::Peekable};
 
-use crate::snapshot::Resources;
+use crate::snapshot::{Resources, names_sum};
 
 /// A stream's subscribed names of one type, split into the resources of a snapshot's set they
 /// name and the names that set lacks.
@@ -59,6 +59,19 @@ impl Names {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether `names` are these names, in whatever order: told by their count and
+    /// [`names_sum`], without sorting them. Every state-of-the-world ACK repeats the whole
+    /// subscription (thousands of route config names); this costs a hash per name instead of
+    /// a sorted copy. Names repeated in `names` make the counts differ: not alike.
+    pub fn named_alike(&self, names: &[String]) -> bool {
+        names.len() == self.len()
+            && names_sum(names.iter().map(String::as_str))
+                == self
+                    .found
+                    .names_sum()
+                    .wrapping_add(names_sum(self.missing.iter().map(String::as_str)))
     }
 
     /// Whether `name` is one of the names.
@@ -174,5 +187,21 @@ mod tests {
             .map(|(n, r)| format!("{n}@{}", r.version))
             .collect();
         assert_eq!(picked, ["a@3"]);
+    }
+
+    #[test]
+    fn names_are_alike_in_any_order_and_not_when_one_differs_or_repeats() {
+        let v1 = set(&[("a", "1"), ("b", "1")]);
+        let names = Names::new(["a", "b", "z"], &v1);
+        let list = |l: &[&str]| l.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert!(names.named_alike(&list(&["z", "a", "b"])));
+        assert!(names.named_alike(&list(&["a", "b", "z"])));
+        assert!(!names.named_alike(&list(&["a", "b", "y"])), "one differs");
+        assert!(!names.named_alike(&list(&["a", "b"])), "one fewer");
+        assert!(
+            !names.named_alike(&list(&["a", "b", "z", "z"])),
+            "one repeated"
+        );
+        assert!(Names::default().named_alike(&[]));
     }
 }

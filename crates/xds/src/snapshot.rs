@@ -100,6 +100,14 @@ fn name_hash(name: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(name.as_bytes())
 }
 
+/// The sum of one hash per name, as a set's digest keeps it: equal for the same distinct
+/// names in any order, so two lists of names compare without sorting either.
+pub fn names_sum<'a>(names: impl IntoIterator<Item = &'a str>) -> u128 {
+    names
+        .into_iter()
+        .fold(0, |sum: u128, name| sum.wrapping_add(name_hash(name)))
+}
+
 /// About the most bytes one resource takes in a response of either protocol flavour, with
 /// its name and version.
 fn response_bytes(name: &str, r: &EnvoyResource) -> usize {
@@ -390,6 +398,11 @@ impl Resources {
     /// Whether both sets name the same resources, whatever their versions.
     pub fn same_names(&self, other: &Resources) -> bool {
         self.digest.len == other.digest.len && self.digest.names == other.digest.names
+    }
+
+    /// [`names_sum`] of its names, kept as the set was built.
+    pub fn names_sum(&self) -> u128 {
+        self.digest.names
     }
 
     /// About the most bytes this set's resources take in a response.

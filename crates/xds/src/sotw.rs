@@ -5,8 +5,6 @@
 //! drops it when no listener or cluster names it any more. So a change to one route config
 //! sends that one, not every route config the proxy holds.
 
-use std::collections::BTreeSet;
-
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
@@ -48,13 +46,12 @@ impl Interest {
             }
             Interest::All
         } else {
-            let asked: BTreeSet<&str> = names.iter().map(String::as_str).collect();
             if let Some(Interest::Names(held)) = current
-                && held.iter().eq(asked.iter().copied())
+                && held.named_alike(names)
             {
                 return false;
             }
-            Interest::Names(Names::new(asked, set))
+            Interest::Names(Names::new(names.iter().map(String::as_str), set))
         };
         *current = Some(next);
         true
