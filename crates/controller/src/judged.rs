@@ -35,7 +35,7 @@ fn judge(snapshot: Option<&Snapshot>, status: &ProxySync) -> ProxyHealth {
     let acked = status
         .types
         .iter()
-        .all(|(type_url, t)| t.acked.as_deref() == Some(snapshot.resources(type_url).version()));
+        .all(|(type_url, t)| t.acked.as_deref() == Some(snapshot.set(type_url).version()));
     if acked {
         ProxyHealth::Acked
     } else {

@@ -52,6 +52,16 @@ struct ClassLayers {
     unresolved: BTreeSet<String>,
 }
 
+impl ClassLayers {
+    /// The layer of one type (the empty one for a type the class has none of).
+    fn layer(&self, type_url: &str) -> Arc<Layer> {
+        self.layers
+            .get(type_url)
+            .cloned()
+            .unwrap_or_else(Layer::empty)
+    }
+}
+
 /// Turns the model's changes into new snapshots in the cache, keeping what it translated
 /// for the next publish.
 pub struct Publisher {
@@ -190,11 +200,7 @@ impl Publisher {
             return;
         };
         let snapshot = Snapshot::new(PUSH_ORDER.into_iter().map(|type_url| {
-            let layer = shared
-                .layers
-                .get(type_url)
-                .cloned()
-                .unwrap_or_else(Layer::empty);
+            let layer = shared.layer(type_url);
             let set = match &last {
                 Some(last) if Arc::ptr_eq(last.set(type_url).shared(), &layer) => {
                     last.set(type_url).clone()
@@ -285,7 +291,7 @@ impl Publisher {
                 Some(resource) => {
                     let (translated, unresolved) = self.translate(&resource, bind);
                     if unresolved {
-                        old.unresolved.insert(translated.name.clone());
+                        old.unresolved.insert(key.name.to_string());
                     }
                     (translated.name.clone(), Some(translated))
                 }
@@ -306,24 +312,15 @@ impl Publisher {
             ));
         }
         for (type_url, patch) in patches {
-            let older = old
-                .layers
-                .get(type_url)
-                .cloned()
-                .unwrap_or_else(Layer::empty);
-            old.layers.insert(type_url, Layer::patched(&older, patch));
+            let layer = Layer::patched(&old.layer(type_url), patch);
+            old.layers.insert(type_url, layer);
         }
         if !endpoints.is_empty() {
             let config = mesh.class_config_of(proxy, &[ResourceType::Endpoints])?;
             let (mut fresh, _) = self.translate_all(&config, bind);
             let map = fresh.remove(snapshot::ENDPOINT).unwrap_or_default();
-            let older = old
-                .layers
-                .get(snapshot::ENDPOINT)
-                .cloned()
-                .unwrap_or_else(Layer::empty);
-            old.layers
-                .insert(snapshot::ENDPOINT, Layer::next(&older, map));
+            let layer = Layer::next(&old.layer(snapshot::ENDPOINT), map);
+            old.layers.insert(snapshot::ENDPOINT, layer);
         }
         Some(old)
     }

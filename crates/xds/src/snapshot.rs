@@ -185,11 +185,18 @@ impl Layer {
         let mut digest = older.digest;
         let mut changed = Vec::new();
         for (name, new) in patch {
+            let current = map.as_ref().unwrap_or(&older.map).get(&name);
+            let unchanged = match (&new, current) {
+                (Some(new), Some(old)) => same_resource(old, new),
+                (None, None) => true,
+                _ => false,
+            };
+            if unchanged {
+                continue;
+            }
+            // Copied once something differs: a patch that changes nothing costs no copy.
             let map = map.get_or_insert_with(|| older.map.clone());
             let old = match &new {
-                Some(new) if map.get(&name).is_some_and(|old| same_resource(old, new)) => {
-                    continue;
-                }
                 Some(new) => {
                     digest.add(&name, new);
                     map.insert(name.clone(), new.clone())
@@ -199,11 +206,9 @@ impl Layer {
             if let Some(old) = &old {
                 digest.take(&name, old);
             }
-            if old.is_some() || new.is_some() {
-                changed.push(name);
-            }
+            changed.push(name);
         }
-        let Some(map) = map.filter(|_| !changed.is_empty()) else {
+        let Some(map) = map else {
             return older.clone();
         };
         changed.sort_unstable();
