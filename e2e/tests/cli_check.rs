@@ -65,6 +65,18 @@ fn validating(ns: &str, ca_bundle: &Value, failure_policy: &str, port: u16) -> V
     })
 }
 
+/// Merges `config` ([`validating`]) into the test's webhook configuration.
+async fn patch_webhook(webhooks: &Api<ValidatingWebhookConfiguration>, ns: &str, config: &Value) {
+    webhooks
+        .patch(
+            &format!("{ns}-check"),
+            &PatchParams::default(),
+            &Patch::Merge(config),
+        )
+        .await
+        .expect("the webhook configuration patched");
+}
+
 /// [`check`] off the runtime's threads, which serve the controller meanwhile.
 async fn check_async(
     kubeconfig: &str,
@@ -188,14 +200,7 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
     let bundle = ByteString(ca.bundle().to_pem().into_bytes());
     let bundle = serde_json::to_value(&bundle).expect("base64");
     let fix = validating(&ns, &bundle, "Fail", 443);
-    webhooks
-        .patch(
-            &format!("{ns}-check"),
-            &PatchParams::default(),
-            &Patch::Merge(&fix),
-        )
-        .await
-        .expect("a usable CA bundle");
+    patch_webhook(&webhooks, &ns, &fix).await;
     let service: Service = serde_json::from_value(json!({
         "metadata": {"name": "remora"},
         "spec": {"clusterIP": "None", "ports": [{"name": "https-webhook", "port": 443}]},
@@ -224,14 +229,7 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
     // then sets its CA bundle there, and nothing here writes it again.
     let port = injection::free_port();
     let port_fix = validating(&ns, &bundle, "Fail", port);
-    webhooks
-        .patch(
-            &format!("{ns}-check"),
-            &PatchParams::default(),
-            &Patch::Merge(&port_fix),
-        )
-        .await
-        .expect("the webhook's port");
+    patch_webhook(&webhooks, &ns, &port_fix).await;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     services
         .delete("remora", &DeleteParams::default())
