@@ -2,6 +2,9 @@
 //! content and shared by every proxy that holds them: ten thousand proxies of one class cost
 //! one translation of their common clusters, not ten thousand.
 
+mod members;
+mod pool;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
@@ -18,6 +21,9 @@ use remora_xds::{
     Snapshot, SnapshotCache,
     snapshot::{self, Layer, PUSH_ORDER, ResourceMap, Resources},
 };
+
+use members::Members;
+use pool::{LayerPool, Patch};
 
 /// Picks the address a proxy's outbound listeners bind to (`None`: the wildcard).
 type BindOutbound = Box<dyn Fn(&ObjectKey) -> Option<IpAddr> + Send + Sync>;
@@ -36,9 +42,6 @@ struct ClassId {
 
 /// Translated resources by type.
 type Translated = BTreeMap<&'static str, ResourceMap>;
-
-/// New entries of one layer by name (`None`: removed).
-type Patch = Vec<(String, Option<Arc<EnvoyResource>>)>;
 
 /// What every proxy of a class shares, translated.
 #[derive(Default)]
@@ -77,6 +80,10 @@ pub struct Publisher {
     /// per Service port), encoded once each across every class.
     caches: Caches,
     classes: HashMap<ClassId, ClassLayers>,
+    /// Which class each proxy is in: a class goes with its last proxy.
+    members: Members,
+    /// One layer per content, whatever classes hold it.
+    pool: LayerPool,
     unresolved: Arc<EnvoyResource>,
 }
 
@@ -100,6 +107,8 @@ impl Publisher {
             pruned_at: 0,
             caches: Caches::default(),
             classes: HashMap::new(),
+            members: Members::default(),
+            pool: LayerPool::default(),
             unresolved: Arc::new(unresolved_cluster()),
         }
     }
@@ -109,7 +118,7 @@ impl Publisher {
     /// resources when they changed; the rest is taken from what was published before.
     pub fn publish(&mut self, mesh: &Mesh, changes: &Changes) {
         for proxy in &changes.gone {
-            self.cache.remove(proxy);
+            self.forget(proxy);
         }
         // Per class, what any of its proxies saw change: a proxy that just joined a class
         // may have seen other changes than the class's other members.
@@ -165,7 +174,7 @@ impl Publisher {
     ) {
         let id = proxy.clone();
         let Some(class) = self.class_of(mesh, proxy) else {
-            self.cache.remove(&id);
+            self.forget(&id);
             return;
         };
         if !built.contains(&class) {
@@ -174,7 +183,7 @@ impl Publisher {
                 by_class.get(&class).unwrap_or(&NONE)
             });
             if !self.update_class(mesh, proxy, &class, changed) {
-                self.cache.remove(&id);
+                self.forget(&id);
                 return;
             }
             built.insert(class.clone());
@@ -189,14 +198,14 @@ impl Publisher {
             Some(_) => BTreeMap::new(),
             None => {
                 let Some(config) = mesh.own_config(proxy) else {
-                    self.cache.remove(&id);
+                    self.forget(&id);
                     return;
                 };
                 self.translate_all(&config, class.bind).0
             }
         };
         let Some(shared) = self.classes.get(&class) else {
-            self.cache.remove(&id);
+            self.forget(&id);
             return;
         };
         let snapshot = Snapshot::new(PUSH_ORDER.into_iter().map(|type_url| {
@@ -211,6 +220,13 @@ impl Publisher {
             (type_url, set)
         }));
         self.cache.set(&id, Arc::new(snapshot));
+        self.members.join(&id, &class);
+    }
+
+    /// Takes a proxy out of the cache and of its class.
+    fn forget(&mut self, proxy: &ObjectKey) {
+        self.cache.remove(proxy);
+        self.members.leave(proxy);
     }
 
     /// Brings a class's shared part up to date: the resources of `changed` (every resource
@@ -254,17 +270,15 @@ impl Publisher {
                 .or_default()
                 .insert(self.unresolved.name.clone(), self.unresolved.clone());
         }
-        let layers = PUSH_ORDER
-            .into_iter()
-            .map(|type_url| {
-                let map = fresh.remove(type_url).unwrap_or_default();
-                let layer = match old.layers.remove(type_url) {
-                    Some(older) => Layer::next(&older, map),
-                    None => Arc::new(Layer::new(map)),
-                };
-                (type_url, layer)
-            })
-            .collect();
+        let mut layers = BTreeMap::new();
+        for type_url in PUSH_ORDER {
+            let map = fresh.remove(type_url).unwrap_or_default();
+            let layer = match old.layers.remove(type_url) {
+                Some(older) => Layer::next(&older, map),
+                None => Arc::new(Layer::new(map)),
+            };
+            layers.insert(type_url, self.pool.share(layer));
+        }
         Some(ClassLayers { layers, unresolved })
     }
 
@@ -312,14 +326,16 @@ impl Publisher {
             ));
         }
         for (type_url, patch) in patches {
-            let layer = Layer::patched(&old.layer(type_url), patch);
+            let layer = self.pool.patched(&old.layer(type_url), patch);
             old.layers.insert(type_url, layer);
         }
         if !endpoints.is_empty() {
             let config = mesh.class_config_of(proxy, &[ResourceType::Endpoints])?;
             let (mut fresh, _) = self.translate_all(&config, bind);
             let map = fresh.remove(snapshot::ENDPOINT).unwrap_or_default();
-            let layer = Layer::next(&old.layer(snapshot::ENDPOINT), map);
+            let layer = self
+                .pool
+                .share(Layer::next(&old.layer(snapshot::ENDPOINT), map));
             old.layers.insert(snapshot::ENDPOINT, layer);
         }
         Some(old)
@@ -383,10 +399,11 @@ impl Publisher {
         (t, unresolved)
     }
 
-    /// Drops translations and class parts no snapshot holds any more.
+    /// Drops the classes no proxy is in, and translations no snapshot holds any more.
     fn prune(&mut self) {
-        self.classes
-            .retain(|_, class| class.layers.values().any(|m| Arc::strong_count(m) > 1));
+        let members = &self.members;
+        self.classes.retain(|class, _| members.has(class));
+        self.pool.settle();
         if self.translated.len() > 2 * self.pruned_at.max(1024) {
             self.translated.retain(|_, r| Arc::strong_count(r) > 1);
             self.pruned_at = self.translated.len();
@@ -397,7 +414,10 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests {
-    use remora_model::input::{Event, Kind, MeshSettings, Object};
+    use remora_model::{
+        config::Addressing,
+        input::{Event, Kind, MeshSettings, Object},
+    };
     use remora_synthetic::{Shape, Synthetic};
 
     use super::*;
@@ -428,7 +448,10 @@ mod tests {
     /// publishing the whole mesh afresh gives it.
     #[test]
     fn publishing_changes_gives_what_publishing_everything_afresh_gives() {
-        for egress in [false, true] {
+        for (egress, addressing) in [false, true]
+            .into_iter()
+            .flat_map(|e| [(e, Addressing::Explicit), (e, Addressing::Captured)])
+        {
             let synthetic = Synthetic::new(Shape {
                 namespaces: 4,
                 shared_namespaces: 1,
@@ -439,7 +462,10 @@ mod tests {
                 seed: 7,
             });
             let objects = synthetic.objects();
-            let mut mesh = Mesh::new(MeshSettings::default());
+            let mut mesh = Mesh::new(MeshSettings {
+                addressing,
+                ..MeshSettings::default()
+            });
             drop(mesh.apply(objects.iter().cloned().map(Event::Upsert)));
             let cache = SnapshotCache::new();
             let mut incremental = publisher(&cache);
@@ -490,7 +516,7 @@ mod tests {
                 assert_eq!(
                     got,
                     content(&mesh, &fresh_cache),
-                    "egress {egress}, step {i}"
+                    "egress {egress}, {addressing:?}, step {i}"
                 );
                 saw_unresolved |= got
                     .values()
@@ -506,6 +532,54 @@ mod tests {
                 }
             }
             assert!(saw_unresolved, "some step made a target unresolved");
+        }
+    }
+
+    /// Without egress scopes, proxies of every namespace hold one layer per type, not a
+    /// copy per class, also after a change.
+    #[test]
+    fn classes_of_equal_content_hold_one_layer() {
+        let synthetic = Synthetic::new(Shape {
+            namespaces: 4,
+            shared_namespaces: 1,
+            services: 12,
+            pods: 40,
+            routes: 20,
+            egress: false,
+            seed: 7,
+        });
+        let mut mesh = Mesh::new(MeshSettings {
+            addressing: Addressing::Captured,
+            ..MeshSettings::default()
+        });
+        drop(mesh.apply(synthetic.objects().into_iter().map(Event::Upsert)));
+        let cache = SnapshotCache::new();
+        let mut publisher = publisher(&cache);
+        publisher.publish_all(&mesh);
+        for (step, route) in [None, Some(synthetic.route_change(3))]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(route) = route {
+                let changes = mesh.apply([Event::Upsert(route)]);
+                publisher.publish(&mesh, &changes);
+            }
+            for type_url in [snapshot::CLUSTER, snapshot::ROUTE] {
+                let held: Vec<(String, Arc<Layer>)> = mesh
+                    .proxies()
+                    .map(|p| {
+                        let snapshot = cache.get(p).expect("a snapshot");
+                        (p.namespace.clone(), snapshot.set(type_url).shared().clone())
+                    })
+                    .collect();
+                let namespaces: BTreeSet<&str> = held.iter().map(|(ns, _)| ns.as_str()).collect();
+                assert!(namespaces.len() > 1, "proxies of several namespaces");
+                let (_, first) = &held[0];
+                assert!(!first.map().is_empty(), "{type_url} shared");
+                for (ns, layer) in &held {
+                    assert!(Arc::ptr_eq(first, layer), "{type_url} of {ns}, step {step}");
+                }
+            }
         }
     }
 

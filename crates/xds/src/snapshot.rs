@@ -234,6 +234,12 @@ impl Layer {
         &self.map
     }
 
+    /// What tells layers' contents apart: equal for layers that hold the same resources at
+    /// the same versions, as equal set versions mean equal sets.
+    pub fn content(&self) -> (usize, u128) {
+        (self.digest.len, self.digest.sum)
+    }
+
     /// The names that may differ between `older` and this layer, when this layer knows
     /// (it replaced `older`, or is `older`).
     fn changed_since(&self, older: &Layer) -> Option<&[String]> {
