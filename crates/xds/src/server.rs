@@ -231,11 +231,8 @@ impl AdsServer {
         // The slots go with the response body: a stream hyper still holds counts.
         let (tx, response) = outbox::outbox(OUTBOX, ledger.clone(), (slot, proxy_slot));
         let span = info_span!("xds", proxy = %proxy, mode = ?M::MODE);
-        let server = self.clone();
-        tokio::spawn(
-            async move { server.serve::<M>(proxy, first, incoming, tx, ledger).await }
-                .instrument(span),
-        );
+        let serving = span.in_scope(|| self.clone().serve::<M>(proxy, first, incoming, tx, ledger));
+        tokio::spawn(serving.instrument(span));
         Ok(response)
     }
 

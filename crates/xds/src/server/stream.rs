@@ -2,7 +2,7 @@
 //! responses out through the response budget, until the proxy leaves, the stream fails, the
 //! server stops, or the stream reaches its age.
 
-use std::{pin::Pin, sync::Arc};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -108,14 +108,17 @@ async fn end_with(tx: &Outbox, status: Status) {
 }
 
 impl AdsServer {
-    pub(super) async fn serve<M: Machine>(
+    /// Serves the stream of `proxy` until it ends. The first request is taken in before the
+    /// stream's future exists: a future keeps its arguments for as long as it lives, and the
+    /// task of each of thousands of streams would keep a request it no longer needs.
+    pub(super) fn serve<M: Machine>(
         self,
         proxy: ObjectKey,
         first: M::Req,
         incoming: Requests<M::Req>,
         tx: Outbox,
         ledger: Arc<Ledger>,
-    ) {
+    ) -> impl Future<Output = ()> + Send + 'static {
         let stream = self.status.connected(&proxy, M::MODE);
         let lifetime = self.age.lifetime(fastrand::u64(..));
         info!("proxy connected");
@@ -130,9 +133,19 @@ impl AdsServer {
             ledger,
             owed: false,
         };
-        // Why the stream ends, when the proxy is to be told.
-        let mut failed = self.take(&mut s, &first).err();
-        drop(first);
+        let failed = self.take(&mut s, &first).err();
+        self.run(proxy, stream, lifetime, s, failed)
+    }
+
+    /// The stream's loop; `failed`: why the stream ends, when the proxy is to be told.
+    async fn run<M: Machine>(
+        self,
+        proxy: ObjectKey,
+        stream: u64,
+        lifetime: Duration,
+        mut s: Stream<M>,
+        mut failed: Option<Status>,
+    ) {
         while failed.is_none() {
             if !s.owed {
                 let request = tokio::select! {
@@ -170,7 +183,9 @@ impl AdsServer {
                     None => s.owed = true,
                 }
             }
-            let closed = s.owed && !self.answer(&mut s).await;
+            // Boxed: the future of an answer is large and lives only while one is built
+            // and queued, not while the stream waits.
+            let closed = s.owed && !Box::pin(self.answer(&mut s)).await;
             self.record(&proxy, stream, s.machine.status());
             if closed {
                 break;
