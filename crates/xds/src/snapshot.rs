@@ -319,13 +319,17 @@ fn same_resource(a: &Arc<EnvoyResource>, b: &Arc<EnvoyResource>) -> bool {
 }
 
 /// The resources of one type a proxy should hold: a shared layer and the proxy's own (which
-/// wins where both name a resource), with the version of the whole set.
+/// wins where both name a resource), with the version of the whole set. One reference
+/// counted pointer: a stream holds several sets per type, and thousands of streams do.
 #[derive(Clone, Debug)]
-pub struct Resources {
+pub struct Resources(Arc<Set>);
+
+#[derive(Debug)]
+struct Set {
     shared: Arc<Layer>,
     own: Arc<ResourceMap>,
     digest: Digest,
-    version: Arc<str>,
+    version: Box<str>,
 }
 
 impl Resources {
@@ -350,22 +354,22 @@ impl Resources {
             }
             digest.add(name, r);
         }
-        Resources {
+        Resources(Arc::new(Set {
             shared,
             own,
             digest,
             version: digest.version().into(),
-        }
+        }))
     }
 
     /// The layer shared with other sets.
     pub fn shared(&self) -> &Arc<Layer> {
-        &self.shared
+        &self.0.shared
     }
 
     /// The proxy's own layer.
     pub fn own(&self) -> &Arc<ResourceMap> {
-        &self.own
+        &self.0.own
     }
 
     /// A set held by one proxy alone.
@@ -381,44 +385,44 @@ impl Resources {
     /// Every resource in name order.
     pub fn iter(&self) -> Merged<'_> {
         Merged {
-            shared: self.shared.map.iter().peekable(),
-            own: self.own.iter().peekable(),
+            shared: self.0.shared.map.iter().peekable(),
+            own: self.0.own.iter().peekable(),
         }
     }
 
     /// The resource named `name`, the proxy's own before the shared one.
     pub fn get(&self, name: &str) -> Option<&Arc<EnvoyResource>> {
-        self.own.get(name).or_else(|| self.shared.map.get(name))
+        self.0.own.get(name).or_else(|| self.0.shared.map.get(name))
     }
 
     /// Whether the set holds a resource named `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.own.contains_key(name) || self.shared.map.contains_key(name)
+        self.0.own.contains_key(name) || self.0.shared.map.contains_key(name)
     }
 
     /// How many resources the set holds, a name in both layers counted once.
     pub fn len(&self) -> usize {
-        self.digest.len
+        self.0.digest.len
     }
 
     /// Whether the set holds no resource.
     pub fn is_empty(&self) -> bool {
-        self.digest.len == 0
+        self.0.digest.len == 0
     }
 
     /// Whether both sets name the same resources, whatever their versions.
     pub fn same_names(&self, other: &Resources) -> bool {
-        self.digest.len == other.digest.len && self.digest.names == other.digest.names
+        self.0.digest.len == other.0.digest.len && self.0.digest.names == other.0.digest.names
     }
 
     /// [`names_sum`] of its names, kept as the set was built.
     pub fn names_sum(&self) -> u128 {
-        self.digest.names
+        self.0.digest.names
     }
 
     /// About the most bytes this set's resources take in a response.
     pub fn response_bytes(&self) -> usize {
-        self.digest.bytes
+        self.0.digest.bytes
     }
 
     /// What a proxy holding `older` lacks to hold this set: the entries it lacks or holds
@@ -433,12 +437,12 @@ impl Resources {
             (None, Some(old)) => diff.gone.push((name, old)),
             (None, None) => {}
         };
-        match self.shared.changed_since(&older.shared) {
+        match self.0.shared.changed_since(&older.0.shared) {
             Some(changed) => {
                 let names: BTreeSet<&String> = changed
                     .iter()
-                    .chain(self.own.keys())
-                    .chain(older.own.keys())
+                    .chain(self.0.own.keys())
+                    .chain(older.0.own.keys())
                     .collect();
                 for name in names {
                     let new = self.get_entry(name);
@@ -453,15 +457,16 @@ impl Resources {
     }
 
     fn get_entry(&self, name: &str) -> Option<Entry<'_>> {
-        self.own
+        self.0
+            .own
             .get_key_value(name)
-            .or_else(|| self.shared.map.get_key_value(name))
+            .or_else(|| self.0.shared.map.get_key_value(name))
     }
 
     /// This set plus whatever `older` holds that it lacks (itself when it lacks nothing):
     /// what a proxy keeps while removals wait.
     pub fn keeping(self, older: &Resources) -> Resources {
-        if self.version == older.version {
+        if self.0.version == older.0.version {
             return self;
         }
         let lacking: Vec<(String, Arc<EnvoyResource>)> = self
@@ -495,14 +500,14 @@ impl Resources {
     /// The version of the whole set: a hash of the sum of one hash per resource, of its
     /// name and version.
     pub fn version(&self) -> &str {
-        &self.version
+        &self.0.version
     }
 }
 
 /// Equal set versions mean equal sets.
 impl PartialEq for Resources {
     fn eq(&self, other: &Self) -> bool {
-        self.version == other.version
+        self.0.version == other.0.version
     }
 }
 
@@ -731,7 +736,7 @@ pub(crate) mod tests {
             .clone()
             .keeping(&Resources::from_map(map(&[("b", "0")])));
         assert!(
-            Arc::ptr_eq(&same.own, &newer.own),
+            Arc::ptr_eq(&same.0.own, &newer.0.own),
             "nothing lacking, nothing copied"
         );
     }
