@@ -4,13 +4,13 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use prost::Message;
 use remora_xds::{
     Snapshot,
     delta::DeltaStream,
-    grpc::{Framer, MAX_REQUEST},
-    sotw::SotwStream,
+    grpc::{Checked as _, Framer, MAX_REQUEST},
+    sotw::{SotwRequest, SotwStream},
 };
 use tonic::Code;
 
@@ -52,7 +52,9 @@ pub fn grpc_frames(data: &[u8]) {
     let snapshot = &*SNAPSHOT;
     let (mut sotw, mut delta) = (SotwStream::default(), DeltaStream::default());
     for message in got {
-        if let Ok(request) = DiscoveryRequest::decode(message.clone())
+        // As the server reads them: a request with a name that is not UTF-8 is refused.
+        if let Ok(request) = SotwRequest::decode(message.clone())
+            && request.check().is_ok()
             && sotw.take_request(&request, snapshot)
         {
             sotw.respond(snapshot);

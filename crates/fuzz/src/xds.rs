@@ -25,7 +25,7 @@ use remora_xds::{
     Snapshot,
     delta::DeltaStream,
     snapshot::{CLUSTER, ENDPOINT, LISTENER, Layer, PUSH_ORDER, ResourceMap, Resources},
-    sotw::SotwStream,
+    sotw::{SotwRequest, SotwStream},
     sync::{SyncState, TypeSync},
 };
 
@@ -319,7 +319,9 @@ impl Sotw {
                 all,
             });
         }
-        self.owed |= self.stream.take_request(&request, &world.snapshot);
+        self.owed |= self
+            .stream
+            .take_request(&SotwRequest::from(request), &world.snapshot);
         self.stream.most_subscribed();
     }
 
@@ -534,7 +536,11 @@ impl Flavour for Sotw {
                         response_nonce: "1".into(),
                         ..Default::default()
                     };
-                    assert!(!self.stream.take_request(&request, &world.snapshot));
+                    assert!(
+                        !self
+                            .stream
+                            .take_request(&SotwRequest::from(request), &world.snapshot)
+                    );
                 }
             }
         }

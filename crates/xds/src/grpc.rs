@@ -16,6 +16,7 @@ use std::{
 };
 
 use bytes::{Buf, BufMut, Bytes};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use http_body::Body as _;
 use prost::Message;
 use tokio::time::Sleep;
@@ -174,7 +175,18 @@ pub struct Requests<M> {
     message: PhantomData<fn() -> M>,
 }
 
-impl<M: Message + Default> Requests<M> {
+/// A request message, with what decoding it does not check.
+pub trait Checked: Message + Default {
+    /// Why the request is malformed though it decoded.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Decoding checks every field of an incremental request.
+impl Checked for DeltaDiscoveryRequest {}
+
+impl<M: Checked> Requests<M> {
     /// The requests in `body`, a stream's request body; a message must arrive in full
     /// within `deadline` of its first bytes.
     pub fn new(body: Body, deadline: Duration) -> Self {
@@ -212,7 +224,10 @@ impl<M: Message + Default> Requests<M> {
                 self.partial = Some(Box::pin(tokio::time::sleep(self.deadline)));
             }
             if let Some(bytes) = next {
-                return Poll::Ready(M::decode(bytes).map(Some).map_err(|e| {
+                let request = M::decode(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.check().map(|()| r));
+                return Poll::Ready(request.map(Some).map_err(|e| {
                     ReadError::Malformed(Status::invalid_argument(format!(
                         "malformed request: {e}"
                     )))

@@ -6,6 +6,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 
 use crate::{
     by_type::ByType,
+    grpc::Checked,
     per_type::PerType,
     snapshot::Snapshot,
     sync::{Mode, TypeSync},
@@ -13,7 +14,7 @@ use crate::{
 
 /// One protocol flavour's state machine, so both share the stream loop.
 pub(crate) trait Machine: Default + Send + 'static {
-    type Req: prost::Message + Default + Send + 'static;
+    type Req: Checked + Send + 'static;
     type Resp: prost::Message + Send + 'static;
     /// The flavour's state of one type.
     type State: PerType;
@@ -131,7 +132,7 @@ macro_rules! public_steps {
 
 public_steps!(
     crate::sotw::SotwStream,
-    envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest,
+    crate::sotw::SotwRequest,
     envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse
 );
 public_steps!(

@@ -5,10 +5,11 @@
 //! drops it when no listener or cluster names it any more. So a change to one route config
 //! sends that one, not every route config the proxy holds.
 
-use envoy_types::pb::envoy::{
-    config::core::v3::Node,
-    service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
-};
+mod request;
+
+use envoy_types::pb::envoy::{config::core::v3::Node, service::discovery::v3::DiscoveryResponse};
+
+pub use request::SotwRequest;
 
 use crate::{
     by_type::ByType,
@@ -35,11 +36,10 @@ impl Interest {
     fn update(
         current: &mut Option<Interest>,
         type_url: &str,
-        names: &[String],
+        names: &[&str],
         set: &Resources,
     ) -> bool {
-        let all =
-            names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url));
+        let all = names.contains(&"*") || (names.is_empty() && is_wildcard_type(type_url));
         let next = if all {
             if matches!(current, Some(Interest::All)) {
                 return false;
@@ -51,7 +51,7 @@ impl Interest {
             {
                 return false;
             }
-            Interest::Names(Names::new(names.iter().map(String::as_str), set))
+            Interest::Names(Names::new(names.iter().copied(), set))
         };
         *current = Some(next);
         true
@@ -156,16 +156,16 @@ pub struct SotwStream {
 }
 
 impl Machine for SotwStream {
-    type Req = DiscoveryRequest;
+    type Req = SotwRequest;
     type Resp = DiscoveryResponse;
     type State = TypeState;
     const MODE: Mode = Mode::StateOfTheWorld;
 
-    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+    fn node(req: &SotwRequest) -> Option<&Node> {
         req.node.as_ref()
     }
 
-    fn names_in(req: &DiscoveryRequest) -> usize {
+    fn names_in(req: &SotwRequest) -> usize {
         req.resource_names.len()
     }
 
@@ -177,8 +177,12 @@ impl Machine for SotwStream {
         (&r.type_url, r.resources.len(), &r.version_info)
     }
 
-    fn take_request(&mut self, request: &DiscoveryRequest, snapshot: &Snapshot) -> bool {
+    fn take_request(&mut self, request: &SotwRequest, snapshot: &Snapshot) -> bool {
         let Some(type_url) = served_type(&request.type_url) else {
+            return false;
+        };
+        // `Requests` refuses a request with a name that is not UTF-8 before it gets here.
+        let Ok(names) = request.names() else {
             return false;
         };
         // Answers a response that a newer one has replaced, or one never sent: the protocol
@@ -215,7 +219,7 @@ impl Machine for SotwStream {
         if Interest::update(
             &mut state.interest,
             type_url,
-            &request.resource_names,
+            &names,
             snapshot.set(type_url),
         ) {
             state.wanted.clear();
@@ -307,17 +311,20 @@ mod tests {
         sync::{SyncState, TypeSync},
     };
 
-    fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
-        DiscoveryRequest {
+    fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> SotwRequest {
+        SotwRequest {
             type_url: type_url.into(),
-            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            resource_names: names
+                .iter()
+                .map(|n| bytes::Bytes::copy_from_slice(n.as_bytes()))
+                .collect(),
             version_info: version.into(),
             response_nonce: nonce.into(),
             ..Default::default()
         }
     }
 
-    fn ack(r: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
+    fn ack(r: &DiscoveryResponse, names: &[&str]) -> SotwRequest {
         request(&r.type_url, names, &r.version_info, &r.nonce)
     }
 
@@ -615,7 +622,7 @@ mod tests {
         assert_eq!(out[1].version_info, without_b.resources(ENDPOINT).version());
     }
 
-    fn refusal(r: &DiscoveryResponse, names: &[&str], held: &str) -> DiscoveryRequest {
+    fn refusal(r: &DiscoveryResponse, names: &[&str], held: &str) -> SotwRequest {
         let mut nack = request(&r.type_url, names, held, &r.nonce);
         nack.error_detail = Some(Status {
             code: 3,

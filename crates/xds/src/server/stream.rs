@@ -82,7 +82,7 @@ async fn told_to_end(shutdown: &mut watch::Receiver<bool>, expiry: Pin<&mut Slee
 /// The proxy's next request, `None` once it closed its side or the stream broke, or the
 /// status to end the stream with when a request cannot be read (one cut off by its deadline
 /// is counted). Cancel-safe, as [`Requests::message`] is.
-async fn next_request<R: prost::Message + Default>(
+async fn next_request<R: grpc::Checked>(
     incoming: &mut Requests<R>,
     refusals: &Refusals,
 ) -> Result<Option<R>, Status> {

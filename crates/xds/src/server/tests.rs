@@ -131,6 +131,26 @@ async fn a_malformed_request_mid_stream_ends_it_with_invalid_argument() {
     );
 }
 
+/// Names are read as bytes, not decoded as strings: one that is not UTF-8 is refused all
+/// the same.
+#[tokio::test]
+async fn a_state_of_the_world_name_that_is_not_utf8_ends_the_stream() {
+    let (mut service, _stop) = service();
+    let (tx, mut body) = open(&mut service, SOTW_PATH, framed(&first_request()))
+        .await
+        .expect("accepted");
+    next(&mut body).await.expect("the clusters");
+    let broken = crate::sotw::SotwRequest {
+        type_url: crate::snapshot::ENDPOINT.into(),
+        resource_names: vec![Bytes::from_static(b"ok"), Bytes::from_static(b"\xff")],
+        ..Default::default()
+    };
+    tx.send(framed(&broken).into()).await.expect("open");
+    let status = next(&mut body).await.expect_err("the end");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("not UTF-8"), "{status:?}");
+}
+
 #[tokio::test]
 async fn a_malformed_first_request_is_refused_with_invalid_argument() {
     let (mut service, _stop) = service();
