@@ -422,6 +422,26 @@ mod tests {
 
     use super::*;
 
+    /// The small mesh the tests publish: four namespaces, one of them shared.
+    fn synthetic(egress: bool) -> Synthetic {
+        Synthetic::new(Shape {
+            namespaces: 4,
+            shared_namespaces: 1,
+            services: 12,
+            pods: 40,
+            routes: 20,
+            egress,
+            seed: 7,
+        })
+    }
+
+    fn mesh(addressing: Addressing) -> Mesh {
+        Mesh::new(MeshSettings {
+            addressing,
+            ..MeshSettings::default()
+        })
+    }
+
     fn publisher(cache: &Arc<SnapshotCache>) -> Publisher {
         Publisher::new(cache.clone(), Options::default(), |_| None)
     }
@@ -452,20 +472,9 @@ mod tests {
             .into_iter()
             .flat_map(|e| [(e, Addressing::Explicit), (e, Addressing::Captured)])
         {
-            let synthetic = Synthetic::new(Shape {
-                namespaces: 4,
-                shared_namespaces: 1,
-                services: 12,
-                pods: 40,
-                routes: 20,
-                egress,
-                seed: 7,
-            });
+            let synthetic = synthetic(egress);
             let objects = synthetic.objects();
-            let mut mesh = Mesh::new(MeshSettings {
-                addressing,
-                ..MeshSettings::default()
-            });
+            let mut mesh = mesh(addressing);
             drop(mesh.apply(objects.iter().cloned().map(Event::Upsert)));
             let cache = SnapshotCache::new();
             let mut incremental = publisher(&cache);
@@ -539,19 +548,8 @@ mod tests {
     /// copy per class, also after a change.
     #[test]
     fn classes_of_equal_content_hold_one_layer() {
-        let synthetic = Synthetic::new(Shape {
-            namespaces: 4,
-            shared_namespaces: 1,
-            services: 12,
-            pods: 40,
-            routes: 20,
-            egress: false,
-            seed: 7,
-        });
-        let mut mesh = Mesh::new(MeshSettings {
-            addressing: Addressing::Captured,
-            ..MeshSettings::default()
-        });
+        let synthetic = synthetic(false);
+        let mut mesh = mesh(Addressing::Captured);
         drop(mesh.apply(synthetic.objects().into_iter().map(Event::Upsert)));
         let cache = SnapshotCache::new();
         let mut publisher = publisher(&cache);

@@ -114,17 +114,23 @@ fn garbage() -> Vec<u8> {
     vec![0, 0, 0, 0, 2, 0, 0]
 }
 
-#[tokio::test]
-async fn a_malformed_request_mid_stream_ends_it_with_invalid_argument() {
+/// The status a SotW stream ends with when `sent` follows its first request, answered.
+async fn ended_by(sent: Vec<u8>) -> Status {
     let (mut service, _stop) = service();
     let (tx, mut body) = open(&mut service, SOTW_PATH, framed(&first_request()))
         .await
         .expect("accepted");
     let cds = DiscoveryResponse::decode(next(&mut body).await.expect("a response"));
     assert_eq!(cds.expect("decodes").type_url, CLUSTER);
-    tx.send(garbage().into()).await.expect("open");
+    tx.send(sent.into()).await.expect("open");
     let status = next(&mut body).await.expect_err("the end");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+}
+
+#[tokio::test]
+async fn a_malformed_request_mid_stream_ends_it_with_invalid_argument() {
+    let status = ended_by(garbage()).await;
     assert!(
         status.message().starts_with("malformed request"),
         "{status:?}"
@@ -135,19 +141,12 @@ async fn a_malformed_request_mid_stream_ends_it_with_invalid_argument() {
 /// the same.
 #[tokio::test]
 async fn a_state_of_the_world_name_that_is_not_utf8_ends_the_stream() {
-    let (mut service, _stop) = service();
-    let (tx, mut body) = open(&mut service, SOTW_PATH, framed(&first_request()))
-        .await
-        .expect("accepted");
-    next(&mut body).await.expect("the clusters");
     let broken = crate::sotw::SotwRequest {
         type_url: crate::snapshot::ENDPOINT.into(),
         resource_names: vec![Bytes::from_static(b"ok"), Bytes::from_static(b"\xff")],
         ..Default::default()
     };
-    tx.send(framed(&broken).into()).await.expect("open");
-    let status = next(&mut body).await.expect_err("the end");
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let status = ended_by(framed(&broken)).await;
     assert!(status.message().contains("not UTF-8"), "{status:?}");
 }
 
