@@ -62,14 +62,14 @@ impl Digest {
     fn add(&mut self, name: &str, r: &EnvoyResource) {
         self.len += 1;
         self.sum = self.sum.wrapping_add(entry_hash(name, &r.version));
-        self.names = self.names.wrapping_add(name_hash(name));
+        self.names = self.names.wrapping_add(name_hash(name.as_bytes()));
         self.bytes += response_bytes(name, r);
     }
 
     fn take(&mut self, name: &str, r: &EnvoyResource) {
         self.len -= 1;
         self.sum = self.sum.wrapping_sub(entry_hash(name, &r.version));
-        self.names = self.names.wrapping_sub(name_hash(name));
+        self.names = self.names.wrapping_sub(name_hash(name.as_bytes()));
         self.bytes -= response_bytes(name, r);
     }
 
@@ -96,16 +96,17 @@ fn entry_hash(name: &str, version: &str) -> u128 {
     h.digest128()
 }
 
-fn name_hash(name: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(name.as_bytes())
+fn name_hash(name: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(name)
 }
 
 /// The sum of one hash per name, as a set's digest keeps it: equal for the same distinct
-/// names in any order, so two lists of names compare without sorting either.
-pub fn names_sum<'a>(names: impl IntoIterator<Item = &'a str>) -> u128 {
-    names
-        .into_iter()
-        .fold(0, |sum: u128, name| sum.wrapping_add(name_hash(name)))
+/// names in any order, so two lists of names compare without sorting either. A name is
+/// hashed as its bytes, so names read as bytes sum as their strings do.
+pub fn names_sum<N: AsRef<[u8]>>(names: impl IntoIterator<Item = N>) -> u128 {
+    names.into_iter().fold(0, |sum: u128, name| {
+        sum.wrapping_add(name_hash(name.as_ref()))
+    })
 }
 
 /// About the most bytes one resource takes in a response of either protocol flavour, with

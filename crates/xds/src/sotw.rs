@@ -9,6 +9,7 @@ mod request;
 
 use envoy_types::pb::envoy::{config::core::v3::Node, service::discovery::v3::DiscoveryResponse};
 
+use bytes::Bytes;
 pub use request::SotwRequest;
 
 use crate::{
@@ -36,10 +37,11 @@ impl Interest {
     fn update(
         current: &mut Option<Interest>,
         type_url: &str,
-        names: &[&str],
+        names: &[Bytes],
         set: &Resources,
     ) -> bool {
-        let all = names.contains(&"*") || (names.is_empty() && is_wildcard_type(type_url));
+        let all =
+            names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url));
         let next = if all {
             if matches!(current, Some(Interest::All)) {
                 return false;
@@ -51,7 +53,16 @@ impl Interest {
             {
                 return false;
             }
-            Interest::Names(Names::new(names.iter().copied(), set))
+            // Taken as strings only now that they changed; `Requests` refused a request
+            // with a name that is not UTF-8 before it got here.
+            let Ok(names) = names
+                .iter()
+                .map(|n| std::str::from_utf8(n))
+                .collect::<Result<Vec<_>, _>>()
+            else {
+                return false;
+            };
+            Interest::Names(Names::new(names, set))
         };
         *current = Some(next);
         true
@@ -181,10 +192,6 @@ impl Machine for SotwStream {
         let Some(type_url) = served_type(&request.type_url) else {
             return false;
         };
-        // `Requests` refuses a request with a name that is not UTF-8 before it gets here.
-        let Ok(names) = request.names() else {
-            return false;
-        };
         // Answers a response that a newer one has replaced, or one never sent: the protocol
         // says ignore. Checked before the type gets a state, which would otherwise stay
         // without a subscription and be counted in every answer's estimate.
@@ -219,7 +226,7 @@ impl Machine for SotwStream {
         if Interest::update(
             &mut state.interest,
             type_url,
-            &names,
+            &request.resource_names,
             snapshot.set(type_url),
         ) {
             state.wanted.clear();

@@ -36,29 +36,18 @@ pub struct SotwRequest {
     pub error_detail: Option<Status>,
 }
 
-impl SotwRequest {
-    /// The resource names, or why one is not UTF-8.
-    pub fn names(&self) -> Result<Vec<&str>, String> {
-        self.resource_names.iter().map(|n| utf8(n)).collect()
-    }
-}
-
 impl Checked for SotwRequest {
     /// Every resource name must be UTF-8, as a `string` is.
     fn check(&self) -> Result<(), String> {
-        self.resource_names
-            .iter()
-            .try_for_each(|n| utf8(n).map(drop))
+        self.resource_names.iter().try_for_each(|name| {
+            std::str::from_utf8(name).map(drop).map_err(|_| {
+                format!(
+                    "resource name {:?} is not UTF-8",
+                    name.escape_ascii().to_string()
+                )
+            })
+        })
     }
-}
-
-fn utf8(name: &Bytes) -> Result<&str, String> {
-    std::str::from_utf8(name).map_err(|_| {
-        format!(
-            "resource name {:?} is not UTF-8",
-            name.escape_ascii().to_string()
-        )
-    })
 }
 
 /// The request a client built, as the server would read it.
@@ -101,7 +90,7 @@ mod tests {
         };
         let read = SotwRequest::decode(sent.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(read, SotwRequest::from(sent));
-        assert_eq!(read.names(), Ok(vec!["a", "b:8080"]));
+        assert_eq!(read.resource_names, [&b"a"[..], b"b:8080"]);
         assert_eq!(read.check(), Ok(()));
 
         let broken = SotwRequest {
@@ -110,6 +99,5 @@ mod tests {
         };
         let refused = SotwRequest::decode(broken.encode_to_vec().as_slice()).expect("decodes");
         assert!(refused.check().is_err());
-        assert!(refused.names().is_err());
     }
 }
