@@ -218,8 +218,7 @@ mod tests {
         let stream = status.connected(&web, Mode::Incremental);
         let v = |s: &str| Some(s.to_owned());
         status.update(
-            &web,
-            stream,
+            &stream,
             [
                 (
                     "cds",

@@ -278,6 +278,10 @@ impl Machine for DeltaStream {
             + req.initial_resource_versions.len()
     }
 
+    fn type_of(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
     fn types(&self) -> &ByType<TypeState> {
         &self.types
     }

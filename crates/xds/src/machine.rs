@@ -8,9 +8,41 @@ use crate::{
     by_type::ByType,
     grpc::Checked,
     per_type::PerType,
-    snapshot::Snapshot,
+    snapshot::{PUSH_ORDER, Snapshot},
     sync::{Mode, TypeSync},
 };
+
+/// The types whose status may have changed since it was last recorded. A type's status
+/// changes only when a request of the type is taken in or a response of it is built, so a
+/// stream records those alone, not every type after every request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Touched(u8);
+
+impl Touched {
+    /// Every served type.
+    const ALL: Touched = Touched((1 << PUSH_ORDER.len()) - 1);
+
+    fn bit(type_url: &str) -> u8 {
+        PUSH_ORDER
+            .iter()
+            .position(|t| *t == type_url)
+            .map_or(0, |i| 1 << i)
+    }
+
+    /// Marks `type_url`; a type not served has no status and is not marked.
+    pub(crate) fn add(&mut self, type_url: &str) {
+        self.0 |= Self::bit(type_url);
+    }
+
+    fn has(self, type_url: &str) -> bool {
+        self.0 & Self::bit(type_url) != 0
+    }
+
+    /// Whether no type is marked.
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
 
 /// One protocol flavour's state machine, so both share the stream loop.
 pub(crate) trait Machine: Default + Send + 'static {
@@ -25,6 +57,9 @@ pub(crate) trait Machine: Default + Send + 'static {
 
     /// How many resource names a request carries.
     fn names_in(req: &Self::Req) -> usize;
+
+    /// The type URL a request names.
+    fn type_of(req: &Self::Req) -> &str;
 
     /// The most resource names the proxy subscribed to of any one type.
     fn most_subscribed(&self) -> usize {
@@ -62,20 +97,46 @@ pub(crate) trait Machine: Default + Send + 'static {
 
     /// The status of every type the proxy asked for.
     fn status(&self) -> Vec<(&'static str, TypeSync)> {
+        self.status_of(Touched::ALL)
+    }
+
+    /// The status of the types `touched` marks, of those the proxy asked for.
+    fn status_of(&self, touched: Touched) -> Vec<(&'static str, TypeSync)> {
         self.types()
             .iter()
+            .filter(|(t, _)| touched.has(t))
             .map(|(t, s)| (t, s.answers().status(s.sent())))
             .collect()
     }
 
     /// A request taken in and answered at once, as the state machines' tests drive them.
+    /// Checks that no type changed status but the request's and those of the responses,
+    /// which is all a stream records ([`Touched`]).
     #[cfg(test)]
     fn on_request(&mut self, req: &Self::Req, snapshot: &Snapshot) -> Vec<Self::Resp> {
-        if self.take_request(req, snapshot) {
+        let before = self.status();
+        let out = if self.take_request(req, snapshot) {
             self.respond(snapshot)
         } else {
             Vec::new()
+        };
+        let mut touched = Touched::default();
+        touched.add(Self::type_of(req));
+        for r in &out {
+            touched.add(Self::describe(r).0);
         }
+        let untouched = |status: Vec<(&'static str, TypeSync)>| {
+            status
+                .into_iter()
+                .filter(|(t, _)| !touched.has(t))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            untouched(self.status()),
+            untouched(before),
+            "a type neither asked for nor sent changed status"
+        );
+        out
     }
 
     /// Responds to `snapshot`, checking that the response budget estimate made beforehand

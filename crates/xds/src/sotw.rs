@@ -180,6 +180,10 @@ impl Machine for SotwStream {
         req.resource_names.len()
     }
 
+    fn type_of(req: &SotwRequest) -> &str {
+        &req.type_url
+    }
+
     fn types(&self) -> &ByType<TypeState> {
         &self.types
     }

@@ -3,7 +3,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -77,7 +80,6 @@ pub struct ProxySync {
     pub connected_at: SystemTime,
     /// By type URL.
     pub types: BTreeMap<&'static str, TypeSync>,
-    stream: u64,
 }
 
 impl ProxySync {
@@ -93,8 +95,26 @@ impl ProxySync {
             mode,
             connected_at,
             types,
-            stream: 0,
         }
+    }
+}
+
+/// One stream's status in the registry, held by the stream: it records through its own
+/// entry, with neither the registry's lock nor a search among thousands of proxies.
+#[derive(Debug)]
+pub struct StreamEntry(Arc<Entry>);
+
+#[derive(Debug)]
+struct Entry {
+    status: Mutex<ProxySync>,
+    /// False once a newer stream of the proxy took its place, whose status is the one
+    /// reported.
+    newest: AtomicBool,
+}
+
+impl Entry {
+    fn lock(&self) -> MutexGuard<'_, ProxySync> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -102,8 +122,7 @@ impl ProxySync {
 /// newest one is reported.
 #[derive(Debug)]
 pub struct SyncRegistry {
-    proxies: RwLock<BTreeMap<ObjectKey, ProxySync>>,
-    streams: std::sync::atomic::AtomicU64,
+    proxies: RwLock<BTreeMap<ObjectKey, Arc<Entry>>>,
     // Counts changes, so that a reporter wakes on one and skips to the newest state.
     changes: watch::Sender<u64>,
 }
@@ -112,7 +131,6 @@ impl Default for SyncRegistry {
     fn default() -> Self {
         SyncRegistry {
             proxies: RwLock::default(),
-            streams: std::sync::atomic::AtomicU64::default(),
             changes: watch::Sender::new(0),
         }
     }
@@ -124,21 +142,22 @@ impl SyncRegistry {
         Arc::default()
     }
 
-    /// Registers a new stream and returns its id.
-    pub fn connected(&self, proxy: &ObjectKey, mode: Mode) -> u64 {
-        let stream = self
-            .streams
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let status = ProxySync {
-            proxy: proxy.clone(),
-            mode,
-            connected_at: SystemTime::now(),
-            types: BTreeMap::new(),
-            stream,
-        };
-        self.write().insert(proxy.clone(), status);
+    /// Registers a new stream of `proxy`, which from now on is the one reported.
+    pub fn connected(&self, proxy: &ObjectKey, mode: Mode) -> StreamEntry {
+        let entry = Arc::new(Entry {
+            status: Mutex::new(ProxySync {
+                proxy: proxy.clone(),
+                mode,
+                connected_at: SystemTime::now(),
+                types: BTreeMap::new(),
+            }),
+            newest: AtomicBool::new(true),
+        });
+        if let Some(older) = self.write().insert(proxy.clone(), entry.clone()) {
+            older.newest.store(false, Ordering::Relaxed);
+        }
         self.changed();
-        stream
+        StreamEntry(entry)
     }
 
     /// Wakes on every change to the registry (a counter of changes).
@@ -157,13 +176,13 @@ impl SyncRegistry {
     /// something changed.
     pub fn update(
         &self,
-        proxy: &ObjectKey,
-        stream: u64,
+        stream: &StreamEntry,
         types: impl IntoIterator<Item = (&'static str, TypeSync)>,
     ) -> Vec<(&'static str, Option<Nack>)> {
         let mut before = Vec::new();
         let mut changed = false;
-        if let Some(s) = self.write().get_mut(proxy).filter(|s| s.stream == stream) {
+        if stream.0.newest.load(Ordering::Relaxed) {
+            let mut s = stream.0.lock();
             for (type_url, new) in types {
                 let old = s.types.get(type_url);
                 if new.nack.is_some() {
@@ -182,10 +201,12 @@ impl SyncRegistry {
     }
 
     /// Forgets the proxy when `stream` is its newest; an older stream's end changes nothing.
-    pub fn disconnected(&self, proxy: &ObjectKey, stream: u64) {
+    pub fn disconnected(&self, proxy: &ObjectKey, stream: &StreamEntry) {
         let removed = {
             let mut proxies = self.write();
-            let newest = proxies.get(proxy).is_some_and(|s| s.stream == stream);
+            let newest = proxies
+                .get(proxy)
+                .is_some_and(|e| Arc::ptr_eq(e, &stream.0));
             newest && proxies.remove(proxy).is_some()
         };
         if removed {
@@ -195,20 +216,20 @@ impl SyncRegistry {
 
     /// The proxy's status; `None` when it is not connected.
     pub fn get(&self, proxy: &ObjectKey) -> Option<ProxySync> {
-        self.read().get(proxy).cloned()
+        self.read().get(proxy).map(|e| e.lock().clone())
     }
 
     /// Every connected proxy's status, ordered by proxy.
     pub fn all(&self) -> Vec<ProxySync> {
-        self.read().values().cloned().collect()
+        self.read().values().map(|e| e.lock().clone()).collect()
     }
 
     // A panic while holding the lock leaves plain data behind, still fit to read.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ObjectKey, ProxySync>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ObjectKey, Arc<Entry>>> {
         self.proxies.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ObjectKey, ProxySync>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ObjectKey, Arc<Entry>>> {
         self.proxies.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -248,14 +269,14 @@ mod tests {
             acked: Some("1".into()),
             ..Default::default()
         };
-        reg.update(&p, old, [(crate::snapshot::CLUSTER, synced.clone())]);
-        reg.disconnected(&p, old);
+        reg.update(&old, [(crate::snapshot::CLUSTER, synced.clone())]);
+        reg.disconnected(&p, &old);
         let s = reg.get(&p).expect("newest stream stays");
         assert_eq!(s.mode, Mode::Incremental);
         assert!(s.types.is_empty());
-        reg.update(&p, new, [(crate::snapshot::CLUSTER, synced)]);
+        reg.update(&new, [(crate::snapshot::CLUSTER, synced)]);
         assert_eq!(reg.all()[0].types.len(), 1);
-        reg.disconnected(&p, new);
+        reg.disconnected(&p, &new);
         assert!(reg.get(&p).is_none());
     }
 
@@ -267,11 +288,11 @@ mod tests {
         let old = reg.connected(&p, Mode::StateOfTheWorld);
         let new = reg.connected(&p, Mode::Incremental);
         assert_eq!(*changes.borrow(), 2);
-        reg.update(&p, old, [(crate::snapshot::CLUSTER, TypeSync::default())]);
-        reg.disconnected(&p, old);
+        reg.update(&old, [(crate::snapshot::CLUSTER, TypeSync::default())]);
+        reg.disconnected(&p, &old);
         assert_eq!(*changes.borrow(), 2, "a stale stream changes nothing");
-        reg.update(&p, new, [(crate::snapshot::CLUSTER, TypeSync::default())]);
-        reg.disconnected(&p, new);
+        reg.update(&new, [(crate::snapshot::CLUSTER, TypeSync::default())]);
+        reg.disconnected(&p, &new);
         assert_eq!(*changes.borrow(), 4);
     }
 
@@ -293,14 +314,14 @@ mod tests {
             ..sent.clone()
         };
         let cluster = crate::snapshot::CLUSTER;
-        assert!(reg.update(&p, stream, [(cluster, sent.clone())]).is_empty());
+        assert!(reg.update(&stream, [(cluster, sent.clone())]).is_empty());
         assert_eq!(*changes.borrow(), 2);
-        reg.update(&p, stream, [(cluster, sent)]);
+        reg.update(&stream, [(cluster, sent)]);
         assert_eq!(*changes.borrow(), 2, "the same status again");
-        let before = reg.update(&p, stream, [(cluster, nacked.clone())]);
+        let before = reg.update(&stream, [(cluster, nacked.clone())]);
         assert_eq!(before, vec![(cluster, None)], "no NACK before");
         assert_eq!(*changes.borrow(), 3);
-        let before = reg.update(&p, stream, [(cluster, nacked.clone())]);
+        let before = reg.update(&stream, [(cluster, nacked.clone())]);
         assert_eq!(
             before,
             vec![(cluster, nacked.nack)],

@@ -16,9 +16,9 @@ use crate::{
     budget::{Ledger, Reservation},
     grpc::{self, ReadError, Requests},
     limits::{Refusal, Refusals},
-    machine::Machine,
+    machine::{Machine, Touched},
     snapshot::Snapshot,
-    sync::{Nack, TypeSync},
+    sync::{Nack, StreamEntry, TypeSync},
 };
 
 /// One ADS stream's state and ends, so its steps share them.
@@ -35,6 +35,8 @@ struct Stream<M: Machine> {
     ledger: Arc<Ledger>,
     /// A request taken in or a snapshot published that is not answered yet.
     owed: bool,
+    /// The types whose status is to be recorded.
+    touched: Touched,
 }
 
 impl<M: Machine> Stream<M> {
@@ -48,6 +50,7 @@ impl<M: Machine> Stream<M> {
         }
         let current = self.snapshots.borrow().clone();
         self.owed |= self.machine.take_request(request, &current);
+        self.touched.add(M::type_of(request));
         match self.machine.most_subscribed() {
             held if held > limit => Err(too_many(held, limit)),
             _ => Ok(()),
@@ -132,6 +135,7 @@ impl AdsServer {
             tx,
             ledger,
             owed: false,
+            touched: Touched::default(),
         };
         let failed = self.take(&mut s, &first).err();
         self.run(proxy, stream, lifetime, s, failed)
@@ -141,7 +145,7 @@ impl AdsServer {
     async fn run<M: Machine>(
         self,
         proxy: ObjectKey,
-        stream: u64,
+        stream: StreamEntry,
         lifetime: Duration,
         mut s: Stream<M>,
         mut failed: Option<Status>,
@@ -186,7 +190,10 @@ impl AdsServer {
             // Boxed: the future of an answer is large and lives only while one is built
             // and queued, not while the stream waits.
             let closed = s.owed && !Box::pin(self.answer(&mut s)).await;
-            self.record(&proxy, stream, s.machine.status());
+            if !s.touched.is_empty() {
+                let touched = std::mem::take(&mut s.touched);
+                self.record(&stream, s.machine.status_of(touched));
+            }
             if closed {
                 break;
             }
@@ -204,12 +211,12 @@ impl AdsServer {
                 "the stream reached its age; the proxy reconnects"
             );
         }
-        self.status.disconnected(&proxy, stream);
+        self.status.disconnected(&proxy, &stream);
         info!("proxy disconnected");
     }
 
     /// Records the stream's status, and logs each rejection the first time it is seen.
-    fn record(&self, proxy: &ObjectKey, stream: u64, status: Vec<(&'static str, TypeSync)>) {
+    fn record(&self, stream: &StreamEntry, status: Vec<(&'static str, TypeSync)>) {
         // A NACK still in force over a later ACK carries the ACKed version: it was logged
         // when it came.
         let in_force: Vec<(&'static str, Nack)> = status
@@ -219,7 +226,7 @@ impl AdsServer {
                 (st.acked.as_ref() != Some(&n.version)).then(|| (*type_url, n.clone()))
             })
             .collect();
-        let before = self.status.update(proxy, stream, status);
+        let before = self.status.update(stream, status);
         for (type_url, n) in in_force {
             let logged = before
                 .iter()
@@ -257,6 +264,9 @@ impl AdsServer {
         s.owed = false;
         let snapshot = s.snapshots.borrow_and_update().clone();
         let responses = s.machine.respond(&snapshot);
+        for r in &responses {
+            s.touched.add(M::describe(r).0);
+        }
         let built = responses
             .iter()
             .map(|r| grpc::PREFIX + r.encoded_len())
