@@ -121,6 +121,11 @@ async fn accept_loop(
                 }
             },
         };
+        // Responses go out as they are built, not held back while an earlier one waits to
+        // be acknowledged: tonic's own listener sets this too.
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(%remote, error = %e, "TCP_NODELAY could not be set; small writes may wait");
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             debug!(%remote, max = cap.max, "connection refused: the port holds its most");
             (cap.refused)();
@@ -292,5 +297,22 @@ mod tests {
             "accepted once a slot was free"
         );
         assert_eq!(refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_writes_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let cap = ConnectionCap {
+            max: 1,
+            refused: Arc::new(|| {}),
+        };
+        let mut conns = Box::pin(incoming(listener, Transport::Plaintext, cap));
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let conn = conns.next().await.expect("a connection").expect("accepted");
+        let Io::Plain(tcp) = &conn.io else {
+            panic!("a plaintext connection");
+        };
+        assert!(tcp.nodelay().expect("readable option"), "TCP_NODELAY set");
     }
 }
