@@ -20,6 +20,8 @@ use std::{
 use prost::Message as _;
 use remora_envoy::EnvoyResource;
 
+use crate::by_type::ByType;
+
 // Envoy's type URLs, defined where Envoy's resources are; here under their old path too.
 pub use remora_envoy::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
@@ -552,7 +554,7 @@ impl<'a> Iterator for Merged<'a> {
 /// Equal when every type's set version is.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    types: BTreeMap<&'static str, Resources>,
+    types: ByType<Resources>,
 }
 
 impl Snapshot {
