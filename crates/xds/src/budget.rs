@@ -126,7 +126,7 @@ impl Reservation {
 #[derive(Debug, Default)]
 pub struct Ledger {
     unwritten: Mutex<Unwritten>,
-    /// Told whenever one of the frames is written (dropped).
+    /// Told whenever one of the frames is written (dropped), for [`Ledger::drained`].
     written: Notify,
 }
 
@@ -162,21 +162,18 @@ impl Ledger {
 
     /// Resolves once frames have waited `timeout` with none written meanwhile; never while
     /// none waits. Counted from the last write, not from the call, so a stream loop that
-    /// calls it anew for every event still meets it.
+    /// calls it anew for every event still meets it. Only its timer wakes it, not each
+    /// write: a stream is not woken twice per response just to learn that all is well.
     pub async fn stalled(&self, timeout: Duration) {
         loop {
-            // Created before the check, so a write between the two still wakes it.
-            let written = self.written.notified();
             let Some(since) = self.lock().since else {
                 // Frames are only added by the stream's own task, which calls this anew.
                 return std::future::pending().await;
             };
-            tokio::select! {
-                // A write seen first: the time counts from it, though the old deadline passed.
-                biased;
-                () = written => {}
-                () = tokio::time::sleep_until(since + timeout) => return,
+            if since + timeout <= Instant::now() {
+                return;
             }
+            tokio::time::sleep_until(since + timeout).await;
         }
     }
 
@@ -194,13 +191,10 @@ impl Ledger {
     /// Tells that a piece of a frame went to the connection: the stream is read, though no
     /// whole frame is written yet.
     pub fn progressed(&self) {
-        {
-            let mut u = self.lock();
-            if u.since.is_some() {
-                u.since = Some(Instant::now());
-            }
+        let mut u = self.lock();
+        if u.since.is_some() {
+            u.since = Some(Instant::now());
         }
-        self.written.notify_waiters();
     }
 }
 
@@ -394,6 +388,39 @@ mod tests {
         drop(second);
         assert!(futures_ready(&mut drained));
         assert_eq!(budget.available(), 10_000);
+    }
+
+    /// Counts its wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_do_not_wake_a_stream_watching_for_a_stall() {
+        let budget = ResponseBudget::new(100_000);
+        let ledger = Arc::new(Ledger::default());
+        let mut reservation = budget.reserve(50_000).await.expect("open");
+        let first = reservation
+            .frame(&response(1_000), &ledger)
+            .expect("frames");
+        let second = reservation
+            .frame(&response(1_000), &ledger)
+            .expect("frames");
+        drop(reservation);
+        let wakes = Arc::new(Wakes(Default::default()));
+        let waker = std::task::Waker::from(wakes.clone());
+        let stalled = ledger.stalled(Duration::from_secs(30));
+        let mut stalled = std::pin::pin!(stalled);
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(stalled.as_mut().poll(&mut cx).is_pending());
+        ledger.progressed();
+        drop(first);
+        drop(second);
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[tokio::test(start_paused = true)]
