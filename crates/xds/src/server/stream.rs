@@ -37,6 +37,8 @@ struct Stream<M: Machine> {
     owed: bool,
     /// The types whose status is to be recorded.
     touched: Touched,
+    /// A request was taken in since the room for an answer was last worked out.
+    taken: bool,
 }
 
 impl<M: Machine> Stream<M> {
@@ -51,6 +53,7 @@ impl<M: Machine> Stream<M> {
         let current = self.snapshots.borrow().clone();
         self.owed |= self.machine.take_request(request, &current);
         self.touched.add(M::type_of(request));
+        self.taken = true;
         match self.machine.most_subscribed() {
             held if held > limit => Err(too_many(held, limit)),
             _ => Ok(()),
@@ -136,6 +139,7 @@ impl AdsServer {
             ledger,
             owed: false,
             touched: Touched::default(),
+            taken: false,
         };
         let failed = self.take(&mut s, &first).err();
         self.run(proxy, stream, lifetime, s, failed)
@@ -244,12 +248,14 @@ impl AdsServer {
         // Room for what this answer may hold, taken before building it: the sets of the
         // types that changed, not the whole snapshot.
         let estimate = s.machine.answer_bytes(&s.snapshots.borrow());
+        s.taken = false;
         let Some(mut reservation) = self.reserve(estimate, s).await else {
             return false;
         };
         // Requests taken in while waiting may owe more: the room is checked again before
-        // building, so built responses wait only when the estimate fell short.
-        loop {
+        // building, so built responses wait only when the estimate fell short. A snapshot
+        // published meanwhile is checked once the answer is built.
+        while std::mem::take(&mut s.taken) {
             let owed = s.machine.answer_bytes(&s.snapshots.borrow());
             if reservation.covers(&self.budget, owed) {
                 break;
