@@ -498,7 +498,7 @@ impl Bench<'_> {
         let before = scrape(self.replicas).await?;
         let cpu_before = samples(self.replicas);
         let started = Instant::now();
-        running.round.send_replace(Round {
+        running.start_round(Round {
             number,
             started: Some(started),
             expected: Some(Arc::new(expected)),

@@ -339,7 +339,7 @@ async fn change(
     let watch = server.watch;
     let before = server.sample();
     let started = Instant::now();
-    running.round.send_replace(Round {
+    running.start_round(Round {
         number,
         started: Some(started),
         expected: None,
@@ -367,9 +367,7 @@ async fn change(
         changed.affected,
         percentile(&sorted, 50).unwrap_or(0),
     );
-    running
-        .round
-        .send_modify(|r| r.expected = Some(expected.clone()));
+    running.expect(expected.clone());
     let mut convergence = Vec::with_capacity(expected.len());
     let count = expected.len();
     watch

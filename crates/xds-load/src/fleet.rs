@@ -183,7 +183,10 @@ pub(crate) struct Fleet {
     /// arrive spread out rather than in one burst the listen backlog would drop.
     pub connecting: Semaphore,
     pub notes: mpsc::UnboundedSender<Note>,
+    /// Read, not waited on: a proxy notices a new round when its next response comes.
     pub round: watch::Receiver<Round>,
+    /// Changes when a round's expectations are out, which is all proxies wake for.
+    pub expected: watch::Receiver<u32>,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -270,7 +273,8 @@ async fn stream<F: Flavour>(
     state: &mut State,
 ) -> Result<(), StreamError> {
     let mut stop = fleet.stop.clone();
-    let mut round = fleet.round.clone();
+    let round = fleet.round.clone();
+    let mut expected = fleet.expected.clone();
     let endpoint = &fleet.endpoints[index % fleet.endpoints.len()];
     let Some((tx, mut inbound)) = open::<F>(fleet, endpoint, proxy, &mut stop).await? else {
         return Ok(());
@@ -281,7 +285,7 @@ async fn stream<F: Flavour>(
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return Ok(()),
-            changed = round.changed() => {
+            changed = expected.changed() => {
                 if changed.is_err() {
                     return Ok(());
                 }

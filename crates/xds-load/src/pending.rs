@@ -25,7 +25,7 @@ pub struct Pending {
 /// ones without a complete config and what they miss. `None` when the fleet cannot say (it
 /// did not stop) or every proxy was done.
 pub async fn diagnose(running: Running, proxies: &[ObjectKey]) -> Option<Pending> {
-    let round = running.round.borrow().clone();
+    let round = running.round();
     let outcomes = running.stop().await.ok()?;
     let mut pending = Vec::new();
     match &round.expected {

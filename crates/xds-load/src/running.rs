@@ -3,6 +3,7 @@
 //! logged. Every wait here is on the fleet alone; callers bound them in time.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,7 +17,7 @@ use tonic::transport::Endpoint;
 
 use crate::{
     catalog::Catalog,
-    fleet::{self, Fleet, Mode, Note, Outcome, Round},
+    fleet::{self, Expected, Fleet, Mode, Note, Outcome, Round},
 };
 
 /// How long the proxies get to stop.
@@ -56,7 +57,9 @@ pub struct Running {
     notes: mpsc::UnboundedReceiver<Note>,
     /// The change under way: each proxy logs what it receives in it, and tells when it
     /// holds what the round expects of it.
-    pub round: watch::Sender<Round>,
+    round: watch::Sender<Round>,
+    /// The round whose expectations are out, for the proxies to wake and check them.
+    expected: watch::Sender<u32>,
     stop: watch::Sender<bool>,
 }
 
@@ -66,6 +69,7 @@ impl Running {
     pub fn start(spec: FleetSpec, proxies: &[ObjectKey]) -> Running {
         let (notes_tx, notes) = mpsc::unbounded_channel();
         let (round, round_rx) = watch::channel(Round::default());
+        let (expected, expected_rx) = watch::channel(0);
         let (stop, stop_rx) = watch::channel(false);
         let fleet = Arc::new(Fleet {
             endpoints: spec.endpoints,
@@ -74,6 +78,7 @@ impl Running {
             connecting: Semaphore::new(spec.connect_concurrency.max(1)),
             notes: notes_tx,
             round: round_rx,
+            expected: expected_rx,
             stop: stop_rx,
         });
         let tasks = proxies
@@ -85,8 +90,38 @@ impl Running {
             tasks,
             notes,
             round,
+            expected,
             stop,
         }
+    }
+
+    /// Starts a round: responses from now on are logged in it. Proxies are woken only if
+    /// it comes with its expectations; otherwise each notices it when its next response
+    /// comes, as ten thousand proxies woken at once would take the cores the change is
+    /// measured on.
+    pub fn start_round(&self, round: Round) {
+        let number = round.number;
+        let expected = round.expected.is_some();
+        self.round.send_replace(round);
+        if expected {
+            self.expected.send_replace(number);
+        }
+    }
+
+    /// What the round under way must bring each affected proxy, by proxy index; every
+    /// proxy wakes to check whether it holds that already.
+    pub fn expect(&self, expected: Arc<HashMap<usize, Vec<Expected>>>) {
+        let mut number = 0;
+        self.round.send_modify(|r| {
+            r.expected = Some(expected);
+            number = r.number;
+        });
+        self.expected.send_replace(number);
+    }
+
+    /// The round under way.
+    pub fn round(&self) -> Round {
+        self.round.borrow().clone()
     }
 
     /// Waits until `count` proxies are synced; returns when the last one was.
