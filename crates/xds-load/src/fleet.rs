@@ -185,7 +185,8 @@ pub(crate) struct Fleet {
     pub notes: mpsc::UnboundedSender<Note>,
     /// Read, not waited on: a proxy notices a new round when its next response comes.
     pub round: watch::Receiver<Round>,
-    /// Changes when a round's expectations are out, which is all proxies wake for.
+    /// Changes when a round's expectations are out; only the proxies that may have converged
+    /// already wake for it.
     pub expected: watch::Receiver<u32>,
     pub stop: watch::Receiver<bool>,
 }
@@ -283,9 +284,15 @@ async fn stream<F: Flavour>(
     let mut synced = false;
     let mut converged_round = 0;
     loop {
+        // Only a proxy that received a response in the round under way and has not
+        // converged in it can have converged before the round's expectations came out;
+        // any other checks them after its next response, without being woken for them.
+        let number = round.borrow().number;
+        let may_have_converged =
+            converged_round < number && state.log.last().is_some_and(|l| l.round == number);
         tokio::select! {
             _ = stopped(&mut stop) => return Ok(()),
-            changed = expected.changed() => {
+            changed = expected.changed(), if may_have_converged => {
                 if changed.is_err() {
                     return Ok(());
                 }

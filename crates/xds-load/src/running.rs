@@ -108,8 +108,8 @@ impl Running {
         }
     }
 
-    /// What the round under way must bring each affected proxy, by proxy index; every
-    /// proxy wakes to check whether it holds that already.
+    /// What the round under way must bring each affected proxy, by proxy index; a proxy
+    /// that received a response in the round wakes to check whether it holds that already.
     pub fn expect(&self, expected: Arc<HashMap<usize, Vec<Expected>>>) {
         let mut number = 0;
         self.round.send_modify(|r| {
