@@ -324,6 +324,13 @@ mod tests {
             .is_ready()
     }
 
+    /// Two frames of a 1,000-byte response each, queued on `ledger`.
+    async fn two_frames(budget: &ResponseBudget, ledger: &Arc<Ledger>) -> (Bytes, Bytes) {
+        let mut reservation = budget.reserve(50_000).await.expect("open");
+        let mut frame = || reservation.frame(&response(1_000), ledger).expect("frames");
+        (frame(), frame())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stream_stalls_only_when_nothing_is_written_for_the_whole_timeout() {
         let budget = ResponseBudget::new(100_000);
@@ -335,14 +342,7 @@ mod tests {
             let mut stalled = std::pin::pin!(stalled);
             assert!(!done_after(&mut stalled, Duration::from_secs(3600)).await);
         }
-        let mut reservation = budget.reserve(50_000).await.expect("open");
-        let first = reservation
-            .frame(&response(1_000), &ledger)
-            .expect("frames");
-        let second = reservation
-            .frame(&response(1_000), &ledger)
-            .expect("frames");
-        drop(reservation);
+        let (first, second) = two_frames(&budget, &ledger).await;
         assert_eq!(ledger.unwritten(), first.len() + second.len());
         let stalled = ledger.stalled(timeout);
         let mut stalled = std::pin::pin!(stalled);
@@ -403,14 +403,7 @@ mod tests {
     async fn writes_do_not_wake_a_stream_watching_for_a_stall() {
         let budget = ResponseBudget::new(100_000);
         let ledger = Arc::new(Ledger::default());
-        let mut reservation = budget.reserve(50_000).await.expect("open");
-        let first = reservation
-            .frame(&response(1_000), &ledger)
-            .expect("frames");
-        let second = reservation
-            .frame(&response(1_000), &ledger)
-            .expect("frames");
-        drop(reservation);
+        let (first, second) = two_frames(&budget, &ledger).await;
         let wakes = Arc::new(Wakes(Default::default()));
         let waker = std::task::Waker::from(wakes.clone());
         let stalled = ledger.stalled(Duration::from_secs(30));
