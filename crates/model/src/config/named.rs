@@ -37,6 +37,11 @@ const FEW: usize = 8;
 
 type Entry<T> = (Arc<str>, Arc<Versioned<T>>);
 
+/// Where `name` is among a few entries sorted by name, or where it would go.
+fn position<T>(few: &[Entry<T>], name: &str) -> Result<usize, usize> {
+    few.binary_search_by(|(n, _)| (**n).cmp(name))
+}
+
 #[derive(Clone, Debug)]
 enum Items<T> {
     Few(Vec<Entry<T>>),
@@ -58,7 +63,7 @@ impl<T: Named> NamedSet<T> {
         self.hash = self.hash.wrapping_add(mix(item.hash));
         let name = item.value.name().clone();
         let old = match &mut self.items {
-            Items::Few(few) => match few.binary_search_by(|(n, _)| n.cmp(&name)) {
+            Items::Few(few) => match position(few, &name) {
                 Ok(i) => Some(std::mem::replace(&mut few[i].1, item)),
                 Err(i) if few.len() < FEW => {
                     few.insert(i, (name, item));
@@ -83,10 +88,7 @@ impl<T> NamedSet<T> {
     /// Removes the entry of that name, if there is one.
     pub fn remove(&mut self, name: &str) {
         let old = match &mut self.items {
-            Items::Few(few) => few
-                .binary_search_by(|(n, _)| (**n).cmp(name))
-                .ok()
-                .map(|i| few.remove(i).1),
+            Items::Few(few) => position(few, name).ok().map(|i| few.remove(i).1),
             Items::Many(many) => many.remove(name),
         };
         if let Some(old) = old {
@@ -97,10 +99,7 @@ impl<T> NamedSet<T> {
     /// The entry of that name.
     pub fn get(&self, name: &str) -> Option<&Arc<Versioned<T>>> {
         match &self.items {
-            Items::Few(few) => few
-                .binary_search_by(|(n, _)| (**n).cmp(name))
-                .ok()
-                .map(|i| &few[i].1),
+            Items::Few(few) => position(few, name).ok().map(|i| &few[i].1),
             Items::Many(many) => many.get(name),
         }
     }
