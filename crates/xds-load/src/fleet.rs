@@ -187,7 +187,7 @@ pub(crate) struct Fleet {
     pub round: watch::Receiver<Round>,
     /// Changes when a round's expectations are out; only the proxies that may have converged
     /// already wake for it.
-    pub expected: watch::Receiver<u32>,
+    pub expected: watch::Receiver<()>,
     pub stop: watch::Receiver<bool>,
 }
 

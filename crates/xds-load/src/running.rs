@@ -58,8 +58,8 @@ pub struct Running {
     /// The change under way: each proxy logs what it receives in it, and tells when it
     /// holds what the round expects of it.
     round: watch::Sender<Round>,
-    /// The round whose expectations are out, for the proxies to wake and check them.
-    expected: watch::Sender<u32>,
+    /// Told when a round's expectations are out, for the proxies to wake and check them.
+    expected: watch::Sender<()>,
     stop: watch::Sender<bool>,
 }
 
@@ -69,7 +69,7 @@ impl Running {
     pub fn start(spec: FleetSpec, proxies: &[ObjectKey]) -> Running {
         let (notes_tx, notes) = mpsc::unbounded_channel();
         let (round, round_rx) = watch::channel(Round::default());
-        let (expected, expected_rx) = watch::channel(0);
+        let (expected, expected_rx) = watch::channel(());
         let (stop, stop_rx) = watch::channel(false);
         let fleet = Arc::new(Fleet {
             endpoints: spec.endpoints,
@@ -95,28 +95,19 @@ impl Running {
         }
     }
 
-    /// Starts a round: responses from now on are logged in it. Proxies are woken only if
-    /// it comes with its expectations; otherwise each notices it when its next response
-    /// comes, as ten thousand proxies woken at once would take the cores the change is
-    /// measured on.
+    /// Starts a round: responses from now on are logged in it. No proxy is woken, even
+    /// when the round comes with its expectations: each notices the round, and checks them,
+    /// when its next response comes, and none has one of the round yet. Ten thousand
+    /// proxies woken at once would take the cores the change is measured on.
     pub fn start_round(&self, round: Round) {
-        let number = round.number;
-        let expected = round.expected.is_some();
         self.round.send_replace(round);
-        if expected {
-            self.expected.send_replace(number);
-        }
     }
 
     /// What the round under way must bring each affected proxy, by proxy index; a proxy
     /// that received a response in the round wakes to check whether it holds that already.
     pub fn expect(&self, expected: Arc<HashMap<usize, Vec<Expected>>>) {
-        let mut number = 0;
-        self.round.send_modify(|r| {
-            r.expected = Some(expected);
-            number = r.number;
-        });
-        self.expected.send_replace(number);
+        self.round.send_modify(|r| r.expected = Some(expected));
+        self.expected.send_replace(());
     }
 
     /// The round under way.
