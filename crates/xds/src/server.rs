@@ -39,6 +39,7 @@ use crate::{
 
 mod age;
 mod auth;
+mod ends;
 mod outbox;
 mod slots;
 mod stream;

@@ -2,16 +2,20 @@
 //! responses out through the response budget, until the proxy leaves, the stream fails, the
 //! server stops, or the stream reaches its age.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use prost::Message as _;
 use remora_model::input::ObjectKey;
-use tokio::{sync::watch, time::Sleep};
+use tokio::sync::watch;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
-use super::{AdsServer, outbox::Outbox};
+use super::{
+    AdsServer,
+    ends::{Ends, Told},
+    outbox::Outbox,
+};
 use crate::{
     budget::{Ledger, Reservation},
     grpc::{self, ReadError, Requests},
@@ -26,9 +30,7 @@ struct Stream<M: Machine> {
     machine: M,
     incoming: Requests<M::Req>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    shutdown: watch::Receiver<bool>,
-    /// Completes when the stream reaches its age.
-    expiry: Pin<Box<Sleep>>,
+    ends: Ends,
     /// Whether the stream ends because it reached its age.
     aged: bool,
     tx: Outbox,
@@ -65,24 +67,6 @@ fn too_many(names: usize, limit: usize) -> Status {
     Status::resource_exhausted(format!(
         "{names} resource names, over the limit of {limit} per type"
     ))
-}
-
-/// Why a stream is told to end while its proxy is still there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Told {
-    /// The server stops.
-    Stop,
-    /// The stream reached its age.
-    Aged,
-}
-
-/// Completes when the server stops or the stream reaches its age. Cancel-safe.
-async fn told_to_end(shutdown: &mut watch::Receiver<bool>, expiry: Pin<&mut Sleep>) -> Told {
-    tokio::select! {
-        // A dropped sender is a stop too.
-        _ = shutdown.wait_for(|stop| *stop) => Told::Stop,
-        () = expiry => Told::Aged,
-    }
 }
 
 /// The proxy's next request, `None` once it closed its side or the stream broke, or the
@@ -132,8 +116,7 @@ impl AdsServer {
             machine: M::default(),
             incoming,
             snapshots: self.cache.subscribe(&proxy),
-            shutdown: self.shutdown.clone(),
-            expiry: Box::pin(tokio::time::sleep(lifetime)),
+            ends: Ends::new(self.shutdown.clone(), lifetime),
             aged: false,
             tx,
             ledger,
@@ -157,7 +140,7 @@ impl AdsServer {
         while failed.is_none() {
             if !s.owed {
                 let request = tokio::select! {
-                    told = told_to_end(&mut s.shutdown, s.expiry.as_mut()) => {
+                    told = s.ends.told() => {
                         s.aged = told == Told::Aged;
                         break;
                     }
@@ -342,7 +325,7 @@ impl AdsServer {
         tokio::pin!(reserve);
         let reserved = loop {
             let request = tokio::select! {
-                told = told_to_end(&mut s.shutdown, s.expiry.as_mut()) => {
+                told = s.ends.told() => {
                     s.aged = told == Told::Aged;
                     return None;
                 }
@@ -392,7 +375,7 @@ impl AdsServer {
             return;
         }
         tokio::select! {
-            _ = told_to_end(&mut s.shutdown, s.expiry.as_mut()) => {}
+            _ = s.ends.told() => {}
             () = s.ledger.drained() => {}
             () = s.ledger.stalled(self.write_timeout) => self.stalled(s),
         }
