@@ -134,7 +134,7 @@ async fn report_loop(
     let mut pace = Pace::new(config.min_interval);
     let mut renewed = Instant::now();
     loop {
-        changes.borrow_and_update();
+        changes.mark_seen();
         let shards = report::shards(&fleet.local().all());
         let count = shards.len();
         // Nothing is written yet on the first pass (or only what an earlier run left, never

@@ -376,7 +376,7 @@ pub async fn run(
         // A burst of ACKs wakes this loop for each one: passes are spaced instead, and the
         // next one counts all of them.
         tokio::time::sleep_until(next_pass).await;
-        acks.borrow_and_update();
+        acks.mark_seen();
         next_pass = tokio::time::Instant::now() + MIN_PASS_GAP;
         let leader = leading.as_ref().is_none_or(|l| *l.borrow());
         if reconciler.metrics.leader.set(i64::from(leader)) != i64::from(leader) {

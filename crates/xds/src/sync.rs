@@ -11,7 +11,11 @@ use std::{
 };
 
 use remora_model::input::ObjectKey;
-use tokio::sync::watch;
+
+use changes::Signal;
+pub use changes::{Changes, RegistryGone};
+
+mod changes;
 
 /// A rejected response: the version Envoy refused and Envoy's own words.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,20 +124,11 @@ impl Entry {
 
 /// Every connected proxy's status. A proxy that reconnects may briefly have two streams; the
 /// newest one is reported.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SyncRegistry {
     proxies: RwLock<BTreeMap<ObjectKey, Arc<Entry>>>,
     // Counts changes, so that a reporter wakes on one and skips to the newest state.
-    changes: watch::Sender<u64>,
-}
-
-impl Default for SyncRegistry {
-    fn default() -> Self {
-        SyncRegistry {
-            proxies: RwLock::default(),
-            changes: watch::Sender::new(0),
-        }
-    }
+    changes: Signal,
 }
 
 impl SyncRegistry {
@@ -160,13 +155,13 @@ impl SyncRegistry {
         StreamEntry(entry)
     }
 
-    /// Wakes on every change to the registry (a counter of changes).
-    pub fn changes(&self) -> watch::Receiver<u64> {
+    /// Wakes on changes to the registry.
+    pub fn changes(&self) -> Changes {
         self.changes.subscribe()
     }
 
     fn changed(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.changes.raise();
     }
 
     /// Records types' status on a stream; ignored unless `stream` is the proxy's newest.
@@ -287,13 +282,13 @@ mod tests {
         let p = ObjectKey::new("ns", "pod");
         let old = reg.connected(&p, Mode::StateOfTheWorld);
         let new = reg.connected(&p, Mode::Incremental);
-        assert_eq!(*changes.borrow(), 2);
+        assert_eq!(changes.count(), 2);
         reg.update(&old, [(crate::snapshot::CLUSTER, TypeSync::default())]);
         reg.disconnected(&p, &old);
-        assert_eq!(*changes.borrow(), 2, "a stale stream changes nothing");
+        assert_eq!(changes.count(), 2, "a stale stream changes nothing");
         reg.update(&new, [(crate::snapshot::CLUSTER, TypeSync::default())]);
         reg.disconnected(&p, &new);
-        assert_eq!(*changes.borrow(), 4);
+        assert_eq!(changes.count(), 4);
     }
 
     #[test]
@@ -315,18 +310,18 @@ mod tests {
         };
         let cluster = crate::snapshot::CLUSTER;
         assert!(reg.update(&stream, [(cluster, sent.clone())]).is_empty());
-        assert_eq!(*changes.borrow(), 2);
+        assert_eq!(changes.count(), 2);
         reg.update(&stream, [(cluster, sent)]);
-        assert_eq!(*changes.borrow(), 2, "the same status again");
+        assert_eq!(changes.count(), 2, "the same status again");
         let before = reg.update(&stream, [(cluster, nacked.clone())]);
         assert_eq!(before, vec![(cluster, None)], "no NACK before");
-        assert_eq!(*changes.borrow(), 3);
+        assert_eq!(changes.count(), 3);
         let before = reg.update(&stream, [(cluster, nacked.clone())]);
         assert_eq!(
             before,
             vec![(cluster, nacked.nack)],
             "the NACK already held"
         );
-        assert_eq!(*changes.borrow(), 3);
+        assert_eq!(changes.count(), 3);
     }
 }
