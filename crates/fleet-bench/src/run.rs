@@ -27,7 +27,6 @@ use remora_xds_load::{
     shape_for,
 };
 use serde_json::json;
-use tonic::transport::Endpoint;
 
 use crate::{
     cluster::{self, ClusterError},
@@ -89,8 +88,6 @@ pub enum Error {
     },
     #[error("{0}")]
     Watch(&'static str),
-    #[error("not an address for a replica: {0}")]
-    Endpoint(tonic::transport::Error),
     #[error("interrupted")]
     Interrupted,
     #[error("{error}\n{count} proxies were not done, for example:\n  {examples}")]
@@ -245,18 +242,10 @@ async fn with_replicas(
         target,
         route_key: (namespace, name),
     };
-    let endpoints = replicas
-        .iter()
-        .map(|r| {
-            Endpoint::from_shared(format!("http://{}", r.xds))
-                .map(|e| e.connect_timeout(Duration::from_secs(10)).tcp_nodelay(true))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::Endpoint)?;
     let at_start = scrape(replicas).await?;
     let started = Instant::now();
     let spec = FleetSpec {
-        endpoints,
+        servers: replicas.iter().map(|r| r.xds).collect(),
         mode: args.mode,
         connect_concurrency: args.connect_concurrency,
     };

@@ -6,6 +6,7 @@
 
 use std::{
     collections::HashMap,
+    net::{Ipv4Addr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -24,7 +25,6 @@ use tokio::{
     io::{BufReader, Lines},
     process::ChildStdout,
 };
-use tonic::transport::Endpoint;
 
 use crate::{
     Error,
@@ -91,8 +91,8 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         .await?;
     let at_ready = server.sample();
 
-    let endpoint = endpoint(&ready)?;
-    let mut running = connect(&args, &endpoint, &proxies);
+    let server_address = SocketAddr::from((Ipv4Addr::LOCALHOST, ready.port));
+    let mut running = connect(&args, server_address, &proxies);
     let started = Instant::now();
     let synced = watch
         .bounded(
@@ -122,7 +122,7 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         .await?;
 
     let hostile = if args.hostile {
-        Some(hostile_set_up(&mut server, &endpoint, &ready, &proxies).await?)
+        Some(hostile_set_up(&mut server, server_address, &proxies).await?)
     } else {
         None
     };
@@ -184,17 +184,15 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
 /// the server's sample then.
 async fn hostile_set_up(
     server: &mut Server,
-    endpoint: &Endpoint,
-    ready: &Ready,
+    address: SocketAddr,
     proxies: &[ObjectKey],
 ) -> Result<(Hostile, Plan, Sample), Error> {
     let plan = Plan::for_fleet(proxies.len());
-    let mut clients = Hostile::start(endpoint, proxies, plan);
-    let address = format!("127.0.0.1:{}", ready.port);
+    let mut clients = Hostile::start(address, proxies, plan);
     server
         .watch
         .bounded("the hostile clients to set up", STOP_TIMEOUT * 4, async {
-            Ok(clients.set_up(&address, plan.extra_connections).await?)
+            Ok(clients.set_up(plan.extra_connections).await?)
         })
         .await?;
     eprintln!("xds-load: hostile clients set up: {plan:?}");
@@ -303,21 +301,11 @@ async fn read_ready(
     }
 }
 
-/// The server's address, as every client connects to it.
-fn endpoint(ready: &Ready) -> Result<Endpoint, Error> {
-    Ok(
-        Endpoint::from_shared(format!("http://127.0.0.1:{}", ready.port))
-            .map_err(Error::Endpoint)?
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true),
-    )
-}
-
 /// Starts the fleet against the server; the proxies connect at most `connect_concurrency`
 /// at a time.
-fn connect(args: &RunArgs, endpoint: &Endpoint, proxies: &[ObjectKey]) -> Running {
+fn connect(args: &RunArgs, server: SocketAddr, proxies: &[ObjectKey]) -> Running {
     let spec = FleetSpec {
-        endpoints: vec![endpoint.clone()],
+        servers: vec![server],
         mode: args.mode,
         connect_concurrency: args.connect_concurrency,
     };

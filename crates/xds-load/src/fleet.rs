@@ -16,6 +16,7 @@
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -29,19 +30,16 @@ use prost::Message;
 use remora_model::input::ObjectKey;
 use remora_xds::snapshot::is_wildcard_type;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tonic::{Status, transport::Endpoint};
+use tonic::Status;
 
 pub use crate::held::Baseline;
 use crate::{
     catalog::{Catalog, DecodeError, Set},
     flavour::{Delta, Flavour, Sotw},
     held::Held,
-    wire::{self, Inbound},
+    wire::{self, Client, Driver, Inbound, Outbound, Windows},
 };
 
-/// Requests waiting to be written to one stream: an ACK and a subscription change at most
-/// per response, so a few are plenty.
-const OUTBOX: usize = 16;
 /// How long one proxy may take to connect and open its stream.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -175,8 +173,8 @@ pub struct Outcome {
 
 /// What every proxy shares.
 pub(crate) struct Fleet {
-    /// The servers; proxy `i` connects to the `i % len`-th.
-    pub endpoints: Vec<Endpoint>,
+    /// The servers' xDS addresses; proxy `i` connects to the `i % len`-th.
+    pub servers: Vec<SocketAddr>,
     pub mode: Mode,
     pub catalog: Catalog,
     /// Bounds how many proxies are connecting at once, as a real fleet's connections
@@ -194,16 +192,14 @@ pub(crate) struct Fleet {
 /// Why a proxy's stream failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StreamError {
-    #[error("cannot connect: {0}")]
-    Connect(#[from] tonic::transport::Error),
     #[error("the stream failed: {0}")]
-    Status(#[from] Status),
+    Wire(#[from] wire::WireError),
+    #[error("cannot frame a request: {0}")]
+    Frame(#[from] Status),
     #[error("opening the stream took over {OPEN_TIMEOUT:?}")]
     OpenTimeout,
     #[error("the server ended the stream")]
     Ended,
-    #[error("the stream stopped taking requests (its request side was closed)")]
-    RequestsClosed,
     #[error("the server sent type {0:?}, which nobody asked for")]
     UnknownType(String),
     #[error(transparent)]
@@ -276,8 +272,8 @@ async fn stream<F: Flavour>(
     let mut stop = fleet.stop.clone();
     let round = fleet.round.clone();
     let mut expected = fleet.expected.clone();
-    let endpoint = &fleet.endpoints[index % fleet.endpoints.len()];
-    let Some((tx, mut inbound)) = open::<F>(fleet, endpoint, proxy, &mut stop).await? else {
+    let server = fleet.servers[index % fleet.servers.len()];
+    let Some(mut opened) = open::<F>(fleet, server, proxy, &mut stop).await? else {
         return Ok(());
     };
     let mut flavour = F::default();
@@ -291,18 +287,26 @@ async fn stream<F: Flavour>(
         let may_have_converged =
             converged_round < number && state.log.last().is_some_and(|l| l.round == number);
         tokio::select! {
+            // The connection first: what it reads is then taken in, and an ACK handed over
+            // in the turn before is written, within this one poll.
+            biased;
+            ended = &mut opened.driver => {
+                ended?;
+                return Err(StreamError::Ended);
+            }
             _ = stopped(&mut stop) => return Ok(()),
             changed = expected.changed(), if may_have_converged => {
                 if changed.is_err() {
                     return Ok(());
                 }
             }
-            msg = inbound.message() => {
+            msg = opened.inbound.message() => {
                 let bytes = msg?.ok_or(StreamError::Ended)?;
                 let received = Instant::now();
                 state.notice(round.borrow().number);
                 let held = &mut state.held;
-                let mut logged = answer(&mut flavour, bytes, held, &fleet.catalog, &tx).await?;
+                let mut logged =
+                    answer(&mut flavour, bytes, held, &fleet.catalog, &mut opened.outbound)?;
                 let current = round.borrow();
                 if current.started.is_some_and(|s| received >= s) {
                     logged.round = current.number;
@@ -333,55 +337,69 @@ async fn stream<F: Flavour>(
     }
 }
 
+/// A proxy's connection and its one stream.
+struct Opened {
+    driver: Driver,
+    /// Kept for as long as the stream: it is what the connection is open for.
+    _client: Client,
+    outbound: Outbound,
+    inbound: Inbound,
+}
+
 /// Connects, when the fleet lets one more proxy connect, and opens the stream with the
 /// first requests; `None` when the fleet stops first.
 async fn open<F: Flavour>(
     fleet: &Fleet,
-    endpoint: &Endpoint,
+    server: SocketAddr,
     proxy: &ObjectKey,
     stop: &mut watch::Receiver<bool>,
-) -> Result<Option<(mpsc::Sender<Bytes>, Inbound)>, StreamError> {
+) -> Result<Option<Opened>, StreamError> {
     let _permit = tokio::select! {
         permit = fleet.connecting.acquire() => permit,
         _ = stopped(stop) => return Ok(None),
     };
-    let (tx, rx) = mpsc::channel(OUTBOX);
     let open = async {
-        let mut channel = endpoint.connect().await?;
-        for req in F::first(node(proxy)) {
-            // The receiver is in the request stream, alive until the call ends.
-            let _ = tx.send(framed(&req)?).await;
-        }
-        Ok::<_, StreamError>(wire::open(&mut channel, F::PATH, rx).await?)
+        let first = F::first(node(proxy))
+            .iter()
+            .map(framed)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut client, mut driver) = wire::connect(server, Windows::READING).await?;
+        let (outbound, inbound) = driver
+            .alongside(async {
+                let (outbound, opening) = client.open(F::PATH, first).await?;
+                Ok((outbound, opening.response().await?))
+            })
+            .await?;
+        Ok::<_, StreamError>(Opened {
+            driver,
+            _client: client,
+            outbound,
+            inbound,
+        })
     };
-    let inbound = tokio::time::timeout(OPEN_TIMEOUT, open)
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, open)
         .await
         .map_err(|_| StreamError::OpenTimeout)??;
-    Ok(Some((tx, inbound)))
+    Ok(Some(opened))
 }
 
-/// Takes in a response and sends its ACK, and the subscription change it calls for;
-/// returns what to log of it.
-async fn answer<F: Flavour>(
+/// Takes in a response and hands over its ACK, and the subscription change it calls for,
+/// to the connection; returns what to log of it.
+fn answer<F: Flavour>(
     flavour: &mut F,
     response: Bytes,
     held: &mut Held,
     catalog: &Catalog,
-    tx: &mpsc::Sender<Bytes>,
+    outbound: &mut Outbound,
 ) -> Result<Logged, StreamError> {
     let bytes = response.len();
     let response = F::Resp::decode(response)?;
     let (mut logged, ack) = flavour.take(response, held, catalog)?;
     logged.bytes = bytes;
-    let mut requests = vec![framed(&ack)?];
+    outbound.send(framed(&ack)?)?;
     if let Some(change) = held.resubscription(logged.type_url) {
         let req = flavour.resubscribe(change.type_url, change.before(), change.after());
-        requests.push(framed(&req)?);
-    }
-    for req in requests {
-        tx.send(req)
-            .await
-            .map_err(|_| StreamError::RequestsClosed)?;
+        outbound.send(framed(&req)?)?;
     }
     logged.acked = Instant::now();
     Ok(logged)

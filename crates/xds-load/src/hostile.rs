@@ -5,7 +5,7 @@
 //! Each is set up once and held until [`Hostile::stop`]; the refusals they must cause are
 //! [`Plan::expected`], which the driver compares with what the server counted.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -16,18 +16,19 @@ use remora_xds::{
     server::SOTW_PATH,
     snapshot::{CLUSTER, ENDPOINT, LISTENER},
 };
-use tokio::{
-    net::TcpStream,
-    sync::{Semaphore, mpsc},
-    task::JoinSet,
+use tokio::{net::TcpStream, sync::Semaphore, task::JoinSet};
+
+use crate::{
+    fleet::node,
+    wire::{self, Client, Driver, Inbound, Outbound, Windows},
 };
-use tonic::transport::{Channel, Endpoint};
 
-use crate::{fleet::node, wire};
-
-/// The window a reading client grants, shrunk to next to nothing: the server can write a
+/// The windows a reading client grants, shrunk to next to nothing: the server can write a
 /// response's first kilobyte, then nothing more.
-const NEVER_READ_WINDOW: u32 = 1024;
+const NEVER_READ: Windows = Windows {
+    stream: 1024,
+    connection: 1024,
+};
 /// How long setting one client up may take (a stream without a first request is answered
 /// only at the server's deadline).
 const SET_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -125,6 +126,8 @@ impl Plan {
 
 /// The hostile clients of a run, held until stopped.
 pub struct Hostile {
+    /// The server's xDS address.
+    server: SocketAddr,
     tasks: JoinSet<()>,
     /// Given back by each client once it is set up.
     set_up: Arc<Semaphore>,
@@ -134,9 +137,9 @@ pub struct Hostile {
 /// Why a hostile client could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum HostileError {
-    /// The connection failed.
-    #[error("cannot connect: {0}")]
-    Connect(#[from] tonic::transport::Error),
+    /// The connection failed; the error says how.
+    #[error(transparent)]
+    Connect(#[from] wire::WireError),
     /// A request did not frame.
     #[error("cannot frame a request: {0}")]
     Frame(#[from] tonic::Status),
@@ -146,17 +149,15 @@ pub enum HostileError {
 }
 
 impl Hostile {
-    /// Starts the clients of `plan` against `endpoint`, posing as `proxies` (the fleet's).
-    pub fn start(endpoint: &Endpoint, proxies: &[ObjectKey], plan: Plan) -> Hostile {
+    /// Starts the clients of `plan` against the server at `server`, posing as `proxies`
+    /// (the fleet's).
+    pub fn start(server: SocketAddr, proxies: &[ObjectKey], plan: Plan) -> Hostile {
         let mut hostile = Hostile {
+            server,
             tasks: JoinSet::new(),
             set_up: Arc::new(Semaphore::new(0)),
             clients: 0,
         };
-        let never_reading = endpoint
-            .clone()
-            .initial_stream_window_size(NEVER_READ_WINDOW)
-            .initial_connection_window_size(NEVER_READ_WINDOW);
         let mut poses = proxies.iter().cloned();
         let mut pose = || {
             poses
@@ -165,7 +166,7 @@ impl Hostile {
         };
         for _ in 0..plan.never_read {
             let request = first_request(&pose());
-            hostile.spawn(never_reading.clone(), vec![vec![request]]);
+            hostile.spawn(NEVER_READ, vec![vec![request]]);
         }
         for _ in 0..plan.flood_connections {
             let streams = (0..plan.flood_streams)
@@ -175,45 +176,47 @@ impl Hostile {
                     vec![first_request(&proxy.unwrap_or_else(|| proxies[0].clone()))]
                 })
                 .collect();
-            hostile.spawn(never_reading.clone(), streams);
+            hostile.spawn(NEVER_READ, streams);
         }
         let flooded = pose();
         for _ in 0..plan.proxy_flood {
-            hostile.spawn(never_reading.clone(), vec![vec![first_request(&flooded)]]);
+            hostile.spawn(NEVER_READ, vec![vec![first_request(&flooded)]]);
         }
         for _ in 0..plan.silent {
-            hostile.spawn(endpoint.clone(), vec![Vec::new()]);
+            hostile.spawn(Windows::READING, vec![Vec::new()]);
         }
         for _ in 0..plan.partial {
             let first = first_request(&pose());
             let half = Bytes::from_static(&[0, 0, 0, 0, 200, 10, 3]);
-            hostile.spawn(endpoint.clone(), vec![vec![first, Ok(half)]]);
+            hostile.spawn(Windows::READING, vec![vec![first, Ok(half)]]);
         }
         for _ in 0..plan.subscription_floods {
-            hostile.spawn(endpoint.clone(), vec![vec![flood(&pose())]]);
+            hostile.spawn(Windows::READING, vec![vec![flood(&pose())]]);
         }
         hostile
     }
 
     /// Opens `streams` on one connection, each sending its requests and never reading.
-    fn spawn(&mut self, endpoint: Endpoint, streams: Vec<Vec<Result<Bytes, HostileError>>>) {
+    fn spawn(&mut self, windows: Windows, streams: Vec<Vec<Result<Bytes, HostileError>>>) {
         let set_up = self.set_up.clone();
+        let server = self.server;
         self.clients += 1;
         self.tasks.spawn(async move {
-            let held = hold(&endpoint, streams).await;
+            let held = hold(server, windows, streams).await;
             set_up.add_permits(1);
-            if held.is_ok() {
+            if let Ok(mut held) = held {
+                // Driven while held, so the connection answers the server's pings and takes
+                // in what it is sent. Its end, by the server or with an error, is what a
+                // hostile client is there to provoke: the refusals the server counted are
+                // what the driver checks. The streams are held on regardless.
+                let _ended = (&mut held.driver).await;
                 std::future::pending::<()>().await;
             }
         });
     }
 
     /// Waits until every client is set up, then opens the connections beyond the cap.
-    pub async fn set_up(
-        &mut self,
-        address: &str,
-        extra_connections: usize,
-    ) -> Result<(), HostileError> {
+    pub async fn set_up(&mut self, extra_connections: usize) -> Result<(), HostileError> {
         let all = self.set_up.acquire_many(self.clients);
         tokio::time::timeout(SET_UP_TIMEOUT, all)
             .await
@@ -223,7 +226,7 @@ impl Hostile {
         let mut extra = Vec::with_capacity(extra_connections);
         for _ in 0..extra_connections {
             // Closed by the server as it accepts them; held here only so they count at once.
-            if let Ok(tcp) = TcpStream::connect(address).await {
+            if let Ok(tcp) = TcpStream::connect(self.server).await {
                 extra.push(tcp);
             }
         }
@@ -244,26 +247,39 @@ impl Hostile {
 /// lets in the first ones, and keeps them, never reading; a stream the server refuses or
 /// ends is kept as well.
 async fn hold(
-    endpoint: &Endpoint,
+    server: SocketAddr,
+    windows: Windows,
     streams: Vec<Vec<Result<Bytes, HostileError>>>,
 ) -> Result<Held, HostileError> {
-    let mut channel: Channel = endpoint.connect().await?;
+    let (mut client, mut driver) = wire::connect(server, windows).await?;
     let mut held = Vec::with_capacity(streams.len());
     for requests in streams {
-        let (tx, rx) = mpsc::channel(requests.len().max(1));
-        for request in requests {
-            // The receiver is in hand and the channel has room for every request.
-            let _ = tx.try_send(request?);
-        }
-        let inbound = wire::open(&mut channel, SOTW_PATH, rx).await.ok();
-        held.push((tx, inbound));
+        let requests = requests.into_iter().collect::<Result<Vec<_>, _>>()?;
+        // Refused streams are what these clients are for: a stream the server did not take
+        // is held as what of it there is.
+        let opened = driver
+            .alongside(async {
+                let (outbound, opening) = client.open(SOTW_PATH, requests).await?;
+                Ok((outbound, opening.response().await.ok()))
+            })
+            .await
+            .ok();
+        held.push(opened);
     }
     // The connection stays too, though the server refused or ended every stream on it.
-    Ok((channel, held))
+    Ok(Held {
+        _client: client,
+        driver,
+        _streams: held,
+    })
 }
 
-/// A connection and its streams, each with its request sender and its unread response.
-type Held = (Channel, Vec<(mpsc::Sender<Bytes>, Option<wire::Inbound>)>);
+/// A connection and its streams, each with its request side and its unread response.
+struct Held {
+    _client: Client,
+    driver: Driver,
+    _streams: Vec<Option<(Outbound, Option<Inbound>)>>,
+}
 
 /// The first requests of an Envoy: every cluster and every listener.
 fn first_request(proxy: &ObjectKey) -> Result<Bytes, HostileError> {

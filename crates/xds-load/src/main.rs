@@ -138,8 +138,6 @@ pub enum Error {
     ServerExited(&'static str),
     #[error("{0}")]
     Protocol(String),
-    #[error("not a usable address for the server: {0}")]
-    Endpoint(tonic::transport::Error),
     #[error(transparent)]
     Fleet(#[from] FleetError),
     #[error("waited {after:?} for {phase}, in vain")]

@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -13,7 +14,6 @@ use tokio::{
     sync::{Semaphore, mpsc, watch},
     task::JoinHandle,
 };
-use tonic::transport::Endpoint;
 
 use crate::{
     catalog::Catalog,
@@ -26,8 +26,9 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a fleet is started with.
 #[derive(Clone, Debug)]
 pub struct FleetSpec {
-    /// The servers; proxy `i` connects to the `i % len`-th, so a fleet splits evenly.
-    pub endpoints: Vec<Endpoint>,
+    /// The servers' xDS addresses; proxy `i` connects to the `i % len`-th, so a fleet
+    /// splits evenly.
+    pub servers: Vec<SocketAddr>,
     /// The flavour of ADS every proxy speaks.
     pub mode: Mode,
     /// Proxies connecting at the same time.
@@ -72,7 +73,7 @@ impl Running {
         let (expected, expected_rx) = watch::channel(());
         let (stop, stop_rx) = watch::channel(false);
         let fleet = Arc::new(Fleet {
-            endpoints: spec.endpoints,
+            servers: spec.servers,
             mode: spec.mode,
             catalog: Catalog::default(),
             connecting: Semaphore::new(spec.connect_concurrency.max(1)),
