@@ -21,7 +21,7 @@ use kube::{
 use remora_api::SidecarPolicy;
 use remora_identity::MeshCa;
 use serde_json::{Value, json};
-use support::{cluster, eventually, injection, pods::container::remora_bin};
+use support::{cluster, eventually, injection, pods::container::remora_bin, ports};
 
 /// `remora check ARGS -o json --kubeconfig K`: its exit code and each check's
 /// (name, outcome, message).
@@ -227,7 +227,7 @@ async fn an_old_server_degrades_visibly_and_a_broken_install_fails_with_the_fix(
     // Served for real: a controller's webhook, reached by the API server on loopback through
     // an ExternalName Service. The port goes into the configuration first; the controller
     // then sets its CA bundle there, and nothing here writes it again.
-    let port = injection::free_port();
+    let port = ports::free_port();
     let port_fix = validating(&ns, &bundle, "Fail", port);
     patch_webhook(&webhooks, &ns, &port_fix).await;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);

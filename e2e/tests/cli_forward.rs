@@ -15,7 +15,7 @@ use kube::{Api, api::DeleteParams};
 use remora_api::spiffe::DEFAULT_TRUST_DOMAIN;
 use remora_controller::identity::IdentityConfig;
 use remora_model::input::IdentitySettings;
-use support::{cluster, injection, pods::container::remora_bin};
+use support::{cluster, injection, pods::container::remora_bin, ports};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -162,7 +162,7 @@ async fn the_kubeconfig_alone_reaches_the_control_plane_through_the_api_server()
 
     // A real controller serving remora.v1 over TLS, its certificate naming the Service.
     let ca_secret = "remora-mesh-ca";
-    let mut config = injection::controller_config(&ns, "unused", injection::free_port());
+    let mut config = injection::controller_config(&ns, "unused", ports::free_port());
     config.webhook = None;
     config.inject = None;
     config.settings.identity = Some(IdentitySettings {

@@ -16,7 +16,7 @@ use kube::{
 };
 use remora_api::SidecarPolicy;
 use serde_json::json;
-use support::{cluster, eventually, injection};
+use support::{cluster, eventually, injection, ports};
 
 const PROXY: &str = "remora-proxy";
 /// Puts this run's namespaces, and only them, under the test's webhook.
@@ -111,7 +111,7 @@ async fn pods_get_the_sidecar_exactly_where_the_mesh_wants_it() {
         .await
         .expect("create the policy");
 
-    let port = injection::free_port();
+    let port = ports::free_port();
     let name = format!("remora-e2e-inject-{meshed}");
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     configs

@@ -28,7 +28,7 @@ use remora_controller::{Config, Controller, fleet::FleetConfig, leader::LeaseCon
 use remora_rollout::RESTART_ANNOTATION;
 use remora_runtime::Debounce;
 use serde_json::json;
-use support::{cluster, eventually, injection, kubelet};
+use support::{cluster, eventually, injection, kubelet, ports};
 
 /// Every controller steps the rollouts of every policy in the cluster, so the tests of this
 /// file take turns.
@@ -66,7 +66,7 @@ impl Scene {
             .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
             .await
             .expect("opt the namespace in");
-        let port = injection::free_port();
+        let port = ports::free_port();
         let webhook_name = format!("remora-e2e-{ns}");
         let configuration =
             injection::mutating_configuration(&webhook_name, (TEST_LABEL, &ns), port);

@@ -222,7 +222,7 @@ async fn injected_envoy(xds: SocketAddr, pod_ip: &str) -> (Envoy, SocketAddr) {
         ip: pod_ip,
     };
     let mut config = bootstrap(&pod, &control_plane, &[], &ValidationSettings::default());
-    let admin_port = free_port().await;
+    let admin_port = ports::free_port();
     config["admin"]["address"]["socket_address"]["port_value"] = admin_port.into();
     for cluster in config["static_resources"]["clusters"]
         .as_array_mut()
@@ -240,7 +240,7 @@ async fn injected_envoy(xds: SocketAddr, pod_ip: &str) -> (Envoy, SocketAddr) {
         .expect("listeners")
     {
         let socket = &mut listener["address"]["socket_address"];
-        let port = free_port().await;
+        let port = ports::free_port();
         if socket["port_value"] == STATS_PORT {
             stats_port = port;
         }
@@ -249,11 +249,6 @@ async fn injected_envoy(xds: SocketAddr, pod_ip: &str) -> (Envoy, SocketAddr) {
     assert_ne!(stats_port, 0, "the injected bootstrap has a stats listener");
     let envoy = Envoy::from_config(&config).await;
     (envoy, SocketAddr::from(([127, 0, 0, 1], stats_port)))
-}
-
-async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 fn mesh() -> String {

@@ -17,7 +17,7 @@ use kube::{
 use remora_api::TrafficRoute;
 use remora_webhook::{Certificates, Config, PATH, cluster::ensure_ca};
 use serde_json::json;
-use support::{cluster, eventually};
+use support::{cluster, eventually, ports::free_port};
 
 /// A webhook configuration that only covers `namespace` (by a label the test puts on it), so
 /// other tests' objects never reach this test's webhook. No caBundle: the webhook sets it.
@@ -63,11 +63,6 @@ async fn labelled_namespace(client: &Client) -> String {
         .await
         .expect("label the test namespace");
     ns
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("an address").port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,8 +93,3 @@ pub fn controller_config(namespace: &str, name: &str, port: u16) -> Config {
         identity: None,
     }
 }
-
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("an address").port()
-}

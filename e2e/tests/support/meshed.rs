@@ -17,7 +17,7 @@ use remora_inject::ControlPlane;
 use remora_model::input::IdentitySettings;
 use serde_json::json;
 
-use super::{eventually, injection, pods::net::Bridge};
+use super::{eventually, injection, pods::net::Bridge, ports};
 
 /// The injected proxy container's name.
 pub const PROXY: &str = "remora-proxy";
@@ -54,7 +54,7 @@ pub async fn controller(
     probe_labels: serde_json::Value,
     identity: Option<Duration>,
 ) -> remora_controller::Controller {
-    let port = injection::free_port();
+    let port = ports::free_port();
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .create(
             &PostParams::default(),

@@ -10,6 +10,7 @@ pub mod injection;
 pub mod kubelet;
 pub mod meshed;
 pub mod pods;
+pub mod ports;
 pub mod scene;
 
 use std::{
