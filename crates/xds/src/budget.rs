@@ -14,6 +14,14 @@
 //! queued are dropped, which gives their share back. Each stream also holds at most one
 //! answer: it waits until its frames are written ([`Ledger::drained`]) before it reserves
 //! for the next, so a proxy that stops reading holds no more than what it was last sent.
+//!
+//! Until then its share is held, and waiters are served in order: proxies that never read
+//! (hundreds of them, each owed a config of megabytes) would take the budget in turn, each
+//! for the whole write timeout, while every other stream waited behind them. So a stream
+//! whose proxy has not yet read a whole answer ([`Reader::New`]) first takes its bytes from
+//! a pool of half the budget, in which such streams wait among themselves; the other half
+//! is always there for proxies that read. No reservation takes more than half the budget,
+//! so that holds for a response larger than the budget too.
 
 use std::{
     collections::HashMap,
@@ -46,7 +54,19 @@ pub const DEFAULT_RESPONSE_BUDGET: usize = 32 * 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct ResponseBudget {
     semaphore: Arc<Semaphore>,
+    /// The part of the budget that streams of [`Reader::New`] proxies hold among them.
+    new_readers: Arc<Semaphore>,
     limit: u32,
+}
+
+/// Whether a stream's proxy has read a whole answer yet, which decides what part of the
+/// budget it may wait for ([`ResponseBudget::reserve`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// It has read every frame of an answer.
+    Proven,
+    /// Nothing it was sent has been written in full yet.
+    New,
 }
 
 impl ResponseBudget {
@@ -55,32 +75,49 @@ impl ResponseBudget {
         let limit = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
         ResponseBudget {
             semaphore: Arc::new(Semaphore::new(limit as usize)),
+            new_readers: Arc::new(Semaphore::new(new_readers_share(limit) as usize)),
             limit,
         }
     }
 
-    /// The bytes a reservation of `bytes` takes: all of them, or the whole budget for more
-    /// than it holds, so an oversized response still goes out, alone.
+    /// The bytes a reservation of `bytes` takes: all of them, or half the budget for more
+    /// than that, so an oversized response still goes out, beside the other half.
     fn permits(&self, bytes: usize) -> u32 {
-        u32::try_from(bytes).unwrap_or(u32::MAX).min(self.limit)
+        u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .min(new_readers_share(self.limit))
     }
 
-    /// Waits until `bytes` (capped at the budget) are free. Waiters are served in order, so
-    /// a large reservation is not starved by small ones.
-    pub async fn reserve(&self, bytes: usize) -> Result<Reservation, Status> {
-        let permit = self
-            .semaphore
-            .clone()
-            .acquire_many_owned(self.permits(bytes))
-            .await
-            .map_err(|_| Status::unavailable("the response budget is closed"))?;
-        Ok(Reservation { permit })
+    /// Waits until `bytes` (capped at half the budget) are free, for a new reader in its
+    /// part of the budget first. Waiters are served in order, so a large reservation is not
+    /// starved by small ones.
+    pub async fn reserve(&self, bytes: usize, reader: Reader) -> Result<Reservation, Status> {
+        let permits = self.permits(bytes);
+        let new_reader = match reader {
+            Reader::Proven => None,
+            Reader::New => Some(acquire(&self.new_readers, permits).await?),
+        };
+        let permit = acquire(&self.semaphore, permits).await?;
+        Ok(Reservation { permit, new_reader })
     }
 
     /// Bytes free now.
     pub fn available(&self) -> usize {
         self.semaphore.available_permits()
     }
+}
+
+/// Half the budget, at least one byte.
+fn new_readers_share(limit: u32) -> u32 {
+    (limit / 2).max(1)
+}
+
+async fn acquire(semaphore: &Arc<Semaphore>, permits: u32) -> Result<OwnedSemaphorePermit, Status> {
+    semaphore
+        .clone()
+        .acquire_many_owned(permits)
+        .await
+        .map_err(|_| Status::unavailable("the response budget is closed"))
 }
 
 impl Default for ResponseBudget {
@@ -93,6 +130,8 @@ impl Default for ResponseBudget {
 #[derive(Debug)]
 pub struct Reservation {
     permit: OwnedSemaphorePermit,
+    /// The same bytes of the new readers' part, for a [`Reader::New`].
+    new_reader: Option<OwnedSemaphorePermit>,
 }
 
 impl Reservation {
@@ -101,7 +140,7 @@ impl Reservation {
         self.permit.num_permits()
     }
 
-    /// True when these bytes cover `bytes`, or the whole budget does not.
+    /// True when these bytes cover `bytes`, or they are the most a reservation takes.
     pub fn covers(&self, budget: &ResponseBudget, bytes: usize) -> bool {
         self.bytes() >= budget.permits(bytes) as usize
     }
@@ -112,8 +151,11 @@ impl Reservation {
     pub fn frame(&mut self, message: &impl Message, ledger: &Arc<Ledger>) -> Result<Bytes, Status> {
         let frame = grpc::frame(message)?;
         let share = frame.len().min(self.bytes());
-        let permit = self.permit.split(share);
-        let id = ledger.record(frame.len(), permit);
+        let held = (
+            self.permit.split(share),
+            self.new_reader.as_mut().and_then(|p| p.split(share)),
+        );
+        let id = ledger.record(frame.len(), held);
         Ok(Bytes::from_owner(Budgeted {
             frame,
             ledger: ledger.clone(),
@@ -121,6 +163,10 @@ impl Reservation {
         }))
     }
 }
+
+/// What one frame holds until it is written: its share of the budget and, for a new
+/// reader, the same of the new readers' part.
+type Held = (Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>);
 
 /// One stream's frames not yet written, with the budget each holds.
 #[derive(Debug, Default)]
@@ -136,7 +182,9 @@ struct Unwritten {
     /// While frames wait: since when none was written (or since the first was queued).
     since: Option<Instant>,
     /// By frame: its length and its share of the budget, if any is left.
-    frames: HashMap<u64, (usize, Option<OwnedSemaphorePermit>)>,
+    frames: HashMap<u64, (usize, Held)>,
+    /// Every frame queued so far was written once: the proxy reads.
+    proven: bool,
 }
 
 impl Ledger {
@@ -144,15 +192,25 @@ impl Ledger {
         self.unwritten.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, len: usize, permit: Option<OwnedSemaphorePermit>) -> u64 {
+    fn record(&self, len: usize, held: Held) -> u64 {
         let mut u = self.lock();
         let id = u.next;
         u.next += 1;
         if u.frames.is_empty() {
             u.since = Some(Instant::now());
         }
-        u.frames.insert(id, (len, permit));
+        u.frames.insert(id, (len, held));
         id
+    }
+
+    /// Whether the proxy has read a whole answer. A stream cut off drops its frames too, but
+    /// it reserves nothing after that.
+    pub fn reader(&self) -> Reader {
+        if self.lock().proven {
+            Reader::Proven
+        } else {
+            Reader::New
+        }
     }
 
     /// Bytes of frames not yet written.
@@ -218,6 +276,7 @@ impl Drop for Budgeted {
             let mut u = self.ledger.lock();
             let entry = u.frames.remove(&self.id);
             u.since = (!u.frames.is_empty()).then(Instant::now);
+            u.proven |= u.frames.is_empty();
             entry
         };
         drop(entry);
@@ -245,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn a_frame_holds_its_bytes_until_its_last_reference_is_dropped() {
         let budget = ResponseBudget::new(10_000);
-        let mut reservation = budget.reserve(4_000).await.expect("open");
+        let mut reservation = budget.reserve(4_000, Reader::Proven).await.expect("open");
         assert_eq!(budget.available(), 6_000);
         let frame = reservation
             .frame(&response(1_000), &Arc::default())
@@ -266,16 +325,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_response_larger_than_the_budget_takes_all_of_it_and_goes_alone() {
-        let budget = ResponseBudget::new(1_000);
-        let mut reservation = budget.reserve(50_000).await.expect("open");
+    async fn a_response_larger_than_half_the_budget_takes_half_of_it() {
+        let budget = ResponseBudget::new(2_000);
+        let mut reservation = budget.reserve(50_000, Reader::Proven).await.expect("open");
         assert_eq!(reservation.bytes(), 1_000);
         assert!(reservation.covers(&budget, 50_000));
-        assert_eq!(budget.available(), 0);
-        assert!(
-            budget.semaphore.clone().try_acquire_owned().is_err(),
-            "nothing else meanwhile"
-        );
+        assert_eq!(budget.available(), 1_000, "the other half for the rest");
         let frame = reservation
             .frame(&response(5_000), &Arc::default())
             .expect("frames");
@@ -286,16 +341,75 @@ mod tests {
             .expect("frames");
         assert!(!unbudgeted.is_empty());
         drop(frame);
-        assert_eq!(budget.available(), 1_000);
+        assert_eq!(budget.available(), 2_000);
     }
 
     #[tokio::test]
     async fn a_reservation_too_small_for_what_was_built_says_so() {
         let budget = ResponseBudget::new(1_000);
-        let reservation = budget.reserve(100).await.expect("open");
+        let reservation = budget.reserve(100, Reader::Proven).await.expect("open");
         assert!(reservation.covers(&budget, 100));
         assert!(!reservation.covers(&budget, 101));
         assert!(!reservation.covers(&budget, 5_000));
+    }
+
+    #[tokio::test]
+    async fn new_readers_wait_among_themselves_for_half_the_budget() {
+        let budget = ResponseBudget::new(10_000);
+        let ledger = Arc::new(Ledger::default());
+        let mut first = budget.reserve(8_000, Reader::New).await.expect("open");
+        assert_eq!(first.bytes(), 5_000, "at most their half");
+        assert!(first.covers(&budget, 8_000));
+        let frame = first.frame(&response(1_000), &ledger).expect("frames");
+        drop(first);
+        // Another new reader waits while the first's frame is unwritten, even for a little
+        // of what is free; a proven reader does not wait behind it.
+        let second = budget.reserve(4_500, Reader::New);
+        let mut second = std::pin::pin!(second);
+        assert!(!futures_ready(&mut second));
+        let proven = budget.reserve(5_000, Reader::Proven);
+        let mut proven = std::pin::pin!(proven);
+        assert!(futures_ready(&mut proven));
+        drop(frame);
+        assert!(futures_ready(&mut second));
+        assert_eq!(budget.available(), 10_000);
+        assert_eq!(budget.new_readers.available_permits(), 5_000);
+    }
+
+    #[tokio::test]
+    async fn a_frame_gives_back_both_shares_of_a_new_reader_once_written() {
+        let budget = ResponseBudget::new(10_000);
+        let ledger = Arc::new(Ledger::default());
+        let mut reservation = budget.reserve(4_000, Reader::New).await.expect("open");
+        let frame = reservation
+            .frame(&response(1_000), &ledger)
+            .expect("frames");
+        drop(reservation);
+        let held = frame.len();
+        assert_eq!(budget.available(), 10_000 - held);
+        assert_eq!(budget.new_readers.available_permits(), 5_000 - held);
+        drop(frame);
+        assert_eq!(budget.available(), 10_000);
+        assert_eq!(budget.new_readers.available_permits(), 5_000);
+    }
+
+    #[tokio::test]
+    async fn a_proxy_is_a_proven_reader_once_every_frame_it_was_sent_is_written() {
+        let budget = ResponseBudget::new(100_000);
+        let ledger = Arc::new(Ledger::default());
+        assert_eq!(ledger.reader(), Reader::New, "nothing written yet");
+        let (first, second) = two_frames(&budget, &ledger).await;
+        drop(first);
+        assert_eq!(ledger.reader(), Reader::New, "half an answer written");
+        drop(second);
+        assert_eq!(ledger.reader(), Reader::Proven);
+        let (more, _rest) = two_frames(&budget, &ledger).await;
+        drop(more);
+        assert_eq!(
+            ledger.reader(),
+            Reader::Proven,
+            "for the rest of the stream"
+        );
     }
 
     #[test]
@@ -326,7 +440,7 @@ mod tests {
 
     /// Two frames of a 1,000-byte response each, queued on `ledger`.
     async fn two_frames(budget: &ResponseBudget, ledger: &Arc<Ledger>) -> (Bytes, Bytes) {
-        let mut reservation = budget.reserve(50_000).await.expect("open");
+        let mut reservation = budget.reserve(50_000, Reader::Proven).await.expect("open");
         let mut frame = || reservation.frame(&response(1_000), ledger).expect("frames");
         (frame(), frame())
     }
@@ -372,7 +486,7 @@ mod tests {
             let mut drained = std::pin::pin!(drained);
             assert!(futures_ready(&mut drained), "nothing queued");
         }
-        let mut reservation = budget.reserve(4_000).await.expect("open");
+        let mut reservation = budget.reserve(4_000, Reader::Proven).await.expect("open");
         let first = reservation
             .frame(&response(1_000), &ledger)
             .expect("frames");
@@ -421,7 +535,7 @@ mod tests {
         let budget = ResponseBudget::new(100_000);
         let ledger = Arc::new(Ledger::default());
         let timeout = Duration::from_secs(30);
-        let mut reservation = budget.reserve(50_000).await.expect("open");
+        let mut reservation = budget.reserve(50_000, Reader::Proven).await.expect("open");
         let frame = reservation
             .frame(&response(20_000), &ledger)
             .expect("frames");

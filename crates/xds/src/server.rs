@@ -149,8 +149,9 @@ impl AdsServer {
     /// Bounds the bytes of responses built or encoded and not yet written by the proxies,
     /// across all streams: a stream waits for room before it builds, so a mass initial sync
     /// of large configs cannot hold every proxy's config at once. A stream holds at most one
-    /// answer: it takes room for the next once the last is written. A response larger than
-    /// the budget waits for all of it and goes out alone.
+    /// answer: it takes room for the next once the last is written. Streams whose proxy has
+    /// read nothing yet share half the budget, so proxies that never read cannot hold up
+    /// those that do. A response larger than half the budget waits for half and goes out.
     pub fn response_budget(mut self, bytes: usize) -> Self {
         self.budget = ResponseBudget::new(bytes);
         self

@@ -196,7 +196,7 @@ mod tests {
     use http_body::Body as _;
 
     use super::*;
-    use crate::budget::ResponseBudget;
+    use crate::budget::{Reader, ResponseBudget};
 
     fn response(bytes: usize) -> DiscoveryResponse {
         DiscoveryResponse {
@@ -250,7 +250,7 @@ mod tests {
         let budget = ResponseBudget::new(1 << 20);
         let ledger = Arc::new(Ledger::default());
         let (tx, body) = outbox(4, ledger.clone(), ());
-        let mut reservation = budget.reserve(300_000).await.expect("open");
+        let mut reservation = budget.reserve(300_000, Reader::Proven).await.expect("open");
         let frame = reservation
             .frame(&response(200_000), &ledger)
             .expect("frames");
@@ -284,7 +284,7 @@ mod tests {
         let ledger = Arc::new(Ledger::default());
         let (tx, body) = outbox(4, ledger.clone(), ());
         let mut body = body.into_body();
-        let mut reservation = budget.reserve(500_000).await.expect("open");
+        let mut reservation = budget.reserve(500_000, Reader::Proven).await.expect("open");
         for _ in 0..3 {
             let frame = reservation
                 .frame(&response(100_000), &ledger)

@@ -320,7 +320,7 @@ impl AdsServer {
         let ledger = s.ledger.clone();
         let reserve = async {
             ledger.drained().await;
-            self.budget.reserve(bytes).await
+            self.budget.reserve(bytes, ledger.reader()).await
         };
         tokio::pin!(reserve);
         let reserved = loop {

@@ -425,3 +425,64 @@ async fn a_proxy_that_reads_nothing_is_cut_off_its_frames_dropped_and_counted() 
     let reset = body.frame().await.expect("a frame").expect_err("reset");
     assert_eq!(reset.code(), Code::DeadlineExceeded);
 }
+
+/// A state-of-the-world CDS request from `id`, with what it ACKs.
+fn cds_request(id: &str, acked: Option<&DiscoveryResponse>) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node {
+            id: id.into(),
+            ..Default::default()
+        }),
+        type_url: CLUSTER.into(),
+        version_info: acked.map(|r| r.version_info.clone()).unwrap_or_default(),
+        response_nonce: acked.map(|r| r.nonce.clone()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The cluster names of the next response, which is dropped, and so written, at once.
+async fn next_clusters(body: &mut Body) -> DiscoveryResponse {
+    let bytes = next(body).await.expect("a response");
+    DiscoveryResponse::decode(bytes).expect("decodes")
+}
+
+#[tokio::test(start_paused = true)]
+async fn proxies_that_never_read_do_not_hold_up_one_that_reads() {
+    let (_stop, shutdown) = watch::channel(false);
+    let cache = SnapshotCache::new();
+    let mesh = Arc::new(crate::snapshot::tests::mesh_v1());
+    let ids = ["shop/cart-1", "shop/idle-1", "shop/idle-2", "shop/idle-3"];
+    for id in ids {
+        let (namespace, name) = id.split_once('/').expect("namespace/name");
+        cache.set(&ObjectKey::new(namespace, name), mesh.clone());
+    }
+    // Far less than one answer: each takes as much as one reservation may.
+    let server = AdsServer::new(cache.clone(), SyncRegistry::new(), shutdown)
+        .response_budget(10)
+        .write_timeout(Duration::from_secs(30));
+    let budget = server.budget.clone();
+    let mut service = server.into_service();
+    let (requests, mut reader) = open(&mut service, SOTW_PATH, framed(&cds_request(ids[0], None)))
+        .await
+        .expect("accepted");
+    let first = next_clusters(&mut reader).await;
+    requests
+        .send(framed(&cds_request(ids[0], Some(&first))).into())
+        .await
+        .expect("open");
+    // Three proxies that read nothing of their first answers.
+    let mut idle = Vec::new();
+    for id in &ids[1..] {
+        let stream = open(&mut service, SOTW_PATH, framed(&cds_request(id, None)));
+        idle.push(stream.await.expect("accepted"));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(budget.available(), 5, "one of them holds its half");
+    // The reader's clusters change; its answer goes out long before the idle are cut off.
+    let fewer = crate::snapshot::tests::two_routes("1", "1", false);
+    cache.set(&ObjectKey::new("shop", "cart-1"), Arc::new(fewer));
+    let changed = tokio::time::timeout(Duration::from_secs(5), next_clusters(&mut reader))
+        .await
+        .expect("answered while the idle proxies still hold their share");
+    assert_eq!(changed.resources.len(), 1, "cluster a alone");
+}
