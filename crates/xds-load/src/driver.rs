@@ -12,7 +12,7 @@ use std::{
 };
 
 use remora_model::input::ObjectKey;
-use remora_xds::snapshot::served_type;
+use remora_xds::{Refusal, snapshot::served_type};
 use remora_xds_load::{
     fleet::{Expected, Mode, Outcome, Round, Want},
     hostile::{Hostile, Plan},
@@ -41,8 +41,9 @@ const GRACE: Duration = Duration::from_secs(1);
 /// After the last proxy synced, how long to wait before sampling the server, so what it
 /// still had to do for the last ACKs is done.
 const SETTLE: Duration = Duration::from_secs(1);
-/// How long the server may take, after the changes, to count every refusal of the hostile
-/// clients: the write timeout (30 s) of those that never read, and a margin.
+/// How long the server may take, after the changes or its last count, to count another
+/// refusal of the hostile clients: the write timeout (30 s) of those that never read, and a
+/// margin.
 const REFUSALS_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Clone, Debug)]
@@ -199,8 +200,10 @@ async fn hostile_set_up(
     Ok((clients, plan, server.sample()))
 }
 
-/// Waits until the server counted every refusal the hostile clients cause (those that never
-/// read meet the write timeout last), and samples it then.
+/// Waits until the server counted every refusal the hostile clients cause, and samples it
+/// then. Those that never read meet the write timeout last, and only a few at a time: each
+/// first waits for room in the budget for its answer. So the wait is bounded for each
+/// refusal counted, not for all of them.
 async fn hostile_refused(
     server: &mut Server,
     plan: Plan,
@@ -208,41 +211,48 @@ async fn hostile_refused(
     args: &RunArgs,
 ) -> Result<HostileResult, Error> {
     let expected = plan.expected();
+    let wanted: u64 = expected.iter().map(|(_, n)| n).sum();
     let watch = server.watch;
-    let counted = watch
-        .bounded(
-            "the server to count every refusal",
-            REFUSALS_TIMEOUT,
-            async {
-                loop {
-                    let counted = server.refused().await?;
-                    let count = |reason: &str| {
-                        counted
-                            .iter()
-                            .find(|(r, _)| r == reason)
-                            .map_or(0, |(_, n)| *n)
-                    };
-                    if expected.iter().all(|(r, n)| count(r.as_str()) >= *n) {
-                        return Ok(expected
-                            .iter()
-                            .map(|(r, n)| (r.as_str(), *n, count(r.as_str())))
-                            .collect::<Vec<_>>());
+    let mut before = None;
+    let counted = loop {
+        let next = watch
+            .bounded(
+                "the server to count another refusal",
+                REFUSALS_TIMEOUT,
+                async {
+                    loop {
+                        let counted = server.refused().await?;
+                        let progress = refusals_toward(&expected, &counted);
+                        if progress == wanted || before != Some(progress) {
+                            return Ok((progress, counted));
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
-        )
-        .await;
-    let counts = match counted {
-        Ok(counts) => counts,
-        Err(Error::Timeout { .. }) => {
-            return Err(Error::Uncounted(format!(
-                "expected {expected:?}, counted {:?}",
-                server.refused().await?
-            )));
+                },
+            )
+            .await;
+        match next {
+            Ok((progress, counted)) if progress == wanted => break counted,
+            Ok((progress, _)) => before = Some(progress),
+            Err(Error::Timeout { .. }) => {
+                return Err(Error::Uncounted(format!(
+                    "expected {expected:?}, counted {:?}",
+                    server.refused().await?
+                )));
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
     };
+    let count = |reason: &str| {
+        counted
+            .iter()
+            .find(|(r, _)| r == reason)
+            .map_or(0, |(_, n)| *n)
+    };
+    let counts: Vec<_> = expected
+        .iter()
+        .map(|(r, n)| (r.as_str(), *n, count(r.as_str())))
+        .collect();
     if let Some((reason, expected, counted)) = counts.iter().find(|(_, e, c)| c != e) {
         return Err(Error::Uncounted(format!(
             "{counted} refusals of {reason}, where the hostile clients cause {expected}"
@@ -255,6 +265,17 @@ async fn hostile_refused(
         counts,
         max_rss_kib: args.max_server_rss_kib,
     })
+}
+
+/// How many of the `expected` refusals are `counted`, each reason up to what it expects.
+fn refusals_toward(expected: &[(Refusal, u64)], counted: &[(String, u64)]) -> u64 {
+    expected
+        .iter()
+        .map(|(reason, n)| {
+            let seen = counted.iter().find(|(r, _)| r == reason.as_str());
+            seen.map_or(0, |(_, c)| *c).min(*n)
+        })
+        .sum()
 }
 
 /// Adds to each change what the proxies logged in its round: the responses to affected and
