@@ -243,15 +243,9 @@ async fn hostile_refused(
             Err(e) => return Err(e),
         }
     };
-    let count = |reason: &str| {
-        counted
-            .iter()
-            .find(|(r, _)| r == reason)
-            .map_or(0, |(_, n)| *n)
-    };
     let counts: Vec<_> = expected
         .iter()
-        .map(|(r, n)| (r.as_str(), *n, count(r.as_str())))
+        .map(|(r, n)| (r.as_str(), *n, count_of(&counted, *r)))
         .collect();
     if let Some((reason, expected, counted)) = counts.iter().find(|(_, e, c)| c != e) {
         return Err(Error::Uncounted(format!(
@@ -271,11 +265,16 @@ async fn hostile_refused(
 fn refusals_toward(expected: &[(Refusal, u64)], counted: &[(String, u64)]) -> u64 {
     expected
         .iter()
-        .map(|(reason, n)| {
-            let seen = counted.iter().find(|(r, _)| r == reason.as_str());
-            seen.map_or(0, |(_, c)| *c).min(*n)
-        })
+        .map(|(reason, n)| count_of(counted, *reason).min(*n))
         .sum()
+}
+
+/// The refusals of `reason` the server counted.
+fn count_of(counted: &[(String, u64)], reason: Refusal) -> u64 {
+    counted
+        .iter()
+        .find(|(r, _)| r == reason.as_str())
+        .map_or(0, |(_, n)| *n)
 }
 
 /// Adds to each change what the proxies logged in its round: the responses to affected and
