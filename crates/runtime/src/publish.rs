@@ -40,6 +40,38 @@ struct ClassId {
     bind: Option<IpAddr>,
 }
 
+/// The class of one proxy after another, allocated only where it differs from the class
+/// of the proxy before: a change names its proxies in name order, so namespace by
+/// namespace, and ten thousand proxies of fifty classes need fifty.
+#[derive(Default)]
+struct ClassCursor {
+    last: Option<ClassId>,
+}
+
+impl ClassCursor {
+    /// The class of `proxy`, whose outbound listeners bind to `bind`, and whether it
+    /// differs from the class this last gave; `None` for a proxy the mesh has no class for.
+    fn of(
+        &mut self,
+        mesh: &Mesh,
+        proxy: &ObjectKey,
+        bind: Option<IpAddr>,
+    ) -> Option<(&ClassId, bool)> {
+        let (namespace, policy) = mesh.proxy_class(proxy)?;
+        let same = self.last.as_ref().is_some_and(|last| {
+            last.namespace == namespace && last.policy.as_ref() == policy && last.bind == bind
+        });
+        if !same {
+            self.last = Some(ClassId {
+                namespace: namespace.to_owned(),
+                policy: policy.cloned(),
+                bind,
+            });
+        }
+        self.last.as_ref().map(|class| (class, !same))
+    }
+}
+
 /// Translated resources by type.
 type Translated = BTreeMap<&'static str, ResourceMap>;
 
@@ -120,24 +152,36 @@ impl Publisher {
         for proxy in &changes.gone {
             self.forget(proxy);
         }
+        let mut cursor = ClassCursor::default();
         // Per class, what any of its proxies saw change: a proxy that just joined a class
         // may have seen other changes than the class's other members.
         let mut changed: HashMap<ClassId, BTreeSet<ResourceKey>> = HashMap::new();
         for group in &changes.groups {
+            let mut classes = HashSet::new();
             for proxy in group.proxies.iter() {
-                if let Some(class) = self.class_of(mesh, proxy) {
-                    changed
-                        .entry(class)
-                        .or_default()
-                        .extend(group.resources.iter().cloned());
+                let bind = (self.bind_outbound)(proxy);
+                // Only a class other than the last proxy's can be new to the group.
+                if let Some((class, new)) = cursor.of(mesh, proxy, bind)
+                    && (new || classes.is_empty())
+                    && !classes.contains(class)
+                {
+                    classes.insert(class.clone());
                 }
+            }
+            for class in classes {
+                changed
+                    .entry(class)
+                    .or_default()
+                    .extend(group.resources.iter().cloned());
             }
         }
         let classes: ClassChanges = Some(changed);
         let mut built = HashSet::new();
         for proxy in changes.proxies() {
             let own = changes.own.contains_key(proxy);
-            self.publish_one(mesh, proxy, &classes, own, &mut built);
+            let bind = (self.bind_outbound)(proxy);
+            let class = cursor.of(mesh, proxy, bind).map(|(class, _)| class);
+            self.publish_one(mesh, proxy, class, &classes, own, &mut built);
         }
         self.prune();
     }
@@ -145,44 +189,40 @@ impl Publisher {
     /// Publishes every proxy the mesh knows (at start-up).
     pub fn publish_all(&mut self, mesh: &Mesh) {
         let proxies: Vec<ObjectKey> = mesh.proxies().cloned().collect();
+        let mut cursor = ClassCursor::default();
         let mut built = HashSet::new();
         for proxy in &proxies {
-            self.publish_one(mesh, proxy, &None, true, &mut built);
+            let bind = (self.bind_outbound)(proxy);
+            let class = cursor.of(mesh, proxy, bind).map(|(class, _)| class);
+            self.publish_one(mesh, proxy, class, &None, true, &mut built);
         }
         self.prune();
     }
 
-    fn class_of(&self, mesh: &Mesh, proxy: &ObjectKey) -> Option<ClassId> {
-        let (namespace, policy) = mesh.proxy_class(proxy)?;
-        Some(ClassId {
-            namespace: namespace.to_owned(),
-            policy: policy.cloned(),
-            bind: (self.bind_outbound)(proxy),
-        })
-    }
-
     /// `built` names the classes whose shared part this publish has already brought up to
-    /// date: a change that reaches a thousand proxies of one class builds it once. `own`:
+    /// date: a change that reaches a thousand proxies of one class builds it once. `class`:
+    /// the proxy's (`None`: the mesh has none for it, and the proxy is forgotten). `own`:
     /// whether the proxy's own resources may have changed.
     fn publish_one(
         &mut self,
         mesh: &Mesh,
         proxy: &ObjectKey,
+        class: Option<&ClassId>,
         classes: &ClassChanges,
         own: bool,
         built: &mut HashSet<ClassId>,
     ) {
         let id = proxy.clone();
-        let Some(class) = self.class_of(mesh, proxy) else {
+        let Some(class) = class else {
             self.forget(&id);
             return;
         };
-        if !built.contains(&class) {
+        if !built.contains(class) {
             let changed = classes.as_ref().map(|by_class| {
                 static NONE: BTreeSet<ResourceKey> = BTreeSet::new();
-                by_class.get(&class).unwrap_or(&NONE)
+                by_class.get(class).unwrap_or(&NONE)
             });
-            if !self.update_class(mesh, proxy, &class, changed) {
+            if !self.update_class(mesh, proxy, class, changed) {
                 self.forget(&id);
                 return;
             }
@@ -204,7 +244,7 @@ impl Publisher {
                 self.translate_all(&config, class.bind).0
             }
         };
-        let Some(shared) = self.classes.get(&class) else {
+        let Some(shared) = self.classes.get(class) else {
             self.forget(&id);
             return;
         };
@@ -220,7 +260,7 @@ impl Publisher {
             (type_url, set)
         }));
         self.cache.set(&id, Arc::new(snapshot));
-        self.members.join(&id, &class);
+        self.members.join(&id, class);
     }
 
     /// Takes a proxy out of the cache and of its class.
@@ -579,6 +619,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The model groups a change's proxies class by class; a group of proxies of several
+    /// classes (each of which the change reaches) brings every one of them up to date.
+    #[test]
+    fn a_group_of_several_classes_changes_each() {
+        let synthetic = synthetic(false);
+        let mut mesh = mesh(Addressing::Captured);
+        drop(mesh.apply(synthetic.objects().into_iter().map(Event::Upsert)));
+        let cache = SnapshotCache::new();
+        let mut incremental = publisher(&cache);
+        incremental.publish_all(&mesh);
+        let mut changes = mesh.apply([Event::Upsert(synthetic.route_change(3))]);
+        let resources = changes.groups[0].resources.clone();
+        assert!(
+            changes.groups.iter().all(|g| g.resources == resources),
+            "a route change reaches every class alike"
+        );
+        let proxies: BTreeSet<ObjectKey> = changes
+            .groups
+            .iter()
+            .flat_map(|g| g.proxies.iter().cloned())
+            .collect();
+        let namespaces: BTreeSet<&str> = proxies.iter().map(|p| p.namespace.as_str()).collect();
+        assert!(namespaces.len() > 1, "proxies of several classes");
+        changes.groups.truncate(1);
+        changes.groups[0].proxies = Arc::new(proxies);
+        incremental.publish(&mesh, &changes);
+        let fresh_cache = SnapshotCache::new();
+        publisher(&fresh_cache).publish_all(&mesh);
+        assert_eq!(content(&mesh, &cache), content(&mesh, &fresh_cache));
     }
 
     fn to_missing_backend(route: Object) -> Object {
