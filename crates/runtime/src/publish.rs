@@ -254,7 +254,7 @@ impl Publisher {
                 Some(last) if Arc::ptr_eq(last.set(type_url).shared(), &layer) => {
                     last.set(type_url).clone()
                 }
-                Some(last) => Resources::layered(layer, last.set(type_url).own().clone()),
+                Some(last) => last.set(type_url).over(layer),
                 None => Resources::new(layer, fresh_own.remove(type_url).unwrap_or_default()),
             };
             (type_url, set)

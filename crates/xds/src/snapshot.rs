@@ -78,6 +78,17 @@ impl Digest {
     fn version(&self) -> String {
         version_of(self.len, self.sum)
     }
+
+    /// This digest plus what `set` holds over `base`: the own layer's part of a set's
+    /// digest, which is the set's minus its shared layer's.
+    fn plus_difference(&self, set: &Digest, base: &Digest) -> Digest {
+        Digest {
+            len: self.len.wrapping_add(set.len.wrapping_sub(base.len)),
+            sum: self.sum.wrapping_add(set.sum.wrapping_sub(base.sum)),
+            names: self.names.wrapping_add(set.names.wrapping_sub(base.names)),
+            bytes: self.bytes.wrapping_add(set.bytes.wrapping_sub(base.bytes)),
+        }
+    }
 }
 
 fn version_of(len: usize, sum: u128) -> String {
@@ -360,6 +371,31 @@ impl Resources {
         Resources(Arc::new(Set {
             shared,
             own,
+            digest,
+            version: digest.version().into(),
+        }))
+    }
+
+    /// This set's own layer over `shared`, the layer that replaces its shared one. When
+    /// `shared` replaced that layer directly and changed none of the own layer's names,
+    /// the own layer adds and hides what it did before: the digest follows from the
+    /// layers' digests, without looking each own name up in `shared` (a publish does this
+    /// for every proxy a change reaches).
+    pub fn over(&self, shared: Arc<Layer>) -> Resources {
+        let set = &self.0;
+        let direct = shared.lineage.as_ref().is_some_and(|lineage| {
+            lineage.parent == set.shared.id
+                && !lineage.changed.iter().any(|n| set.own.contains_key(n))
+        });
+        if !direct {
+            return Resources::layered(shared, set.own.clone());
+        }
+        let digest = shared
+            .digest
+            .plus_difference(&set.digest, &set.shared.digest);
+        Resources(Arc::new(Set {
+            shared,
+            own: set.own.clone(),
             digest,
             version: digest.version().into(),
         }))
@@ -941,6 +977,29 @@ pub(crate) mod tests {
             proptest::prop_assert_eq!(from_patch.response_bytes(), from_map.response_bytes());
             let older_set = Resources::new(older_layer, own);
             proptest::prop_assert_eq!(seen(&from_patch.diff(&older_set)), reference_diff(&from_patch, &older_set));
+        }
+    }
+
+    proptest::proptest! {
+        /// A set's own layer put over the layer that replaced its shared one is the set
+        /// that layer and that own layer make, whichever names the new layer changed.
+        #[test]
+        fn a_set_over_a_new_layer_is_the_set_of_both(
+            older in small_map(),
+            newer in small_map(),
+            own in small_map(),
+        ) {
+            let older_layer = Arc::new(Layer::new(older));
+            let set = Resources::new(older_layer.clone(), own.clone());
+            for layer in [Layer::next(&older_layer, newer.clone()), Arc::new(Layer::new(newer.clone()))] {
+                let over = set.over(layer.clone());
+                let made = Resources::new(layer, own.clone());
+                proptest::prop_assert_eq!(flat(&over), flat(&made));
+                proptest::prop_assert_eq!(over.version(), made.version());
+                proptest::prop_assert_eq!(over.len(), made.len());
+                proptest::prop_assert_eq!(over.response_bytes(), made.response_bytes());
+                proptest::prop_assert!(over.same_names(&made));
+            }
         }
     }
 
