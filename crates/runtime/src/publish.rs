@@ -486,6 +486,17 @@ mod tests {
         Publisher::new(cache.clone(), Options::default(), |_| None)
     }
 
+    /// The small mesh without egress scopes, captured, and every proxy of it published.
+    fn published_unscoped() -> (Synthetic, Mesh, Arc<SnapshotCache>, Publisher) {
+        let synthetic = synthetic(false);
+        let mut mesh = mesh(Addressing::Captured);
+        drop(mesh.apply(synthetic.objects().into_iter().map(Event::Upsert)));
+        let cache = SnapshotCache::new();
+        let mut publisher = publisher(&cache);
+        publisher.publish_all(&mesh);
+        (synthetic, mesh, cache, publisher)
+    }
+
     /// Every proxy's snapshot as names and versions by type.
     fn content(mesh: &Mesh, cache: &SnapshotCache) -> BTreeMap<String, Vec<(String, String)>> {
         mesh.proxies()
@@ -588,12 +599,7 @@ mod tests {
     /// copy per class, also after a change.
     #[test]
     fn classes_of_equal_content_hold_one_layer() {
-        let synthetic = synthetic(false);
-        let mut mesh = mesh(Addressing::Captured);
-        drop(mesh.apply(synthetic.objects().into_iter().map(Event::Upsert)));
-        let cache = SnapshotCache::new();
-        let mut publisher = publisher(&cache);
-        publisher.publish_all(&mesh);
+        let (synthetic, mut mesh, cache, mut publisher) = published_unscoped();
         for (step, route) in [None, Some(synthetic.route_change(3))]
             .into_iter()
             .enumerate()
@@ -625,12 +631,7 @@ mod tests {
     /// classes (each of which the change reaches) brings every one of them up to date.
     #[test]
     fn a_group_of_several_classes_changes_each() {
-        let synthetic = synthetic(false);
-        let mut mesh = mesh(Addressing::Captured);
-        drop(mesh.apply(synthetic.objects().into_iter().map(Event::Upsert)));
-        let cache = SnapshotCache::new();
-        let mut incremental = publisher(&cache);
-        incremental.publish_all(&mesh);
+        let (synthetic, mut mesh, cache, mut incremental) = published_unscoped();
         let mut changes = mesh.apply([Event::Upsert(synthetic.route_change(3))]);
         let resources = changes.groups[0].resources.clone();
         assert!(
