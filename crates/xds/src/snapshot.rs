@@ -368,6 +368,11 @@ impl Resources {
             }
             digest.add(name, r);
         }
+        Resources::of_parts(shared, own, digest)
+    }
+
+    /// The set of `shared` and `own` whose digest is already worked out.
+    fn of_parts(shared: Arc<Layer>, own: Arc<ResourceMap>, digest: Digest) -> Resources {
         Resources(Arc::new(Set {
             shared,
             own,
@@ -393,12 +398,7 @@ impl Resources {
         let digest = shared
             .digest
             .plus_difference(&set.digest, &set.shared.digest);
-        Resources(Arc::new(Set {
-            shared,
-            own: set.own.clone(),
-            digest,
-            version: digest.version().into(),
-        }))
+        Resources::of_parts(shared, set.own.clone(), digest)
     }
 
     /// The layer shared with other sets.
