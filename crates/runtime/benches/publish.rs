@@ -1,7 +1,7 @@
 //! What the publisher costs per route change on the unscoped reference mesh (10,000
 //! sidecar pods, captured addressing): the change reaches every proxy, so each gets a new
 //! snapshot. The model's own part (`mesh.apply`) is timed by `remora-model`'s benchmark;
-//! here it is timed with the publish, as the pipeline runs them, and is about 1 % of it.
+//! here it is timed with the publish, as the pipeline runs them, and is about 5 % of it.
 //!
 //! The change alternates between a route's two states, so every iteration changes every
 //! proxy. No stream follows the cache, so no stream is woken: this is the publisher's own
