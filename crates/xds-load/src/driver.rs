@@ -173,12 +173,17 @@ async fn drive(args: RunArgs) -> Result<Report, Error> {
         end,
         driver_synced_heap_kib,
         driver: Sample {
-            cpu: procfs::cpu_time(me).unwrap_or_default(),
+            cpu: own_cpu(),
             memory: procfs::memory(me).unwrap_or_default(),
         },
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         hostile,
     })
+}
+
+/// The CPU this process (the driver and its simulated fleet) has used so far.
+fn own_cpu() -> Duration {
+    procfs::cpu_time(std::process::id()).unwrap_or_default()
 }
 
 /// Starts the hostile clients and waits until each is set up; returns them, their plan, and
@@ -346,6 +351,7 @@ async fn change(
 ) -> Result<(ChangeResult, Expectations), Error> {
     let watch = server.watch;
     let before = server.sample();
+    let driver_before = own_cpu();
     let started = Instant::now();
     running.start_round(Round {
         number,
@@ -400,6 +406,7 @@ async fn change(
             affected: changed.affected,
             convergence,
             server_cpu: after.cpu.saturating_sub(before.cpu),
+            driver_cpu: own_cpu().saturating_sub(driver_before),
             changed_bytes,
             received_bytes: Vec::new(),
             responses_affected: 0,

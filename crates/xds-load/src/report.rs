@@ -47,6 +47,10 @@ pub struct ChangeResult {
     pub convergence: Vec<Duration>,
     /// Server CPU from the command to the end of the grace period after the last ACK.
     pub server_cpu: Duration,
+    /// The driver's CPU over the same span: the simulated fleet, on the cores the server
+    /// is measured on, so that a change's convergence on saturated cores takes the two
+    /// together.
+    pub driver_cpu: Duration,
     /// Per affected proxy: the encoded size of the resources the change changed for it, as
     /// the server reported them (what the change must send it at the least).
     pub changed_bytes: Vec<u64>,
@@ -253,7 +257,11 @@ impl Report {
                     spread(Spread::of(c.convergence.clone())),
                     "p99 < 1 s",
                 ),
-                (format!("change {k}: server CPU"), ms(c.server_cpu), ""),
+                (
+                    format!("change {k}: CPU, server / driver (the simulated fleet, same cores)"),
+                    format!("{} / {}", ms(c.server_cpu), ms(c.driver_cpu)),
+                    "",
+                ),
                 (
                     format!(
                         "change {k}: bytes per affected proxy, resources changed (encoded) \
@@ -481,6 +489,7 @@ mod tests {
             affected: 7,
             convergence: (1..=7).map(|i| ms(10 * i + k)).collect(),
             server_cpu: ms(30 + k),
+            driver_cpu: ms(20 + k),
             changed_bytes: vec![900 * k, 100, 2048, 100, 100, 50, 100],
             received_bytes: (1..=7).map(|i| 1000 * i + k).collect(),
             responses_affected: 9,
@@ -557,6 +566,7 @@ mod tests {
             "| server RSS, all proxies connected and synced | 586 MiB (60 KiB per proxy) | < 1 GiB |",
             "| change 2: converged (ACKed) p50 / p99 / max | 42.0 ms / 72.0 ms / 72.0 ms | p99 < 1 s |",
             "| change 1: route ns-0/route-1, proxies affected | 7 of 10000 |  |",
+            "| change 2: CPU, server / driver (the simulated fleet, same cores) | 32.0 ms / 22.0 ms |  |",
             "| change 2: bytes per affected proxy, resources changed (encoded) min / median / max \
              | 50 B / 100 B / 2048 B (2.0 KiB) |  |",
             "| change 1: bytes per affected proxy, responses received min / median / max \
