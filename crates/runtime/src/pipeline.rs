@@ -154,23 +154,54 @@ impl Pipeline {
     }
 
     /// Runs until every sender of `events` is gone: each debounced batch is applied, the
-    /// pipeline opens the first time `ready` says so, and `after` sees every step.
+    /// pipeline opens the first time `ready` says so, and `after` sees every step. Batches
+    /// are applied and published on the runtime's thread for blocking work, not on one of
+    /// its workers (see [`blocking`]).
     pub async fn run(
-        mut self,
+        self,
         mut events: mpsc::Receiver<Vec<Event>>,
         debounce: Debounce,
         mut ready: impl FnMut() -> bool,
         mut after: impl FnMut(&Step),
     ) {
+        let mut pipeline = self;
         while let Some(batch) = debounce.next_batch(&mut events).await {
-            let mut step = self.apply(batch);
-            if !self.open && ready() {
+            let Some((applied, mut step)) = blocking(pipeline, |p| p.apply(batch)).await else {
+                return;
+            };
+            pipeline = applied;
+            if !pipeline.open && ready() {
                 let started = Instant::now();
-                step.published = self.open();
+                let Some((opened, published)) = blocking(pipeline, Pipeline::open).await else {
+                    return;
+                };
+                pipeline = opened;
+                step.published = published;
                 step.publish += started.elapsed();
             }
             after(&step);
         }
+    }
+}
+
+/// Runs `work` on the pipeline on a thread for blocking work, in the caller's span. A batch
+/// at ten thousand proxies takes tens of milliseconds, and opening the pipeline publishes
+/// every proxy, which takes over half a second: on a worker, that would hold up every task
+/// queued behind it (the injection webhook's answers, the health probes, the lease). `None`
+/// when the runtime shuts down before the work starts.
+async fn blocking<T: Send + 'static>(
+    mut pipeline: Pipeline,
+    work: impl FnOnce(&mut Pipeline) -> T + Send + 'static,
+) -> Option<(Pipeline, T)> {
+    let span = tracing::Span::current();
+    let done = tokio::task::spawn_blocking(move || {
+        let out = span.in_scope(|| work(&mut pipeline));
+        (pipeline, out)
+    });
+    match done.await {
+        Ok(done) => Some(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
     }
 }
 
@@ -227,6 +258,49 @@ mod tests {
         assert_eq!(step.changes.gone.len(), 1);
         let cache = &pipeline.state().cache;
         assert!(cache.get(&pod.key()).is_none());
+    }
+
+    /// The runtime here has one worker. The test's own thread holds the model's lock, so a
+    /// batch applied on the worker would block it, and no other task could run until the
+    /// lock is given back. The test's thread waits with blocking calls only: a runtime's
+    /// timers run on its workers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_batch_is_applied_off_the_runtime_workers() {
+        let pipeline = Pipeline::new(MeshSettings::default(), Options::default(), |_| None);
+        let mesh = pipeline.state().mesh.clone();
+        let (tx, rx) = mpsc::channel(4);
+        let (stepped, steps) = std::sync::mpsc::channel();
+        let debounce = Debounce {
+            window: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        };
+        let run = tokio::spawn(pipeline.run(
+            rx,
+            debounce,
+            || true,
+            move |step| {
+                let _ = stepped.send(step.published);
+            },
+        ));
+        let held = mesh.lock();
+        tx.try_send(objects().into_iter().map(Event::Upsert).collect())
+            .expect("room for the batch");
+        // Time for the debounce and for the apply to start and wait for the lock. A probe
+        // sent before that would pass whatever the pipeline does; none fails a right one.
+        std::thread::sleep(Duration::from_millis(300));
+        let (answered, answers) = std::sync::mpsc::channel();
+        drop(tokio::spawn(async move {
+            let _ = answered.send(());
+        }));
+        let probe = answers.recv_timeout(Duration::from_secs(5));
+        drop(held);
+        assert!(probe.is_ok(), "no task ran while the batch was applied");
+        let published = steps
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the batch applied once the model was free");
+        assert_eq!(published, Published::All(8));
+        drop(tx);
+        run.await.expect("the pipeline ends with its events");
     }
 
     #[tokio::test(start_paused = true)]
